@@ -1,8 +1,14 @@
 //! Bote's router-to-router protocol: the versioned protobuf schema
-//! (`proto/bote/v1/*.proto`) and the tonic/prost code generated from it.
+//! (`proto/bote/v1/inter_router.proto`, documented field by field) and the
+//! tonic/prost code generated from it.
 //!
-//! It will carry, on one bidirectional stream per neighbour pair, the control
-//! frames of the link-state protocol (hello, link-state updates and requests,
-//! address updates and digests) and the data frames (transfers, dispositions,
-//! per-address credit), batched several per gRPC message. The schema lands
-//! with the mesh issue; until then this crate is empty.
+//! One bidirectional stream per neighbour pair carries batches of control
+//! frames (hello, link-state updates and requests, address updates, digests
+//! and snapshots) and data frames (transfers, dispositions, per-address
+//! credit).
+
+/// Version 1 of the protocol (`package bote.v1`).
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("bote.v1");
+}
