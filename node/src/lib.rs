@@ -4,3 +4,4 @@
 //! later issues and drive that engine from outside.
 
 pub mod amqp;
+pub mod config;

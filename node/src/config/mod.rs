@@ -1,0 +1,679 @@
+//! The typed configuration of `boted`, parsed once from TOML and validated
+//! before the router starts; nothing downstream reads raw TOML.
+//!
+//! Sections: `[router]`, `[[listener]]`, `[[connector]]` and `[[address]]`.
+//! Keys are kebab-case; the camelCase spellings qdrouterd users know
+//! (`linkCapacity`, `maxFrameSize`, `idleTimeoutSeconds`, `workerThreads`, ...)
+//! are accepted as aliases. Every key has a default except a connector's
+//! `name`, `host` and `port`. A file replaces the embedded default wholesale,
+//! as `qdrouterd.conf` does: a file without `[[address]]` entries has no
+//! address prefixes, one without `[[listener]]` listens nowhere.
+//!
+//! Unknown keys and bad values are errors that name the file, the line, the
+//! column and the key ([`Diagnostic`]); see `node/examples/bote.toml` for a
+//! commented example of every setting.
+
+pub mod address;
+mod diagnostic;
+
+use std::path::{Path as FsPath, PathBuf};
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use toml::de::DeTable;
+
+pub use address::{
+    AddressEntry, AddressKey, AddressMatch, AddressTable, AddressTableError, Distribution,
+    PatternError,
+};
+pub use diagnostic::Diagnostic;
+use diagnostic::{PathSeg, Problem, key};
+
+/// The embedded default configuration (`default.toml`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// The name diagnostics use for the embedded default.
+pub const EMBEDDED_DEFAULT_NAME: &str = "<embedded default>";
+
+/// AMQP 1.0's smallest permitted max-frame-size (`MIN-MAX-FRAME-SIZE`).
+pub const MIN_MAX_FRAME_SIZE: u32 = 512;
+
+/// The configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// Why reading failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or not a valid Bote configuration.
+    #[error(transparent)]
+    Invalid(Box<Diagnostic>),
+}
+
+impl ConfigError {
+    /// The located problem, unless the file could not be read at all.
+    pub fn diagnostic(&self) -> Option<&Diagnostic> {
+        match self {
+            ConfigError::Invalid(d) => Some(d),
+            ConfigError::Read { .. } => None,
+        }
+    }
+}
+
+/// The whole configuration of one router.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[router]`: identity, threads, logging, timers.
+    pub router: RouterConfig,
+    /// `[[listener]]`: where clients (and later peer routers) connect.
+    pub listeners: Vec<ListenerConfig>,
+    /// `[[connector]]`: outgoing connections to peer routers.
+    pub connectors: Vec<ConnectorConfig>,
+    /// `[[address]]`: the distribution of each address.
+    pub addresses: AddressTable,
+}
+
+/// `[router]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RouterConfig {
+    /// The router's id in the mesh (qdrouterd `id`). Default `Router.<hostname>`.
+    pub id: String,
+    /// Worker threads (arbiters) connections are spread over; 0 = one per
+    /// core. Default 0. Alias `workerThreads`.
+    #[serde(alias = "workerThreads")]
+    pub workers: usize,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing `EnvFilter`
+    /// directive list such as `"info,bote_node::amqp=debug"`. Default `info`.
+    /// `RUST_LOG`, when set, is for the binary to weigh against this.
+    #[serde(alias = "logLevel")]
+    pub log_level: String,
+    /// Interval between hellos to neighbour routers, in ms. Default 1000.
+    #[serde(alias = "helloIntervalMs")]
+    pub hello_interval_ms: u64,
+    /// A neighbour silent for this long is lost, in ms. Default 3000.
+    #[serde(alias = "helloTimeoutMs")]
+    pub hello_timeout_ms: u64,
+    /// The distribution of addresses no `[[address]]` entry matches
+    /// (qdrouterd `defaultDistribution`). Default `balanced`.
+    #[serde(alias = "defaultDistribution")]
+    pub default_distribution: Distribution,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            id: default_router_id(),
+            workers: 0,
+            log_level: "info".to_owned(),
+            hello_interval_ms: 1000,
+            hello_timeout_ms: 3000,
+            default_distribution: Distribution::Balanced,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// The number of worker threads to start: `workers`, or the number of
+    /// cores when it is 0.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// `Router.<hostname>`, or `Router.bote` when the host has no usable name.
+/// Characters that are not letters, digits, `-`, `_` or `.` become `-`.
+pub fn default_router_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if host.is_empty() {
+        "Router.bote".to_owned()
+    } else {
+        format!("Router.{host}")
+    }
+}
+
+/// What a connection is for (qdrouterd `role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Clients: senders and receivers of messages.
+    Normal,
+    /// A peer router of the mesh.
+    InterRouter,
+}
+
+/// A SASL mechanism a listener offers or a connector uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum SaslMechanism {
+    /// No credentials (RFC 4505).
+    #[serde(rename = "ANONYMOUS")]
+    Anonymous,
+    /// User name and password in clear (RFC 4616); for TLS connections.
+    #[serde(rename = "PLAIN")]
+    Plain,
+}
+
+impl SaslMechanism {
+    /// The names the configuration accepts.
+    pub const NAMES: &'static [&'static str] = &["ANONYMOUS", "PLAIN"];
+
+    /// The mechanism with this registered name (case-sensitive, as SASL names are).
+    pub fn from_name(name: &str) -> Option<SaslMechanism> {
+        match name {
+            "ANONYMOUS" => Some(SaslMechanism::Anonymous),
+            "PLAIN" => Some(SaslMechanism::Plain),
+            _ => None,
+        }
+    }
+
+    /// The mechanism's registered name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Anonymous => "ANONYMOUS",
+            SaslMechanism::Plain => "PLAIN",
+        }
+    }
+}
+
+/// Accepts an array, `["ANONYMOUS", "PLAIN"]`, or qdrouterd's
+/// space-separated string, `"ANONYMOUS PLAIN"`.
+fn sasl_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SaslMechanism>, D::Error> {
+    struct Mechanisms;
+    impl<'de> Visitor<'de> for Mechanisms {
+        type Value = Vec<SaslMechanism>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of SASL mechanism names")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    SaslMechanism::from_name(name)
+                        .ok_or_else(|| E::unknown_variant(name, SaslMechanism::NAMES))
+                })
+                .collect()
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(m) = seq.next_element()? {
+                out.push(m);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Mechanisms)
+}
+
+/// `[[listener]]`: a socket the router accepts connections on.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ListenerConfig {
+    /// Optional name for logs and management; unique when given.
+    pub name: Option<String>,
+    /// Address to bind. Default `0.0.0.0`.
+    pub host: String,
+    /// Port to bind; 0 picks an ephemeral port. Default 5672.
+    pub port: u16,
+    /// `normal` (clients) or `inter-router`. Default `normal`.
+    pub role: Role,
+    /// Mechanisms offered to clients that open with SASL. Default
+    /// `["ANONYMOUS"]`; `"ANONYMOUS PLAIN"` (qdrouterd style) also works.
+    #[serde(alias = "saslMechanisms", deserialize_with = "sasl_list")]
+    pub sasl_mechanisms: Vec<SaslMechanism>,
+    /// Idle timeout announced in open, in seconds; 0 disables it.
+    /// Default 16 (qdrouterd `idleTimeoutSeconds`).
+    #[serde(alias = "idleTimeoutSecs", alias = "idleTimeoutSeconds")]
+    pub idle_timeout_secs: u32,
+    /// Largest frame accepted, announced in open; at least 512. Default 16384.
+    #[serde(alias = "maxFrameSize")]
+    pub max_frame_size: u32,
+    /// Credit granted to each sender link (its unsettled window). At least 1.
+    /// Default 250.
+    #[serde(alias = "linkCapacity")]
+    pub link_capacity: u32,
+    /// Largest message accepted, in bytes; 0 = no limit. Default 10485760 (10 MiB).
+    #[serde(alias = "maxMessageSize")]
+    pub max_message_size: u64,
+    /// When true, clients that send the plain AMQP header (no SASL layer) are
+    /// refused. Default false: both kinds of client are accepted.
+    #[serde(alias = "requireSasl")]
+    pub require_sasl: bool,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            name: None,
+            host: "0.0.0.0".to_owned(),
+            port: 5672,
+            role: Role::Normal,
+            sasl_mechanisms: vec![SaslMechanism::Anonymous],
+            idle_timeout_secs: 16,
+            max_frame_size: 16384,
+            link_capacity: 250,
+            max_message_size: 10 * 1024 * 1024,
+            require_sasl: false,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// The message size limit, `None` when unlimited.
+    pub fn max_message_size_limit(&self) -> Option<u64> {
+        (self.max_message_size > 0).then_some(self.max_message_size)
+    }
+
+    /// `host:port` (IPv6 hosts in brackets), for binding and for logs.
+    pub fn socket_address(&self) -> String {
+        socket_address(&self.host, self.port)
+    }
+}
+
+fn socket_address(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `[[connector]]`: an outgoing connection to a peer router.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConnectorConfig {
+    /// Unique name (required).
+    pub name: String,
+    /// Host to connect to (required).
+    pub host: String,
+    /// Port to connect to (required, not 0).
+    pub port: u16,
+    /// Default `inter-router`.
+    #[serde(default = "inter_router")]
+    pub role: Role,
+    /// Cost of the link to this peer in route computation; at least 1. Default 1.
+    #[serde(default = "one")]
+    pub cost: u32,
+    /// Mechanisms to try, in order. Default `["ANONYMOUS"]`.
+    #[serde(
+        default = "anonymous",
+        alias = "saslMechanisms",
+        deserialize_with = "sasl_list"
+    )]
+    pub sasl_mechanisms: Vec<SaslMechanism>,
+    /// Idle timeout announced in open, in seconds; 0 disables it. Default 16.
+    #[serde(
+        default = "sixteen",
+        alias = "idleTimeoutSecs",
+        alias = "idleTimeoutSeconds"
+    )]
+    pub idle_timeout_secs: u32,
+    /// Largest frame accepted; at least 512. Default 16384.
+    #[serde(default = "frame_size", alias = "maxFrameSize")]
+    pub max_frame_size: u32,
+}
+
+impl ConnectorConfig {
+    /// `host:port` (IPv6 hosts in brackets).
+    pub fn socket_address(&self) -> String {
+        socket_address(&self.host, self.port)
+    }
+}
+
+fn inter_router() -> Role {
+    Role::InterRouter
+}
+fn one() -> u32 {
+    1
+}
+fn anonymous() -> Vec<SaslMechanism> {
+    vec![SaslMechanism::Anonymous]
+}
+fn sixteen() -> u32 {
+    16
+}
+fn frame_size() -> u32 {
+    16384
+}
+
+/// `[[address]]` as written; becomes an [`AddressEntry`] once validated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAddress {
+    name: Option<String>,
+    prefix: Option<String>,
+    pattern: Option<String>,
+    #[serde(default)]
+    distribution: Distribution,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    router: RouterConfig,
+    #[serde(default)]
+    listener: Vec<ListenerConfig>,
+    #[serde(default)]
+    connector: Vec<ConnectorConfig>,
+    #[serde(default)]
+    address: Vec<RawAddress>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file; diagnostics name the path
+    /// as given.
+    pub fn from_file(path: impl AsRef<FsPath>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_str_named(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text; `name` is the file name used
+    /// in diagnostics.
+    pub fn from_str_named(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let invalid = |d: Diagnostic| ConfigError::Invalid(Box::new(d));
+        let doc = DeTable::parse(text)
+            .map_err(|e| invalid(diagnostic::from_toml_error(name, text, None, &e)))?;
+        let doc = doc.get_ref();
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| invalid(diagnostic::from_toml_error(name, text, Some(doc), &e)))?;
+        raw.validate()
+            .map_err(|p| invalid(diagnostic::from_problem(name, text, doc, p)))
+    }
+
+    /// The embedded default configuration: one listener on `0.0.0.0:5672`
+    /// with ANONYMOUS, and qdrouterd's default address prefixes.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::from_str_named(EMBEDDED_DEFAULT, EMBEDDED_DEFAULT_NAME)
+    }
+}
+
+fn at(section: &str, index: usize, field: &str) -> Vec<PathSeg> {
+    vec![key(section), PathSeg::Index(index), key(field)]
+}
+
+fn check_sasl(
+    mechanisms: &[SaslMechanism],
+    path: impl Fn() -> Vec<PathSeg>,
+) -> Result<(), Problem> {
+    if mechanisms.is_empty() {
+        return Err(Problem::new(
+            path(),
+            "needs at least one mechanism (e.g. [\"ANONYMOUS\"])",
+        ));
+    }
+    for (i, m) in mechanisms.iter().enumerate() {
+        if mechanisms[..i].contains(m) {
+            let mut p = path();
+            p.push(PathSeg::Index(i));
+            return Err(Problem::new(p, format!("{} is listed twice", m.as_str())));
+        }
+    }
+    Ok(())
+}
+
+fn check_frame_size(size: u32, path: Vec<PathSeg>) -> Result<(), Problem> {
+    if size < MIN_MAX_FRAME_SIZE {
+        return Err(Problem::new(
+            path,
+            format!("{size} is below AMQP's minimum of {MIN_MAX_FRAME_SIZE}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_host(host: &str, path: Vec<PathSeg>) -> Result<(), Problem> {
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err(Problem::new(
+            path,
+            format!("\"{host}\" is not a host name or IP address"),
+        ));
+    }
+    Ok(())
+}
+
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Accepts a level or an `EnvFilter`-style directive list: every directive
+/// is `level`, `target` or `target=level` (span filters in `[...]` allowed).
+fn check_log_level(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("is empty (expected error, warn, info, debug or trace)".to_owned());
+    }
+    for directive in filter.split(',').map(str::trim) {
+        if directive.is_empty() {
+            continue;
+        }
+        if let Some((target, level)) = directive.rsplit_once('=')
+            && !target.contains('{')
+        {
+            if !LOG_LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "\"{directive}\": unknown level \"{level}\" (expected off, error, warn, info, debug or trace)"
+                ));
+            }
+        } else if directive.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "\"{directive}\" is neither a level (error, warn, info, debug, trace) nor a target"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Problem> {
+        let router = self.router;
+        let r = |field: &str| vec![key("router"), key(field)];
+        let id = &router.id;
+        if id.is_empty()
+            || id
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '*' | '#'))
+        {
+            return Err(Problem::new(
+                r("id"),
+                format!("\"{id}\" is not a router id (no spaces, '/', '*' or '#'; not empty)"),
+            ));
+        }
+        if router.workers > 1024 {
+            return Err(Problem::new(
+                r("workers"),
+                format!(
+                    "{} worker threads is too many (at most 1024; 0 = one per core)",
+                    router.workers
+                ),
+            ));
+        }
+        check_log_level(&router.log_level).map_err(|m| Problem::new(r("log-level"), m))?;
+        if router.hello_interval_ms == 0 {
+            return Err(Problem::new(r("hello-interval-ms"), "must be at least 1"));
+        }
+        if router.hello_timeout_ms <= router.hello_interval_ms {
+            return Err(Problem::new(
+                r("hello-timeout-ms"),
+                format!(
+                    "{} must be longer than hello-interval-ms ({})",
+                    router.hello_timeout_ms, router.hello_interval_ms
+                ),
+            ));
+        }
+
+        for (i, l) in self.listener.iter().enumerate() {
+            let p = |field: &str| at("listener", i, field);
+            check_host(&l.host, p("host"))?;
+            check_sasl(&l.sasl_mechanisms, || p("sasl-mechanisms"))?;
+            check_frame_size(l.max_frame_size, p("max-frame-size"))?;
+            if l.link_capacity == 0 {
+                return Err(Problem::new(p("link-capacity"), "must be at least 1"));
+            }
+            for (j, earlier) in self.listener[..i].iter().enumerate() {
+                if l.name.is_some() && l.name == earlier.name {
+                    return Err(Problem::new(
+                        p("name"),
+                        format!(
+                            "\"{}\" is already the name of [[listener]] #{}",
+                            l.name.as_deref().unwrap_or_default(),
+                            j + 1
+                        ),
+                    ));
+                }
+                if l.port != 0 && l.port == earlier.port && l.host == earlier.host {
+                    return Err(Problem::new(
+                        p("port"),
+                        format!(
+                            "{} is already bound by [[listener]] #{}",
+                            l.socket_address(),
+                            j + 1
+                        ),
+                    ));
+                }
+            }
+        }
+
+        for (i, c) in self.connector.iter().enumerate() {
+            let p = |field: &str| at("connector", i, field);
+            if c.name.trim().is_empty() {
+                return Err(Problem::new(p("name"), "must not be empty"));
+            }
+            if let Some(j) = self.connector[..i].iter().position(|e| e.name == c.name) {
+                return Err(Problem::new(
+                    p("name"),
+                    format!(
+                        "\"{}\" is already the name of [[connector]] #{}",
+                        c.name,
+                        j + 1
+                    ),
+                ));
+            }
+            check_host(&c.host, p("host"))?;
+            if c.port == 0 {
+                return Err(Problem::new(
+                    p("port"),
+                    "0 is not a port one can connect to",
+                ));
+            }
+            if c.cost == 0 || c.cost > i32::MAX as u32 {
+                return Err(Problem::new(
+                    p("cost"),
+                    format!("{} is out of range (expected 1 to {})", c.cost, i32::MAX),
+                ));
+            }
+            check_sasl(&c.sasl_mechanisms, || p("sasl-mechanisms"))?;
+            check_frame_size(c.max_frame_size, p("max-frame-size"))?;
+        }
+
+        let mut entries = Vec::with_capacity(self.address.len());
+        for (i, a) in self.address.into_iter().enumerate() {
+            let key = match (a.prefix, a.pattern) {
+                (Some(prefix), None) => AddressKey::Prefix(prefix),
+                (None, Some(pattern)) => AddressKey::Pattern(pattern),
+                (Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        at("address", i, "pattern"),
+                        "an address entry takes a prefix or a pattern, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(Problem::new(
+                        vec![key("address"), PathSeg::Index(i)],
+                        "needs a prefix or a pattern",
+                    ));
+                }
+            };
+            entries.push(AddressEntry {
+                name: a.name,
+                key,
+                distribution: a.distribution,
+            });
+        }
+        let addresses =
+            AddressTable::new(entries, router.default_distribution).map_err(|e| match e {
+                AddressTableError::InvalidPattern { index, key, reason } => Problem::new(
+                    at("address", index, key.kind()),
+                    format!("\"{}\" {reason}", key.as_str()),
+                ),
+                AddressTableError::Duplicate {
+                    index,
+                    first,
+                    key,
+                    normalized,
+                } => Problem::new(
+                    at("address", index, key.kind()),
+                    format!(
+                        "\"{}\" duplicates [[address]] #{} (both match the pattern \"{normalized}\")",
+                        key.as_str(),
+                        first + 1
+                    ),
+                ),
+            })?;
+
+        Ok(Config {
+            router,
+            listeners: self.listener,
+            connectors: self.connector,
+            addresses,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_level_accepts_levels_and_env_filter_directives() {
+        for ok in [
+            "info",
+            "TRACE",
+            "warn,bote_node::amqp=debug",
+            "bote_node",
+            "a[span{x=1}]=trace",
+        ] {
+            assert_eq!(check_log_level(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "bote_node=loud", "very verbose"] {
+            assert!(check_log_level(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_router_id_is_router_dot_hostname() {
+        let id = default_router_id();
+        assert!(id.starts_with("Router."), "{id}");
+        assert!(!id.contains(char::is_whitespace));
+    }
+}
