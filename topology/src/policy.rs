@@ -1,0 +1,369 @@
+//! Forwarding policies (qdrouterd's distributions) as pure functions over
+//! candidates, shared by the router's address actors and the simulator.
+//!
+//! The caller gathers the candidates (local consumer links with their
+//! counters; remote routers with consumers, with path cost and the next hop's
+//! outstanding deliveries) and keeps any round-robin state; these functions
+//! only decide.
+
+use crate::ids::{Cost, RouterId};
+use crate::routes::{MulticastTree, Routes};
+
+/// How deliveries to an address are spread over its consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Distribution {
+    /// A local consumer always wins (round-robin among local ones); otherwise
+    /// the lowest-cost remote routers, round-robin among equal cost.
+    Closest,
+    /// Least outstanding work wins (the default).
+    #[default]
+    Balanced,
+    /// A copy to every consumer.
+    Multicast,
+}
+
+/// A local consumer link, as balanced distribution sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalLink {
+    /// Deliveries queued on the link, not yet sent.
+    pub undelivered: u32,
+    /// Deliveries sent, not yet settled.
+    pub unsettled: u32,
+    /// The link's capacity (eligible while `undelivered + unsettled` is below it).
+    pub capacity: u32,
+}
+
+impl LocalLink {
+    /// qdrouterd's link value: `undelivered + unsettled`.
+    pub fn value(&self) -> u64 {
+        u64::from(self.undelivered) + u64::from(self.unsettled)
+    }
+}
+
+/// A remote router with consumers for the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRouter {
+    /// The router with consumers.
+    pub router: RouterId,
+    /// Path cost to it.
+    pub cost: Cost,
+    /// Deliveries for this address outstanding (unsettled) on the next-hop
+    /// connection toward it.
+    pub outstanding: u32,
+}
+
+/// The destination chosen for an anycast delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// The local consumer link at this index of the candidate slice.
+    Local(usize),
+    /// The remote router at this index of the candidate slice.
+    Remote(usize),
+}
+
+/// Round-robin state for [`closest`], kept by the caller per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClosestCursor {
+    /// Next local index to try (modulo the count).
+    pub local: usize,
+    /// Next position among the equal-cost remote routers (modulo their count).
+    pub remote: usize,
+}
+
+/// Closest: a local consumer wins (round-robin over `local_consumers`);
+/// otherwise round-robin over the remote routers of lowest cost. None if
+/// there is no consumer at all.
+pub fn closest(
+    local_consumers: usize,
+    remote: &[RemoteRouter],
+    cursor: &mut ClosestCursor,
+) -> Option<Choice> {
+    if local_consumers > 0 {
+        let i = cursor.local % local_consumers;
+        cursor.local = i + 1;
+        return Some(Choice::Local(i));
+    }
+    let best = remote.iter().map(|r| r.cost).min()?;
+    let ties = remote.iter().filter(|r| r.cost == best).count();
+    let k = cursor.remote % ties;
+    cursor.remote = k + 1;
+    remote
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.cost == best)
+        .nth(k)
+        .map(|(i, _)| Choice::Remote(i))
+}
+
+/// Balanced: local link value = undelivered + unsettled, eligible while below
+/// capacity, a local link with value 0 wins at once; remote value =
+/// outstanding on the next hop + path cost (for `presettled` deliveries just
+/// the path cost). The lowest value wins; ties go to the earlier candidate,
+/// locals before remotes (qdrouterd's scan order). None if no candidate is
+/// eligible.
+pub fn balanced(local: &[LocalLink], remote: &[RemoteRouter], presettled: bool) -> Option<Choice> {
+    let mut best: Option<(u64, Choice)> = None;
+    for (i, link) in local.iter().enumerate() {
+        let value = link.value();
+        if value >= u64::from(link.capacity) {
+            continue;
+        }
+        if value == 0 {
+            return Some(Choice::Local(i));
+        }
+        if best.is_none_or(|(b, _)| value < b) {
+            best = Some((value, Choice::Local(i)));
+        }
+    }
+    for (i, r) in remote.iter().enumerate() {
+        let value = if presettled {
+            u64::from(r.cost)
+        } else {
+            u64::from(r.outstanding) + u64::from(r.cost)
+        };
+        if best.is_none_or(|(b, _)| value < b) {
+            best = Some((value, Choice::Remote(i)));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// Where the copies of one multicast delivery go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MulticastPlan {
+    /// One copy per local consumer (their count).
+    pub local_copies: usize,
+    /// One copy per distinct next hop, sorted by router id.
+    pub next_hops: Vec<RouterId>,
+}
+
+/// Multicast: one copy per local consumer plus one per distinct next hop
+/// toward the remote routers with consumers.
+///
+/// - Delivery that originated here (`arrived_from` None): next hop from the
+///   local routes to each consumer router.
+/// - Delivery from origin `O` that arrived from neighbour `N`: toward
+///   destination `D` only if `O` is a valid origin for `D` here (the local
+///   router is on `O`'s tree path to `D`, qdrouterd's rule), through `O`'s
+///   tree child; never back to `N`. Routers not on any of `O`'s paths forward
+///   nothing further. `origin_tree` is `routes.multicast_tree(O)`; None (origin
+///   unknown) forwards to no remote router.
+pub fn multicast(
+    routes: &Routes,
+    local_consumers: usize,
+    remote_routers: &[RouterId],
+    arrived_from: Option<&RouterId>,
+    origin_tree: Option<&MulticastTree>,
+) -> MulticastPlan {
+    let mut next_hops: Vec<RouterId> = Vec::new();
+    for dest in remote_routers {
+        let hop = match arrived_from {
+            None => routes.next_hop(dest),
+            Some(_) => origin_tree.and_then(|t| t.next_hop_toward(dest)),
+        };
+        if let Some(hop) = hop
+            && Some(hop) != arrived_from
+        {
+            next_hops.push(hop.clone());
+        }
+    }
+    next_hops.sort_unstable();
+    next_hops.dedup();
+    MulticastPlan {
+        local_copies: local_consumers,
+        next_hops,
+    }
+}
+
+/// The terminal outcome of one copy of a multicast delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `accepted`.
+    Accepted,
+    /// `rejected`.
+    Rejected,
+    /// `released`.
+    Released,
+    /// `modified`.
+    Modified,
+}
+
+/// The one outcome the sender of an unsettled multicast delivery sees:
+/// rejected if any copy was rejected; otherwise accepted if any was accepted;
+/// otherwise (nobody took it: no copies, or all released/modified) released.
+pub fn aggregate_outcome(outcomes: impl IntoIterator<Item = Outcome>) -> Outcome {
+    let mut accepted = false;
+    for o in outcomes {
+        match o {
+            Outcome::Rejected => return Outcome::Rejected,
+            Outcome::Accepted => accepted = true,
+            Outcome::Released | Outcome::Modified => {}
+        }
+    }
+    if accepted {
+        Outcome::Accepted
+    } else {
+        Outcome::Released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lsdb::{LinkStateDb, LinkStateRecord};
+    use std::sync::Arc;
+
+    fn remote(router: &str, cost: Cost, outstanding: u32) -> RemoteRouter {
+        RemoteRouter {
+            router: router.into(),
+            cost,
+            outstanding,
+        }
+    }
+
+    fn link(undelivered: u32, unsettled: u32, capacity: u32) -> LocalLink {
+        LocalLink {
+            undelivered,
+            unsettled,
+            capacity,
+        }
+    }
+
+    #[test]
+    fn closest_prefers_local_consumers_round_robin() {
+        let mut c = ClosestCursor::default();
+        let r = [remote("B", 1, 0)];
+        let picks: Vec<_> = (0..4).map(|_| closest(3, &r, &mut c)).collect();
+        assert_eq!(
+            picks,
+            [
+                Choice::Local(0),
+                Choice::Local(1),
+                Choice::Local(2),
+                Choice::Local(0)
+            ]
+            .map(Some)
+        );
+    }
+
+    #[test]
+    fn closest_without_local_consumers_round_robins_over_the_cheapest_remotes() {
+        let mut c = ClosestCursor::default();
+        let r = [
+            remote("B", 2, 0),
+            remote("C", 1, 0),
+            remote("D", 3, 0),
+            remote("E", 1, 0),
+        ];
+        let picks: Vec<_> = (0..3).map(|_| closest(0, &r, &mut c)).collect();
+        assert_eq!(
+            picks,
+            [Choice::Remote(1), Choice::Remote(3), Choice::Remote(1)].map(Some)
+        );
+        assert_eq!(closest(0, &[], &mut c), None);
+    }
+
+    #[test]
+    fn balanced_idle_local_link_wins_at_once() {
+        let locals = [link(1, 0, 10), link(0, 0, 10)];
+        assert_eq!(
+            balanced(&locals, &[remote("B", 1, 0)], false),
+            Some(Choice::Local(1))
+        );
+    }
+
+    #[test]
+    fn balanced_picks_the_lowest_value_and_skips_full_links() {
+        // local values 5 (full at capacity 5) and 4; remote value 2 + 1 = 3.
+        let locals = [link(3, 2, 5), link(2, 2, 10)];
+        let remotes = [remote("B", 1, 2), remote("C", 3, 0)];
+        assert_eq!(balanced(&locals, &remotes, false), Some(Choice::Remote(0)));
+        // A less busy local link beats the remote.
+        let locals = [link(3, 2, 5), link(1, 1, 10)];
+        assert_eq!(balanced(&locals, &remotes, false), Some(Choice::Local(1)));
+    }
+
+    #[test]
+    fn balanced_ties_go_to_the_local_link_first() {
+        let locals = [link(2, 1, 10)];
+        let remotes = [remote("B", 1, 2)];
+        assert_eq!(balanced(&locals, &remotes, false), Some(Choice::Local(0)));
+    }
+
+    #[test]
+    fn balanced_presettled_remote_choice_is_by_cost_only() {
+        let remotes = [remote("B", 1, 50), remote("C", 2, 0)];
+        assert_eq!(balanced(&[], &remotes, false), Some(Choice::Remote(1)));
+        assert_eq!(balanced(&[], &remotes, true), Some(Choice::Remote(0)));
+    }
+
+    #[test]
+    fn balanced_with_every_link_full_and_no_remote_has_no_destination() {
+        assert_eq!(balanced(&[link(5, 5, 10)], &[], false), None);
+        assert_eq!(Distribution::default(), Distribution::Balanced);
+    }
+
+    /// Line A - B - C - D plus B - E; routes seen from B.
+    fn line_routes(local: &str) -> Routes {
+        let edges = [("A", "B"), ("B", "C"), ("C", "D"), ("B", "E")];
+        let mut adj: std::collections::BTreeMap<RouterId, Vec<(RouterId, Cost)>> =
+            Default::default();
+        for (a, b) in edges {
+            adj.entry(a.into()).or_default().push((b.into(), 1));
+            adj.entry(b.into()).or_default().push((a.into(), 1));
+        }
+        let mut db = LinkStateDb::new();
+        for (o, n) in adj {
+            db.offer(Arc::new(LinkStateRecord::new(o, 1, 1, n)));
+        }
+        Routes::compute(&local.into(), &db)
+    }
+
+    #[test]
+    fn multicast_from_a_local_sender_sends_one_copy_per_distinct_next_hop() {
+        let routes = line_routes("B");
+        let dests: Vec<RouterId> = ["A", "C", "D", "E"].map(RouterId::from).to_vec();
+        let plan = multicast(&routes, 2, &dests, None, None);
+        assert_eq!(plan.local_copies, 2);
+        assert_eq!(plan.next_hops, ["A", "C", "E"].map(RouterId::from).to_vec());
+    }
+
+    #[test]
+    fn multicast_relays_only_toward_destinations_it_is_a_valid_origin_path_for() {
+        let routes = line_routes("B");
+        let origin: RouterId = "A".into();
+        let tree = routes.multicast_tree(&origin).expect("A known");
+        let dests: Vec<RouterId> = ["A", "D", "E"].map(RouterId::from).to_vec();
+        let plan = multicast(&routes, 1, &dests, Some(&origin), Some(&tree));
+        // Never back to A (it came from there); D via C; E directly.
+        assert_eq!(plan.next_hops, ["C", "E"].map(RouterId::from).to_vec());
+        // A message from D arriving at C is not relayed by B toward C's side.
+        let from_d = routes.multicast_tree(&"D".into()).expect("D known");
+        let plan = multicast(
+            &routes,
+            0,
+            &["C".into(), "A".into()],
+            Some(&"C".into()),
+            Some(&from_d),
+        );
+        assert_eq!(plan.next_hops, vec![RouterId::from("A")]);
+        // Unknown origin: local copies only.
+        let plan = multicast(&routes, 1, &dests, Some(&"C".into()), None);
+        assert_eq!(
+            plan,
+            MulticastPlan {
+                local_copies: 1,
+                next_hops: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn multicast_outcome_rejected_beats_accepted_beats_released() {
+        use Outcome::*;
+        assert_eq!(aggregate_outcome([Accepted, Released, Modified]), Accepted);
+        assert_eq!(aggregate_outcome([Accepted, Rejected, Accepted]), Rejected);
+        assert_eq!(aggregate_outcome([Released, Modified]), Released);
+        assert_eq!(aggregate_outcome([]), Released);
+    }
+}
