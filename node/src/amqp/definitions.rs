@@ -87,9 +87,14 @@ pub mod condition {
 /// Delivery states (§2.8.? and messaging §3.4): the outcomes plus `received`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeliveryState {
-    Received { section_number: u32, section_offset: u64 },
+    Received {
+        section_number: u32,
+        section_offset: u64,
+    },
     Accepted,
-    Rejected { error: Option<AmqpError> },
+    Rejected {
+        error: Option<AmqpError>,
+    },
     Released,
     Modified {
         delivery_failed: bool,
@@ -163,3 +168,350 @@ pub struct Target {
 
 /// A delivery tag: up to 32 opaque bytes.
 pub type DeliveryTag = Bytes;
+
+// ---- Encoding and decoding (as `Value`s; see `amqp::composite`) ----
+
+use super::codec::Descriptor;
+use super::composite::{
+    ListReader, ListWriter, decode_error, fields_value, split_described, symbols_value, type_name,
+};
+use super::frame::FrameError;
+
+/// Descriptor codes of the composite definitions.
+pub mod code {
+    pub const ERROR: u64 = 0x1d;
+    pub const RECEIVED: u64 = 0x23;
+    pub const ACCEPTED: u64 = 0x24;
+    pub const REJECTED: u64 = 0x25;
+    pub const RELEASED: u64 = 0x26;
+    pub const MODIFIED: u64 = 0x27;
+    pub const SOURCE: u64 = 0x28;
+    pub const TARGET: u64 = 0x29;
+}
+
+impl Role {
+    /// `role` is a boolean on the wire: receiver is `true`.
+    pub fn as_bool(self) -> bool {
+        matches!(self, Role::Receiver)
+    }
+    pub fn from_bool(b: bool) -> Role {
+        if b { Role::Receiver } else { Role::Sender }
+    }
+}
+
+impl SenderSettleMode {
+    pub fn as_u8(self) -> u8 {
+        match self {
+            SenderSettleMode::Unsettled => 0,
+            SenderSettleMode::Settled => 1,
+            SenderSettleMode::Mixed => 2,
+        }
+    }
+    pub fn from_u8(v: u8) -> Result<Self, FrameError> {
+        match v {
+            0 => Ok(SenderSettleMode::Unsettled),
+            1 => Ok(SenderSettleMode::Settled),
+            2 => Ok(SenderSettleMode::Mixed),
+            _ => Err(decode_error(format!(
+                "sender-settle-mode: invalid value {v}"
+            ))),
+        }
+    }
+}
+
+impl ReceiverSettleMode {
+    pub fn as_u8(self) -> u8 {
+        match self {
+            ReceiverSettleMode::First => 0,
+            ReceiverSettleMode::Second => 1,
+        }
+    }
+    pub fn from_u8(v: u8) -> Result<Self, FrameError> {
+        match v {
+            0 => Ok(ReceiverSettleMode::First),
+            1 => Ok(ReceiverSettleMode::Second),
+            _ => Err(decode_error(format!(
+                "receiver-settle-mode: invalid value {v}"
+            ))),
+        }
+    }
+}
+
+impl TerminusDurability {
+    pub fn as_u32(self) -> u32 {
+        match self {
+            TerminusDurability::None => 0,
+            TerminusDurability::Configuration => 1,
+            TerminusDurability::UnsettledState => 2,
+        }
+    }
+    pub fn from_u32(v: u32) -> Result<Self, FrameError> {
+        match v {
+            0 => Ok(TerminusDurability::None),
+            1 => Ok(TerminusDurability::Configuration),
+            2 => Ok(TerminusDurability::UnsettledState),
+            _ => Err(decode_error(format!(
+                "terminus-durability: invalid value {v}"
+            ))),
+        }
+    }
+}
+
+impl TerminusExpiryPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminusExpiryPolicy::LinkDetach => "link-detach",
+            TerminusExpiryPolicy::SessionEnd => "session-end",
+            TerminusExpiryPolicy::ConnectionClose => "connection-close",
+            TerminusExpiryPolicy::Never => "never",
+        }
+    }
+    pub fn from_symbol(s: &str) -> Result<Self, FrameError> {
+        match s {
+            "link-detach" => Ok(TerminusExpiryPolicy::LinkDetach),
+            "session-end" => Ok(TerminusExpiryPolicy::SessionEnd),
+            "connection-close" => Ok(TerminusExpiryPolicy::ConnectionClose),
+            "never" => Ok(TerminusExpiryPolicy::Never),
+            _ => Err(decode_error(format!(
+                "terminus-expiry-policy: invalid value {s:?}"
+            ))),
+        }
+    }
+}
+
+impl AmqpError {
+    /// `amqp:error:list` (0x1d).
+    pub fn to_value(&self) -> Value {
+        let mut w = ListWriter::new();
+        w.push(Value::Symbol(self.condition.clone()));
+        w.opt(self.description.clone(), Value::String);
+        w.opt(self.info.clone(), fields_value);
+        w.finish(code::ERROR)
+    }
+
+    pub fn from_value(v: Value) -> Result<Self, FrameError> {
+        let (c, body) = split_described(v, "error")?;
+        if c != code::ERROR {
+            return Err(decode_error(format!("error: unexpected descriptor {c:#x}")));
+        }
+        let mut r = ListReader::new("error", body)?;
+        Ok(AmqpError {
+            condition: r
+                .symbol(0, "condition")?
+                .ok_or_else(|| r.missing("condition"))?,
+            description: r.string(1, "description")?,
+            info: r.fields(2, "info")?,
+        })
+    }
+}
+
+impl DeliveryState {
+    pub fn to_value(&self) -> Value {
+        match self {
+            DeliveryState::Received {
+                section_number,
+                section_offset,
+            } => {
+                let mut w = ListWriter::new();
+                w.push(Value::Uint(*section_number));
+                w.push(Value::Ulong(*section_offset));
+                w.finish(code::RECEIVED)
+            }
+            DeliveryState::Accepted => ListWriter::new().finish(code::ACCEPTED),
+            DeliveryState::Rejected { error } => {
+                let mut w = ListWriter::new();
+                w.opt(error.as_ref(), AmqpError::to_value);
+                w.finish(code::REJECTED)
+            }
+            DeliveryState::Released => ListWriter::new().finish(code::RELEASED),
+            DeliveryState::Modified {
+                delivery_failed,
+                undeliverable_here,
+                message_annotations,
+            } => {
+                let mut w = ListWriter::new();
+                w.defaulted(*delivery_failed, false, Value::Bool);
+                w.defaulted(*undeliverable_here, false, Value::Bool);
+                w.opt(message_annotations.clone(), fields_value);
+                w.finish(code::MODIFIED)
+            }
+            DeliveryState::Other(v) => v.clone(),
+        }
+    }
+
+    /// Decodes a delivery state; described types other than the five of the
+    /// spec's messaging layer are kept as [`DeliveryState::Other`].
+    pub fn from_value(v: Value) -> Result<Self, FrameError> {
+        let (c, body) = match v {
+            Value::Described(b) => match &b.0 {
+                Descriptor::Code(c @ 0x23..=0x27) => (*c, b.1),
+                Descriptor::Symbol(s)
+                    if matches!(
+                        s.as_str(),
+                        "amqp:received:list"
+                            | "amqp:accepted:list"
+                            | "amqp:rejected:list"
+                            | "amqp:released:list"
+                            | "amqp:modified:list"
+                    ) =>
+                {
+                    split_described(Value::Described(b), "delivery-state")?
+                }
+                _ => return Ok(DeliveryState::Other(Value::Described(b))),
+            },
+            other => {
+                return Err(decode_error(format!(
+                    "delivery-state: expected a described type, got {}",
+                    type_name(&other)
+                )));
+            }
+        };
+        Ok(match c {
+            code::RECEIVED => {
+                let mut r = ListReader::new("received", body)?;
+                DeliveryState::Received {
+                    section_number: r.req_uint(0, "section-number")?,
+                    section_offset: r
+                        .ulong(1, "section-offset")?
+                        .ok_or_else(|| r.missing("section-offset"))?,
+                }
+            }
+            code::ACCEPTED => {
+                ListReader::new("accepted", body)?;
+                DeliveryState::Accepted
+            }
+            code::REJECTED => {
+                let mut r = ListReader::new("rejected", body)?;
+                DeliveryState::Rejected {
+                    error: r.value(0).map(AmqpError::from_value).transpose()?,
+                }
+            }
+            code::RELEASED => {
+                ListReader::new("released", body)?;
+                DeliveryState::Released
+            }
+            _ => {
+                let mut r = ListReader::new("modified", body)?;
+                DeliveryState::Modified {
+                    delivery_failed: r.bool_or(0, "delivery-failed", false)?,
+                    undeliverable_here: r.bool_or(1, "undeliverable-here", false)?,
+                    message_annotations: r.fields(2, "message-annotations")?,
+                }
+            }
+        })
+    }
+}
+
+impl Source {
+    /// `amqp:source:list` (0x28).
+    pub fn to_value(&self) -> Value {
+        let mut w = ListWriter::new();
+        w.opt(self.address.clone(), Value::String);
+        w.defaulted(self.durable, TerminusDurability::None, |d| {
+            Value::Uint(d.as_u32())
+        });
+        w.defaulted(self.expiry_policy, TerminusExpiryPolicy::SessionEnd, |e| {
+            Value::Symbol(Symbol::from(e.as_str()))
+        });
+        w.defaulted(self.timeout, 0, Value::Uint);
+        w.defaulted(self.dynamic, false, Value::Bool);
+        w.opt(self.dynamic_node_properties.clone(), fields_value);
+        w.opt(self.distribution_mode.clone(), Value::Symbol);
+        w.opt(self.filter.clone(), fields_value);
+        w.opt(self.default_outcome.as_ref(), DeliveryState::to_value);
+        w.opt(self.outcomes.clone(), symbols_value);
+        w.opt(self.capabilities.clone(), symbols_value);
+        w.finish(code::SOURCE)
+    }
+
+    pub fn from_value(v: Value) -> Result<Self, FrameError> {
+        let (c, body) = split_described(v, "source")?;
+        if c != code::SOURCE {
+            return Err(decode_error(format!(
+                "source: unexpected descriptor {c:#x}"
+            )));
+        }
+        let mut r = ListReader::new("source", body)?;
+        Ok(Source {
+            address: terminus_address(&mut r)?,
+            durable: r
+                .uint(1, "durable")?
+                .map(TerminusDurability::from_u32)
+                .transpose()?
+                .unwrap_or_default(),
+            expiry_policy: r
+                .symbol(2, "expiry-policy")?
+                .map(|s| TerminusExpiryPolicy::from_symbol(s.as_str()))
+                .transpose()?
+                .unwrap_or_default(),
+            timeout: r.uint(3, "timeout")?.unwrap_or(0),
+            dynamic: r.bool_or(4, "dynamic", false)?,
+            dynamic_node_properties: r.fields(5, "dynamic-node-properties")?,
+            distribution_mode: r.symbol(6, "distribution-mode")?,
+            filter: r.fields(7, "filter")?,
+            default_outcome: r.value(8).map(DeliveryState::from_value).transpose()?,
+            outcomes: r.symbols(9, "outcomes")?,
+            capabilities: r.symbols(10, "capabilities")?,
+        })
+    }
+}
+
+/// A terminus address is `*` (any type) in the spec; messaging uses strings,
+/// but some clients send symbols.
+fn terminus_address(r: &mut ListReader) -> Result<Option<String>, FrameError> {
+    match r.value(0) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Symbol(s)) => Ok(Some(s.0)),
+        Some(other) => Err(decode_error(format!(
+            "terminus.address: expected string, got {}",
+            type_name(&other)
+        ))),
+    }
+}
+
+impl Target {
+    /// `amqp:target:list` (0x29).
+    pub fn to_value(&self) -> Value {
+        let mut w = ListWriter::new();
+        w.opt(self.address.clone(), Value::String);
+        w.defaulted(self.durable, TerminusDurability::None, |d| {
+            Value::Uint(d.as_u32())
+        });
+        w.defaulted(self.expiry_policy, TerminusExpiryPolicy::SessionEnd, |e| {
+            Value::Symbol(Symbol::from(e.as_str()))
+        });
+        w.defaulted(self.timeout, 0, Value::Uint);
+        w.defaulted(self.dynamic, false, Value::Bool);
+        w.opt(self.dynamic_node_properties.clone(), fields_value);
+        w.opt(self.capabilities.clone(), symbols_value);
+        w.finish(code::TARGET)
+    }
+
+    pub fn from_value(v: Value) -> Result<Self, FrameError> {
+        let (c, body) = split_described(v, "target")?;
+        if c != code::TARGET {
+            return Err(decode_error(format!(
+                "target: unexpected descriptor {c:#x}"
+            )));
+        }
+        let mut r = ListReader::new("target", body)?;
+        Ok(Target {
+            address: terminus_address(&mut r)?,
+            durable: r
+                .uint(1, "durable")?
+                .map(TerminusDurability::from_u32)
+                .transpose()?
+                .unwrap_or_default(),
+            expiry_policy: r
+                .symbol(2, "expiry-policy")?
+                .map(|s| TerminusExpiryPolicy::from_symbol(s.as_str()))
+                .transpose()?
+                .unwrap_or_default(),
+            timeout: r.uint(3, "timeout")?.unwrap_or(0),
+            dynamic: r.bool_or(4, "dynamic", false)?,
+            dynamic_node_properties: r.fields(5, "dynamic-node-properties")?,
+            capabilities: r.symbols(6, "capabilities")?,
+        })
+    }
+}

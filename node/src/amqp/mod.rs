@@ -8,11 +8,24 @@
 //!   settle modes, outcomes, source, target, error).
 //! - [`performatives`]: open, begin, attach, flow, transfer, disposition,
 //!   detach, end, close.
+//! - [`transfer`]: the hand-written transfer performative (the per-message path).
 //! - [`sasl`]: the SASL security layer's frames.
 //! - [`frame`]: protocol headers and frames.
+//! - [`message`]: the zero-copy message view (sections, properties) and the
+//!   message-annotations splice that never re-encodes the bare message.
+//! - [`connection`], [`session`], [`link`]: the endpoint state machines;
+//!   [`event`]: what they report to the application.
 
 pub mod codec;
+mod composite;
+pub mod connection;
 pub mod definitions;
+mod delivery;
+pub mod event;
 pub mod frame;
+pub mod link;
+pub mod message;
 pub mod performatives;
 pub mod sasl;
+pub mod session;
+pub mod transfer;

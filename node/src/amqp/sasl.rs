@@ -61,3 +61,125 @@ pub enum SaslFrame {
     Response(SaslResponse),
     Outcome(SaslOutcome),
 }
+
+// ---- Encoding and decoding (as `Value`s) ----
+
+use super::codec::Value;
+use super::composite::{ListReader, ListWriter, decode_error, split_described, symbols_value};
+use super::frame::FrameError;
+
+impl SaslCode {
+    pub fn from_u8(v: u8) -> Result<Self, FrameError> {
+        match v {
+            0 => Ok(SaslCode::Ok),
+            1 => Ok(SaslCode::Auth),
+            2 => Ok(SaslCode::Sys),
+            3 => Ok(SaslCode::SysPerm),
+            4 => Ok(SaslCode::SysTemp),
+            _ => Err(decode_error(format!(
+                "sasl-outcome.code: invalid value {v}"
+            ))),
+        }
+    }
+}
+
+impl SaslFrame {
+    /// The frame's name in the spec (`"sasl-init"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SaslFrame::Mechanisms(_) => "sasl-mechanisms",
+            SaslFrame::Init(_) => "sasl-init",
+            SaslFrame::Challenge(_) => "sasl-challenge",
+            SaslFrame::Response(_) => "sasl-response",
+            SaslFrame::Outcome(_) => "sasl-outcome",
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut w = ListWriter::new();
+        let c = match self {
+            SaslFrame::Mechanisms(m) => {
+                w.push(symbols_value(m.sasl_server_mechanisms.clone()));
+                code::MECHANISMS
+            }
+            SaslFrame::Init(i) => {
+                w.push(Value::Symbol(i.mechanism.clone()));
+                w.opt(i.initial_response.clone(), Value::Binary);
+                w.opt(i.hostname.clone(), Value::String);
+                code::INIT
+            }
+            SaslFrame::Challenge(c) => {
+                w.push(Value::Binary(c.challenge.clone()));
+                code::CHALLENGE
+            }
+            SaslFrame::Response(r) => {
+                w.push(Value::Binary(r.response.clone()));
+                code::RESPONSE
+            }
+            SaslFrame::Outcome(o) => {
+                w.push(Value::Ubyte(o.code as u8));
+                w.opt(o.additional_data.clone(), Value::Binary);
+                code::OUTCOME
+            }
+        };
+        w.finish(c)
+    }
+
+    /// Decodes a SASL frame body; a missing mandatory field is an
+    /// `amqp:decode-error` naming the frame and the field.
+    pub fn from_value(v: Value) -> Result<Self, FrameError> {
+        let (c, body) = split_described(v, "sasl frame")?;
+        Ok(match c {
+            code::MECHANISMS => {
+                let mut r = ListReader::new("sasl-mechanisms", body)?;
+                SaslFrame::Mechanisms(SaslMechanisms {
+                    sasl_server_mechanisms: r
+                        .symbols(0, "sasl-server-mechanisms")?
+                        .ok_or_else(|| r.missing("sasl-server-mechanisms"))?,
+                })
+            }
+            code::INIT => {
+                let mut r = ListReader::new("sasl-init", body)?;
+                SaslFrame::Init(SaslInit {
+                    mechanism: r
+                        .symbol(0, "mechanism")?
+                        .ok_or_else(|| r.missing("mechanism"))?,
+                    initial_response: r.binary(1, "initial-response")?,
+                    hostname: r.string(2, "hostname")?,
+                })
+            }
+            code::CHALLENGE => {
+                let mut r = ListReader::new("sasl-challenge", body)?;
+                SaslFrame::Challenge(SaslChallenge {
+                    challenge: r
+                        .binary(0, "challenge")?
+                        .ok_or_else(|| r.missing("challenge"))?,
+                })
+            }
+            code::RESPONSE => {
+                let mut r = ListReader::new("sasl-response", body)?;
+                SaslFrame::Response(SaslResponse {
+                    response: r
+                        .binary(0, "response")?
+                        .ok_or_else(|| r.missing("response"))?,
+                })
+            }
+            code::OUTCOME => {
+                let mut r = ListReader::new("sasl-outcome", body)?;
+                SaslFrame::Outcome(SaslOutcome {
+                    code: r
+                        .ubyte(0, "code")?
+                        .map(SaslCode::from_u8)
+                        .transpose()?
+                        .ok_or_else(|| r.missing("code"))?,
+                    additional_data: r.binary(1, "additional-data")?,
+                })
+            }
+            other => {
+                return Err(decode_error(format!(
+                    "sasl frame: unknown descriptor {other:#x}"
+                )));
+            }
+        })
+    }
+}
