@@ -5,3 +5,4 @@
 
 pub mod amqp;
 pub mod config;
+pub mod router;

@@ -1,15 +1,101 @@
-//! `boted`: the Bote router process. The router itself lands with the
-//! single-router issue; today the binary reports its version and that status.
+//! `boted`: the Bote router process. With no arguments it runs a standalone
+//! router on 0.0.0.0:5672 with the embedded default configuration, as
+//! `qdrouterd` does; `--config FILE` runs from a TOML file, and
+//! `--check-config FILE` validates one without starting.
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("boted {}", env!("CARGO_PKG_VERSION"));
-        return;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use bote_node::config::Config;
+use bote_node::router::Router;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "boted", version, about = "Bote AMQP 1.0 router")]
+struct Args {
+    /// The TOML configuration file (default: the embedded default config).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate FILE and exit: 0 when valid, 1 with the error otherwise.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+    /// Override the router id of the configuration.
+    #[arg(long)]
+    id: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = &args.check_config {
+        return match Config::from_file(path) {
+            Ok(_) => {
+                println!("{}: configuration is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("boted: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
-    eprintln!(
-        "boted {}: the router is not built yet; this release carries only the AMQP 1.0 engine (see README.md, Status)",
-        env!("CARGO_PKG_VERSION")
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("boted: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::embedded_default().context("embedded default config")?,
+    };
+    if let Some(id) = args.id {
+        config.router.id = id;
+    }
+    init_logging(&config.router.log_level)?;
+    tracing::info!(
+        router = %config.router.id,
+        version = env!("CARGO_PKG_VERSION"),
+        config = %args.config.as_ref().map_or("<embedded default>".into(), |p| p.display().to_string()),
+        "boted starting"
     );
-    std::process::exit(2);
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let router = Router::start(config).await?;
+        wait_for_signal().await?;
+        router.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("boted stopped");
+    Ok(())
+}
+
+/// `RUST_LOG` wins over the configured level when set.
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::try_new(v),
+        _ => tracing_subscriber::EnvFilter::try_new(level),
+    }
+    .with_context(|| format!("log-level {level:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    Ok(())
 }

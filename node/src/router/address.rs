@@ -1,0 +1,386 @@
+//! Address actors: one per routable address, found through the router's
+//! `DashMap` registry. An address knows its local consumer links and the
+//! producer links waiting on it, picks the destination of every delivery by
+//! its distribution (closest, balanced, multicast), and tells producers when
+//! they may have credit (only while the address has a consumer).
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+
+use super::delivery::{ConnId, Fanout, LinkCounters, RoutedDelivery};
+use crate::amqp::definitions::DeliveryState;
+use crate::amqp::event::LinkId;
+use crate::config::address::Distribution;
+
+/// Routed deliveries handed to an egress connection for one of its links.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub link: LinkId,
+    pub deliveries: Vec<RoutedDelivery>,
+}
+
+/// Tells a producer link whether its address has a path (a consumer) now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PathState {
+    pub link: LinkId,
+    pub address: Arc<str>,
+    pub has_path: bool,
+}
+
+/// A consumer link (a receiver attached to the router) joins the address.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachConsumer {
+    pub conn: ConnId,
+    pub link: LinkId,
+    pub deliver: Recipient<Deliver>,
+    pub counters: Arc<LinkCounters>,
+    pub capacity: u32,
+}
+
+/// A consumer link left. `returned` are the deliveries routed to it that it
+/// never sent; the address gives them to another consumer or releases them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DetachConsumer {
+    pub conn: ConnId,
+    pub link: LinkId,
+    pub returned: Vec<RoutedDelivery>,
+}
+
+/// A producer link (a sender attached to the router) waits on the address.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachProducer {
+    pub conn: ConnId,
+    pub link: LinkId,
+    pub notify: Recipient<PathState>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DetachProducer {
+    pub conn: ConnId,
+    pub link: LinkId,
+}
+
+/// Deliveries to route on this address.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forward(pub Vec<RoutedDelivery>);
+
+struct Consumer {
+    conn: ConnId,
+    link: LinkId,
+    deliver: Recipient<Deliver>,
+    counters: Arc<LinkCounters>,
+    capacity: u32,
+}
+
+struct Producer {
+    conn: ConnId,
+    link: LinkId,
+    notify: Recipient<PathState>,
+}
+
+/// Counters of what an address did, read by management and metrics later.
+#[derive(Debug, Default)]
+pub struct AddressStats {
+    pub delivered: std::sync::atomic::AtomicU64,
+    pub released_no_consumer: std::sync::atomic::AtomicU64,
+    pub dropped_presettled: std::sync::atomic::AtomicU64,
+}
+
+pub struct AddressActor {
+    address: Arc<str>,
+    distribution: Distribution,
+    consumers: Vec<Consumer>,
+    producers: Vec<Producer>,
+    /// Round-robin position for closest (and ties of balanced).
+    cursor: usize,
+    stats: Arc<AddressStats>,
+}
+
+impl AddressActor {
+    pub fn new(address: Arc<str>, distribution: Distribution, stats: Arc<AddressStats>) -> Self {
+        AddressActor {
+            address,
+            distribution,
+            consumers: Vec::new(),
+            producers: Vec::new(),
+            cursor: 0,
+            stats,
+        }
+    }
+
+    fn has_path(&self) -> bool {
+        !self.consumers.is_empty()
+    }
+
+    fn notify_producers(&self) {
+        let has_path = self.has_path();
+        for p in &self.producers {
+            p.notify.do_send(PathState {
+                link: p.link,
+                address: self.address.clone(),
+                has_path,
+            });
+        }
+    }
+
+    /// Index of the consumer a unicast delivery goes to, skipping consumers
+    /// that already gave this delivery back.
+    fn pick(&mut self, tried: &[(ConnId, LinkId)]) -> Option<usize> {
+        let n = self.consumers.len();
+        let fresh = |c: &Consumer| !tried.contains(&(c.conn, c.link));
+        match self.distribution {
+            Distribution::Balanced => {
+                // Lowest undelivered + unsettled below capacity wins; a link
+                // with value 0 wins at once. Ties rotate from the cursor.
+                let mut best: Option<(u32, usize)> = None;
+                for k in 0..n {
+                    let i = (self.cursor + k) % n;
+                    let c = &self.consumers[i];
+                    if !fresh(c) {
+                        continue;
+                    }
+                    let value = c.counters.outstanding();
+                    if value == 0 {
+                        best = Some((0, i));
+                        break;
+                    }
+                    if value < c.capacity && best.is_none_or(|(v, _)| value < v) {
+                        best = Some((value, i));
+                    }
+                }
+                // Every consumer at capacity: queue on the least loaded one
+                // rather than refuse; the producers' credit bounds the queue.
+                let best = best.map(|(_, i)| i).or_else(|| {
+                    (0..n)
+                        .filter(|&i| fresh(&self.consumers[i]))
+                        .min_by_key(|&i| self.consumers[i].counters.outstanding())
+                });
+                if let Some(i) = best {
+                    self.cursor = (i + 1) % n.max(1);
+                }
+                best
+            }
+            _ => {
+                for k in 0..n {
+                    let i = (self.cursor + k) % n;
+                    if fresh(&self.consumers[i]) {
+                        self.cursor = (i + 1) % n;
+                        return Some(i);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn forward(&mut self, deliveries: Vec<RoutedDelivery>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Batch per consumer so each egress connection gets one message.
+        let mut batches: Vec<Vec<RoutedDelivery>> = Vec::new();
+        batches.resize_with(self.consumers.len(), Vec::new);
+        for mut d in deliveries {
+            if self.distribution == Distribution::Multicast && d.fanout.is_none() {
+                let targets: Vec<usize> = (0..self.consumers.len()).collect();
+                if targets.is_empty() {
+                    self.no_consumer(d);
+                    continue;
+                }
+                let fanout = Fanout::new(targets.len() as u32, d.presettled);
+                for &i in &targets {
+                    let copy = RoutedDelivery {
+                        address: d.address.clone(),
+                        message: d.message.clone(),
+                        presettled: d.presettled,
+                        priority: d.priority,
+                        origin: d.origin.clone(),
+                        fanout: Some(fanout.clone()),
+                        tried: Vec::new(),
+                        stream: d.stream.clone(),
+                    };
+                    self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
+                    batches[i].push(copy);
+                }
+                continue;
+            }
+            if d.fanout.is_some() {
+                // A multicast copy given back by its consumer: multicast
+                // copies are not re-sent, the copy counts as released.
+                d.return_to_sender(Some(DeliveryState::Released));
+                continue;
+            }
+            match self.pick(&d.tried) {
+                Some(i) => {
+                    self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
+                    d.tried.clear();
+                    batches[i].push(d);
+                }
+                None => self.no_consumer(d),
+            }
+        }
+        for (i, batch) in batches.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            self.stats.delivered.fetch_add(batch.len() as u64, Relaxed);
+            let c = &self.consumers[i];
+            c.deliver.do_send(Deliver {
+                link: c.link,
+                deliveries: batch,
+            });
+        }
+    }
+
+    /// No consumer can take the delivery: unsettled goes back released,
+    /// presettled is dropped and counted.
+    fn no_consumer(&self, d: RoutedDelivery) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if d.presettled {
+            self.stats.dropped_presettled.fetch_add(1, Relaxed);
+            tracing::debug!(address = %self.address, "no consumer: presettled delivery dropped");
+        } else {
+            self.stats.released_no_consumer.fetch_add(1, Relaxed);
+            tracing::trace!(address = %self.address, "no consumer: delivery released");
+        }
+        d.return_to_sender(Some(DeliveryState::Released));
+    }
+}
+
+impl Actor for AddressActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Forward> for AddressActor {
+    type Result = ();
+    fn handle(&mut self, msg: Forward, _ctx: &mut Context<Self>) {
+        self.forward(msg.0);
+    }
+}
+
+impl Handler<AttachConsumer> for AddressActor {
+    type Result = ();
+    fn handle(&mut self, msg: AttachConsumer, _ctx: &mut Context<Self>) {
+        let first = self.consumers.is_empty();
+        self.consumers.push(Consumer {
+            conn: msg.conn,
+            link: msg.link,
+            deliver: msg.deliver,
+            counters: msg.counters,
+            capacity: msg.capacity,
+        });
+        if first {
+            self.notify_producers();
+        }
+    }
+}
+
+impl Handler<DetachConsumer> for AddressActor {
+    type Result = ();
+    fn handle(&mut self, msg: DetachConsumer, _ctx: &mut Context<Self>) {
+        self.consumers
+            .retain(|c| !(c.conn == msg.conn && c.link == msg.link));
+        if self.cursor >= self.consumers.len() {
+            self.cursor = 0;
+        }
+        let returned: Vec<RoutedDelivery> = msg
+            .returned
+            .into_iter()
+            .map(|mut d| {
+                d.tried.push((msg.conn, msg.link));
+                d
+            })
+            .collect();
+        if !returned.is_empty() {
+            self.forward(returned);
+        }
+        if self.consumers.is_empty() {
+            self.notify_producers();
+        }
+    }
+}
+
+impl Handler<AttachProducer> for AddressActor {
+    type Result = ();
+    fn handle(&mut self, msg: AttachProducer, _ctx: &mut Context<Self>) {
+        msg.notify.do_send(PathState {
+            link: msg.link,
+            address: self.address.clone(),
+            has_path: self.has_path(),
+        });
+        self.producers.push(Producer {
+            conn: msg.conn,
+            link: msg.link,
+            notify: msg.notify,
+        });
+    }
+}
+
+impl Handler<DetachProducer> for AddressActor {
+    type Result = ();
+    fn handle(&mut self, msg: DetachProducer, _ctx: &mut Context<Self>) {
+        self.producers
+            .retain(|p| !(p.conn == msg.conn && p.link == msg.link));
+    }
+}
+
+/// The router's address registry: address -> address actor, created on first
+/// use on a worker arbiter chosen by the address's hash.
+pub struct AddressRegistry {
+    map: DashMap<Arc<str>, Addr<AddressActor>>,
+    workers: Vec<actix::dev::ArbiterHandle>,
+    table: crate::config::address::AddressTable,
+    pub stats: DashMap<Arc<str>, Arc<AddressStats>>,
+}
+
+impl AddressRegistry {
+    pub fn new(
+        table: crate::config::address::AddressTable,
+        workers: Vec<actix::dev::ArbiterHandle>,
+    ) -> Self {
+        AddressRegistry {
+            map: DashMap::new(),
+            workers,
+            table,
+            stats: DashMap::new(),
+        }
+    }
+
+    /// The configured distribution of an address.
+    pub fn distribution(&self, address: &str) -> Distribution {
+        self.table.lookup(address)
+    }
+
+    /// The actor of `address`, started on first use.
+    pub fn get(&self, address: &str) -> Addr<AddressActor> {
+        if let Some(a) = self.map.get(address) {
+            return a.clone();
+        }
+        let key: Arc<str> = Arc::from(address);
+        self.map
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let distribution = self.table.lookup(address);
+                let stats = Arc::new(AddressStats::default());
+                self.stats.insert(key.clone(), stats.clone());
+                let worker = &self.workers[hash(address) % self.workers.len()];
+                let k = key.clone();
+                AddressActor::start_in_arbiter(worker, move |_| {
+                    AddressActor::new(k, distribution, stats)
+                })
+            })
+            .clone()
+    }
+}
+
+fn hash(s: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(s) as usize
+}

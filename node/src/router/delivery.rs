@@ -1,0 +1,244 @@
+//! The messages that carry deliveries between a router's actors: a routed
+//! delivery on its way from the ingress connection, through its address, to
+//! an egress connection; and the outcome travelling back to the ingress
+//! connection, which settles the sender's delivery and replenishes its credit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use crate::amqp::definitions::DeliveryState;
+use crate::amqp::event::LinkId;
+
+/// A connection's router-wide identity (connection actors are keyed by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn-{}", self.0)
+    }
+}
+
+/// Where a routed delivery entered the router: the ingress connection and the
+/// key under which it keeps the sender's delivery until an outcome returns.
+#[derive(Clone)]
+pub struct Origin {
+    pub conn: Recipient<Returned>,
+    /// The ingress connection's key for the delivery (unique per connection).
+    pub key: u64,
+}
+
+/// A message on its way through the router. `message` is the encoded message
+/// exactly as the producer sent it (never re-encoded).
+pub struct RoutedDelivery {
+    pub address: Arc<str>,
+    pub message: Bytes,
+    /// The producer sent it settled: no outcome goes back, only the
+    /// `Returned { state: None }` that replenishes credit once it is sent.
+    pub presettled: bool,
+    pub priority: u8,
+    pub origin: Origin,
+    /// Set on the copies of a multicast delivery: they share one outcome.
+    pub fanout: Option<Arc<Fanout>>,
+    /// Consumers that already had this delivery and gave it back (released or
+    /// detached before sending); the address tries others first.
+    pub tried: Vec<(ConnId, LinkId)>,
+    /// Set while the message is still arriving frame by frame: `message` is
+    /// its first frame and the rest comes through the stream.
+    pub stream: Option<Arc<Stream>>,
+}
+
+impl RoutedDelivery {
+    /// Returns the delivery to its sender with `state` (or, for a presettled
+    /// delivery, only replenishes the sender's credit).
+    pub fn return_to_sender(self, state: Option<DeliveryState>) {
+        match self.fanout {
+            Some(fanout) => fanout.complete(&self.origin, state),
+            None => {
+                let state = if self.presettled { None } else { state };
+                self.origin.conn.do_send(Returned {
+                    key: self.origin.key,
+                    state,
+                });
+            }
+        }
+    }
+}
+
+/// The outcome of a routed delivery, sent back to its ingress connection.
+/// `state: None` means "forwarded presettled" (replenish credit only).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Returned {
+    pub key: u64,
+    pub state: Option<DeliveryState>,
+}
+
+/// The shared outcome of the copies of one unsettled multicast delivery:
+/// accepted if any consumer accepted and none rejected; rejected if any
+/// rejected; released if nobody took it (the spec of DESIGN.md §3).
+pub struct Fanout {
+    remaining: AtomicU32,
+    presettled: bool,
+    outcome: std::sync::Mutex<FanoutOutcome>,
+}
+
+#[derive(Default)]
+struct FanoutOutcome {
+    accepted: bool,
+    rejected: Option<DeliveryState>,
+}
+
+impl Fanout {
+    /// `copies` copies share the outcome; a presettled fan-out only
+    /// replenishes the sender's credit once, when the last copy is sent.
+    pub fn new(copies: u32, presettled: bool) -> Arc<Fanout> {
+        Arc::new(Fanout {
+            remaining: AtomicU32::new(copies),
+            presettled,
+            outcome: std::sync::Mutex::new(FanoutOutcome::default()),
+        })
+    }
+
+    /// Records one copy's outcome; the last copy sends the aggregate home.
+    pub fn complete(&self, origin: &Origin, state: Option<DeliveryState>) {
+        {
+            let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+            match state {
+                Some(DeliveryState::Accepted) => o.accepted = true,
+                Some(s @ DeliveryState::Rejected { .. }) => o.rejected = Some(s),
+                _ => {}
+            }
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+            let state = if self.presettled {
+                None
+            } else if let Some(r) = &o.rejected {
+                Some(r.clone())
+            } else if o.accepted {
+                Some(DeliveryState::Accepted)
+            } else {
+                Some(DeliveryState::Released)
+            };
+            origin.conn.do_send(Returned {
+                key: origin.key,
+                state,
+            });
+        }
+    }
+}
+
+/// Live counters of one outgoing (consumer) link, written by its connection
+/// and read by its address to balance. The single source of these numbers.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    /// Routed to the link but not yet sent (waiting for credit).
+    pub undelivered: AtomicU32,
+    /// Sent and not yet settled by the consumer.
+    pub unsettled: AtomicU32,
+    /// Credit the consumer granted and the router has not used.
+    pub credit: AtomicU32,
+}
+
+impl LinkCounters {
+    /// The balanced distribution's value of the link: undelivered + unsettled.
+    pub fn outstanding(&self) -> u32 {
+        self.undelivered.load(Ordering::Relaxed) + self.unsettled.load(Ordering::Relaxed)
+    }
+}
+
+/// The body of a multi-frame delivery still arriving: the ingress connection
+/// appends each transfer frame's payload as it comes, and every egress that
+/// forwards the delivery (one per multicast copy) sends the chunks on as soon
+/// as they are there, so a large message crosses the router frame by frame
+/// and is never re-encoded or held whole.
+#[derive(Default)]
+pub struct Stream {
+    state: std::sync::Mutex<StreamState>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    /// Chunks after the first (the first travels as `RoutedDelivery::message`).
+    chunks: Vec<Bytes>,
+    complete: bool,
+    aborted: bool,
+    readers: Vec<(Recipient<StreamProgress>, LinkId, u64)>,
+}
+
+/// Tells an egress connection that a stream it forwards has more chunks, or
+/// ended. `context` names the egress delivery.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StreamProgress {
+    pub link: LinkId,
+    pub context: u64,
+}
+
+/// What an egress reads of a stream: the chunks from its position on, and
+/// whether the stream ended (completely, or aborted).
+pub struct StreamRead {
+    pub chunks: Vec<Bytes>,
+    pub complete: bool,
+    pub aborted: bool,
+}
+
+impl Stream {
+    /// Ingress: one more frame's payload; `last` when it is the final one.
+    pub fn push(&self, chunk: Bytes, last: bool) {
+        let readers = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if !chunk.is_empty() {
+                s.chunks.push(chunk);
+            }
+            s.complete |= last;
+            s.readers.clone()
+        };
+        Self::wake(readers);
+    }
+
+    /// Ingress: the sender aborted the delivery (or its link went away).
+    pub fn abort(&self) {
+        let readers = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if s.complete {
+                return;
+            }
+            s.aborted = true;
+            s.readers.clone()
+        };
+        Self::wake(readers);
+    }
+
+    fn wake(readers: Vec<(Recipient<StreamProgress>, LinkId, u64)>) {
+        for (r, link, context) in readers {
+            r.do_send(StreamProgress { link, context });
+        }
+    }
+
+    /// Egress: the chunks from index `from`; registers the reader to be told
+    /// of more unless the stream has ended.
+    pub fn read(
+        &self,
+        from: usize,
+        reader: Option<(Recipient<StreamProgress>, LinkId, u64)>,
+    ) -> StreamRead {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let read = StreamRead {
+            chunks: s.chunks.get(from..).unwrap_or_default().to_vec(),
+            complete: s.complete,
+            aborted: s.aborted,
+        };
+        if let Some(r) = reader
+            && !s.complete
+            && !s.aborted
+        {
+            s.readers.push(r);
+        }
+        read
+    }
+}

@@ -1,0 +1,152 @@
+//! The router: the actors of one `boted` process and how they are started and
+//! stopped. Listener actors accept connections; connection actors (one per
+//! AMQP connection, spread over one worker arbiter per core) own a socket and
+//! the sans-I/O engine, with the link endpoints inside; address actors (one
+//! per address, in a `DashMap` registry) pick each delivery's destination.
+//!
+//! Links are endpoints owned by their connection actor, not actors of their
+//! own: every frame of a link arrives on its connection's socket and every
+//! link operation changes the connection's engine (session windows, handles,
+//! delivery ids), so a link actor would add two mailbox hops per delivery and
+//! still need the connection to touch the engine. Measured with
+//! `cargo bench -p bote-node --bench link_placement` on the 2-core dev
+//! machine: updating a link endpoint in place costs 6.3 ns per delivery; one
+//! hop to a link actor on another arbiter costs 113 ns per delivery (batches
+//! of 1,000), so a link actor would add at least ~220 ns per delivery (there
+//! and back) — a tenth of the 2 µs per-message budget — for no gain.
+//! Per-link state that others read (credit, undelivered, unsettled) is
+//! shared through `LinkCounters`.
+
+pub mod address;
+pub mod connection;
+pub mod delivery;
+pub mod listener;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix::dev::ArbiterHandle;
+use actix::prelude::*;
+use dashmap::DashMap;
+
+use crate::config::Config;
+use address::AddressRegistry;
+use connection::{ConnectionActor, Shutdown};
+use delivery::ConnId;
+use listener::{ListenerActor, StopAccepting};
+
+/// What every actor of the router shares.
+pub struct Shared {
+    pub router_id: String,
+    pub addresses: AddressRegistry,
+    pub connections: DashMap<ConnId, Addr<ConnectionActor>>,
+    workers: Vec<ArbiterHandle>,
+    next_worker: AtomicUsize,
+    next_conn: AtomicU64,
+    next_dynamic: AtomicU64,
+    /// Presettled deliveries dropped for want of a consumer.
+    pub dropped_presettled: AtomicU64,
+    /// Set when graceful shutdown begins: deliveries still unsettled are
+    /// then returned to their senders as released.
+    pub shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub fn next_worker(&self) -> ArbiterHandle {
+        let i = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        self.workers[i % self.workers.len()].clone()
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// A new unique address for a dynamic receiver, routable on this router
+    /// (qdrouterd's form: `_topo/0/<router>/temp.<unique>`).
+    pub fn dynamic_address(&self) -> String {
+        let n = self.next_dynamic.fetch_add(1, Ordering::Relaxed);
+        let salt: u32 = rand::random();
+        format!("_topo/0/{}/temp.{salt:08x}{n}", self.router_id)
+    }
+}
+
+/// A running router.
+pub struct Router {
+    pub shared: Arc<Shared>,
+    listeners: Vec<Addr<ListenerActor>>,
+    /// The bound address of each listener, in config order.
+    pub bound: Vec<SocketAddr>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Router {
+    /// Starts worker arbiters and binds every listener. Must run inside an
+    /// actix system.
+    pub async fn start(config: Config) -> anyhow::Result<Router> {
+        let threads = config.router.worker_threads();
+        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        let workers: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
+        let shared = Arc::new(Shared {
+            router_id: config.router.id.clone(),
+            addresses: AddressRegistry::new(config.addresses.clone(), workers.clone()),
+            connections: DashMap::new(),
+            workers,
+            next_worker: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(0),
+            next_dynamic: AtomicU64::new(0),
+            dropped_presettled: AtomicU64::new(0),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut listeners = Vec::new();
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let addr = l.socket_address();
+            let tcp = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("listener {addr}: cannot bind: {e}"))?;
+            let local = tcp.local_addr()?;
+            tracing::info!(router = %shared.router_id, "listening on {local} (amqp, {} workers)", threads);
+            bound.push(local);
+            listeners.push(ListenerActor::new(l.clone(), tcp, shared.clone()).start());
+        }
+        Ok(Router {
+            shared,
+            listeners,
+            bound,
+            arbiters,
+        })
+    }
+
+    /// Graceful shutdown: stop accepting, return unsettled deliveries to their
+    /// senders as released, close every connection with an error, stop the
+    /// workers.
+    pub async fn shutdown(self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        for l in &self.listeners {
+            let _ = l.send(StopAccepting).await;
+        }
+        let conns: Vec<Addr<ConnectionActor>> = self
+            .shared
+            .connections
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        tracing::info!(connections = conns.len(), "shutting down");
+        for c in &conns {
+            c.do_send(Shutdown);
+        }
+        // Give connections a moment to flush their closes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !self.shared.connections.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for a in &self.arbiters {
+            a.stop();
+        }
+        for a in self.arbiters {
+            let _ = a.join();
+        }
+    }
+}
