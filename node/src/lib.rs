@@ -4,5 +4,6 @@
 //! later issues and drive that engine from outside.
 
 pub mod amqp;
+pub mod bench;
 pub mod config;
 pub mod router;

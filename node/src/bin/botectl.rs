@@ -1,12 +1,55 @@
-//! `botectl`: the Bote command line (stat, manage, topology, up/down, send/recv,
-//! bench). Its commands land with the router and mesh issues.
+//! `botectl`: the Bote command line. Today it has `bench` (throughput and
+//! latency, directly or through routers); `stat`, `topology`, `send` and
+//! `recv` join as subcommands of [`Command`] with the router and mesh issues.
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("botectl {}", env!("CARGO_PKG_VERSION"));
-        return;
+use std::process::ExitCode;
+
+use bote_node::bench::{self, BenchOptions};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "botectl", version, about = "The Bote router command line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure throughput (msgs/s, MB/s, latency) or request/reply round
+    /// trips, directly between clients or through routers.
+    Bench(BenchOptions),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench(options) => bench_command(&options),
     }
-    eprintln!("botectl {}: no commands yet (see README.md, Status)", env!("CARGO_PKG_VERSION"));
-    std::process::exit(2);
+}
+
+fn bench_command(options: &BenchOptions) -> ExitCode {
+    match bench::run(options) {
+        Ok(report) => {
+            if options.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            if report.is_complete() {
+                ExitCode::SUCCESS
+            } else {
+                for run in &report.runs {
+                    for p in &run.problems {
+                        eprintln!("botectl bench: {}: {p}", run.path);
+                    }
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("botectl bench: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,0 +1,648 @@
+//! `botectl bench`: throughput and latency of message transfer, directly
+//! between clients (`--direct`, the baseline) or through one or more routers.
+//!
+//! [`run`] takes [`BenchOptions`] and returns a [`BenchReport`]. Each client
+//! (sender, receiver, requester, responder) runs on its own thread with a
+//! current-thread tokio runtime, driving the sans-I/O engine
+//! ([`crate::amqp::connection::Connection`]) over a `TcpStream`
+//! ([`client`]). With `--spawn` the bench starts `boted` itself and reads its
+//! CPU time and peak RSS from `/proc` ([`spawn`]).
+
+pub mod client;
+pub mod report;
+pub mod spawn;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::amqp::connection::Side;
+
+use client::{Receiver, Requester, Responder, Role, Sender, Shared, Template};
+pub use report::{BenchReport, Latency, RouterUsage, RunReport};
+use spawn::{ProcSample, SpawnedRouter};
+
+/// Nanoseconds since a process-wide base instant (the clock of the send
+/// timestamps carried in message bodies).
+pub fn base_nanos() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// What the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Senders send as fast as credit allows.
+    Throughput,
+    /// Sequential request/reply round trips (latency).
+    Rr,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Throughput => "throughput",
+            Mode::Rr => "rr",
+        }
+    }
+}
+
+/// The options of `botectl bench`.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct BenchOptions {
+    /// A router both senders and receivers connect to.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub router: Option<String>,
+    /// Routers of a chain: senders connect to the first, receivers to the last.
+    #[arg(
+        long,
+        value_name = "A,B",
+        value_delimiter = ',',
+        conflicts_with = "router"
+    )]
+    pub routers: Vec<String>,
+    /// No router: the receivers' side accepts on an ephemeral 127.0.0.1 port
+    /// and the senders connect straight to it (the baseline).
+    #[arg(long)]
+    pub direct: bool,
+    /// Start `boted` on an ephemeral 127.0.0.1 port for the run.
+    #[arg(long)]
+    pub spawn: bool,
+    /// The `boted` executable for `--spawn` (default: next to botectl).
+    #[arg(long, value_name = "PATH")]
+    pub boted: Option<PathBuf>,
+    /// With `--spawn`: a chain of this many routers.
+    #[arg(long, value_name = "N")]
+    pub chain: Option<usize>,
+    /// Run direct, then through the router(s), and print the ratio.
+    #[arg(long)]
+    pub compare: bool,
+    /// The router's process id (for CPU and memory) when not spawned.
+    #[arg(long, value_name = "PID")]
+    pub router_pid: Option<u32>,
+    /// Messages to send (requests in rr mode).
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// Body size in bytes (100 makes a 113-byte message).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    #[arg(long, default_value_t = 1)]
+    pub receivers: usize,
+    /// Send presettled (at-most-once).
+    #[arg(long)]
+    pub presettled: bool,
+    /// Receiver credit window.
+    #[arg(long, default_value_t = 250)]
+    pub credit: u32,
+    #[arg(long, default_value = "bench")]
+    pub address: String,
+    #[arg(long, value_enum, default_value_t = Mode::Throughput)]
+    pub mode: Mode,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up on a run after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+impl Default for BenchOptions {
+    /// The command-line defaults.
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            options: BenchOptions,
+        }
+        Wrapper::parse_from(["bench"]).options
+    }
+}
+
+/// Why a bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench options: {0}")]
+    Options(String),
+    #[error("spawning boted: {0}")]
+    Spawn(String),
+    #[error("reading router usage from {0}")]
+    Proc(String),
+    #[error("{what} {addr}: {source}")]
+    Io {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("bench thread panicked: {0}")]
+    Panic(String),
+}
+
+/// Where a run sends its messages.
+#[derive(Debug, Clone)]
+enum Path {
+    Direct,
+    Routed {
+        senders: String,
+        receivers: String,
+        label: String,
+        pid: Option<u32>,
+    },
+}
+
+/// Runs the bench the options describe.
+pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    validate(options)?;
+    let routed = options.spawn || options.router.is_some() || !options.routers.is_empty();
+    if options.compare && !routed {
+        return Err(BenchError::Options(
+            "--compare needs --spawn, --router or --routers for the routed run".into(),
+        ));
+    }
+    if !options.direct && !routed {
+        return Err(BenchError::Options(
+            "say where to send: --direct, --spawn, --router HOST:PORT or --routers A,B".into(),
+        ));
+    }
+    let mut runs = Vec::new();
+    if options.direct || options.compare {
+        runs.push(run_path(options, &Path::Direct)?);
+    }
+    if routed {
+        let _spawned;
+        let path = if options.spawn {
+            let boted = match &options.boted {
+                Some(p) => p.clone(),
+                None => std::env::current_exe()
+                    .map_err(|e| BenchError::Spawn(format!("locating botectl: {e}")))?
+                    .with_file_name("boted"),
+            };
+            let router = SpawnedRouter::start(&boted, Duration::from_secs(30))?;
+            let path = Path::Routed {
+                senders: router.addr.clone(),
+                receivers: router.addr.clone(),
+                label: format!("spawned boted {}", router.addr),
+                pid: Some(router.pid()),
+            };
+            _spawned = router;
+            path
+        } else if let Some(r) = &options.router {
+            Path::Routed {
+                senders: r.clone(),
+                receivers: r.clone(),
+                label: format!("router {r}"),
+                pid: options.router_pid,
+            }
+        } else {
+            let first = options.routers[0].clone();
+            let last = options.routers[options.routers.len() - 1].clone();
+            Path::Routed {
+                senders: first,
+                receivers: last,
+                label: format!("routers {}", options.routers.join(" -> ")),
+                pid: options.router_pid,
+            }
+        };
+        runs.push(run_path(options, &path)?);
+    }
+    let ratio = match runs.as_slice() {
+        [direct, routed] if options.compare && direct.msgs_per_sec > 0.0 => {
+            Some(routed.msgs_per_sec / direct.msgs_per_sec)
+        }
+        _ => None,
+    };
+    Ok(BenchReport { runs, ratio })
+}
+
+fn validate(o: &BenchOptions) -> Result<(), BenchError> {
+    let bad = |m: &str| Err(BenchError::Options(m.to_owned()));
+    if o.chain.is_some_and(|n| n > 1) {
+        return bad("chain needs the mesh (issue 4)");
+    }
+    if o.messages == 0 {
+        return bad("--messages must be at least 1");
+    }
+    if o.senders == 0 || o.receivers == 0 {
+        return bad("--senders and --receivers must be at least 1");
+    }
+    if o.credit == 0 {
+        return bad("--credit must be at least 1");
+    }
+    if o.timeout == 0 {
+        return bad("--timeout must be at least 1 second");
+    }
+    if o.spawn && (o.router.is_some() || !o.routers.is_empty()) {
+        return bad("--spawn starts its own router: drop --router/--routers");
+    }
+    if o.direct && o.compare {
+        return bad("--compare already runs --direct first");
+    }
+    if o.direct && (o.spawn || o.router.is_some() || !o.routers.is_empty()) {
+        return bad("--direct uses no router (use --compare to run both)");
+    }
+    if o.messages < o.senders as u64 {
+        return bad("--messages must be at least --senders");
+    }
+    Ok(())
+}
+
+/// A client thread: a current-thread runtime driving one role.
+fn client_thread<R: Role + Send + 'static>(
+    addr: String,
+    container_id: String,
+    mut role: R,
+    shared: Arc<Shared>,
+    deadline: Instant,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        rt.block_on(async move {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            let stream = tokio::time::timeout_at(deadline, TcpStream::connect(&addr))
+                .await
+                .map_err(|_| format!("connecting to {addr}: timed out"))?
+                .map_err(|e| format!("connecting to {addr}: {e}"))?;
+            client::drive(
+                stream,
+                Side::Client,
+                container_id,
+                &mut role,
+                &shared,
+                deadline,
+            )
+            .await
+        })
+    })
+}
+
+/// The `--direct` acceptor: takes `expected` connections and serves each on
+/// its own thread with the role `make` builds.
+fn acceptor_thread<R, F>(
+    listener: std::net::TcpListener,
+    expected: usize,
+    make: F,
+    shared: Arc<Shared>,
+    deadline: Instant,
+) -> std::thread::JoinHandle<Result<(), String>>
+where
+    R: Role + Send + 'static,
+    F: Fn(usize) -> R + Send + 'static,
+{
+    std::thread::spawn(move || {
+        let accepted: Result<Vec<std::net::TcpStream>, String> = (|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("tokio runtime: {e}"))?;
+            rt.block_on(async {
+                let listener =
+                    TcpListener::from_std(listener).map_err(|e| format!("acceptor: {e}"))?;
+                let mut streams = Vec::new();
+                for _ in 0..expected {
+                    let (s, _) = tokio::time::timeout_at(
+                        tokio::time::Instant::from_std(deadline),
+                        listener.accept(),
+                    )
+                    .await
+                    .map_err(|_| "acceptor: timed out waiting for senders to connect".to_owned())?
+                    .map_err(|e| format!("acceptor: {e}"))?;
+                    streams.push(s.into_std().map_err(|e| format!("acceptor: {e}"))?);
+                }
+                Ok(streams)
+            })
+        })();
+        let mut handles = Vec::new();
+        for (i, s) in accepted?.into_iter().enumerate() {
+            let mut role = make(i);
+            let shared = shared.clone();
+            handles.push(std::thread::spawn(move || -> Result<(), String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("tokio runtime: {e}"))?;
+                rt.block_on(async move {
+                    let stream = TcpStream::from_std(s).map_err(|e| format!("acceptor: {e}"))?;
+                    let deadline = tokio::time::Instant::from_std(deadline);
+                    client::drive(
+                        stream,
+                        Side::Server,
+                        format!("bench-acceptor-{i}"),
+                        &mut role,
+                        &shared,
+                        deadline,
+                    )
+                    .await
+                })
+            }));
+        }
+        let mut first_error = Ok(());
+        for h in handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err("acceptor connection thread panicked".into()));
+            if first_error.is_ok() {
+                first_error = r;
+            }
+        }
+        first_error
+    })
+}
+
+/// Splits `total` into `parts` nearly equal shares.
+fn share(total: u64, parts: usize, i: usize) -> u64 {
+    let parts = parts as u64;
+    total / parts + u64::from((i as u64) < total % parts)
+}
+
+fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(o.timeout);
+    let shared = Arc::new(Shared::new(o.messages, o.senders));
+    let pid = match path {
+        Path::Routed { pid, .. } => *pid,
+        Path::Direct => None,
+    };
+    let before = pid.map(ProcSample::read).transpose()?;
+    let tag = std::process::id();
+    let template = Template::new(o.size, None);
+    let message_bytes = match o.mode {
+        Mode::Throughput => template.len(),
+        Mode::Rr => Template::new(o.size, Some(&format!("{}.reply.{tag}.0", o.address))).len(),
+    };
+    let mut handles = Vec::new();
+    // The receiving side first, so that senders find a consumer.
+    let sender_addr = match path {
+        Path::Direct => {
+            let listener =
+                std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| BenchError::Io {
+                    what: "binding the direct acceptor on",
+                    addr: "127.0.0.1:0".into(),
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| BenchError::Io {
+                what: "reading the address of the direct acceptor",
+                addr: "127.0.0.1:0".into(),
+                source,
+            })?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|source| BenchError::Io {
+                    what: "configuring the direct acceptor",
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            let (sh, credit, size, address, presettled) = (
+                shared.clone(),
+                o.credit,
+                o.size,
+                o.address.clone(),
+                o.presettled,
+            );
+            handles.push(match o.mode {
+                Mode::Throughput => acceptor_thread(
+                    listener,
+                    o.senders,
+                    move |i| {
+                        Receiver::new(
+                            sh.clone(),
+                            format!("bench-receiver-{i}"),
+                            address.clone(),
+                            credit,
+                            size,
+                            true,
+                        )
+                    },
+                    shared.clone(),
+                    deadline,
+                ),
+                Mode::Rr => acceptor_thread(
+                    listener,
+                    o.senders,
+                    move |i| {
+                        Responder::new(
+                            sh.clone(),
+                            format!("bench-responder-{i}"),
+                            address.clone(),
+                            presettled,
+                            credit,
+                            size,
+                            true,
+                        )
+                    },
+                    shared.clone(),
+                    deadline,
+                ),
+            });
+            addr.to_string()
+        }
+        Path::Routed {
+            senders, receivers, ..
+        } => {
+            for i in 0..o.receivers {
+                let name = format!("bench-{tag}-receiver-{i}");
+                let h = match o.mode {
+                    Mode::Throughput => client_thread(
+                        receivers.clone(),
+                        name.clone(),
+                        Receiver::new(
+                            shared.clone(),
+                            name,
+                            o.address.clone(),
+                            o.credit,
+                            o.size,
+                            false,
+                        ),
+                        shared.clone(),
+                        deadline,
+                    ),
+                    Mode::Rr => client_thread(
+                        receivers.clone(),
+                        name.clone(),
+                        Responder::new(
+                            shared.clone(),
+                            name,
+                            o.address.clone(),
+                            o.presettled,
+                            o.credit,
+                            o.size,
+                            false,
+                        ),
+                        shared.clone(),
+                        deadline,
+                    ),
+                };
+                handles.push(h);
+            }
+            senders.clone()
+        }
+    };
+    for i in 0..o.senders {
+        let count = share(o.messages, o.senders, i);
+        let name = format!("bench-{tag}-sender-{i}");
+        let h = match o.mode {
+            Mode::Throughput => client_thread(
+                sender_addr.clone(),
+                name.clone(),
+                Sender::new(
+                    shared.clone(),
+                    name,
+                    o.address.clone(),
+                    count,
+                    o.presettled,
+                    template.clone(),
+                ),
+                shared.clone(),
+                deadline,
+            ),
+            Mode::Rr => client_thread(
+                sender_addr.clone(),
+                name.clone(),
+                Requester::new(
+                    shared.clone(),
+                    name,
+                    o.address.clone(),
+                    format!("{}.reply.{tag}.{i}", o.address),
+                    count,
+                    o.presettled,
+                    o.credit,
+                    o.size,
+                ),
+                shared.clone(),
+                deadline,
+            ),
+        };
+        handles.push(h);
+    }
+    let mut problems = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(e),
+            Err(_) => return Err(BenchError::Panic("a client thread".into())),
+        }
+    }
+    let after = pid.map(ProcSample::read).transpose()?;
+
+    let sent = shared.sent.load(Ordering::Acquire);
+    let received = shared.received.load(Ordering::Acquire);
+    let accepted = shared.accepted.load(Ordering::Acquire);
+    let released = shared.released.load(Ordering::Acquire);
+    let modified = shared.modified.load(Ordering::Acquire);
+    let rejected = shared.rejected.load(Ordering::Acquire);
+    let first = shared.first_send_ns.load(Ordering::Acquire);
+    let last = shared.last_ns.load(Ordering::Acquire);
+    let elapsed = Duration::from_nanos(last.saturating_sub(first.min(last)));
+    let secs = elapsed.as_secs_f64();
+    let rate = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
+    let samples = std::mem::take(&mut *shared.samples.lock().unwrap_or_else(|e| e.into_inner()));
+    let dropped = if o.presettled {
+        sent.saturating_sub(received)
+    } else {
+        0
+    };
+    if received < o.messages {
+        problems.push(format!(
+            "{} of {} messages missing: received {received}, sent {sent}",
+            o.messages - received,
+            o.messages
+        ));
+    }
+    if o.presettled && dropped > 0 {
+        problems.push(format!(
+            "{dropped} presettled messages dropped (sent {sent}, received {received})"
+        ));
+    }
+    if !o.presettled && accepted < o.messages {
+        problems.push(format!(
+            "senders saw {accepted} of {} accepted (released {released}, modified {modified}, rejected {rejected})",
+            o.messages
+        ));
+    }
+    let router = match (before, after) {
+        (Some(b), Some(a)) => Some(RouterUsage {
+            cpu_seconds: a.cpu_seconds - b.cpu_seconds,
+            cpu_us_per_message: if received > 0 {
+                (a.cpu_seconds - b.cpu_seconds) * 1e6 / received as f64
+            } else {
+                0.0
+            },
+            rss_before_kb: b.rss_kb,
+            peak_rss_kb: a.hwm_kb,
+        }),
+        _ => None,
+    };
+    Ok(RunReport {
+        path: match path {
+            Path::Direct => "direct".into(),
+            Path::Routed { label, .. } => label.clone(),
+        },
+        mode: o.mode.name(),
+        presettled: o.presettled,
+        senders: o.senders,
+        receivers: match path {
+            Path::Direct => o.senders,
+            Path::Routed { .. } => o.receivers,
+        },
+        messages: o.messages,
+        message_bytes,
+        sent,
+        received,
+        accepted,
+        released,
+        modified,
+        rejected,
+        dropped,
+        elapsed,
+        msgs_per_sec: rate(received as f64),
+        mb_per_sec: rate(received as f64 * message_bytes as f64) / 1e6,
+        latency: Latency::from_nanos(samples),
+        router,
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_split_the_total_exactly() {
+        let total: u64 = (0..3).map(|i| share(10, 3, i)).sum();
+        assert_eq!(total, 10);
+        assert_eq!(share(10, 3, 0), 4);
+        assert_eq!(share(10, 3, 2), 3);
+    }
+
+    #[test]
+    fn defaults_match_the_command_line() {
+        let o = BenchOptions::default();
+        assert_eq!(o.messages, 100_000);
+        assert_eq!(o.size, 100);
+        assert_eq!(o.credit, 250);
+        assert_eq!(o.mode, Mode::Throughput);
+        assert_eq!(o.timeout, 120);
+    }
+
+    #[test]
+    fn a_chain_is_refused_until_the_mesh_exists() {
+        let o = BenchOptions {
+            spawn: true,
+            chain: Some(3),
+            ..BenchOptions::default()
+        };
+        let e = run(&o).unwrap_err().to_string();
+        assert!(e.contains("chain needs the mesh (issue 4)"), "{e}");
+    }
+
+    #[test]
+    fn a_100_byte_body_makes_a_113_byte_message() {
+        assert_eq!(Template::new(100, None).len(), 113);
+    }
+}
