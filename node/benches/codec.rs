@@ -6,10 +6,10 @@
 
 use std::hint::black_box;
 
+use bote_node::amqp::frame::encode_frame;
 use bote_node::amqp::message::{
     DeliveryAnnotations, MessageAnnotations, MessageBuilder, MessageView, primitive,
 };
-use bote_node::amqp::frame::encode_frame;
 use bote_node::amqp::performatives::{Performative, Transfer};
 use bote_node::amqp::transfer::decode_transfer;
 use bytes::{Bytes, BytesMut};
@@ -151,7 +151,8 @@ fn hot_path(c: &mut Criterion) {
             // fe2o3 is handed the split point (a head start ours does not get).
             let t: fe2o3_amqp_types::performatives::Transfer =
                 serde_amqp::from_slice(&body[..split]).unwrap();
-            let msg: Deserializable<Message<Data>> = serde_amqp::from_slice(&body[split..]).unwrap();
+            let msg: Deserializable<Message<Data>> =
+                serde_amqp::from_slice(&body[split..]).unwrap();
             let to = msg.0.properties.as_ref().and_then(|p| p.to.as_ref());
             black_box((t.delivery_id, to.map(String::len)));
         })

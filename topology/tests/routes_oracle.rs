@@ -25,13 +25,21 @@ struct Case {
 fn case() -> impl Strategy<Value = Case> {
     (1usize..=200)
         .prop_flat_map(|n| {
-            let links = prop::collection::vec((0..n, 0..n, 1u32..4, 1u32..4, prop::bool::weighted(0.9)), 0..=n * 2);
+            let links = prop::collection::vec(
+                (0..n, 0..n, 1u32..4, 1u32..4, prop::bool::weighted(0.9)),
+                0..=n * 2,
+            );
             (Just(n), links, any::<u64>(), any::<bool>())
         })
         .prop_map(|(n, mut links, salt, connected)| {
             // Names in an order unrelated to the indices, so id order matters.
             let names = (0..n)
-                .map(|i| RouterId::from(format!("r{:016x}", (i as u64 + 1).wrapping_mul(salt | 1).rotate_left(17))))
+                .map(|i| {
+                    RouterId::from(format!(
+                        "r{:016x}",
+                        (i as u64 + 1).wrapping_mul(salt | 1).rotate_left(17)
+                    ))
+                })
                 .collect();
             if connected {
                 for i in 1..n {
@@ -56,7 +64,12 @@ fn lsdb(case: &Case) -> LinkStateDb {
     }
     let mut db = LinkStateDb::new();
     for (i, n) in adj {
-        db.offer(Arc::new(LinkStateRecord::new(case.names[i].clone(), 1, 1, n)));
+        db.offer(Arc::new(LinkStateRecord::new(
+            case.names[i].clone(),
+            1,
+            1,
+            n,
+        )));
     }
     db
 }
@@ -108,7 +121,9 @@ fn parents(case: &Case, w: &[Vec<u64>], d: &[Vec<u64>], root: usize) -> Vec<Opti
                 return None;
             }
             (0..n)
-                .filter(|&u| w[u][v] != INF && d[root][u] != INF && d[root][u] + w[u][v] == d[root][v])
+                .filter(|&u| {
+                    w[u][v] != INF && d[root][u] != INF && d[root][u] + w[u][v] == d[root][v]
+                })
                 .min_by(|&x, &y| (d[root][x], &case.names[x]).cmp(&(d[root][y], &case.names[y])))
         })
         .collect()

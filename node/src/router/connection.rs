@@ -25,8 +25,8 @@ use tokio_util::io::ReaderStream;
 
 use super::Shared;
 use super::address::{
-    AddressActor, AttachConsumer, AttachProducer, Deliver, DetachConsumer, DetachProducer,
-    Forward, PathState,
+    AddressActor, AttachConsumer, AttachProducer, Deliver, DetachConsumer, DetachProducer, Forward,
+    PathState,
 };
 use super::delivery::{
     ConnId, LinkCounters, Origin, Returned, RoutedDelivery, Stream, StreamProgress,
@@ -212,8 +212,12 @@ impl ConnectionActor {
                 Event::LinkDetached(d) => self.on_link_detached(*d),
                 Event::Closed { error } => {
                     match &error {
-                        Some(e) => tracing::info!(conn = %self.id, peer = %self.peer, "connection closed by peer: {}: {}", e.condition, e.description.as_deref().unwrap_or("")),
-                        None => tracing::info!(conn = %self.id, peer = %self.peer, "connection closed"),
+                        Some(e) => {
+                            tracing::info!(conn = %self.id, peer = %self.peer, "connection closed by peer: {}: {}", e.condition, e.description.as_deref().unwrap_or(""))
+                        }
+                        None => {
+                            tracing::info!(conn = %self.id, peer = %self.peer, "connection closed")
+                        }
                     }
                     if !self.engine.is_closed() {
                         self.engine.close(None);
@@ -299,7 +303,10 @@ impl ConnectionActor {
                 let Some(address) = address else {
                     let error = AmqpError::new(
                         condition::INVALID_FIELD,
-                        format!("receiver link '{}' has no source address and is not dynamic", attach.name),
+                        format!(
+                            "receiver link '{}' has no source address and is not dynamic",
+                            attach.name
+                        ),
                     );
                     let _ = self.engine.refuse_attach(link, error);
                     return;
@@ -354,7 +361,10 @@ impl ConnectionActor {
         tracing::info!(conn = %self.id, link = %attach.name, %address, "attach refused: address unavailable");
         let error = AmqpError::new(
             condition::NOT_FOUND,
-            format!("address '{address}' is unavailable on router {}", self.shared.router_id),
+            format!(
+                "address '{address}' is unavailable on router {}",
+                self.shared.router_id
+            ),
         );
         let _ = self.engine.refuse_attach(link, error);
     }
@@ -418,8 +428,13 @@ impl ConnectionActor {
                 return;
             }
             let stream = Arc::new(Stream::default());
-            if let Some(key) = self.route(t.link, t.delivery_id, t.settled, t.payload, Some(stream.clone()))
-                && let Some(p) = self.producers.get_mut(&t.link)
+            if let Some(key) = self.route(
+                t.link,
+                t.delivery_id,
+                t.settled,
+                t.payload,
+                Some(stream.clone()),
+            ) && let Some(p) = self.producers.get_mut(&t.link)
             {
                 p.partial = Some(Partial::Streaming { stream, key });
             }
@@ -690,7 +705,8 @@ impl ConnectionActor {
             }
             room -= 1;
             if let (Some(stream), Some(r), false) = (&d.stream, &read, complete) {
-                self.streaming.insert(context, (link, stream.clone(), r.chunks.len()));
+                self.streaming
+                    .insert(context, (link, stream.clone(), r.chunks.len()));
                 self.streaming_links.insert(link);
             }
             if d.presettled || settled_on_wire {
