@@ -46,3 +46,48 @@ def test_a_bad_config_does_not_start_the_router():
     p = subprocess.run([boted_path(), "--config", path], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1
     assert "max-frame-size" in p.stderr and "bote.toml:4" in p.stderr, p.stderr
+
+
+def test_boted_with_no_arguments_serves_a_stock_proton_client():
+    """`boted` alone: the embedded default config, AMQP on 0.0.0.0:5672."""
+    import signal
+    import socket
+    import threading
+
+    import pytest
+    from proton import Message
+
+    from clients import Receiver, Sender
+    from conftest import LISTENING, wait_until
+
+    probe = socket.socket()
+    try:
+        probe.bind(("0.0.0.0", 5672))
+    except OSError:
+        pytest.skip("port 5672 is taken on this machine")
+    finally:
+        probe.close()
+    proc = subprocess.Popen([boted_path()], stderr=subprocess.PIPE, text=True, cwd=tempfile.mkdtemp())
+    lines = []
+    ready = threading.Event()
+
+    def pump():
+        for line in proc.stderr:
+            lines.append(line)
+            if LISTENING.search(line):
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert ready.wait(20), "".join(lines)
+        assert any("0.0.0.0:5672" in l for l in lines), "".join(lines)
+        url = "amqp://127.0.0.1:5672"
+        rx = Receiver(url, "examples", expect=10).start()
+        assert rx.attached.wait(10)
+        tx = Sender(url, "examples", [Message(body={"sequence": i}) for i in range(10)]).start().join()
+        rx.join()
+        assert tx.counts() == {"accepted": 10}
+        assert [m.body["sequence"] for m in rx.messages] == list(range(10))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, "".join(lines)

@@ -29,7 +29,7 @@ use super::address::{
     PathState,
 };
 use super::delivery::{
-    ConnId, LinkCounters, Origin, Returned, RoutedDelivery, Stream, StreamProgress,
+    ConnId, LinkCounters, Origin, OutcomeBatch, Returned, RoutedDelivery, Stream, StreamProgress,
 };
 use crate::amqp::connection::{Connection, ConnectionConfig, SaslConfig, SendDelivery, Side};
 use crate::amqp::definitions::{
@@ -121,6 +121,8 @@ pub struct ConnectionActor {
     /// Egress deliveries whose body is still streaming in: context -> (link,
     /// stream, chunks sent so far).
     streaming: HashMap<u64, (LinkId, Arc<Stream>, usize)>,
+    /// Outcomes for other connections' senders, sent at the next flush.
+    returns: OutcomeBatch,
     /// Consumer links busy with a streaming delivery: AMQP sends a link's
     /// deliveries one after the other, so nothing else goes until it ends.
     streaming_links: HashSet<LinkId>,
@@ -175,6 +177,7 @@ impl ConnectionActor {
             forwards: Vec::new(),
             streaming: HashMap::new(),
             streaming_links: HashSet::new(),
+            returns: OutcomeBatch::default(),
             me: None,
             closed: false,
         }
@@ -516,6 +519,7 @@ impl ConnectionActor {
             priority,
             origin: Origin {
                 conn: self.me().recipient(),
+                conn_id: self.id,
                 key,
             },
             fanout: None,
@@ -589,7 +593,9 @@ impl ConnectionActor {
                 d.tried.push((self.id, link));
                 consumer.actor.do_send(Forward(vec![d]));
             }
-            state => d.return_to_sender(state.or(Some(DeliveryState::Accepted))),
+            state => self
+                .returns
+                .push(d, state.or(Some(DeliveryState::Accepted))),
         }
         self.pump(link);
     }
@@ -712,7 +718,7 @@ impl ConnectionActor {
             if d.presettled || settled_on_wire {
                 // Sent settled: done as far as the router is concerned.
                 let state = (!d.presettled).then_some(DeliveryState::Accepted);
-                d.return_to_sender(state);
+                self.returns.push(d, state);
             } else {
                 c.counters.unsettled.fetch_add(1, Relaxed);
                 self.in_flight.insert(context, (link, d));
@@ -763,6 +769,7 @@ impl ConnectionActor {
         for (actor, batch) in self.forwards.drain(..) {
             actor.do_send(Forward(batch));
         }
+        self.returns.send();
         self.top_up_credit();
         // Each call writes at most the engine's transmit budget of transfers.
         while self.engine.poll_transmit(&mut self.out) > 0 {}
@@ -874,6 +881,7 @@ impl ConnectionActor {
         for (_, (_, d)) in self.in_flight.drain() {
             d.return_to_sender(Some(DeliveryState::Released));
         }
+        self.returns.send();
         for (actor, batch) in self.forwards.drain(..) {
             actor.do_send(Forward(batch));
         }
@@ -960,7 +968,9 @@ impl Handler<Flush> for ConnectionActor {
 impl Handler<Returned> for ConnectionActor {
     type Result = ();
     fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
-        self.settle_incoming(msg.key, msg.state);
+        for (key, state) in msg.outcomes {
+            self.settle_incoming(key, state);
+        }
         self.schedule_flush(ctx);
     }
 }

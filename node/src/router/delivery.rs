@@ -27,6 +27,7 @@ impl std::fmt::Display for ConnId {
 #[derive(Clone)]
 pub struct Origin {
     pub conn: Recipient<Returned>,
+    pub conn_id: ConnId,
     /// The ingress connection's key for the delivery (unique per connection).
     pub key: u64,
 }
@@ -55,26 +56,76 @@ impl RoutedDelivery {
     /// Returns the delivery to its sender with `state` (or, for a presettled
     /// delivery, only replenishes the sender's credit).
     pub fn return_to_sender(self, state: Option<DeliveryState>) {
+        if let Some((origin, state)) = self.into_outcome(state) {
+            origin.conn.do_send(Returned {
+                outcomes: vec![(origin.key, state)],
+            });
+        }
+    }
+
+    /// The outcome to send home for this delivery: `None` when it is a
+    /// multicast copy (its fan-out sends the aggregate once all copies are
+    /// done). Lets a connection batch the outcomes of many deliveries into
+    /// one `Returned` per ingress connection.
+    pub fn into_outcome(
+        self,
+        state: Option<DeliveryState>,
+    ) -> Option<(Origin, Option<DeliveryState>)> {
         match self.fanout {
-            Some(fanout) => fanout.complete(&self.origin, state),
+            Some(fanout) => {
+                fanout.complete(&self.origin, state);
+                None
+            }
             None => {
                 let state = if self.presettled { None } else { state };
-                self.origin.conn.do_send(Returned {
-                    key: self.origin.key,
-                    state,
-                });
+                Some((self.origin, state))
             }
         }
     }
 }
 
-/// The outcome of a routed delivery, sent back to its ingress connection.
-/// `state: None` means "forwarded presettled" (replenish credit only).
+/// Outcomes collected for their ingress connections, sent as one message per
+/// connection when the collecting actor flushes.
+#[derive(Default)]
+pub struct OutcomeBatch {
+    by_conn: Vec<(
+        ConnId,
+        Recipient<Returned>,
+        Vec<(u64, Option<DeliveryState>)>,
+    )>,
+}
+
+impl OutcomeBatch {
+    pub fn push(&mut self, d: RoutedDelivery, state: Option<DeliveryState>) {
+        let Some((origin, state)) = d.into_outcome(state) else {
+            return;
+        };
+        match self
+            .by_conn
+            .iter_mut()
+            .find(|(id, _, _)| *id == origin.conn_id)
+        {
+            Some((_, _, v)) => v.push((origin.key, state)),
+            None => self
+                .by_conn
+                .push((origin.conn_id, origin.conn, vec![(origin.key, state)])),
+        }
+    }
+
+    pub fn send(&mut self) {
+        for (_, conn, outcomes) in self.by_conn.drain(..) {
+            conn.do_send(Returned { outcomes });
+        }
+    }
+}
+
+/// Outcomes of routed deliveries, sent back to their ingress connection:
+/// `(key, state)`, where `state: None` means "forwarded presettled"
+/// (replenish credit only).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Returned {
-    pub key: u64,
-    pub state: Option<DeliveryState>,
+    pub outcomes: Vec<(u64, Option<DeliveryState>)>,
 }
 
 /// The shared outcome of the copies of one unsettled multicast delivery:
@@ -125,8 +176,7 @@ impl Fanout {
                 Some(DeliveryState::Released)
             };
             origin.conn.do_send(Returned {
-                key: origin.key,
-                state,
+                outcomes: vec![(origin.key, state)],
             });
         }
     }
