@@ -6,4 +6,5 @@
 pub mod amqp;
 pub mod bench;
 pub mod config;
+pub mod mesh;
 pub mod router;

@@ -51,6 +51,9 @@ pub struct Shared {
     /// Set when graceful shutdown begins: deliveries still unsettled are
     /// then returned to their senders as released.
     pub shutting_down: std::sync::atomic::AtomicBool,
+    /// The mesh (routes, remote addresses, peers; local-address hooks), when
+    /// inter-router listeners or connectors are configured.
+    pub mesh: Option<crate::mesh::MeshHandle>,
 }
 
 impl Shared {
@@ -88,6 +91,11 @@ impl Router {
         let threads = config.router.worker_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
+        let mesh = if crate::mesh::configured(&config) {
+            Some(crate::mesh::start(&config).await?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             router_id: config.router.id.clone(),
             addresses: AddressRegistry::new(config.addresses.clone(), workers.clone()),
@@ -98,10 +106,16 @@ impl Router {
             next_dynamic: AtomicU64::new(0),
             dropped_presettled: AtomicU64::new(0),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            mesh,
         });
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
-        for l in &config.listeners {
+        // Inter-router listeners are the mesh's (gRPC), started above.
+        for l in config
+            .listeners
+            .iter()
+            .filter(|l| l.role != crate::config::Role::InterRouter)
+        {
             let addr = l.socket_address();
             let tcp = tokio::net::TcpListener::bind(&addr)
                 .await

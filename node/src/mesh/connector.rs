@@ -1,0 +1,169 @@
+//! Connectors: for each `[[connector]]` with `role = "inter-router"`, a task
+//! that dials the peer's inter-router listener, opens the `Exchange` stream,
+//! hands it to the control actor, waits until it closes and dials again —
+//! forever, with exponential backoff and jitter between failed attempts
+//! (first retry after ~100 ms, at most ~5 s). A stream that was up for at
+//! least [`STABLE_STREAM`] resets the backoff; one refused at once (a
+//! duplicate router id) keeps backing off.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bote_proto::v1::Batch;
+use bote_proto::v1::inter_router_client::InterRouterClient;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::Endpoint;
+
+use super::LINK_COST_METADATA;
+use super::control::{ControlActor, NewStream};
+use super::peer::{OUTBOUND_BATCHES, PeerStream};
+use crate::config::ConnectorConfig;
+
+/// First retry delay.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Largest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A stream open at least this long resets the backoff when it closes.
+pub const STABLE_STREAM: Duration = Duration::from_secs(1);
+
+/// Exponential backoff with "equal jitter": the n-th consecutive failure
+/// waits between half and all of `min(BACKOFF_MIN × 2^n, BACKOFF_MAX)`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            current: min,
+        }
+    }
+
+    /// The delay before the next attempt; doubles the next one.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = ceiling / 2;
+        let jitter_ms = rand::random_range(0..=half.as_millis() as u64);
+        half + Duration::from_millis(jitter_ms)
+    }
+
+    /// After a success: the next failure waits ~`min` again.
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+/// Starts the connector's task on the current actix arbiter.
+pub fn start(config: ConnectorConfig, control: Addr<ControlActor>) {
+    actix_rt::spawn(run(config, control));
+}
+
+async fn run(config: ConnectorConfig, control: Addr<ControlActor>) {
+    let target = config.socket_address();
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut failures = 0u64;
+    loop {
+        match dial(&target, config.cost).await {
+            Ok((inbound, out)) => {
+                if failures > 0 {
+                    tracing::info!(
+                        "connector {}: connected to {target} after {failures} failed attempts",
+                        config.name
+                    );
+                }
+                failures = 0;
+                let opened = Instant::now();
+                let (closed, closed_rx) = oneshot::channel();
+                control.do_send(NewStream(PeerStream {
+                    inbound,
+                    out,
+                    cost: config.cost,
+                    description: format!("connector {} to {target}", config.name),
+                    closed: Some(closed),
+                }));
+                let _ = closed_rx.await;
+                // A stream refused at once (duplicate id, our own id) must
+                // not be redialled ten times a second: only a stream that
+                // lived resets the backoff.
+                if opened.elapsed() >= STABLE_STREAM {
+                    backoff.reset();
+                }
+                tracing::debug!(
+                    "connector {}: stream to {target} closed; redialling",
+                    config.name
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(
+                        "connector {}: cannot reach {target}: {e:#}; retrying with backoff",
+                        config.name
+                    );
+                } else {
+                    tracing::debug!(
+                        "connector {}: attempt {failures} to {target} failed: {e:#}",
+                        config.name
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Opens the `Exchange` stream to `target`, announcing our link `cost`.
+async fn dial(target: &str, cost: u32) -> anyhow::Result<(Streaming<Batch>, mpsc::Sender<Batch>)> {
+    let endpoint = Endpoint::from_shared(format!("http://{target}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    let channel = endpoint.connect().await?;
+    let mut client = InterRouterClient::new(channel);
+    let (out, rx) = mpsc::channel(OUTBOUND_BATCHES);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert(LINK_COST_METADATA, cost.max(1).to_string().parse()?);
+    let response = client.exchange(request).await?;
+    Ok((response.into_inner(), out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_near_100ms_doubles_and_caps_at_5s_with_jitter_in_the_upper_half() {
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut ceiling = BACKOFF_MIN;
+        for _ in 0..20 {
+            let delay = backoff.next_delay();
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{delay:?} vs {ceiling:?}"
+            );
+            ceiling = (ceiling * 2).min(BACKOFF_MAX);
+        }
+        assert_eq!(ceiling, BACKOFF_MAX);
+    }
+
+    #[test]
+    fn backoff_reset_returns_to_the_first_delay() {
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        for _ in 0..10 {
+            backoff.next_delay();
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= BACKOFF_MIN);
+    }
+}

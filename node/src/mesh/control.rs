@@ -1,0 +1,372 @@
+//! The control actor: owns this router's [`ControlPlane`] and drives it.
+//! It feeds in neighbour up/down (from peer actors: up on a stream's first
+//! hello, down the moment the stream closes), every received control message
+//! and the local-address hooks; it arms one timer at
+//! [`ControlPlane::poll_timeout`] (the clock is the time elapsed since the
+//! router started) and executes every output at once: messages go to the
+//! neighbour's peer actor, and route or address changes are published as a
+//! new [`MeshView`] immediately (the protocol's own millisecond debounce is
+//! the only delay).
+//!
+//! Logs: neighbour up/down at info (router id and instance); on each route
+//! change a summary (`routes: N routers reachable, next hops: ...`) at info
+//! and the full table at debug; on each route or address change one
+//! `mesh: routes <json>` line at info, the router's own view for tests and
+//! operators until management exists:
+//! `{"router":"A","routes":{"C":{"next_hop":"B","cost":2}},"addresses":{"q":["C"]}}`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bote_topology::{
+    Address, ControlMessage, ControlPlane, Cost, InstanceId, Output, ProtocolConfig, RouterId,
+};
+
+use super::peer::{Close, PeerActor, PeerStream, SendControl};
+use super::{MeshView, SharedView};
+
+struct PeerEntry {
+    conn: u64,
+    instance: InstanceId,
+    addr: Addr<PeerActor>,
+}
+
+/// Drives the control plane of this router.
+pub struct ControlActor {
+    plane: ControlPlane,
+    started: Instant,
+    timer: Option<(Duration, SpawnHandle)>,
+    next_conn: u64,
+    peers: BTreeMap<RouterId, PeerEntry>,
+    streams: HashMap<u64, Addr<PeerActor>>,
+    peers_changed: bool,
+    view: SharedView,
+}
+
+impl ControlActor {
+    /// A control plane for router `id`, booted as `instance`, publishing into
+    /// `view`.
+    pub fn new(
+        id: RouterId,
+        instance: InstanceId,
+        config: ProtocolConfig,
+        view: SharedView,
+    ) -> ControlActor {
+        ControlActor {
+            plane: ControlPlane::new(id, instance, config, Duration::ZERO),
+            started: Instant::now(),
+            timer: None,
+            next_conn: 0,
+            peers: BTreeMap::new(),
+            streams: HashMap::new(),
+            peers_changed: false,
+            view,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Executes every pending output, publishes changes, re-arms the timer.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        let mut sends: BTreeMap<RouterId, Vec<ControlMessage>> = BTreeMap::new();
+        let mut routes_changed = false;
+        let mut addresses_changed = false;
+        while let Some(output) = self.plane.poll_output() {
+            match output {
+                Output::Send { to, message } => sends.entry(to).or_default().push(message),
+                Output::RoutesChanged => routes_changed = true,
+                Output::AddressesChanged { .. } => addresses_changed = true,
+            }
+        }
+        for (to, messages) in sends {
+            if let Some(peer) = self.peers.get(&to) {
+                peer.addr.do_send(SendControl(messages));
+            }
+        }
+        if routes_changed || addresses_changed || self.peers_changed {
+            self.publish(routes_changed, routes_changed || addresses_changed);
+        }
+        self.arm_timer(ctx);
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        let Some(deadline) = self.plane.poll_timeout() else {
+            if let Some((_, handle)) = self.timer.take() {
+                ctx.cancel_future(handle);
+            }
+            return;
+        };
+        if let Some((at, handle)) = &self.timer {
+            if *at == deadline {
+                return;
+            }
+            ctx.cancel_future(*handle);
+        }
+        let delay = deadline.saturating_sub(self.now());
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.timer = None;
+            let now = act.now();
+            act.plane.handle_timeout(now);
+            act.drive(ctx);
+        });
+        self.timer = Some((deadline, handle));
+    }
+
+    fn publish(&mut self, routes_changed: bool, log_state: bool) {
+        self.peers_changed = false;
+        let routes = self.plane.routes().clone();
+        let addresses: BTreeMap<Address, BTreeSet<RouterId>> = self
+            .plane
+            .address_table()
+            .iter()
+            .filter(|(_, e)| !e.routers.is_empty())
+            .map(|(a, e)| (a.clone(), e.routers.clone()))
+            .collect();
+        if routes_changed {
+            let mut by_hop: BTreeMap<RouterId, usize> = BTreeMap::new();
+            for (_, route) in routes.iter() {
+                *by_hop.entry(route.next_hop).or_default() += 1;
+            }
+            let hops: Vec<String> = by_hop.iter().map(|(h, n)| format!("{h} ({n})")).collect();
+            tracing::info!(
+                "routes: {} routers reachable, next hops: {}",
+                routes.reachable_count(),
+                if hops.is_empty() {
+                    "none".to_owned()
+                } else {
+                    hops.join(", ")
+                }
+            );
+            tracing::debug!("routes: full table {routes:?}");
+        }
+        if log_state {
+            let json = serde_json::json!({
+                "router": self.plane.id().as_str(),
+                "routes": routes
+                    .iter()
+                    .map(|(dest, route)| {
+                        (
+                            dest.as_str().to_owned(),
+                            serde_json::json!({
+                                "next_hop": route.next_hop.as_str(),
+                                "cost": route.cost,
+                            }),
+                        )
+                    })
+                    .collect::<serde_json::Map<_, _>>(),
+                "addresses": addresses
+                    .iter()
+                    .map(|(a, routers)| {
+                        (
+                            a.as_str().to_owned(),
+                            routers.iter().map(|r| r.as_str()).collect::<Vec<_>>().into(),
+                        )
+                    })
+                    .collect::<serde_json::Map<_, _>>(),
+            });
+            tracing::info!("mesh: routes {json}");
+        }
+        let view = Arc::new(MeshView {
+            routes,
+            addresses,
+            peers: self
+                .peers
+                .iter()
+                .map(|(id, p)| (id.clone(), p.addr.clone()))
+                .collect(),
+        });
+        match self.view.write() {
+            Ok(mut v) => *v = view,
+            Err(poisoned) => *poisoned.into_inner() = view,
+        }
+    }
+}
+
+impl Actor for ControlActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.drive(ctx);
+    }
+}
+
+/// A new inter-router stream (from the listener or a connector).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NewStream(pub PeerStream);
+
+impl Handler<NewStream> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NewStream, ctx: &mut Self::Context) {
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        let addr = PeerActor::start_on(
+            msg.0,
+            conn,
+            self.plane.id().clone(),
+            self.plane.instance(),
+            ctx.address(),
+        );
+        self.streams.insert(conn, addr);
+    }
+}
+
+/// A stream's first hello arrived: the neighbour is known.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerIdentified {
+    /// The stream.
+    pub conn: u64,
+    /// The neighbour's router id.
+    pub router: RouterId,
+    /// The neighbour's instance.
+    pub instance: InstanceId,
+    /// Our link cost to it.
+    pub cost: Cost,
+    /// The stream, for logs.
+    pub description: String,
+    /// Its peer actor.
+    pub addr: Addr<PeerActor>,
+}
+
+impl Handler<PeerIdentified> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerIdentified, ctx: &mut Self::Context) {
+        let now = self.now();
+        if let Some(existing) = self.peers.get(&msg.router) {
+            if msg.instance <= existing.instance {
+                msg.addr.do_send(Close(format!(
+                    "duplicate router id {}: a stream to that router (instance {}) is already up",
+                    msg.router, existing.instance
+                )));
+                return;
+            }
+            // A restart whose old stream has not closed yet: the newer life wins.
+            existing.addr.do_send(Close(format!(
+                "router {} restarted (instance {} replaces {})",
+                msg.router, msg.instance, existing.instance
+            )));
+            tracing::info!(
+                "neighbour down: {} (instance {}): replaced by a new instance",
+                msg.router,
+                existing.instance
+            );
+            self.plane.neighbour_down(&msg.router, now);
+        }
+        tracing::info!(
+            "neighbour up: {} (instance {}, cost {}, {})",
+            msg.router,
+            msg.instance,
+            msg.cost,
+            msg.description
+        );
+        self.peers.insert(
+            msg.router.clone(),
+            PeerEntry {
+                conn: msg.conn,
+                instance: msg.instance,
+                addr: msg.addr,
+            },
+        );
+        self.peers_changed = true;
+        self.plane.neighbour_up(msg.router, msg.cost, now);
+        self.drive(ctx);
+    }
+}
+
+/// Control messages received on a stream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerMessages {
+    /// The stream.
+    pub conn: u64,
+    /// The neighbour.
+    pub from: RouterId,
+    /// The messages, in order.
+    pub messages: Vec<ControlMessage>,
+}
+
+impl Handler<PeerMessages> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerMessages, ctx: &mut Self::Context) {
+        if self.peers.get(&msg.from).is_none_or(|p| p.conn != msg.conn) {
+            return;
+        }
+        let now = self.now();
+        for message in msg.messages {
+            self.plane.handle_message(&msg.from, message, now);
+        }
+        self.drive(ctx);
+    }
+}
+
+/// A stream closed (its peer actor stopped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerClosed {
+    /// The stream.
+    pub conn: u64,
+}
+
+impl Handler<PeerClosed> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerClosed, ctx: &mut Self::Context) {
+        self.streams.remove(&msg.conn);
+        let Some(router) = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.conn == msg.conn)
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        if let Some(entry) = self.peers.remove(&router) {
+            tracing::info!(
+                "neighbour down: {router} (instance {}): stream closed",
+                entry.instance
+            );
+        }
+        self.peers_changed = true;
+        let now = self.now();
+        self.plane.neighbour_down(&router, now);
+        self.drive(ctx);
+    }
+}
+
+/// The first local consumer of an address attached.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddLocalAddress(pub Address);
+
+impl Handler<AddLocalAddress> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddLocalAddress, ctx: &mut Self::Context) {
+        let now = self.now();
+        self.plane.add_local_address(msg.0, now);
+        self.drive(ctx);
+    }
+}
+
+/// The last local consumer of an address detached.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveLocalAddress(pub Address);
+
+impl Handler<RemoveLocalAddress> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveLocalAddress, ctx: &mut Self::Context) {
+        let now = self.now();
+        self.plane.remove_local_address(&msg.0, now);
+        self.drive(ctx);
+    }
+}

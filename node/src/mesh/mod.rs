@@ -1,0 +1,164 @@
+//! The mesh: this router's place among its peer routers. It owns the
+//! inter-router gRPC listeners (tonic, [`server`]), the connectors that dial
+//! peers and redial them forever ([`connector`]), one [`peer::PeerActor`] per
+//! neighbour (one bidirectional `InterRouter.Exchange` stream of batched
+//! frames), and the [`control::ControlActor`] that drives the sans-I/O
+//! [`bote_topology::ControlPlane`] and publishes what it learns as a
+//! [`MeshView`].
+//!
+//! Everything here runs on the actix System arbiter (the thread of
+//! `Router::start`); tonic's connection tasks run on the same tokio runtime
+//! and reach the actors only through `Addr::send`/`do_send` and tokio mpsc
+//! channels.
+//!
+//! # Interface for the data plane
+//!
+//! - [`MeshHandle::view`]: the latest [`MeshView`] (routes, which remote
+//!   routers have consumers for each address, and the peer actor of each
+//!   neighbour). A new snapshot is published whenever routes, addresses or
+//!   the set of neighbours change; readers take an `Arc` and never block the
+//!   control actor for longer than a pointer swap.
+//! - [`MeshHandle::add_local_address`] / [`MeshHandle::remove_local_address`]:
+//!   to be called by the address actors on an address's first local consumer
+//!   and on its last consumer going away (both idempotent); the change is
+//!   flooded to the mesh at once.
+//! - Data frames received from a neighbour (transfer, disposition, credit) are
+//!   handed to [`peer::PeerActor`]'s data hook (today they are counted and
+//!   dropped, logged at debug); outgoing data frames go to the peer actor as
+//!   [`peer::SendFrames`], batched with control frames on the same stream.
+
+pub mod connector;
+pub mod control;
+pub mod peer;
+pub mod server;
+pub mod wire;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use bote_topology::{Address, ProtocolConfig, RouterId, Routes};
+
+use crate::config::{Config, Role};
+use control::{AddLocalAddress, ControlActor, RemoveLocalAddress};
+use peer::PeerActor;
+
+/// gRPC request metadata key carrying the dialing side's configured link cost,
+/// so both ends announce the same cost for the link.
+pub const LINK_COST_METADATA: &str = "bote-link-cost";
+
+/// What the control plane knows, as one immutable snapshot.
+pub struct MeshView {
+    /// Routes to every reachable remote router (next hop, cost, multicast
+    /// trees).
+    pub routes: Arc<Routes>,
+    /// Address -> the reachable remote routers with consumers for it. Local
+    /// consumers are not listed (the address registry has them).
+    pub addresses: BTreeMap<Address, BTreeSet<RouterId>>,
+    /// The peer actor of each neighbour whose stream is up.
+    pub peers: BTreeMap<RouterId, Addr<PeerActor>>,
+}
+
+impl MeshView {
+    /// A view with no neighbours, routes or addresses.
+    pub fn empty(local: RouterId) -> MeshView {
+        MeshView {
+            routes: Arc::new(Routes::empty(local)),
+            addresses: BTreeMap::new(),
+            peers: BTreeMap::new(),
+        }
+    }
+}
+
+/// The published [`MeshView`], swapped whole on each change.
+pub type SharedView = Arc<RwLock<Arc<MeshView>>>;
+
+/// The router's handle on its mesh (cheap to clone).
+#[derive(Clone)]
+pub struct MeshHandle {
+    control: Addr<ControlActor>,
+    view: SharedView,
+    /// The bound address of each inter-router listener, in config order.
+    pub bound: Vec<std::net::SocketAddr>,
+}
+
+impl MeshHandle {
+    /// The latest snapshot.
+    pub fn view(&self) -> Arc<MeshView> {
+        match self.view.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The first local consumer of `address` attached (idempotent).
+    pub fn add_local_address(&self, address: &str) {
+        self.control
+            .do_send(AddLocalAddress(Address::from(address)));
+    }
+
+    /// The last local consumer of `address` detached (idempotent).
+    pub fn remove_local_address(&self, address: &str) {
+        self.control
+            .do_send(RemoveLocalAddress(Address::from(address)));
+    }
+}
+
+/// True if `config` has anything to do with a mesh (an inter-router listener
+/// or connector).
+pub fn configured(config: &Config) -> bool {
+    config.listeners.iter().any(|l| l.role == Role::InterRouter)
+        || config
+            .connectors
+            .iter()
+            .any(|c| c.role == Role::InterRouter)
+}
+
+/// The instance id of this boot: milliseconds since the Unix epoch, so a
+/// restarted router has a greater one.
+pub fn boot_instance() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+}
+
+/// The protocol timers from the router configuration.
+pub fn protocol_config(config: &Config) -> ProtocolConfig {
+    ProtocolConfig {
+        hello_interval: Duration::from_millis(config.router.hello_interval_ms),
+        hello_timeout: Duration::from_millis(config.router.hello_timeout_ms),
+        ..ProtocolConfig::default()
+    }
+}
+
+/// Starts the control actor, binds every inter-router listener and starts
+/// every inter-router connector. Must run inside the actix system.
+pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
+    let id = RouterId::from(config.router.id.as_str());
+    let instance = boot_instance();
+    let view: SharedView = Arc::new(RwLock::new(Arc::new(MeshView::empty(id.clone()))));
+    let control =
+        ControlActor::new(id.clone(), instance, protocol_config(config), view.clone()).start();
+    let mut bound = Vec::new();
+    for l in config
+        .listeners
+        .iter()
+        .filter(|l| l.role == Role::InterRouter)
+    {
+        bound.push(server::serve(l, control.clone()).await?);
+    }
+    for c in config
+        .connectors
+        .iter()
+        .filter(|c| c.role == Role::InterRouter)
+    {
+        connector::start(c.clone(), control.clone());
+    }
+    tracing::info!(router = %id, instance, "mesh started");
+    Ok(MeshHandle {
+        control,
+        view,
+        bound,
+    })
+}

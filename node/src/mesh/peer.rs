@@ -1,0 +1,276 @@
+//! The peer actor: one per inter-router stream (`InterRouter.Exchange`),
+//! whichever side dialled. It learns the neighbour's identity from the first
+//! frame (always a hello), converts frames to and from control messages
+//! ([`super::wire`]), batches outgoing frames into `Batch`es (everything
+//! queued by the time the actor gets to flush travels as one gRPC message),
+//! and tells the control actor when the stream closes so the neighbour is
+//! dropped at once.
+//!
+//! Outbound frames go through a bounded tokio mpsc channel whose receiver is
+//! the gRPC stream's body; when it is full the actor waits (`ctx.wait`) so
+//! frame order is kept and HTTP/2 flow control pushes back on the sender.
+
+use std::mem;
+
+use actix::prelude::*;
+use bote_proto::v1 as pb;
+use bote_topology::{ControlMessage, Cost, Hello, InstanceId, RouterId};
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Status, Streaming};
+
+use super::control::{ControlActor, PeerClosed, PeerIdentified, PeerMessages};
+use super::wire::{self, Inbound};
+
+/// Capacity, in batches, of each stream's outbound channel.
+pub const OUTBOUND_BATCHES: usize = 64;
+
+/// One inter-router stream and the neighbour on its other end.
+pub struct PeerActor {
+    conn: u64,
+    description: String,
+    own_id: RouterId,
+    own_instance: InstanceId,
+    cost: Cost,
+    control: Addr<ControlActor>,
+    peer: Option<RouterId>,
+    out: mpsc::Sender<pb::Batch>,
+    pending: Vec<pb::Frame>,
+    flush_queued: bool,
+    data_frames_ignored: u64,
+    closed: Option<oneshot::Sender<()>>,
+}
+
+/// What the control actor needs to start a [`PeerActor`] on a new stream.
+pub struct PeerStream {
+    /// Frames from the neighbour.
+    pub inbound: Streaming<pb::Batch>,
+    /// Frames to the neighbour.
+    pub out: mpsc::Sender<pb::Batch>,
+    /// Our link cost to the neighbour.
+    pub cost: Cost,
+    /// Who dialled whom, for logs ("connector B to 127.0.0.1:5001").
+    pub description: String,
+    /// Fired when the stream has closed (the connector then redials).
+    pub closed: Option<oneshot::Sender<()>>,
+}
+
+impl PeerActor {
+    /// Starts the actor on `stream` (on the current arbiter). Its first
+    /// frame is a hello carrying our id and instance.
+    pub fn start_on(
+        stream: PeerStream,
+        conn: u64,
+        own_id: RouterId,
+        own_instance: InstanceId,
+        control: Addr<ControlActor>,
+    ) -> Addr<PeerActor> {
+        PeerActor::create(move |ctx| {
+            ctx.add_stream(stream.inbound);
+            PeerActor {
+                conn,
+                description: stream.description,
+                own_id,
+                own_instance,
+                cost: stream.cost,
+                control,
+                peer: None,
+                out: stream.out,
+                pending: Vec::new(),
+                flush_queued: false,
+                data_frames_ignored: 0,
+                closed: stream.closed,
+            }
+        })
+    }
+
+    fn queue(&mut self, frames: impl IntoIterator<Item = pb::Frame>, ctx: &mut Context<Self>) {
+        self.pending.extend(frames);
+        if !self.flush_queued && !self.pending.is_empty() {
+            self.flush_queued = true;
+            ctx.notify(Flush);
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_queued = false;
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = pb::Batch {
+            frames: mem::take(&mut self.pending),
+        };
+        match self.out.try_send(batch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                let out = self.out.clone();
+                ctx.wait(
+                    async move {
+                        let _ = out.send(batch).await;
+                    }
+                    .into_actor(self),
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+        }
+    }
+
+    fn close(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        tracing::warn!(
+            "closing inter-router stream ({}): {reason}",
+            self.description
+        );
+        ctx.stop();
+    }
+
+    fn peer_name(&self) -> &str {
+        self.peer.as_ref().map_or("<unidentified>", |p| p.as_str())
+    }
+}
+
+impl Actor for PeerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let hello = ControlMessage::Hello(Hello {
+            router: self.own_id.clone(),
+            instance: self.own_instance,
+            seen: Vec::new(),
+        });
+        self.queue([wire::to_frame(&hello)], ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.data_frames_ignored > 0 {
+            tracing::debug!(
+                peer = self.peer_name(),
+                "{} data frames ignored (no data plane yet)",
+                self.data_frames_ignored
+            );
+        }
+        self.control.do_send(PeerClosed { conn: self.conn });
+        if let Some(closed) = self.closed.take() {
+            let _ = closed.send(());
+        }
+    }
+}
+
+impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
+    fn handle(&mut self, item: Result<pb::Batch, Status>, ctx: &mut Self::Context) {
+        let batch = match item {
+            Ok(batch) => batch,
+            Err(status) => {
+                tracing::info!(
+                    peer = self.peer_name(),
+                    "inter-router stream ({}) failed: {}",
+                    self.description,
+                    status.message()
+                );
+                ctx.stop();
+                return;
+            }
+        };
+        let mut messages = Vec::with_capacity(batch.frames.len());
+        for frame in batch.frames {
+            let message = match wire::from_frame(frame) {
+                Ok(Inbound::Control(message)) => message,
+                Ok(Inbound::Data(_)) => {
+                    self.data_frames_ignored += 1;
+                    continue;
+                }
+                Ok(Inbound::Unknown) => continue,
+                Err(e) => {
+                    self.close(&format!("from {}: {e}", self.peer_name()), ctx);
+                    return;
+                }
+            };
+            if self.peer.is_none() {
+                let ControlMessage::Hello(hello) = &message else {
+                    self.close(
+                        &format!("first frame is a {}, not a hello", message.kind()),
+                        ctx,
+                    );
+                    return;
+                };
+                if hello.router == self.own_id {
+                    self.close(
+                        &format!("the peer claims our own router id {}", hello.router),
+                        ctx,
+                    );
+                    return;
+                }
+                self.peer = Some(hello.router.clone());
+                self.control.do_send(PeerIdentified {
+                    conn: self.conn,
+                    router: hello.router.clone(),
+                    instance: hello.instance,
+                    cost: self.cost,
+                    description: self.description.clone(),
+                    addr: ctx.address(),
+                });
+            }
+            messages.push(message);
+        }
+        if let Some(from) = &self.peer
+            && !messages.is_empty()
+        {
+            self.control.do_send(PeerMessages {
+                conn: self.conn,
+                from: from.clone(),
+                messages,
+            });
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Handler<Flush> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
+        self.flush(ctx);
+    }
+}
+
+/// Control messages for the neighbour (from the control actor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SendControl(pub Vec<ControlMessage>);
+
+impl Handler<SendControl> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendControl, ctx: &mut Self::Context) {
+        let frames: Vec<pb::Frame> = msg.0.iter().map(wire::to_frame).collect();
+        self.queue(frames, ctx);
+    }
+}
+
+/// Frames of any kind for the neighbour (the data plane's entry point); they
+/// share batches with control frames, in order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SendFrames(pub Vec<pb::Frame>);
+
+impl Handler<SendFrames> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendFrames, ctx: &mut Self::Context) {
+        self.queue(msg.0, ctx);
+    }
+}
+
+/// Close the stream (the neighbour is then dropped), logging `0` as reason.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close(pub String);
+
+impl Handler<Close> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
+        self.close(&msg.0, ctx);
+    }
+}

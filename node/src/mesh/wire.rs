@@ -1,0 +1,382 @@
+//! The wire form of the control protocol: conversions between the sans-I/O
+//! [`ControlMessage`]s of `bote-topology` and the protobuf frames of
+//! `bote-proto` (`bote.v1`). Encoding is total; decoding validates what the
+//! protocol needs (non-empty router ids) and never panics on any input.
+
+use std::sync::Arc;
+
+use bote_proto::v1 as pb;
+use bote_proto::v1::frame::Kind;
+use bote_topology::{
+    Address, AddressRequest, AddressSnapshot, AddressUpdate, ControlMessage, Digest, DigestEntry,
+    Hello, LinkStateRecord, LinkStateRequest, LinkStateUpdate, RouterId, Version,
+};
+
+/// A control frame that cannot be turned into a [`ControlMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A router id field was empty.
+    #[error("inter-router frame {frame}: field {field} holds an empty router id")]
+    EmptyRouterId {
+        /// The frame kind.
+        frame: &'static str,
+        /// The field.
+        field: &'static str,
+    },
+}
+
+/// What one received frame means to the mesh.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// A control message for the control plane.
+    Control(ControlMessage),
+    /// A data frame (transfer, disposition, credit): for the data plane.
+    Data(Kind),
+    /// A frame of a kind this version does not know: ignored, as the schema's
+    /// compatibility rules require.
+    Unknown,
+}
+
+fn router(frame: &'static str, field: &'static str, id: String) -> Result<RouterId, WireError> {
+    if id.is_empty() {
+        Err(WireError::EmptyRouterId { frame, field })
+    } else {
+        Ok(RouterId::from(id))
+    }
+}
+
+fn routers(
+    frame: &'static str,
+    field: &'static str,
+    ids: Vec<String>,
+) -> Result<Vec<RouterId>, WireError> {
+    ids.into_iter().map(|id| router(frame, field, id)).collect()
+}
+
+fn strings(ids: &[RouterId]) -> Vec<String> {
+    ids.iter().map(|r| r.as_str().to_owned()).collect()
+}
+
+fn address_strings(addresses: &[Address]) -> Vec<String> {
+    addresses.iter().map(|a| a.as_str().to_owned()).collect()
+}
+
+fn addresses(list: Vec<String>) -> Vec<Address> {
+    list.into_iter().map(Address::from).collect()
+}
+
+fn version_to_pb(v: Option<Version>) -> Option<pb::Version> {
+    v.map(|(instance, sequence)| pb::Version { instance, sequence })
+}
+
+fn version_from_pb(v: Option<pb::Version>) -> Option<Version> {
+    v.map(|v| (v.instance, v.sequence))
+}
+
+/// Encodes a control message as a frame.
+pub fn to_frame(message: &ControlMessage) -> pb::Frame {
+    let kind = match message {
+        ControlMessage::Hello(h) => Kind::Hello(pb::Hello {
+            router_id: h.router.as_str().to_owned(),
+            instance: h.instance,
+            neighbours_seen: strings(&h.seen),
+        }),
+        ControlMessage::LinkStateUpdate(u) => Kind::LinkStateUpdate(pb::LinkStateUpdate {
+            records: u
+                .records
+                .iter()
+                .map(|r| pb::LinkStateRecord {
+                    origin: r.origin.as_str().to_owned(),
+                    instance: r.instance,
+                    sequence: r.sequence,
+                    neighbours: r
+                        .neighbours
+                        .iter()
+                        .map(|(id, cost)| pb::NeighbourCost {
+                            router_id: id.as_str().to_owned(),
+                            cost: *cost,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }),
+        ControlMessage::LinkStateRequest(r) => Kind::LinkStateRequest(pb::LinkStateRequest {
+            all: r.origins.is_none(),
+            origins: r.origins.as_deref().map(strings).unwrap_or_default(),
+        }),
+        ControlMessage::AddressUpdate(u) => Kind::AddressUpdate(pb::AddressUpdate {
+            origin: u.origin.as_str().to_owned(),
+            instance: u.instance,
+            sequence: u.sequence,
+            added: address_strings(&u.added),
+            removed: address_strings(&u.removed),
+        }),
+        ControlMessage::Digest(d) => Kind::Digest(pb::Digest {
+            link_state_hash: d.link_state_hash,
+            address_hash: d.address_hash,
+            full: d.entries.is_some(),
+            entries: d
+                .entries
+                .iter()
+                .flatten()
+                .map(|e| pb::DigestEntry {
+                    origin: e.origin.as_str().to_owned(),
+                    link_state: version_to_pb(e.link_state),
+                    addresses: version_to_pb(e.addresses),
+                })
+                .collect(),
+        }),
+        ControlMessage::AddressRequest(r) => Kind::AddressRequest(pb::AddressRequest {
+            origins: strings(&r.origins),
+        }),
+        ControlMessage::AddressSnapshot(s) => Kind::AddressSnapshot(pb::AddressSnapshot {
+            origin: s.origin.as_str().to_owned(),
+            instance: s.instance,
+            sequence: s.sequence,
+            addresses: address_strings(&s.addresses),
+        }),
+    };
+    pb::Frame { kind: Some(kind) }
+}
+
+/// Decodes one received frame.
+pub fn from_frame(frame: pb::Frame) -> Result<Inbound, WireError> {
+    let Some(kind) = frame.kind else {
+        return Ok(Inbound::Unknown);
+    };
+    let message = match kind {
+        Kind::Hello(h) => ControlMessage::Hello(Hello {
+            router: router("hello", "router_id", h.router_id)?,
+            instance: h.instance,
+            seen: routers("hello", "neighbours_seen", h.neighbours_seen)?,
+        }),
+        Kind::LinkStateUpdate(u) => {
+            let mut records = Vec::with_capacity(u.records.len());
+            for r in u.records {
+                let origin = router("link_state_update", "origin", r.origin)?;
+                let mut neighbours = Vec::with_capacity(r.neighbours.len());
+                for n in r.neighbours {
+                    neighbours.push((
+                        router("link_state_update", "router_id", n.router_id)?,
+                        n.cost,
+                    ));
+                }
+                records.push(Arc::new(LinkStateRecord::new(
+                    origin, r.instance, r.sequence, neighbours,
+                )));
+            }
+            ControlMessage::LinkStateUpdate(LinkStateUpdate { records })
+        }
+        Kind::LinkStateRequest(r) => ControlMessage::LinkStateRequest(LinkStateRequest {
+            origins: if r.all {
+                None
+            } else {
+                Some(routers("link_state_request", "origins", r.origins)?)
+            },
+        }),
+        Kind::AddressUpdate(u) => ControlMessage::AddressUpdate(Arc::new(AddressUpdate {
+            origin: router("address_update", "origin", u.origin)?,
+            instance: u.instance,
+            sequence: u.sequence,
+            added: addresses(u.added),
+            removed: addresses(u.removed),
+        })),
+        Kind::Digest(d) => ControlMessage::Digest(Digest {
+            link_state_hash: d.link_state_hash,
+            address_hash: d.address_hash,
+            entries: if d.full {
+                let mut entries = Vec::with_capacity(d.entries.len());
+                for e in d.entries {
+                    entries.push(DigestEntry {
+                        origin: router("digest", "origin", e.origin)?,
+                        link_state: version_from_pb(e.link_state),
+                        addresses: version_from_pb(e.addresses),
+                    });
+                }
+                Some(entries)
+            } else {
+                None
+            },
+        }),
+        Kind::AddressRequest(r) => ControlMessage::AddressRequest(AddressRequest {
+            origins: routers("address_request", "origins", r.origins)?,
+        }),
+        Kind::AddressSnapshot(s) => ControlMessage::AddressSnapshot(AddressSnapshot {
+            origin: router("address_snapshot", "origin", s.origin)?,
+            instance: s.instance,
+            sequence: s.sequence,
+            addresses: addresses(s.addresses),
+        }),
+        data @ (Kind::Transfer(_) | Kind::Disposition(_) | Kind::Credit(_)) => {
+            return Ok(Inbound::Data(data));
+        }
+    };
+    Ok(Inbound::Control(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn id(s: &str) -> RouterId {
+        RouterId::from(s)
+    }
+
+    /// Encodes to a frame, through protobuf bytes, and back.
+    fn round_trip(message: &ControlMessage) -> ControlMessage {
+        let bytes = to_frame(message).encode_to_vec();
+        let frame = pb::Frame::decode(bytes.as_slice()).expect("frame decodes");
+        match from_frame(frame).expect("frame converts") {
+            Inbound::Control(m) => m,
+            other => panic!("not a control message: {other:?}"),
+        }
+    }
+
+    fn every_message_kind() -> Vec<ControlMessage> {
+        vec![
+            ControlMessage::Hello(Hello {
+                router: id("Router.A"),
+                instance: 1_764_130_000_123,
+                seen: vec![id("Router.B"), id("Router.C")],
+            }),
+            ControlMessage::Hello(Hello {
+                router: id("Router.A"),
+                instance: 0,
+                seen: vec![],
+            }),
+            ControlMessage::LinkStateUpdate(LinkStateUpdate {
+                records: vec![
+                    Arc::new(LinkStateRecord::new(
+                        id("A"),
+                        7,
+                        3,
+                        [(id("B"), 1), (id("C"), 10)],
+                    )),
+                    Arc::new(LinkStateRecord::new(id("D"), 9, 1, [])),
+                ],
+            }),
+            ControlMessage::LinkStateRequest(LinkStateRequest { origins: None }),
+            ControlMessage::LinkStateRequest(LinkStateRequest {
+                origins: Some(vec![]),
+            }),
+            ControlMessage::LinkStateRequest(LinkStateRequest {
+                origins: Some(vec![id("B"), id("E")]),
+            }),
+            ControlMessage::AddressUpdate(Arc::new(AddressUpdate {
+                origin: id("C"),
+                instance: 5,
+                sequence: 12,
+                added: vec![Address::from("queue.a"), Address::from("closest.b")],
+                removed: vec![Address::from("multicast.x")],
+            })),
+            ControlMessage::Digest(Digest {
+                link_state_hash: u64::MAX,
+                address_hash: 0x0123_4567_89ab_cdef,
+                entries: None,
+            }),
+            ControlMessage::Digest(Digest {
+                link_state_hash: 1,
+                address_hash: 2,
+                entries: Some(vec![]),
+            }),
+            ControlMessage::Digest(Digest {
+                link_state_hash: 1,
+                address_hash: 2,
+                entries: Some(vec![
+                    DigestEntry {
+                        origin: id("A"),
+                        link_state: Some((3, 4)),
+                        addresses: None,
+                    },
+                    DigestEntry {
+                        origin: id("B"),
+                        link_state: None,
+                        addresses: Some((5, 0)),
+                    },
+                ]),
+            }),
+            ControlMessage::AddressRequest(AddressRequest {
+                origins: vec![id("A"), id("Z")],
+            }),
+            ControlMessage::AddressSnapshot(AddressSnapshot {
+                origin: id("B"),
+                instance: 2,
+                sequence: 40,
+                addresses: vec![Address::from("a"), Address::from("b")],
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_control_message_survives_topology_to_proto_to_topology() {
+        for message in every_message_kind() {
+            assert_eq!(round_trip(&message), message);
+        }
+    }
+
+    #[test]
+    fn link_state_request_for_everything_differs_from_a_request_for_nothing() {
+        let all = to_frame(&ControlMessage::LinkStateRequest(LinkStateRequest {
+            origins: None,
+        }));
+        let none = to_frame(&ControlMessage::LinkStateRequest(LinkStateRequest {
+            origins: Some(vec![]),
+        }));
+        assert_ne!(all, none);
+    }
+
+    #[test]
+    fn data_frames_are_handed_to_the_data_plane_and_empty_frames_ignored() {
+        let credit = Kind::Credit(pb::Credit {
+            address: "queue.a".into(),
+            credit: 10,
+            drain: false,
+        });
+        assert_eq!(
+            from_frame(pb::Frame {
+                kind: Some(credit.clone())
+            }),
+            Ok(Inbound::Data(credit))
+        );
+        assert_eq!(from_frame(pb::Frame { kind: None }), Ok(Inbound::Unknown));
+    }
+
+    #[test]
+    fn an_empty_router_id_is_rejected_naming_the_frame_and_field() {
+        let frame = pb::Frame {
+            kind: Some(Kind::Hello(pb::Hello {
+                router_id: String::new(),
+                instance: 1,
+                neighbours_seen: vec![],
+            })),
+        };
+        let err = from_frame(frame).expect_err("empty id rejected");
+        assert_eq!(
+            err,
+            WireError::EmptyRouterId {
+                frame: "hello",
+                field: "router_id"
+            }
+        );
+        assert!(err.to_string().contains("hello"));
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for len in 0..400 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            if let Ok(frame) = pb::Frame::decode(bytes.as_slice()) {
+                let _ = from_frame(frame);
+            }
+        }
+    }
+}
