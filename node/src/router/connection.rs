@@ -12,7 +12,7 @@
 //! A consumer link (a client's receiver) is handed deliveries by its address;
 //! they wait in the actor until the consumer grants credit.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -21,7 +21,7 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio_util::io::ReaderStream;
+use tokio_util::codec::{BytesCodec, FramedRead};
 
 use super::Shared;
 use super::address::{
@@ -29,7 +29,8 @@ use super::address::{
     PathState,
 };
 use super::delivery::{
-    ConnId, LinkCounters, Origin, OutcomeBatch, Returned, RoutedDelivery, Stream, StreamProgress,
+    ConnId, FastMap, FastSet, LinkCounters, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap,
+    Stream, StreamProgress,
 };
 use crate::amqp::connection::{Connection, ConnectionConfig, SaslConfig, SendDelivery, Side};
 use crate::amqp::definitions::{
@@ -109,24 +110,27 @@ pub struct ConnectionActor {
     out: BytesMut,
     flush_scheduled: bool,
     timer: Option<(Instant, SpawnHandle)>,
-    producers: HashMap<LinkId, Producer>,
-    consumers: HashMap<LinkId, Consumer>,
-    incoming: HashMap<u64, Incoming>,
+    producers: FastMap<LinkId, Producer>,
+    consumers: FastMap<LinkId, Consumer>,
+    incoming: SeqMap<Incoming>,
     next_key: u64,
     /// Deliveries sent on consumer links and not settled yet, by context.
-    in_flight: HashMap<u64, (LinkId, RoutedDelivery)>,
+    in_flight: SeqMap<(LinkId, RoutedDelivery)>,
     next_context: u64,
     /// Deliveries to hand to address actors at the next flush.
     forwards: Vec<(Addr<AddressActor>, Vec<RoutedDelivery>)>,
     /// Egress deliveries whose body is still streaming in: context -> (link,
     /// stream, chunks sent so far).
-    streaming: HashMap<u64, (LinkId, Arc<Stream>, usize)>,
+    streaming: SeqMap<(LinkId, Arc<Stream>, usize)>,
     /// Outcomes for other connections' senders, sent at the next flush.
     returns: OutcomeBatch,
     /// Consumer links busy with a streaming delivery: AMQP sends a link's
     /// deliveries one after the other, so nothing else goes until it ends.
-    streaming_links: HashSet<LinkId>,
+    streaming_links: FastSet<LinkId>,
     me: Option<Addr<ConnectionActor>>,
+    /// Where outcomes for this connection's senders are sent (shared by all
+    /// its deliveries).
+    returns_to: Option<Arc<Recipient<Returned>>>,
     closed: bool,
 }
 
@@ -168,17 +172,18 @@ impl ConnectionActor {
             out: BytesMut::with_capacity(64 * 1024),
             flush_scheduled: false,
             timer: None,
-            producers: HashMap::new(),
-            consumers: HashMap::new(),
-            incoming: HashMap::new(),
+            producers: FastMap::default(),
+            consumers: FastMap::default(),
+            incoming: SeqMap::default(),
             next_key: 0,
-            in_flight: HashMap::new(),
+            in_flight: SeqMap::default(),
             next_context: 0,
             forwards: Vec::new(),
-            streaming: HashMap::new(),
-            streaming_links: HashSet::new(),
+            streaming: SeqMap::default(),
+            streaming_links: FastSet::default(),
             returns: OutcomeBatch::default(),
             me: None,
+            returns_to: None,
             closed: false,
         }
     }
@@ -468,19 +473,18 @@ impl ConnectionActor {
                 presettled: settled,
             },
         );
-        // A streamed first frame may end mid-section: read what parses.
-        let view = if stream.is_none() {
-            Some(MessageView::parse(payload.clone()))
-        } else {
-            None
-        };
-        let priority = match &view {
-            Some(Ok(v)) => v.priority().unwrap_or(4),
-            _ => 4,
-        };
+        // The message is only read on anonymous links, for its `to`: a
+        // targeted link routes on its target and passes the bytes through.
+        // (The priority matters between routers only; it is read there.)
+        let producer = &self.producers[&link];
         let (address, actor) = match (&producer.address, &producer.actor) {
-            (Some(a), Some(actor)) => (a.clone(), actor.clone()),
+            (Some(a), Some(actor)) => (a.clone(), actor),
             _ => {
+                let view = if stream.is_none() {
+                    Some(MessageView::parse(payload.clone()))
+                } else {
+                    None
+                };
                 let to = match &view {
                     Some(Ok(v)) => v.to().ok().flatten().map(str::to_owned),
                     _ => None,
@@ -508,29 +512,28 @@ impl ConnectionActor {
                     return None;
                 }
                 let actor = self.shared.addresses.get(&to);
-                (Arc::from(to), actor)
+                let origin = self.origin(key);
+                let delivery = routed(Arc::from(to), payload, settled, origin, stream);
+                queue_forward(&mut self.forwards, &actor, delivery);
+                return Some(key);
             }
         };
-        tracing::trace!(conn = %self.id, %address, delivery = delivery_id, settled, bytes = payload.len(), streaming = stream.is_some(), "delivery received");
-        let delivery = RoutedDelivery {
-            address,
-            message: payload,
-            presettled: settled,
-            priority,
-            origin: Origin {
-                conn: self.me().recipient(),
-                conn_id: self.id,
-                key,
-            },
-            fanout: None,
-            tried: Vec::new(),
-            stream,
+        let origin = Origin {
+            conn: self.returns_to.clone().expect("connection actor started"),
+            conn_id: self.id,
+            key,
         };
-        match self.forwards.iter_mut().find(|(a, _)| *a == actor) {
-            Some((_, batch)) => batch.push(delivery),
-            None => self.forwards.push((actor, vec![delivery])),
-        }
+        let delivery = routed(address, payload, settled, origin, stream);
+        queue_forward(&mut self.forwards, actor, delivery);
         Some(key)
+    }
+
+    fn origin(&self, key: u64) -> Origin {
+        Origin {
+            conn: self.returns_to.clone().expect("connection actor started"),
+            conn_id: self.id,
+            key,
+        }
     }
 
     /// A sender's delivery that ended without an outcome (aborted): forget it
@@ -658,7 +661,6 @@ impl ConnectionActor {
     /// consumer has credit for them. A streaming delivery holds the link
     /// until its last frame is in.
     fn pump(&mut self, link: LinkId) {
-        let me = self.me();
         let Some(c) = self.consumers.get_mut(&link) else {
             return;
         };
@@ -674,10 +676,10 @@ impl ConnectionActor {
             c.counters.undelivered.fetch_sub(1, Relaxed);
             let context = self.next_context;
             self.next_context += 1;
-            let read = d
-                .stream
-                .as_ref()
-                .map(|s| s.read(0, Some((me.clone().recipient(), link, context))));
+            let read = d.stream.as_ref().map(|s| {
+                let me = self.me.clone().expect("connection actor started");
+                s.read(0, Some((me.recipient(), link, context)))
+            });
             if read.as_ref().is_some_and(|r| r.aborted) {
                 // The sender gave up on it before a byte went out.
                 continue;
@@ -888,11 +890,46 @@ impl ConnectionActor {
     }
 }
 
+/// A delivery as it leaves its ingress connection for its address.
+fn routed(
+    address: Arc<str>,
+    message: Bytes,
+    presettled: bool,
+    origin: Origin,
+    stream: Option<Arc<Stream>>,
+) -> RoutedDelivery {
+    tracing::trace!(%address, key = origin.key, presettled, bytes = message.len(), streaming = stream.is_some(), "delivery received");
+    RoutedDelivery {
+        address,
+        message,
+        presettled,
+        priority: 4,
+        origin,
+        fanout: None,
+        tried: Vec::new(),
+        stream,
+    }
+}
+
+/// Adds a delivery to the batch for its address actor (one `Forward` per
+/// address per flush).
+fn queue_forward(
+    forwards: &mut Vec<(Addr<AddressActor>, Vec<RoutedDelivery>)>,
+    actor: &Addr<AddressActor>,
+    delivery: RoutedDelivery,
+) {
+    match forwards.iter_mut().find(|(a, _)| a == actor) {
+        Some((_, batch)) => batch.push(delivery),
+        None => forwards.push((actor.clone(), vec![delivery])),
+    }
+}
+
 impl Actor for ConnectionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.me = Some(ctx.address());
+        self.returns_to = Some(Arc::new(ctx.address().recipient()));
         self.shared.connections.insert(self.id, ctx.address());
         let Some(socket) = self.socket.take() else {
             ctx.stop();
@@ -919,7 +956,13 @@ impl Actor for ConnectionActor {
             }
             let _ = write.shutdown().await;
         });
-        ctx.add_stream(ReaderStream::with_capacity(read, READ_CHUNK));
+        // Each read comes out as its own `BytesMut`, which the engine takes
+        // over without copying.
+        ctx.add_stream(FramedRead::with_capacity(
+            read,
+            BytesCodec::new(),
+            READ_CHUNK,
+        ));
         tracing::debug!(conn = %self.id, peer = %self.peer, "connection accepted");
         self.flush(ctx);
     }
@@ -935,11 +978,11 @@ impl Actor for ConnectionActor {
     }
 }
 
-impl StreamHandler<std::io::Result<Bytes>> for ConnectionActor {
-    fn handle(&mut self, item: std::io::Result<Bytes>, ctx: &mut Context<Self>) {
+impl StreamHandler<std::io::Result<BytesMut>> for ConnectionActor {
+    fn handle(&mut self, item: std::io::Result<BytesMut>, ctx: &mut Context<Self>) {
         match item {
             Ok(data) => {
-                self.engine.handle_input(&data, Instant::now());
+                self.engine.handle_input_buf(data, Instant::now());
                 self.process_events(ctx);
                 self.flush(ctx);
             }

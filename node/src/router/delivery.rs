@@ -12,6 +12,35 @@ use bytes::Bytes;
 use crate::amqp::definitions::DeliveryState;
 use crate::amqp::event::LinkId;
 
+/// A hasher for maps keyed by the router's own sequential ids (delivery keys,
+/// contexts): they are unique integers already, SipHash would only cost.
+#[derive(Default, Clone, Copy)]
+pub struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        // Spread sequential ids over the table's buckets.
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A map keyed by sequential ids.
+pub type SeqMap<V> = FastMap<u64, V>;
+
+/// A set of small router-assigned ids.
+pub type FastSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<SeqHasher>>;
+
+/// A map keyed by small router-assigned ids (link ids, sequential keys).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<SeqHasher>>;
+
 /// A connection's router-wide identity (connection actors are keyed by it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -26,7 +55,9 @@ impl std::fmt::Display for ConnId {
 /// key under which it keeps the sender's delivery until an outcome returns.
 #[derive(Clone)]
 pub struct Origin {
-    pub conn: Recipient<Returned>,
+    /// Shared by every delivery of the connection: cloning an `Arc` is one
+    /// atomic increment, cloning a `Recipient` an allocation and two.
+    pub conn: Arc<Recipient<Returned>>,
     pub conn_id: ConnId,
     /// The ingress connection's key for the delivery (unique per connection).
     pub key: u64,
@@ -88,12 +119,15 @@ impl RoutedDelivery {
 /// connection when the collecting actor flushes.
 #[derive(Default)]
 pub struct OutcomeBatch {
-    by_conn: Vec<(
-        ConnId,
-        Recipient<Returned>,
-        Vec<(u64, Option<DeliveryState>)>,
-    )>,
+    by_conn: Vec<ConnOutcomes>,
 }
+
+/// The outcomes collected for one ingress connection.
+type ConnOutcomes = (
+    ConnId,
+    Arc<Recipient<Returned>>,
+    Vec<(u64, Option<DeliveryState>)>,
+);
 
 impl OutcomeBatch {
     pub fn push(&mut self, d: RoutedDelivery, state: Option<DeliveryState>) {
