@@ -14,7 +14,8 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LISTENING = re.compile(r"listening on (\S+):(\d+)")
+LISTENING = re.compile(r"listening on (\S+):(\d+) \(amqp")
+INTER_ROUTER = re.compile(r"inter-router listening on (\S+):(\d+)")
 
 
 def boted_path():
@@ -42,7 +43,8 @@ distribution = "unavailable"
 class Router:
     """A boted process. `url` is its AMQP listener on 127.0.0.1."""
 
-    def __init__(self, name, extra_listener="", addresses=DEFAULT_ADDRESSES, router_extra=""):
+    def __init__(self, name, extra_listener="", addresses=DEFAULT_ADDRESSES, router_extra="",
+                 inter_router=False, connectors=()):
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"bote-{name}-")
         self.config = os.path.join(self.dir, "bote.toml")
@@ -52,6 +54,11 @@ class Router:
                 f'[[listener]]\nhost = "127.0.0.1"\nport = 0\n{extra_listener}\n'
                 f"{addresses}\n"
             )
+            if inter_router:
+                f.write('[[listener]]\nhost = "127.0.0.1"\nport = 0\nrole = "inter-router"\n')
+            for (cname, cport, cost) in connectors:
+                f.write(f'[[connector]]\nname = "{cname}"\nhost = "127.0.0.1"\nport = {cport}\n'
+                        f'role = "inter-router"\ncost = {cost}\n')
         self.log_lines = []
         self.proc = subprocess.Popen(
             [boted_path(), "--config", self.config],
@@ -60,11 +67,18 @@ class Router:
             text=True,
         )
         self.port = None
+        self.inter_router_port = None
+        self.route_lines = []
         ready = threading.Event()
 
         def pump():
             for line in self.proc.stderr:
                 self.log_lines.append(line)
+                m = INTER_ROUTER.search(line)
+                if m and self.inter_router_port is None:
+                    self.inter_router_port = int(m.group(2))
+                if "mesh: routes " in line:
+                    self.route_lines.append(line)
                 m = LISTENING.search(line)
                 if m and self.port is None:
                     self.port = int(m.group(2))

@@ -43,6 +43,7 @@ pub struct ControlActor {
     streams: HashMap<u64, Addr<PeerActor>>,
     peers_changed: bool,
     view: SharedView,
+    data: super::DataHook,
 }
 
 impl ControlActor {
@@ -53,6 +54,7 @@ impl ControlActor {
         instance: InstanceId,
         config: ProtocolConfig,
         view: SharedView,
+        data: super::DataHook,
     ) -> ControlActor {
         ControlActor {
             plane: ControlPlane::new(id, instance, config, Duration::ZERO),
@@ -63,6 +65,7 @@ impl ControlActor {
             streams: HashMap::new(),
             peers_changed: false,
             view,
+            data,
         }
     }
 
@@ -180,8 +183,11 @@ impl ControlActor {
                 .collect(),
         });
         match self.view.write() {
-            Ok(mut v) => *v = view,
-            Err(poisoned) => *poisoned.into_inner() = view,
+            Ok(mut v) => *v = view.clone(),
+            Err(poisoned) => *poisoned.into_inner() = view.clone(),
+        }
+        if let Some(data) = self.data.get() {
+            data.view_changed(view);
         }
     }
 }
@@ -211,6 +217,7 @@ impl Handler<NewStream> for ControlActor {
             self.plane.id().clone(),
             self.plane.instance(),
             ctx.address(),
+            self.data.clone(),
         );
         self.streams.insert(conn, addr);
     }

@@ -29,12 +29,13 @@
 
 pub mod connector;
 pub mod control;
+pub mod data;
 pub mod peer;
 pub mod server;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -71,6 +72,19 @@ impl MeshView {
     }
 }
 
+/// The router's side of the data plane, installed once the router's shared
+/// state exists (the mesh starts first): it learns each new [`MeshView`] and
+/// routes the deliveries that arrive from neighbours.
+pub trait DataPlane: Send + Sync + 'static {
+    /// A new snapshot was published.
+    fn view_changed(&self, view: Arc<MeshView>);
+    /// A delivery arrived from a neighbour: route it like a local one.
+    fn route(&self, delivery: crate::router::delivery::RoutedDelivery);
+}
+
+/// Where the control and peer actors find the [`DataPlane`].
+pub type DataHook = Arc<OnceLock<Arc<dyn DataPlane>>>;
+
 /// The published [`MeshView`], swapped whole on each change.
 pub type SharedView = Arc<RwLock<Arc<MeshView>>>;
 
@@ -79,6 +93,9 @@ pub type SharedView = Arc<RwLock<Arc<MeshView>>>;
 pub struct MeshHandle {
     control: Addr<ControlActor>,
     view: SharedView,
+    data: DataHook,
+    /// This router's id in the mesh.
+    pub id: RouterId,
     /// The bound address of each inter-router listener, in config order.
     pub bound: Vec<std::net::SocketAddr>,
 }
@@ -89,6 +106,14 @@ impl MeshHandle {
         match self.view.read() {
             Ok(v) => v.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Installs the router's data plane (once; later calls are ignored) and
+    /// hands it the current view.
+    pub fn set_data_plane(&self, data: Arc<dyn DataPlane>) {
+        if self.data.set(data.clone()).is_ok() {
+            data.view_changed(self.view());
         }
     }
 
@@ -138,8 +163,15 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
     let id = RouterId::from(config.router.id.as_str());
     let instance = boot_instance();
     let view: SharedView = Arc::new(RwLock::new(Arc::new(MeshView::empty(id.clone()))));
-    let control =
-        ControlActor::new(id.clone(), instance, protocol_config(config), view.clone()).start();
+    let data: DataHook = Arc::new(OnceLock::new());
+    let control = ControlActor::new(
+        id.clone(),
+        instance,
+        protocol_config(config),
+        view.clone(),
+        data.clone(),
+    )
+    .start();
     let mut bound = Vec::new();
     for l in config
         .listeners
@@ -159,6 +191,8 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
     Ok(MeshHandle {
         control,
         view,
+        data,
+        id,
         bound,
     })
 }

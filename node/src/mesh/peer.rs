@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
 
 use super::control::{ControlActor, PeerClosed, PeerIdentified, PeerMessages};
+use super::data::{PeerData, PeerDeliver};
 use super::wire::{self, Inbound};
+use crate::router::delivery::{Returned, StreamProgress};
 
 /// Capacity, in batches, of each stream's outbound channel.
 pub const OUTBOUND_BATCHES: usize = 64;
@@ -36,7 +38,7 @@ pub struct PeerActor {
     out: mpsc::Sender<pb::Batch>,
     pending: Vec<pb::Frame>,
     flush_queued: bool,
-    data_frames_ignored: u64,
+    data: PeerData,
     closed: Option<oneshot::Sender<()>>,
 }
 
@@ -63,9 +65,12 @@ impl PeerActor {
         own_id: RouterId,
         own_instance: InstanceId,
         control: Addr<ControlActor>,
+        hook: super::DataHook,
     ) -> Addr<PeerActor> {
         PeerActor::create(move |ctx| {
             ctx.add_stream(stream.inbound);
+            let mut data = PeerData::new(hook, own_id.clone(), conn);
+            data.started(ctx.address().recipient());
             PeerActor {
                 conn,
                 description: stream.description,
@@ -77,7 +82,7 @@ impl PeerActor {
                 out: stream.out,
                 pending: Vec::new(),
                 flush_queued: false,
-                data_frames_ignored: 0,
+                data,
                 closed: stream.closed,
             }
         })
@@ -140,13 +145,7 @@ impl Actor for PeerActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        if self.data_frames_ignored > 0 {
-            tracing::debug!(
-                peer = self.peer_name(),
-                "{} data frames ignored (no data plane yet)",
-                self.data_frames_ignored
-            );
-        }
+        self.data.lost();
         self.control.do_send(PeerClosed { conn: self.conn });
         if let Some(closed) = self.closed.take() {
             let _ = closed.send(());
@@ -173,8 +172,11 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
         for frame in batch.frames {
             let message = match wire::from_frame(frame) {
                 Ok(Inbound::Control(message)) => message,
-                Ok(Inbound::Data(_)) => {
-                    self.data_frames_ignored += 1;
+                Ok(Inbound::Data(kind)) => {
+                    if self.peer.is_some() {
+                        let frames = self.data.inbound(kind);
+                        self.queue(frames, ctx);
+                    }
                     continue;
                 }
                 Ok(Inbound::Unknown) => continue,
@@ -272,5 +274,33 @@ impl Handler<Close> for PeerActor {
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
         self.close(&msg.0, ctx);
+    }
+}
+
+impl Handler<PeerDeliver> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerDeliver, ctx: &mut Self::Context) {
+        let me = ctx.address();
+        let frames = self.data.send(msg.0, |_| me.clone().recipient());
+        self.queue(frames, ctx);
+    }
+}
+
+impl Handler<Returned> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Returned, ctx: &mut Self::Context) {
+        let frames = self.data.returned(msg.outcomes);
+        self.queue(frames, ctx);
+    }
+}
+
+impl Handler<StreamProgress> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StreamProgress, ctx: &mut Self::Context) {
+        let frames = self.data.stream_progress(msg.context);
+        self.queue(frames, ctx);
     }
 }

@@ -13,6 +13,10 @@ use super::delivery::{ConnId, Fanout, LinkCounters, RoutedDelivery};
 use crate::amqp::definitions::DeliveryState;
 use crate::amqp::event::LinkId;
 use crate::config::address::Distribution;
+use crate::mesh::data::PeerDeliver;
+use crate::mesh::peer::PeerActor;
+use crate::mesh::{MeshHandle, MeshView};
+use bote_topology::RouterId;
 
 /// Routed deliveries handed to an egress connection for one of its links.
 #[derive(Message)]
@@ -73,6 +77,20 @@ pub struct DetachProducer {
 #[rtype(result = "()")]
 pub struct Forward(pub Vec<RoutedDelivery>);
 
+/// The mesh published a new view: which remote routers have consumers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MeshChanged(pub Arc<MeshView>);
+
+/// A remote router with consumers for the address, and the neighbour that is
+/// the next hop toward it.
+struct Remote {
+    router: RouterId,
+    cost: u32,
+    next_hop: RouterId,
+    peer: Addr<PeerActor>,
+}
+
 struct Consumer {
     conn: ConnId,
     link: LinkId,
@@ -103,10 +121,19 @@ pub struct AddressActor {
     /// Round-robin position for closest (and ties of balanced).
     cursor: usize,
     stats: Arc<AddressStats>,
+    mesh: Option<MeshHandle>,
+    /// Remote routers with consumers, cheapest first.
+    remote: Vec<Remote>,
+    remote_cursor: usize,
 }
 
 impl AddressActor {
-    pub fn new(address: Arc<str>, distribution: Distribution, stats: Arc<AddressStats>) -> Self {
+    pub fn new(
+        address: Arc<str>,
+        distribution: Distribution,
+        stats: Arc<AddressStats>,
+        mesh: Option<MeshHandle>,
+    ) -> Self {
         AddressActor {
             address,
             distribution,
@@ -114,11 +141,34 @@ impl AddressActor {
             producers: Vec::new(),
             cursor: 0,
             stats,
+            mesh,
+            remote: Vec::new(),
+            remote_cursor: 0,
         }
     }
 
+    /// A consumer exists here or on a reachable router of the mesh.
     fn has_path(&self) -> bool {
-        !self.consumers.is_empty()
+        !self.consumers.is_empty() || !self.remote.is_empty()
+    }
+
+    /// The cheapest remote router with consumers that the delivery has not
+    /// visited, round-robin among equal costs.
+    fn pick_remote(&mut self, trace: &[RouterId]) -> Option<usize> {
+        let eligible: Vec<usize> = (0..self.remote.len())
+            .filter(|&i| {
+                let r = &self.remote[i];
+                !trace.contains(&r.router) && !trace.contains(&r.next_hop)
+            })
+            .collect();
+        let best = eligible.iter().map(|&i| self.remote[i].cost).min()?;
+        let ties: Vec<usize> = eligible
+            .into_iter()
+            .filter(|&i| self.remote[i].cost == best)
+            .collect();
+        let i = ties[self.remote_cursor % ties.len()];
+        self.remote_cursor = self.remote_cursor.wrapping_add(1);
+        Some(i)
     }
 
     fn notify_producers(&self) {
@@ -157,8 +207,12 @@ impl AddressActor {
                         best = Some((value, i));
                     }
                 }
-                // Every consumer at capacity: queue on the least loaded one
-                // rather than refuse; the producers' credit bounds the queue.
+                // Every local consumer at capacity: a remote router takes it
+                // if there is one; otherwise queue on the least loaded local
+                // one rather than refuse (the producers' credit bounds it).
+                if best.is_none() && !self.remote.is_empty() {
+                    return None;
+                }
                 let best = best.map(|(_, i)| i).or_else(|| {
                     (0..n)
                         .filter(|&i| fresh(&self.consumers[i]))
@@ -187,6 +241,7 @@ impl AddressActor {
         // Batch per consumer so each egress connection gets one message.
         let mut batches: Vec<Vec<RoutedDelivery>> = Vec::new();
         batches.resize_with(self.consumers.len(), Vec::new);
+        let mut remote_batches: Vec<(Addr<PeerActor>, Vec<RoutedDelivery>)> = Vec::new();
         for mut d in deliveries {
             if self.distribution == Distribution::Multicast && d.fanout.is_none() {
                 let targets: Vec<usize> = (0..self.consumers.len()).collect();
@@ -205,6 +260,8 @@ impl AddressActor {
                         fanout: Some(fanout.clone()),
                         tried: Vec::new(),
                         stream: d.stream.clone(),
+                        trace: d.trace.clone(),
+                        hops_left: d.hops_left,
                     };
                     self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
                     batches[i].push(copy);
@@ -223,8 +280,21 @@ impl AddressActor {
                     d.tried.clear();
                     batches[i].push(d);
                 }
-                None => self.no_consumer(d),
+                None => match self.pick_remote(&d.trace) {
+                    Some(k) => {
+                        let peer = &self.remote[k].peer;
+                        match remote_batches.iter_mut().find(|(p, _)| p == peer) {
+                            Some((_, b)) => b.push(d),
+                            None => remote_batches.push((peer.clone(), vec![d])),
+                        }
+                    }
+                    None => self.no_consumer(d),
+                },
             }
+        }
+        for (peer, batch) in remote_batches {
+            self.stats.delivered.fetch_add(batch.len() as u64, Relaxed);
+            peer.do_send(PeerDeliver(batch));
         }
         for (i, batch) in batches.into_iter().enumerate() {
             if batch.is_empty() {
@@ -277,6 +347,9 @@ impl Handler<AttachConsumer> for AddressActor {
             capacity: msg.capacity,
         });
         if first {
+            if let Some(mesh) = &self.mesh {
+                mesh.add_local_address(&self.address);
+            }
             self.notify_producers();
         }
     }
@@ -302,6 +375,42 @@ impl Handler<DetachConsumer> for AddressActor {
             self.forward(returned);
         }
         if self.consumers.is_empty() {
+            if let Some(mesh) = &self.mesh {
+                mesh.remove_local_address(&self.address);
+            }
+            self.notify_producers();
+        }
+    }
+}
+
+impl Handler<MeshChanged> for AddressActor {
+    type Result = ();
+    fn handle(&mut self, msg: MeshChanged, _ctx: &mut Context<Self>) {
+        let view = msg.0;
+        let had_path = self.has_path();
+        self.remote.clear();
+        if let Some(routers) = view
+            .addresses
+            .get(&bote_topology::Address::from(&*self.address))
+        {
+            for router in routers {
+                let Some(route) = view.routes.route(router) else {
+                    continue;
+                };
+                let Some(peer) = view.peers.get(&route.next_hop) else {
+                    continue;
+                };
+                self.remote.push(Remote {
+                    router: router.clone(),
+                    cost: route.cost,
+                    next_hop: route.next_hop.clone(),
+                    peer: peer.clone(),
+                });
+            }
+        }
+        self.remote
+            .sort_by(|a, b| (a.cost, &a.router).cmp(&(b.cost, &b.router)));
+        if had_path != self.has_path() {
             self.notify_producers();
         }
     }
@@ -338,18 +447,28 @@ pub struct AddressRegistry {
     workers: Vec<actix::dev::ArbiterHandle>,
     table: crate::config::address::AddressTable,
     pub stats: DashMap<Arc<str>, Arc<AddressStats>>,
+    mesh: Option<MeshHandle>,
 }
 
 impl AddressRegistry {
     pub fn new(
         table: crate::config::address::AddressTable,
         workers: Vec<actix::dev::ArbiterHandle>,
+        mesh: Option<MeshHandle>,
     ) -> Self {
         AddressRegistry {
             map: DashMap::new(),
             workers,
             table,
             stats: DashMap::new(),
+            mesh,
+        }
+    }
+
+    /// Tells every address actor about a new mesh view.
+    pub fn mesh_changed(&self, view: &Arc<MeshView>) {
+        for entry in self.map.iter() {
+            entry.value().do_send(MeshChanged(view.clone()));
         }
     }
 
@@ -372,9 +491,14 @@ impl AddressRegistry {
                 self.stats.insert(key.clone(), stats.clone());
                 let worker = &self.workers[hash(address) % self.workers.len()];
                 let k = key.clone();
-                AddressActor::start_in_arbiter(worker, move |_| {
-                    AddressActor::new(k, distribution, stats)
-                })
+                let mesh = self.mesh.clone();
+                let addr = AddressActor::start_in_arbiter(worker, move |_| {
+                    AddressActor::new(k, distribution, stats, mesh)
+                });
+                if let Some(mesh) = &self.mesh {
+                    addr.do_send(MeshChanged(mesh.view()));
+                }
+                addr
             })
             .clone()
     }

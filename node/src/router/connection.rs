@@ -908,6 +908,8 @@ fn routed(
         fanout: None,
         tried: Vec::new(),
         stream,
+        trace: Vec::new(),
+        hops_left: crate::mesh::data::HOP_LIMIT,
     }
 }
 

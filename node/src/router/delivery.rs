@@ -81,6 +81,11 @@ pub struct RoutedDelivery {
     /// Set while the message is still arriving frame by frame: `message` is
     /// its first frame and the rest comes through the stream.
     pub stream: Option<Arc<Stream>>,
+    /// Routers the delivery has visited (ingress first); empty until it
+    /// leaves its ingress router. It never goes to a router on this list.
+    pub trace: Vec<bote_topology::RouterId>,
+    /// Inter-router hops it may still take.
+    pub hops_left: u32,
 }
 
 impl RoutedDelivery {

@@ -75,6 +75,32 @@ impl Shared {
     }
 }
 
+/// The router's side of the mesh data plane: mesh views reach the address
+/// actors, and deliveries from neighbours are routed by their address.
+struct RouterData {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl crate::mesh::DataPlane for RouterData {
+    fn view_changed(&self, view: Arc<crate::mesh::MeshView>) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.addresses.mesh_changed(&view);
+        }
+    }
+
+    fn route(&self, delivery: delivery::RoutedDelivery) {
+        match self.shared.upgrade() {
+            Some(shared) => shared
+                .addresses
+                .get(&delivery.address)
+                .do_send(address::Forward(vec![delivery])),
+            None => {
+                delivery.return_to_sender(Some(crate::amqp::definitions::DeliveryState::Released))
+            }
+        }
+    }
+}
+
 /// A running router.
 pub struct Router {
     pub shared: Arc<Shared>,
@@ -98,7 +124,11 @@ impl Router {
         };
         let shared = Arc::new(Shared {
             router_id: config.router.id.clone(),
-            addresses: AddressRegistry::new(config.addresses.clone(), workers.clone()),
+            addresses: AddressRegistry::new(
+                config.addresses.clone(),
+                workers.clone(),
+                mesh.clone(),
+            ),
             connections: DashMap::new(),
             workers,
             next_worker: AtomicUsize::new(0),
@@ -108,6 +138,11 @@ impl Router {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             mesh,
         });
+        if let Some(mesh) = &shared.mesh {
+            mesh.set_data_plane(Arc::new(RouterData {
+                shared: Arc::downgrade(&shared),
+            }));
+        }
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
         // Inter-router listeners are the mesh's (gRPC), started above.

@@ -1,0 +1,383 @@
+//! The inter-router data plane of one neighbour: deliveries the router sends
+//! to it as transfer frames (kept until the neighbour's disposition comes
+//! back, returned modified if the neighbour is lost first), deliveries that
+//! arrive from it (routed like local ones, with their outcome sent back as a
+//! disposition frame), and large messages crossing frame by frame.
+//!
+//! The trace of visited routers and a hop limit travel with each transfer; a
+//! router never forwards a delivery to a router on its trace.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bote_proto::v1 as pb;
+use bote_topology::RouterId;
+use bytes::{Bytes, BytesMut};
+
+use super::DataHook;
+use crate::amqp::definitions::{AmqpError, DeliveryState};
+use crate::router::delivery::{ConnId, Origin, Returned, RoutedDelivery, SeqMap, Stream};
+
+/// Hops a delivery may still take when it enters the mesh.
+pub const HOP_LIMIT: u32 = 32;
+
+/// Deliveries the router sends to this neighbour.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerDeliver(pub Vec<RoutedDelivery>);
+
+/// A multi-frame delivery arriving from the neighbour.
+struct Assembly {
+    address: String,
+    settled: bool,
+    trace: Vec<String>,
+    hops_left: u32,
+    body: BytesMut,
+}
+
+/// The data-plane state of one inter-router stream.
+pub struct PeerData {
+    hook: DataHook,
+    own: RouterId,
+    conn: ConnId,
+    returns_to: Option<Arc<Recipient<Returned>>>,
+    next_id: u64,
+    /// Sent unsettled, waiting for the neighbour's disposition.
+    sent: SeqMap<RoutedDelivery>,
+    /// Sent deliveries whose body is still streaming in: id -> (stream,
+    /// chunks sent).
+    streams_out: SeqMap<(Arc<Stream>, usize)>,
+    /// Arriving deliveries not complete yet, by the neighbour's id.
+    assembling: SeqMap<Assembly>,
+}
+
+impl PeerData {
+    pub fn new(hook: DataHook, own: RouterId, conn: u64) -> PeerData {
+        PeerData {
+            hook,
+            own,
+            // Keep peer streams apart from AMQP connections in outcome batches.
+            conn: ConnId(u64::MAX - conn),
+            returns_to: None,
+            next_id: 0,
+            sent: SeqMap::default(),
+            streams_out: SeqMap::default(),
+            assembling: SeqMap::default(),
+        }
+    }
+
+    /// The actor's own address, for outcomes and stream progress.
+    pub fn started(&mut self, returns_to: Recipient<Returned>) {
+        self.returns_to = Some(Arc::new(returns_to));
+    }
+
+    /// Frames for deliveries the router forwards to this neighbour.
+    pub fn send(
+        &mut self,
+        deliveries: Vec<RoutedDelivery>,
+        progress: impl Fn(u64) -> Recipient<crate::router::delivery::StreamProgress>,
+    ) -> Vec<pb::Frame> {
+        let mut frames = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut trace: Vec<String> = d.trace.iter().map(|r| r.as_str().to_owned()).collect();
+            trace.push(self.own.as_str().to_owned());
+            let hops_left = d.hops_left.saturating_sub(1);
+            let (chunks, complete) = match &d.stream {
+                Some(s) => {
+                    let r = s.read(0, Some((progress(id), dummy_link(), id)));
+                    if r.aborted {
+                        continue;
+                    }
+                    (r.chunks, r.complete)
+                }
+                None => (Vec::new(), true),
+            };
+            let last = chunks.len();
+            frames.push(transfer_frame(
+                id,
+                &d,
+                d.message.clone(),
+                trace.clone(),
+                hops_left,
+                !(complete && last == 0),
+            ));
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let more = !(complete && i + 1 == last);
+                frames.push(continuation(id, chunk, more, false));
+            }
+            if !complete && let Some(s) = &d.stream {
+                self.streams_out.insert(id, (s.clone(), last));
+            }
+            if d.presettled {
+                d.return_to_sender(None);
+            } else {
+                self.sent.insert(id, d);
+            }
+        }
+        frames
+    }
+
+    /// More of a delivery streaming out arrived (or it ended).
+    pub fn stream_progress(&mut self, id: u64) -> Vec<pb::Frame> {
+        let Some((stream, sent)) = self.streams_out.get_mut(&id) else {
+            return Vec::new();
+        };
+        let r = stream.read(*sent, None);
+        *sent += r.chunks.len();
+        let last = r.chunks.len();
+        let mut frames: Vec<pb::Frame> = r
+            .chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| continuation(id, c, !(r.complete && i + 1 == last), false))
+            .collect();
+        if r.complete && last == 0 {
+            frames.push(continuation(id, Bytes::new(), false, false));
+        }
+        if r.aborted {
+            frames.push(continuation(id, Bytes::new(), false, true));
+            self.sent.remove(&id);
+        }
+        if r.complete || r.aborted {
+            self.streams_out.remove(&id);
+        }
+        frames
+    }
+
+    /// A data frame from the neighbour; returns frames to send back.
+    pub fn inbound(&mut self, kind: pb::frame::Kind) -> Vec<pb::Frame> {
+        match kind {
+            pb::frame::Kind::Transfer(t) => self.on_transfer(t),
+            pb::frame::Kind::Disposition(d) => {
+                if let Some(delivery) = self.sent.remove(&d.delivery_id) {
+                    self.streams_out.remove(&d.delivery_id);
+                    delivery.return_to_sender(d.outcome.map(outcome_from_wire));
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_transfer(&mut self, t: pb::Transfer) -> Vec<pb::Frame> {
+        let id = t.delivery_id;
+        let (address, settled, trace, hops_left, message) = match self.assembling.remove(&id) {
+            Some(mut a) => {
+                if t.aborted {
+                    return Vec::new();
+                }
+                a.body.extend_from_slice(&t.message);
+                if t.more {
+                    self.assembling.insert(id, a);
+                    return Vec::new();
+                }
+                (a.address, a.settled, a.trace, a.hops_left, a.body.freeze())
+            }
+            None => {
+                if t.aborted {
+                    return Vec::new();
+                }
+                if t.more {
+                    let mut body = BytesMut::with_capacity(t.message.len() * 4);
+                    body.extend_from_slice(&t.message);
+                    self.assembling.insert(
+                        id,
+                        Assembly {
+                            address: t.address,
+                            settled: t.settled,
+                            trace: t.trace,
+                            hops_left: t.hops_left,
+                            body,
+                        },
+                    );
+                    return Vec::new();
+                }
+                (t.address, t.settled, t.trace, t.hops_left, t.message)
+            }
+        };
+        let looped = trace.iter().any(|r| r == self.own.as_str());
+        if looped || hops_left == 0 || address.is_empty() {
+            tracing::warn!(address = %address, ?trace, hops_left, "inter-router delivery dropped as a loop or without address");
+            return if settled {
+                Vec::new()
+            } else {
+                vec![disposition(id, Some(DeliveryState::Released))]
+            };
+        }
+        let Some(returns_to) = self.returns_to.clone() else {
+            return Vec::new();
+        };
+        let Some(data) = self.hook.get() else {
+            // The router is not up yet: give it back.
+            return if settled {
+                Vec::new()
+            } else {
+                vec![disposition(id, Some(DeliveryState::Released))]
+            };
+        };
+        data.route(RoutedDelivery {
+            address: Arc::from(address),
+            message,
+            presettled: settled,
+            priority: 4,
+            origin: Origin {
+                conn: returns_to,
+                conn_id: self.conn,
+                key: id,
+            },
+            fanout: None,
+            tried: Vec::new(),
+            stream: None,
+            trace: trace.iter().map(|r| RouterId::from(r.as_str())).collect(),
+            hops_left,
+        });
+        Vec::new()
+    }
+
+    /// Outcomes of deliveries that arrived from the neighbour.
+    pub fn returned(&mut self, outcomes: Vec<(u64, Option<DeliveryState>)>) -> Vec<pb::Frame> {
+        outcomes
+            .into_iter()
+            .filter_map(|(id, state)| state.map(|s| disposition(id, Some(s))))
+            .collect()
+    }
+
+    /// The neighbour is gone: what it had been sent and not settled may have
+    /// been processed (modified, delivery-failed).
+    pub fn lost(&mut self) {
+        for (_, d) in self.sent.drain() {
+            d.return_to_sender(Some(DeliveryState::Modified {
+                delivery_failed: true,
+                undeliverable_here: false,
+                message_annotations: None,
+            }));
+        }
+        self.streams_out.clear();
+        self.assembling.clear();
+    }
+}
+
+/// Stream readers are keyed by link on AMQP connections; peers key by id only.
+fn dummy_link() -> crate::amqp::event::LinkId {
+    crate::amqp::event::LinkId {
+        session: crate::amqp::event::SessionId(0),
+        handle: u32::MAX,
+    }
+}
+
+fn transfer_frame(
+    id: u64,
+    d: &RoutedDelivery,
+    message: Bytes,
+    trace: Vec<String>,
+    hops_left: u32,
+    more: bool,
+) -> pb::Frame {
+    pb::Frame {
+        kind: Some(pb::frame::Kind::Transfer(pb::Transfer {
+            delivery_id: id,
+            address: d.address.to_string(),
+            message,
+            settled: d.presettled,
+            priority: u32::from(d.priority),
+            ingress_router: trace.first().cloned().unwrap_or_default(),
+            trace,
+            trace_context: None,
+            more,
+            aborted: false,
+            hops_left,
+        })),
+    }
+}
+
+fn continuation(id: u64, message: Bytes, more: bool, aborted: bool) -> pb::Frame {
+    pb::Frame {
+        kind: Some(pb::frame::Kind::Transfer(pb::Transfer {
+            delivery_id: id,
+            message,
+            more,
+            aborted,
+            ..pb::Transfer::default()
+        })),
+    }
+}
+
+fn disposition(id: u64, state: Option<DeliveryState>) -> pb::Frame {
+    pb::Frame {
+        kind: Some(pb::frame::Kind::Disposition(pb::Disposition {
+            delivery_id: id,
+            outcome: state.map(outcome_to_wire),
+            settled: true,
+        })),
+    }
+}
+
+/// An AMQP delivery state as it crosses between routers.
+pub fn outcome_to_wire(state: DeliveryState) -> pb::Outcome {
+    use pb::outcome::Kind;
+    let kind = match state {
+        DeliveryState::Accepted => Kind::Accepted(pb::Accepted {}),
+        DeliveryState::Rejected { error } => Kind::Rejected(pb::Rejected {
+            condition: error
+                .as_ref()
+                .map(|e| e.condition.as_str().to_owned())
+                .unwrap_or_default(),
+            description: error.and_then(|e| e.description).unwrap_or_default(),
+        }),
+        DeliveryState::Modified {
+            delivery_failed,
+            undeliverable_here,
+            ..
+        } => Kind::Modified(pb::Modified {
+            delivery_failed,
+            undeliverable_here,
+        }),
+        DeliveryState::Released | DeliveryState::Received { .. } | DeliveryState::Other(_) => {
+            Kind::Released(pb::Released {})
+        }
+    };
+    pb::Outcome { kind: Some(kind) }
+}
+
+/// The AMQP delivery state of an outcome from another router.
+pub fn outcome_from_wire(outcome: pb::Outcome) -> DeliveryState {
+    use pb::outcome::Kind;
+    match outcome.kind {
+        Some(Kind::Accepted(_)) => DeliveryState::Accepted,
+        Some(Kind::Rejected(r)) => DeliveryState::Rejected {
+            error: (!r.condition.is_empty()).then(|| AmqpError::new(&r.condition, r.description)),
+        },
+        Some(Kind::Modified(m)) => DeliveryState::Modified {
+            delivery_failed: m.delivery_failed,
+            undeliverable_here: m.undeliverable_here,
+            message_annotations: None,
+        },
+        Some(Kind::Released(_)) | None => DeliveryState::Released,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amqp::definitions::condition;
+
+    #[test]
+    fn outcomes_cross_the_wire_unchanged() {
+        for state in [
+            DeliveryState::Accepted,
+            DeliveryState::Released,
+            DeliveryState::Rejected {
+                error: Some(AmqpError::new(condition::NOT_FOUND, "no such address")),
+            },
+            DeliveryState::Modified {
+                delivery_failed: true,
+                undeliverable_here: true,
+                message_annotations: None,
+            },
+        ] {
+            assert_eq!(outcome_from_wire(outcome_to_wire(state.clone())), state);
+        }
+    }
+}

@@ -1,0 +1,114 @@
+"""Several boted processes in a mesh, driven by real Qpid Proton clients:
+deliveries cross routers and their outcomes come back hop by hop."""
+
+import json
+import re
+
+import pytest
+
+from clients import Receiver, Sender
+from conftest import Router, wait_until
+
+
+def routes(router):
+    """The router's own latest view of the mesh (its `mesh: routes` log line)."""
+    if not router.route_lines:
+        return {}
+    m = re.search(r"mesh: routes (\{.*\})", router.route_lines[-1])
+    return json.loads(m.group(1)) if m else {}
+
+
+@pytest.fixture
+def chain():
+    a = Router("Router.A", inter_router=True)
+    b = Router("Router.B", inter_router=True, connectors=[("to-a", a.inter_router_port, 1)])
+    c = Router("Router.C", connectors=[("to-b", b.inter_router_port, 1)])
+    routers = [a, b, c]
+    wait_until(lambda: all(len(routes(r).get("routes", {})) == 2 for r in routers), 20,
+               "the chain to converge")
+    yield routers
+    for r in routers:
+        assert r.stop() == 0, r.log()
+
+
+def test_chain_a_b_c_delivers_ten_thousand_unsettled_and_every_outcome_returns(chain):
+    a, b, c = chain
+    rx = Receiver(c.url, "queue.chain", expect=10_000).start()
+    assert rx.attached.wait(10)
+    # The sender on A gets credit once A has learned of C's consumer.
+    tx = Sender(a.url, "queue.chain", 10_000, timeout=120).start()
+    tx.join()
+    rx.join()
+    assert tx.error is None and rx.error is None, (tx.error, rx.error)
+    assert tx.counts() == {"accepted": 10_000}
+    assert sorted(m.id for m in rx.messages) == list(range(10_000))
+
+
+def test_chain_presettled_arrives_none_dropped(chain):
+    a, b, c = chain
+    rx = Receiver(c.url, "queue.chain.pre", expect=2_000).start()
+    assert rx.attached.wait(10)
+    tx = Sender(a.url, "queue.chain.pre", 2_000, presettled=True, timeout=60).start()
+    tx.join()
+    rx.join()
+    assert rx.count == 2_000
+
+
+def test_closest_prefers_a_local_consumer_then_the_remote_one(chain):
+    a, b, c = chain
+    remote = Receiver(c.url, "closest.pref").start()
+    local = Receiver(a.url, "closest.pref").start()
+    for r in (remote, local):
+        assert r.attached.wait(10)
+    Sender(a.url, "closest.pref", 50).start().join()
+    wait_until(lambda: local.count == 50, 10, "local consumer got all")
+    assert remote.count == 0
+    local.stop_requested.set()
+    local.join()
+    wait_until(lambda: "closest.pref" not in str(routes(a).get("addresses", {}).get("Router.A", [])), 5,
+               "A to drop its local consumer")
+    tx = Sender(a.url, "closest.pref", 20).start().join()
+    assert tx.counts() == {"accepted": 20}
+    wait_until(lambda: remote.count == 20, 10, "remote consumer got the rest")
+    remote.stop_requested.set()
+    remote.join()
+
+
+def test_large_message_crosses_the_chain_intact(chain):
+    import os
+    from proton import Message
+    a, b, c = chain
+    payload = os.urandom(3 << 20)
+    rx = Receiver(c.url, "queue.chain.large", expect=1).start()
+    assert rx.attached.wait(10)
+    tx = Sender(a.url, "queue.chain.large", [Message(body=payload)], timeout=60).start().join()
+    rx.join()
+    assert tx.counts() == {"accepted": 1}
+    assert rx.messages[0].body == payload
+
+
+def test_killing_the_middle_router_returns_in_flight_deliveries_to_the_sender():
+    a = Router("Router.A", inter_router=True)
+    b = Router("Router.B", inter_router=True, connectors=[("to-a", a.inter_router_port, 1)])
+    c = Router("Router.C", connectors=[("to-b", b.inter_router_port, 1)])
+    try:
+        wait_until(lambda: all(len(routes(r).get("routes", {})) == 2 for r in (a, b, c)), 20,
+                   "the chain to converge")
+        rx = Receiver(c.url, "queue.fail", settle=None, credit=100).start()
+        assert rx.attached.wait(10)
+        tx = Sender(a.url, "queue.fail", 200, timeout=60).start()
+        wait_until(lambda: rx.count == 100, 20, "receiver holds 100 unsettled")
+        b.proc.kill()
+        b.proc.wait()
+        # Every delivery ends with an outcome at the sender: none vanishes.
+        wait_until(lambda: len(tx.outcomes) == tx.sent and tx.sent > 0, 30,
+                   "an outcome for every message sent")
+        counts = tx.counts()
+        assert set(counts) <= {"modified", "released"}, counts
+        rx.stop_requested.set()
+        tx.stop_requested.set()
+        rx.join()
+        tx.join()
+    finally:
+        for r in (a, c):
+            assert r.stop() == 0, r.log()
