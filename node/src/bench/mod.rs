@@ -182,14 +182,27 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
                     .map_err(|e| BenchError::Spawn(format!("locating botectl: {e}")))?
                     .with_file_name("boted"),
             };
-            let router = SpawnedRouter::start(&boted, Duration::from_secs(30))?;
-            let path = Path::Routed {
-                senders: router.addr.clone(),
-                receivers: router.addr.clone(),
-                label: format!("spawned boted {}", router.addr),
-                pid: Some(router.pid()),
+            let routers = match options.chain.filter(|&n| n > 1) {
+                Some(n) => SpawnedRouter::start_chain(&boted, n, Duration::from_secs(30))?,
+                None => vec![SpawnedRouter::start(&boted, Duration::from_secs(30))?],
             };
-            _spawned = router;
+            let (first, last) = (&routers[0], &routers[routers.len() - 1]);
+            let path = Path::Routed {
+                senders: first.addr.clone(),
+                receivers: last.addr.clone(),
+                label: if routers.len() > 1 {
+                    format!(
+                        "spawned chain of {} boted {} -> {} (CPU and RSS of the first)",
+                        routers.len(),
+                        first.addr,
+                        last.addr
+                    )
+                } else {
+                    format!("spawned boted {}", first.addr)
+                },
+                pid: Some(first.pid()),
+            };
+            _spawned = routers;
             path
         } else if let Some(r) = &options.router {
             Path::Routed {
@@ -221,8 +234,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
 
 fn validate(o: &BenchOptions) -> Result<(), BenchError> {
     let bad = |m: &str| Err(BenchError::Options(m.to_owned()));
-    if o.chain.is_some_and(|n| n > 1) {
-        return bad("chain needs the mesh (issue 4)");
+    if o.chain.is_some_and(|n| n > 1) && !o.spawn {
+        return bad("--chain needs --spawn (or give --routers A,B for running routers)");
     }
     if o.messages == 0 {
         return bad("--messages must be at least 1");
@@ -631,14 +644,14 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_is_refused_until_the_mesh_exists() {
+    fn a_chain_without_spawn_is_refused() {
         let o = BenchOptions {
-            spawn: true,
+            router: Some("127.0.0.1:5672".into()),
             chain: Some(3),
             ..BenchOptions::default()
         };
         let e = run(&o).unwrap_err().to_string();
-        assert!(e.contains("chain needs the mesh (issue 4)"), "{e}");
+        assert!(e.contains("--chain needs --spawn"), "{e}");
     }
 
     #[test]

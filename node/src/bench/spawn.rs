@@ -5,8 +5,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use super::BenchError;
 
@@ -20,12 +22,85 @@ pub struct SpawnedRouter {
     child: Child,
     pub addr: String,
     config_dir: PathBuf,
+    /// The inter-router listener's address, when it has one.
+    inter_router: Arc<Mutex<Option<String>>>,
+    /// Routers reachable in its latest route table (from its log).
+    reachable: Arc<AtomicUsize>,
 }
 
 impl SpawnedRouter {
     /// Starts `boted --config <temp>` listening on 127.0.0.1:0 and waits
     /// (at most `wait`) for its "listening on HOST:PORT" log line.
     pub fn start(boted: &Path, wait: Duration) -> Result<SpawnedRouter, BenchError> {
+        Self::start_with(boted, wait, "bench", "")
+    }
+
+    /// Starts a chain of `n` routers (`bench.0` -> ... -> `bench.{n-1}`),
+    /// each connected to the previous one, and waits until every router
+    /// reaches all the others.
+    pub fn start_chain(
+        boted: &Path,
+        n: usize,
+        wait: Duration,
+    ) -> Result<Vec<SpawnedRouter>, BenchError> {
+        let deadline = Instant::now() + wait;
+        let mut routers: Vec<SpawnedRouter> = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut extra = String::new();
+            if i + 1 < n {
+                extra.push_str(
+                    "[[listener]]\nhost = \"127.0.0.1\"\nport = 0\nrole = \"inter-router\"\n",
+                );
+            }
+            if let Some(prev) = routers.last() {
+                let peer = prev.wait_inter_router(deadline)?;
+                let (host, port) = peer
+                    .rsplit_once(':')
+                    .ok_or_else(|| BenchError::Spawn(format!("bad inter-router address {peer}")))?;
+                extra.push_str(&format!(
+                    "[[connector]]\nname = \"prev\"\nhost = \"{host}\"\nport = {port}\nrole = \"inter-router\"\n"
+                ));
+            }
+            routers.push(Self::start_with(
+                boted,
+                wait,
+                &format!("bench.{i}"),
+                &extra,
+            )?);
+        }
+        while routers
+            .iter()
+            .any(|r| r.reachable.load(Ordering::Relaxed) < n - 1)
+        {
+            if Instant::now() > deadline {
+                return Err(BenchError::Spawn(format!(
+                    "the chain of {n} routers did not converge within {} s",
+                    wait.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(routers)
+    }
+
+    fn wait_inter_router(&self, deadline: Instant) -> Result<String, BenchError> {
+        loop {
+            if let Some(a) = self.inter_router.lock().ok().and_then(|a| a.clone()) {
+                return Ok(a);
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Spawn("no inter-router listener logged".into()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn start_with(
+        boted: &Path,
+        wait: Duration,
+        id: &str,
+        extra: &str,
+    ) -> Result<SpawnedRouter, BenchError> {
         let dir = std::env::temp_dir().join(format!(
             "bote-bench-{}-{}",
             std::process::id(),
@@ -36,8 +111,10 @@ impl SpawnedRouter {
         let config = dir.join("bote.toml");
         std::fs::write(
             &config,
-            "[router]\nid = \"bench\"\nlog-level = \"info\"\n\n\
-             [[listener]]\nhost = \"127.0.0.1\"\nport = 0\n",
+            format!(
+                "[router]\nid = \"{id}\"\nlog-level = \"info\"\n\n\
+                 [[listener]]\nhost = \"127.0.0.1\"\nport = 0\n{extra}"
+            ),
         )
         .map_err(|e| BenchError::Spawn(format!("{}: {e}", config.display())))?;
         let mut child = Command::new(boted)
@@ -54,12 +131,24 @@ impl SpawnedRouter {
             .take()
             .ok_or_else(|| BenchError::Spawn("boted stderr".into()))?;
         let (tx, rx) = mpsc::channel();
+        let inter_router = Arc::new(Mutex::new(None));
+        let reachable = Arc::new(AtomicUsize::new(0));
+        let (ir, reach) = (inter_router.clone(), reachable.clone());
         // Keeps draining the log so that boted never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut found = false;
             let mut log = String::new();
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if line.contains("inter-router listening on ") {
+                    if let (Ok(mut slot), Some(addr)) = (ir.lock(), listening_addr(&line)) {
+                        *slot = Some(addr);
+                    }
+                    continue;
+                }
+                if let Some(n) = reachable_count(&line) {
+                    reach.store(n, Ordering::Relaxed);
+                }
                 if !found {
                     if let Some(addr) = listening_addr(&line) {
                         found = true;
@@ -78,6 +167,8 @@ impl SpawnedRouter {
             child,
             addr: String::new(),
             config_dir: dir,
+            inter_router,
+            reachable,
         };
         match rx.recv_timeout(wait) {
             Ok(Ok(addr)) => {
@@ -115,6 +206,15 @@ fn listening_addr(line: &str) -> Option<String> {
     let addr = rest.split_whitespace().next()?;
     addr.rsplit_once(':')?.1.parse::<u16>().ok()?;
     Some(addr.to_owned())
+}
+
+/// "routes: 2 routers reachable, next hops: ..." -> 2.
+fn reachable_count(line: &str) -> Option<usize> {
+    let rest = &line[line.find("routes: ")? + "routes: ".len()..];
+    let (n, tail) = rest.split_once(' ')?;
+    tail.starts_with("routers reachable")
+        .then(|| n.parse().ok())
+        .flatten()
 }
 
 /// A process's CPU time and memory at one moment.
@@ -175,6 +275,13 @@ mod tests {
         let line = "2026-11-26T04:00:00Z  INFO router=bench listening on 127.0.0.1:40123 (amqp, 2 workers)";
         assert_eq!(listening_addr(line).as_deref(), Some("127.0.0.1:40123"));
         assert_eq!(listening_addr("boted starting"), None);
+    }
+
+    #[test]
+    fn route_summary_line_gives_the_reachable_count() {
+        let line = "2026-11-26T05:00:00Z  INFO routes: 2 routers reachable, next hops: bench.1 (2)";
+        assert_eq!(reachable_count(line), Some(2));
+        assert_eq!(reachable_count("mesh: routes {}"), None);
     }
 
     #[test]
