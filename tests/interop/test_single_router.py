@@ -267,3 +267,17 @@ def test_message_over_max_message_size_detaches_the_link_with_message_size_excee
         assert rx.count == 1
     finally:
         assert r.stop() == 0, r.log()
+
+
+def test_a_client_that_never_answers_the_routers_close_is_dropped(router):
+    s = socket.create_connection((router.host, router.port), timeout=5)
+    s.sendall(b"AMQP\x00\x01\x00\x00" + b"\xff" * 64)
+    s.settimeout(20)
+    out = b""
+    while True:
+        chunk = s.recv(65536)  # raises socket.timeout if the router never lets go
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    assert b"amqp:connection:framing-error" in out or b"amqp:decode-error" in out, out

@@ -18,37 +18,6 @@ pub(crate) fn decode_error(description: impl Into<String>) -> FrameError {
     }
 }
 
-/// A short name of a value's type, for error messages.
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Ubyte(_) => "ubyte",
-        Value::Ushort(_) => "ushort",
-        Value::Uint(_) => "uint",
-        Value::Ulong(_) => "ulong",
-        Value::Byte(_) => "byte",
-        Value::Short(_) => "short",
-        Value::Int(_) => "int",
-        Value::Long(_) => "long",
-        Value::Float(_) => "float",
-        Value::Double(_) => "double",
-        Value::Decimal32(_) => "decimal32",
-        Value::Decimal64(_) => "decimal64",
-        Value::Decimal128(_) => "decimal128",
-        Value::Char(_) => "char",
-        Value::Timestamp(_) => "timestamp",
-        Value::Uuid(_) => "uuid",
-        Value::Binary(_) => "binary",
-        Value::String(_) => "string",
-        Value::Symbol(_) => "symbol",
-        Value::Described(_) => "described",
-        Value::List(_) => "list",
-        Value::Map(_) => "map",
-        Value::Array(_) => "array",
-    }
-}
-
 /// The numeric code of a descriptor; symbolic descriptors are mapped through
 /// `names` (pairs of `amqp:...:list` name and code).
 pub(crate) fn descriptor_code(d: &Descriptor, names: &[(&str, u64)]) -> Option<u64> {
@@ -100,7 +69,7 @@ pub(crate) fn split_described(v: Value, what: &str) -> Result<(u64, Value), Fram
         }
         other => Err(decode_error(format!(
             "{what}: expected a described type, got {}",
-            type_name(&other)
+            other.type_name()
         ))),
     }
 }
@@ -119,7 +88,7 @@ impl ListReader {
             Value::List(items) => Ok(ListReader { name, items }),
             other => Err(decode_error(format!(
                 "{name}: expected a list body, got {}",
-                type_name(&other)
+                other.type_name()
             ))),
         }
     }
@@ -135,7 +104,7 @@ impl ListReader {
         decode_error(format!(
             "{}.{field}: expected {expected}, got {}",
             self.name,
-            type_name(got)
+            got.type_name()
         ))
     }
 

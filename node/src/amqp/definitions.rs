@@ -173,7 +173,7 @@ pub type DeliveryTag = Bytes;
 
 use super::codec::Descriptor;
 use super::composite::{
-    ListReader, ListWriter, decode_error, fields_value, split_described, symbols_value, type_name,
+    ListReader, ListWriter, decode_error, fields_value, split_described, symbols_value,
 };
 use super::frame::FrameError;
 
@@ -362,7 +362,7 @@ impl DeliveryState {
             other => {
                 return Err(decode_error(format!(
                     "delivery-state: expected a described type, got {}",
-                    type_name(&other)
+                    other.type_name()
                 )));
             }
         };
@@ -402,11 +402,34 @@ impl DeliveryState {
     }
 }
 
-impl Source {
-    /// `amqp:source:list` (0x28).
-    pub fn to_value(&self) -> Value {
-        let mut w = ListWriter::new();
-        w.opt(self.address.clone(), Value::String);
+/// The six fields `source` and `target` share, at the same list positions
+/// (0-5): read and written in one place.
+struct TerminusFields {
+    address: Option<String>,
+    durable: TerminusDurability,
+    expiry_policy: TerminusExpiryPolicy,
+    timeout: u32,
+    dynamic: bool,
+    dynamic_node_properties: Option<Fields>,
+}
+
+/// The shared fields of a `Source` or `Target`.
+macro_rules! terminus_fields {
+    ($t:expr) => {
+        TerminusFields {
+            address: $t.address.clone(),
+            durable: $t.durable,
+            expiry_policy: $t.expiry_policy,
+            timeout: $t.timeout,
+            dynamic: $t.dynamic,
+            dynamic_node_properties: $t.dynamic_node_properties.clone(),
+        }
+    };
+}
+
+impl TerminusFields {
+    fn write(self, w: &mut ListWriter) {
+        w.opt(self.address, Value::String);
         w.defaulted(self.durable, TerminusDurability::None, |d| {
             Value::Uint(d.as_u32())
         });
@@ -415,7 +438,34 @@ impl Source {
         });
         w.defaulted(self.timeout, 0, Value::Uint);
         w.defaulted(self.dynamic, false, Value::Bool);
-        w.opt(self.dynamic_node_properties.clone(), fields_value);
+        w.opt(self.dynamic_node_properties, fields_value);
+    }
+
+    fn read(r: &mut ListReader) -> Result<TerminusFields, FrameError> {
+        Ok(TerminusFields {
+            address: terminus_address(r)?,
+            durable: r
+                .uint(1, "durable")?
+                .map(TerminusDurability::from_u32)
+                .transpose()?
+                .unwrap_or_default(),
+            expiry_policy: r
+                .symbol(2, "expiry-policy")?
+                .map(|s| TerminusExpiryPolicy::from_symbol(s.as_str()))
+                .transpose()?
+                .unwrap_or_default(),
+            timeout: r.uint(3, "timeout")?.unwrap_or(0),
+            dynamic: r.bool_or(4, "dynamic", false)?,
+            dynamic_node_properties: r.fields(5, "dynamic-node-properties")?,
+        })
+    }
+}
+
+impl Source {
+    /// `amqp:source:list` (0x28).
+    pub fn to_value(&self) -> Value {
+        let mut w = ListWriter::new();
+        terminus_fields!(self).write(&mut w);
         w.opt(self.distribution_mode.clone(), Value::Symbol);
         w.opt(self.filter.clone(), fields_value);
         w.opt(self.default_outcome.as_ref(), DeliveryState::to_value);
@@ -432,21 +482,14 @@ impl Source {
             )));
         }
         let mut r = ListReader::new("source", body)?;
+        let t = TerminusFields::read(&mut r)?;
         Ok(Source {
-            address: terminus_address(&mut r)?,
-            durable: r
-                .uint(1, "durable")?
-                .map(TerminusDurability::from_u32)
-                .transpose()?
-                .unwrap_or_default(),
-            expiry_policy: r
-                .symbol(2, "expiry-policy")?
-                .map(|s| TerminusExpiryPolicy::from_symbol(s.as_str()))
-                .transpose()?
-                .unwrap_or_default(),
-            timeout: r.uint(3, "timeout")?.unwrap_or(0),
-            dynamic: r.bool_or(4, "dynamic", false)?,
-            dynamic_node_properties: r.fields(5, "dynamic-node-properties")?,
+            address: t.address,
+            durable: t.durable,
+            expiry_policy: t.expiry_policy,
+            timeout: t.timeout,
+            dynamic: t.dynamic,
+            dynamic_node_properties: t.dynamic_node_properties,
             distribution_mode: r.symbol(6, "distribution-mode")?,
             filter: r.fields(7, "filter")?,
             default_outcome: r.value(8).map(DeliveryState::from_value).transpose()?,
@@ -465,7 +508,7 @@ fn terminus_address(r: &mut ListReader) -> Result<Option<String>, FrameError> {
         Some(Value::Symbol(s)) => Ok(Some(s.0)),
         Some(other) => Err(decode_error(format!(
             "terminus.address: expected string, got {}",
-            type_name(&other)
+            other.type_name()
         ))),
     }
 }
@@ -474,16 +517,7 @@ impl Target {
     /// `amqp:target:list` (0x29).
     pub fn to_value(&self) -> Value {
         let mut w = ListWriter::new();
-        w.opt(self.address.clone(), Value::String);
-        w.defaulted(self.durable, TerminusDurability::None, |d| {
-            Value::Uint(d.as_u32())
-        });
-        w.defaulted(self.expiry_policy, TerminusExpiryPolicy::SessionEnd, |e| {
-            Value::Symbol(Symbol::from(e.as_str()))
-        });
-        w.defaulted(self.timeout, 0, Value::Uint);
-        w.defaulted(self.dynamic, false, Value::Bool);
-        w.opt(self.dynamic_node_properties.clone(), fields_value);
+        terminus_fields!(self).write(&mut w);
         w.opt(self.capabilities.clone(), symbols_value);
         w.finish(code::TARGET)
     }
@@ -496,21 +530,14 @@ impl Target {
             )));
         }
         let mut r = ListReader::new("target", body)?;
+        let t = TerminusFields::read(&mut r)?;
         Ok(Target {
-            address: terminus_address(&mut r)?,
-            durable: r
-                .uint(1, "durable")?
-                .map(TerminusDurability::from_u32)
-                .transpose()?
-                .unwrap_or_default(),
-            expiry_policy: r
-                .symbol(2, "expiry-policy")?
-                .map(|s| TerminusExpiryPolicy::from_symbol(s.as_str()))
-                .transpose()?
-                .unwrap_or_default(),
-            timeout: r.uint(3, "timeout")?.unwrap_or(0),
-            dynamic: r.bool_or(4, "dynamic", false)?,
-            dynamic_node_properties: r.fields(5, "dynamic-node-properties")?,
+            address: t.address,
+            durable: t.durable,
+            expiry_policy: t.expiry_policy,
+            timeout: t.timeout,
+            dynamic: t.dynamic,
+            dynamic_node_properties: t.dynamic_node_properties,
             capabilities: r.symbols(6, "capabilities")?,
         })
     }

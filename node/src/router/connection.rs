@@ -36,7 +36,7 @@ use crate::amqp::connection::{Connection, ConnectionConfig, SaslConfig, SendDeli
 use crate::amqp::definitions::{
     AmqpError, DeliveryState, Role, SenderSettleMode, Source, Target, condition,
 };
-use crate::amqp::event::{Event, IncomingTransfer, LinkDetached, LinkId};
+use crate::amqp::event::{ErrorScope, Event, IncomingTransfer, LinkDetached, LinkId};
 use crate::amqp::link::LinkConfig;
 use crate::amqp::message::MessageView;
 use crate::amqp::performatives::Attach;
@@ -44,6 +44,10 @@ use crate::config::{Distribution, ListenerConfig};
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How long the router waits for the peer's close after closing a
+/// connection for an error, before it drops the socket.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Close the connection: the router is shutting down.
 #[derive(Message)]
@@ -201,7 +205,7 @@ impl ConnectionActor {
 
     // ---- engine events ----
 
-    fn process_events(&mut self, _ctx: &mut Context<Self>) {
+    fn process_events(&mut self, ctx: &mut Context<Self>) {
         while let Some(event) = self.engine.poll_event() {
             match event {
                 Event::Opened { remote } => {
@@ -233,6 +237,14 @@ impl ConnectionActor {
                 }
                 Event::ProtocolError { scope, error } => {
                     tracing::warn!(conn = %self.id, peer = %self.peer, ?scope, "protocol error: {}: {}", error.condition, error.description.as_deref().unwrap_or(""));
+                    if scope == ErrorScope::Connection {
+                        // The engine sent close; a peer that never answers
+                        // it does not keep the connection alive.
+                        ctx.run_later(CLOSE_GRACE, |act, ctx| {
+                            tracing::info!(conn = %act.id, peer = %act.peer, "no close from the peer: dropping the connection");
+                            ctx.stop();
+                        });
+                    }
                 }
                 Event::SaslInit { mechanism, .. } => {
                     // Only ANONYMOUS is configured today; anything else the
@@ -476,6 +488,7 @@ impl ConnectionActor {
         // The message is only read on anonymous links, for its `to`: a
         // targeted link routes on its target and passes the bytes through.
         // (The priority matters between routers only; it is read there.)
+        let origin = self.origin(key);
         let producer = &self.producers[&link];
         let (address, actor) = match (&producer.address, &producer.actor) {
             (Some(a), Some(actor)) => (a.clone(), actor),
@@ -512,16 +525,10 @@ impl ConnectionActor {
                     return None;
                 }
                 let actor = self.shared.addresses.get(&to);
-                let origin = self.origin(key);
                 let delivery = routed(Arc::from(to), payload, settled, origin, stream);
                 queue_forward(&mut self.forwards, &actor, delivery);
                 return Some(key);
             }
-        };
-        let origin = Origin {
-            conn: self.returns_to.clone().expect("connection actor started"),
-            conn_id: self.id,
-            key,
         };
         let delivery = routed(address, payload, settled, origin, stream);
         queue_forward(&mut self.forwards, actor, delivery);

@@ -401,56 +401,25 @@ fn element_code(a: &Array) -> Result<u8, EncodeError> {
     };
     let first_code = item_code(first).ok_or(EncodeError::ArrayItemNotAllowed {
         index: 0,
-        found: type_name(first),
+        found: first.type_name(),
     })?;
     let family = widen(first_code);
     let mut code = first_code;
     for (index, item) in a.items.iter().enumerate().skip(1) {
         let c = item_code(item).ok_or(EncodeError::ArrayItemNotAllowed {
             index,
-            found: type_name(item),
+            found: item.type_name(),
         })?;
         if widen(c) != family {
             return Err(EncodeError::ArrayItemMismatch {
                 index,
                 expected: first_code,
-                found: type_name(item),
+                found: item.type_name(),
             });
         }
         code = code.max(c);
     }
     Ok(code)
-}
-
-/// The AMQP type name of a value, for error messages.
-pub(crate) fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Ubyte(_) => "ubyte",
-        Value::Ushort(_) => "ushort",
-        Value::Uint(_) => "uint",
-        Value::Ulong(_) => "ulong",
-        Value::Byte(_) => "byte",
-        Value::Short(_) => "short",
-        Value::Int(_) => "int",
-        Value::Long(_) => "long",
-        Value::Float(_) => "float",
-        Value::Double(_) => "double",
-        Value::Decimal32(_) => "decimal32",
-        Value::Decimal64(_) => "decimal64",
-        Value::Decimal128(_) => "decimal128",
-        Value::Char(_) => "char",
-        Value::Timestamp(_) => "timestamp",
-        Value::Uuid(_) => "uuid",
-        Value::Binary(_) => "binary",
-        Value::String(_) => "string",
-        Value::Symbol(_) => "symbol",
-        Value::Described(_) => "described",
-        Value::List(_) => "list",
-        Value::Map(_) => "map",
-        Value::Array(_) => "array",
-    }
 }
 
 /// Writes a nested value (the outermost [`encode`] reserved the space).

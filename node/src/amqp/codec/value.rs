@@ -100,6 +100,38 @@ impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
+
+    /// The AMQP type name of the value (`"uint"`, `"list"`, ...), for error
+    /// messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Ubyte(_) => "ubyte",
+            Value::Ushort(_) => "ushort",
+            Value::Uint(_) => "uint",
+            Value::Ulong(_) => "ulong",
+            Value::Byte(_) => "byte",
+            Value::Short(_) => "short",
+            Value::Int(_) => "int",
+            Value::Long(_) => "long",
+            Value::Float(_) => "float",
+            Value::Double(_) => "double",
+            Value::Decimal32(_) => "decimal32",
+            Value::Decimal64(_) => "decimal64",
+            Value::Decimal128(_) => "decimal128",
+            Value::Char(_) => "char",
+            Value::Timestamp(_) => "timestamp",
+            Value::Uuid(_) => "uuid",
+            Value::Binary(_) => "binary",
+            Value::String(_) => "string",
+            Value::Symbol(_) => "symbol",
+            Value::Described(_) => "described",
+            Value::List(_) => "list",
+            Value::Map(_) => "map",
+            Value::Array(_) => "array",
+        }
+    }
 }
 
 /// Constructors and accessors. The `as_*` accessors return `None` for any
