@@ -1,7 +1,8 @@
 //! bote-node: the Bote router (`boted`), its CLI (`botectl`) and the pieces
-//! they are made of. Today that is the sans-I/O AMQP 1.0 engine in [`amqp`];
-//! the actors, the inter-router peers, management and telemetry come with
-//! later issues and drive that engine from outside.
+//! they are made of: the sans-I/O AMQP 1.0 engine ([`amqp`]), the typed
+//! configuration ([`config`]), the router's actors ([`router`]), its place in
+//! a mesh of routers ([`mesh`]) and the throughput tool ([`bench`]).
+//! Management and telemetry come with later issues.
 
 pub mod amqp;
 pub mod bench;

@@ -202,6 +202,9 @@ struct Window {
 
 /// One simulation of one scenario under one profile.
 pub struct Simulation {
+    /// Graphs shared by routers whose link-state databases are identical
+    /// (most of them, most of the time): each distinct graph is built once.
+    topologies: Arc<bote_topology::TopologyCache>,
     now: Duration,
     end: Duration,
     queue: EventQueue<Ev>,
@@ -313,6 +316,7 @@ impl Simulation {
             bytes_per_sec: f.link.bandwidth_mbps * 1e6 / 8.0,
         };
         let mut sim = Simulation {
+            topologies: Arc::new(bote_topology::TopologyCache::new(64)),
             now: Duration::ZERO,
             end: f.duration.0,
             queue: EventQueue::new(),
@@ -594,12 +598,14 @@ impl Simulation {
         let router = &mut self.routers[r as usize];
         router.instance += 1;
         let t0 = Instant::now();
-        router.plane = Some(ControlPlane::new(
+        let mut plane = ControlPlane::new(
             router.id.clone(),
             router.instance,
             self.config.clone(),
             self.now,
-        ));
+        );
+        plane.share_topologies(self.topologies.clone());
+        router.plane = Some(plane);
         router.stats.cpu += t0.elapsed();
         self.after_call(r);
     }

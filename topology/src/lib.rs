@@ -38,4 +38,4 @@ pub use protocol::{
     ControlMessage, ControlPlane, Digest, DigestEntry, Hello, LinkStateRequest, LinkStateUpdate,
     Neighbour, Output, ProtocolConfig,
 };
-pub use routes::{MulticastTree, Route, Routes, Topology};
+pub use routes::{MulticastTree, Route, Routes, Topology, TopologyCache};

@@ -50,7 +50,7 @@ use crate::ids::{
     varint_field_len,
 };
 use crate::lsdb::{LinkStateDb, LinkStateRecord};
-use crate::routes::Routes;
+use crate::routes::{Routes, TopologyCache};
 
 /// Timers and modes of the control protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,6 +448,8 @@ pub struct ControlPlane {
     pending_floods: BTreeMap<RouterId, BTreeMap<RouterId, Arc<LinkStateRecord>>>,
     pending_address_requests: BTreeMap<RouterId, BTreeSet<RouterId>>,
     outputs: VecDeque<Output>,
+    /// Graphs shared with other control planes of this process, if any.
+    topology_cache: Option<Arc<TopologyCache>>,
 }
 
 fn at_least_1ms(d: Duration) -> Duration {
@@ -497,7 +499,15 @@ impl ControlPlane {
             pending_floods: BTreeMap::new(),
             pending_address_requests: BTreeMap::new(),
             outputs: VecDeque::new(),
+            topology_cache: None,
         }
+    }
+
+    /// Shares built graphs with other control planes in this process that
+    /// hold the same link-state database (see [`TopologyCache`]); the
+    /// routes computed are the same, only built once.
+    pub fn share_topologies(&mut self, cache: Arc<TopologyCache>) {
+        self.topology_cache = Some(cache);
     }
 
     // ----- queries -----
@@ -1339,7 +1349,10 @@ impl ControlPlane {
     fn recompute(&mut self, now: Duration) {
         self.recompute_at = None;
         self.recomputes += 1;
-        let new = Arc::new(Routes::compute(&self.id, &self.lsdb));
+        let new = Arc::new(match &self.topology_cache {
+            Some(cache) => Routes::compute_shared(&self.id, &self.lsdb, cache),
+            None => Routes::compute(&self.id, &self.lsdb),
+        });
         let old = std::mem::replace(&mut self.routes, new.clone());
         if !new.same_routes(&old) {
             self.outputs.push_back(Output::RoutesChanged);

@@ -213,6 +213,60 @@ pub struct Route {
     pub cost: Cost,
 }
 
+/// Built graphs shared by control planes that hold identical link-state
+/// databases, so a driver running many routers in one process (the
+/// simulator) builds each distinct graph once. A database is keyed by its
+/// digest (a hash over every record's origin and version) and its size: the
+/// protocol never gives two different records the same origin and version,
+/// so equal keys mean equal databases up to a 64-bit hash collision. `boted`
+/// runs one router per process and does not use it.
+#[derive(Debug)]
+pub struct TopologyCache {
+    capacity: usize,
+    entries: Mutex<std::collections::VecDeque<((u64, usize), Arc<Topology>)>>,
+    hits: std::sync::atomic::AtomicU64,
+    builds: std::sync::atomic::AtomicU64,
+}
+
+impl TopologyCache {
+    /// A cache holding the `capacity` most recently built graphs.
+    pub fn new(capacity: usize) -> Self {
+        TopologyCache {
+            capacity: capacity.max(1),
+            entries: Mutex::new(std::collections::VecDeque::new()),
+            hits: Default::default(),
+            builds: Default::default(),
+        }
+    }
+
+    /// The graph of `lsdb`, built only if no identical database was seen.
+    pub fn get_or_build(&self, lsdb: &LinkStateDb) -> Arc<Topology> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let key = (lsdb.digest_hash(), lsdb.len());
+        {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, t)) = entries.iter().find(|(k, _)| *k == key) {
+                self.hits.fetch_add(1, Relaxed);
+                return t.clone();
+            }
+        }
+        let built = Arc::new(Topology::from_lsdb(lsdb));
+        self.builds.fetch_add(1, Relaxed);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity {
+            entries.pop_front();
+        }
+        entries.push_back((key, built.clone()));
+        built
+    }
+
+    /// (graphs reused, graphs built) so far.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.builds.load(Relaxed))
+    }
+}
+
 /// The local router's routing table (a snapshot; recomputed whole when the
 /// database changes).
 pub struct Routes {
@@ -235,6 +289,12 @@ impl Routes {
     /// A table with no routes (the local router knows no one yet).
     pub fn empty(local: RouterId) -> Self {
         Routes::from_topology(local, Arc::new(Topology::default()))
+    }
+
+    /// Builds the graph from `lsdb` (or takes it from `cache`) and runs SPF
+    /// from `local`.
+    pub fn compute_shared(local: &RouterId, lsdb: &LinkStateDb, cache: &TopologyCache) -> Self {
+        Routes::from_topology(local.clone(), cache.get_or_build(lsdb))
     }
 
     /// Builds the graph from `lsdb` and runs SPF from `local`.
@@ -495,6 +555,26 @@ mod tests {
         );
         assert_eq!(r.reachable_count(), 3);
         assert!(r.route(&"A".into()).is_none());
+    }
+
+    #[test]
+    fn a_shared_topology_cache_builds_each_distinct_database_once_and_routes_do_not_change() {
+        let cache = TopologyCache::new(4);
+        let d1 = db(&[("A", "B", 1), ("B", "C", 1), ("C", "D", 1)]);
+        let d2 = db(&[("A", "B", 1), ("B", "C", 1), ("C", "D", 1)]);
+        for local in ["A", "B", "C", "D"] {
+            let shared = Routes::compute_shared(&local.into(), &d1, &cache);
+            let own = Routes::compute(&local.into(), &d1);
+            assert!(shared.same_routes(&own), "routes of {local} differ");
+            assert!(Routes::compute_shared(&local.into(), &d2, &cache).same_routes(&own));
+        }
+        assert_eq!(cache.stats(), (7, 1), "identical databases share one graph");
+        // A newer version of one record is a different database: rebuilt.
+        let mut d3 = db(&[("A", "B", 1), ("B", "C", 1), ("C", "D", 1)]);
+        d3.offer(Arc::new(LinkStateRecord::new("D".into(), 1, 2, [])));
+        let r = Routes::compute_shared(&"A".into(), &d3, &cache);
+        assert!(!r.is_reachable(&"D".into()));
+        assert_eq!(cache.stats(), (7, 2));
     }
 
     #[test]
