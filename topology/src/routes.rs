@@ -213,6 +213,9 @@ pub struct Route {
     pub cost: Cost,
 }
 
+/// A link-state database's identity for [`TopologyCache`]: digest and size.
+type DatabaseKey = (u64, usize);
+
 /// Built graphs shared by control planes that hold identical link-state
 /// databases, so a driver running many routers in one process (the
 /// simulator) builds each distinct graph once. A database is keyed by its
@@ -223,7 +226,7 @@ pub struct Route {
 #[derive(Debug)]
 pub struct TopologyCache {
     capacity: usize,
-    entries: Mutex<std::collections::VecDeque<((u64, usize), Arc<Topology>)>>,
+    entries: Mutex<std::collections::VecDeque<(DatabaseKey, Arc<Topology>)>>,
     hits: std::sync::atomic::AtomicU64,
     builds: std::sync::atomic::AtomicU64,
 }
