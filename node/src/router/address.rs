@@ -125,6 +125,8 @@ pub struct AddressActor {
     /// Remote routers with consumers, cheapest first.
     remote: Vec<Remote>,
     remote_cursor: usize,
+    /// The latest mesh view (routes and origin trees for multicast).
+    view: Option<Arc<MeshView>>,
 }
 
 impl AddressActor {
@@ -144,12 +146,43 @@ impl AddressActor {
             mesh,
             remote: Vec::new(),
             remote_cursor: 0,
+            view: None,
         }
     }
 
     /// A consumer exists here or on a reachable router of the mesh.
     fn has_path(&self) -> bool {
         !self.consumers.is_empty() || !self.remote.is_empty()
+    }
+
+    /// The neighbours a multicast delivery goes on to: one per distinct next
+    /// hop of its origin's shortest-path tree toward the routers with
+    /// consumers, per `bote_topology::policy::multicast`.
+    fn multicast_next_hops(&self, d: &RoutedDelivery) -> Vec<Addr<PeerActor>> {
+        let Some(view) = &self.view else {
+            tracing::trace!(address = %self.address, "multicast: no mesh view");
+            return Vec::new();
+        };
+        if self.remote.is_empty() || d.hops_left == 0 {
+            tracing::trace!(address = %self.address, remote = self.remote.len(), hops_left = d.hops_left, "multicast: nothing remote");
+            return Vec::new();
+        }
+        let routers: Vec<RouterId> = self.remote.iter().map(|r| r.router.clone()).collect();
+        let arrived_from = d.trace.last();
+        let tree = d.trace.first().and_then(|o| view.routes.multicast_tree(o));
+        let plan = bote_topology::policy::multicast(
+            &view.routes,
+            self.consumers.len(),
+            &routers,
+            arrived_from,
+            tree.as_deref(),
+        );
+        tracing::trace!(address = %self.address, ?routers, ?arrived_from, next_hops = ?plan.next_hops, "multicast plan");
+        plan.next_hops
+            .iter()
+            .filter(|hop| !d.trace.contains(hop))
+            .filter_map(|hop| view.peers.get(hop).cloned())
+            .collect()
     }
 
     /// The cheapest remote router with consumers that the delivery has not
@@ -244,27 +277,37 @@ impl AddressActor {
         let mut remote_batches: Vec<(Addr<PeerActor>, Vec<RoutedDelivery>)> = Vec::new();
         for mut d in deliveries {
             if self.distribution == Distribution::Multicast && d.fanout.is_none() {
-                let targets: Vec<usize> = (0..self.consumers.len()).collect();
-                if targets.is_empty() {
+                // One copy per local consumer and one per next hop of the
+                // origin's tree toward routers with consumers (never back
+                // where it came from): topology's multicast plan.
+                let peers = self.multicast_next_hops(&d);
+                let copies = self.consumers.len() + peers.len();
+                if copies == 0 {
                     self.no_consumer(d);
                     continue;
                 }
-                let fanout = Fanout::new(targets.len() as u32, d.presettled);
-                for &i in &targets {
-                    let copy = RoutedDelivery {
-                        address: d.address.clone(),
-                        message: d.message.clone(),
-                        presettled: d.presettled,
-                        priority: d.priority,
-                        origin: d.origin.clone(),
-                        fanout: Some(fanout.clone()),
-                        tried: Vec::new(),
-                        stream: d.stream.clone(),
-                        trace: d.trace.clone(),
-                        hops_left: d.hops_left,
-                    };
+                let fanout = Fanout::new(copies as u32, d.presettled);
+                let copy = |d: &RoutedDelivery| RoutedDelivery {
+                    address: d.address.clone(),
+                    message: d.message.clone(),
+                    presettled: d.presettled,
+                    priority: d.priority,
+                    origin: d.origin.clone(),
+                    fanout: Some(fanout.clone()),
+                    tried: Vec::new(),
+                    stream: d.stream.clone(),
+                    trace: d.trace.clone(),
+                    hops_left: d.hops_left,
+                };
+                for (i, batch) in batches.iter_mut().enumerate() {
                     self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
-                    batches[i].push(copy);
+                    batch.push(copy(&d));
+                }
+                for peer in peers {
+                    match remote_batches.iter_mut().find(|(p, _)| *p == peer) {
+                        Some((_, b)) => b.push(copy(&d)),
+                        None => remote_batches.push((peer, vec![copy(&d)])),
+                    }
                 }
                 continue;
             }
@@ -410,6 +453,7 @@ impl Handler<MeshChanged> for AddressActor {
         }
         self.remote
             .sort_by(|a, b| (a.cost, &a.router).cmp(&(b.cost, &b.router)));
+        self.view = Some(view);
         if had_path != self.has_path() {
             self.notify_producers();
         }
