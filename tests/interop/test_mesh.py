@@ -145,3 +145,28 @@ def test_multicast_on_a_five_router_ring_reaches_every_receiver_exactly_once():
     finally:
         for r in ring:
             assert r.stop() == 0, r.log()
+
+
+def test_balanced_across_routers_weighs_a_stuck_local_consumer_against_a_remote_one(chain):
+    a, b, c = chain
+    stuck = Receiver(a.url, "queue.balanced.mesh", settle=None, credit=1000).start()
+    remote = Receiver(c.url, "queue.balanced.mesh").start()
+    for r in (stuck, remote):
+        assert r.attached.wait(10)
+    wait_until(lambda: len(routes(a).get("addresses", {}).get("queue.balanced.mesh", [])) == 1, 10,
+               "A to learn of C's consumer")
+    total = 1000
+    tx = Sender(a.url, "queue.balanced.mesh", total, timeout=60).start()
+    wait_until(lambda: stuck.count + remote.count == total, 30, "all messages received")
+    held = stuck.count
+    # The stuck local link is weighed by its unsettled count against the
+    # remote router's outstanding + cost, so it stops being chosen well
+    # before its capacity (250, where a local-first rule would stop), and
+    # everything else is accepted through the mesh.
+    assert 0 < held < 250, held
+    assert remote.count >= total - 250
+    wait_until(lambda: len(tx.outcomes) == total - held, 30, "outcomes of the settled ones")
+    assert tx.counts() == {"accepted": total - held}
+    for r in (stuck, remote, tx):
+        r.stop_requested.set()
+        r.join()

@@ -138,7 +138,9 @@ impl PeerData {
         }
         if r.aborted {
             frames.push(continuation(id, Bytes::new(), false, true));
-            self.sent.remove(&id);
+            if let Some(d) = self.sent.remove(&id) {
+                settled_remotely(&d);
+            }
         }
         if r.complete || r.aborted {
             self.streams_out.remove(&id);
@@ -153,6 +155,7 @@ impl PeerData {
             pb::frame::Kind::Disposition(d) => {
                 if let Some(delivery) = self.sent.remove(&d.delivery_id) {
                     self.streams_out.remove(&d.delivery_id);
+                    settled_remotely(&delivery);
                     delivery.return_to_sender(d.outcome.map(outcome_from_wire));
                 }
                 Vec::new()
@@ -232,6 +235,7 @@ impl PeerData {
             stream: None,
             trace: trace.iter().map(|r| RouterId::from(r.as_str())).collect(),
             hops_left,
+            remote_outstanding: None,
         });
         Vec::new()
     }
@@ -248,6 +252,7 @@ impl PeerData {
     /// been processed (modified, delivery-failed).
     pub fn lost(&mut self) {
         for (_, d) in self.sent.drain() {
+            settled_remotely(&d);
             d.return_to_sender(Some(DeliveryState::Modified {
                 delivery_failed: true,
                 undeliverable_here: false,
@@ -256,6 +261,13 @@ impl PeerData {
         }
         self.streams_out.clear();
         self.assembling.clear();
+    }
+}
+
+/// The delivery is no longer outstanding on its next hop.
+fn settled_remotely(d: &RoutedDelivery) {
+    if let Some(c) = &d.remote_outstanding {
+        c.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

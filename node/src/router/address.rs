@@ -89,6 +89,14 @@ struct Remote {
     cost: u32,
     next_hop: RouterId,
     peer: Addr<PeerActor>,
+    /// Unsettled deliveries of this address out through `next_hop`.
+    outstanding: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Where a unicast delivery goes.
+enum Target {
+    Local(usize),
+    Remote(usize),
 }
 
 struct Consumer {
@@ -127,6 +135,8 @@ pub struct AddressActor {
     remote_cursor: usize,
     /// The latest mesh view (routes and origin trees for multicast).
     view: Option<Arc<MeshView>>,
+    /// Outstanding (unsettled) deliveries per next hop, kept across views.
+    hop_outstanding: std::collections::HashMap<RouterId, Arc<std::sync::atomic::AtomicU32>>,
 }
 
 impl AddressActor {
@@ -147,6 +157,7 @@ impl AddressActor {
             remote: Vec::new(),
             remote_cursor: 0,
             view: None,
+            hop_outstanding: std::collections::HashMap::new(),
         }
     }
 
@@ -183,6 +194,58 @@ impl AddressActor {
             .filter(|hop| !d.trace.contains(hop))
             .filter_map(|hop| view.peers.get(hop).cloned())
             .collect()
+    }
+
+    /// Balanced across the mesh, by the shared policy
+    /// (`bote_topology::policy::balanced`): local links by undelivered +
+    /// unsettled within capacity (0 wins at once), remote routers by the
+    /// address's unsettled deliveries through their next hop + path cost.
+    /// With every candidate full, the least loaded local link queues it.
+    fn pick_balanced(&mut self, d: &RoutedDelivery) -> Option<Target> {
+        use bote_topology::policy::{Choice, LocalLink, RemoteRouter, balanced};
+        use std::sync::atomic::Ordering::Relaxed;
+        let fresh: Vec<usize> = (0..self.consumers.len())
+            .filter(|&i| {
+                let c = &self.consumers[i];
+                !d.tried.contains(&(c.conn, c.link))
+            })
+            .collect();
+        let local: Vec<LocalLink> = fresh
+            .iter()
+            .map(|&i| {
+                let c = &self.consumers[i];
+                LocalLink {
+                    undelivered: c.counters.undelivered.load(Relaxed),
+                    unsettled: c.counters.unsettled.load(Relaxed),
+                    capacity: c.capacity,
+                }
+            })
+            .collect();
+        let eligible: Vec<usize> = (0..self.remote.len())
+            .filter(|&k| {
+                let r = &self.remote[k];
+                !d.trace.contains(&r.router) && !d.trace.contains(&r.next_hop)
+            })
+            .collect();
+        let remote: Vec<RemoteRouter> = eligible
+            .iter()
+            .map(|&k| {
+                let r = &self.remote[k];
+                RemoteRouter {
+                    router: r.router.clone(),
+                    cost: r.cost,
+                    outstanding: r.outstanding.load(Relaxed),
+                }
+            })
+            .collect();
+        match balanced(&local, &remote, d.presettled) {
+            Some(Choice::Local(j)) => Some(Target::Local(fresh[j])),
+            Some(Choice::Remote(j)) => Some(Target::Remote(eligible[j])),
+            None => fresh
+                .into_iter()
+                .min_by_key(|&i| self.consumers[i].counters.outstanding())
+                .map(Target::Local),
+        }
     }
 
     /// The cheapest remote router with consumers that the delivery has not
@@ -240,12 +303,9 @@ impl AddressActor {
                         best = Some((value, i));
                     }
                 }
-                // Every local consumer at capacity: a remote router takes it
-                // if there is one; otherwise queue on the least loaded local
-                // one rather than refuse (the producers' credit bounds it).
-                if best.is_none() && !self.remote.is_empty() {
-                    return None;
-                }
+                // Every consumer at capacity (and no remote router: see
+                // `pick_balanced`): queue on the least loaded one rather than
+                // refuse; the producers' credit bounds the queue.
                 let best = best.map(|(_, i)| i).or_else(|| {
                     (0..n)
                         .filter(|&i| fresh(&self.consumers[i]))
@@ -298,6 +358,7 @@ impl AddressActor {
                     stream: d.stream.clone(),
                     trace: d.trace.clone(),
                     hops_left: d.hops_left,
+                    remote_outstanding: None,
                 };
                 for (i, batch) in batches.iter_mut().enumerate() {
                     self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
@@ -317,22 +378,31 @@ impl AddressActor {
                 d.return_to_sender(Some(DeliveryState::Released));
                 continue;
             }
-            match self.pick(&d.tried) {
-                Some(i) => {
+            let target = if self.distribution == Distribution::Balanced && !self.remote.is_empty() {
+                self.pick_balanced(&d)
+            } else {
+                self.pick(&d.tried)
+                    .map(Target::Local)
+                    .or_else(|| self.pick_remote(&d.trace).map(Target::Remote))
+            };
+            match target {
+                Some(Target::Local(i)) => {
                     self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
                     d.tried.clear();
                     batches[i].push(d);
                 }
-                None => match self.pick_remote(&d.trace) {
-                    Some(k) => {
-                        let peer = &self.remote[k].peer;
-                        match remote_batches.iter_mut().find(|(p, _)| p == peer) {
-                            Some((_, b)) => b.push(d),
-                            None => remote_batches.push((peer.clone(), vec![d])),
-                        }
+                Some(Target::Remote(k)) => {
+                    let r = &self.remote[k];
+                    if !d.presettled {
+                        r.outstanding.fetch_add(1, Relaxed);
+                        d.remote_outstanding = Some(r.outstanding.clone());
                     }
-                    None => self.no_consumer(d),
-                },
+                    match remote_batches.iter_mut().find(|(p, _)| *p == r.peer) {
+                        Some((_, b)) => b.push(d),
+                        None => remote_batches.push((r.peer.clone(), vec![d])),
+                    }
+                }
+                None => self.no_consumer(d),
             }
         }
         for (peer, batch) in remote_batches {
@@ -443,11 +513,17 @@ impl Handler<MeshChanged> for AddressActor {
                 let Some(peer) = view.peers.get(&route.next_hop) else {
                     continue;
                 };
+                let outstanding = self
+                    .hop_outstanding
+                    .entry(route.next_hop.clone())
+                    .or_default()
+                    .clone();
                 self.remote.push(Remote {
                     router: router.clone(),
                     cost: route.cost,
                     next_hop: route.next_hop.clone(),
                     peer: peer.clone(),
+                    outstanding,
                 });
             }
         }

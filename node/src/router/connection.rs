@@ -917,6 +917,7 @@ fn routed(
         stream,
         trace: Vec::new(),
         hops_left: crate::mesh::data::HOP_LIMIT,
+        remote_outstanding: None,
     }
 }
 

@@ -86,6 +86,10 @@ pub struct RoutedDelivery {
     pub trace: Vec<bote_topology::RouterId>,
     /// Inter-router hops it may still take.
     pub hops_left: u32,
+    /// Set while it is unsettled on an inter-router hop: the sending
+    /// address's count of outstanding deliveries through that next hop
+    /// (what balanced weighs), decremented when the outcome comes back.
+    pub remote_outstanding: Option<Arc<AtomicU32>>,
 }
 
 impl RoutedDelivery {
