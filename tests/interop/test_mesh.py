@@ -170,3 +170,29 @@ def test_balanced_across_routers_weighs_a_stuck_local_consumer_against_a_remote_
     for r in (stuck, remote, tx):
         r.stop_requested.set()
         r.join()
+
+
+def test_a_stuck_consumer_holds_back_only_its_own_address_and_presettled_waits_for_credit(chain):
+    a, b, c = chain
+    # X: a consumer on C that took 10 and grants no more credit.
+    stuck = Receiver(c.url, "queue.hol.x", settle=None, credit=10).start()
+    # Y: a healthy consumer on C; both addresses cross the same A-B and B-C streams.
+    healthy = Receiver(c.url, "queue.hol.y", expect=1000).start()
+    for r in (stuck, healthy):
+        assert r.attached.wait(10)
+    wait_until(lambda: all(len(routes(a).get("addresses", {}).get(q, [])) == 1
+                           for q in ("queue.hol.x", "queue.hol.y")), 10, "A to learn both")
+    tx_x = Sender(a.url, "queue.hol.x", 3000, presettled=True, timeout=60).start()
+    wait_until(lambda: stuck.count == 10, 20, "the stuck consumer's 10")
+    tx_y = Sender(a.url, "queue.hol.y", 1000, timeout=60).start().join()
+    healthy.join()
+    assert tx_y.counts() == {"accepted": 1000}, "Y was blocked behind X"
+    assert healthy.count == 1000
+    # X's sender is held back by credit (its link capacity plus what the
+    # consumer took), not allowed to pile messages up in the mesh.
+    time.sleep(1.0)
+    assert stuck.count == 10
+    assert tx_x.sent <= 250 + 10 + 250, f"X sender sent {tx_x.sent}: not held back"
+    for r in (stuck, tx_x):
+        r.stop_requested.set()
+        r.join()

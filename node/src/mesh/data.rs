@@ -4,6 +4,12 @@
 //! arrive from it (routed like local ones, with their outcome sent back as a
 //! disposition frame), and large messages crossing frame by frame.
 //!
+//! Every delivery is acknowledged, presettled ones too (a disposition without
+//! outcome once forwarded): a sender's credit comes back only when its
+//! delivery has moved on, so a consumer that stops granting credit holds
+//! back its own address's senders without queueing without bound on the
+//! routers in between, and other addresses on the same stream keep flowing.
+//!
 //! The trace of visited routers and a hop limit travel with each transfer; a
 //! router never forwards a delivery to a router on its trace.
 
@@ -110,11 +116,11 @@ impl PeerData {
             if !complete && let Some(s) = &d.stream {
                 self.streams_out.insert(id, (s.clone(), last));
             }
-            if d.presettled {
-                d.return_to_sender(None);
-            } else {
-                self.sent.insert(id, d);
-            }
+            // Presettled deliveries are kept too: the neighbour acknowledges
+            // each once it has forwarded it (a disposition without outcome),
+            // and only then does the sender get its credit back, so
+            // presettled traffic is held back by credit end to end.
+            self.sent.insert(id, d);
         }
         frames
     }
@@ -240,11 +246,13 @@ impl PeerData {
         Vec::new()
     }
 
-    /// Outcomes of deliveries that arrived from the neighbour.
+    /// Outcomes of deliveries that arrived from the neighbour. A presettled
+    /// delivery's "outcome" is `None`: it was forwarded (or dropped for want
+    /// of a consumer), which the neighbour needs to replenish its sender.
     pub fn returned(&mut self, outcomes: Vec<(u64, Option<DeliveryState>)>) -> Vec<pb::Frame> {
         outcomes
             .into_iter()
-            .filter_map(|(id, state)| state.map(|s| disposition(id, Some(s))))
+            .map(|(id, state)| disposition(id, state))
             .collect()
     }
 
