@@ -93,6 +93,13 @@ struct Remote {
     outstanding: Arc<std::sync::atomic::AtomicU32>,
 }
 
+impl Remote {
+    /// A delivery that visited the router or its next hop must not go there.
+    fn visited_by(&self, trace: &[RouterId]) -> bool {
+        trace.contains(&self.router) || trace.contains(&self.next_hop)
+    }
+}
+
 /// Where a unicast delivery goes.
 enum Target {
     Local(usize),
@@ -222,10 +229,7 @@ impl AddressActor {
             })
             .collect();
         let eligible: Vec<usize> = (0..self.remote.len())
-            .filter(|&k| {
-                let r = &self.remote[k];
-                !d.trace.contains(&r.router) && !d.trace.contains(&r.next_hop)
-            })
+            .filter(|&k| !self.remote[k].visited_by(&d.trace))
             .collect();
         let remote: Vec<RemoteRouter> = eligible
             .iter()
@@ -252,10 +256,7 @@ impl AddressActor {
     /// visited, round-robin among equal costs.
     fn pick_remote(&mut self, trace: &[RouterId]) -> Option<usize> {
         let eligible: Vec<usize> = (0..self.remote.len())
-            .filter(|&i| {
-                let r = &self.remote[i];
-                !trace.contains(&r.router) && !trace.contains(&r.next_hop)
-            })
+            .filter(|&i| !self.remote[i].visited_by(trace))
             .collect();
         let best = eligible.iter().map(|&i| self.remote[i].cost).min()?;
         let ties: Vec<usize> = eligible
