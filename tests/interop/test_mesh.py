@@ -196,3 +196,45 @@ def test_a_stuck_consumer_holds_back_only_its_own_address_and_presettled_waits_f
     for r in (stuck, tx_x):
         r.stop_requested.set()
         r.join()
+
+
+def test_square_kill_b_under_load_reroutes_through_c_and_no_message_vanishes():
+    # A - B - D and A - C - D; A's cheaper path to D is through B.
+    a = Router("Router.A", inter_router=True)
+    b = Router("Router.B", inter_router=True, connectors=[("to-a", a.inter_router_port, 1)])
+    c = Router("Router.C", inter_router=True, connectors=[("to-a", a.inter_router_port, 2)])
+    d = Router("Router.D", connectors=[("to-b", b.inter_router_port, 1),
+                                       ("to-c", c.inter_router_port, 2)])
+    square = [a, b, c, d]
+    try:
+        wait_until(lambda: all(len(routes(r).get("routes", {})) == 3 for r in square), 20,
+                   "the square to converge")
+        assert routes(a)["routes"]["Router.D"]["next_hop"] == "Router.B"
+        rx = Receiver(d.url, "queue.square", keep_bodies=True).start()
+        assert rx.attached.wait(10)
+        wait_until(lambda: len(routes(a).get("addresses", {}).get("queue.square", [])) == 1, 10,
+                   "A to learn of D's consumer")
+        total = 5000
+        tx = Sender(a.url, "queue.square", total, timeout=90).start()
+        wait_until(lambda: rx.count > 1000, 30, "traffic through B")
+        b.proc.kill()
+        b.proc.wait()
+        wait_until(lambda: routes(a).get("routes", {}).get("Router.D", {}).get("next_hop") == "Router.C",
+                   10, "A to reroute through C")
+        tx.join()
+        # Every message has exactly one outcome at the sender.
+        assert len(tx.outcomes) == total, f"{total - len(tx.outcomes)} messages have no outcome ({tx.error}, {tx.refused}, sent {tx.sent}, {tx.counts()})"
+        counts = tx.counts()
+        assert set(counts) <= {"accepted", "modified", "released"}, counts
+        time.sleep(0.5)
+        rx.stop_requested.set()
+        rx.join()
+        received = [m.id for m in rx.messages]
+        accepted = {i for i, o in tx.outcomes.items() if o == "accepted"}
+        # Accepted exactly once; nothing accepted went missing.
+        assert len(received) == len(set(received)), "a message was delivered twice"
+        assert accepted <= set(received)
+        assert counts.get("accepted", 0) > total // 2, counts
+    finally:
+        for r in (a, c, d):
+            assert r.stop() == 0, r.log()

@@ -242,6 +242,7 @@ impl PeerData {
             trace: trace.iter().map(|r| RouterId::from(r.as_str())).collect(),
             hops_left,
             remote_outstanding: None,
+            outcome_sent: false,
         });
         Vec::new()
     }

@@ -360,6 +360,7 @@ impl AddressActor {
                     trace: d.trace.clone(),
                     hops_left: d.hops_left,
                     remote_outstanding: None,
+                    outcome_sent: false,
                 };
                 for (i, batch) in batches.iter_mut().enumerate() {
                     self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
@@ -371,6 +372,8 @@ impl AddressActor {
                         None => remote_batches.push((peer, vec![copy(&d)])),
                     }
                 }
+                // The copies carry the outcome now.
+                d.consumed();
                 continue;
             }
             if d.fanout.is_some() {

@@ -812,8 +812,12 @@ impl ConnectionActor {
             };
             let current = l.credit();
             if !p.has_path {
-                if current > 0 {
-                    let _ = self.engine.flow(*link, 0, true);
+                // Drain: the sender uses up or gives back the credit it has.
+                // The credit itself stays: transfers the client sent before
+                // it sees this flow are within it (revoking it would make
+                // them protocol violations).
+                if current > 0 && !l.drain() {
+                    let _ = self.engine.flow(*link, current, true);
                 }
                 continue;
             }
@@ -918,6 +922,7 @@ fn routed(
         trace: Vec::new(),
         hops_left: crate::mesh::data::HOP_LIMIT,
         remote_outstanding: None,
+        outcome_sent: false,
     }
 }
 

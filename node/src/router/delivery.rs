@@ -90,13 +90,37 @@ pub struct RoutedDelivery {
     /// address's count of outstanding deliveries through that next hop
     /// (what balanced weighs), decremented when the outcome comes back.
     pub remote_outstanding: Option<Arc<AtomicU32>>,
+    /// Its outcome has been sent home (see `Drop`).
+    pub(crate) outcome_sent: bool,
+}
+
+/// A delivery dropped without an outcome — handed to an actor that stopped
+/// before reading its mailbox, say — goes back to its sender as released:
+/// no unsettled delivery ever vanishes.
+impl Drop for RoutedDelivery {
+    fn drop(&mut self) {
+        if !self.outcome_sent {
+            tracing::debug!(address = %self.address, "delivery dropped on its way: released to its sender");
+            self.send_outcome(Some(DeliveryState::Released));
+        }
+    }
 }
 
 impl RoutedDelivery {
     /// Returns the delivery to its sender with `state` (or, for a presettled
     /// delivery, only replenishes the sender's credit).
-    pub fn return_to_sender(self, state: Option<DeliveryState>) {
-        if let Some((origin, state)) = self.into_outcome(state) {
+    pub fn return_to_sender(mut self, state: Option<DeliveryState>) {
+        self.send_outcome(state);
+    }
+
+    /// The delivery ends here with no outcome of its own: a multicast
+    /// original once its copies are made (they carry the outcome).
+    pub fn consumed(mut self) {
+        self.outcome_sent = true;
+    }
+
+    fn send_outcome(&mut self, state: Option<DeliveryState>) {
+        if let Some((origin, state)) = self.take_outcome(state) {
             origin.conn.do_send(Returned {
                 outcomes: vec![(origin.key, state)],
             });
@@ -108,17 +132,27 @@ impl RoutedDelivery {
     /// done). Lets a connection batch the outcomes of many deliveries into
     /// one `Returned` per ingress connection.
     pub fn into_outcome(
-        self,
+        mut self,
         state: Option<DeliveryState>,
     ) -> Option<(Origin, Option<DeliveryState>)> {
-        match self.fanout {
+        self.take_outcome(state)
+    }
+
+    fn take_outcome(
+        &mut self,
+        state: Option<DeliveryState>,
+    ) -> Option<(Origin, Option<DeliveryState>)> {
+        if std::mem::replace(&mut self.outcome_sent, true) {
+            return None;
+        }
+        match self.fanout.take() {
             Some(fanout) => {
                 fanout.complete(&self.origin, state);
                 None
             }
             None => {
                 let state = if self.presettled { None } else { state };
-                Some((self.origin, state))
+                Some((self.origin.clone(), state))
             }
         }
     }
