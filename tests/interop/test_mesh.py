@@ -238,3 +238,19 @@ def test_square_kill_b_under_load_reroutes_through_c_and_no_message_vanishes():
     finally:
         for r in (a, c, d):
             assert r.stop() == 0, r.log()
+
+
+def test_many_64k_messages_cross_the_chain_in_bounded_batches(chain):
+    # Hundreds of 64 KiB messages in flight would make one gRPC message far
+    # larger than a peer accepts if frames were not cut into bounded batches.
+    import os
+    from proton import Message
+    a, b, c = chain
+    payloads = [os.urandom(64 * 1024) for _ in range(8)]
+    rx = Receiver(c.url, "queue.chain.64k", expect=400).start()
+    assert rx.attached.wait(10)
+    tx = Sender(a.url, "queue.chain.64k",
+                [Message(body=payloads[i % 8], id=i) for i in range(400)], timeout=60).start().join()
+    rx.join()
+    assert tx.counts() == {"accepted": 400}, tx.counts()
+    assert all(m.body == payloads[m.id % 8] for m in rx.messages)

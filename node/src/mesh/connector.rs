@@ -128,7 +128,9 @@ async fn dial(target: &str, cost: u32) -> anyhow::Result<(Streaming<Batch>, mpsc
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
     let channel = endpoint.connect().await?;
-    let mut client = InterRouterClient::new(channel);
+    let mut client = InterRouterClient::new(channel)
+        .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
+        .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
     let (out, rx) = mpsc::channel(OUTBOUND_BATCHES);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     request

@@ -45,6 +45,11 @@ use crate::config::{Config, Role};
 use control::{AddLocalAddress, ControlActor, RemoveLocalAddress};
 use peer::PeerActor;
 
+/// Largest gRPC message (one `Batch`) a router accepts. A batch carries at
+/// most [`peer::BATCH_BYTES`] of frames plus one frame, and one frame at most
+/// one whole message (up to a listener's 10 MiB default max-message-size).
+pub const MAX_BATCH_MESSAGE: usize = 64 * 1024 * 1024;
+
 /// gRPC request metadata key carrying the dialing side's configured link cost,
 /// so both ends announce the same cost for the link.
 pub const LINK_COST_METADATA: &str = "bote-link-cost";

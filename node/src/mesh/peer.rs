@@ -26,6 +26,36 @@ use crate::router::delivery::{Returned, StreamProgress};
 /// Capacity, in batches, of each stream's outbound channel.
 pub const OUTBOUND_BATCHES: usize = 64;
 
+/// A batch is closed once its frames carry about this many bytes, so one gRPC
+/// message stays well under the peer's limit ([`super::MAX_BATCH_MESSAGE`])
+/// and large messages interleave with other traffic.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+
+/// Cuts queued frames into batches of about [`BATCH_BYTES`], in order.
+fn split_batches(frames: Vec<pb::Frame>) -> std::collections::VecDeque<pb::Batch> {
+    let mut batches = std::collections::VecDeque::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for frame in frames {
+        let size = match &frame.kind {
+            Some(pb::frame::Kind::Transfer(t)) => 64 + t.message.len(),
+            _ => 64,
+        };
+        if bytes + size > BATCH_BYTES && !current.is_empty() {
+            batches.push_back(pb::Batch {
+                frames: mem::take(&mut current),
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(frame);
+    }
+    if !current.is_empty() {
+        batches.push_back(pb::Batch { frames: current });
+    }
+    batches
+}
+
 /// One inter-router stream and the neighbour on its other end.
 pub struct PeerActor {
     conn: u64,
@@ -101,21 +131,31 @@ impl PeerActor {
         if self.pending.is_empty() {
             return;
         }
-        let batch = pb::Batch {
-            frames: mem::take(&mut self.pending),
-        };
-        match self.out.try_send(batch) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(batch)) => {
-                let out = self.out.clone();
-                ctx.wait(
-                    async move {
-                        let _ = out.send(batch).await;
-                    }
-                    .into_actor(self),
-                );
+        let mut batches = split_batches(mem::take(&mut self.pending));
+        while let Some(batch) = batches.pop_front() {
+            match self.out.try_send(batch) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(batch)) => {
+                    // Keep order: the rest waits behind this one.
+                    batches.push_front(batch);
+                    let out = self.out.clone();
+                    ctx.wait(
+                        async move {
+                            for batch in batches {
+                                if out.send(batch).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    ctx.stop();
+                    return;
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
         }
     }
 
@@ -302,5 +342,43 @@ impl Handler<StreamProgress> for PeerActor {
     fn handle(&mut self, msg: StreamProgress, ctx: &mut Self::Context) {
         let frames = self.data.stream_progress(msg.context);
         self.queue(frames, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(len: usize) -> pb::Frame {
+        pb::Frame {
+            kind: Some(pb::frame::Kind::Transfer(pb::Transfer {
+                message: bytes::Bytes::from(vec![0u8; len]),
+                ..pb::Transfer::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn large_transfers_are_split_into_bounded_batches_in_order() {
+        let frames: Vec<pb::Frame> = (0..40).map(|_| transfer(64 * 1024)).collect();
+        let batches = split_batches(frames);
+        assert!(batches.len() >= 3, "{} batches", batches.len());
+        let mut total = 0;
+        for b in &batches {
+            let bytes: usize = b
+                .frames
+                .iter()
+                .map(|f| match &f.kind {
+                    Some(pb::frame::Kind::Transfer(t)) => t.message.len(),
+                    _ => 0,
+                })
+                .sum();
+            assert!(bytes <= BATCH_BYTES, "batch of {bytes} bytes");
+            total += b.frames.len();
+        }
+        assert_eq!(total, 40);
+        // A single frame larger than the limit still goes, alone.
+        let big = split_batches(vec![transfer(3 * BATCH_BYTES), transfer(10)]);
+        assert_eq!(big.len(), 2);
     }
 }

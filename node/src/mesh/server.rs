@@ -38,7 +38,9 @@ pub async fn serve(
             let _ = stream.set_nodelay(true);
         })
     });
-    let service = InterRouterServer::new(ExchangeService { control });
+    let service = InterRouterServer::new(ExchangeService { control })
+        .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
+        .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
     actix_rt::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(service)
