@@ -62,10 +62,20 @@ struct Router {
     port: u16,
     log: Arc<Mutex<String>>,
     dir: PathBuf,
+    /// The inter-router listener's port, once logged (mesh tests).
+    inter_router_port: Arc<Mutex<Option<u16>>>,
+    /// Routers reachable in the router's latest route table (its log).
+    reachable: Arc<AtomicUsize>,
 }
 
 impl Router {
     fn start(id: &str) -> Router {
+        Router::start_with(id, "")
+    }
+
+    /// A router whose config also holds `extra` (inter-router listeners and
+    /// connectors for mesh tests).
+    fn start_with(id: &str, extra: &str) -> Router {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "bote-fe2o3-{}-{}",
@@ -78,7 +88,7 @@ impl Router {
             &config,
             format!(
                 "[router]\nid = \"{id}\"\nworkers = 2\nlog-level = \"info\"\n\n\
-                 [[listener]]\nhost = \"127.0.0.1\"\nport = 0\n{ADDRESSES}"
+                 [[listener]]\nhost = \"127.0.0.1\"\nport = 0\n{ADDRESSES}\n{extra}"
             ),
         )
         .expect("write the router's config");
@@ -98,14 +108,22 @@ impl Router {
         let log = Arc::new(Mutex::new(String::new()));
         let (port_tx, port_rx) = mpsc::channel();
         let pump_log = log.clone();
+        let inter_router_port = Arc::new(Mutex::new(None));
+        let reachable = Arc::new(AtomicUsize::new(0));
+        let (ir, reach) = (inter_router_port.clone(), reachable.clone());
         std::thread::spawn(move || {
             let mut port_tx = Some(port_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(port) = listening_port(&line)
+                if line.contains("inter-router listening on ") {
+                    *ir.lock().unwrap_or_else(|e| e.into_inner()) = listening_port(&line);
+                } else if let Some(port) = listening_port(&line)
                     && let Some(tx) = port_tx.take()
                 {
                     let _ = tx.send(port);
+                }
+                if let Some(n) = reachable_count(&line) {
+                    reach.store(n, Ordering::Relaxed);
                 }
                 let mut log = pump_log.lock().unwrap_or_else(|e| e.into_inner());
                 log.push_str(&line);
@@ -118,6 +136,8 @@ impl Router {
             port: 0,
             log,
             dir,
+            inter_router_port,
+            reachable,
         };
         match port_rx.recv_timeout(WAIT) {
             Ok(port) => router.port = port,
@@ -128,6 +148,27 @@ impl Router {
 
     fn url(&self) -> String {
         format!("amqp://127.0.0.1:{}", self.port)
+    }
+
+    /// The inter-router listener's port (waits, bounded, for its log line).
+    fn inter_router_port(&self) -> u16 {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(p) = *self
+                .inter_router_port
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+            {
+                return p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} logged no inter-router port:\n{}",
+                self.id,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn log(&self) -> String {
@@ -176,6 +217,15 @@ impl Drop for Router {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// N of a `routes: N routers reachable, ...` log line.
+fn reachable_count(line: &str) -> Option<usize> {
+    let rest = &line[line.find("routes: ")? + "routes: ".len()..];
+    let (n, tail) = rest.split_once(' ')?;
+    tail.starts_with("routers reachable")
+        .then(|| n.parse().ok())
+        .flatten()
 }
 
 /// The port of a `listening on 127.0.0.1:PORT` log line.
@@ -469,6 +519,66 @@ async fn ten_thousand_unsettled_messages_arrive_none_lost_all_accepted() {
     tx_client.close().await;
     rx_client.close().await;
     router.stop_cleanly();
+}
+
+/// The config lines of an inter-router listener on an ephemeral port.
+const INTER_ROUTER_LISTENER: &str =
+    "[[listener]]\nhost = \"127.0.0.1\"\nport = 0\nrole = \"inter-router\"\n";
+
+fn connector(name: &str, port: u16) -> String {
+    format!(
+        "[[connector]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"inter-router\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_a_b_c_delivers_ten_thousand_unsettled_and_every_outcome_returns() {
+    let a = Router::start_with("Router.A", INTER_ROUTER_LISTENER);
+    let b = Router::start_with(
+        "Router.B",
+        &format!(
+            "{INTER_ROUTER_LISTENER}{}",
+            connector("to-a", a.inter_router_port())
+        ),
+    );
+    let c = Router::start_with("Router.C", &connector("to-b", b.inter_router_port()));
+    wait_until("the chain to converge", || {
+        [&a, &b, &c]
+            .iter()
+            .all(|r| r.reachable.load(Ordering::Relaxed) == 2)
+    })
+    .await;
+    let mut rx_client = Client::connect(&c, "chain-rx").await;
+    let mut receiver = rx_client
+        .receiver("chain-rx", "queue.chain", CreditMode::Auto(250))
+        .await;
+    let mut tx_client = Client::connect(&a, "chain-tx").await;
+    let mut sender = tx_client.sender("chain-tx", "queue.chain").await;
+
+    let consumer = tokio::spawn(async move {
+        let ids = receive_ids(&mut receiver, BULK as usize, true).await;
+        (receiver, ids)
+    });
+    let outcomes = outcomes_of(send_all(&mut sender, 0..BULK).await).await;
+    let (receiver, mut ids) = timeout(WAIT, consumer)
+        .await
+        .expect("consumer finished")
+        .expect("consumer");
+
+    assert_eq!(counts(&outcomes), all_accepted(BULK as usize));
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..BULK).collect::<Vec<_>>(),
+        "every id received exactly once"
+    );
+    let _ = timeout(WAIT, sender.close()).await;
+    let _ = timeout(WAIT, receiver.close()).await;
+    tx_client.close().await;
+    rx_client.close().await;
+    for r in [a, b, c] {
+        r.stop_cleanly();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
