@@ -487,15 +487,16 @@ async fn assert_router_still_works(router: &Router, address: &str) {
 
 const BULK: u64 = 10_000;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_unsettled_messages_arrive_none_lost_all_accepted() {
-    let router = Router::start("Router.F");
-    let mut rx_client = Client::connect(&router, "bulk-rx").await;
+/// Sends `BULK` unsettled messages to `address` on `tx_router` and receives
+/// them on `rx_router` (the same router, or the far end of a mesh): every
+/// outcome is accepted and every id arrives exactly once.
+async fn bulk_unsettled(tx_router: &Router, rx_router: &Router, address: &str) {
+    let mut rx_client = Client::connect(rx_router, "bulk-rx").await;
     let mut receiver = rx_client
-        .receiver("bulk-rx", "queue.bulk", CreditMode::Auto(250))
+        .receiver("bulk-rx", address, CreditMode::Auto(250))
         .await;
-    let mut tx_client = Client::connect(&router, "bulk-tx").await;
-    let mut sender = tx_client.sender("bulk-tx", "queue.bulk").await;
+    let mut tx_client = Client::connect(tx_router, "bulk-tx").await;
+    let mut sender = tx_client.sender("bulk-tx", address).await;
 
     let consumer = tokio::spawn(async move {
         let ids = receive_ids(&mut receiver, BULK as usize, true).await;
@@ -518,6 +519,12 @@ async fn ten_thousand_unsettled_messages_arrive_none_lost_all_accepted() {
     let _ = timeout(WAIT, receiver.close()).await;
     tx_client.close().await;
     rx_client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_unsettled_messages_arrive_none_lost_all_accepted() {
+    let router = Router::start("Router.F");
+    bulk_unsettled(&router, &router, "queue.bulk").await;
     router.stop_cleanly();
 }
 
@@ -548,34 +555,7 @@ async fn chain_a_b_c_delivers_ten_thousand_unsettled_and_every_outcome_returns()
             .all(|r| r.reachable.load(Ordering::Relaxed) == 2)
     })
     .await;
-    let mut rx_client = Client::connect(&c, "chain-rx").await;
-    let mut receiver = rx_client
-        .receiver("chain-rx", "queue.chain", CreditMode::Auto(250))
-        .await;
-    let mut tx_client = Client::connect(&a, "chain-tx").await;
-    let mut sender = tx_client.sender("chain-tx", "queue.chain").await;
-
-    let consumer = tokio::spawn(async move {
-        let ids = receive_ids(&mut receiver, BULK as usize, true).await;
-        (receiver, ids)
-    });
-    let outcomes = outcomes_of(send_all(&mut sender, 0..BULK).await).await;
-    let (receiver, mut ids) = timeout(WAIT, consumer)
-        .await
-        .expect("consumer finished")
-        .expect("consumer");
-
-    assert_eq!(counts(&outcomes), all_accepted(BULK as usize));
-    ids.sort_unstable();
-    assert_eq!(
-        ids,
-        (0..BULK).collect::<Vec<_>>(),
-        "every id received exactly once"
-    );
-    let _ = timeout(WAIT, sender.close()).await;
-    let _ = timeout(WAIT, receiver.close()).await;
-    tx_client.close().await;
-    rx_client.close().await;
+    bulk_unsettled(&a, &c, "queue.chain").await;
     for r in [a, b, c] {
         r.stop_cleanly();
     }
