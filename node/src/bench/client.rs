@@ -159,6 +159,33 @@ fn describe(e: &AmqpError) -> String {
     }
 }
 
+/// Sends message `n` of a run: the template stamped with `stamp`, tagged and
+/// with context `n`.
+fn send_stamped(
+    conn: &mut Connection,
+    link: LinkId,
+    template: &Template,
+    arena: &mut BytesMut,
+    stamp: u64,
+    n: u64,
+    presettled: bool,
+) -> Result<(), String> {
+    let payload = template.stamped(arena, stamp);
+    let tag = tag(arena, n);
+    conn.send(
+        link,
+        SendDelivery {
+            tag,
+            payload,
+            settled: presettled,
+            message_format: 0,
+            context: n,
+            complete: true,
+        },
+    )
+    .map_err(|e| format!("send: {e}"))
+}
+
 fn tag(arena: &mut BytesMut, n: u64) -> Bytes {
     if arena.capacity() < 8 {
         arena.reserve(64 * 1024);
@@ -451,20 +478,15 @@ impl Role for Sender {
                 self.shared.first_send_ns.fetch_min(now, Ordering::Relaxed);
             }
             for _ in 0..room {
-                let payload = self.template.stamped(&mut self.arena, base_nanos());
-                let tag = tag(&mut self.arena, self.queued);
-                conn.send(
+                send_stamped(
+                    conn,
                     link,
-                    SendDelivery {
-                        tag,
-                        payload,
-                        settled: self.presettled,
-                        message_format: 0,
-                        context: self.queued,
-                        complete: true,
-                    },
-                )
-                .map_err(|e| format!("send: {e}"))?;
+                    &self.template,
+                    &mut self.arena,
+                    base_nanos(),
+                    self.queued,
+                    self.presettled,
+                )?;
                 self.queued += 1;
             }
             self.shared.sent.fetch_add(room, Ordering::Relaxed);
@@ -776,20 +798,15 @@ impl Role for Requester {
         if self.requests == 0 {
             self.shared.first_send_ns.fetch_min(now, Ordering::Relaxed);
         }
-        let payload = self.template.stamped(&mut self.arena, now);
-        let tag = tag(&mut self.arena, self.requests);
-        conn.send(
+        send_stamped(
+            conn,
             link,
-            SendDelivery {
-                tag,
-                payload,
-                settled: self.presettled,
-                message_format: 0,
-                context: self.requests,
-                complete: true,
-            },
-        )
-        .map_err(|e| format!("send: {e}"))?;
+            &self.template,
+            &mut self.arena,
+            now,
+            self.requests,
+            self.presettled,
+        )?;
         self.requests += 1;
         self.outstanding = true;
         self.shared.sent.fetch_add(1, Ordering::Relaxed);
