@@ -12,6 +12,15 @@
 //!
 //! The trace of visited routers and a hop limit travel with each transfer; a
 //! router never forwards a delivery to a router on its trace.
+//!
+//! Per-transfer cost: addresses, router ids and traces cross as `bytes`
+//! fields, so an arriving transfer's strings are slices of the received
+//! batch; [`Names`] maps them to the router's shared `Arc<str>`/[`Trace`]
+//! values (a cache hit allocates nothing), and sending reuses the wire form
+//! of the last address and trace. Arriving deliveries are routed once per
+//! batch ([`PeerData::route_arrived`]), one message per run of deliveries to
+//! the same address, and the outcomes of departed deliveries go home in one
+//! message per ingress connection ([`OutcomeBatch`]).
 
 use std::sync::Arc;
 
@@ -22,7 +31,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::DataHook;
 use crate::amqp::definitions::{AmqpError, DeliveryState};
-use crate::router::delivery::{ConnId, Origin, Returned, RoutedDelivery, SeqMap, Stream};
+use crate::router::delivery::{
+    ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, Trace,
+};
 
 /// Hops a delivery may still take when it enters the mesh.
 pub const HOP_LIMIT: u32 = 32;
@@ -34,11 +45,90 @@ pub struct PeerDeliver(pub Vec<RoutedDelivery>);
 
 /// A multi-frame delivery arriving from the neighbour.
 struct Assembly {
-    address: String,
+    address: Bytes,
     settled: bool,
-    trace: Vec<String>,
+    trace: Vec<Bytes>,
     hops_left: u32,
     body: BytesMut,
+}
+
+/// At most this many distinct addresses are remembered in each direction;
+/// past it the cache starts again (it only saves allocations).
+const NAMES_CACHED: usize = 4096;
+
+/// The wire form of names (addresses, router ids, traces) and the router's
+/// shared values for them, both ways, so the steady state of a stream
+/// allocates no strings per transfer.
+#[derive(Default)]
+struct Names {
+    /// Arriving address bytes -> the router's address.
+    addresses_in: std::collections::HashMap<Bytes, Arc<str>>,
+    /// The last arriving trace and its shared value.
+    trace_in: Option<(Vec<Bytes>, Trace)>,
+    /// Address -> its wire bytes.
+    addresses_out: std::collections::HashMap<Arc<str>, Bytes>,
+    /// The last departing trace (before this router is added) and its wire
+    /// form (with this router).
+    trace_out: Option<(Trace, Vec<Bytes>)>,
+}
+
+impl Names {
+    /// The router's address for arriving bytes; `None` if not UTF-8.
+    fn address_in(&mut self, wire: &Bytes) -> Option<Arc<str>> {
+        if let Some(a) = self.addresses_in.get(wire) {
+            return Some(a.clone());
+        }
+        let a: Arc<str> = Arc::from(std::str::from_utf8(wire).ok()?);
+        if self.addresses_in.len() >= NAMES_CACHED {
+            self.addresses_in.clear();
+        }
+        self.addresses_in.insert(wire.clone(), a.clone());
+        Some(a)
+    }
+
+    /// The shared trace for arriving router ids; `None` if one is not UTF-8.
+    fn trace_in(&mut self, wire: Vec<Bytes>) -> Option<Trace> {
+        if let Some((last, trace)) = &self.trace_in
+            && *last == wire
+        {
+            return Some(trace.clone());
+        }
+        let mut routers = Vec::with_capacity(wire.len());
+        for r in &wire {
+            routers.push(RouterId::from(std::str::from_utf8(r).ok()?));
+        }
+        let trace = Trace::from(routers);
+        self.trace_in = Some((wire, trace.clone()));
+        Some(trace)
+    }
+
+    fn address_out(&mut self, address: &Arc<str>) -> Bytes {
+        if let Some(b) = self.addresses_out.get(address) {
+            return b.clone();
+        }
+        let b = Bytes::copy_from_slice(address.as_bytes());
+        if self.addresses_out.len() >= NAMES_CACHED {
+            self.addresses_out.clear();
+        }
+        self.addresses_out.insert(address.clone(), b.clone());
+        b
+    }
+
+    /// `trace` plus `own`, in wire form.
+    fn trace_out(&mut self, trace: &Trace, own: &RouterId) -> Vec<Bytes> {
+        if let Some((last, wire)) = &self.trace_out
+            && last.same(trace)
+        {
+            return wire.clone();
+        }
+        let wire: Vec<Bytes> = trace
+            .iter()
+            .chain(std::iter::once(own))
+            .map(|r| Bytes::copy_from_slice(r.as_str().as_bytes()))
+            .collect();
+        self.trace_out = Some((trace.clone(), wire.clone()));
+        wire
+    }
 }
 
 /// The data-plane state of one inter-router stream.
@@ -55,6 +145,12 @@ pub struct PeerData {
     streams_out: SeqMap<(Arc<Stream>, usize)>,
     /// Arriving deliveries not complete yet, by the neighbour's id.
     assembling: SeqMap<Assembly>,
+    names: Names,
+    /// Arrived and complete, to be routed at the end of the batch.
+    arrived: Vec<RoutedDelivery>,
+    /// Outcomes of deliveries the neighbour settled, to be sent home at the
+    /// end of the batch.
+    outcomes: OutcomeBatch,
 }
 
 impl PeerData {
@@ -69,6 +165,9 @@ impl PeerData {
             sent: SeqMap::default(),
             streams_out: SeqMap::default(),
             assembling: SeqMap::default(),
+            names: Names::default(),
+            arrived: Vec::new(),
+            outcomes: OutcomeBatch::default(),
         }
     }
 
@@ -87,8 +186,8 @@ impl PeerData {
         for d in deliveries {
             let id = self.next_id;
             self.next_id += 1;
-            let mut trace: Vec<String> = d.trace.iter().map(|r| r.as_str().to_owned()).collect();
-            trace.push(self.own.as_str().to_owned());
+            let trace = self.names.trace_out(&d.trace, &self.own);
+            let address = self.names.address_out(&d.address);
             let hops_left = d.hops_left.saturating_sub(1);
             let (chunks, complete) = match &d.stream {
                 Some(s) => {
@@ -104,8 +203,8 @@ impl PeerData {
             frames.push(transfer_frame(
                 id,
                 &d,
-                d.message.clone(),
-                trace.clone(),
+                address,
+                trace,
                 hops_left,
                 !(complete && last == 0),
             ));
@@ -155,6 +254,8 @@ impl PeerData {
     }
 
     /// A data frame from the neighbour; returns frames to send back.
+    /// Deliveries and outcomes it produces wait for [`PeerData::route_arrived`]
+    /// at the end of the batch.
     pub fn inbound(&mut self, kind: pb::frame::Kind) -> Vec<pb::Frame> {
         match kind {
             pb::frame::Kind::Transfer(t) => self.on_transfer(t),
@@ -162,11 +263,32 @@ impl PeerData {
                 if let Some(delivery) = self.sent.remove(&d.delivery_id) {
                     self.streams_out.remove(&d.delivery_id);
                     settled_remotely(&delivery);
-                    delivery.return_to_sender(d.outcome.map(outcome_from_wire));
+                    self.outcomes
+                        .push(delivery, d.outcome.map(outcome_from_wire));
                 }
                 Vec::new()
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// Routes what arrived in the batch just read (one message per run of
+    /// deliveries to the same address) and sends the outcomes it settled
+    /// home (one message per ingress connection).
+    pub fn route_arrived(&mut self) {
+        self.outcomes.send();
+        if self.arrived.is_empty() {
+            return;
+        }
+        let arrived = std::mem::take(&mut self.arrived);
+        match self.hook.get() {
+            Some(data) => data.route(arrived),
+            None => {
+                // The router is not up yet: give them back.
+                for d in arrived {
+                    d.return_to_sender(Some(DeliveryState::Released));
+                }
+            }
         }
     }
 
@@ -206,28 +328,30 @@ impl PeerData {
                 (t.address, t.settled, t.trace, t.hops_left, t.message)
             }
         };
-        let looped = trace.iter().any(|r| r == self.own.as_str());
-        if looped || hops_left == 0 || address.is_empty() {
-            tracing::warn!(address = %address, ?trace, hops_left, "inter-router delivery dropped as a loop or without address");
+        let looped = trace.iter().any(|r| r == self.own.as_str().as_bytes());
+        let routable = self
+            .names
+            .address_in(&address)
+            .filter(|a| !a.is_empty())
+            .zip(self.names.trace_in(trace));
+        let Some((address, trace)) = routable.filter(|_| !looped && hops_left > 0) else {
+            tracing::warn!(
+                address = %String::from_utf8_lossy(&address),
+                looped,
+                hops_left,
+                "inter-router delivery dropped: a loop, no hops left, or an empty or non-UTF-8 address or router id"
+            );
             return if settled {
                 Vec::new()
             } else {
                 vec![disposition(id, Some(DeliveryState::Released))]
             };
-        }
+        };
         let Some(returns_to) = self.returns_to.clone() else {
             return Vec::new();
         };
-        let Some(data) = self.hook.get() else {
-            // The router is not up yet: give it back.
-            return if settled {
-                Vec::new()
-            } else {
-                vec![disposition(id, Some(DeliveryState::Released))]
-            };
-        };
-        data.route(RoutedDelivery {
-            address: Arc::from(address),
+        self.arrived.push(RoutedDelivery {
+            address,
             message,
             presettled: settled,
             priority: 4,
@@ -239,7 +363,7 @@ impl PeerData {
             fanout: None,
             tried: Vec::new(),
             stream: None,
-            trace: trace.iter().map(|r| RouterId::from(r.as_str())).collect(),
+            trace,
             hops_left,
             remote_outstanding: None,
             outcome_sent: false,
@@ -260,6 +384,9 @@ impl PeerData {
     /// The neighbour is gone: what it had been sent and not settled may have
     /// been processed (modified, delivery-failed).
     pub fn lost(&mut self) {
+        // What arrived complete before the loss still goes on, and outcomes
+        // already collected still go home.
+        self.route_arrived();
         for (_, d) in self.sent.drain() {
             settled_remotely(&d);
             d.return_to_sender(Some(DeliveryState::Modified {
@@ -291,16 +418,16 @@ fn dummy_link() -> crate::amqp::event::LinkId {
 fn transfer_frame(
     id: u64,
     d: &RoutedDelivery,
-    message: Bytes,
-    trace: Vec<String>,
+    address: Bytes,
+    trace: Vec<Bytes>,
     hops_left: u32,
     more: bool,
 ) -> pb::Frame {
     pb::Frame {
         kind: Some(pb::frame::Kind::Transfer(pb::Transfer {
             delivery_id: id,
-            address: d.address.to_string(),
-            message,
+            address,
+            message: d.message.clone(),
             settled: d.presettled,
             priority: u32::from(d.priority),
             ingress_router: trace.first().cloned().unwrap_or_default(),
@@ -383,6 +510,44 @@ pub fn outcome_from_wire(outcome: pb::Outcome) -> DeliveryState {
 mod tests {
     use super::*;
     use crate::amqp::definitions::condition;
+
+    #[test]
+    fn arriving_names_share_one_value_and_bad_utf8_is_refused() {
+        let mut names = Names::default();
+        let a = names.address_in(&Bytes::from_static(b"queue.a")).unwrap();
+        let b = names
+            .address_in(&Bytes::copy_from_slice(b"queue.a"))
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one Arc per address");
+        assert_eq!(names.address_in(&Bytes::from_static(b"\xff\xfe")), None);
+
+        let wire = vec![Bytes::from_static(b"A"), Bytes::from_static(b"B")];
+        let t1 = names.trace_in(wire.clone()).unwrap();
+        let t2 = names.trace_in(wire).unwrap();
+        assert!(t1.same(&t2), "one shared trace per path");
+        assert_eq!(&*t1, &[RouterId::from("A"), RouterId::from("B")]);
+        assert_eq!(names.trace_in(vec![Bytes::from_static(b"\xc3")]), None);
+    }
+
+    #[test]
+    fn departing_trace_adds_this_router_and_is_reused() {
+        let mut names = Names::default();
+        let own = RouterId::from("B");
+        let empty = Trace::default();
+        assert_eq!(
+            names.trace_out(&empty, &own),
+            vec![Bytes::from_static(b"B")]
+        );
+        let via_a = Trace::from(vec![RouterId::from("A")]);
+        let wire = names.trace_out(&via_a, &own);
+        assert_eq!(
+            wire,
+            vec![Bytes::from_static(b"A"), Bytes::from_static(b"B")]
+        );
+        assert_eq!(names.trace_out(&via_a.clone(), &own), wire);
+        let address: Arc<str> = Arc::from("queue.a");
+        assert_eq!(names.address_out(&address), Bytes::from_static(b"queue.a"));
+    }
 
     #[test]
     fn outcomes_cross_the_wire_unchanged() {

@@ -9,7 +9,9 @@
 //! Everything here runs on the actix System arbiter (the thread of
 //! `Router::start`); tonic's connection tasks run on the same tokio runtime
 //! and reach the actors only through `Addr::send`/`do_send` and tokio mpsc
-//! channels.
+//! channels. The router's address actors run on this arbiter too
+//! ([`MeshHandle::arbiter`]), so deliveries crossing the router do not
+//! change threads.
 //!
 //! # Interface for the data plane
 //!
@@ -83,8 +85,9 @@ impl MeshView {
 pub trait DataPlane: Send + Sync + 'static {
     /// A new snapshot was published.
     fn view_changed(&self, view: Arc<MeshView>);
-    /// A delivery arrived from a neighbour: route it like a local one.
-    fn route(&self, delivery: crate::router::delivery::RoutedDelivery);
+    /// Deliveries arrived from a neighbour (in arrival order): route them
+    /// like local ones.
+    fn route(&self, deliveries: Vec<crate::router::delivery::RoutedDelivery>);
 }
 
 /// Where the control and peer actors find the [`DataPlane`].
@@ -103,6 +106,8 @@ pub struct MeshHandle {
     pub id: RouterId,
     /// The bound address of each inter-router listener, in config order.
     pub bound: Vec<std::net::SocketAddr>,
+    /// The arbiter the mesh runs on (control, peers, inter-router streams).
+    pub arbiter: actix::dev::ArbiterHandle,
 }
 
 impl MeshHandle {
@@ -199,5 +204,6 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
         data,
         id,
         bound,
+        arbiter: Arbiter::current(),
     })
 }

@@ -252,6 +252,7 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
             }
             messages.push(message);
         }
+        self.data.route_arrived();
         if let Some(from) = &self.peer
             && !messages.is_empty()
         {

@@ -919,7 +919,7 @@ fn routed(
         fanout: None,
         tried: Vec::new(),
         stream,
-        trace: Vec::new(),
+        trace: super::delivery::Trace::default(),
         hops_left: crate::mesh::data::HOP_LIMIT,
         remote_outstanding: None,
         outcome_sent: false,

@@ -83,7 +83,7 @@ pub struct RoutedDelivery {
     pub stream: Option<Arc<Stream>>,
     /// Routers the delivery has visited (ingress first); empty until it
     /// leaves its ingress router. It never goes to a router on this list.
-    pub trace: Vec<bote_topology::RouterId>,
+    pub trace: Trace,
     /// Inter-router hops it may still take.
     pub hops_left: u32,
     /// Set while it is unsettled on an inter-router hop: the sending
@@ -92,6 +92,42 @@ pub struct RoutedDelivery {
     pub remote_outstanding: Option<Arc<AtomicU32>>,
     /// Its outcome has been sent home (see `Drop`).
     pub(crate) outcome_sent: bool,
+}
+
+/// The routers a delivery visited, ingress first. Shared: deliveries that
+/// arrive along the same path share one list (see `mesh::data`), and copies
+/// clone an `Arc`. The empty trace (a delivery still on its ingress router)
+/// allocates nothing.
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
+pub struct Trace(Option<Arc<[bote_topology::RouterId]>>);
+
+impl Trace {
+    /// True when both are the same shared list (or both empty): a cheap
+    /// cache check, not an equality test.
+    pub fn same(&self, other: &Trace) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl std::ops::Deref for Trace {
+    type Target = [bote_topology::RouterId];
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl From<Vec<bote_topology::RouterId>> for Trace {
+    fn from(routers: Vec<bote_topology::RouterId>) -> Trace {
+        if routers.is_empty() {
+            Trace(None)
+        } else {
+            Trace(Some(routers.into()))
+        }
+    }
 }
 
 /// A delivery dropped without an outcome — handed to an actor that stopped

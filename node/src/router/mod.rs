@@ -88,15 +88,35 @@ impl crate::mesh::DataPlane for RouterData {
         }
     }
 
-    fn route(&self, delivery: delivery::RoutedDelivery) {
-        match self.shared.upgrade() {
-            Some(shared) => shared
-                .addresses
-                .get(&delivery.address)
-                .do_send(address::Forward(vec![delivery])),
-            None => {
-                delivery.return_to_sender(Some(crate::amqp::definitions::DeliveryState::Released))
+    /// One `Forward` per run of deliveries to the same address (arriving
+    /// addresses are shared `Arc`s, so a pointer compare finds the runs).
+    fn route(&self, deliveries: Vec<delivery::RoutedDelivery>) {
+        let Some(shared) = self.shared.upgrade() else {
+            for d in deliveries {
+                d.return_to_sender(Some(crate::amqp::definitions::DeliveryState::Released));
             }
+            return;
+        };
+        let mut run: Vec<delivery::RoutedDelivery> = Vec::new();
+        for d in deliveries {
+            if let Some(first) = run.first()
+                && !Arc::ptr_eq(&first.address, &d.address)
+                && *first.address != *d.address
+            {
+                let address = first.address.clone();
+                shared
+                    .addresses
+                    .get(&address)
+                    .do_send(address::Forward(std::mem::take(&mut run)));
+            }
+            run.push(d);
+        }
+        if let Some(first) = run.first() {
+            let address = first.address.clone();
+            shared
+                .addresses
+                .get(&address)
+                .do_send(address::Forward(run));
         }
     }
 }
