@@ -2,8 +2,10 @@
 //! example file, the error messages for mistakes, and how the address table
 //! decides an address's distribution.
 
+use bote_node::config::reload::{CostChange, diff};
 use bote_node::config::{
     AddressKey, AddressTable, Config, ConfigError, Diagnostic, Distribution, Role, SaslMechanism,
+    StripAnnotations,
 };
 use proptest::prelude::*;
 
@@ -256,6 +258,157 @@ fn the_example_file_users_copy_parses() {
         Distribution::Unavailable
     );
     assert_eq!(config.addresses.lookup("orders"), Distribution::Balanced);
+}
+
+#[test]
+fn strip_annotations_defaults_to_both_and_takes_qdrouterds_values_and_spelling() {
+    let config = parse(
+        "[[listener]]\nport = 1\n[[listener]]\nport = 2\nstrip-annotations = \"no\"\n\
+         [[listener]]\nport = 3\nstripAnnotations = \"in\"\n\
+         [[listener]]\nport = 4\nstrip-annotations = \"out\"\n",
+    );
+    let strip: Vec<StripAnnotations> = config
+        .listeners
+        .iter()
+        .map(|l| l.strip_annotations)
+        .collect();
+    assert_eq!(
+        strip,
+        [
+            StripAnnotations::Both,
+            StripAnnotations::No,
+            StripAnnotations::In,
+            StripAnnotations::Out
+        ]
+    );
+    let annotates: Vec<bool> = strip.iter().map(|s| s.annotates_outbound()).collect();
+    assert_eq!(annotates, [false, true, true, false]);
+}
+
+#[test]
+fn an_unknown_strip_annotations_value_names_file_line_key_and_the_choices() {
+    let d = diagnostic("[[listener]]\nport = 1\n\nstrip-annotations = \"yes\"\n");
+    let text = d.to_string();
+    assert!(text.starts_with("bote.toml:4:"), "{text}");
+    assert_eq!(d.key.as_deref(), Some("strip-annotations"));
+    assert!(
+        text.contains("strip-annotations in [[listener]] #1: unknown value \"yes\""),
+        "{text}"
+    );
+    assert!(text.contains("in, out, both or no"), "{text}");
+}
+
+// ---------------------------------------------------------------- reload
+
+const MESH: &str = r#"
+[router]
+id = "Router.C"
+
+[[listener]]
+name = "amqp"
+port = 0
+
+[[connector]]
+name = "to-a"
+host = "127.0.0.1"
+port = 5001
+cost = 10
+
+[[connector]]
+name = "to-b"
+host = "127.0.0.1"
+port = 5002
+"#;
+
+#[test]
+fn a_reload_that_changes_a_connector_cost_applies_at_run_time_and_nothing_else() {
+    let running = parse(MESH);
+    let new = parse(&MESH.replace("cost = 10", "cost = 1"));
+    let d = diff(&running, &new);
+    assert_eq!(
+        d.costs,
+        [CostChange {
+            connector: "to-a".into(),
+            target: "127.0.0.1:5001".into(),
+            old: 10,
+            new: 1
+        }]
+    );
+    assert!(d.needs_restart.is_empty(), "{:?}", d.needs_restart);
+    assert!(diff(&running, &running).is_empty());
+}
+
+#[test]
+fn a_renamed_connector_is_matched_by_host_and_port() {
+    let running = parse(MESH);
+    let new = parse(
+        &MESH
+            .replace("\"to-a\"", "\"to-router-a\"")
+            .replace("cost = 10", "cost = 3"),
+    );
+    let d = diff(&running, &new);
+    assert_eq!(d.costs.len(), 1);
+    assert_eq!(d.costs[0].connector, "to-a", "the running connector's name");
+    assert_eq!((d.costs[0].old, d.costs[0].new), (10, 3));
+    assert_eq!(d.needs_restart.len(), 1, "{:?}", d.needs_restart);
+    assert!(
+        d.needs_restart[0].contains("renamed \"to-router-a\""),
+        "{:?}",
+        d.needs_restart
+    );
+}
+
+#[test]
+fn what_a_running_router_cannot_change_is_listed_as_needing_a_restart() {
+    let running = parse(MESH);
+    let new = parse(
+        &(MESH
+            .replace("Router.C", "Router.X")
+            .replace("port = 0", "port = 0\nlink-capacity = 10")
+            .replace("port = 5002", "port = 5003")
+            .replace("cost = 10", "cost = 2")
+            + "\n[[address]]\nprefix = \"q\"\ndistribution = \"closest\"\n"),
+    );
+    let d = diff(&running, &new);
+    let text = d.needs_restart.join("\n");
+    assert!(
+        text.contains("[router] id \"Router.C\" -> \"Router.X\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("[[listener]] \"amqp\" (0.0.0.0:0) changed"),
+        "{text}"
+    );
+    // to-b now points elsewhere: a changed connector, not a cost change.
+    assert!(
+        text.contains("[[connector]] \"to-b\" (127.0.0.1:5002) changed"),
+        "{text}"
+    );
+    assert!(text.contains("[[address]] entries changed"), "{text}");
+    assert_eq!(d.needs_restart.len(), 4, "{text}");
+    // The cost of to-a still applies at run time.
+    assert_eq!(d.costs.len(), 1);
+    assert_eq!(d.costs[0].new, 2);
+
+    let other = parse(&MESH.replace(
+        "[[connector]]\nname = \"to-b\"",
+        "[[listener]]\nname = \"more\"\n[[connector]]\nname = \"to-c\"",
+    ));
+    let text = diff(&running, &other).needs_restart.join("\n");
+    assert!(
+        text.contains("[[listener]] \"more\" (0.0.0.0:5672) added"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[[connector]] \"to-b\" (127.0.0.1:5002) renamed \"to-c\""),
+        "{text}"
+    );
+    let end = MESH
+        .find("[[connector]]\nname = \"to-b\"")
+        .expect("to-b in MESH");
+    let fewer = parse(&MESH[..end]);
+    let text = diff(&running, &fewer).needs_restart.join("\n");
+    assert_eq!(text, "[[connector]] \"to-b\" (127.0.0.1:5002) removed");
 }
 
 #[test]

@@ -554,6 +554,42 @@ fn a_truncated_section_is_a_decode_error_naming_the_section() {
 }
 
 #[test]
+fn parse_head_finds_where_the_bare_message_starts_in_a_first_part() {
+    let bytes = full_message().build();
+    let whole = view(bytes.clone());
+    let bare = whole.bare_message_start();
+    // Any first part that reaches into the bare message's first descriptor
+    // gives the same head as the whole message.
+    for len in [bare + 3, bare + 10, bytes.len()] {
+        let head = MessageView::parse_head(&bytes.slice(..len)).expect("head parses");
+        assert_eq!(head.bare_message_start(), bare, "first part of {len} bytes");
+        assert_eq!(head.bytes().len(), bare);
+        assert!(
+            head.message_annotation("x-opt-custom")
+                .expect("decodes")
+                .is_some()
+        );
+        assert!(head.body().is_none());
+    }
+    // A part that ends inside the annotations is an error naming the section.
+    let ma = whole.section(SectionKind::MessageAnnotations).unwrap();
+    let err = MessageView::parse_head(&bytes.slice(..ma.end - 1)).expect_err("truncated head");
+    assert_eq!(err.what, "message-annotations section");
+    assert_eq!(err.problem, Problem::Truncated);
+    // A message without annotations: the head is its header alone.
+    let plain = small_message();
+    let head = MessageView::parse_head(&plain).expect("head parses");
+    assert_eq!(
+        head.bare_message_start(),
+        view(plain.clone()).bare_message_start()
+    );
+    // Every prefix of a valid message either parses or fails cleanly.
+    for len in 0..bytes.len() {
+        let _ = MessageView::parse_head(&bytes.slice(..len));
+    }
+}
+
+#[test]
 fn sections_out_of_spec_order_are_rejected() {
     let props = MessageBuilder::new().to("q").build();
     let header = MessageBuilder::new().durable(true).build();

@@ -54,6 +54,7 @@ fn a_batch_of_control_and_data_frames_round_trips_with_message_bytes_intact() {
                     router_id: "Router.A".into(),
                     instance: 7,
                     neighbours_seen: vec!["Router.B".into()],
+                    link_cost: 10,
                 })),
             },
             Frame {

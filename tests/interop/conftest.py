@@ -96,6 +96,16 @@ class Router:
     def log(self):
         return "".join(self.log_lines)
 
+    def reload(self, edit):
+        """Rewrites the config file as `edit(text)` and sends SIGHUP (boted
+        re-reads it). Returns the new text."""
+        with open(self.config) as f:
+            text = edit(f.read())
+        with open(self.config, "w") as f:
+            f.write(text)
+        self.proc.send_signal(signal.SIGHUP)
+        return text
+
     def stop(self, timeout=15):
         """SIGTERM and wait; returns the exit code."""
         if self.proc.poll() is None:

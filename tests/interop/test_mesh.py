@@ -254,3 +254,135 @@ def test_many_64k_messages_cross_the_chain_in_bounded_batches(chain):
     rx.join()
     assert tx.counts() == {"accepted": 400}, tx.counts()
     assert all(m.body == payloads[m.id % 8] for m in rx.messages)
+
+
+# ------------------------------------------------------- triangle with costs
+
+TRACE = "x-opt-qd.trace"
+INGRESS = "x-opt-qd.ingress"
+A_B_C = ["0/Router.A", "0/Router.B", "0/Router.C"]
+A_C = ["0/Router.A", "0/Router.C"]
+
+
+def route(router, dest):
+    return routes(router).get("routes", {}).get(dest)
+
+
+@pytest.fixture
+def triangle():
+    # A-B and B-C cost 1, A-C cost 10 (C dialled A: C's connector decides
+    # the cost and A adopts it). C's client listener keeps the router
+    # annotations, so a receiver there sees the path each message took.
+    a = Router("Router.A", inter_router=True)
+    b = Router("Router.B", inter_router=True, connectors=[("to-a", a.inter_router_port, 1)])
+    c = Router("Router.C", extra_listener='strip-annotations = "no"',
+               connectors=[("to-b", b.inter_router_port, 1), ("to-a", a.inter_router_port, 10)])
+    routers = [a, b, c]
+    wait_until(lambda: all(len(routes(r).get("routes", {})) == 2 for r in routers)
+               and route(a, "Router.C") == {"next_hop": "Router.B", "cost": 2}
+               and route(c, "Router.A") == {"next_hop": "Router.B", "cost": 2}, 20,
+               "the triangle to converge on A-B-C")
+    yield routers
+    for r in routers:
+        assert r.stop() == 0, r.log()
+
+
+def numbered(first, count):
+    from proton import Message
+    return [Message(body=f"message-{i}", id=i) for i in range(first, first + count)]
+
+
+def test_closest_takes_the_cheaper_path_and_a_cost_change_on_sighup_moves_the_traffic(triangle):
+    a, b, c = triangle
+    n = 200
+    rx = Receiver(c.url, "closest.cost", expect=n + 2000 + n, timeout=120).start()
+    assert rx.attached.wait(10)
+    wait_until(lambda: routes(a).get("addresses", {}).get("closest.cost") == ["Router.C"], 10,
+               "A to learn of C's consumer")
+
+    # Through B: A-B-C costs 2, the direct link 10.
+    before = Sender(a.url, "closest.cost", numbered(0, n)).start().join()
+    assert before.counts() == {"accepted": n}, before.counts()
+    wait_until(lambda: rx.count >= n, 10, "the first messages")
+    for m in rx.messages[:n]:
+        assert m.annotations[INGRESS] == "0/Router.A"
+        assert list(m.annotations[TRACE]) == A_B_C, m.annotations
+
+    # Lower A-C to 1 on C (the end that decides it) while messages flow.
+    during = Sender(a.url, "closest.cost", numbered(n, 2000), timeout=90).start()
+    wait_until(lambda: rx.count >= n + 100, 20, "traffic during the change")
+    c.reload(lambda text: text.replace("cost = 10", "cost = 1"))
+    wait_until(lambda: route(a, "Router.C") == {"next_hop": "Router.C", "cost": 1}
+               and route(c, "Router.A") == {"next_hop": "Router.A", "cost": 1}, 5,
+               "both ends to route A-C directly")
+    assert "cost of link to Router.A changed 10 -> 1" in c.log(), c.log()
+    assert "cost of link to Router.C changed 10 -> 1" in a.log(), a.log()
+    during.join()
+    assert during.counts() == {"accepted": 2000}, during.counts()
+
+    # Directly: the trace no longer passes B.
+    after = Sender(a.url, "closest.cost", numbered(n + 2000, n)).start().join()
+    assert after.counts() == {"accepted": n}, after.counts()
+    rx.join()
+    assert rx.error is None, rx.error
+    assert sorted(m.id for m in rx.messages) == list(range(n + 2000 + n)), "lost or duplicated"
+    by_id = {m.id: m for m in rx.messages}
+    for i in range(n + 2000, n + 2000 + n):
+        assert list(by_id[i].annotations[TRACE]) == A_C, by_id[i].annotations
+    during_paths = {tuple(by_id[i].annotations[TRACE]) for i in range(n, n + 2000)}
+    assert during_paths <= {tuple(A_B_C), tuple(A_C)}, during_paths
+
+
+def test_a_bad_config_on_sighup_is_reported_and_the_router_keeps_routing(triangle):
+    a, b, c = triangle
+    rx = Receiver(c.url, "closest.bad", expect=400).start()
+    assert rx.attached.wait(10)
+    wait_until(lambda: routes(a).get("addresses", {}).get("closest.bad") == ["Router.C"], 10,
+               "A to learn of C's consumer")
+
+    # An invalid value: reported with file, line and key; nothing changes.
+    good = c.reload(lambda text: text.replace("cost = 10", "cost = 0"))
+    line = good.splitlines().index("cost = 0") + 1
+    error = re.compile(re.escape(c.config) + rf":{line}:\d+: cost in \[\[connector\]\] #2: "
+                       r"0 is out of range.*the configuration in force is unchanged")
+    wait_until(lambda: error.search(c.log()), 10, "the error to be logged")
+    # A file that is not TOML at all: the same.
+    c.reload(lambda text: text + "\n[[listener\n")
+    wait_until(lambda: len(re.findall(re.escape(c.config) + r":\d+:\d+: .*configuration in force",
+                                      c.log())) == 2, 10, "the syntax error to be logged")
+    assert c.proc.poll() is None, "boted exited"
+    tx = Sender(a.url, "closest.bad", numbered(0, 200)).start().join()
+    assert tx.counts() == {"accepted": 200}, tx.counts()
+    assert route(a, "Router.C") == {"next_hop": "Router.B", "cost": 2}
+
+    # A valid file that changes what only a restart applies: logged, not applied.
+    c.reload(lambda text: text.replace("cost = 0", "cost = 10").replace("\n[[listener\n", "")
+             .replace('strip-annotations = "no"', 'strip-annotations = "no"\nlink-capacity = 10'))
+    wait_until(lambda: "needs a restart" in c.log(), 10, "the restart notice")
+    assert re.search(r"\[\[listener\]\] 127\.0\.0\.1:0 changed: needs a restart", c.log()), c.log()
+    tx = Sender(a.url, "closest.bad", numbered(200, 200)).start().join()
+    assert tx.counts() == {"accepted": 200}, tx.counts()
+    rx.join()
+    assert sorted(m.id for m in rx.messages) == list(range(400))
+    assert all(list(m.annotations[TRACE]) == A_B_C for m in rx.messages)
+
+
+def test_a_large_streamed_message_is_annotated_on_its_first_part_and_arrives_intact(triangle):
+    import os
+    from proton import Message
+    a, b, c = triangle
+    payload = os.urandom(3 << 20)
+    rx = Receiver(c.url, "closest.large", expect=2).start()
+    assert rx.attached.wait(10)
+    wait_until(lambda: routes(a).get("addresses", {}).get("closest.large") == ["Router.C"], 10,
+               "A to learn of C's consumer")
+    big = Message(body=payload, id=0, annotations={"x-opt-app": "kept", INGRESS: "forged"})
+    tx = Sender(a.url, "closest.large", [big, Message(body="small", id=1)], timeout=60).start().join()
+    rx.join()
+    assert tx.counts() == {"accepted": 2}, tx.counts()
+    by_id = {m.id: m for m in rx.messages}
+    assert by_id[0].body == payload
+    for m in by_id.values():
+        assert list(m.annotations[TRACE]) == A_B_C, m.annotations
+        assert m.annotations[INGRESS] == "0/Router.A"
+    assert by_id[0].annotations["x-opt-app"] == "kept"

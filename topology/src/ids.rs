@@ -60,6 +60,12 @@ impl RouterId {
     }
 }
 
+impl AsRef<str> for RouterId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl From<&str> for RouterId {
     fn from(name: &str) -> Self {
         RouterId(Arc::from(name))

@@ -35,7 +35,7 @@ pub use policy::{
 };
 pub use protocol::{
     AddressEntry, AddressRequest, AddressSnapshot, AddressTable, AddressUpdate, ConfigError,
-    ControlMessage, ControlPlane, Digest, DigestEntry, Hello, LinkStateRequest, LinkStateUpdate,
-    Neighbour, Output, ProtocolConfig,
+    ControlMessage, ControlPlane, CostAuthority, Digest, DigestEntry, Hello, LinkStateRequest,
+    LinkStateUpdate, Neighbour, Output, ProtocolConfig,
 };
 pub use routes::{MulticastTree, Route, Routes, Topology, TopologyCache};

@@ -16,6 +16,14 @@
 //!   *two-way* once the peer's hello lists us, and only two-way neighbours go
 //!   into our link-state record. A neighbour silent for `hello_timeout` (any
 //!   message counts) loses its adjacency until it is heard again.
+//! - **Link cost**: one end of each link decides its cost
+//!   ([`CostAuthority`]): in a router, the end that dialled (its connector
+//!   has the configured cost). That end states the cost in its hellos; the
+//!   other end adopts the stated cost, so both records announce the same
+//!   cost. [`ControlPlane::set_link_cost`] on the deciding end sends a hello
+//!   at once, so the neighbour follows within one message latency. When both
+//!   ends decide (the default of [`ControlPlane::neighbour_up`]), stated
+//!   costs are ignored and the edge costs the larger of the two.
 //! - **Link state**: on any change of our adjacencies we originate a new
 //!   record (sequence + 1) and push it to every two-way neighbour. A received
 //!   record newer than the held one is stored and flooded on to every two-way
@@ -156,6 +164,23 @@ pub struct Hello {
     pub instance: InstanceId,
     /// Neighbours the sender has heard a hello from, sorted.
     pub seen: Vec<RouterId>,
+    /// The cost of the link between sender and receiver when the sender
+    /// decides it ([`CostAuthority::Local`] on its side); `None` otherwise.
+    pub cost: Option<Cost>,
+}
+
+/// Which end of a link decides its cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CostAuthority {
+    /// This router decides (in `boted`: it dialled the link, and the cost is
+    /// its connector's). Its hellos state the cost; costs stated by the
+    /// neighbour are ignored.
+    #[default]
+    Local,
+    /// The neighbour decides: this router adopts the cost stated in the
+    /// neighbour's hellos (a hello that states none changes nothing), and
+    /// states none itself.
+    Neighbour,
 }
 
 /// Link-state records pushed to a neighbour (one or more, batched).
@@ -267,6 +292,7 @@ impl ControlMessage {
                         .iter()
                         .map(|r| string_field_len(r.as_str()))
                         .sum::<usize>()
+                    + h.cost.map_or(0, |c| varint_field_len(u64::from(c)))
             }
             ControlMessage::LinkStateUpdate(u) => u.records.iter().map(|r| 2 + r.wire_size()).sum(),
             ControlMessage::LinkStateRequest(r) => {
@@ -350,6 +376,8 @@ pub enum Output {
 pub struct Neighbour {
     /// Our cost to it.
     pub cost: Cost,
+    /// Which end decides `cost`.
+    pub authority: CostAuthority,
     /// Its instance, once a hello has been heard (None again after a hello timeout).
     pub instance: Option<InstanceId>,
     /// True while its hellos list us: the adjacency is in our record.
@@ -616,18 +644,37 @@ impl ControlPlane {
 
     // ----- inputs -----
 
-    /// The transport to `peer` is up with link cost `cost` (re-announcing an
-    /// existing neighbour only updates the cost). Sends a hello at once.
+    /// The transport to `peer` is up with link cost `cost`, decided by this
+    /// router ([`CostAuthority::Local`]): re-announcing an existing
+    /// neighbour only updates the cost. Sends a hello at once.
     pub fn neighbour_up(&mut self, peer: RouterId, cost: Cost, now: Duration) {
+        self.neighbour_up_with(peer, cost, CostAuthority::Local, now);
+    }
+
+    /// [`ControlPlane::neighbour_up`] saying which end decides the cost: with
+    /// [`CostAuthority::Neighbour`], `cost` holds until the neighbour's hellos
+    /// state another. Re-announcing an existing neighbour updates the cost and
+    /// the authority.
+    pub fn neighbour_up_with(
+        &mut self,
+        peer: RouterId,
+        cost: Cost,
+        authority: CostAuthority,
+        now: Duration,
+    ) {
         if peer == self.id {
             return;
         }
         let cost = cost.max(1);
         match self.neighbours.get_mut(&peer) {
             Some(n) => {
+                n.authority = authority;
                 if n.cost != cost {
                     n.cost = cost;
                     self.ls_dirty |= n.two_way;
+                    if authority == CostAuthority::Local {
+                        self.send_hello(&peer);
+                    }
                 }
             }
             None => {
@@ -635,6 +682,7 @@ impl ControlPlane {
                     peer.clone(),
                     Neighbour {
                         cost,
+                        authority,
                         instance: None,
                         two_way: false,
                         last_heard: now,
@@ -656,7 +704,11 @@ impl ControlPlane {
         self.flush(now, false);
     }
 
-    /// Changes our cost to `peer`.
+    /// Changes our cost to `peer` (raised to at least 1). When this router
+    /// decides the link's cost ([`CostAuthority::Local`]) a hello stating it
+    /// goes to `peer` at once, so that the neighbour adopts it without
+    /// waiting for the hello interval. On a link whose cost the neighbour
+    /// decides, the change lasts until its next hello states its cost.
     pub fn set_link_cost(&mut self, peer: &RouterId, cost: Cost, now: Duration) {
         let cost = cost.max(1);
         if let Some(n) = self.neighbours.get_mut(peer)
@@ -664,6 +716,9 @@ impl ControlPlane {
         {
             n.cost = cost;
             self.ls_dirty |= n.two_way;
+            if n.authority == CostAuthority::Local {
+                self.send_hello(peer);
+            }
         }
         self.flush(now, false);
     }
@@ -791,6 +846,15 @@ impl ControlPlane {
         let restarted = n.instance.is_some_and(|i| i != hello.instance);
         let first = n.instance.is_none() || restarted;
         n.instance = Some(hello.instance);
+        if n.authority == CostAuthority::Neighbour
+            && let Some(cost) = hello.cost
+        {
+            let cost = cost.max(1);
+            if n.cost != cost {
+                n.cost = cost;
+                self.ls_dirty |= n.two_way;
+            }
+        }
         let mut two_way = hello.seen.contains(&me);
         if restarted && n.two_way {
             // Its adjacency state is of its previous life: redo the two-way check.
@@ -1221,10 +1285,16 @@ impl ControlPlane {
             .filter(|(_, n)| n.instance.is_some())
             .map(|(id, _)| id.clone())
             .collect();
+        let cost = self
+            .neighbours
+            .get(to)
+            .filter(|n| n.authority == CostAuthority::Local)
+            .map(|n| n.cost);
         let hello = Hello {
             router: self.id.clone(),
             instance: self.instance,
             seen,
+            cost,
         };
         self.send(to, ControlMessage::Hello(hello));
     }

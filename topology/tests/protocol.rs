@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bote_topology::{
-    Address, ControlMessage, ControlPlane, Cost, Output, ProtocolConfig, RouterId,
+    Address, ControlMessage, ControlPlane, Cost, CostAuthority, Output, ProtocolConfig, RouterId,
 };
 
 const LATENCY: Duration = Duration::from_millis(1);
@@ -69,6 +69,26 @@ impl Mesh {
         }
         if let Some(n) = self.nodes.get_mut(b) {
             n.neighbour_up(a.clone(), cost, now);
+        }
+        self.collect();
+    }
+
+    /// A link that `dialler` opened: it decides the cost; `listener` starts
+    /// from `initial` and adopts the cost stated in the dialler's hellos.
+    fn connect_dialled(
+        &mut self,
+        dialler: &RouterId,
+        listener: &RouterId,
+        cost: Cost,
+        initial: Cost,
+    ) {
+        self.links.insert(key(dialler, listener), cost);
+        let now = self.now;
+        if let Some(n) = self.nodes.get_mut(dialler) {
+            n.neighbour_up(listener.clone(), cost, now);
+        }
+        if let Some(n) = self.nodes.get_mut(listener) {
+            n.neighbour_up_with(dialler.clone(), initial, CostAuthority::Neighbour, now);
         }
         self.collect();
     }
@@ -349,6 +369,80 @@ fn routes_changed_is_reported_after_a_link_cost_change_using_the_max_of_both_end
 }
 
 #[test]
+fn the_listening_end_adopts_the_cost_the_dialling_end_states_and_follows_a_change_at_once() {
+    // Triangle: A dialled C with cost 10 (C heard 1 at connect time and must
+    // learn 10 from A's hellos); A-B and B-C cost 1, so A reaches C via B.
+    let mut mesh = Mesh::new(ProtocolConfig::default());
+    let (a, b, c) = (id(0), id(1), id(2));
+    for r in [&a, &b, &c] {
+        mesh.add_router(r.clone(), 1);
+    }
+    mesh.connect(&a, &b, 1);
+    mesh.connect(&b, &c, 1);
+    mesh.connect_dialled(&a, &c, 10, 1);
+    mesh.run_for(Duration::from_millis(100));
+    assert_eq!(mesh.nodes[&c].neighbour(&a).map(|n| n.cost), Some(10));
+    for r in [&a, &c] {
+        let record = mesh.nodes[&b].lsdb().get(r).expect("record held");
+        let other = if *r == a { &c } else { &a };
+        assert_eq!(record.cost_to(other), Some(10), "{r}'s record");
+    }
+    mesh.routes_match_oracle().expect("converged");
+    assert_eq!(mesh.nodes[&a].routes().next_hop(&c), Some(&b));
+    assert_eq!(mesh.nodes[&c].routes().next_hop(&a), Some(&b));
+
+    // A lowers its cost: its hello goes at once, far inside the 1 s hello
+    // interval, and both ends now route directly.
+    let sent_before = mesh.sent;
+    mesh.with(&a, |n, now| n.set_link_cost(&c, 1, now));
+    assert!(mesh.sent > sent_before, "a hello left A at once");
+    mesh.run_for(Duration::from_millis(20));
+    mesh.links.insert(key(&a, &c), 1);
+    assert_eq!(mesh.nodes[&c].neighbour(&a).map(|n| n.cost), Some(1));
+    mesh.routes_match_oracle().expect("rerouted");
+    assert_eq!(mesh.nodes[&a].routes().next_hop(&c), Some(&c));
+    assert_eq!(mesh.nodes[&c].routes().next_hop(&a), Some(&a));
+    assert_eq!(
+        mesh.nodes[&b].lsdb().get(&c).and_then(|r| r.cost_to(&a)),
+        Some(1)
+    );
+}
+
+#[test]
+fn stated_costs_are_ignored_by_the_deciding_end_and_absent_ones_change_nothing() {
+    let mut mesh = Mesh::new(ProtocolConfig::default());
+    let (a, b) = (id(0), id(1));
+    mesh.add_router(a.clone(), 1);
+    mesh.add_router(b.clone(), 1);
+    mesh.connect_dialled(&a, &b, 7, 7);
+    mesh.run_for(Duration::from_millis(50));
+    let hello = |cost| {
+        ControlMessage::Hello(bote_topology::Hello {
+            router: b.clone(),
+            instance: 1,
+            seen: vec![a.clone()],
+            cost,
+        })
+    };
+    // A decides: a cost B (wrongly) states is ignored.
+    mesh.with(&a, |n, now| n.handle_message(&b, hello(Some(3)), now));
+    assert_eq!(mesh.nodes[&a].neighbour(&b).map(|n| n.cost), Some(7));
+    // B adopts: a hello stating nothing keeps the adopted cost.
+    let from_a = ControlMessage::Hello(bote_topology::Hello {
+        router: a.clone(),
+        instance: 1,
+        seen: vec![b.clone()],
+        cost: None,
+    });
+    mesh.with(&b, |n, now| n.handle_message(&a, from_a, now));
+    assert_eq!(mesh.nodes[&b].neighbour(&a).map(|n| n.cost), Some(7));
+    assert_eq!(
+        mesh.nodes[&b].neighbour(&a).map(|n| n.authority),
+        Some(CostAuthority::Neighbour)
+    );
+}
+
+#[test]
 fn a_silent_neighbour_is_dropped_after_the_hello_timeout() {
     let mut mesh = ring(6, ProtocolConfig::default());
     mesh.run_for(Duration::from_millis(100));
@@ -619,6 +713,7 @@ fn messages_from_routers_that_are_not_neighbours_are_ignored() {
                 router: id(9),
                 instance: 1,
                 seen: vec![id(0)],
+                cost: Some(3),
             }),
             now,
         )

@@ -982,6 +982,30 @@ impl MessageView {
         Ok(MessageView { bytes, sections })
     }
 
+    /// Parses only the sections that come before the bare message (header,
+    /// delivery-annotations, message-annotations) at the start of `bytes`,
+    /// which may be a whole message or only its first part (a streamed
+    /// delivery): the view covers exactly those sections, so its
+    /// [`MessageView::bare_message_start`] is where the bare message starts
+    /// in `bytes`, and a splice of it followed by the rest of `bytes` (and
+    /// of the message) is the whole outgoing message. Fails if those
+    /// sections are malformed or do not end within `bytes`.
+    pub fn parse_head(bytes: &Bytes) -> Result<Self, MessageError> {
+        let buf: &[u8] = bytes;
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            if buf[pos] != 0x00 {
+                return Err(Fault::at(Problem::NotDescribed(buf[pos]), pos).named("section"));
+            }
+            let (kind, value) = read_descriptor(buf, pos + 1).map_err(|f| f.named("section"))?;
+            if kind.rank() > SectionKind::MessageAnnotations.rank() {
+                break;
+            }
+            pos = skip_section_value(kind, buf, value).map_err(|f| f.named(kind.section_name()))?;
+        }
+        MessageView::parse(bytes.slice(..pos))
+    }
+
     /// The whole message as received.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes

@@ -2,8 +2,14 @@
 //! router on 0.0.0.0:5672 with the embedded default configuration, as
 //! `qdrouterd` does; `--config FILE` runs from a TOML file, and
 //! `--check-config FILE` validates one without starting.
+//!
+//! Signals: `SIGTERM`/`SIGINT` stop the router gracefully. `SIGHUP` re-reads
+//! the `--config` file: a file that does not parse or validate is reported
+//! (`file:line:column: ...`) and changes nothing; otherwise what can change
+//! at run time (inter-router connector costs) is applied at once and every
+//! other difference is logged as needing a restart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -53,8 +59,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Config::from_file(path)?,
         None => Config::embedded_default().context("embedded default config")?,
     };
-    if let Some(id) = args.id {
-        config.router.id = id;
+    if let Some(id) = &args.id {
+        config.router.id = id.clone();
     }
     init_logging(&config.router.log_level)?;
     tracing::info!(
@@ -65,8 +71,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     );
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let router = Router::start(config).await?;
-        wait_for_signal().await?;
+        let mut router = Router::start(config).await?;
+        serve_signals(&mut router, args.config.as_deref(), args.id.as_deref()).await?;
         router.shutdown().await;
         anyhow::Ok(())
     })?;
@@ -89,13 +95,49 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Runs until SIGTERM or SIGINT, reloading the configuration on each SIGHUP.
+async fn serve_signals(
+    router: &mut Router,
+    config: Option<&Path>,
+    id_override: Option<&str>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                return Ok(());
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                return Ok(());
+            }
+            _ = hup.recv() => reload(router, config, id_override).await,
+        }
     }
-    Ok(())
+}
+
+/// SIGHUP: re-reads `path` and applies what can change at run time.
+async fn reload(router: &mut Router, path: Option<&Path>, id_override: Option<&str>) {
+    let Some(path) = path else {
+        tracing::warn!(
+            "SIGHUP: running on the embedded default configuration (no --config): nothing to reload"
+        );
+        return;
+    };
+    tracing::info!("SIGHUP: reloading {}", path.display());
+    let mut config = match Config::from_file(path) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; the configuration in force is unchanged");
+            return;
+        }
+    };
+    if let Some(id) = id_override {
+        config.router.id = id.to_owned();
+    }
+    router.reload(&config).await;
 }

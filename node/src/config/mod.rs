@@ -15,6 +15,7 @@
 
 pub mod address;
 mod diagnostic;
+pub mod reload;
 
 use std::path::{Path as FsPath, PathBuf};
 
@@ -169,6 +170,49 @@ pub enum Role {
     InterRouter,
 }
 
+/// Which way a listener strips the router's message annotations
+/// (`x-opt-qd.ingress`, the ingress router, and `x-opt-qd.trace`, the routers
+/// a message went through), qdrouterd's `stripAnnotations`.
+///
+/// Outbound: unless stripped (`out`, `both`), a message delivered to a
+/// client of the listener carries both annotations, router ids in
+/// qdrouterd's `0/<router-id>` form, the trace ending with this router.
+/// Inbound: Bote never takes a client's `x-opt-qd.ingress`/`x-opt-qd.trace`
+/// for its own (the trace it routes on travels beside the message), and an
+/// annotating listener replaces them; `in` is therefore what every listener
+/// does and `no` behaves as `in`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StripAnnotations {
+    /// Strip on ingress only: outgoing messages are annotated.
+    In,
+    /// Strip on egress only: outgoing messages are not annotated.
+    Out,
+    /// Strip both ways (the default): outgoing messages are not annotated.
+    #[default]
+    Both,
+    /// Strip nothing: outgoing messages are annotated.
+    No,
+}
+
+impl StripAnnotations {
+    /// True if messages going out to this listener's clients carry
+    /// `x-opt-qd.ingress` and `x-opt-qd.trace` (`in` and `no`).
+    pub fn annotates_outbound(self) -> bool {
+        matches!(self, StripAnnotations::In | StripAnnotations::No)
+    }
+
+    /// The configuration spelling: `in`, `out`, `both` or `no`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StripAnnotations::In => "in",
+            StripAnnotations::Out => "out",
+            StripAnnotations::Both => "both",
+            StripAnnotations::No => "no",
+        }
+    }
+}
+
 /// A SASL mechanism a listener offers or a connector uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 pub enum SaslMechanism {
@@ -268,6 +312,12 @@ pub struct ListenerConfig {
     /// refused. Default false: both kinds of client are accepted.
     #[serde(alias = "requireSasl")]
     pub require_sasl: bool,
+    /// `in`, `out`, `both` or `no`: whether messages delivered to this
+    /// listener's clients carry the router annotations `x-opt-qd.ingress` and
+    /// `x-opt-qd.trace` (`in`, `no`) or not (`out`, `both`). Default `both`
+    /// (qdrouterd `stripAnnotations`); see [`StripAnnotations`].
+    #[serde(alias = "stripAnnotations")]
+    pub strip_annotations: StripAnnotations,
 }
 
 impl Default for ListenerConfig {
@@ -283,6 +333,7 @@ impl Default for ListenerConfig {
             link_capacity: 250,
             max_message_size: 10 * 1024 * 1024,
             require_sasl: false,
+            strip_annotations: StripAnnotations::Both,
         }
     }
 }

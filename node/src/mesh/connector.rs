@@ -5,7 +5,13 @@
 //! (first retry after ~100 ms, at most ~5 s). A stream that was up for at
 //! least [`STABLE_STREAM`] resets the backoff; one refused at once (a
 //! duplicate router id) keeps backing off.
+//!
+//! The connector's end decides the link's cost: each dial announces the
+//! cost in force (its [`ConnectorCost`], which a reload may change) in the
+//! call's `bote-link-cost` metadata, and the control plane states it in
+//! every hello on the stream.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -17,7 +23,7 @@ use tonic::Streaming;
 use tonic::transport::Endpoint;
 
 use super::LINK_COST_METADATA;
-use super::control::{ControlActor, NewStream};
+use super::control::{ConnectorCost, ControlActor, NewStream};
 use super::peer::{OUTBOUND_BATCHES, PeerStream};
 use crate::config::ConnectorConfig;
 
@@ -63,17 +69,19 @@ impl Backoff {
     }
 }
 
-/// Starts the connector's task on the current actix arbiter.
-pub fn start(config: ConnectorConfig, control: Addr<ControlActor>) {
-    actix_rt::spawn(run(config, control));
+/// Starts the connector's task on the current actix arbiter; it dials with
+/// the cost in `cost` at each attempt (`config.cost` is only its first value).
+pub fn start(config: ConnectorConfig, cost: ConnectorCost, control: Addr<ControlActor>) {
+    actix_rt::spawn(run(config, cost, control));
 }
 
-async fn run(config: ConnectorConfig, control: Addr<ControlActor>) {
+async fn run(config: ConnectorConfig, cost: ConnectorCost, control: Addr<ControlActor>) {
     let target = config.socket_address();
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut failures = 0u64;
     loop {
-        match dial(&target, config.cost).await {
+        let cost = cost.load(Ordering::Relaxed);
+        match dial(&target, cost).await {
             Ok((inbound, out)) => {
                 if failures > 0 {
                     tracing::info!(
@@ -84,13 +92,16 @@ async fn run(config: ConnectorConfig, control: Addr<ControlActor>) {
                 failures = 0;
                 let opened = Instant::now();
                 let (closed, closed_rx) = oneshot::channel();
-                control.do_send(NewStream(PeerStream {
-                    inbound,
-                    out,
-                    cost: config.cost,
-                    description: format!("connector {} to {target}", config.name),
-                    closed: Some(closed),
-                }));
+                control.do_send(NewStream {
+                    stream: PeerStream {
+                        inbound,
+                        out,
+                        cost,
+                        description: format!("connector {} to {target}", config.name),
+                        closed: Some(closed),
+                    },
+                    connector: Some(config.name.clone()),
+                });
                 let _ = closed_rx.await;
                 // A stream refused at once (duplicate id, our own id) must
                 // not be redialled ten times a second: only a stream that

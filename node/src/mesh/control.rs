@@ -8,6 +8,14 @@
 //! new [`MeshView`] immediately (the protocol's own millisecond debounce is
 //! the only delay).
 //!
+//! Link costs: the end that dialled a link decides its cost (its
+//! connector's `cost`); the control plane states it in that end's hellos and
+//! the listening end adopts it ([`CostAuthority`]). [`SetConnectorCost`]
+//! changes a connector's cost at run time (configuration reload, later
+//! management): the next dial uses it, and on a connected link a hello
+//! carries it to the neighbour at once. Both ends log the change at info:
+//! `cost of link to Router.C changed 10 -> 1 (...)`.
+//!
 //! Logs: neighbour up/down at info (router id and instance); on each route
 //! change a summary (`routes: N routers reachable, next hops: ...`) at info
 //! and the full table at debug; on each route or address change one
@@ -17,11 +25,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bote_topology::{
-    Address, ControlMessage, ControlPlane, Cost, InstanceId, Output, ProtocolConfig, RouterId,
+    Address, ControlMessage, ControlPlane, Cost, CostAuthority, InstanceId, Output, ProtocolConfig,
+    RouterId,
 };
 
 use super::peer::{Close, PeerActor, PeerStream, SendControl};
@@ -31,7 +41,24 @@ struct PeerEntry {
     conn: u64,
     instance: InstanceId,
     addr: Addr<PeerActor>,
+    /// The connector that dialled the stream; None if we accepted it.
+    connector: Option<String>,
 }
+
+/// A stream known to the control actor, identified or not yet.
+struct StreamEntry {
+    /// The stream's peer actor (a handle held while the stream is known).
+    _addr: Addr<PeerActor>,
+    connector: Option<String>,
+}
+
+/// The cost an inter-router connector dials with, shared between its task
+/// (read at each dial) and the control actor (changed by
+/// [`SetConnectorCost`]).
+pub type ConnectorCost = Arc<AtomicU32>;
+
+/// Largest link cost accepted (the configuration's limit).
+pub const MAX_LINK_COST: Cost = i32::MAX as Cost;
 
 /// Drives the control plane of this router.
 pub struct ControlActor {
@@ -40,7 +67,9 @@ pub struct ControlActor {
     timer: Option<(Duration, SpawnHandle)>,
     next_conn: u64,
     peers: BTreeMap<RouterId, PeerEntry>,
-    streams: HashMap<u64, Addr<PeerActor>>,
+    streams: HashMap<u64, StreamEntry>,
+    /// Inter-router connectors by name.
+    connectors: BTreeMap<String, ConnectorCost>,
     peers_changed: bool,
     view: SharedView,
     data: super::DataHook,
@@ -48,13 +77,15 @@ pub struct ControlActor {
 
 impl ControlActor {
     /// A control plane for router `id`, booted as `instance`, publishing into
-    /// `view`.
+    /// `view`; `connectors` are the inter-router connectors by name, with the
+    /// cost each dials with.
     pub fn new(
         id: RouterId,
         instance: InstanceId,
         config: ProtocolConfig,
         view: SharedView,
         data: super::DataHook,
+        connectors: BTreeMap<String, ConnectorCost>,
     ) -> ControlActor {
         ControlActor {
             plane: ControlPlane::new(id, instance, config, Duration::ZERO),
@@ -63,6 +94,7 @@ impl ControlActor {
             next_conn: 0,
             peers: BTreeMap::new(),
             streams: HashMap::new(),
+            connectors,
             peers_changed: false,
             view,
             data,
@@ -203,7 +235,14 @@ impl Actor for ControlActor {
 /// A new inter-router stream (from the listener or a connector).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct NewStream(pub PeerStream);
+pub struct NewStream {
+    /// The stream.
+    pub stream: PeerStream,
+    /// The name of the connector that dialled it (this end decides the
+    /// link's cost); None for a stream the listener accepted (the
+    /// neighbour decides).
+    pub connector: Option<String>,
+}
 
 impl Handler<NewStream> for ControlActor {
     type Result = ();
@@ -212,14 +251,20 @@ impl Handler<NewStream> for ControlActor {
         self.next_conn += 1;
         let conn = self.next_conn;
         let addr = PeerActor::start_on(
-            msg.0,
+            msg.stream,
             conn,
             self.plane.id().clone(),
             self.plane.instance(),
             ctx.address(),
             self.data.clone(),
         );
-        self.streams.insert(conn, addr);
+        self.streams.insert(
+            conn,
+            StreamEntry {
+                _addr: addr,
+                connector: msg.connector,
+            },
+        );
     }
 }
 
@@ -266,11 +311,28 @@ impl Handler<PeerIdentified> for ControlActor {
             );
             self.plane.neighbour_down(&msg.router, now);
         }
+        let connector = self
+            .streams
+            .get(&msg.conn)
+            .and_then(|s| s.connector.clone());
+        // A dialled link costs what its connector says now (a reload may
+        // have changed it since the dial); an accepted one starts from the
+        // cost the dialler sent with the call and follows its hellos.
+        let (cost, authority) = match connector.as_ref().and_then(|c| self.connectors.get(c)) {
+            Some(cost) => (cost.load(Ordering::Relaxed), CostAuthority::Local),
+            None if connector.is_some() => (msg.cost, CostAuthority::Local),
+            None => (msg.cost, CostAuthority::Neighbour),
+        };
         tracing::info!(
-            "neighbour up: {} (instance {}, cost {}, {})",
+            "neighbour up: {} (instance {}, cost {}{}, {})",
             msg.router,
             msg.instance,
-            msg.cost,
+            cost,
+            if authority == CostAuthority::Neighbour {
+                " as the neighbour states it"
+            } else {
+                ""
+            },
             msg.description
         );
         self.peers.insert(
@@ -279,10 +341,12 @@ impl Handler<PeerIdentified> for ControlActor {
                 conn: msg.conn,
                 instance: msg.instance,
                 addr: msg.addr,
+                connector,
             },
         );
         self.peers_changed = true;
-        self.plane.neighbour_up(msg.router, msg.cost, now);
+        self.plane
+            .neighbour_up_with(msg.router, cost, authority, now);
         self.drive(ctx);
     }
 }
@@ -307,8 +371,21 @@ impl Handler<PeerMessages> for ControlActor {
             return;
         }
         let now = self.now();
+        let cost_before = self.plane.neighbour(&msg.from).map(|n| n.cost);
         for message in msg.messages {
             self.plane.handle_message(&msg.from, message, now);
+        }
+        // Only a hello of a neighbour that decides the cost changes it here.
+        if let Some(n) = self.plane.neighbour(&msg.from)
+            && let Some(before) = cost_before
+            && n.cost != before
+        {
+            tracing::info!(
+                "cost of link to {} changed {before} -> {} (as {} states it)",
+                msg.from,
+                n.cost,
+                msg.from
+            );
         }
         self.drive(ctx);
     }
@@ -375,5 +452,95 @@ impl Handler<RemoveLocalAddress> for ControlActor {
         let now = self.now();
         self.plane.remove_local_address(&msg.0, now);
         self.drive(ctx);
+    }
+}
+
+/// Sets the cost of the link an inter-router connector dials: the run-time
+/// entry point of a configuration reload (and of management later). The
+/// connector's next dial announces the new cost; when its link is up the
+/// change applies at once and a hello carries it to the neighbour, which
+/// adopts it. Logged at info: `cost of link to Router.C changed 10 -> 1`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<LinkCostChanged, SetLinkCostError>")]
+pub struct SetConnectorCost {
+    /// The connector's name.
+    pub connector: String,
+    /// The new cost, 1 to [`MAX_LINK_COST`].
+    pub cost: Cost,
+}
+
+/// What [`SetConnectorCost`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkCostChanged {
+    /// The connector.
+    pub connector: String,
+    /// The cost before.
+    pub old: Cost,
+    /// The cost now.
+    pub new: Cost,
+    /// The neighbour on the connector's link, when it is up (the change
+    /// applied to it at once); None when it applies at the next connect.
+    pub neighbour: Option<RouterId>,
+}
+
+/// A refused [`SetConnectorCost`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetLinkCostError {
+    /// No inter-router connector has that name.
+    #[error("no inter-router connector is named {0:?}")]
+    UnknownConnector(String),
+    /// The cost is 0 or too large.
+    #[error("link cost {0} is out of range (expected 1 to {MAX_LINK_COST})")]
+    OutOfRange(Cost),
+    /// The control actor has stopped (the router is shutting down).
+    #[error("the mesh control actor is not running")]
+    Stopped,
+}
+
+impl Handler<SetConnectorCost> for ControlActor {
+    type Result = Result<LinkCostChanged, SetLinkCostError>;
+
+    fn handle(&mut self, msg: SetConnectorCost, ctx: &mut Self::Context) -> Self::Result {
+        if msg.cost == 0 || msg.cost > MAX_LINK_COST {
+            return Err(SetLinkCostError::OutOfRange(msg.cost));
+        }
+        let cell = self
+            .connectors
+            .get(&msg.connector)
+            .ok_or_else(|| SetLinkCostError::UnknownConnector(msg.connector.clone()))?;
+        let old = cell.swap(msg.cost, Ordering::Relaxed);
+        let neighbour = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.connector.as_deref() == Some(msg.connector.as_str()))
+            .map(|(id, _)| id.clone());
+        let change = LinkCostChanged {
+            connector: msg.connector,
+            old,
+            new: msg.cost,
+            neighbour,
+        };
+        if old == msg.cost {
+            return Ok(change);
+        }
+        match &change.neighbour {
+            Some(peer) => {
+                let applied = self.plane.neighbour(peer).map_or(old, |n| n.cost);
+                tracing::info!(
+                    "cost of link to {peer} changed {applied} -> {} (connector {})",
+                    change.new,
+                    change.connector
+                );
+                let now = self.now();
+                self.plane.set_link_cost(peer, change.new, now);
+                self.drive(ctx);
+            }
+            None => tracing::info!(
+                "connector {}: cost changed {old} -> {} (not connected: applies when it connects)",
+                change.connector,
+                change.new
+            ),
+        }
+        Ok(change)
     }
 }

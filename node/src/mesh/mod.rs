@@ -24,6 +24,10 @@
 //!   to be called by the address actors on an address's first local consumer
 //!   and on its last consumer going away (both idempotent); the change is
 //!   flooded to the mesh at once.
+//! - [`MeshHandle::set_connector_cost`]: changes the cost of the link an
+//!   inter-router connector dials, at run time (configuration reload; the
+//!   connector's end decides a link's cost and the neighbour adopts it from
+//!   its hellos, see [`control`]).
 //! - Data frames received from a neighbour (transfer, disposition, credit) are
 //!   handed to [`peer::PeerActor`]'s data hook (today they are counted and
 //!   dropped, logged at debug); outgoing data frames go to the peer actor as
@@ -44,7 +48,10 @@ use actix::prelude::*;
 use bote_topology::{Address, ProtocolConfig, RouterId, Routes};
 
 use crate::config::{Config, Role};
-use control::{AddLocalAddress, ControlActor, RemoveLocalAddress};
+use control::{
+    AddLocalAddress, ConnectorCost, ControlActor, LinkCostChanged, RemoveLocalAddress,
+    SetConnectorCost, SetLinkCostError,
+};
 use peer::PeerActor;
 
 /// Largest gRPC message (one `Batch`) a router accepts. A batch carries at
@@ -53,7 +60,8 @@ use peer::PeerActor;
 pub const MAX_BATCH_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// gRPC request metadata key carrying the dialing side's configured link cost,
-/// so both ends announce the same cost for the link.
+/// so both ends announce the same cost for the link from the start (hellos
+/// carry it afterwards, and carry changes).
 pub const LINK_COST_METADATA: &str = "bote-link-cost";
 
 /// What the control plane knows, as one immutable snapshot.
@@ -138,6 +146,22 @@ impl MeshHandle {
         self.control
             .do_send(RemoveLocalAddress(Address::from(address)));
     }
+
+    /// Sets the cost of the link the inter-router connector named
+    /// `connector` dials (see [`SetConnectorCost`]).
+    pub async fn set_connector_cost(
+        &self,
+        connector: &str,
+        cost: bote_topology::Cost,
+    ) -> Result<LinkCostChanged, SetLinkCostError> {
+        self.control
+            .send(SetConnectorCost {
+                connector: connector.to_owned(),
+                cost,
+            })
+            .await
+            .map_err(|_| SetLinkCostError::Stopped)?
+    }
 }
 
 /// True if `config` has anything to do with a mesh (an inter-router listener
@@ -174,12 +198,22 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
     let instance = boot_instance();
     let view: SharedView = Arc::new(RwLock::new(Arc::new(MeshView::empty(id.clone()))));
     let data: DataHook = Arc::new(OnceLock::new());
+    let connectors: Vec<(&crate::config::ConnectorConfig, ConnectorCost)> = config
+        .connectors
+        .iter()
+        .filter(|c| c.role == Role::InterRouter)
+        .map(|c| (c, Arc::new(std::sync::atomic::AtomicU32::new(c.cost))))
+        .collect();
     let control = ControlActor::new(
         id.clone(),
         instance,
         protocol_config(config),
         view.clone(),
         data.clone(),
+        connectors
+            .iter()
+            .map(|(c, cost)| (c.name.clone(), cost.clone()))
+            .collect(),
     )
     .start();
     let mut bound = Vec::new();
@@ -190,12 +224,8 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
     {
         bound.push(server::serve(l, control.clone()).await?);
     }
-    for c in config
-        .connectors
-        .iter()
-        .filter(|c| c.role == Role::InterRouter)
-    {
-        connector::start(c.clone(), control.clone());
+    for (c, cost) in connectors {
+        connector::start(c.clone(), cost, control.clone());
     }
     tracing::info!(router = %id, instance, "mesh started");
     Ok(MeshHandle {

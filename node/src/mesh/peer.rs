@@ -180,6 +180,9 @@ impl Actor for PeerActor {
             router: self.own_id.clone(),
             instance: self.own_instance,
             seen: Vec::new(),
+            // The control plane's own hello (sent when the neighbour comes
+            // up) states the cost, if this end decides it.
+            cost: None,
         });
         self.queue([wire::to_frame(&hello)], ctx);
     }

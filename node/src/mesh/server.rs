@@ -2,6 +2,10 @@
 //! each `[[listener]]` with `role = "inter-router"`. Each accepted call is
 //! handed to the control actor, which starts a peer actor on it; the
 //! response stream is fed by that actor through a tokio mpsc channel.
+//!
+//! The listening end does not decide the link's cost: it starts from the
+//! cost the dialler sent in the call's `bote-link-cost` metadata and then
+//! follows the cost stated in the dialler's hellos.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -79,13 +83,16 @@ impl InterRouter for ExchangeService {
             .unwrap_or(1)
             .max(1);
         let (out, rx) = mpsc::channel(OUTBOUND_BATCHES);
-        self.control.do_send(NewStream(PeerStream {
-            inbound: request.into_inner(),
-            out,
-            cost,
-            description: format!("inbound from {remote}"),
-            closed: None,
-        }));
+        self.control.do_send(NewStream {
+            stream: PeerStream {
+                inbound: request.into_inner(),
+                out,
+                cost,
+                description: format!("inbound from {remote}"),
+                closed: None,
+            },
+            connector: None,
+        });
         let stream: BatchStream = Box::pin(ReceiverStream::new(rx).map(Ok));
         Ok(Response::new(stream))
     }

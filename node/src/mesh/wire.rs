@@ -80,6 +80,7 @@ pub fn to_frame(message: &ControlMessage) -> pb::Frame {
             router_id: h.router.as_str().to_owned(),
             instance: h.instance,
             neighbours_seen: strings(&h.seen),
+            link_cost: h.cost.unwrap_or(0),
         }),
         ControlMessage::LinkStateUpdate(u) => Kind::LinkStateUpdate(pb::LinkStateUpdate {
             records: u
@@ -149,6 +150,8 @@ pub fn from_frame(frame: pb::Frame) -> Result<Inbound, WireError> {
             router: router("hello", "router_id", h.router_id)?,
             instance: h.instance,
             seen: routers("hello", "neighbours_seen", h.neighbours_seen)?,
+            // 0 (the proto3 default, and what older routers send) = not stated.
+            cost: (h.link_cost > 0).then_some(h.link_cost),
         }),
         Kind::LinkStateUpdate(u) => {
             let mut records = Vec::with_capacity(u.records.len());
@@ -239,11 +242,19 @@ mod tests {
                 router: id("Router.A"),
                 instance: 1_764_130_000_123,
                 seen: vec![id("Router.B"), id("Router.C")],
+                cost: Some(10),
             }),
             ControlMessage::Hello(Hello {
                 router: id("Router.A"),
                 instance: 0,
                 seen: vec![],
+                cost: None,
+            }),
+            ControlMessage::Hello(Hello {
+                router: id("Router.A"),
+                instance: 3,
+                seen: vec![id("Router.C")],
+                cost: Some(u32::MAX),
             }),
             ControlMessage::LinkStateUpdate(LinkStateUpdate {
                 records: vec![
@@ -327,6 +338,43 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_states_its_link_cost_as_a_positive_number_and_zero_means_not_stated() {
+        let stated = ControlMessage::Hello(Hello {
+            router: id("Router.C"),
+            instance: 9,
+            seen: vec![],
+            cost: Some(1),
+        });
+        match to_frame(&stated).kind {
+            Some(Kind::Hello(h)) => assert_eq!(h.link_cost, 1),
+            other => panic!("not a hello: {other:?}"),
+        }
+        let unstated = ControlMessage::Hello(Hello {
+            router: id("Router.C"),
+            instance: 9,
+            seen: vec![],
+            cost: None,
+        });
+        match to_frame(&unstated).kind {
+            Some(Kind::Hello(h)) => assert_eq!(h.link_cost, 0),
+            other => panic!("not a hello: {other:?}"),
+        }
+        // A hello from a router that predates the field decodes as "not stated".
+        let old = pb::Frame {
+            kind: Some(Kind::Hello(pb::Hello {
+                router_id: "Router.Old".into(),
+                instance: 1,
+                neighbours_seen: vec![],
+                ..pb::Hello::default()
+            })),
+        };
+        match from_frame(old) {
+            Ok(Inbound::Control(ControlMessage::Hello(h))) => assert_eq!(h.cost, None),
+            other => panic!("not a hello: {other:?}"),
+        }
+    }
+
+    #[test]
     fn data_frames_are_handed_to_the_data_plane_and_empty_frames_ignored() {
         let credit = Kind::Credit(pb::Credit {
             address: "queue.a".into(),
@@ -349,6 +397,7 @@ mod tests {
                 router_id: String::new(),
                 instance: 1,
                 neighbours_seen: vec![],
+                link_cost: 0,
             })),
         };
         let err = from_frame(frame).expect_err("empty id rejected");

@@ -11,6 +11,11 @@
 //! producer has at most `link-capacity` unsettled deliveries in the router.
 //! A consumer link (a client's receiver) is handed deliveries by its address;
 //! they wait in the actor until the consumer grants credit.
+//!
+//! On a listener that does not strip outbound annotations
+//! (`strip-annotations = "no"` or `"in"`) each message sent to a consumer
+//! gets qdrouterd's `x-opt-qd.ingress` and `x-opt-qd.trace`
+//! ([`super::annotations`]); elsewhere the received bytes go out untouched.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,6 +33,7 @@ use super::address::{
     AddressActor, AttachConsumer, AttachProducer, Deliver, DetachConsumer, DetachProducer, Forward,
     PathState,
 };
+use super::annotations::RouterAnnotations;
 use super::delivery::{
     ConnId, FastMap, FastSet, LinkCounters, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap,
     Stream, StreamProgress,
@@ -109,6 +115,8 @@ pub struct ConnectionActor {
     engine: Connection,
     shared: Arc<Shared>,
     listener: Arc<ListenerConfig>,
+    /// Set when the listener annotates outgoing messages.
+    annotations: Option<RouterAnnotations>,
     socket: Option<std::net::TcpStream>,
     writer: Option<mpsc::UnboundedSender<Bytes>>,
     out: BytesMut,
@@ -165,12 +173,17 @@ impl ConnectionActor {
         };
         let mut engine = Connection::new(config, Side::Server, Instant::now());
         engine.open();
+        let annotations = listener
+            .strip_annotations
+            .annotates_outbound()
+            .then(|| RouterAnnotations::new(&shared.router_id));
         ConnectionActor {
             id,
             peer,
             engine,
             shared,
             listener,
+            annotations,
             socket: Some(socket),
             writer: None,
             out: BytesMut::with_capacity(64 * 1024),
@@ -692,9 +705,18 @@ impl ConnectionActor {
                 continue;
             }
             let complete = read.as_ref().is_none_or(|r| r.complete);
+            let payload = match &self.annotations {
+                None => d.message.clone(),
+                Some(a) => a
+                    .annotate(&d.message, d.stream.is_none(), &d.trace)
+                    .unwrap_or_else(|e| {
+                        tracing::debug!(conn = %self.id, address = %c.address, "message sent without router annotations: {e}");
+                        d.message.clone()
+                    }),
+            };
             let send = SendDelivery {
                 tag: Bytes::copy_from_slice(&context.to_be_bytes()),
-                payload: d.message.clone(),
+                payload,
                 settled: d.presettled,
                 message_format: 0,
                 context,

@@ -16,8 +16,13 @@
 //! and back) — a tenth of the 2 µs per-message budget — for no gain.
 //! Per-link state that others read (credit, undelivered, unsettled) is
 //! shared through `LinkCounters`.
+//!
+//! [`Router::reload`] applies a newly read configuration to the running
+//! router: what can change at run time (inter-router connector costs) is
+//! applied, the rest is reported as needing a restart.
 
 pub mod address;
+pub mod annotations;
 pub mod connection;
 pub mod delivery;
 pub mod listener;
@@ -128,12 +133,26 @@ pub struct Router {
     /// The bound address of each listener, in config order.
     pub bound: Vec<SocketAddr>,
     arbiters: Vec<Arbiter>,
+    /// The configuration in force (as started, plus what reloads applied).
+    config: Config,
+}
+
+/// What [`Router::reload`] did.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Connector costs applied.
+    pub applied: Vec<crate::mesh::control::LinkCostChanged>,
+    /// Changes only a restart applies (see [`crate::config::reload::ConfigDiff`]).
+    pub needs_restart: Vec<String>,
+    /// Changes that could not be applied, with the reason.
+    pub failed: Vec<String>,
 }
 
 impl Router {
     /// Starts worker arbiters and binds every listener. Must run inside an
     /// actix system.
     pub async fn start(config: Config) -> anyhow::Result<Router> {
+        let in_force = config.clone();
         let threads = config.router.worker_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
@@ -185,7 +204,68 @@ impl Router {
             listeners,
             bound,
             arbiters,
+            config: in_force,
         })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies `new` to the running router: each inter-router connector
+    /// whose cost changed gets the new cost at once (the control actor logs
+    /// `cost of link to R changed A -> B`); every other difference is logged
+    /// at warn as needing a restart and left as it is. The configuration in
+    /// force afterwards is the old one with the applied costs.
+    pub async fn reload(&mut self, new: &Config) -> ReloadReport {
+        let diff = crate::config::reload::diff(&self.config, new);
+        let mut report = ReloadReport::default();
+        if diff.is_empty() {
+            tracing::info!("configuration reload: nothing changed");
+            return report;
+        }
+        for change in diff.costs {
+            let result = match &self.shared.mesh {
+                Some(mesh) => mesh
+                    .set_connector_cost(&change.connector, change.new)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("the mesh is not running".to_owned()),
+            };
+            match result {
+                Ok(applied) => {
+                    if let Some(c) = self
+                        .config
+                        .connectors
+                        .iter_mut()
+                        .find(|c| c.name == change.connector)
+                    {
+                        c.cost = applied.new;
+                    }
+                    report.applied.push(applied);
+                }
+                Err(e) => {
+                    let failed = format!(
+                        "[[connector]] {:?} ({}) cost {} -> {}: {e}",
+                        change.connector, change.target, change.old, change.new
+                    );
+                    tracing::error!("configuration reload: {failed}");
+                    report.failed.push(failed);
+                }
+            }
+        }
+        for item in &diff.needs_restart {
+            tracing::warn!("configuration reload: {item}: needs a restart, not applied");
+        }
+        report.needs_restart = diff.needs_restart;
+        tracing::info!(
+            "configuration reload: {} change(s) applied, {} need a restart, {} failed",
+            report.applied.len(),
+            report.needs_restart.len(),
+            report.failed.len()
+        );
+        report
     }
 
     /// Graceful shutdown: stop accepting, return unsettled deliveries to their
