@@ -11,455 +11,27 @@
 //! wait is bounded by `tokio::time::timeout`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use fe2o3_amqp::connection::ConnectionHandle;
-use fe2o3_amqp::link::delivery::DeliveryFut;
-use fe2o3_amqp::link::{CreditMode, ReceiverAttachError, SendError, SenderAttachError};
-use fe2o3_amqp::session::SessionHandle;
-use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition, SenderSettleMode};
+use fe2o3_amqp::link::{CreditMode, ReceiverAttachError, SenderAttachError};
+use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition};
 use fe2o3_amqp::types::messaging::{
-    AmqpValue, Body, Message, MessageId, Outcome, Properties, Source, Target,
+    AmqpValue, Body, Message, MessageId, Outcome, Properties, Source,
 };
 use fe2o3_amqp::types::primitives::{Binary, Value};
-use fe2o3_amqp::{Connection, Delivery, Receiver, Sendable, Sender, Session};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use tokio::sync::watch;
+use fe2o3_amqp::{Delivery, Receiver, Sendable, Sender};
 use tokio::time::timeout;
 
-/// The addresses every test router is configured with (the rest is balanced).
-const ADDRESSES: &str = r#"
-[[address]]
-prefix = "closest"
-distribution = "closest"
+#[path = "support/boted.rs"]
+mod boted;
+#[path = "support/client.rs"]
+mod client;
 
-[[address]]
-prefix = "multicast"
-distribution = "multicast"
-
-[[address]]
-prefix = "unavailable"
-distribution = "unavailable"
-"#;
-
-/// Upper bound for any single wait in these tests.
-const WAIT: Duration = Duration::from_secs(30);
-
-// --- the router process -------------------------------------------------------
-
-/// A `boted` process listening on an ephemeral port of 127.0.0.1. Dropping it
-/// kills the process; [`Router::stop`] sends SIGTERM and returns the exit code.
-struct Router {
-    id: String,
-    child: Option<Child>,
-    port: u16,
-    log: Arc<Mutex<String>>,
-    dir: PathBuf,
-    /// The inter-router listener's port, once logged (mesh tests).
-    inter_router_port: Arc<Mutex<Option<u16>>>,
-    /// Routers reachable in the router's latest route table (its log).
-    reachable: Arc<AtomicUsize>,
-}
-
-impl Router {
-    fn start(id: &str) -> Router {
-        Router::start_with(id, "")
-    }
-
-    /// A router whose config also holds `extra` (inter-router listeners and
-    /// connectors for mesh tests).
-    fn start_with(id: &str, extra: &str) -> Router {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "bote-fe2o3-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the router's temp dir");
-        let config = dir.join("bote.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[router]\nid = \"{id}\"\nworkers = 2\nlog-level = \"info\"\n\n\
-                 [[listener]]\nhost = \"127.0.0.1\"\nport = 0\n{ADDRESSES}\n{extra}"
-            ),
-        )
-        .expect("write the router's config");
-        // `BOTED` may name another binary (or a wrapper, e.g. for strace).
-        let boted = std::env::var_os("BOTED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_boted")));
-        let mut child = Command::new(boted)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn boted");
-        let stderr = child.stderr.take().expect("boted's stderr is piped");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (port_tx, port_rx) = mpsc::channel();
-        let pump_log = log.clone();
-        let inter_router_port = Arc::new(Mutex::new(None));
-        let reachable = Arc::new(AtomicUsize::new(0));
-        let (ir, reach) = (inter_router_port.clone(), reachable.clone());
-        std::thread::spawn(move || {
-            let mut port_tx = Some(port_tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("inter-router listening on ") {
-                    *ir.lock().unwrap_or_else(|e| e.into_inner()) = listening_port(&line);
-                } else if let Some(port) = listening_port(&line)
-                    && let Some(tx) = port_tx.take()
-                {
-                    let _ = tx.send(port);
-                }
-                if let Some(n) = reachable_count(&line) {
-                    reach.store(n, Ordering::Relaxed);
-                }
-                let mut log = pump_log.lock().unwrap_or_else(|e| e.into_inner());
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut router = Router {
-            id: id.to_owned(),
-            child: Some(child),
-            port: 0,
-            log,
-            dir,
-            inter_router_port,
-            reachable,
-        };
-        match port_rx.recv_timeout(WAIT) {
-            Ok(port) => router.port = port,
-            Err(_) => panic!("router {id} did not start:\n{}", router.log()),
-        }
-        router
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://127.0.0.1:{}", self.port)
-    }
-
-    /// The inter-router listener's port (waits, bounded, for its log line).
-    fn inter_router_port(&self) -> u16 {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(p) = *self
-                .inter_router_port
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-            {
-                return p;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} logged no inter-router port:\n{}",
-                self.id,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// SIGTERM, then wait (bounded) for the process; returns its exit code.
-    fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {} failed", child.id());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for boted") {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "router {} did not stop on SIGTERM:\n{}",
-                    self.id,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the router and asserts it exited 0, as every test ends.
-    fn stop_cleanly(mut self) {
-        let code = self.stop();
-        assert_eq!(code, Some(0), "boted exited {code:?}:\n{}", self.log());
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// N of a `routes: N routers reachable, ...` log line.
-fn reachable_count(line: &str) -> Option<usize> {
-    let rest = &line[line.find("routes: ")? + "routes: ".len()..];
-    let (n, tail) = rest.split_once(' ')?;
-    tail.starts_with("routers reachable")
-        .then(|| n.parse().ok())
-        .flatten()
-}
-
-/// The port of a `listening on 127.0.0.1:PORT` log line.
-fn listening_port(line: &str) -> Option<u16> {
-    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    let addr = rest.split_whitespace().next()?;
-    addr.rsplit(':').next()?.parse().ok()
-}
-
-// --- client helpers -------------------------------------------------------------
-
-struct Client {
-    connection: ConnectionHandle<()>,
-    session: SessionHandle<()>,
-}
-
-impl Client {
-    async fn connect(router: &Router, name: &str) -> Client {
-        let mut connection = timeout(
-            WAIT,
-            Connection::open(name.to_owned(), router.url().as_str()),
-        )
-        .await
-        .expect("connection open timed out")
-        .expect("connection opens");
-        let session = timeout(WAIT, Session::begin(&mut connection))
-            .await
-            .expect("session begin timed out")
-            .expect("session begins");
-        Client {
-            connection,
-            session,
-        }
-    }
-
-    async fn sender(&mut self, name: &str, address: &str) -> Sender {
-        timeout(WAIT, Sender::attach(&mut self.session, name, address))
-            .await
-            .expect("sender attach timed out")
-            .expect("sender attaches")
-    }
-
-    async fn presettled_sender(&mut self, name: &str, address: &str) -> Sender {
-        let attach = Sender::builder()
-            .name(name)
-            .target(address)
-            .sender_settle_mode(SenderSettleMode::Settled)
-            .attach(&mut self.session);
-        timeout(WAIT, attach)
-            .await
-            .expect("sender attach timed out")
-            .expect("sender attaches")
-    }
-
-    async fn anonymous_sender(&mut self, name: &str) -> Sender {
-        let attach = Sender::builder()
-            .name(name)
-            .target(Target::builder().build())
-            .attach(&mut self.session);
-        timeout(WAIT, attach)
-            .await
-            .expect("anonymous sender attach timed out")
-            .expect("anonymous sender attaches")
-    }
-
-    async fn receiver(&mut self, name: &str, address: &str, credit: CreditMode) -> Receiver {
-        let attach = Receiver::builder()
-            .name(name)
-            .source(address)
-            .credit_mode(credit)
-            .attach(&mut self.session);
-        let receiver = timeout(WAIT, attach)
-            .await
-            .expect("receiver attach timed out")
-            .expect("receiver attaches");
-        self.barrier().await;
-        receiver
-    }
-
-    /// A round trip on this connection: once the router answers an attach
-    /// sent after the frames already written (a receiver's flow), it has
-    /// processed those frames, so a consumer is known before a test sends.
-    async fn barrier(&mut self) {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let attach = Receiver::builder()
-            .name(format!("barrier-{n}"))
-            .source(format!("barrier.{n}"))
-            .credit_mode(CreditMode::Manual)
-            .attach(&mut self.session);
-        let probe = timeout(WAIT, attach)
-            .await
-            .expect("barrier attach timed out")
-            .expect("barrier attaches");
-        timeout(WAIT, probe.close())
-            .await
-            .expect("barrier detach timed out")
-            .expect("barrier detaches");
-    }
-
-    async fn close(mut self) {
-        let _ = timeout(WAIT, self.session.end()).await;
-        let _ = timeout(WAIT, self.connection.close()).await;
-    }
-}
-
-fn message(id: u64) -> Sendable<Body<Value>> {
-    Sendable::from(
-        Message::builder()
-            .properties(Properties::builder().message_id(id).build())
-            .body(Body::Value(AmqpValue(Value::String(format!(
-                "message-{id}"
-            )))))
-            .build(),
-    )
-}
-
-fn id_of(delivery: &Delivery<Body<Value>>) -> u64 {
-    match delivery
-        .message()
-        .properties
-        .as_ref()
-        .and_then(|p| p.message_id.as_ref())
-    {
-        Some(MessageId::Ulong(id)) => *id,
-        other => panic!("message without a ulong message-id: {other:?}"),
-    }
-}
-
-type OutcomeFut = DeliveryFut<Result<Outcome, SendError>>;
-
-/// Sends messages `ids` as batchable transfers; returns the outcome futures.
-async fn send_all(sender: &mut Sender, ids: std::ops::Range<u64>) -> Vec<OutcomeFut> {
-    let mut outcomes = Vec::with_capacity(ids.clone().count());
-    for id in ids {
-        let fut = timeout(WAIT, sender.send_batchable(message(id)))
-            .await
-            .unwrap_or_else(|_| panic!("send of message {id} timed out (no credit)"))
-            .unwrap_or_else(|e| panic!("send of message {id} failed: {e}"));
-        outcomes.push(fut);
-    }
-    outcomes
-}
-
-/// Awaits outcome futures in send order.
-async fn outcomes_of(futs: Vec<OutcomeFut>) -> Vec<Outcome> {
-    let mut out = Vec::with_capacity(futs.len());
-    for (i, fut) in futs.into_iter().enumerate() {
-        let outcome = timeout(WAIT, fut)
-            .await
-            .unwrap_or_else(|_| panic!("outcome of delivery {i} timed out"))
-            .unwrap_or_else(|e| panic!("delivery {i} failed: {e}"));
-        out.push(outcome);
-    }
-    out
-}
-
-fn outcome_name(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Accepted(_) => "accepted",
-        Outcome::Rejected(_) => "rejected",
-        Outcome::Released(_) => "released",
-        Outcome::Modified(_) => "modified",
-        #[allow(unreachable_patterns)]
-        _ => "other",
-    }
-}
-
-fn counts(outcomes: &[Outcome]) -> BTreeMap<&'static str, usize> {
-    let mut c = BTreeMap::new();
-    for o in outcomes {
-        *c.entry(outcome_name(o)).or_insert(0) += 1;
-    }
-    c
-}
-
-fn all_accepted(n: usize) -> BTreeMap<&'static str, usize> {
-    BTreeMap::from([("accepted", n)])
-}
-
-/// Receives until `expect` messages arrived (accepting each when `accept`),
-/// returning their ids in arrival order.
-async fn receive_ids(receiver: &mut Receiver, expect: usize, accept: bool) -> Vec<u64> {
-    let mut ids = Vec::with_capacity(expect);
-    while ids.len() < expect {
-        let delivery: Delivery<Body<Value>> = timeout(WAIT, receiver.recv())
-            .await
-            .unwrap_or_else(|_| panic!("receive timed out after {} messages", ids.len()))
-            .expect("receive");
-        ids.push(id_of(&delivery));
-        if accept {
-            receiver.accept(&delivery).await.expect("accept");
-        }
-    }
-    ids
-}
-
-/// A receiver task that accepts everything until told to stop; returns the
-/// ids it received. `seen` counts arrivals as they happen.
-fn spawn_consumer(
-    client: Client,
-    mut receiver: Receiver,
-    mut stop: watch::Receiver<bool>,
-    seen: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<Vec<u64>> {
-    tokio::spawn(async move {
-        let mut ids = Vec::new();
-        loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                delivery = receiver.recv::<Body<Value>>() => {
-                    let delivery = delivery.expect("consumer receives");
-                    ids.push(id_of(&delivery));
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    receiver.accept(&delivery).await.expect("consumer accepts");
-                }
-            }
-        }
-        let _ = timeout(WAIT, receiver.close()).await;
-        client.close().await;
-        ids
-    })
-}
-
-/// Polls `pred` (a cheap counter read) until true, bounded by [`WAIT`].
-async fn wait_until(what: &str, pred: impl Fn() -> bool) {
-    let waited = timeout(WAIT, async {
-        while !pred() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "timed out waiting for {what}");
-}
+use boted::{Router, WAIT};
+use client::*;
 
 fn is_not_found(e: &fe2o3_amqp::types::definitions::Error) -> bool {
     e.condition == ErrorCondition::AmqpError(AmqpError::NotFound)
@@ -485,160 +57,21 @@ async fn assert_router_still_works(router: &Router, address: &str) {
 
 // --- bulk transfer --------------------------------------------------------------
 
-const BULK: u64 = 10_000;
-
-/// Sends `BULK` unsettled messages to `address` on `tx_router` and receives
-/// them on `rx_router` (the same router, or the far end of a mesh): every
-/// outcome is accepted and every id arrives exactly once.
-async fn bulk_unsettled(tx_router: &Router, rx_router: &Router, address: &str) {
-    let mut rx_client = Client::connect(rx_router, "bulk-rx").await;
-    let mut receiver = rx_client
-        .receiver("bulk-rx", address, CreditMode::Auto(250))
-        .await;
-    let mut tx_client = Client::connect(tx_router, "bulk-tx").await;
-    let mut sender = tx_client.sender("bulk-tx", address).await;
-
-    let consumer = tokio::spawn(async move {
-        let ids = receive_ids(&mut receiver, BULK as usize, true).await;
-        (receiver, ids)
-    });
-    let outcomes = outcomes_of(send_all(&mut sender, 0..BULK).await).await;
-    let (receiver, mut ids) = timeout(WAIT, consumer)
-        .await
-        .expect("consumer finished")
-        .expect("consumer");
-
-    assert_eq!(counts(&outcomes), all_accepted(BULK as usize));
-    ids.sort_unstable();
-    assert_eq!(
-        ids,
-        (0..BULK).collect::<Vec<_>>(),
-        "every id received exactly once"
-    );
-    let _ = timeout(WAIT, sender.close()).await;
-    let _ = timeout(WAIT, receiver.close()).await;
-    tx_client.close().await;
-    rx_client.close().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_unsettled_messages_arrive_none_lost_all_accepted() {
     let router = Router::start("Router.F");
-    bulk_unsettled(&router, &router, "queue.bulk").await;
+    bulk(&router, &router, "queue.bulk", Settle::Unsettled).await;
     router.stop_cleanly();
-}
-
-/// The config lines of an inter-router listener on an ephemeral port.
-const INTER_ROUTER_LISTENER: &str =
-    "[[listener]]\nhost = \"127.0.0.1\"\nport = 0\nrole = \"inter-router\"\n";
-
-fn connector(name: &str, port: u16) -> String {
-    format!(
-        "[[connector]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"inter-router\"\n"
-    )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chain_a_b_c_delivers_ten_thousand_unsettled_and_every_outcome_returns() {
-    let a = Router::start_with("Router.A", INTER_ROUTER_LISTENER);
-    let b = Router::start_with(
-        "Router.B",
-        &format!(
-            "{INTER_ROUTER_LISTENER}{}",
-            connector("to-a", a.inter_router_port())
-        ),
-    );
-    let c = Router::start_with("Router.C", &connector("to-b", b.inter_router_port()));
-    wait_until("the chain to converge", || {
-        [&a, &b, &c]
-            .iter()
-            .all(|r| r.reachable.load(Ordering::Relaxed) == 2)
-    })
-    .await;
-    bulk_unsettled(&a, &c, "queue.chain").await;
-    for r in [a, b, c] {
-        r.stop_cleanly();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_presettled_messages_arrive_none_lost() {
     let router = Router::start("Router.F");
-    let mut rx_client = Client::connect(&router, "bulk-rx").await;
-    let mut receiver = rx_client
-        .receiver("bulk-rx", "queue.bulk", CreditMode::Auto(250))
-        .await;
-    let mut tx_client = Client::connect(&router, "bulk-tx").await;
-    let mut sender = tx_client.presettled_sender("bulk-tx", "queue.bulk").await;
-
-    let consumer = tokio::spawn(async move {
-        // Accepting a presettled delivery sends nothing but replenishes the
-        // client's automatic credit.
-        let ids = receive_ids(&mut receiver, BULK as usize, true).await;
-        (receiver, ids)
-    });
-    for id in 0..BULK {
-        timeout(WAIT, sender.send(message(id)))
-            .await
-            .unwrap_or_else(|_| panic!("presettled send {id} timed out"))
-            .unwrap_or_else(|e| panic!("presettled send {id} failed: {e}"));
-    }
-    let (receiver, mut ids) = timeout(WAIT, consumer)
-        .await
-        .expect("consumer finished")
-        .expect("consumer");
-
-    ids.sort_unstable();
-    assert_eq!(
-        ids,
-        (0..BULK).collect::<Vec<_>>(),
-        "every id received exactly once"
-    );
-    let _ = timeout(WAIT, sender.close()).await;
-    let _ = timeout(WAIT, receiver.close()).await;
-    tx_client.close().await;
-    rx_client.close().await;
+    bulk(&router, &router, "queue.bulk", Settle::Presettled).await;
     router.stop_cleanly();
 }
 
 // --- distribution ---------------------------------------------------------------
-
-async fn consumers(
-    router: &Router,
-    address: &str,
-    n: usize,
-) -> (
-    Vec<tokio::task::JoinHandle<Vec<u64>>>,
-    Vec<Arc<AtomicUsize>>,
-    watch::Sender<bool>,
-) {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut seen = Vec::new();
-    for i in 0..n {
-        let mut client = Client::connect(router, &format!("consumer-{i}")).await;
-        let receiver = client
-            .receiver(&format!("consumer-{i}"), address, CreditMode::Auto(250))
-            .await;
-        let count = Arc::new(AtomicUsize::new(0));
-        seen.push(count.clone());
-        tasks.push(spawn_consumer(client, receiver, stop_rx.clone(), count));
-    }
-    (tasks, seen, stop_tx)
-}
-
-async fn join_consumers(tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>) -> Vec<Vec<u64>> {
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(
-            timeout(WAIT, t)
-                .await
-                .expect("consumer stops")
-                .expect("consumer task"),
-        );
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closest_round_robins_over_three_receivers() {
@@ -666,76 +99,23 @@ async fn closest_round_robins_over_three_receivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balanced_skips_a_receiver_that_never_settles() {
     let router = Router::start("Router.F");
-    // The stuck consumer grants 1000 credits once and never settles.
-    let mut stuck_client = Client::connect(&router, "stuck").await;
-    let mut stuck = stuck_client
-        .receiver("stuck", "queue.balanced", CreditMode::Manual)
-        .await;
-    stuck
-        .set_credit(1000)
-        .await
-        .expect("stuck receiver grants credit");
-    stuck_client.barrier().await;
-    let stuck_seen = Arc::new(AtomicUsize::new(0));
-    let (stuck_stop_tx, mut stuck_stop) = watch::channel(false);
-    let stuck_count = stuck_seen.clone();
-    let stuck_task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stuck_stop.changed() => break,
-                d = stuck.recv::<Body<Value>>() => {
-                    d.expect("stuck receiver receives");
-                    stuck_count.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }
-        stuck_client.close().await;
-    });
-    let (tasks, seen, stop) = consumers(&router, "queue.balanced", 2).await;
-    let mut tx_client = Client::connect(&router, "balanced-tx").await;
-    let mut sender = tx_client.sender("balanced-tx", "queue.balanced").await;
-
-    const TOTAL: usize = 2000;
-    let futs = send_all(&mut sender, 0..TOTAL as u64).await;
-    wait_until("every message received by some consumer", || {
-        stuck_seen.load(Ordering::SeqCst)
-            + seen.iter().map(|s| s.load(Ordering::SeqCst)).sum::<usize>()
-            == TOTAL
-    })
+    let (held, per_good) = balanced_with_a_stuck_consumer(
+        &router,
+        &router,
+        &[&router, &router],
+        "queue.balanced",
+        2000,
+        || true,
+    )
     .await;
-    let held = stuck_seen.load(Ordering::SeqCst);
     assert!(
         held > 0 && held <= 250,
         "stuck receiver holds {held}, link capacity is 250"
     );
-
-    // Exactly the deliveries the good consumers accepted have outcomes.
-    let mut pending: FuturesUnordered<_> = futs.into_iter().collect();
-    let mut settled = Vec::new();
-    while settled.len() < TOTAL - held {
-        let next = timeout(WAIT, pending.next())
-            .await
-            .expect("outcome of a settled delivery")
-            .expect("outcomes left");
-        settled.push(next.expect("delivery outcome"));
-    }
-    assert_eq!(counts(&settled), all_accepted(TOTAL - held));
-    let per_good: Vec<usize> = seen.iter().map(|s| s.load(Ordering::SeqCst)).collect();
     assert!(
         per_good.iter().all(|&n| n > 0),
         "both settling consumers got messages: {per_good:?}"
     );
-
-    stop.send(true).expect("consumers listen");
-    stuck_stop_tx.send(true).expect("stuck consumer listens");
-    join_consumers(tasks).await;
-    timeout(WAIT, stuck_task)
-        .await
-        .expect("stuck consumer stops")
-        .expect("stuck task");
-    drop(pending);
-    let _ = timeout(WAIT, sender.close()).await;
-    tx_client.close().await;
     router.stop_cleanly();
 }
 

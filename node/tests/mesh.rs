@@ -5,347 +5,50 @@
 //! and compared with an oracle (Dijkstra over the configured edges).
 //!
 //! Every wait is bounded; no assertion is about speed. The `#[ignore]`d
-//! `measure_*` test prints convergence times for `notes/mesh-results.md`.
+//! `measure_*` tests print convergence times (BENCHMARKS.md, section 3b):
+//! cold start, a router killed, and one link lost through a TCP proxy in this
+//! process (sockets closed, or silently blackholed until the hello timeout).
+//! Processes, oracle and proxy live in `tests/support/`.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+#[path = "support/boted.rs"]
+mod boted;
+#[path = "support/mesh.rs"]
+mod mesh_support;
+#[path = "support/proxy.rs"]
+mod proxy;
+
+use boted::{Router, RouterSpec, Table, WAIT, log_time, now_of_day};
+use mesh_support::{Edge, connectors_of, converge, converged_at, start_mesh};
 
 /// Mesh tests run one at a time: each starts up to ten routers.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// An undirected configured link: (router a, router b, cost). The router
-/// started later dials the earlier one.
-type Edge = (usize, usize, u32);
-
-/// The routes one router reports: destination -> (next hop, cost).
-type Table = BTreeMap<String, (String, u32)>;
-
-struct Boted {
-    id: String,
-    child: Option<Child>,
-    inter_router_port: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-    dir: PathBuf,
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-impl Boted {
-    /// Starts router `id` listening for peers on `port` (0: ephemeral) and
-    /// dialling each `(name, port, cost)` connector.
-    fn start(
-        id: &str,
-        port: u16,
-        connectors: &[(String, u16, u32)],
-        hello_timeout_ms: u64,
-    ) -> Boted {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "bote-mesh-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the router's temp dir");
-        let mut config = format!(
-            "[router]\nid = \"{id}\"\nworkers = 1\nlog-level = \"info\"\n\
-             hello-interval-ms = 1000\nhello-timeout-ms = {hello_timeout_ms}\n\n\
-             [[listener]]\nhost = \"127.0.0.1\"\nport = 0\nrole = \"normal\"\n\n\
-             [[listener]]\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"inter-router\"\n"
-        );
-        for (name, port, cost) in connectors {
-            config.push_str(&format!(
-                "\n[[connector]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\ncost = {cost}\n"
-            ));
-        }
-        let path = dir.join("bote.toml");
-        std::fs::write(&path, config).expect("write the router config");
-        let boted = std::env::var("BOTED").unwrap_or_else(|_| env!("CARGO_BIN_EXE_boted").into());
-        let mut child = Command::new(boted)
-            .arg("--config")
-            .arg(&path)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn boted");
-        let stderr = child.stderr.take().expect("boted stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("log lock").push(strip_ansi(&line));
-            }
-        });
-        let mut router = Boted {
-            id: id.to_owned(),
-            child: Some(child),
-            inter_router_port: 0,
-            lines,
-            dir,
-        };
-        router.inter_router_port = router.wait_for_port();
-        router
-    }
-
-    fn wait_for_port(&self) -> u16 {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(port) = self.lines().iter().find_map(|l| {
-                let rest = &l[l.find("inter-router listening on ")? + 26..];
-                rest.split_whitespace()
-                    .next()?
-                    .rsplit(':')
-                    .next()?
-                    .parse()
-                    .ok()
-            }) {
-                return port;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} logged no `inter-router listening on` line:\n{}",
-                self.id,
-                self.lines().join("\n")
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("log lock").clone()
-    }
-
-    /// Every `mesh: routes` line so far: (log time in seconds of the UTC day,
-    /// routes).
-    fn route_lines(&self) -> Vec<(f64, Table)> {
-        self.lines()
-            .iter()
-            .filter_map(|l| {
-                let json = &l[l.find("mesh: routes ")? + 13..];
-                Some((log_time(l)?, parse_routes(json)))
-            })
-            .collect()
-    }
-
-    /// The routes of the last `mesh: routes` line (empty before any).
-    fn routes(&self) -> Table {
-        self.route_lines().pop().map(|(_, t)| t).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Boted {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn parse_routes(json: &str) -> Table {
-    let value: serde_json::Value = serde_json::from_str(json.trim()).expect("routes line is JSON");
-    value["routes"]
-        .as_object()
-        .expect("routes is an object")
-        .iter()
-        .map(|(dest, r)| {
-            (
-                dest.clone(),
-                (
-                    r["next_hop"].as_str().expect("next_hop").to_owned(),
-                    r["cost"].as_u64().expect("cost") as u32,
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Seconds of the UTC day of a log line's leading RFC 3339 timestamp.
-fn log_time(line: &str) -> Option<f64> {
-    let t = line.split_whitespace().next()?;
-    let time = t.split('T').nth(1)?.trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let s: f64 = parts.next()?.parse().ok()?;
-    Some(h * 3600.0 + m * 60.0 + s)
-}
-
-fn now_of_day() -> f64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    (d.as_secs_f64()) % 86_400.0
-}
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn name(i: usize) -> String {
     format!("R{i}")
 }
 
-/// All-pairs shortest path costs over the live routers (Floyd–Warshall).
-fn distances(n: usize, edges: &[Edge], alive: &[bool]) -> Vec<Vec<Option<u32>>> {
-    let mut d = vec![vec![None; n]; n];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[i] = Some(0);
-    }
-    for &(a, b, c) in edges {
-        if alive[a] && alive[b] {
-            d[a][b] = Some(d[a][b].map_or(c, |x: u32| x.min(c)));
-            d[b][a] = d[a][b];
-        }
-    }
-    for k in 0..n {
-        for i in 0..n {
-            for j in 0..n {
-                if let (Some(ik), Some(kj)) = (d[i][k], d[k][j])
-                    && d[i][j].is_none_or(|ij| ik + kj < ij)
-                {
-                    d[i][j] = Some(ik + kj);
-                }
-            }
-        }
-    }
-    d
+/// Router `id` (one worker, hellos every second) listening for peers on
+/// `port` (0: ephemeral) and dialling each `(name, port, cost)` connector.
+fn boted(id: &str, port: u16, connectors: &[(String, u16, u32)], hello_timeout_ms: u64) -> Router {
+    RouterSpec::new(id)
+        .workers(1)
+        .hello(1000, hello_timeout_ms)
+        .inter_router(port)
+        .connectors(connectors)
+        .start()
 }
 
-/// Why `table` (router `src`'s routes) is not the oracle's, if it is not:
-/// every other live reachable router at its shortest cost, through a next
-/// hop that is a neighbour on some shortest path.
-fn mismatch(src: usize, table: &Table, n: usize, edges: &[Edge], alive: &[bool]) -> Option<String> {
-    let d = distances(n, edges, alive);
-    let expected: Vec<usize> = (0..n)
-        .filter(|&j| j != src && alive[j] && d[src][j].is_some())
-        .collect();
-    if table.len() != expected.len() {
-        return Some(format!(
-            "{} knows {} routes, expected {}: {table:?}",
-            name(src),
-            table.len(),
-            expected.len()
-        ));
-    }
-    for j in expected {
-        let Some((hop, cost)) = table.get(&name(j)) else {
-            return Some(format!("{} has no route to {}", name(src), name(j)));
-        };
-        let want = d[src][j].expect("reachable");
-        if *cost != want {
-            return Some(format!(
-                "{} -> {}: cost {cost}, expected {want}",
-                name(src),
-                name(j)
-            ));
-        }
-        let hop_ok = edges.iter().any(|&(a, b, c)| {
-            let other = if a == src {
-                b
-            } else if b == src {
-                a
-            } else {
-                return false;
-            };
-            alive[other] && name(other) == *hop && d[other][j].is_some_and(|rest| c + rest == want)
-        });
-        if !hop_ok {
-            return Some(format!(
-                "{} -> {}: next hop {hop} is not on a shortest path",
-                name(src),
-                name(j)
-            ));
-        }
-    }
-    None
-}
-
-/// Starts routers 0..n in order; each dials its lower-numbered neighbours.
-fn start_mesh(n: usize, edges: &[Edge], hello_timeout_ms: u64) -> Vec<Boted> {
-    let mut routers: Vec<Boted> = Vec::new();
-    for i in 0..n {
-        routers.push(Boted::start(
-            &name(i),
-            0,
-            &connectors_of(i, edges, &routers),
-            hello_timeout_ms,
-        ));
-    }
-    routers
-}
-
-fn connectors_of(i: usize, edges: &[Edge], routers: &[Boted]) -> Vec<(String, u16, u32)> {
-    edges
-        .iter()
-        .filter_map(|&(a, b, c)| {
-            let (lo, hi) = (a.min(b), a.max(b));
-            (hi == i).then(|| (format!("to-{}", name(lo)), routers[lo].inter_router_port, c))
-        })
-        .collect()
-}
-
-/// Waits until every live router's routes match the oracle; returns the
-/// first mismatch on timeout.
-fn converge(
-    routers: &[Boted],
-    edges: &[Edge],
-    alive: &[bool],
-    within: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let problem = (0..routers.len())
-            .filter(|&i| alive[i])
-            .find_map(|i| mismatch(i, &routers[i].routes(), routers.len(), edges, alive));
-        match problem {
-            None => return Ok(()),
-            Some(p) if Instant::now() >= deadline => return Err(p),
-            Some(_) => thread::sleep(Duration::from_millis(25)),
-        }
-    }
-}
-
-/// For each live router, the log time of the first route line at or after
-/// `since` from which on its table matches the oracle; the latest of them.
-fn converged_at(routers: &[Boted], edges: &[Edge], alive: &[bool], since: f64) -> f64 {
-    let mut latest = since;
-    for (i, r) in routers.iter().enumerate().filter(|(i, _)| alive[*i]) {
-        let lines = r.route_lines();
-        let mut at = None;
-        for (t, table) in lines.iter().filter(|(t, _)| *t >= since - 0.001) {
-            if mismatch(i, table, routers.len(), edges, alive).is_none() {
-                at.get_or_insert(*t);
-            } else {
-                at = None;
-            }
-        }
-        latest = latest.max(at.unwrap_or(since));
-    }
-    latest
+/// Starts routers R0..R(n-1) in order; each dials its lower-numbered
+/// neighbours.
+fn mesh_of(n: usize, edges: &[Edge], hello_timeout_ms: u64) -> Vec<Router> {
+    let ids: Vec<String> = (0..n).map(name).collect();
+    start_mesh(&ids, edges, &[], |s| {
+        s.workers(1).hello(1000, hello_timeout_ms)
+    })
+    .0
 }
 
 /// Ten routers: a ring with three chords, assorted costs.
@@ -357,15 +60,13 @@ fn ten_router_mesh() -> Vec<Edge> {
     edges
 }
 
-const WAIT: Duration = Duration::from_secs(30);
-
 #[test]
 fn chain_a_b_c_converges_with_next_hop_and_cost_through_the_middle() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let a = Boted::start("A", 0, &[], 3000);
-    let b = Boted::start("B", 0, &[("to-A".into(), a.inter_router_port, 2)], 3000);
-    let c = Boted::start("C", 0, &[("to-B".into(), b.inter_router_port, 3)], 3000);
-    let want = |r: &Boted, expected: &[(&str, &str, u32)]| {
+    let a = boted("A", 0, &[], 3000);
+    let b = boted("B", 0, &[("to-A".into(), a.inter_router_port, 2)], 3000);
+    let c = boted("C", 0, &[("to-B".into(), b.inter_router_port, 3)], 3000);
+    let want = |r: &Router, expected: &[(&str, &str, u32)]| {
         let expected: Table = expected
             .iter()
             .map(|(d, h, c)| (d.to_string(), (h.to_string(), *c)))
@@ -400,10 +101,34 @@ fn chain_a_b_c_converges_with_next_hop_and_cost_through_the_middle() {
 }
 
 #[test]
+#[ignore = "control-plane bug: in about one cold start of A-B-C in four, C learns its route to A only \
+            at the next digest, 3 s later (B's full digest to C at their new adjacency seems to \
+            leave out A's record: B has not yet recomputed A as reachable)"]
+fn chain_cold_start_converges_well_within_a_digest_interval_every_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let edges: Vec<Edge> = vec![(0, 1, 1), (1, 2, 1)];
+    for run in 0..10 {
+        let started = Instant::now();
+        let routers = mesh_of(3, &edges, 3000);
+        converge(&routers, &edges, &[true; 3], WAIT).expect("the chain converges");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "cold start {run} took {took:?}:\n{}",
+            routers
+                .iter()
+                .map(|r| format!("== {}\n{}", r.id, r.log()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+#[test]
 fn ten_router_mesh_converges_and_every_router_agrees_with_the_oracle() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let edges = ten_router_mesh();
-    let routers = start_mesh(10, &edges, 3000);
+    let routers = mesh_of(10, &edges, 3000);
     let alive = vec![true; 10];
     if let Err(problem) = converge(&routers, &edges, &alive, WAIT) {
         panic!("the 10-router mesh did not converge: {problem}");
@@ -417,7 +142,7 @@ fn killed_router_is_dropped_by_its_neighbours_at_once_and_rejoins_when_restarted
     // from the streams closing.
     let hello_timeout_ms = 60_000;
     let edges = ten_router_mesh();
-    let mut routers = start_mesh(10, &edges, hello_timeout_ms);
+    let mut routers = mesh_of(10, &edges, hello_timeout_ms);
     let mut alive = vec![true; 10];
     converge(&routers, &edges, &alive, WAIT).unwrap_or_else(|p| panic!("no convergence: {p}"));
 
@@ -447,7 +172,7 @@ fn killed_router_is_dropped_by_its_neighbours_at_once_and_rejoins_when_restarted
     }
 
     let connectors = connectors_of(victim, &edges, &routers);
-    routers[victim] = Boted::start(&name(victim), port, &connectors, hello_timeout_ms);
+    routers[victim] = boted(&name(victim), port, &connectors, hello_timeout_ms);
     alive[victim] = true;
     converge(&routers, &edges, &alive, WAIT)
         .unwrap_or_else(|p| panic!("{} did not rejoin: {p}", name(victim)));
@@ -460,11 +185,11 @@ fn measure_cold_start_and_reconvergence_after_a_router_kill_in_ten_routers() {
     let edges = ten_router_mesh();
     for run in 0..5 {
         let mut alive = vec![true; 10];
-        let mut routers = start_mesh(10, &edges, 3000);
+        let mut routers = mesh_of(10, &edges, 3000);
         // Cold start: routers start one after another (each once the
         // previous one listens); measured from the first and from the last
         // router's start to the last router's final route line.
-        let start_of = |r: &Boted| {
+        let start_of = |r: &Router| {
             r.lines()
                 .iter()
                 .find(|l| l.contains("boted starting"))
@@ -492,8 +217,111 @@ fn measure_cold_start_and_reconvergence_after_a_router_kill_in_ten_routers() {
     }
 }
 
+/// How one inter-router link is lost.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// The proxy closes both sockets and refuses redials.
+    Closed,
+    /// The proxy forwards nothing more but keeps the sockets open.
+    Silent,
+}
+
+/// Median, min and max of `samples` (seconds), in ms.
+fn summary(samples: &mut [f64]) -> String {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let median = (samples[(n - 1) / 2] + samples[n / 2]) / 2.0;
+    format!(
+        "median {:.1} ms ({:.1}-{:.1}, {n} runs)",
+        median * 1e3,
+        samples[0] * 1e3,
+        samples[n - 1] * 1e3
+    )
+}
+
+/// Starts the 10-router mesh with link `edges[k]` through a proxy, loses
+/// that link `settle` after convergence as `cut` says, and returns the time
+/// from the cut to the last router's first route line matching the oracle
+/// without the link.
+fn reconvergence_after_link_cut(
+    edges: &[Edge],
+    k: usize,
+    cut: Cut,
+    hello: (u64, u64),
+    settle: Duration,
+) -> f64 {
+    let ids: Vec<String> = (0..10).map(name).collect();
+    let (routers, proxies) =
+        start_mesh(&ids, edges, &[k], |s| s.workers(1).hello(hello.0, hello.1));
+    let alive = vec![true; 10];
+    converge(&routers, edges, &alive, WAIT).expect("the mesh converges");
+    assert_eq!(proxies[0].forwarded(), 1, "the link goes through the proxy");
+    thread::sleep(settle);
+    let without: Vec<Edge> = edges
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| (i != k).then_some(*e))
+        .collect();
+    let cut_at = now_of_day();
+    match cut {
+        Cut::Closed => proxies[0].cut(),
+        Cut::Silent => proxies[0].silence(),
+    }
+    converge(&routers, &without, &alive, Duration::from_secs(20)).unwrap_or_else(|p| {
+        panic!(
+            "no reconvergence after a {cut:?} cut of {:?}: {p}",
+            edges[k]
+        )
+    });
+    thread::sleep(Duration::from_millis(300));
+    converged_at(&routers, &without, &alive, cut_at) - cut_at
+}
+
+#[test]
+#[ignore = "measurement for BENCHMARKS.md 3b: run with --ignored --nocapture"]
+fn measure_reconvergence_after_a_link_cut_closed_or_silent_in_ten_routers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let edges = ten_router_mesh();
+    const RUNS: usize = 10;
+    // Every link of this mesh is on some shortest path, so each cut changes
+    // routes; runs step through seven ring links and the three chords.
+    let series = [
+        (
+            "closed (sockets closed, redials refused)",
+            Cut::Closed,
+            (1000, 3000),
+        ),
+        (
+            "silent, hello 1000 ms / timeout 3000 ms (default)",
+            Cut::Silent,
+            (1000, 3000),
+        ),
+        (
+            "silent, hello 100 ms / timeout 400 ms",
+            Cut::Silent,
+            (100, 400),
+        ),
+    ];
+    let mut results = Vec::new();
+    for (label, cut, hello) in series {
+        let mut samples = Vec::new();
+        for run in 0..RUNS {
+            let k = (run * 4) % edges.len();
+            // Cuts fall at evenly spread phases of the hello interval.
+            let settle = Duration::from_millis(300 + hello.0 * run as u64 / RUNS as u64);
+            let t = reconvergence_after_link_cut(&edges, k, cut, hello, settle);
+            println!("{label}: run {run}, link {:?}: {:.1} ms", edges[k], t * 1e3);
+            samples.push(t);
+        }
+        results.push(format!("{label}: {}", summary(&mut samples)));
+    }
+    for r in results {
+        println!("link cut -> all reconverged, {r}");
+    }
+}
+
 /// Waits until `router` has logged a line containing every one of `parts`.
-fn wait_for_log(router: &Boted, parts: &[&str]) {
+fn wait_for_log(router: &Router, parts: &[&str]) {
     let deadline = Instant::now() + WAIT;
     while !router
         .lines()
@@ -513,11 +341,11 @@ fn wait_for_log(router: &Boted, parts: &[&str]) {
 #[test]
 fn a_peer_claiming_our_own_id_or_an_id_already_connected_is_refused() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let a = Boted::start("A", 0, &[], 3000);
-    let impostor = Boted::start("A", 0, &[("to-A".into(), a.inter_router_port, 1)], 3000);
+    let a = boted("A", 0, &[], 3000);
+    let impostor = boted("A", 0, &[("to-A".into(), a.inter_router_port, 1)], 3000);
     // Whichever side reads the other's hello first refuses the stream (the
     // other may then see it closed before reading a hello).
-    let refused = |r: &Boted| {
+    let refused = |r: &Router| {
         r.lines().iter().any(|l| {
             l.contains("closing inter-router stream") && l.contains("claims our own router id A")
         })
@@ -539,9 +367,9 @@ fn a_peer_claiming_our_own_id_or_an_id_already_connected_is_refused() {
 
     // Two live routers named B: the later boot (greater instance) holds the
     // adjacency; the earlier one's redials are refused as duplicates.
-    let b1 = Boted::start("B", 0, &[("to-A".into(), a.inter_router_port, 1)], 3000);
+    let b1 = boted("B", 0, &[("to-A".into(), a.inter_router_port, 1)], 3000);
     wait_for_log(&a, &["neighbour up: B (instance "]);
-    let b2 = Boted::start("B", 0, &[("to-A".into(), a.inter_router_port, 1)], 3000);
+    let b2 = boted("B", 0, &[("to-A".into(), a.inter_router_port, 1)], 3000);
     wait_for_log(
         &a,
         &["closing inter-router stream", "duplicate router id B"],

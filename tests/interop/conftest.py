@@ -25,19 +25,9 @@ def boted_path():
     return path
 
 
-DEFAULT_ADDRESSES = """
-[[address]]
-prefix = "closest"
-distribution = "closest"
-
-[[address]]
-prefix = "multicast"
-distribution = "multicast"
-
-[[address]]
-prefix = "unavailable"
-distribution = "unavailable"
-"""
+# The address table of every test router, shared with the Rust fe2o3 suites.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "addresses.toml")) as _f:
+    DEFAULT_ADDRESSES = _f.read()
 
 
 class Router:
