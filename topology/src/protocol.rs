@@ -474,6 +474,12 @@ pub struct ControlPlane {
     next_tick: Option<Duration>,
     // outputs
     pending_floods: BTreeMap<RouterId, BTreeMap<RouterId, Arc<LinkStateRecord>>>,
+    /// Per neighbour, the origins left out of the full digest sent when it
+    /// became two-way because they were not reachable yet (their records may
+    /// have arrived before that neighbour was two-way, so they were never
+    /// flooded to it). Pushed to it as soon as a recompute finds them
+    /// reachable; otherwise the neighbour would wait for the next digest.
+    held_back: BTreeMap<RouterId, BTreeSet<RouterId>>,
     pending_address_requests: BTreeMap<RouterId, BTreeSet<RouterId>>,
     outputs: VecDeque<Output>,
     /// Graphs shared with other control planes of this process, if any.
@@ -525,6 +531,7 @@ impl ControlPlane {
             unreachable_since: BTreeMap::new(),
             next_expiry: None,
             pending_floods: BTreeMap::new(),
+            held_back: BTreeMap::new(),
             pending_address_requests: BTreeMap::new(),
             outputs: VecDeque::new(),
             topology_cache: None,
@@ -611,6 +618,13 @@ impl ControlPlane {
     /// True while a route recompute is pending.
     pub fn recompute_pending(&self) -> bool {
         self.recompute_at.is_some()
+    }
+
+    /// True while the routes may still change without new input: a
+    /// recompute is pending, or a change of our own adjacencies waits to be
+    /// originated (which schedules one).
+    pub fn route_change_pending(&self) -> bool {
+        self.recompute_at.is_some() || self.ls_dirty
     }
 
     // ----- outputs -----
@@ -700,6 +714,7 @@ impl ControlPlane {
             self.ls_dirty |= n.two_way;
             self.pending_floods.remove(peer);
             self.pending_address_requests.remove(peer);
+            self.held_back.remove(peer);
         }
         self.flush(now, false);
     }
@@ -873,6 +888,18 @@ impl ControlPlane {
         if became_two_way {
             let digest = self.full_digest();
             self.send(from, ControlMessage::Digest(digest));
+            let held: BTreeSet<RouterId> = self
+                .lsdb
+                .origins()
+                .chain(self.remote_addresses.keys())
+                .filter(|o| !self.advertisable(o))
+                .cloned()
+                .collect();
+            if held.is_empty() {
+                self.held_back.remove(from);
+            } else {
+                self.held_back.insert(from.clone(), held);
+            }
         }
     }
 
@@ -1310,6 +1337,40 @@ impl ControlPlane {
         }
     }
 
+    /// Sends each neighbour the records and address sets held back from it
+    /// (see `held_back`) whose origins the routes now reach.
+    fn push_held_back(&mut self) {
+        let mut held_back = std::mem::take(&mut self.held_back);
+        for (to, origins) in held_back.iter_mut() {
+            if !self.neighbours.get(to).is_some_and(|n| n.two_way) {
+                origins.clear();
+                continue;
+            }
+            let reachable: Vec<RouterId> = origins
+                .iter()
+                .filter(|o| self.routes.is_reachable(o))
+                .cloned()
+                .collect();
+            for origin in reachable {
+                origins.remove(&origin);
+                if let Some(record) = self.lsdb.get(&origin).cloned() {
+                    self.pending_floods
+                        .entry(to.clone())
+                        .or_default()
+                        .insert(origin.clone(), record);
+                }
+                if let Some(snapshot) = self.snapshot_of(&origin) {
+                    self.send(to, ControlMessage::AddressSnapshot(snapshot));
+                }
+            }
+            let known =
+                |o: &RouterId| self.lsdb.get(o).is_some() || self.remote_addresses.contains_key(o);
+            origins.retain(known);
+        }
+        held_back.retain(|_, origins| !origins.is_empty());
+        self.held_back = held_back;
+    }
+
     fn schedule_recompute(&mut self, now: Duration) {
         if self.recompute_at.is_none() {
             self.recompute_at = Some(match self.next_tick {
@@ -1440,6 +1501,7 @@ impl ControlPlane {
                 }
             }
         }
+        self.push_held_back();
         // Ageing bookkeeping.
         let id = self.id.clone();
         let known = |o: &RouterId| *o != id && !new.is_reachable(o);

@@ -347,6 +347,26 @@ fn cutting_a_link_reroutes_the_other_way_round_the_ring() {
     assert_eq!(mesh.nodes[&id(0)].routes().next_hop(&id(1)), Some(&id(9)));
 }
 
+/// A chain whose second link comes up while the middle router holds the
+/// first router's record but has not yet found it reachable: the full digest
+/// of the new adjacency leaves that record out, and the new neighbour must
+/// still get it at the recompute, not at the next digest (seconds later).
+#[test]
+fn a_chain_coming_up_at_any_moment_converges_without_waiting_for_a_digest() {
+    for step in 0..40u64 {
+        let mut mesh = Mesh::new(ProtocolConfig::default());
+        for i in 0..3 {
+            mesh.add_router(id(i), 1);
+        }
+        mesh.connect(&id(0), &id(1), 1);
+        mesh.run_for(Duration::from_micros(step * 250));
+        mesh.connect(&id(1), &id(2), 1);
+        mesh.run_for(Duration::from_millis(100));
+        mesh.routes_match_oracle()
+            .unwrap_or_else(|e| panic!("second link up after {} µs: {e}", step * 250));
+    }
+}
+
 #[test]
 fn routes_changed_is_reported_after_a_link_cost_change_using_the_max_of_both_ends() {
     let mut mesh = ring(4, ProtocolConfig::default());

@@ -122,7 +122,15 @@ impl ControlActor {
                 peer.addr.do_send(SendControl(messages));
             }
         }
-        if routes_changed || addresses_changed || self.peers_changed {
+        // A change of neighbours alone waits for the route recompute it
+        // caused (a few ms): published now, the view would pair the old
+        // routes with the new set of peers — after losing a neighbour, every
+        // address reached through it would look unreachable, and its senders
+        // would be drained, until the new routes arrive.
+        let peers_only = self.peers_changed && !routes_changed && !addresses_changed;
+        if (routes_changed || addresses_changed || self.peers_changed)
+            && !(peers_only && self.plane.route_change_pending())
+        {
             self.publish(routes_changed, routes_changed || addresses_changed);
         }
         self.arm_timer(ctx);
