@@ -379,6 +379,83 @@ fn a_transfer_without_credit_detaches_the_link_with_transfer_limit_exceeded() {
     );
 }
 
+/// fe2o3-amqp 0.18 answers a drain with a flow that advances its
+/// delivery-count over all its credit before writing transfers it had
+/// already taken that credit for. Those transfers are within what was
+/// granted: taken, not refused — but not one more.
+#[test]
+fn transfers_written_after_a_drain_reply_that_counted_them_are_taken_up_to_the_credit() {
+    let mut h = Harness::with_session();
+    h.frame(0, Performative::Attach(attach(0)));
+    let link = h
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::AttachRequested { link, .. } => Some(link),
+            _ => None,
+        })
+        .expect("attach requested");
+    h.conn
+        .accept_attach(
+            link,
+            bote_node::amqp::link::LinkConfig::receiver("link-0", None),
+        )
+        .unwrap();
+    h.conn.flow(link, 3, true).unwrap();
+    h.feed(&[]);
+    h.frame(
+        0,
+        Performative::Flow(bote_node::amqp::performatives::Flow {
+            next_incoming_id: Some(0),
+            incoming_window: 100,
+            next_outgoing_id: 0,
+            outgoing_window: 100,
+            handle: Some(0),
+            delivery_count: Some(3),
+            link_credit: Some(0),
+            drain: true,
+            ..Default::default()
+        }),
+    );
+    let transfer = |id: u32| {
+        let mut input = BytesMut::new();
+        let t = Transfer {
+            handle: 0,
+            delivery_id: Some(id),
+            delivery_tag: Some(Bytes::from(vec![id as u8])),
+            settled: Some(true),
+            ..Transfer::default()
+        };
+        encode_frame(0, &Performative::Transfer(t), b"payload", &mut input);
+        input
+    };
+    let detached = |h: &mut Harness| {
+        h.performatives().into_iter().find_map(|p| match p {
+            Performative::Detach(d) => Some(d),
+            _ => None,
+        })
+    };
+    for id in 0..3 {
+        h.feed(&transfer(id));
+    }
+    assert!(
+        detached(&mut h).is_none(),
+        "the three late transfers are taken"
+    );
+    let received = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Transfer(_)))
+        .count();
+    assert_eq!(received, 3);
+    h.feed(&transfer(3));
+    let detach = detached(&mut h).expect("a fourth is beyond any credit granted");
+    assert_eq!(
+        detach.error.map(|e| e.condition.0).as_deref(),
+        Some(condition::TRANSFER_LIMIT_EXCEEDED)
+    );
+}
+
 #[test]
 fn a_second_open_is_not_allowed() {
     let mut h = Harness::opened();

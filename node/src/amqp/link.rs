@@ -125,6 +125,12 @@ pub struct Link {
     pub(crate) unsettled: u32,
     /// Receiving: the delivery in progress.
     pub(crate) incoming: Option<IncomingPartial>,
+    /// Receiving: transfers still accepted without credit after the sender
+    /// advanced its delivery-count over credit it had (a drain). A sender may
+    /// write that flow before transfers it had already taken credit for
+    /// (fe2o3-amqp 0.18 does); they are within the credit granted, so they
+    /// are taken, up to the amount the flow consumed, not refused.
+    pub(crate) late_allowance: u32,
 }
 
 impl Link {
@@ -153,6 +159,7 @@ impl Link {
             ready: false,
             unsettled: 0,
             incoming: None,
+            late_allowance: 0,
         }
     }
 
@@ -226,7 +233,9 @@ impl Link {
         if let Some(snd_count) = delivery_count {
             let advanced = snd_count.wrapping_sub(self.delivery_count) as i32;
             if advanced > 0 {
-                self.link_credit = self.link_credit.saturating_sub(advanced as u32);
+                let consumed = (advanced as u32).min(self.link_credit);
+                self.link_credit -= consumed;
+                self.late_allowance = consumed;
                 self.delivery_count = snd_count;
             }
         }

@@ -499,7 +499,15 @@ impl Session {
                     ),
                 )));
             };
-            if link.link_credit == 0 {
+            if link.link_credit > 0 {
+                link.link_credit -= 1;
+                link.delivery_count = link.delivery_count.wrapping_add(1);
+            } else if link.late_allowance > 0 {
+                // Sent before the sender's drain flow that consumed this
+                // credit (see `Link::late_allowance`): already counted in
+                // the delivery-count that flow carried.
+                link.late_allowance -= 1;
+            } else {
                 return Err(Fault::Link(
                     handle,
                     AmqpError::new(
@@ -508,8 +516,6 @@ impl Session {
                     ),
                 ));
             }
-            link.link_credit -= 1;
-            link.delivery_count = link.delivery_count.wrapping_add(1);
             let settled = transfer.settled.unwrap_or(false);
             link.incoming = Some(IncomingPartial {
                 delivery_id,
