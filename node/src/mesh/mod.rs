@@ -28,10 +28,12 @@
 //!   inter-router connector dials, at run time (configuration reload; the
 //!   connector's end decides a link's cost and the neighbour adopts it from
 //!   its hellos, see [`control`]).
-//! - Data frames received from a neighbour (transfer, disposition, credit) are
-//!   handed to [`peer::PeerActor`]'s data hook (today they are counted and
-//!   dropped, logged at debug); outgoing data frames go to the peer actor as
-//!   [`peer::SendFrames`], batched with control frames on the same stream.
+//! - Data frames received from a neighbour (transfers, dispositions) are
+//!   turned into routed deliveries and outcomes by the peer actor's
+//!   [`data::PeerData`] and handed to the router through [`DataPlane`];
+//!   deliveries for a neighbour reach its peer actor as
+//!   [`data::PeerDeliver`], and all frames share batches with control frames
+//!   on the one stream.
 
 pub mod connector;
 pub mod control;
