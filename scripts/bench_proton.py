@@ -49,7 +49,7 @@ class Receive(MessagingHandler):
         self.first = self.last = None
 
     def on_start(self, event):
-        event.container.schedule(TIMEOUT_S, self)
+        self.timer = event.container.schedule(TIMEOUT_S, self)
         if self.listen:
             self.acceptor = event.container.listen(self.url)
             self.ready.set()
@@ -68,6 +68,7 @@ class Receive(MessagingHandler):
         self.last = now
         self.received += 1
         if self.received == self.count:
+            self.timer.cancel()
             event.connection.close()
             if self.listen:
                 self.acceptor.close()
@@ -89,7 +90,7 @@ class Send(MessagingHandler):
         self.start = None
 
     def on_start(self, event):
-        event.container.schedule(TIMEOUT_S, self)
+        self.timer = event.container.schedule(TIMEOUT_S, self)
         conn = event.container.connect(self.url)
         options = AtMostOnce() if self.presettled else None
         event.container.create_sender(conn, self.address, options=options)
@@ -101,6 +102,7 @@ class Send(MessagingHandler):
             event.sender.send(Message(body=self.body, address=self.address))
             self.sent += 1
         if self.presettled and self.sent == self.count:
+            self.timer.cancel()
             event.connection.close()
 
     def on_accepted(self, event):
@@ -109,6 +111,7 @@ class Send(MessagingHandler):
     def on_settled(self, event):
         self.settled += 1
         if self.settled == self.count:
+            self.timer.cancel()
             event.connection.close()
 
     def on_timer_task(self, event):
