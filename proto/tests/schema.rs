@@ -70,6 +70,8 @@ fn a_batch_of_control_and_data_frames_round_trips_with_message_bytes_intact() {
                     more: false,
                     aborted: false,
                     hops_left: 32,
+                    ingress_sequence: 7_000_001,
+                    resend: true,
                 })),
             },
             Frame {

@@ -30,6 +30,7 @@ class _Base(MessagingHandler):
     def on_timer_task(self, event):
         if self.done.is_set():
             return
+        self.tick()
         if self.stop_requested.is_set() or self.finished():
             self.close()
             return
@@ -41,6 +42,9 @@ class _Base(MessagingHandler):
 
     def finished(self):
         return False
+
+    def tick(self):
+        """Runs on the client's own thread every 50 ms."""
 
     def close(self):
         if not self.done.is_set():
@@ -171,6 +175,10 @@ class Receiver(_Base):
         self.remote_address = None
         self.unsettled = []
         self.refused = None
+        # Set from another thread to make a never-settling receiver accept
+        # what it holds (and, from then on, what it gets).
+        self.accept_held = threading.Event()
+        self.accepted_held = 0
 
     def attach(self, event):
         if self.dynamic:
@@ -213,6 +221,13 @@ class Receiver(_Base):
 
     def credit_left(self):
         return self.receiver.credit
+
+    def tick(self):
+        if self.accept_held.is_set() and self.unsettled:
+            for d in self.unsettled:
+                self.accept(d)
+            self.accepted_held += len(self.unsettled)
+            self.unsettled = []
 
     def finished(self):
         return self.expect is not None and self.count >= self.expect

@@ -107,6 +107,17 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
+    /// `modified` with delivery-failed set: the message was not settled and
+    /// may have been processed (a consumer or a neighbour held it when it
+    /// was lost).
+    pub fn delivery_failed() -> DeliveryState {
+        DeliveryState::Modified {
+            delivery_failed: true,
+            undeliverable_here: false,
+            message_annotations: None,
+        }
+    }
+
     /// True for the four terminal outcomes of the messaging layer.
     pub fn is_outcome(&self) -> bool {
         matches!(

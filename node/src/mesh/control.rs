@@ -73,6 +73,9 @@ pub struct ControlActor {
     peers_changed: bool,
     view: SharedView,
     data: super::DataHook,
+    /// The router-wide record of arrived deliveries, shared by every peer
+    /// stream (duplicate suppression after failover, see [`super::dedup`]).
+    records: Arc<super::dedup::Records>,
 }
 
 impl ControlActor {
@@ -98,6 +101,7 @@ impl ControlActor {
             peers_changed: false,
             view,
             data,
+            records: Arc::new(super::dedup::Records::default()),
         }
     }
 
@@ -265,6 +269,7 @@ impl Handler<NewStream> for ControlActor {
             self.plane.instance(),
             ctx.address(),
             self.data.clone(),
+            self.records.clone(),
         );
         self.streams.insert(
             conn,

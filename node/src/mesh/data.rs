@@ -1,8 +1,22 @@
 //! The inter-router data plane of one neighbour: deliveries the router sends
 //! to it as transfer frames (kept until the neighbour's disposition comes
-//! back, returned modified if the neighbour is lost first), deliveries that
-//! arrive from it (routed like local ones, with their outcome sent back as a
-//! disposition frame), and large messages crossing frame by frame.
+//! back), deliveries that arrive from it (routed like local ones, with their
+//! outcome sent back as a disposition frame), and large messages crossing
+//! frame by frame.
+//!
+//! Failover: when the neighbour is lost, each delivery sent to it and not
+//! settled is re-forwarded on another path if it can be (unsettled, not a
+//! multicast copy, not still streaming out): marked `resend` and handed back
+//! to its address ([`super::DataPlane::reroute`]), which avoids the lost
+//! neighbour. The rest go back to their senders `modified`
+//! (delivery-failed). A line at info sums it up: `lost Router.B: N
+//! in-flight deliveries re-forwarded, M returned modified`. Since the lost
+//! neighbour may have passed a delivery on before it went, each unsettled
+//! delivery carries its identity in the mesh (ingress router + the
+//! `ingress_sequence` this module assigns when it first leaves its ingress
+//! router), every arriving one is recorded, and resent ones are looked up
+//! before being delivered ([`super::dedup`]): a duplicate is answered with
+//! what is known of the original instead.
 //!
 //! Every delivery is acknowledged, presettled ones too (a disposition without
 //! outcome once forwarded): a sender's credit comes back only when its
@@ -23,6 +37,7 @@
 //! message per ingress connection ([`OutcomeBatch`]).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use bote_proto::v1 as pb;
@@ -30,6 +45,7 @@ use bote_topology::RouterId;
 use bytes::{Bytes, BytesMut};
 
 use super::DataHook;
+use super::dedup::{MeshId, Records, Seen, StreamRecorder};
 use crate::amqp::definitions::{AmqpError, DeliveryState};
 use crate::router::delivery::{
     ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, Trace,
@@ -49,6 +65,8 @@ struct Assembly {
     settled: bool,
     trace: Vec<Bytes>,
     hops_left: u32,
+    ingress_sequence: u64,
+    resend: bool,
     body: BytesMut,
 }
 
@@ -151,10 +169,19 @@ pub struct PeerData {
     /// Outcomes of deliveries the neighbour settled, to be sent home at the
     /// end of the batch.
     outcomes: OutcomeBatch,
+    /// The router-wide record of arrived deliveries (duplicate suppression)
+    /// and its sequence numbers.
+    records: Arc<Records>,
+    /// This stream's part of it (arrivals are written at the end of each
+    /// batch).
+    record: StreamRecorder,
+    /// Sequence numbers this stream may give deliveries entering the mesh.
+    sequences: std::ops::Range<u64>,
 }
 
 impl PeerData {
-    pub fn new(hook: DataHook, own: RouterId, conn: u64) -> PeerData {
+    pub fn new(hook: DataHook, own: RouterId, conn: u64, records: Arc<Records>) -> PeerData {
+        let record = records.open_stream();
         PeerData {
             hook,
             own,
@@ -168,6 +195,20 @@ impl PeerData {
             names: Names::default(),
             arrived: Vec::new(),
             outcomes: OutcomeBatch::default(),
+            records,
+            record,
+            sequences: 0..0,
+        }
+    }
+
+    /// A new identity for an unsettled unicast delivery entering the mesh.
+    fn next_sequence(&mut self) -> u64 {
+        match self.sequences.next() {
+            Some(n) => n,
+            None => {
+                self.sequences = self.records.sequences();
+                self.sequences.next().unwrap_or(1)
+            }
         }
     }
 
@@ -183,7 +224,10 @@ impl PeerData {
         progress: impl Fn(u64) -> Recipient<crate::router::delivery::StreamProgress>,
     ) -> Vec<pb::Frame> {
         let mut frames = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
+        for mut d in deliveries {
+            if d.ingress_sequence == 0 && !d.presettled && d.fanout.is_none() {
+                d.ingress_sequence = self.next_sequence();
+            }
             let id = self.next_id;
             self.next_id += 1;
             let trace = self.names.trace_out(&d.trace, &self.own);
@@ -276,6 +320,7 @@ impl PeerData {
     /// deliveries to the same address) and sends the outcomes it settled
     /// home (one message per ingress connection).
     pub fn route_arrived(&mut self) {
+        self.record.flush();
         self.outcomes.send();
         if self.arrived.is_empty() {
             return;
@@ -294,40 +339,59 @@ impl PeerData {
 
     fn on_transfer(&mut self, t: pb::Transfer) -> Vec<pb::Frame> {
         let id = t.delivery_id;
-        let (address, settled, trace, hops_left, message) = match self.assembling.remove(&id) {
-            Some(mut a) => {
-                if t.aborted {
-                    return Vec::new();
+        let (address, settled, trace, hops_left, ingress_sequence, resend, message) =
+            match self.assembling.remove(&id) {
+                Some(mut a) => {
+                    if t.aborted {
+                        return Vec::new();
+                    }
+                    a.body.extend_from_slice(&t.message);
+                    if t.more {
+                        self.assembling.insert(id, a);
+                        return Vec::new();
+                    }
+                    (
+                        a.address,
+                        a.settled,
+                        a.trace,
+                        a.hops_left,
+                        a.ingress_sequence,
+                        a.resend,
+                        a.body.freeze(),
+                    )
                 }
-                a.body.extend_from_slice(&t.message);
-                if t.more {
-                    self.assembling.insert(id, a);
-                    return Vec::new();
+                None => {
+                    if t.aborted {
+                        return Vec::new();
+                    }
+                    if t.more {
+                        let mut body = BytesMut::with_capacity(t.message.len() * 4);
+                        body.extend_from_slice(&t.message);
+                        self.assembling.insert(
+                            id,
+                            Assembly {
+                                address: t.address,
+                                settled: t.settled,
+                                trace: t.trace,
+                                hops_left: t.hops_left,
+                                ingress_sequence: t.ingress_sequence,
+                                resend: t.resend,
+                                body,
+                            },
+                        );
+                        return Vec::new();
+                    }
+                    (
+                        t.address,
+                        t.settled,
+                        t.trace,
+                        t.hops_left,
+                        t.ingress_sequence,
+                        t.resend,
+                        t.message,
+                    )
                 }
-                (a.address, a.settled, a.trace, a.hops_left, a.body.freeze())
-            }
-            None => {
-                if t.aborted {
-                    return Vec::new();
-                }
-                if t.more {
-                    let mut body = BytesMut::with_capacity(t.message.len() * 4);
-                    body.extend_from_slice(&t.message);
-                    self.assembling.insert(
-                        id,
-                        Assembly {
-                            address: t.address,
-                            settled: t.settled,
-                            trace: t.trace,
-                            hops_left: t.hops_left,
-                            body,
-                        },
-                    );
-                    return Vec::new();
-                }
-                (t.address, t.settled, t.trace, t.hops_left, t.message)
-            }
-        };
+            };
         let looped = trace.iter().any(|r| r == self.own.as_str().as_bytes());
         let routable = self
             .names
@@ -350,6 +414,15 @@ impl PeerData {
         let Some(returns_to) = self.returns_to.clone() else {
             return Vec::new();
         };
+        // Unsettled unicast deliveries have an identity in the mesh.
+        if let Some(ingress) = trace.first().filter(|_| ingress_sequence != 0 && !settled) {
+            if (resend || self.records.checking())
+                && let Some(answer) = self.seen_before(ingress, ingress_sequence, resend)
+            {
+                return vec![disposition(id, Some(answer))];
+            }
+            self.record.arrived(id, ingress, ingress_sequence);
+        }
         self.arrived.push(RoutedDelivery {
             address,
             message,
@@ -366,37 +439,106 @@ impl PeerData {
             trace,
             hops_left,
             remote_outstanding: None,
+            ingress_sequence,
+            resend,
+            resent_from: None,
             outcome_sent: false,
         });
         Vec::new()
+    }
+
+    /// A re-forwarded delivery (or any while checking) is looked up first:
+    /// the answer to send back if this router has seen it before (it is
+    /// then not delivered again), `None` to deliver it.
+    fn seen_before(
+        &mut self,
+        ingress: &RouterId,
+        sequence: u64,
+        resend: bool,
+    ) -> Option<DeliveryState> {
+        self.record.flush();
+        let mesh = MeshId {
+            ingress: ingress.clone(),
+            sequence,
+        };
+        let answer = match self.records.lookup(&mesh, resend, Instant::now()) {
+            Seen::No => return None,
+            Seen::Pending => DeliveryState::delivery_failed(),
+            Seen::Settled(state) => state,
+        };
+        tracing::debug!(
+            ingress = %mesh.ingress,
+            sequence = mesh.sequence,
+            resend,
+            ?answer,
+            "duplicate delivery answered from the record, not delivered again"
+        );
+        Some(answer)
     }
 
     /// Outcomes of deliveries that arrived from the neighbour. A presettled
     /// delivery's "outcome" is `None`: it was forwarded (or dropped for want
     /// of a consumer), which the neighbour needs to replenish its sender.
     pub fn returned(&mut self, outcomes: Vec<(u64, Option<DeliveryState>)>) -> Vec<pb::Frame> {
+        self.record.settled(
+            outcomes
+                .iter()
+                .filter_map(|(id, state)| Some((*id, state.as_ref()?))),
+        );
         outcomes
             .into_iter()
             .map(|(id, state)| disposition(id, state))
             .collect()
     }
 
-    /// The neighbour is gone: what it had been sent and not settled may have
-    /// been processed (modified, delivery-failed).
-    pub fn lost(&mut self) {
+    /// The neighbour (`peer`, if it identified itself) is gone. What it had
+    /// been sent and not settled is re-forwarded on another path when it
+    /// can be (see the module doc); the rest may have been processed and
+    /// goes back modified (delivery-failed). The stream's record of arrived
+    /// deliveries is kept a while for lookups.
+    pub fn lost(&mut self, peer: Option<&RouterId>) {
         // What arrived complete before the loss still goes on, and outcomes
         // already collected still go home.
         self.route_arrived();
-        for (_, d) in self.sent.drain() {
+        self.records.close_stream(&mut self.record, Instant::now());
+        let mut reforward = Vec::new();
+        let mut failed = 0usize;
+        for (id, mut d) in self.sent.drain() {
             settled_remotely(&d);
-            d.return_to_sender(Some(DeliveryState::Modified {
-                delivery_failed: true,
-                undeliverable_here: false,
-                message_annotations: None,
-            }));
+            let resendable =
+                !d.presettled && d.fanout.is_none() && !self.streams_out.contains_key(&id);
+            match peer {
+                Some(peer) if resendable => {
+                    d.remote_outstanding = None;
+                    d.resend = true;
+                    d.resent_from = Some(peer.clone());
+                    reforward.push(d);
+                }
+                _ => {
+                    failed += usize::from(!d.presettled);
+                    d.return_to_sender(Some(DeliveryState::delivery_failed()));
+                }
+            }
         }
         self.streams_out.clear();
         self.assembling.clear();
+        if let Some(peer) = peer {
+            tracing::info!(
+                "lost {peer}: {} in-flight deliveries re-forwarded, {failed} returned modified",
+                reforward.len()
+            );
+        }
+        if reforward.is_empty() {
+            return;
+        }
+        match self.hook.get() {
+            Some(data) => data.reroute(reforward),
+            None => {
+                for d in reforward {
+                    d.return_to_sender(Some(DeliveryState::delivery_failed()));
+                }
+            }
+        }
     }
 }
 
@@ -436,6 +578,8 @@ fn transfer_frame(
             more,
             aborted: false,
             hops_left,
+            ingress_sequence: d.ingress_sequence,
+            resend: d.resend,
         })),
     }
 }
@@ -510,6 +654,8 @@ pub fn outcome_from_wire(outcome: pb::Outcome) -> DeliveryState {
 mod tests {
     use super::*;
     use crate::amqp::definitions::condition;
+    use crate::router::delivery::{ConnId, Stream};
+    use std::sync::Mutex;
 
     #[test]
     fn arriving_names_share_one_value_and_bad_utf8_is_refused() {
@@ -547,6 +693,240 @@ mod tests {
         assert_eq!(names.trace_out(&via_a.clone(), &own), wire);
         let address: Arc<str> = Arc::from("queue.a");
         assert_eq!(names.address_out(&address), Bytes::from_static(b"queue.a"));
+    }
+
+    /// Outcomes sent home: (delivery key, state).
+    type Outcomes = Arc<Mutex<Vec<(u64, Option<DeliveryState>)>>>;
+
+    /// Collects the outcomes sent home to an ingress connection.
+    struct Sink(Outcomes);
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Returned> for Sink {
+        type Result = ();
+        fn handle(&mut self, msg: Returned, _: &mut Context<Self>) {
+            self.0.lock().unwrap().extend(msg.outcomes);
+        }
+    }
+
+    impl Handler<crate::router::delivery::StreamProgress> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: crate::router::delivery::StreamProgress, _: &mut Context<Self>) {}
+    }
+
+    /// The router's data plane, keeping what it is handed.
+    #[derive(Default)]
+    struct Kept {
+        routed: Mutex<Vec<RoutedDelivery>>,
+        rerouted: Mutex<Vec<RoutedDelivery>>,
+    }
+
+    impl super::super::DataPlane for Kept {
+        fn view_changed(&self, _: Arc<super::super::MeshView>) {}
+        fn route(&self, deliveries: Vec<RoutedDelivery>) {
+            self.routed.lock().unwrap().extend(deliveries);
+        }
+        fn reroute(&self, deliveries: Vec<RoutedDelivery>) {
+            self.rerouted.lock().unwrap().extend(deliveries);
+        }
+    }
+
+    /// A home for outcomes and a data plane keeping what it is handed (to
+    /// be called inside an actix system).
+    fn harness() -> (Outcomes, Addr<Sink>, Arc<Kept>) {
+        let outcomes = Outcomes::default();
+        let sink = Sink(outcomes.clone()).start();
+        (outcomes, sink, Arc::new(Kept::default()))
+    }
+
+    fn hooked(kept: &Arc<Kept>) -> DataHook {
+        let hook: DataHook = Arc::new(std::sync::OnceLock::new());
+        let plane: Arc<dyn super::super::DataPlane> = kept.clone();
+        assert!(hook.set(plane).is_ok());
+        hook
+    }
+
+    /// An unsettled delivery from Router.A arriving through Router.C.
+    fn arriving(id: u64, sequence: u64, resend: bool) -> pb::frame::Kind {
+        pb::frame::Kind::Transfer(pb::Transfer {
+            delivery_id: id,
+            address: Bytes::from_static(b"queue.a"),
+            message: Bytes::from_static(b"message"),
+            ingress_router: Bytes::from_static(b"Router.A"),
+            trace: vec![
+                Bytes::from_static(b"Router.A"),
+                Bytes::from_static(b"Router.C"),
+            ],
+            hops_left: 30,
+            ingress_sequence: sequence,
+            resend,
+            ..pb::Transfer::default()
+        })
+    }
+
+    /// The outcome of the one disposition in `frames`; `None` if there is
+    /// no frame (the delivery went on to be routed).
+    fn answer(frames: Vec<pb::Frame>) -> Option<DeliveryState> {
+        assert!(frames.len() <= 1, "{frames:?}");
+        match frames.into_iter().next()?.kind {
+            Some(pb::frame::Kind::Disposition(d)) => Some(outcome_from_wire(d.outcome?)),
+            other => panic!("not a disposition: {other:?}"),
+        }
+    }
+
+    fn delivery(sink: &Addr<Sink>, key: u64, presettled: bool) -> RoutedDelivery {
+        RoutedDelivery {
+            address: Arc::from("queue.a"),
+            message: Bytes::from_static(b"message"),
+            presettled,
+            priority: 4,
+            origin: Origin {
+                conn: Arc::new(sink.clone().recipient()),
+                conn_id: ConnId(1),
+                key,
+            },
+            fanout: None,
+            tried: Vec::new(),
+            stream: None,
+            trace: Trace::default(),
+            hops_left: HOP_LIMIT,
+            remote_outstanding: None,
+            ingress_sequence: 0,
+            resend: false,
+            resent_from: None,
+            outcome_sent: false,
+        }
+    }
+
+    #[test]
+    fn a_resent_delivery_is_answered_from_the_record_and_never_delivered_twice() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let records = Arc::new(Records::default());
+            let own = RouterId::from("Router.D");
+            let stream = |conn| {
+                let mut data = PeerData::new(hooked(&kept), own.clone(), conn, records.clone());
+                data.started(sink.clone().recipient());
+                data
+            };
+            // Router.B passed two deliveries on to us; the consumer accepted
+            // one, then B was lost.
+            let mut via_b = stream(1);
+            assert_eq!(answer(via_b.inbound(arriving(0, 100, false))), None);
+            assert_eq!(answer(via_b.inbound(arriving(1, 101, false))), None);
+            via_b.route_arrived();
+            assert_eq!(kept.routed.lock().unwrap().len(), 2);
+            assert_eq!(
+                answer(via_b.returned(vec![(1, Some(DeliveryState::Accepted))])),
+                Some(DeliveryState::Accepted)
+            );
+            via_b.lost(Some(&RouterId::from("Router.B")));
+
+            // Router.A re-forwards all three through Router.C.
+            let mut via_c = stream(2);
+            assert!(!records.checking());
+            assert_eq!(
+                answer(via_c.inbound(arriving(0, 100, true))),
+                Some(DeliveryState::delivery_failed()),
+                "held by the consumer: modified"
+            );
+            assert_eq!(
+                answer(via_c.inbound(arriving(1, 101, true))),
+                Some(DeliveryState::Accepted),
+                "accepted already: the recorded outcome"
+            );
+            assert_eq!(answer(via_c.inbound(arriving(2, 102, true))), None);
+            via_c.route_arrived();
+            {
+                let routed = kept.routed.lock().unwrap();
+                assert_eq!(routed.len(), 3, "only the unknown one is delivered");
+                assert!(routed[2].resend && routed[2].ingress_sequence == 102);
+            }
+            assert!(records.checking());
+
+            // Only a link was cut: the original arrives after its copy and
+            // is answered from the copy's record.
+            let mut late = stream(3);
+            assert_eq!(
+                answer(late.inbound(arriving(0, 102, false))),
+                Some(DeliveryState::delivery_failed())
+            );
+            assert_eq!(answer(late.inbound(arriving(1, 103, false))), None);
+            late.route_arrived();
+            assert_eq!(kept.routed.lock().unwrap().len(), 4);
+        });
+    }
+
+    #[test]
+    fn a_lost_neighbours_unsettled_deliveries_are_re_forwarded_and_the_rest_returned_modified() {
+        actix::System::new().block_on(async {
+            let (outcomes, sink, kept) = harness();
+            let mut to_b = PeerData::new(
+                hooked(&kept),
+                RouterId::from("Router.A"),
+                1,
+                Arc::new(Records::default()),
+            );
+            to_b.started(sink.clone().recipient());
+
+            let outstanding = Arc::new(std::sync::atomic::AtomicU32::new(1));
+            let mut unsettled = delivery(&sink, 1, false);
+            unsettled.remote_outstanding = Some(outstanding.clone());
+            let presettled = delivery(&sink, 2, true);
+            let mut streaming = delivery(&sink, 3, false);
+            let stream = Arc::new(Stream::default());
+            stream.push(Bytes::from_static(b"more"), false);
+            streaming.stream = Some(stream);
+            let progress = sink.clone();
+            let frames = to_b.send(vec![unsettled, presettled, streaming], |_| {
+                progress.clone().recipient()
+            });
+            let sequences: Vec<u64> = frames
+                .iter()
+                .filter_map(|f| match &f.kind {
+                    Some(pb::frame::Kind::Transfer(t)) if !t.address.is_empty() => {
+                        Some(t.ingress_sequence)
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(sequences.len(), 3);
+            assert!(sequences[0] != 0, "an unsettled delivery gets an identity");
+            assert_eq!(sequences[1], 0, "a presettled one does not");
+
+            to_b.lost(Some(&RouterId::from("Router.B")));
+            let rerouted = std::mem::take(&mut *kept.rerouted.lock().unwrap());
+            assert_eq!(rerouted.len(), 1);
+            let d = &rerouted[0];
+            assert_eq!(d.origin.key, 1);
+            assert!(d.resend && d.remote_outstanding.is_none());
+            assert_eq!(d.resent_from, Some(RouterId::from("Router.B")));
+            assert_eq!(d.ingress_sequence, sequences[0], "the same identity");
+            assert_eq!(outstanding.load(std::sync::atomic::Ordering::Relaxed), 0);
+            // A re-forwarded delivery that ends nowhere goes back modified,
+            // never released.
+            drop(rerouted);
+
+            for _ in 0..100 {
+                if outcomes.lock().unwrap().len() == 3 {
+                    break;
+                }
+                actix::clock::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let mut got = outcomes.lock().unwrap().clone();
+            got.sort_by_key(|(key, _)| *key);
+            assert_eq!(
+                got,
+                vec![
+                    (1, Some(DeliveryState::delivery_failed())),
+                    (2, None),
+                    (3, Some(DeliveryState::delivery_failed())),
+                ]
+            );
+        });
     }
 
     #[test]

@@ -30,14 +30,18 @@
 //!   its hellos, see [`control`]).
 //! - Data frames received from a neighbour (transfers, dispositions) are
 //!   turned into routed deliveries and outcomes by the peer actor's
-//!   [`data::PeerData`] and handed to the router through [`DataPlane`];
-//!   deliveries for a neighbour reach its peer actor as
-//!   [`data::PeerDeliver`], and all frames share batches with control frames
-//!   on the one stream.
+//!   [`data::PeerData`] and handed to the router through
+//!   [`DataPlane::route`]; when the neighbour is lost, what was in flight to
+//!   it is re-forwarded through [`DataPlane::reroute`], and duplicates that
+//!   failover could create are suppressed with the router-wide record of
+//!   [`dedup`]. Deliveries for a neighbour reach its peer actor as
+//!   [`data::PeerDeliver`], and all frames share batches with control
+//!   frames on the one stream.
 
 pub mod connector;
 pub mod control;
 pub mod data;
+pub mod dedup;
 pub mod peer;
 pub mod server;
 pub mod wire;
@@ -98,6 +102,12 @@ pub trait DataPlane: Send + Sync + 'static {
     /// Deliveries arrived from a neighbour (in arrival order): route them
     /// like local ones.
     fn route(&self, deliveries: Vec<crate::router::delivery::RoutedDelivery>);
+    /// Deliveries that were in flight to a neighbour when it was lost
+    /// (each marked `resend`, with `resent_from` naming the neighbour):
+    /// route them again, on another path, once the routes no longer go
+    /// through the lost neighbour; without a path they go back to their
+    /// senders modified (delivery-failed).
+    fn reroute(&self, deliveries: Vec<crate::router::delivery::RoutedDelivery>);
 }
 
 /// Where the control and peer actors find the [`DataPlane`].

@@ -96,10 +96,11 @@ impl PeerActor {
         own_instance: InstanceId,
         control: Addr<ControlActor>,
         hook: super::DataHook,
+        records: std::sync::Arc<super::dedup::Records>,
     ) -> Addr<PeerActor> {
         PeerActor::create(move |ctx| {
             ctx.add_stream(stream.inbound);
-            let mut data = PeerData::new(hook, own_id.clone(), conn);
+            let mut data = PeerData::new(hook, own_id.clone(), conn, records);
             data.started(ctx.address().recipient());
             PeerActor {
                 conn,
@@ -188,7 +189,7 @@ impl Actor for PeerActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.data.lost();
+        self.data.lost(self.peer.as_ref());
         self.control.do_send(PeerClosed { conn: self.conn });
         if let Some(closed) = self.closed.take() {
             let _ = closed.send(());

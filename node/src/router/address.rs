@@ -3,8 +3,17 @@
 //! producer links waiting on it, picks the destination of every delivery by
 //! its distribution (closest, balanced, multicast), and tells producers when
 //! they may have credit (only while the address has a consumer).
+//!
+//! Failover: deliveries that were in flight to a lost neighbour come back
+//! as [`Reroute`]. They never go to that neighbour again, nor to a router
+//! reached through it, and they wait (at most [`REROUTE_WAIT`]) for a mesh
+//! view whose routes no longer pass the lost neighbour ([`routes_avoid`]),
+//! so they take the new shortest path rather than whatever the stale routes
+//! leave; then they are routed like any other delivery. With no path they
+//! go back modified (delivery-failed): they had been sent.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use dashmap::DashMap;
@@ -77,6 +86,37 @@ pub struct DetachProducer {
 #[rtype(result = "()")]
 pub struct Forward(pub Vec<RoutedDelivery>);
 
+/// Deliveries in flight to a neighbour that was lost (each with
+/// `resent_from` naming it), to route again on another path.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reroute(pub Vec<RoutedDelivery>);
+
+/// The longest a re-forwarded delivery waits for routes around the lost
+/// neighbour (they normally come a few milliseconds after the loss).
+pub const REROUTE_WAIT: Duration = Duration::from_secs(2);
+
+/// True once `view` no longer routes through the neighbour `lost`: its
+/// stream is gone from the view and no route's next hop is `lost`.
+pub fn routes_avoid(view: Option<&MeshView>, lost: &RouterId) -> bool {
+    view.is_some_and(|v| {
+        !v.peers.contains_key(lost) && v.routes.iter().all(|(_, r)| r.next_hop != *lost)
+    })
+}
+
+/// A parked delivery lost with neighbour `lost` and waiting until `until`
+/// may be routed at `now`: the routes avoid that neighbour, or the wait is
+/// over (it is then routed on the routes there are, still never toward
+/// the lost neighbour).
+pub fn may_reroute(
+    view: Option<&MeshView>,
+    lost: Option<&RouterId>,
+    until: Instant,
+    now: Instant,
+) -> bool {
+    until <= now || lost.is_none_or(|lost| routes_avoid(view, lost))
+}
+
 /// The mesh published a new view: which remote routers have consumers.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -94,9 +134,14 @@ struct Remote {
 }
 
 impl Remote {
-    /// A delivery that visited the router or its next hop must not go there.
-    fn visited_by(&self, trace: &[RouterId]) -> bool {
-        trace.contains(&self.router) || trace.contains(&self.next_hop)
+    /// A delivery must not go to a router it visited or through a next hop
+    /// it visited, nor to or through the neighbour it was lost with.
+    fn excluded_for(&self, d: &RoutedDelivery) -> bool {
+        d.trace.contains(&self.router)
+            || d.trace.contains(&self.next_hop)
+            || d.resent_from
+                .as_ref()
+                .is_some_and(|lost| *lost == self.router || *lost == self.next_hop)
     }
 }
 
@@ -144,6 +189,11 @@ pub struct AddressActor {
     view: Option<Arc<MeshView>>,
     /// Outstanding (unsettled) deliveries per next hop, kept across views.
     hop_outstanding: std::collections::HashMap<RouterId, Arc<std::sync::atomic::AtomicU32>>,
+    /// Re-forwarded deliveries waiting for routes around the neighbour they
+    /// were lost with, each with the time it stops waiting.
+    parked: Vec<(Instant, RoutedDelivery)>,
+    /// Fires when the first parked delivery stops waiting.
+    park_timer: Option<SpawnHandle>,
 }
 
 impl AddressActor {
@@ -165,6 +215,8 @@ impl AddressActor {
             remote_cursor: 0,
             view: None,
             hop_outstanding: std::collections::HashMap::new(),
+            parked: Vec::new(),
+            park_timer: None,
         }
     }
 
@@ -229,7 +281,7 @@ impl AddressActor {
             })
             .collect();
         let eligible: Vec<usize> = (0..self.remote.len())
-            .filter(|&k| !self.remote[k].visited_by(&d.trace))
+            .filter(|&k| !self.remote[k].excluded_for(d))
             .collect();
         let remote: Vec<RemoteRouter> = eligible
             .iter()
@@ -252,11 +304,11 @@ impl AddressActor {
         }
     }
 
-    /// The cheapest remote router with consumers that the delivery has not
-    /// visited, round-robin among equal costs.
-    fn pick_remote(&mut self, trace: &[RouterId]) -> Option<usize> {
+    /// The cheapest remote router with consumers that the delivery may go
+    /// to (see [`Remote::excluded_for`]), round-robin among equal costs.
+    fn pick_remote(&mut self, d: &RoutedDelivery) -> Option<usize> {
         let eligible: Vec<usize> = (0..self.remote.len())
-            .filter(|&i| !self.remote[i].visited_by(trace))
+            .filter(|&i| !self.remote[i].excluded_for(d))
             .collect();
         let best = eligible.iter().map(|&i| self.remote[i].cost).min()?;
         let ties: Vec<usize> = eligible
@@ -360,6 +412,11 @@ impl AddressActor {
                     trace: d.trace.clone(),
                     hops_left: d.hops_left,
                     remote_outstanding: None,
+                    // Copies are never re-forwarded, so they need no
+                    // identity in the mesh.
+                    ingress_sequence: 0,
+                    resend: false,
+                    resent_from: None,
                     outcome_sent: false,
                 };
                 for (i, batch) in batches.iter_mut().enumerate() {
@@ -387,7 +444,7 @@ impl AddressActor {
             } else {
                 self.pick(&d.tried)
                     .map(Target::Local)
-                    .or_else(|| self.pick_remote(&d.trace).map(Target::Remote))
+                    .or_else(|| self.pick_remote(&d).map(Target::Remote))
             };
             match target {
                 Some(Target::Local(i)) => {
@@ -426,8 +483,38 @@ impl AddressActor {
         }
     }
 
-    /// No consumer can take the delivery: unsettled goes back released,
-    /// presettled is dropped and counted.
+    /// Parks re-forwarded deliveries until the routes avoid the neighbour
+    /// they were lost with (or their wait is over), and routes those that
+    /// are ready; re-arms the timer for the rest.
+    fn reroute(&mut self, deliveries: Vec<RoutedDelivery>, now: Instant, ctx: &mut Context<Self>) {
+        self.parked
+            .extend(deliveries.into_iter().map(|d| (now + REROUTE_WAIT, d)));
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(until, d)| {
+                may_reroute(self.view.as_deref(), d.resent_from.as_ref(), *until, now)
+            });
+        self.parked = waiting;
+        if let Some(timer) = self.park_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(first) = self.parked.iter().map(|(until, _)| *until).min() {
+            self.park_timer = Some(ctx.run_later(
+                first.saturating_duration_since(now),
+                |act, ctx| {
+                    act.park_timer = None;
+                    act.reroute(Vec::new(), Instant::now(), ctx);
+                },
+            ));
+        }
+        if !ready.is_empty() {
+            self.forward(ready.into_iter().map(|(_, d)| d).collect());
+        }
+    }
+
+    /// No consumer can take the delivery: unsettled goes back released
+    /// (modified if it was being re-forwarded), presettled is dropped and
+    /// counted.
     fn no_consumer(&self, d: RoutedDelivery) {
         use std::sync::atomic::Ordering::Relaxed;
         if d.presettled {
@@ -449,6 +536,13 @@ impl Handler<Forward> for AddressActor {
     type Result = ();
     fn handle(&mut self, msg: Forward, _ctx: &mut Context<Self>) {
         self.forward(msg.0);
+    }
+}
+
+impl Handler<Reroute> for AddressActor {
+    type Result = ();
+    fn handle(&mut self, msg: Reroute, ctx: &mut Context<Self>) {
+        self.reroute(msg.0, Instant::now(), ctx);
     }
 }
 
@@ -502,7 +596,7 @@ impl Handler<DetachConsumer> for AddressActor {
 
 impl Handler<MeshChanged> for AddressActor {
     type Result = ();
-    fn handle(&mut self, msg: MeshChanged, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: MeshChanged, ctx: &mut Context<Self>) {
         let view = msg.0;
         let had_path = self.has_path();
         self.remote.clear();
@@ -536,6 +630,9 @@ impl Handler<MeshChanged> for AddressActor {
         self.view = Some(view);
         if had_path != self.has_path() {
             self.notify_producers();
+        }
+        if !self.parked.is_empty() {
+            self.reroute(Vec::new(), Instant::now(), ctx);
         }
     }
 }
@@ -644,4 +741,61 @@ impl AddressRegistry {
 fn hash(s: &str) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault};
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(s) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bote_topology::{LinkStateDb, LinkStateRecord, Routes};
+
+    /// The view of Router.A in a mesh of `edges` (no peer streams).
+    fn view(edges: &[(&str, &str)]) -> MeshView {
+        let mut adjacent: std::collections::BTreeMap<RouterId, Vec<(RouterId, u32)>> =
+            std::collections::BTreeMap::new();
+        for (a, b) in edges {
+            adjacent
+                .entry((*a).into())
+                .or_default()
+                .push(((*b).into(), 1));
+            adjacent
+                .entry((*b).into())
+                .or_default()
+                .push(((*a).into(), 1));
+        }
+        let mut db = LinkStateDb::new();
+        for (origin, neighbours) in adjacent {
+            db.offer(Arc::new(LinkStateRecord::new(origin, 1, 1, neighbours)));
+        }
+        MeshView {
+            routes: Arc::new(Routes::compute(&"A".into(), &db)),
+            addresses: std::collections::BTreeMap::new(),
+            peers: std::collections::BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn re_forwarded_deliveries_wait_for_routes_around_the_lost_neighbour() {
+        let b = RouterId::from("B");
+        // Square A-B-D, A-C-D before the loss: B is a next hop.
+        let before = view(&[("A", "B"), ("B", "D"), ("A", "C"), ("C", "D")]);
+        assert_eq!(before.routes.next_hop(&b), Some(&b));
+        assert!(!routes_avoid(Some(&before), &b));
+        // Recomputed without the A-B link: D through C, B too.
+        let after = view(&[("B", "D"), ("A", "C"), ("C", "D")]);
+        assert!(routes_avoid(Some(&after), &b));
+        // B gone altogether.
+        let gone = view(&[("A", "C"), ("C", "D")]);
+        assert!(routes_avoid(Some(&gone), &b));
+        assert!(!routes_avoid(None, &b), "no view yet: wait");
+
+        let now = Instant::now();
+        let until = now + REROUTE_WAIT;
+        assert!(!may_reroute(Some(&before), Some(&b), until, now));
+        assert!(may_reroute(Some(&after), Some(&b), until, now));
+        assert!(
+            may_reroute(Some(&before), Some(&b), until, until),
+            "waited long enough"
+        );
+        assert!(may_reroute(None, None, until, now), "not lost with anyone");
+    }
 }

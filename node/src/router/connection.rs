@@ -652,11 +652,7 @@ impl ConnectionActor {
             let failed = if self.shared.shutting_down.load(Relaxed) {
                 DeliveryState::Released
             } else {
-                DeliveryState::Modified {
-                    delivery_failed: true,
-                    undeliverable_here: false,
-                    message_annotations: None,
-                }
+                DeliveryState::delivery_failed()
             };
             for ctx in &d.unsettled {
                 if let Some((_, rd)) = self.in_flight.remove(ctx) {
@@ -944,6 +940,9 @@ fn routed(
         trace: super::delivery::Trace::default(),
         hops_left: crate::mesh::data::HOP_LIMIT,
         remote_outstanding: None,
+        ingress_sequence: 0,
+        resend: false,
+        resent_from: None,
         outcome_sent: false,
     }
 }

@@ -90,6 +90,21 @@ pub struct RoutedDelivery {
     /// address's count of outstanding deliveries through that next hop
     /// (what balanced weighs), decremented when the outcome comes back.
     pub remote_outstanding: Option<Arc<AtomicU32>>,
+    /// With the trace's first router (where it entered the mesh), the
+    /// delivery's identity in the mesh ([`crate::mesh::dedup::MeshId`]): the
+    /// sequence its ingress router gave it when it first left that router.
+    /// 0 until then, and always for presettled deliveries and multicast
+    /// copies (never sent twice).
+    pub ingress_sequence: u64,
+    /// It is being re-forwarded because a neighbour it had been sent to was
+    /// lost before settling it (here or on a router before this one): the
+    /// lost path may have delivered it already, so routers downstream check
+    /// its identity first, and it never goes back `released`, only
+    /// `modified` (delivery-failed).
+    pub resend: bool,
+    /// The neighbour this router lost it with: the address does not send it
+    /// that way again.
+    pub resent_from: Option<bote_topology::RouterId>,
     /// Its outcome has been sent home (see `Drop`).
     pub(crate) outcome_sent: bool,
 }
@@ -131,7 +146,8 @@ impl From<Vec<bote_topology::RouterId>> for Trace {
 }
 
 /// A delivery dropped without an outcome — handed to an actor that stopped
-/// before reading its mailbox, say — goes back to its sender as released:
+/// before reading its mailbox, say — goes back to its sender as released
+/// (modified if it was being re-forwarded, see [`RoutedDelivery::resend`]):
 /// no unsettled delivery ever vanishes.
 impl Drop for RoutedDelivery {
     fn drop(&mut self) {
@@ -187,7 +203,15 @@ impl RoutedDelivery {
                 None
             }
             None => {
-                let state = if self.presettled { None } else { state };
+                let state = match state {
+                    _ if self.presettled => None,
+                    // It had been sent on a path that was lost: it may have
+                    // been processed there.
+                    Some(DeliveryState::Released) if self.resend => {
+                        Some(DeliveryState::delivery_failed())
+                    }
+                    state => state,
+                };
                 Some((self.origin.clone(), state))
             }
         }

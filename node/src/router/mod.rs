@@ -93,9 +93,30 @@ impl crate::mesh::DataPlane for RouterData {
         }
     }
 
-    /// One `Forward` per run of deliveries to the same address (arriving
-    /// addresses are shared `Arc`s, so a pointer compare finds the runs).
+    /// One `Forward` per run of deliveries to the same address.
     fn route(&self, deliveries: Vec<delivery::RoutedDelivery>) {
+        self.by_address(deliveries, address::Forward);
+    }
+
+    /// One `Reroute` per run of deliveries to the same address.
+    fn reroute(&self, deliveries: Vec<delivery::RoutedDelivery>) {
+        self.by_address(deliveries, address::Reroute);
+    }
+}
+
+impl RouterData {
+    /// Sends each run of deliveries to the same address to its address
+    /// actor as one message (arriving addresses are shared `Arc`s, so a
+    /// pointer compare finds the runs). Without a router they go back to
+    /// their senders (released, or modified if they were being re-forwarded).
+    fn by_address<M>(
+        &self,
+        deliveries: Vec<delivery::RoutedDelivery>,
+        message: impl Fn(Vec<delivery::RoutedDelivery>) -> M,
+    ) where
+        M: Message<Result = ()> + Send + 'static,
+        address::AddressActor: Handler<M>,
+    {
         let Some(shared) = self.shared.upgrade() else {
             for d in deliveries {
                 d.return_to_sender(Some(crate::amqp::definitions::DeliveryState::Released));
@@ -112,16 +133,13 @@ impl crate::mesh::DataPlane for RouterData {
                 shared
                     .addresses
                     .get(&address)
-                    .do_send(address::Forward(std::mem::take(&mut run)));
+                    .do_send(message(std::mem::take(&mut run)));
             }
             run.push(d);
         }
         if let Some(first) = run.first() {
             let address = first.address.clone();
-            shared
-                .addresses
-                .get(&address)
-                .do_send(address::Forward(run));
+            shared.addresses.get(&address).do_send(message(run));
         }
     }
 }
