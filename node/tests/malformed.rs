@@ -339,8 +339,9 @@ fn attaching_a_handle_already_in_use_ends_the_session_with_handle_in_use() {
     assert_eq!(h.end_condition().as_deref(), Some(condition::HANDLE_IN_USE));
 }
 
-#[test]
-fn a_transfer_without_credit_detaches_the_link_with_transfer_limit_exceeded() {
+/// A session with the peer's sending link 0 attached and accepted: this
+/// side receives on it (no credit granted yet).
+fn receiving_link() -> (Harness, bote_node::amqp::event::LinkId) {
     let mut h = Harness::with_session();
     h.frame(0, Performative::Attach(attach(0)));
     let link = h
@@ -357,6 +358,12 @@ fn a_transfer_without_credit_detaches_the_link_with_transfer_limit_exceeded() {
             bote_node::amqp::link::LinkConfig::receiver("link-0", None),
         )
         .unwrap();
+    (h, link)
+}
+
+#[test]
+fn a_transfer_without_credit_detaches_the_link_with_transfer_limit_exceeded() {
+    let (mut h, _link) = receiving_link();
     h.feed(&[]);
     let transfer = Transfer {
         handle: 0,
@@ -385,22 +392,7 @@ fn a_transfer_without_credit_detaches_the_link_with_transfer_limit_exceeded() {
 /// granted: taken, not refused — but not one more.
 #[test]
 fn transfers_written_after_a_drain_reply_that_counted_them_are_taken_up_to_the_credit() {
-    let mut h = Harness::with_session();
-    h.frame(0, Performative::Attach(attach(0)));
-    let link = h
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::AttachRequested { link, .. } => Some(link),
-            _ => None,
-        })
-        .expect("attach requested");
-    h.conn
-        .accept_attach(
-            link,
-            bote_node::amqp::link::LinkConfig::receiver("link-0", None),
-        )
-        .unwrap();
+    let (mut h, link) = receiving_link();
     h.conn.flow(link, 3, true).unwrap();
     h.feed(&[]);
     h.frame(
