@@ -301,6 +301,28 @@ def test_square_in_flight_deliveries_of_a_lost_neighbour_are_re_forwarded_and_ac
         assert reforwarded(a, n), a.log()
 
 
+def test_square_a_silent_neighbour_is_dropped_at_the_hello_timeout_and_its_in_flight_deliveries_re_forwarded():
+    # B stops (SIGSTOP) without closing anything: only the hello timeout
+    # can tell. A then closes B's stream and re-forwards what B holds.
+    with square("hello-interval-ms = 100\nhello-timeout-ms = 500") as (a, b, c, d):
+        n = 100
+        rx = receiver_on_d(a, d, "queue.silent", expect=n)
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            tx = Sender(a.url, "queue.silent", n, timeout=60).start()
+            tx.join()
+            rx.join()
+            assert tx.error is None and rx.error is None, (tx.error, rx.error)
+            assert tx.counts() == {"accepted": n}, tx.counts()
+            time.sleep(0.3)  # a duplicate would arrive by now
+            assert sorted(m.id for m in rx.messages) == list(range(n)), "lost or duplicated"
+            assert re.search(r"closing inter-router stream .*no message from Router\.B for the hello timeout",
+                             a.log()), a.log()
+            assert reforwarded(a, n), a.log()
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+
+
 def test_square_copies_of_deliveries_a_consumer_holds_come_back_modified_and_are_not_delivered_again():
     with square(PATIENT) as (a, b, c, d):
         n = 50

@@ -1,6 +1,8 @@
 //! The control actor: owns this router's [`ControlPlane`] and drives it.
 //! It feeds in neighbour up/down (from peer actors: up on a stream's first
-//! hello, down the moment the stream closes), every received control message
+//! hello, down the moment the stream closes — and a neighbour silent for the
+//! hello timeout has its stream closed, so it goes down the same way), every
+//! received control message
 //! and the local-address hooks; it arms one timer at
 //! [`ControlPlane::poll_timeout`] (the clock is the time elapsed since the
 //! router started) and executes every output at once: messages go to the
@@ -158,9 +160,30 @@ impl ControlActor {
             act.timer = None;
             let now = act.now();
             act.plane.handle_timeout(now);
+            act.close_silent_streams(now);
             act.drive(ctx);
         });
         self.timer = Some((deadline, handle));
+    }
+
+    /// Closes the stream of every neighbour the protocol dropped for silence
+    /// (no message for the hello timeout): its peer actor then returns or
+    /// re-forwards what was in flight to it at once (a silent neighbour
+    /// would otherwise hold them until TCP gave up), and a connector redials.
+    fn close_silent_streams(&mut self, now: Duration) {
+        let timeout = self.plane.config().hello_timeout;
+        for (id, entry) in &self.peers {
+            let silent = self
+                .plane
+                .neighbour(id)
+                .is_some_and(|n| n.instance.is_none() && n.last_heard + timeout <= now);
+            if silent {
+                entry.addr.do_send(Close(format!(
+                    "no message from {id} for the hello timeout ({} ms)",
+                    timeout.as_millis()
+                )));
+            }
+        }
     }
 
     fn publish(&mut self, routes_changed: bool, log_state: bool) {
