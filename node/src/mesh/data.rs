@@ -405,11 +405,13 @@ impl PeerData {
                 hops_left,
                 "inter-router delivery dropped: a loop, no hops left, or an empty or non-UTF-8 address or router id"
             );
-            return if settled {
-                Vec::new()
-            } else {
-                vec![disposition(id, Some(DeliveryState::Released))]
-            };
+            // Answered either way: a presettled one is acknowledged (no
+            // outcome) so the sender's credit comes back, as for any
+            // presettled delivery dropped for want of a consumer.
+            return vec![disposition(
+                id,
+                (!settled).then_some(DeliveryState::Released),
+            )];
         };
         let Some(returns_to) = self.returns_to.clone() else {
             return Vec::new();
@@ -799,6 +801,37 @@ mod tests {
             resent_from: None,
             outcome_sent: false,
         }
+    }
+
+    #[test]
+    fn a_looping_delivery_is_answered_and_not_routed_presettled_ones_too() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let records = Arc::new(Records::default());
+            // Router.C is on the trace: this delivery came round a loop.
+            let mut data = PeerData::new(hooked(&kept), RouterId::from("Router.C"), 1, records);
+            data.started(sink.clone().recipient());
+            let frames = data.inbound(arriving(0, 7, false));
+            assert_eq!(answer(frames), Some(DeliveryState::Released));
+            let mut presettled = arriving(1, 0, false);
+            if let pb::frame::Kind::Transfer(t) = &mut presettled {
+                t.settled = true;
+            }
+            // Acknowledged without outcome, so the sender's credit comes back.
+            let frames = data.inbound(presettled);
+            assert_eq!(frames.len(), 1);
+            match &frames[0].kind {
+                Some(pb::frame::Kind::Disposition(d)) => {
+                    assert_eq!(
+                        (d.delivery_id, d.outcome.is_none(), d.settled),
+                        (1, true, true)
+                    )
+                }
+                other => panic!("not a disposition: {other:?}"),
+            }
+            data.route_arrived();
+            assert!(kept.routed.lock().unwrap().is_empty());
+        });
     }
 
     #[test]
