@@ -2,8 +2,7 @@
 //! It feeds in neighbour up/down (from peer actors: up on a stream's first
 //! hello, down the moment the stream closes — and a neighbour silent for the
 //! hello timeout has its stream closed, so it goes down the same way), every
-//! received control message
-//! and the local-address hooks; it arms one timer at
+//! received control message and the local-address hooks; it arms one timer at
 //! [`ControlPlane::poll_timeout`] (the clock is the time elapsed since the
 //! router started) and executes every output at once: messages go to the
 //! neighbour's peer actor, and route or address changes are published as a
