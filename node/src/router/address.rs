@@ -10,7 +10,10 @@
 //! view whose routes no longer pass the lost neighbour ([`routes_avoid`]),
 //! so they take the new shortest path rather than whatever the stale routes
 //! leave; then they are routed like any other delivery. With no path they
-//! go back modified (delivery-failed): they had been sent.
+//! go back modified (delivery-failed): they had been sent. A delivery whose
+//! chosen next hop's stream has just closed (the view not updated yet) waits
+//! the same way instead of being handed to a stopped peer actor; it had not
+//! been sent, so with no path it goes back released.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -252,6 +255,7 @@ impl AddressActor {
             .iter()
             .filter(|hop| !d.trace.contains(hop))
             .filter_map(|hop| view.peers.get(hop).cloned())
+            .filter(|peer| peer.connected())
             .collect()
     }
 
@@ -382,8 +386,12 @@ impl AddressActor {
         }
     }
 
-    fn forward(&mut self, deliveries: Vec<RoutedDelivery>) {
+    fn forward(&mut self, deliveries: Vec<RoutedDelivery>, ctx: &mut Context<Self>) {
         use std::sync::atomic::Ordering::Relaxed;
+        // Picked a next hop whose stream has just closed (the view has not
+        // caught up yet): they wait for routes around it like re-forwarded
+        // deliveries (never sent, so they stay `released` if no path).
+        let mut stalled: Vec<RoutedDelivery> = Vec::new();
         // Batch per consumer so each egress connection gets one message.
         let mut batches: Vec<Vec<RoutedDelivery>> = Vec::new();
         batches.resize_with(self.consumers.len(), Vec::new);
@@ -454,6 +462,11 @@ impl AddressActor {
                 }
                 Some(Target::Remote(k)) => {
                     let r = &self.remote[k];
+                    if !r.peer.connected() {
+                        d.resent_from = Some(r.next_hop.clone());
+                        stalled.push(d);
+                        continue;
+                    }
                     if !d.presettled {
                         r.outstanding.fetch_add(1, Relaxed);
                         d.remote_outstanding = Some(r.outstanding.clone());
@@ -469,6 +482,9 @@ impl AddressActor {
         for (peer, batch) in remote_batches {
             self.stats.delivered.fetch_add(batch.len() as u64, Relaxed);
             peer.do_send(PeerDeliver(batch));
+        }
+        if !stalled.is_empty() {
+            self.reroute(stalled, Instant::now(), ctx);
         }
         for (i, batch) in batches.into_iter().enumerate() {
             if batch.is_empty() {
@@ -508,7 +524,7 @@ impl AddressActor {
             ));
         }
         if !ready.is_empty() {
-            self.forward(ready.into_iter().map(|(_, d)| d).collect());
+            self.forward(ready.into_iter().map(|(_, d)| d).collect(), ctx);
         }
     }
 
@@ -534,8 +550,8 @@ impl Actor for AddressActor {
 
 impl Handler<Forward> for AddressActor {
     type Result = ();
-    fn handle(&mut self, msg: Forward, _ctx: &mut Context<Self>) {
-        self.forward(msg.0);
+    fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
+        self.forward(msg.0, ctx);
     }
 }
 
@@ -568,7 +584,7 @@ impl Handler<AttachConsumer> for AddressActor {
 
 impl Handler<DetachConsumer> for AddressActor {
     type Result = ();
-    fn handle(&mut self, msg: DetachConsumer, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: DetachConsumer, ctx: &mut Context<Self>) {
         self.consumers
             .retain(|c| !(c.conn == msg.conn && c.link == msg.link));
         if self.cursor >= self.consumers.len() {
@@ -583,7 +599,7 @@ impl Handler<DetachConsumer> for AddressActor {
             })
             .collect();
         if !returned.is_empty() {
-            self.forward(returned);
+            self.forward(returned, ctx);
         }
         if self.consumers.is_empty() {
             if let Some(mesh) = &self.mesh {
