@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bote_node::mesh::data::PRESETTLED_WINDOW;
 use fe2o3_amqp::types::messaging::Outcome;
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -202,8 +203,10 @@ async fn a_stuck_consumer_holds_back_only_its_own_address_and_presettled_waits_f
         healthy_seen[0].load(Ordering::SeqCst) == 1000
     })
     .await;
-    // X's sender is held back by credit (its link capacity plus what the
-    // consumer took), not allowed to pile messages up in the mesh.
+    // X's sender is held back by credit, not allowed to pile messages up in
+    // the mesh: at most what the consumer took, a presettled window per
+    // inter-router hop (A-B, B-C) and its own link capacity — and then no
+    // more, however long it waits.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         stuck.count(),
@@ -211,9 +214,13 @@ async fn a_stuck_consumer_holds_back_only_its_own_address_and_presettled_waits_f
         "the stuck consumer got more than its credit"
     );
     let sent = x_sent.load(Ordering::SeqCst);
-    assert!(
-        sent <= 250 + 10 + 250,
-        "X's sender sent {sent}: not held back"
+    let bound = 10 + 2 * PRESETTLED_WINDOW as usize + 250;
+    assert!(sent <= bound, "X's sender sent {sent}: not held back");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        x_sent.load(Ordering::SeqCst),
+        sent,
+        "X's sender kept sending"
     );
 
     x_stop.send(true).expect("X's sender listens");

@@ -190,11 +190,16 @@ def test_a_stuck_consumer_holds_back_only_its_own_address_and_presettled_waits_f
     healthy.join()
     assert tx_y.counts() == {"accepted": 1000}, "Y was blocked behind X"
     assert healthy.count == 1000
-    # X's sender is held back by credit (its link capacity plus what the
-    # consumer took), not allowed to pile messages up in the mesh.
+    # X's sender is held back by credit, not allowed to pile messages up in
+    # the mesh: at most what the consumer took, a presettled window (250) per
+    # inter-router hop (A-B, B-C) and its own link capacity (250) — and then
+    # no more, however long it waits.
     time.sleep(1.0)
     assert stuck.count == 10
-    assert tx_x.sent <= 250 + 10 + 250, f"X sender sent {tx_x.sent}: not held back"
+    sent = tx_x.sent
+    assert sent <= 10 + 2 * 250 + 250, f"X sender sent {sent}: not held back"
+    time.sleep(0.5)
+    assert tx_x.sent == sent, f"X sender kept sending: {sent} -> {tx_x.sent}"
     for r in (stuck, tx_x):
         r.stop_requested.set()
         r.join()

@@ -23,6 +23,16 @@
 //! delivery has moved on, so a consumer that stops granting credit holds
 //! back its own address's senders without queueing without bound on the
 //! routers in between, and other addresses on the same stream keep flowing.
+//! An unsettled delivery's credit comes back with its outcome, end to end
+//! (the sender's unsettled window). A presettled one has no outcome to wait
+//! for, so it is acknowledged hop by hop, within a window per address and
+//! neighbour ([`PRESETTLED_WINDOW`]): the router acknowledges it to where it
+//! came from as soon as it is on this stream, while fewer than the window of
+//! that address's presettled deliveries it has acknowledged so are still
+//! unacknowledged by the neighbour; past that, its acknowledgement waits for
+//! the neighbour's. A stuck consumer thus holds at most a window per hop of
+//! its address, and a sender's credit does not wait for a round trip through
+//! the whole mesh.
 //!
 //! The trace of visited routers and a hop limit travel with each transfer; a
 //! router never forwards a delivery to a router on its trace.
@@ -53,6 +63,28 @@ use crate::router::delivery::{
 
 /// Hops a delivery may still take when it enters the mesh.
 pub const HOP_LIMIT: u32 = 32;
+
+/// Presettled deliveries of one address a router may have acknowledged to
+/// where they came from while the neighbour it sent them to has not
+/// acknowledged them yet (qdrouterd's default link capacity).
+pub const PRESETTLED_WINDOW: u32 = 250;
+
+/// One address's presettled deliveries out on this stream.
+#[derive(Default)]
+struct PresettledOut {
+    /// Sent and not yet acknowledged by the neighbour.
+    outstanding: u32,
+    /// Among them, those whose own acknowledgement waits for room (ids in
+    /// `PeerData::sent`, oldest first).
+    waiting: std::collections::VecDeque<u64>,
+}
+
+impl PresettledOut {
+    /// Acknowledged upstream but not yet by the neighbour.
+    fn acknowledged_early(&self) -> u32 {
+        self.outstanding - self.waiting.len() as u32
+    }
+}
 
 /// Deliveries the router sends to this neighbour.
 #[derive(Message)]
@@ -156,8 +188,14 @@ pub struct PeerData {
     conn: ConnId,
     returns_to: Option<Arc<Recipient<Returned>>>,
     next_id: u64,
-    /// Sent unsettled, waiting for the neighbour's disposition.
+    /// Sent, waiting for the neighbour's disposition (unsettled ones, and
+    /// presettled ones whose acknowledgement upstream waits for it).
     sent: SeqMap<RoutedDelivery>,
+    /// Presettled deliveries acknowledged upstream already, waiting for the
+    /// neighbour's acknowledgement: id -> address.
+    sent_early: SeqMap<Arc<str>>,
+    /// Presettled deliveries out on this stream, per address.
+    presettled_out: std::collections::HashMap<Arc<str>, PresettledOut>,
     /// Sent deliveries whose body is still streaming in: id -> (stream,
     /// chunks sent).
     streams_out: SeqMap<(Arc<Stream>, usize)>,
@@ -190,6 +228,8 @@ impl PeerData {
             returns_to: None,
             next_id: 0,
             sent: SeqMap::default(),
+            sent_early: SeqMap::default(),
+            presettled_out: std::collections::HashMap::new(),
             streams_out: SeqMap::default(),
             assembling: SeqMap::default(),
             names: Names::default(),
@@ -259,13 +299,49 @@ impl PeerData {
             if !complete && let Some(s) = &d.stream {
                 self.streams_out.insert(id, (s.clone(), last));
             }
-            // Presettled deliveries are kept too: the neighbour acknowledges
-            // each once it has forwarded it (a disposition without outcome),
-            // and only then does the sender get its credit back, so
-            // presettled traffic is held back by credit end to end.
+            if d.presettled && d.fanout.is_none() && complete {
+                // Hop by hop, within the address's window (module doc).
+                let window = self.presettled_out.entry(d.address.clone()).or_default();
+                window.outstanding += 1;
+                if window.waiting.is_empty() && window.acknowledged_early() <= PRESETTLED_WINDOW {
+                    self.sent_early.insert(id, d.address.clone());
+                    self.outcomes.push(d, None);
+                } else {
+                    window.waiting.push_back(id);
+                    self.sent.insert(id, d);
+                }
+                continue;
+            }
+            // Unsettled deliveries wait for their outcome; presettled
+            // multicast copies and streamed messages for the neighbour's
+            // acknowledgement (end to end).
             self.sent.insert(id, d);
         }
+        self.outcomes.send();
         frames
+    }
+
+    /// The neighbour acknowledged presettled delivery `id` of `address`:
+    /// room for the oldest one whose acknowledgement waits, if any.
+    fn presettled_acknowledged(&mut self, id: u64, address: &Arc<str>) {
+        let Some(window) = self.presettled_out.get_mut(address) else {
+            return;
+        };
+        window.outstanding = window.outstanding.saturating_sub(1);
+        if let Some(pos) = window.waiting.iter().position(|w| *w == id) {
+            // One whose acknowledgement was waiting: it went upstream with
+            // the neighbour's (the caller sent it).
+            window.waiting.remove(pos);
+        } else if window.acknowledged_early() < PRESETTLED_WINDOW
+            && let Some(next) = window.waiting.pop_front()
+            && let Some(d) = self.sent.remove(&next)
+        {
+            self.sent_early.insert(next, d.address.clone());
+            self.outcomes.push(d, None);
+        }
+        if window.outstanding == 0 {
+            self.presettled_out.remove(address);
+        }
     }
 
     /// More of a delivery streaming out arrived (or it ended).
@@ -304,11 +380,22 @@ impl PeerData {
         match kind {
             pb::frame::Kind::Transfer(t) => self.on_transfer(t),
             pb::frame::Kind::Disposition(d) => {
-                if let Some(delivery) = self.sent.remove(&d.delivery_id) {
+                if let Some(address) = self.sent_early.remove(&d.delivery_id) {
+                    self.presettled_acknowledged(d.delivery_id, &address);
+                } else if let Some(delivery) = self.sent.remove(&d.delivery_id) {
                     self.streams_out.remove(&d.delivery_id);
                     settled_remotely(&delivery);
+                    let windowed = delivery.presettled
+                        && self
+                            .presettled_out
+                            .get(&delivery.address)
+                            .is_some_and(|w| w.waiting.contains(&d.delivery_id));
+                    let address = delivery.address.clone();
                     self.outcomes
                         .push(delivery, d.outcome.map(outcome_from_wire));
+                    if windowed {
+                        self.presettled_acknowledged(d.delivery_id, &address);
+                    }
                 }
                 Vec::new()
             }
@@ -524,6 +611,9 @@ impl PeerData {
         }
         self.streams_out.clear();
         self.assembling.clear();
+        // Acknowledged upstream already: nothing more to say about them.
+        self.sent_early.clear();
+        self.presettled_out.clear();
         if let Some(peer) = peer {
             tracing::info!(
                 "lost {peer}: {} in-flight deliveries re-forwarded, {failed} returned modified",
@@ -890,6 +980,81 @@ mod tests {
             assert_eq!(answer(late.inbound(arriving(1, 103, false))), None);
             late.route_arrived();
             assert_eq!(kept.routed.lock().unwrap().len(), 4);
+        });
+    }
+
+    /// Keys of the outcomes the sink got, once `n` have arrived.
+    async fn keys_once(outcomes: &Outcomes, n: usize) -> Vec<u64> {
+        for _ in 0..200 {
+            if outcomes.lock().unwrap().len() >= n {
+                break;
+            }
+            actix::clock::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let mut keys: Vec<u64> = outcomes.lock().unwrap().iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn ack(id: u64) -> pb::frame::Kind {
+        pb::frame::Kind::Disposition(pb::Disposition {
+            delivery_id: id,
+            outcome: None,
+            settled: true,
+        })
+    }
+
+    #[test]
+    fn presettled_deliveries_are_acknowledged_hop_by_hop_within_a_window_per_address() {
+        actix::System::new().block_on(async {
+            let (outcomes, sink, kept) = harness();
+            let mut to_b = PeerData::new(
+                hooked(&kept),
+                RouterId::from("Router.A"),
+                1,
+                Arc::new(Records::default()),
+            );
+            to_b.started(sink.clone().recipient());
+            let w = PRESETTLED_WINDOW as u64;
+            let progress = sink.clone();
+            let batch: Vec<RoutedDelivery> = (0..w + 3).map(|k| delivery(&sink, k, true)).collect();
+            let frames = to_b.send(batch, |_| progress.clone().recipient());
+            assert_eq!(frames.len() as u64, w + 3, "all go to the neighbour");
+            // A window's worth is acknowledged upstream at once; 3 wait.
+            assert_eq!(
+                keys_once(&outcomes, w as usize).await,
+                (0..w).collect::<Vec<_>>()
+            );
+            // Another address has a window of its own.
+            let mut other = delivery(&sink, 1000, true);
+            other.address = Arc::from("queue.b");
+            to_b.send(vec![other], |_| progress.clone().recipient());
+            assert!(keys_once(&outcomes, w as usize + 1).await.contains(&1000));
+            // The neighbour acknowledges an early one: the oldest waiting
+            // one (key w) goes upstream.
+            to_b.inbound(ack(0));
+            to_b.route_arrived();
+            assert!(keys_once(&outcomes, w as usize + 2).await.contains(&w));
+            // It acknowledges a waiting one itself: that one goes upstream.
+            to_b.inbound(ack(w + 2));
+            to_b.route_arrived();
+            let keys = keys_once(&outcomes, w as usize + 3).await;
+            assert!(
+                keys.contains(&(w + 2)) && !keys.contains(&(w + 1)),
+                "{keys:?}"
+            );
+            // Lost: the one still waiting comes back (credit only).
+            to_b.lost(Some(&RouterId::from("Router.B")));
+            let keys = keys_once(&outcomes, w as usize + 4).await;
+            assert_eq!(keys.len() as u64, w + 4, "every delivery answered once");
+            assert!(keys.contains(&(w + 1)));
+            assert!(
+                outcomes
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .all(|(_, state)| state.is_none())
+            );
         });
     }
 
