@@ -4,8 +4,10 @@
 //! across a chain, closest local-then-remote, balanced with a stuck local
 //! consumer, no head-of-line blocking between addresses, multicast on a ring
 //! exactly once, in-flight deliveries returned when the middle router dies,
-//! failover on a square when a router dies under load — and one
-//! inter-router link cut through a TCP proxy in this process.
+//! failover on a square when a router dies under load, closest on a
+//! triangle taking the cheaper path and moving to the direct link when a
+//! SIGHUP lowers its cost — and one inter-router link cut through a TCP
+//! proxy in this process.
 //!
 //! Tests run one at a time (each starts three to five routers); every wait
 //! is bounded.
@@ -16,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bote_node::mesh::data::PRESETTLED_WINDOW;
+use fe2o3_amqp::link::CreditMode;
 use fe2o3_amqp::types::messaging::Outcome;
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -429,4 +432,92 @@ async fn square_link_cut_through_a_proxy_reconverges_without_it_and_traffic_flow
     }
     assert_eq!(proxy.forwarded(), 1, "a redial got through the cut link");
     stop_all(routers);
+}
+
+const TRACE_A_B_C: [&str; 3] = ["0/Router.A", "0/Router.B", "0/Router.C"];
+const TRACE_A_C: [&str; 2] = ["0/Router.A", "0/Router.C"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closest_takes_the_cheaper_path_and_a_cost_change_on_sighup_moves_the_traffic() {
+    let _serial = SERIAL.lock().await;
+    // A-B and B-C cost 1, A-C cost 10. C dials both (its connectors decide
+    // the costs, A adopts them); C's client listener keeps the router
+    // annotations, so its receiver sees the path each message took.
+    let [a, b, c] = tokio::task::block_in_place(|| {
+        let a = RouterSpec::new("Router.A").inter_router(0).start();
+        let b = RouterSpec::new("Router.B")
+            .inter_router(0)
+            .connect("to-a", a.inter_router_port, 1)
+            .start();
+        let c = RouterSpec::new("Router.C")
+            .listener_option(r#"strip-annotations = "no""#)
+            .connect("to-b", b.inter_router_port, 1)
+            .connect("to-a", a.inter_router_port, 10)
+            .start();
+        let routers = [a, b, c];
+        converge(
+            &routers,
+            &[(0, 1, 1), (1, 2, 1), (0, 2, 10)],
+            &[true; 3],
+            WAIT,
+        )
+        .unwrap_or_else(|p| panic!("the triangle did not converge: {p}"));
+        routers
+    });
+    assert_eq!(a.routes().get("Router.C"), Some(&("Router.B".into(), 2)));
+    assert_eq!(c.routes().get("Router.A"), Some(&("Router.B".into(), 2)));
+
+    const N: u64 = 200;
+    let (stop, stopped) = watch::channel(false);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let mut client = Client::connect(&c, "rx").await;
+    let receiver = client
+        .receiver("rx", "closest.cost", CreditMode::Auto(250))
+        .await;
+    let rx = spawn_consumer_with(client, receiver, stopped, seen.clone(), |d| {
+        (id_of(d), router_annotations(d))
+    });
+    wait_for_consumers(&a, &["closest.cost"], 1).await;
+
+    // Through B: A-B-C costs 2, the direct link 10.
+    send_accepted(&a, "closest.cost", 0..N).await;
+    wait_until("the first messages", || {
+        seen.load(Ordering::SeqCst) >= N as usize
+    })
+    .await;
+
+    // Lower A-C to 1 on C, the end that decides it.
+    let text = c.reload(|text| text.replace("cost = 10\n", "cost = 1\n"));
+    assert!(!text.contains("cost = 10"), "the edit took:\n{text}");
+    wait_until("both ends to route A-C directly", || {
+        a.routes().get("Router.C") == Some(&("Router.C".into(), 1))
+            && c.routes().get("Router.A") == Some(&("Router.A".into(), 1))
+    })
+    .await;
+    for (r, peer) in [(&c, "Router.A"), (&a, "Router.C")] {
+        let change = format!("cost of link to {peer} changed 10 -> 1");
+        assert!(r.log().contains(&change), "{} did not log {change:?}", r.id);
+    }
+
+    // Directly: the trace no longer passes B.
+    send_accepted(&a, "closest.cost", N..2 * N).await;
+    wait_until("the second messages", || {
+        seen.load(Ordering::SeqCst) >= 2 * N as usize
+    })
+    .await;
+    // A duplicate would arrive by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(true).expect("the receiver listens");
+    let received = join_consumers(vec![rx]).await.remove(0);
+    assert_eq!(
+        sorted(received.iter().map(|(id, _)| *id).collect()),
+        (0..2 * N).collect::<Vec<_>>(),
+        "lost or duplicated"
+    );
+    for (id, (ingress, trace)) in &received {
+        let path: &[&str] = if *id < N { &TRACE_A_B_C } else { &TRACE_A_C };
+        assert_eq!(ingress.as_deref(), Some("0/Router.A"), "message {id}");
+        assert_eq!(trace, path, "message {id}");
+    }
+    stop_all([a, b, c]);
 }

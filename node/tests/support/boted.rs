@@ -45,6 +45,7 @@ pub struct RouterSpec {
     hello: Option<(u64, u64)>,
     inter_router_port: Option<u16>,
     connectors: Vec<(String, u16, u32)>,
+    listener_options: Vec<String>,
 }
 
 impl RouterSpec {
@@ -56,6 +57,7 @@ impl RouterSpec {
             hello: None,
             inter_router_port: None,
             connectors: Vec::new(),
+            listener_options: Vec::new(),
         }
     }
 
@@ -82,6 +84,13 @@ impl RouterSpec {
         self
     }
 
+    /// A `key = value` line for the AMQP listener, e.g.
+    /// `strip-annotations = "no"`.
+    pub fn listener_option(mut self, line: &str) -> RouterSpec {
+        self.listener_options.push(line.to_owned());
+        self
+    }
+
     pub fn connectors(mut self, connectors: &[(String, u16, u32)]) -> RouterSpec {
         self.connectors.extend_from_slice(connectors);
         self
@@ -98,6 +107,9 @@ impl RouterSpec {
             ));
         }
         config.push_str("\n[[listener]]\nhost = \"127.0.0.1\"\nport = 0\nrole = \"normal\"\n");
+        for line in &self.listener_options {
+            config.push_str(&format!("{line}\n"));
+        }
         if let Some(port) = self.inter_router_port {
             config.push_str(&format!(
                 "\n[[listener]]\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"inter-router\"\n"
@@ -272,6 +284,21 @@ impl Router {
     /// This router's next hop to router `dest`, if it has a route.
     pub fn next_hop(&self, dest: &str) -> Option<String> {
         self.routes().get(dest).map(|(hop, _)| hop.clone())
+    }
+
+    /// Rewrites the config file as `edit(text)` and sends SIGHUP (boted
+    /// re-reads it); returns the new text.
+    pub fn reload(&self, edit: impl FnOnce(String) -> String) -> String {
+        let path = self.dir.join("bote.toml");
+        let text = edit(std::fs::read_to_string(&path).expect("read the router's config"));
+        std::fs::write(&path, &text).expect("write the router's config");
+        let pid = self.child.as_ref().expect("the router runs").id();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP {pid} failed");
+        text
     }
 
     /// SIGKILL, and wait for the process.

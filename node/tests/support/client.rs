@@ -15,6 +15,7 @@ use fe2o3_amqp::link::delivery::DeliveryFut;
 use fe2o3_amqp::link::{CreditMode, SendError};
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::SenderSettleMode;
+use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::messaging::{
     AmqpValue, Body, Message, MessageId, Outcome, Properties, Target,
 };
@@ -217,18 +218,29 @@ pub async fn receive_ids(receiver: &mut Receiver, expect: usize, accept: bool) -
 /// ids it received. `seen` counts arrivals as they happen.
 pub fn spawn_consumer(
     client: Client,
+    receiver: Receiver,
+    stop: watch::Receiver<bool>,
+    seen: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    spawn_consumer_with(client, receiver, stop, seen, id_of)
+}
+
+/// [`spawn_consumer`] keeping `record(delivery)` of each delivery.
+pub fn spawn_consumer_with<T: Send + 'static>(
+    client: Client,
     mut receiver: Receiver,
     mut stop: watch::Receiver<bool>,
     seen: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<Vec<u64>> {
+    record: impl Fn(&Delivery<Body<Value>>) -> T + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<T>> {
     tokio::spawn(async move {
-        let mut ids = Vec::new();
+        let mut records = Vec::new();
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 delivery = receiver.recv::<Body<Value>>() => {
                     let delivery = delivery.expect("consumer receives");
-                    ids.push(id_of(&delivery));
+                    records.push(record(&delivery));
                     seen.fetch_add(1, Ordering::SeqCst);
                     receiver.accept(&delivery).await.expect("consumer accepts");
                 }
@@ -236,8 +248,41 @@ pub fn spawn_consumer(
         }
         let _ = timeout(WAIT, receiver.close()).await;
         client.close().await;
-        ids
+        records
     })
+}
+
+/// A delivery's router annotations: `x-opt-qd.ingress` and `x-opt-qd.trace`
+/// (empty when absent).
+pub fn router_annotations(delivery: &Delivery<Body<Value>>) -> (Option<String>, Vec<String>) {
+    let annotation = |key: &str| {
+        delivery
+            .message()
+            .message_annotations
+            .as_ref()
+            .and_then(|a| {
+                a.0.iter().find_map(|(k, v)| match k {
+                    OwnedKey::Symbol(s) if s.as_str() == key => Some(v.clone()),
+                    _ => None,
+                })
+            })
+    };
+    let ingress = annotation("x-opt-qd.ingress").map(|v| match v {
+        Value::String(s) => s,
+        other => panic!("x-opt-qd.ingress is not a string: {other:?}"),
+    });
+    let trace = match annotation("x-opt-qd.trace") {
+        None => Vec::new(),
+        Some(Value::List(hops)) => hops
+            .into_iter()
+            .map(|h| match h {
+                Value::String(s) => s,
+                other => panic!("x-opt-qd.trace entry is not a string: {other:?}"),
+            })
+            .collect(),
+        Some(other) => panic!("x-opt-qd.trace is not a list: {other:?}"),
+    };
+    (ingress, trace)
 }
 
 /// Polls `pred` (a cheap counter read) until true, bounded by [`WAIT`].
@@ -281,7 +326,7 @@ pub async fn consumers_on(routers: &[&Router], address: &str) -> Consumers {
     (tasks, seen, stop_tx)
 }
 
-pub async fn join_consumers(tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>) -> Vec<Vec<u64>> {
+pub async fn join_consumers<T>(tasks: Vec<tokio::task::JoinHandle<Vec<T>>>) -> Vec<Vec<T>> {
     let mut out = Vec::new();
     for t in tasks {
         out.push(
