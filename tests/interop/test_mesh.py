@@ -252,6 +252,18 @@ def reforwarded(a, n):
                      a.log())
 
 
+def assert_re_forwarded_and_accepted_once(a, tx, rx, n):
+    """Waits for `tx` and `rx`: all `n` accepted, each received exactly once,
+    and A logged all `n` as re-forwarded when it lost B."""
+    tx.join()
+    rx.join()
+    assert tx.error is None and rx.error is None, (tx.error, rx.error)
+    assert tx.counts() == {"accepted": n}, tx.counts()
+    time.sleep(0.3)  # a duplicate would arrive by now
+    assert sorted(m.id for m in rx.messages) == list(range(n)), "lost or duplicated"
+    assert reforwarded(a, n), a.log()
+
+
 # A stopped B must not be declared lost by hello timeout while the test
 # fills its stream: only the SIGKILL ends it.
 PATIENT = "hello-timeout-ms = 10000"
@@ -300,13 +312,7 @@ def test_square_in_flight_deliveries_of_a_lost_neighbour_are_re_forwarded_and_ac
         time.sleep(0.5)  # A forwards them to the stopped B, where they stall
         assert rx.count == 0 and not tx.outcomes, (rx.count, tx.counts())
         kill(b)
-        tx.join()
-        rx.join()
-        assert tx.error is None and rx.error is None, (tx.error, rx.error)
-        assert tx.counts() == {"accepted": n}, tx.counts()
-        time.sleep(0.3)  # a duplicate would arrive by now
-        assert sorted(m.id for m in rx.messages) == list(range(n)), "lost or duplicated"
-        assert reforwarded(a, n), a.log()
+        assert_re_forwarded_and_accepted_once(a, tx, rx, n)
 
 
 def test_square_a_silent_neighbour_is_dropped_at_the_hello_timeout_and_its_in_flight_deliveries_re_forwarded():
@@ -318,15 +324,9 @@ def test_square_a_silent_neighbour_is_dropped_at_the_hello_timeout_and_its_in_fl
         b.proc.send_signal(signal.SIGSTOP)
         try:
             tx = Sender(a.url, "queue.silent", n, timeout=60).start()
-            tx.join()
-            rx.join()
-            assert tx.error is None and rx.error is None, (tx.error, rx.error)
-            assert tx.counts() == {"accepted": n}, tx.counts()
-            time.sleep(0.3)  # a duplicate would arrive by now
-            assert sorted(m.id for m in rx.messages) == list(range(n)), "lost or duplicated"
+            assert_re_forwarded_and_accepted_once(a, tx, rx, n)
             assert re.search(r"closing inter-router stream .*no message from Router\.B for the hello timeout",
                              a.log()), a.log()
-            assert reforwarded(a, n), a.log()
         finally:
             b.proc.send_signal(signal.SIGCONT)
 

@@ -841,6 +841,20 @@ mod tests {
         hook
     }
 
+    /// The data plane of stream `conn` of router `own`, its outcomes going
+    /// to `sink` and what it routes to `kept`.
+    fn stream_of(
+        kept: &Arc<Kept>,
+        sink: &Addr<Sink>,
+        own: &str,
+        conn: u64,
+        records: &Arc<Records>,
+    ) -> PeerData {
+        let mut data = PeerData::new(hooked(kept), RouterId::from(own), conn, records.clone());
+        data.started(sink.clone().recipient());
+        data
+    }
+
     /// An unsettled delivery from Router.A arriving through Router.C.
     fn arriving(id: u64, sequence: u64, resend: bool) -> pb::frame::Kind {
         pb::frame::Kind::Transfer(pb::Transfer {
@@ -897,10 +911,8 @@ mod tests {
     fn a_looping_delivery_is_answered_and_not_routed_presettled_ones_too() {
         actix::System::new().block_on(async {
             let (_, sink, kept) = harness();
-            let records = Arc::new(Records::default());
             // Router.C is on the trace: this delivery came round a loop.
-            let mut data = PeerData::new(hooked(&kept), RouterId::from("Router.C"), 1, records);
-            data.started(sink.clone().recipient());
+            let mut data = stream_of(&kept, &sink, "Router.C", 1, &Arc::default());
             let frames = data.inbound(arriving(0, 7, false));
             assert_eq!(answer(frames), Some(DeliveryState::Released));
             let mut presettled = arriving(1, 0, false);
@@ -929,12 +941,7 @@ mod tests {
         actix::System::new().block_on(async {
             let (_, sink, kept) = harness();
             let records = Arc::new(Records::default());
-            let own = RouterId::from("Router.D");
-            let stream = |conn| {
-                let mut data = PeerData::new(hooked(&kept), own.clone(), conn, records.clone());
-                data.started(sink.clone().recipient());
-                data
-            };
+            let stream = |conn| stream_of(&kept, &sink, "Router.D", conn, &records);
             // Router.B passed two deliveries on to us; the consumer accepted
             // one, then B was lost.
             let mut via_b = stream(1);
@@ -1008,13 +1015,7 @@ mod tests {
     fn presettled_deliveries_are_acknowledged_hop_by_hop_within_a_window_per_address() {
         actix::System::new().block_on(async {
             let (outcomes, sink, kept) = harness();
-            let mut to_b = PeerData::new(
-                hooked(&kept),
-                RouterId::from("Router.A"),
-                1,
-                Arc::new(Records::default()),
-            );
-            to_b.started(sink.clone().recipient());
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
             let w = PRESETTLED_WINDOW as u64;
             let progress = sink.clone();
             let batch: Vec<RoutedDelivery> = (0..w + 3).map(|k| delivery(&sink, k, true)).collect();
@@ -1062,13 +1063,7 @@ mod tests {
     fn a_lost_neighbours_unsettled_deliveries_are_re_forwarded_and_the_rest_returned_modified() {
         actix::System::new().block_on(async {
             let (outcomes, sink, kept) = harness();
-            let mut to_b = PeerData::new(
-                hooked(&kept),
-                RouterId::from("Router.A"),
-                1,
-                Arc::new(Records::default()),
-            );
-            to_b.started(sink.clone().recipient());
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
 
             let outstanding = Arc::new(std::sync::atomic::AtomicU32::new(1));
             let mut unsettled = delivery(&sink, 1, false);
