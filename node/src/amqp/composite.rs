@@ -74,6 +74,22 @@ pub(crate) fn split_described(v: Value, what: &str) -> Result<(u64, Value), Fram
     }
 }
 
+/// The fields of a received composite that must be `expected` (the list of
+/// `what`): an unknown or different descriptor is a decode error naming it.
+pub(crate) fn read_composite(
+    v: Value,
+    what: &'static str,
+    expected: u64,
+) -> Result<ListReader, FrameError> {
+    let (c, body) = split_described(v, what)?;
+    if c != expected {
+        return Err(decode_error(format!(
+            "{what}: unexpected descriptor {c:#x}"
+        )));
+    }
+    ListReader::new(what, body)
+}
+
 /// The fields of one received composite, read by position. Absent and null
 /// fields read as `None` (or the spec default).
 pub(crate) struct ListReader {

@@ -184,7 +184,8 @@ pub type DeliveryTag = Bytes;
 
 use super::codec::Descriptor;
 use super::composite::{
-    ListReader, ListWriter, decode_error, fields_value, split_described, symbols_value,
+    ListReader, ListWriter, decode_error, fields_value, read_composite, split_described,
+    symbols_value,
 };
 use super::frame::FrameError;
 
@@ -301,11 +302,7 @@ impl AmqpError {
     }
 
     pub fn from_value(v: Value) -> Result<Self, FrameError> {
-        let (c, body) = split_described(v, "error")?;
-        if c != code::ERROR {
-            return Err(decode_error(format!("error: unexpected descriptor {c:#x}")));
-        }
-        let mut r = ListReader::new("error", body)?;
+        let mut r = read_composite(v, "error", code::ERROR)?;
         Ok(AmqpError {
             condition: r
                 .symbol(0, "condition")?
@@ -486,13 +483,7 @@ impl Source {
     }
 
     pub fn from_value(v: Value) -> Result<Self, FrameError> {
-        let (c, body) = split_described(v, "source")?;
-        if c != code::SOURCE {
-            return Err(decode_error(format!(
-                "source: unexpected descriptor {c:#x}"
-            )));
-        }
-        let mut r = ListReader::new("source", body)?;
+        let mut r = read_composite(v, "source", code::SOURCE)?;
         let t = TerminusFields::read(&mut r)?;
         Ok(Source {
             address: t.address,
@@ -534,13 +525,7 @@ impl Target {
     }
 
     pub fn from_value(v: Value) -> Result<Self, FrameError> {
-        let (c, body) = split_described(v, "target")?;
-        if c != code::TARGET {
-            return Err(decode_error(format!(
-                "target: unexpected descriptor {c:#x}"
-            )));
-        }
-        let mut r = ListReader::new("target", body)?;
+        let mut r = read_composite(v, "target", code::TARGET)?;
         let t = TerminusFields::read(&mut r)?;
         Ok(Target {
             address: t.address,
