@@ -251,6 +251,17 @@ fn secs(d: Duration) -> f64 {
 }
 
 impl Simulation {
+    /// Fails, naming both routers, when no link joins `a` and `b`.
+    fn require_link(&self, a: u32, b: u32) -> Result<(), String> {
+        if self.link_of.contains_key(&key(a, b)) {
+            return Ok(());
+        }
+        Err(format!(
+            "no link between {} and {}",
+            self.routers[a as usize].id, self.routers[b as usize].id
+        ))
+    }
+
     /// Builds the mesh and schedules the scenario. `progress` shows a bar on
     /// stderr (hidden when stderr is not a terminal).
     pub fn new(
@@ -372,15 +383,8 @@ impl Simulation {
             let action = match e {
                 EventSpec::LinkDown { a, b, silent, .. } => {
                     let (a, b) = (resolve(a, line)?, resolve(b, line)?);
-                    if !sim.link_of.contains_key(&key(a, b)) {
-                        return Err(scenario.invalid(
-                            line,
-                            format!(
-                                "no link between {} and {}",
-                                sim.routers[a as usize].id, sim.routers[b as usize].id
-                            ),
-                        ));
-                    }
+                    sim.require_link(a, b)
+                        .map_err(|problem| scenario.invalid(line, problem))?;
                     Action::LinkDown {
                         a,
                         b,
@@ -400,15 +404,8 @@ impl Simulation {
                 }
                 EventSpec::Cost { a, b, cost, .. } => {
                     let (a, b) = (resolve(a, line)?, resolve(b, line)?);
-                    if !sim.link_of.contains_key(&key(a, b)) {
-                        return Err(scenario.invalid(
-                            line,
-                            format!(
-                                "no link between {} and {}",
-                                sim.routers[a as usize].id, sim.routers[b as usize].id
-                            ),
-                        ));
-                    }
+                    sim.require_link(a, b)
+                        .map_err(|problem| scenario.invalid(line, problem))?;
                     Action::Cost {
                         a,
                         b,
