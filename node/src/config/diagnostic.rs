@@ -158,19 +158,30 @@ fn locate(root: &DeTable<'_>, span: &Range<usize>) -> (Path, bool) {
     best
 }
 
+/// The value `seg` names inside `value` (inside the document `root` when
+/// `value` is `None`), if the file has it.
+fn child<'a, 'de>(
+    root: &'a DeTable<'de>,
+    value: Option<&'a Spanned<DeValue<'de>>>,
+    seg: &PathSeg,
+) -> Option<&'a Spanned<DeValue<'de>>> {
+    match (seg, value.map(Spanned::get_ref)) {
+        (PathSeg::Key(k), None) => root.get(k.as_str()),
+        (PathSeg::Key(k), Some(DeValue::Table(t))) => t.get(k.as_str()),
+        (PathSeg::Index(i), Some(DeValue::Array(a))) => a.get(*i),
+        _ => None,
+    }
+}
+
 /// The span of the value at `path`, or of the nearest ancestor present in
 /// the file (a defaulted key points at its section's header).
 fn span_of(root: &DeTable<'_>, path: &[PathSeg]) -> Option<Range<usize>> {
     let mut found = None;
     let mut value: Option<&Spanned<DeValue<'_>>> = None;
     for seg in path {
-        let next = match (seg, value.map(Spanned::get_ref)) {
-            (PathSeg::Key(k), None) => root.get(k.as_str()),
-            (PathSeg::Key(k), Some(DeValue::Table(t))) => t.get(k.as_str()),
-            (PathSeg::Index(i), Some(DeValue::Array(a))) => a.get(*i),
-            _ => None,
+        let Some(next) = child(root, value, seg) else {
+            break;
         };
-        let Some(next) = next else { break };
         let span = next.span();
         if span.start < span.end || found.is_none() {
             found = Some(span);
@@ -359,13 +370,7 @@ fn later_spelling(doc: &DeTable<'_>, path: &[PathSeg], name: &str) -> Option<usi
     let mut table = doc;
     let mut value: Option<&Spanned<DeValue<'_>>> = None;
     for seg in path {
-        let next = match (seg, value.map(Spanned::get_ref)) {
-            (PathSeg::Key(k), None) => table.get(k.as_str()),
-            (PathSeg::Key(k), Some(DeValue::Table(t))) => t.get(k.as_str()),
-            (PathSeg::Index(i), Some(DeValue::Array(a))) => a.get(*i),
-            _ => None,
-        };
-        value = Some(next?);
+        value = Some(child(table, value, seg)?);
     }
     if let Some(v) = value {
         table = v.get_ref().as_table()?;
