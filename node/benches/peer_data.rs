@@ -79,6 +79,7 @@ fn accepted(id: u64) -> pb::frame::Kind {
             kind: Some(pb::outcome::Kind::Accepted(pb::Accepted {})),
         }),
         settled: true,
+        last_delivery_id: 0,
     })
 }
 

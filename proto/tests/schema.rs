@@ -2,7 +2,7 @@
 //! documented, and batches of frames survive an encode/decode round trip with
 //! the message bytes untouched.
 
-use bote_proto::v1::{Batch, Credit, Frame, Hello, Transfer, frame::Kind};
+use bote_proto::v1::{Batch, Credit, Disposition, Frame, Hello, Transfer, frame::Kind};
 use prost::Message;
 
 const SCHEMA: &str = include_str!("../bote/v1/inter_router.proto");
@@ -72,6 +72,15 @@ fn a_batch_of_control_and_data_frames_round_trips_with_message_bytes_intact() {
                     hops_left: 32,
                     ingress_sequence: 7_000_001,
                     resend: true,
+                    same_route: false,
+                })),
+            },
+            Frame {
+                kind: Some(Kind::Disposition(Disposition {
+                    delivery_id: 40,
+                    outcome: None,
+                    settled: true,
+                    last_delivery_id: 41,
                 })),
             },
             Frame {

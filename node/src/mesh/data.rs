@@ -93,13 +93,37 @@ pub struct PeerDeliver(pub Vec<RoutedDelivery>);
 
 /// A multi-frame delivery arriving from the neighbour.
 struct Assembly {
-    address: Bytes,
+    route: ArrivingRoute,
     settled: bool,
-    trace: Vec<Bytes>,
-    hops_left: u32,
     ingress_sequence: u64,
     resend: bool,
     body: BytesMut,
+}
+
+/// Where an arriving message goes, resolved once per route: a run of
+/// transfers on one route (`Transfer.same_route`) shares it.
+#[derive(Clone)]
+struct ArrivingRoute {
+    /// The address and trace, or why the message cannot be routed.
+    resolved: Result<(Arc<str>, Trace), Unroutable>,
+    hops_left: u32,
+}
+
+/// Why an arriving message is not routed (logged once per message).
+#[derive(Clone)]
+struct Unroutable {
+    /// The address as received (lossy), for the log.
+    address: Arc<str>,
+    looped: bool,
+    hops_left: u32,
+}
+
+/// The route of the last message sent on the stream, which the next one may
+/// share (`Transfer.same_route`).
+struct DepartingRoute {
+    address: Arc<str>,
+    trace: Trace,
+    hops_left: u32,
 }
 
 /// At most this many distinct addresses are remembered in each direction;
@@ -137,18 +161,18 @@ impl Names {
     }
 
     /// The shared trace for arriving router ids; `None` if one is not UTF-8.
-    fn trace_in(&mut self, wire: Vec<Bytes>) -> Option<Trace> {
+    fn trace_in(&mut self, wire: &[Bytes]) -> Option<Trace> {
         if let Some((last, trace)) = &self.trace_in
-            && *last == wire
+            && last == wire
         {
             return Some(trace.clone());
         }
         let mut routers = Vec::with_capacity(wire.len());
-        for r in &wire {
+        for r in wire {
             routers.push(RouterId::from(std::str::from_utf8(r).ok()?));
         }
         let trace = Trace::from(routers);
-        self.trace_in = Some((wire, trace.clone()));
+        self.trace_in = Some((wire.to_vec(), trace.clone()));
         Some(trace)
     }
 
@@ -202,6 +226,9 @@ pub struct PeerData {
     /// Arriving deliveries not complete yet, by the neighbour's id.
     assembling: SeqMap<Assembly>,
     names: Names,
+    /// The route of the last message that arrived, and of the last one sent.
+    route_in: Option<ArrivingRoute>,
+    route_out: Option<DepartingRoute>,
     /// Arrived and complete, to be routed at the end of the batch.
     arrived: Vec<RoutedDelivery>,
     /// Outcomes of deliveries the neighbour settled, to be sent home at the
@@ -233,6 +260,8 @@ impl PeerData {
             streams_out: SeqMap::default(),
             assembling: SeqMap::default(),
             names: Names::default(),
+            route_in: None,
+            route_out: None,
             arrived: Vec::new(),
             outcomes: OutcomeBatch::default(),
             records,
@@ -270,9 +299,6 @@ impl PeerData {
             }
             let id = self.next_id;
             self.next_id += 1;
-            let trace = self.names.trace_out(&d.trace, &self.own);
-            let address = self.names.address_out(&d.address);
-            let hops_left = d.hops_left.saturating_sub(1);
             let (chunks, complete) = match &d.stream {
                 Some(s) => {
                     let r = s.read(0, Some((progress(id), dummy_link(), id)));
@@ -284,14 +310,10 @@ impl PeerData {
                 None => (Vec::new(), true),
             };
             let last = chunks.len();
-            frames.push(transfer_frame(
-                id,
-                &d,
-                address,
-                trace,
-                hops_left,
-                !(complete && last == 0),
-            ));
+            // Only now that the transfer goes out may it become the route
+            // the next one shares.
+            let route = self.route_of(&d, d.hops_left.saturating_sub(1));
+            frames.push(transfer_frame(id, &d, route, !(complete && last == 0)));
             for (i, chunk) in chunks.into_iter().enumerate() {
                 let more = !(complete && i + 1 == last);
                 frames.push(continuation(id, chunk, more, false));
@@ -319,6 +341,28 @@ impl PeerData {
         }
         self.outcomes.send();
         frames
+    }
+
+    /// The route fields of a departing transfer: empty with `same_route`
+    /// when the previous message on the stream took the same route.
+    fn route_of(&mut self, d: &RoutedDelivery, hops_left: u32) -> Route {
+        if let Some(last) = &self.route_out
+            && last.hops_left == hops_left
+            && last.trace.same(&d.trace)
+            && (Arc::ptr_eq(&last.address, &d.address) || last.address == d.address)
+        {
+            return Route::Same;
+        }
+        self.route_out = Some(DepartingRoute {
+            address: d.address.clone(),
+            trace: d.trace.clone(),
+            hops_left,
+        });
+        Route::Full {
+            address: self.names.address_out(&d.address),
+            trace: self.names.trace_out(&d.trace, &self.own),
+            hops_left,
+        }
     }
 
     /// The neighbour acknowledged presettled delivery `id` of `address`:
@@ -380,26 +424,49 @@ impl PeerData {
         match kind {
             pb::frame::Kind::Transfer(t) => self.on_transfer(t),
             pb::frame::Kind::Disposition(d) => {
-                if let Some(address) = self.sent_early.remove(&d.delivery_id) {
-                    self.presettled_acknowledged(d.delivery_id, &address);
-                } else if let Some(delivery) = self.sent.remove(&d.delivery_id) {
-                    self.streams_out.remove(&d.delivery_id);
-                    settled_remotely(&delivery);
-                    let windowed = delivery.presettled
-                        && self
-                            .presettled_out
-                            .get(&delivery.address)
-                            .is_some_and(|w| w.waiting.contains(&d.delivery_id));
-                    let address = delivery.address.clone();
-                    self.outcomes
-                        .push(delivery, d.outcome.map(outcome_from_wire));
-                    if windowed {
-                        self.presettled_acknowledged(d.delivery_id, &address);
+                let state = d.outcome.map(outcome_from_wire);
+                let first = d.delivery_id;
+                let last = d.last_delivery_id.max(first);
+                let held = (self.sent.len() + self.sent_early.len()) as u64;
+                if last - first < held {
+                    for id in first..=last {
+                        self.settled_by_neighbour(id, &state);
+                    }
+                } else {
+                    // A range wider than what is outstanding: visit only
+                    // what is held (a huge range costs nothing).
+                    let mut ids: Vec<u64> = (self.sent.keys().chain(self.sent_early.keys()))
+                        .copied()
+                        .filter(|id| (first..=last).contains(id))
+                        .collect();
+                    ids.sort_unstable();
+                    for id in ids {
+                        self.settled_by_neighbour(id, &state);
                     }
                 }
                 Vec::new()
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// The neighbour's disposition for delivery `id`.
+    fn settled_by_neighbour(&mut self, id: u64, state: &Option<DeliveryState>) {
+        if let Some(address) = self.sent_early.remove(&id) {
+            self.presettled_acknowledged(id, &address);
+        } else if let Some(delivery) = self.sent.remove(&id) {
+            self.streams_out.remove(&id);
+            settled_remotely(&delivery);
+            let windowed = delivery.presettled
+                && self
+                    .presettled_out
+                    .get(&delivery.address)
+                    .is_some_and(|w| w.waiting.contains(&id));
+            let address = delivery.address.clone();
+            self.outcomes.push(delivery, state.clone());
+            if windowed {
+                self.presettled_acknowledged(id, &address);
+            }
         }
     }
 
@@ -426,79 +493,66 @@ impl PeerData {
 
     fn on_transfer(&mut self, t: pb::Transfer) -> Vec<pb::Frame> {
         let id = t.delivery_id;
-        let (address, settled, trace, hops_left, ingress_sequence, resend, message) =
-            match self.assembling.remove(&id) {
-                Some(mut a) => {
-                    if t.aborted {
-                        return Vec::new();
-                    }
-                    a.body.extend_from_slice(&t.message);
-                    if t.more {
-                        self.assembling.insert(id, a);
-                        return Vec::new();
-                    }
-                    (
-                        a.address,
-                        a.settled,
-                        a.trace,
-                        a.hops_left,
-                        a.ingress_sequence,
-                        a.resend,
-                        a.body.freeze(),
-                    )
+        let (route, settled, ingress_sequence, resend, message) = match self.assembling.remove(&id)
+        {
+            Some(mut a) => {
+                if t.aborted {
+                    return Vec::new();
                 }
-                None => {
-                    if t.aborted {
-                        return Vec::new();
-                    }
-                    if t.more {
-                        let mut body = BytesMut::with_capacity(t.message.len() * 4);
-                        body.extend_from_slice(&t.message);
-                        self.assembling.insert(
-                            id,
-                            Assembly {
-                                address: t.address,
-                                settled: t.settled,
-                                trace: t.trace,
-                                hops_left: t.hops_left,
-                                ingress_sequence: t.ingress_sequence,
-                                resend: t.resend,
-                                body,
-                            },
-                        );
-                        return Vec::new();
-                    }
-                    (
-                        t.address,
-                        t.settled,
-                        t.trace,
-                        t.hops_left,
-                        t.ingress_sequence,
-                        t.resend,
-                        t.message,
-                    )
+                a.body.extend_from_slice(&t.message);
+                if t.more {
+                    self.assembling.insert(id, a);
+                    return Vec::new();
                 }
-            };
-        let looped = trace.iter().any(|r| r == self.own.as_str().as_bytes());
-        let routable = self
-            .names
-            .address_in(&address)
-            .filter(|a| !a.is_empty())
-            .zip(self.names.trace_in(trace));
-        let Some((address, trace)) = routable.filter(|_| !looped && hops_left > 0) else {
-            tracing::warn!(
-                address = %String::from_utf8_lossy(&address),
-                looped,
-                hops_left,
-                "inter-router delivery dropped: a loop, no hops left, or an empty or non-UTF-8 address or router id"
-            );
-            // Answered either way: a presettled one is acknowledged (no
-            // outcome) so the sender's credit comes back, as for any
-            // presettled delivery dropped for want of a consumer.
-            return vec![disposition(
-                id,
-                (!settled).then_some(DeliveryState::Released),
-            )];
+                (
+                    a.route,
+                    a.settled,
+                    a.ingress_sequence,
+                    a.resend,
+                    a.body.freeze(),
+                )
+            }
+            None => {
+                if t.aborted {
+                    return Vec::new();
+                }
+                let route = self.arriving_route(&t);
+                if t.more {
+                    let mut body = BytesMut::with_capacity(t.message.len() * 4);
+                    body.extend_from_slice(&t.message);
+                    self.assembling.insert(
+                        id,
+                        Assembly {
+                            route,
+                            settled: t.settled,
+                            ingress_sequence: t.ingress_sequence,
+                            resend: t.resend,
+                            body,
+                        },
+                    );
+                    return Vec::new();
+                }
+                (route, t.settled, t.ingress_sequence, t.resend, t.message)
+            }
+        };
+        let hops_left = route.hops_left;
+        let (address, trace) = match route.resolved {
+            Ok(resolved) => resolved,
+            Err(why) => {
+                tracing::warn!(
+                    address = %why.address,
+                    looped = why.looped,
+                    hops_left = why.hops_left,
+                    "inter-router delivery dropped: a loop, no hops left, or an empty or non-UTF-8 address or router id"
+                );
+                // Answered either way: a presettled one is acknowledged (no
+                // outcome) so the sender's credit comes back, as for any
+                // presettled delivery dropped for want of a consumer.
+                return vec![disposition(
+                    id,
+                    (!settled).then_some(DeliveryState::Released),
+                )];
+            }
         };
         let Some(returns_to) = self.returns_to.clone() else {
             return Vec::new();
@@ -534,6 +588,39 @@ impl PeerData {
             outcome_sent: false,
         });
         Vec::new()
+    }
+
+    /// The route of the first part of an arriving message: its own, or the
+    /// previous one's (`same_route`).
+    fn arriving_route(&mut self, t: &pb::Transfer) -> ArrivingRoute {
+        if t.same_route {
+            return self.route_in.clone().unwrap_or(ArrivingRoute {
+                resolved: Err(Unroutable {
+                    address: Arc::from("<same route as a previous message, but none arrived>"),
+                    looped: false,
+                    hops_left: 0,
+                }),
+                hops_left: 0,
+            });
+        }
+        let looped = t.trace.iter().any(|r| r == self.own.as_str().as_bytes());
+        let resolved = self
+            .names
+            .address_in(&t.address)
+            .filter(|a| !a.is_empty())
+            .zip(self.names.trace_in(&t.trace))
+            .filter(|_| !looped && t.hops_left > 0)
+            .ok_or_else(|| Unroutable {
+                address: Arc::from(String::from_utf8_lossy(&t.address)),
+                looped,
+                hops_left: t.hops_left,
+            });
+        let route = ArrivingRoute {
+            resolved,
+            hops_left: t.hops_left,
+        };
+        self.route_in = Some(route.clone());
+        route
     }
 
     /// A re-forwarded delivery (or any while checking) is looked up first:
@@ -574,10 +661,7 @@ impl PeerData {
                 .iter()
                 .filter_map(|(id, state)| Some((*id, state.as_ref()?))),
         );
-        outcomes
-            .into_iter()
-            .map(|(id, state)| disposition(id, state))
-            .collect()
+        dispositions(outcomes)
     }
 
     /// The neighbour (`peer`, if it identified itself) is gone. What it had
@@ -649,14 +733,26 @@ fn dummy_link() -> crate::amqp::event::LinkId {
     }
 }
 
-fn transfer_frame(
-    id: u64,
-    d: &RoutedDelivery,
-    address: Bytes,
-    trace: Vec<Bytes>,
-    hops_left: u32,
-    more: bool,
-) -> pb::Frame {
+/// The route fields of a departing transfer.
+enum Route {
+    /// The previous message's (`same_route`).
+    Same,
+    Full {
+        address: Bytes,
+        trace: Vec<Bytes>,
+        hops_left: u32,
+    },
+}
+
+fn transfer_frame(id: u64, d: &RoutedDelivery, route: Route, more: bool) -> pb::Frame {
+    let (address, trace, hops_left, same_route) = match route {
+        Route::Same => (Bytes::new(), Vec::new(), 0, true),
+        Route::Full {
+            address,
+            trace,
+            hops_left,
+        } => (address, trace, hops_left, false),
+    };
     pb::Frame {
         kind: Some(pb::frame::Kind::Transfer(pb::Transfer {
             delivery_id: id,
@@ -672,6 +768,7 @@ fn transfer_frame(
             hops_left,
             ingress_sequence: d.ingress_sequence,
             resend: d.resend,
+            same_route,
         })),
     }
 }
@@ -689,13 +786,41 @@ fn continuation(id: u64, message: Bytes, more: bool, aborted: bool) -> pb::Frame
 }
 
 fn disposition(id: u64, state: Option<DeliveryState>) -> pb::Frame {
+    disposition_range(id, id, state)
+}
+
+fn disposition_range(first: u64, last: u64, state: Option<DeliveryState>) -> pb::Frame {
     pb::Frame {
         kind: Some(pb::frame::Kind::Disposition(pb::Disposition {
-            delivery_id: id,
+            delivery_id: first,
             outcome: state.map(outcome_to_wire),
             settled: true,
+            last_delivery_id: if last > first { last } else { 0 },
         })),
     }
+}
+
+/// Disposition frames for outcomes in the order given: one per run of
+/// consecutive ids with the same outcome.
+fn dispositions(outcomes: Vec<(u64, Option<DeliveryState>)>) -> Vec<pb::Frame> {
+    let mut frames = Vec::new();
+    let mut run: Option<(u64, u64, Option<DeliveryState>)> = None;
+    for (id, state) in outcomes {
+        match &mut run {
+            Some((_, last, same)) if last.checked_add(1) == Some(id) && *same == state => {
+                *last = id;
+            }
+            _ => {
+                if let Some((first, last, state)) = run.replace((id, id, state)) {
+                    frames.push(disposition_range(first, last, state));
+                }
+            }
+        }
+    }
+    if let Some((first, last, state)) = run {
+        frames.push(disposition_range(first, last, state));
+    }
+    frames
 }
 
 /// An AMQP delivery state as it crosses between routers.
@@ -760,11 +885,11 @@ mod tests {
         assert_eq!(names.address_in(&Bytes::from_static(b"\xff\xfe")), None);
 
         let wire = vec![Bytes::from_static(b"A"), Bytes::from_static(b"B")];
-        let t1 = names.trace_in(wire.clone()).unwrap();
-        let t2 = names.trace_in(wire).unwrap();
+        let t1 = names.trace_in(&wire).unwrap();
+        let t2 = names.trace_in(&wire).unwrap();
         assert!(t1.same(&t2), "one shared trace per path");
         assert_eq!(&*t1, &[RouterId::from("A"), RouterId::from("B")]);
-        assert_eq!(names.trace_in(vec![Bytes::from_static(b"\xc3")]), None);
+        assert_eq!(names.trace_in(&[Bytes::from_static(b"\xc3")]), None);
     }
 
     #[test]
@@ -1008,6 +1133,7 @@ mod tests {
             delivery_id: id,
             outcome: None,
             settled: true,
+            last_delivery_id: 0,
         })
     }
 
@@ -1060,6 +1186,149 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_messages_on_one_route_carries_the_route_once() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let mut a_to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            let mut b_from_a = stream_of(&kept, &sink, "Router.B", 2, &Arc::default());
+            let to = |key: u64, address: &str| {
+                let mut d = delivery(&sink, key, false);
+                d.address = Arc::from(address);
+                d
+            };
+            let batch = vec![
+                to(0, "queue.a"),
+                to(1, "queue.a"),
+                to(2, "queue.a"),
+                to(3, "queue.b"),
+                to(4, "queue.a"),
+            ];
+            let progress = sink.clone();
+            let frames = a_to_b.send(batch, |_| progress.clone().recipient());
+            let sent: Vec<(bool, Bytes, usize)> = frames
+                .iter()
+                .map(|f| match &f.kind {
+                    Some(pb::frame::Kind::Transfer(t)) => {
+                        (t.same_route, t.address.clone(), t.trace.len())
+                    }
+                    other => panic!("not a transfer: {other:?}"),
+                })
+                .collect();
+            let full = |a: &'static [u8]| (false, Bytes::from_static(a), 1);
+            let same = (true, Bytes::new(), 0);
+            assert_eq!(
+                sent,
+                vec![
+                    full(b"queue.a"),
+                    same.clone(),
+                    same,
+                    full(b"queue.b"),
+                    full(b"queue.a"),
+                ]
+            );
+            for f in frames {
+                assert!(b_from_a.inbound(f.kind.unwrap()).is_empty());
+            }
+            b_from_a.route_arrived();
+            let routed = kept.routed.lock().unwrap();
+            let got: Vec<(&str, Vec<RouterId>, u32)> = routed
+                .iter()
+                .map(|d| (&*d.address, d.trace.to_vec(), d.hops_left))
+                .collect();
+            let via_a = vec![RouterId::from("Router.A")];
+            let on = |a| (a, via_a.clone(), HOP_LIMIT - 1);
+            assert_eq!(
+                got,
+                vec![
+                    on("queue.a"),
+                    on("queue.a"),
+                    on("queue.a"),
+                    on("queue.b"),
+                    on("queue.a")
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn same_route_with_no_route_before_it_is_answered_and_not_routed() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let mut data = stream_of(&kept, &sink, "Router.B", 1, &Arc::default());
+            let frames = data.inbound(pb::frame::Kind::Transfer(pb::Transfer {
+                delivery_id: 0,
+                message: Bytes::from_static(b"message"),
+                same_route: true,
+                ..pb::Transfer::default()
+            }));
+            assert_eq!(answer(frames), Some(DeliveryState::Released));
+            data.route_arrived();
+            assert!(kept.routed.lock().unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn runs_of_one_outcome_cross_as_one_disposition_and_settle_their_whole_range() {
+        let acc = Some(DeliveryState::Accepted);
+        let rel = Some(DeliveryState::Released);
+        let frames = dispositions(vec![
+            (0, acc.clone()),
+            (1, acc.clone()),
+            (2, acc.clone()),
+            (3, rel.clone()),
+            (5, acc.clone()),
+            (6, None),
+            (7, None),
+        ]);
+        let ranges: Vec<(u64, u64, Option<DeliveryState>)> = frames
+            .into_iter()
+            .map(|f| match f.kind {
+                Some(pb::frame::Kind::Disposition(d)) => (
+                    d.delivery_id,
+                    d.last_delivery_id,
+                    d.outcome.map(outcome_from_wire),
+                ),
+                other => panic!("not a disposition: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![(0, 2, acc.clone()), (3, 0, rel), (5, 0, acc), (6, 7, None)]
+        );
+
+        actix::System::new().block_on(async {
+            let (outcomes, sink, kept) = harness();
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            let batch: Vec<RoutedDelivery> = (0..6).map(|k| delivery(&sink, k, false)).collect();
+            let progress = sink.clone();
+            assert_eq!(to_b.send(batch, |_| progress.clone().recipient()).len(), 6);
+            let settle = |first, last| {
+                pb::frame::Kind::Disposition(pb::Disposition {
+                    delivery_id: first,
+                    outcome: Some(outcome_to_wire(DeliveryState::Accepted)),
+                    settled: true,
+                    last_delivery_id: last,
+                })
+            };
+            to_b.inbound(settle(0, 3));
+            to_b.route_arrived();
+            assert_eq!(keys_once(&outcomes, 4).await, vec![0, 1, 2, 3]);
+            // A range far wider than what is outstanding settles what it
+            // covers, without walking the range.
+            to_b.inbound(settle(5, u64::MAX));
+            to_b.route_arrived();
+            assert_eq!(keys_once(&outcomes, 5).await, vec![0, 1, 2, 3, 5]);
+            assert!(
+                outcomes
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .all(|(_, state)| *state == Some(DeliveryState::Accepted))
+            );
+        });
+    }
+
+    #[test]
     fn a_lost_neighbours_unsettled_deliveries_are_re_forwarded_and_the_rest_returned_modified() {
         actix::System::new().block_on(async {
             let (outcomes, sink, kept) = harness();
@@ -1080,7 +1349,8 @@ mod tests {
             let sequences: Vec<u64> = frames
                 .iter()
                 .filter_map(|f| match &f.kind {
-                    Some(pb::frame::Kind::Transfer(t)) if !t.address.is_empty() => {
+                    // First parts: with a route, or sharing the previous one.
+                    Some(pb::frame::Kind::Transfer(t)) if !t.address.is_empty() || t.same_route => {
                         Some(t.ingress_sequence)
                     }
                     _ => None,
