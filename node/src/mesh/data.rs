@@ -75,7 +75,7 @@ struct PresettledOut {
     /// Sent and not yet acknowledged by the neighbour.
     outstanding: u32,
     /// Among them, those whose own acknowledgement waits for room (ids in
-    /// `PeerData::sent`, oldest first).
+    /// `PeerData::sent`, oldest first: ids only grow, so it is sorted).
     waiting: std::collections::VecDeque<u64>,
 }
 
@@ -313,7 +313,21 @@ impl PeerData {
             // Only now that the transfer goes out may it become the route
             // the next one shares.
             let route = self.route_of(&d, d.hops_left.saturating_sub(1));
-            frames.push(transfer_frame(id, &d, route, !(complete && last == 0)));
+            // Only a delivery that may be re-forwarded (unsettled unicast,
+            // see `lost`) keeps its message; the others' goes with the frame.
+            let resendable = !d.presettled && d.fanout.is_none();
+            let message = if resendable {
+                d.message.clone()
+            } else {
+                std::mem::take(&mut d.message)
+            };
+            frames.push(transfer_frame(
+                id,
+                &d,
+                message,
+                route,
+                !(complete && last == 0),
+            ));
             for (i, chunk) in chunks.into_iter().enumerate() {
                 let more = !(complete && i + 1 == last);
                 frames.push(continuation(id, chunk, more, false));
@@ -372,7 +386,7 @@ impl PeerData {
             return;
         };
         window.outstanding = window.outstanding.saturating_sub(1);
-        if let Some(pos) = window.waiting.iter().position(|w| *w == id) {
+        if let Ok(pos) = window.waiting.binary_search(&id) {
             // One whose acknowledgement was waiting: it went upstream with
             // the neighbour's (the caller sent it).
             window.waiting.remove(pos);
@@ -461,7 +475,7 @@ impl PeerData {
                 && self
                     .presettled_out
                     .get(&delivery.address)
-                    .is_some_and(|w| w.waiting.contains(&id));
+                    .is_some_and(|w| w.waiting.binary_search(&id).is_ok());
             let address = delivery.address.clone();
             self.outcomes.push(delivery, state.clone());
             if windowed {
@@ -744,7 +758,13 @@ enum Route {
     },
 }
 
-fn transfer_frame(id: u64, d: &RoutedDelivery, route: Route, more: bool) -> pb::Frame {
+fn transfer_frame(
+    id: u64,
+    d: &RoutedDelivery,
+    message: Bytes,
+    route: Route,
+    more: bool,
+) -> pb::Frame {
     let (address, trace, hops_left, same_route) = match route {
         Route::Same => (Bytes::new(), Vec::new(), 0, true),
         Route::Full {
@@ -757,7 +777,7 @@ fn transfer_frame(id: u64, d: &RoutedDelivery, route: Route, more: bool) -> pb::
         kind: Some(pb::frame::Kind::Transfer(pb::Transfer {
             delivery_id: id,
             address,
-            message: d.message.clone(),
+            message,
             settled: d.presettled,
             priority: u32::from(d.priority),
             ingress_router: trace.first().cloned().unwrap_or_default(),

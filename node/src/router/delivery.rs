@@ -172,28 +172,20 @@ impl RoutedDelivery {
     }
 
     fn send_outcome(&mut self, state: Option<DeliveryState>) {
-        if let Some((origin, state)) = self.take_outcome(state) {
-            origin.conn.do_send(Returned {
-                outcomes: vec![(origin.key, state)],
+        if let Some(state) = self.take_outcome(state) {
+            self.origin.conn.do_send(Returned {
+                outcomes: vec![(self.origin.key, state)],
             });
         }
     }
 
-    /// The outcome to send home for this delivery: `None` when it is a
-    /// multicast copy (its fan-out sends the aggregate once all copies are
-    /// done). Lets a connection batch the outcomes of many deliveries into
-    /// one `Returned` per ingress connection.
-    pub fn into_outcome(
-        mut self,
-        state: Option<DeliveryState>,
-    ) -> Option<(Origin, Option<DeliveryState>)> {
-        self.take_outcome(state)
-    }
-
-    fn take_outcome(
-        &mut self,
-        state: Option<DeliveryState>,
-    ) -> Option<(Origin, Option<DeliveryState>)> {
+    /// The outcome to send home to [`Self::origin`] for this delivery
+    /// (marking it sent): `None` when there is nothing to send, because it
+    /// was sent already or this is a multicast copy (its fan-out sends the
+    /// aggregate once all copies are done). Lets a connection batch the
+    /// outcomes of many deliveries into one `Returned` per ingress
+    /// connection.
+    fn take_outcome(&mut self, state: Option<DeliveryState>) -> Option<Option<DeliveryState>> {
         if std::mem::replace(&mut self.outcome_sent, true) {
             return None;
         }
@@ -202,18 +194,15 @@ impl RoutedDelivery {
                 fanout.complete(&self.origin, state);
                 None
             }
-            None => {
-                let state = match state {
-                    _ if self.presettled => None,
-                    // It had been sent on a path that was lost: it may have
-                    // been processed there.
-                    Some(DeliveryState::Released) if self.resend => {
-                        Some(DeliveryState::delivery_failed())
-                    }
-                    state => state,
-                };
-                Some((self.origin.clone(), state))
-            }
+            None => Some(match state {
+                _ if self.presettled => None,
+                // It had been sent on a path that was lost: it may have
+                // been processed there.
+                Some(DeliveryState::Released) if self.resend => {
+                    Some(DeliveryState::delivery_failed())
+                }
+                state => state,
+            }),
         }
     }
 }
@@ -233,19 +222,24 @@ type ConnOutcomes = (
 );
 
 impl OutcomeBatch {
-    pub fn push(&mut self, d: RoutedDelivery, state: Option<DeliveryState>) {
-        let Some((origin, state)) = d.into_outcome(state) else {
+    pub fn push(&mut self, mut d: RoutedDelivery, state: Option<DeliveryState>) {
+        let Some(state) = d.take_outcome(state) else {
             return;
         };
+        let origin = &d.origin;
+        // The connection's recipient is cloned once per batch, not per
+        // delivery (it is shared with the connection's thread).
         match self
             .by_conn
             .iter_mut()
             .find(|(id, _, _)| *id == origin.conn_id)
         {
             Some((_, _, v)) => v.push((origin.key, state)),
-            None => self
-                .by_conn
-                .push((origin.conn_id, origin.conn, vec![(origin.key, state)])),
+            None => self.by_conn.push((
+                origin.conn_id,
+                origin.conn.clone(),
+                vec![(origin.key, state)],
+            )),
         }
     }
 
