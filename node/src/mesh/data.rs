@@ -26,13 +26,13 @@
 //! An unsettled delivery's credit comes back with its outcome, end to end
 //! (the sender's unsettled window). A presettled one has no outcome to wait
 //! for, so it is acknowledged hop by hop, within a window per address and
-//! neighbour ([`PRESETTLED_WINDOW`]): the router acknowledges it to where it
-//! came from as soon as it is on this stream, while fewer than the window of
-//! that address's presettled deliveries it has acknowledged so are still
-//! unacknowledged by the neighbour; past that, its acknowledgement waits for
-//! the neighbour's. A stuck consumer thus holds at most a window per hop of
-//! its address, and a sender's credit does not wait for a round trip through
-//! the whole mesh.
+//! neighbour ([`PRESETTLED_WINDOW`] deliveries and [`PRESETTLED_WINDOW_BYTES`]
+//! of message): the router acknowledges it to where it came from as soon as
+//! it is on this stream, while that address's presettled deliveries it has
+//! acknowledged so and the neighbour has not fill less than the window;
+//! past that, its acknowledgement waits for the neighbour's. A stuck
+//! consumer thus holds at most a window per hop of its address, and a
+//! sender's credit does not wait for a round trip through the whole mesh.
 //!
 //! The trace of visited routers and a hop limit travel with each transfer; a
 //! router never forwards a delivery to a router on its trace.
@@ -66,23 +66,40 @@ pub const HOP_LIMIT: u32 = 32;
 
 /// Presettled deliveries of one address a router may have acknowledged to
 /// where they came from while the neighbour it sent them to has not
-/// acknowledged them yet (qdrouterd's default link capacity).
-pub const PRESETTLED_WINDOW: u32 = 250;
+/// acknowledged them yet. It must cover what one hop carries during its
+/// round trip under load (its bandwidth-delay product: ~400 µs at ~700k
+/// messages/s on a loaded 2-core machine, BENCHMARKS.md §3), or the window
+/// and not the routers bounds presettled throughput; 250 (qdrouterd's link
+/// capacity) did. What it costs: a consumer that stops taking messages
+/// holds up to this many of its address on each hop before its senders are
+/// held back.
+pub const PRESETTLED_WINDOW: u32 = 1000;
 
-/// One address's presettled deliveries out on this stream.
+/// The same window in message bytes, so large messages are held back
+/// sooner: no more is acknowledged early once this much is.
+pub const PRESETTLED_WINDOW_BYTES: usize = 4 * 1024 * 1024;
+
+/// One address's presettled deliveries out on this stream and not yet
+/// acknowledged by the neighbour.
 #[derive(Default)]
 struct PresettledOut {
-    /// Sent and not yet acknowledged by the neighbour.
-    outstanding: u32,
-    /// Among them, those whose own acknowledgement waits for room (ids in
-    /// `PeerData::sent`, oldest first: ids only grow, so it is sorted).
-    waiting: std::collections::VecDeque<u64>,
+    /// Those acknowledged upstream already, and their message bytes.
+    early: u32,
+    early_bytes: usize,
+    /// Those whose own acknowledgement waits for room: (id in
+    /// `PeerData::sent`, message bytes), oldest first (ids only grow, so it
+    /// is sorted by id).
+    waiting: std::collections::VecDeque<(u64, usize)>,
 }
 
 impl PresettledOut {
-    /// Acknowledged upstream but not yet by the neighbour.
-    fn acknowledged_early(&self) -> u32 {
-        self.outstanding - self.waiting.len() as u32
+    /// Room to acknowledge one more early.
+    fn has_room(&self) -> bool {
+        self.early < PRESETTLED_WINDOW && self.early_bytes < PRESETTLED_WINDOW_BYTES
+    }
+
+    fn waits(&self, id: u64) -> Result<usize, usize> {
+        self.waiting.binary_search_by_key(&id, |(w, _)| *w)
     }
 }
 
@@ -216,8 +233,8 @@ pub struct PeerData {
     /// presettled ones whose acknowledgement upstream waits for it).
     sent: SeqMap<RoutedDelivery>,
     /// Presettled deliveries acknowledged upstream already, waiting for the
-    /// neighbour's acknowledgement: id -> address.
-    sent_early: SeqMap<Arc<str>>,
+    /// neighbour's acknowledgement: id -> (address, message bytes).
+    sent_early: SeqMap<(Arc<str>, usize)>,
     /// Presettled deliveries out on this stream, per address.
     presettled_out: std::collections::HashMap<Arc<str>, PresettledOut>,
     /// Sent deliveries whose body is still streaming in: id -> (stream,
@@ -321,6 +338,7 @@ impl PeerData {
             } else {
                 std::mem::take(&mut d.message)
             };
+            let size = message.len();
             frames.push(transfer_frame(
                 id,
                 &d,
@@ -338,12 +356,13 @@ impl PeerData {
             if d.presettled && d.fanout.is_none() && complete {
                 // Hop by hop, within the address's window (module doc).
                 let window = self.presettled_out.entry(d.address.clone()).or_default();
-                window.outstanding += 1;
-                if window.waiting.is_empty() && window.acknowledged_early() <= PRESETTLED_WINDOW {
-                    self.sent_early.insert(id, d.address.clone());
+                if window.waiting.is_empty() && window.has_room() {
+                    window.early += 1;
+                    window.early_bytes += size;
+                    self.sent_early.insert(id, (d.address.clone(), size));
                     self.outcomes.push(d, None);
                 } else {
-                    window.waiting.push_back(id);
+                    window.waiting.push_back((id, size));
                     self.sent.insert(id, d);
                 }
                 continue;
@@ -379,25 +398,37 @@ impl PeerData {
         }
     }
 
-    /// The neighbour acknowledged presettled delivery `id` of `address`:
-    /// room for the oldest one whose acknowledgement waits, if any.
-    fn presettled_acknowledged(&mut self, id: u64, address: &Arc<str>) {
+    /// The neighbour acknowledged presettled delivery `id` of `address`,
+    /// which had been acknowledged upstream early if `early` gives its
+    /// size, or was waiting (its acknowledgement then went upstream with the
+    /// neighbour's: the caller sent it). Room for the oldest waiting ones.
+    fn presettled_acknowledged(&mut self, id: u64, address: &Arc<str>, early: Option<usize>) {
         let Some(window) = self.presettled_out.get_mut(address) else {
             return;
         };
-        window.outstanding = window.outstanding.saturating_sub(1);
-        if let Ok(pos) = window.waiting.binary_search(&id) {
-            // One whose acknowledgement was waiting: it went upstream with
-            // the neighbour's (the caller sent it).
-            window.waiting.remove(pos);
-        } else if window.acknowledged_early() < PRESETTLED_WINDOW
-            && let Some(next) = window.waiting.pop_front()
-            && let Some(d) = self.sent.remove(&next)
+        match early {
+            Some(size) => {
+                window.early = window.early.saturating_sub(1);
+                window.early_bytes = window.early_bytes.saturating_sub(size);
+            }
+            None => {
+                if let Ok(pos) = window.waits(id) {
+                    window.waiting.remove(pos);
+                }
+            }
+        }
+        while window.has_room()
+            && let Some((next, size)) = window.waiting.pop_front()
         {
-            self.sent_early.insert(next, d.address.clone());
+            let Some(d) = self.sent.remove(&next) else {
+                continue;
+            };
+            window.early += 1;
+            window.early_bytes += size;
+            self.sent_early.insert(next, (d.address.clone(), size));
             self.outcomes.push(d, None);
         }
-        if window.outstanding == 0 {
+        if window.early == 0 && window.waiting.is_empty() {
             self.presettled_out.remove(address);
         }
     }
@@ -466,8 +497,8 @@ impl PeerData {
 
     /// The neighbour's disposition for delivery `id`.
     fn settled_by_neighbour(&mut self, id: u64, state: &Option<DeliveryState>) {
-        if let Some(address) = self.sent_early.remove(&id) {
-            self.presettled_acknowledged(id, &address);
+        if let Some((address, size)) = self.sent_early.remove(&id) {
+            self.presettled_acknowledged(id, &address, Some(size));
         } else if let Some(delivery) = self.sent.remove(&id) {
             self.streams_out.remove(&id);
             settled_remotely(&delivery);
@@ -475,11 +506,11 @@ impl PeerData {
                 && self
                     .presettled_out
                     .get(&delivery.address)
-                    .is_some_and(|w| w.waiting.binary_search(&id).is_ok());
+                    .is_some_and(|w| w.waits(id).is_ok());
             let address = delivery.address.clone();
             self.outcomes.push(delivery, state.clone());
             if windowed {
-                self.presettled_acknowledged(id, &address);
+                self.presettled_acknowledged(id, &address, None);
             }
         }
     }
@@ -1202,6 +1233,34 @@ mod tests {
                     .iter()
                     .all(|(_, state)| state.is_none())
             );
+        });
+    }
+
+    #[test]
+    fn large_presettled_messages_fill_the_window_by_bytes() {
+        actix::System::new().block_on(async {
+            let (outcomes, sink, kept) = harness();
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            let big = Bytes::from(vec![0u8; PRESETTLED_WINDOW_BYTES / 4]);
+            let batch: Vec<RoutedDelivery> = (0..6)
+                .map(|k| {
+                    let mut d = delivery(&sink, k, true);
+                    d.message = big.clone();
+                    d
+                })
+                .collect();
+            let progress = sink.clone();
+            let frames = to_b.send(batch, |_| progress.clone().recipient());
+            assert_eq!(frames.len(), 6, "all go to the neighbour");
+            // Four fill the byte window: those go upstream at once.
+            assert_eq!(keys_once(&outcomes, 4).await, vec![0, 1, 2, 3]);
+            // Each acknowledgement by the neighbour makes room for one more.
+            to_b.inbound(ack(1));
+            to_b.route_arrived();
+            assert_eq!(keys_once(&outcomes, 5).await, vec![0, 1, 2, 3, 4]);
+            to_b.inbound(ack(0));
+            to_b.route_arrived();
+            assert_eq!(keys_once(&outcomes, 6).await, vec![0, 1, 2, 3, 4, 5]);
         });
     }
 
