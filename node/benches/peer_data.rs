@@ -100,6 +100,9 @@ fn peer_data(c: &mut Criterion) {
         from_a.started(home.clone().recipient());
         let mut to_c = PeerData::new(hook, own, 2, records);
         to_c.started(home.clone().recipient());
+        // Both neighbours read the compact forms (as their hellos say).
+        from_a.neighbour_reads(true, true);
+        to_c.neighbour_reads(true, true);
         (from_a, to_c, home)
     });
     let mut next = 0;

@@ -55,6 +55,8 @@ fn a_batch_of_control_and_data_frames_round_trips_with_message_bytes_intact() {
                     instance: 7,
                     neighbours_seen: vec!["Router.B".into()],
                     link_cost: 10,
+                    accepts_same_route: true,
+                    accepts_disposition_ranges: true,
                 })),
             },
             Frame {

@@ -44,7 +44,12 @@
 //! of the last address and trace. Arriving deliveries are routed once per
 //! batch ([`PeerData::route_arrived`]), one message per run of deliveries to
 //! the same address, and the outcomes of departed deliveries go home in one
-//! message per ingress connection ([`OutcomeBatch`]).
+//! message per ingress connection ([`OutcomeBatch`]). On the wire, a
+//! transfer on the same route as the previous one on the stream says only
+//! `same_route`, and a run of deliveries settled alike goes back as one
+//! ranged disposition; both only to a neighbour whose hello said it reads
+//! them ([`PeerData::neighbour_reads`]), so a router that predates them
+//! still gets the full forms.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -132,7 +137,6 @@ struct Unroutable {
     /// The address as received (lossy), for the log.
     address: Arc<str>,
     looped: bool,
-    hops_left: u32,
 }
 
 /// The route of the last message sent on the stream, which the next one may
@@ -246,6 +250,12 @@ pub struct PeerData {
     /// The route of the last message that arrived, and of the last one sent.
     route_in: Option<ArrivingRoute>,
     route_out: Option<DepartingRoute>,
+    /// The neighbour reads `Transfer.same_route` and disposition ranges (its
+    /// hello said so); until then, and for a neighbour that predates them,
+    /// every transfer carries its route and every delivery its own
+    /// disposition.
+    same_route_out: bool,
+    ranges_out: bool,
     /// Arrived and complete, to be routed at the end of the batch.
     arrived: Vec<RoutedDelivery>,
     /// Outcomes of deliveries the neighbour settled, to be sent home at the
@@ -279,6 +289,8 @@ impl PeerData {
             names: Names::default(),
             route_in: None,
             route_out: None,
+            same_route_out: false,
+            ranges_out: false,
             arrived: Vec::new(),
             outcomes: OutcomeBatch::default(),
             records,
@@ -296,6 +308,13 @@ impl PeerData {
                 self.sequences.next().unwrap_or(1)
             }
         }
+    }
+
+    /// What the neighbour's first hello said it reads: `Transfer.same_route`
+    /// and `Disposition.last_delivery_id`.
+    pub fn neighbour_reads(&mut self, same_route: bool, disposition_ranges: bool) {
+        self.same_route_out = same_route;
+        self.ranges_out = disposition_ranges;
     }
 
     /// The actor's own address, for outcomes and stream progress.
@@ -377,20 +396,23 @@ impl PeerData {
     }
 
     /// The route fields of a departing transfer: empty with `same_route`
-    /// when the previous message on the stream took the same route.
+    /// when the neighbour reads that and the previous message on the stream
+    /// took the same route.
     fn route_of(&mut self, d: &RoutedDelivery, hops_left: u32) -> Route {
-        if let Some(last) = &self.route_out
-            && last.hops_left == hops_left
-            && last.trace.same(&d.trace)
-            && (Arc::ptr_eq(&last.address, &d.address) || last.address == d.address)
-        {
-            return Route::Same;
+        if self.same_route_out {
+            if let Some(last) = &self.route_out
+                && last.hops_left == hops_left
+                && last.trace.same(&d.trace)
+                && (Arc::ptr_eq(&last.address, &d.address) || last.address == d.address)
+            {
+                return Route::Same;
+            }
+            self.route_out = Some(DepartingRoute {
+                address: d.address.clone(),
+                trace: d.trace.clone(),
+                hops_left,
+            });
         }
-        self.route_out = Some(DepartingRoute {
-            address: d.address.clone(),
-            trace: d.trace.clone(),
-            hops_left,
-        });
         Route::Full {
             address: self.names.address_out(&d.address),
             trace: self.names.trace_out(&d.trace, &self.own),
@@ -587,7 +609,7 @@ impl PeerData {
                 tracing::warn!(
                     address = %why.address,
                     looped = why.looped,
-                    hops_left = why.hops_left,
+                    hops_left,
                     "inter-router delivery dropped: a loop, no hops left, or an empty or non-UTF-8 address or router id"
                 );
                 // Answered either way: a presettled one is acknowledged (no
@@ -643,7 +665,6 @@ impl PeerData {
                 resolved: Err(Unroutable {
                     address: Arc::from("<same route as a previous message, but none arrived>"),
                     looped: false,
-                    hops_left: 0,
                 }),
                 hops_left: 0,
             });
@@ -658,7 +679,6 @@ impl PeerData {
             .ok_or_else(|| Unroutable {
                 address: Arc::from(String::from_utf8_lossy(&t.address)),
                 looped,
-                hops_left: t.hops_left,
             });
         let route = ArrivingRoute {
             resolved,
@@ -706,7 +726,14 @@ impl PeerData {
                 .iter()
                 .filter_map(|(id, state)| Some((*id, state.as_ref()?))),
         );
-        dispositions(outcomes)
+        if self.ranges_out {
+            dispositions(outcomes)
+        } else {
+            outcomes
+                .into_iter()
+                .map(|(id, state)| disposition(id, state))
+                .collect()
+        }
     }
 
     /// The neighbour (`peer`, if it identified itself) is gone. What it had
@@ -1275,26 +1302,39 @@ mod tests {
                 d.address = Arc::from(address);
                 d
             };
-            let batch = vec![
-                to(0, "queue.a"),
-                to(1, "queue.a"),
-                to(2, "queue.a"),
-                to(3, "queue.b"),
-                to(4, "queue.a"),
-            ];
-            let progress = sink.clone();
-            let frames = a_to_b.send(batch, |_| progress.clone().recipient());
-            let sent: Vec<(bool, Bytes, usize)> = frames
-                .iter()
-                .map(|f| match &f.kind {
-                    Some(pb::frame::Kind::Transfer(t)) => {
-                        (t.same_route, t.address.clone(), t.trace.len())
-                    }
-                    other => panic!("not a transfer: {other:?}"),
-                })
-                .collect();
+            let batch = |first: u64| {
+                vec![
+                    to(first, "queue.a"),
+                    to(first + 1, "queue.a"),
+                    to(first + 2, "queue.a"),
+                    to(first + 3, "queue.b"),
+                    to(first + 4, "queue.a"),
+                ]
+            };
+            let routes = |frames: &[pb::Frame]| -> Vec<(bool, Bytes, usize)> {
+                frames
+                    .iter()
+                    .map(|f| match &f.kind {
+                        Some(pb::frame::Kind::Transfer(t)) => {
+                            (t.same_route, t.address.clone(), t.trace.len())
+                        }
+                        other => panic!("not a transfer: {other:?}"),
+                    })
+                    .collect()
+            };
             let full = |a: &'static [u8]| (false, Bytes::from_static(a), 1);
             let same = (true, Bytes::new(), 0);
+            let progress = sink.clone();
+
+            // A neighbour that has not said it reads `same_route` (one that
+            // predates it) gets every route in full.
+            let mut to_old = stream_of(&kept, &sink, "Router.A", 3, &Arc::default());
+            let frames = to_old.send(batch(100), |_| progress.clone().recipient());
+            assert!(routes(&frames).iter().all(|(same, _, _)| !same));
+
+            a_to_b.neighbour_reads(true, true);
+            let frames = a_to_b.send(batch(0), |_| progress.clone().recipient());
+            let sent = routes(&frames);
             assert_eq!(
                 sent,
                 vec![
@@ -1343,6 +1383,29 @@ mod tests {
             assert_eq!(answer(frames), Some(DeliveryState::Released));
             data.route_arrived();
             assert!(kept.routed.lock().unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn outcomes_go_back_as_ranges_only_to_a_neighbour_that_reads_them() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let mut from_a = stream_of(&kept, &sink, "Router.B", 1, &Arc::default());
+            let accepted = || {
+                (0..4)
+                    .map(|id| (id, Some(DeliveryState::Accepted)))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(from_a.returned(accepted()).len(), 4, "one per delivery");
+            from_a.neighbour_reads(true, true);
+            let frames = from_a.returned(accepted());
+            assert_eq!(frames.len(), 1);
+            match &frames[0].kind {
+                Some(pb::frame::Kind::Disposition(d)) => {
+                    assert_eq!((d.delivery_id, d.last_delivery_id), (0, 3))
+                }
+                other => panic!("not a disposition: {other:?}"),
+            }
         });
     }
 

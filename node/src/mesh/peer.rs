@@ -214,6 +214,14 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
         };
         let mut messages = Vec::with_capacity(batch.frames.len());
         for frame in batch.frames {
+            if self.peer.is_none()
+                && let Some(pb::frame::Kind::Hello(h)) = &frame.kind
+            {
+                // The stream's first hello says which compact data forms
+                // the neighbour reads.
+                self.data
+                    .neighbour_reads(h.accepts_same_route, h.accepts_disposition_ranges);
+            }
             let message = match wire::from_frame(frame) {
                 Ok(Inbound::Control(message)) => message,
                 Ok(Inbound::Data(kind)) => {

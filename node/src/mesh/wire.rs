@@ -81,6 +81,9 @@ pub fn to_frame(message: &ControlMessage) -> pb::Frame {
             instance: h.instance,
             neighbours_seen: strings(&h.seen),
             link_cost: h.cost.unwrap_or(0),
+            // This version reads both compact data forms (see `mesh::data`).
+            accepts_same_route: true,
+            accepts_disposition_ranges: true,
         }),
         ControlMessage::LinkStateUpdate(u) => Kind::LinkStateUpdate(pb::LinkStateUpdate {
             records: u
@@ -346,7 +349,12 @@ mod tests {
             cost: Some(1),
         });
         match to_frame(&stated).kind {
-            Some(Kind::Hello(h)) => assert_eq!(h.link_cost, 1),
+            Some(Kind::Hello(h)) => {
+                assert_eq!(h.link_cost, 1);
+                // Every hello announces the compact data forms this version
+                // reads (`mesh::data`).
+                assert!(h.accepts_same_route && h.accepts_disposition_ranges);
+            }
             other => panic!("not a hello: {other:?}"),
         }
         let unstated = ControlMessage::Hello(Hello {
@@ -396,8 +404,7 @@ mod tests {
             kind: Some(Kind::Hello(pb::Hello {
                 router_id: String::new(),
                 instance: 1,
-                neighbours_seen: vec![],
-                link_cost: 0,
+                ..pb::Hello::default()
             })),
         };
         let err = from_frame(frame).expect_err("empty id rejected");
