@@ -89,11 +89,13 @@ fn chain_a_b_c_converges_with_next_hop_and_cost_through_the_middle() {
     }
     for (r, peers) in [(&a, vec!["B"]), (&b, vec!["A", "C"]), (&c, vec!["B"])] {
         for p in peers {
+            // Routers of this version exchange the compact data forms.
             assert!(
                 r.lines()
                     .iter()
-                    .any(|l| l.contains(&format!("neighbour up: {p} (instance "))),
-                "{} logged no `neighbour up: {p}`",
+                    .any(|l| l.contains(&format!("neighbour up: {p} (instance "))
+                        && l.contains("compact data forms")),
+                "{} logged no `neighbour up: {p}` with compact data forms",
                 r.id
             );
         }

@@ -319,6 +319,9 @@ pub struct PeerIdentified {
     pub description: String,
     /// Its peer actor.
     pub addr: Addr<PeerActor>,
+    /// Its hello said it reads both compact data forms (`same_route`
+    /// transfers, disposition ranges), for logs.
+    pub reads_compact: bool,
 }
 
 impl Handler<PeerIdentified> for ControlActor {
@@ -359,7 +362,7 @@ impl Handler<PeerIdentified> for ControlActor {
             None => (msg.cost, CostAuthority::Neighbour),
         };
         tracing::info!(
-            "neighbour up: {} (instance {}, cost {}{}, {})",
+            "neighbour up: {} (instance {}, cost {}{}, {}, {})",
             msg.router,
             msg.instance,
             cost,
@@ -368,7 +371,12 @@ impl Handler<PeerIdentified> for ControlActor {
             } else {
                 ""
             },
-            msg.description
+            msg.description,
+            if msg.reads_compact {
+                "compact data forms"
+            } else {
+                "full data forms: the neighbour predates the compact ones"
+            }
         );
         self.peers.insert(
             msg.router.clone(),

@@ -317,6 +317,11 @@ impl PeerData {
         self.ranges_out = disposition_ranges;
     }
 
+    /// The neighbour reads both compact data forms.
+    pub fn reads_compact(&self) -> bool {
+        self.same_route_out && self.ranges_out
+    }
+
     /// The actor's own address, for outcomes and stream progress.
     pub fn started(&mut self, returns_to: Recipient<Returned>) {
         self.returns_to = Some(Arc::new(returns_to));

@@ -260,6 +260,7 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
                     cost: self.cost,
                     description: self.description.clone(),
                     addr: ctx.address(),
+                    reads_compact: self.data.reads_compact(),
                 });
             }
             messages.push(message);
