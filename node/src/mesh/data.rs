@@ -731,14 +731,7 @@ impl PeerData {
                 .iter()
                 .filter_map(|(id, state)| Some((*id, state.as_ref()?))),
         );
-        if self.ranges_out {
-            dispositions(outcomes)
-        } else {
-            outcomes
-                .into_iter()
-                .map(|(id, state)| disposition(id, state))
-                .collect()
-        }
+        dispositions(outcomes, self.ranges_out)
     }
 
     /// The neighbour (`peer`, if it identified itself) is gone. What it had
@@ -883,14 +876,17 @@ fn disposition_range(first: u64, last: u64, state: Option<DeliveryState>) -> pb:
     }
 }
 
-/// Disposition frames for outcomes in the order given: one per run of
-/// consecutive ids with the same outcome.
-fn dispositions(outcomes: Vec<(u64, Option<DeliveryState>)>) -> Vec<pb::Frame> {
+/// Disposition frames for outcomes in the order given: with `ranges`, one
+/// per run of consecutive ids with the same outcome; without (a neighbour
+/// that does not read ranges), one per delivery.
+fn dispositions(outcomes: Vec<(u64, Option<DeliveryState>)>, ranges: bool) -> Vec<pb::Frame> {
     let mut frames = Vec::new();
     let mut run: Option<(u64, u64, Option<DeliveryState>)> = None;
     for (id, state) in outcomes {
         match &mut run {
-            Some((_, last, same)) if last.checked_add(1) == Some(id) && *same == state => {
+            Some((_, last, same))
+                if ranges && last.checked_add(1) == Some(id) && *same == state =>
+            {
                 *last = id;
             }
             _ => {
@@ -1418,15 +1414,18 @@ mod tests {
     fn runs_of_one_outcome_cross_as_one_disposition_and_settle_their_whole_range() {
         let acc = Some(DeliveryState::Accepted);
         let rel = Some(DeliveryState::Released);
-        let frames = dispositions(vec![
-            (0, acc.clone()),
-            (1, acc.clone()),
-            (2, acc.clone()),
-            (3, rel.clone()),
-            (5, acc.clone()),
-            (6, None),
-            (7, None),
-        ]);
+        let frames = dispositions(
+            vec![
+                (0, acc.clone()),
+                (1, acc.clone()),
+                (2, acc.clone()),
+                (3, rel.clone()),
+                (5, acc.clone()),
+                (6, None),
+                (7, None),
+            ],
+            true,
+        );
         let ranges: Vec<(u64, u64, Option<DeliveryState>)> = frames
             .into_iter()
             .map(|f| match f.kind {
