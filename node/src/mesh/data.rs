@@ -427,8 +427,9 @@ impl PeerData {
 
     /// The neighbour acknowledged presettled delivery `id` of `address`,
     /// which had been acknowledged upstream early if `early` gives its
-    /// size, or was waiting (its acknowledgement then went upstream with the
-    /// neighbour's: the caller sent it). Room for the oldest waiting ones.
+    /// size, or else may have been waiting in the window (its
+    /// acknowledgement then went upstream with the neighbour's: the caller
+    /// sent it). Room for the oldest waiting ones.
     fn presettled_acknowledged(&mut self, id: u64, address: &Arc<str>, early: Option<usize>) {
         let Some(window) = self.presettled_out.get_mut(address) else {
             return;
@@ -438,11 +439,14 @@ impl PeerData {
                 window.early = window.early.saturating_sub(1);
                 window.early_bytes = window.early_bytes.saturating_sub(size);
             }
-            None => {
-                if let Ok(pos) = window.waits(id) {
+            None => match window.waits(id) {
+                Ok(pos) => {
                     window.waiting.remove(pos);
                 }
-            }
+                // Not one the window held (a multicast copy or a streamed
+                // message): nothing changes.
+                Err(_) => return,
+            },
         }
         while window.has_room()
             && let Some((next, size)) = window.waiting.pop_front()
@@ -529,14 +533,10 @@ impl PeerData {
         } else if let Some(delivery) = self.sent.remove(&id) {
             self.streams_out.remove(&id);
             settled_remotely(&delivery);
-            let windowed = delivery.presettled
-                && self
-                    .presettled_out
-                    .get(&delivery.address)
-                    .is_some_and(|w| w.waits(id).is_ok());
-            let address = delivery.address.clone();
+            let presettled = delivery.presettled.then(|| delivery.address.clone());
             self.outcomes.push(delivery, state.clone());
-            if windowed {
+            if let Some(address) = presettled {
+                // Its acknowledgement may have been waiting in the window.
                 self.presettled_acknowledged(id, &address, None);
             }
         }
