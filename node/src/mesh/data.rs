@@ -335,7 +335,8 @@ impl PeerData {
     ) -> Vec<pb::Frame> {
         let mut frames = Vec::with_capacity(deliveries.len());
         for mut d in deliveries {
-            if d.ingress_sequence == 0 && !d.presettled && d.fanout.is_none() {
+            let resendable = unsettled_unicast(&d);
+            if d.ingress_sequence == 0 && resendable {
                 d.ingress_sequence = self.next_sequence();
             }
             let id = self.next_id;
@@ -354,9 +355,8 @@ impl PeerData {
             // Only now that the transfer goes out may it become the route
             // the next one shares.
             let route = self.route_of(&d, d.hops_left.saturating_sub(1));
-            // Only a delivery that may be re-forwarded (unsettled unicast,
-            // see `lost`) keeps its message; the others' goes with the frame.
-            let resendable = !d.presettled && d.fanout.is_none();
+            // Only a delivery that may be re-forwarded (see `lost`) keeps
+            // its message; the others' goes with the frame.
             let message = if resendable {
                 d.message.clone()
             } else {
@@ -748,8 +748,7 @@ impl PeerData {
         let mut failed = 0usize;
         for (id, mut d) in self.sent.drain() {
             settled_remotely(&d);
-            let resendable =
-                !d.presettled && d.fanout.is_none() && !self.streams_out.contains_key(&id);
+            let resendable = unsettled_unicast(&d) && !self.streams_out.contains_key(&id);
             match peer {
                 Some(peer) if resendable => {
                     d.remote_outstanding = None;
@@ -786,6 +785,13 @@ impl PeerData {
             }
         }
     }
+}
+
+/// An unsettled delivery that is not a multicast copy: the only kind with an
+/// identity in the mesh, and the only kind re-forwarded when the neighbour
+/// it went to is lost (the others are never sent twice).
+fn unsettled_unicast(d: &RoutedDelivery) -> bool {
+    !d.presettled && d.fanout.is_none()
 }
 
 /// The delivery is no longer outstanding on its next hop.
