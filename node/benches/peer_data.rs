@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bote_node::delivery::{Returned, RoutedDelivery, StreamProgress};
 use bote_node::mesh::data::PeerData;
 use bote_node::mesh::{DataHook, DataPlane, MeshView};
-use bote_node::router::delivery::{Returned, RoutedDelivery, StreamProgress};
 use bote_proto::v1 as pb;
 use bote_topology::RouterId;
 use bytes::Bytes;

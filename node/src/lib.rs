@@ -7,5 +7,6 @@
 pub mod amqp;
 pub mod bench;
 pub mod config;
+pub mod delivery;
 pub mod mesh;
 pub mod router;

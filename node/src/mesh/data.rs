@@ -62,12 +62,9 @@ use bytes::{Bytes, BytesMut};
 use super::DataHook;
 use super::dedup::{MeshId, Records, Seen, StreamRecorder};
 use crate::amqp::definitions::{AmqpError, DeliveryState};
-use crate::router::delivery::{
+use crate::delivery::{
     ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, Trace,
 };
-
-/// Hops a delivery may still take when it enters the mesh.
-pub const HOP_LIMIT: u32 = 32;
 
 /// Presettled deliveries of one address a router may have acknowledged to
 /// where they came from while the neighbour it sent them to has not
@@ -331,7 +328,7 @@ impl PeerData {
     pub fn send(
         &mut self,
         deliveries: Vec<RoutedDelivery>,
-        progress: impl Fn(u64) -> Recipient<crate::router::delivery::StreamProgress>,
+        progress: impl Fn(u64) -> Recipient<crate::delivery::StreamProgress>,
     ) -> Vec<pb::Frame> {
         let mut frames = Vec::with_capacity(deliveries.len());
         for mut d in deliveries {
@@ -956,7 +953,7 @@ pub fn outcome_from_wire(outcome: pb::Outcome) -> DeliveryState {
 mod tests {
     use super::*;
     use crate::amqp::definitions::condition;
-    use crate::router::delivery::{ConnId, Stream};
+    use crate::delivery::{ConnId, HOP_LIMIT, Stream};
     use std::sync::Mutex;
 
     #[test]
@@ -1014,9 +1011,9 @@ mod tests {
         }
     }
 
-    impl Handler<crate::router::delivery::StreamProgress> for Sink {
+    impl Handler<crate::delivery::StreamProgress> for Sink {
         type Result = ();
-        fn handle(&mut self, _: crate::router::delivery::StreamProgress, _: &mut Context<Self>) {}
+        fn handle(&mut self, _: crate::delivery::StreamProgress, _: &mut Context<Self>) {}
     }
 
     /// The router's data plane, keeping what it is handed.

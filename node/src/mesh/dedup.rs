@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use bote_topology::RouterId;
 
 use crate::amqp::definitions::{AmqpError, DeliveryState};
-use crate::router::delivery::{FastMap, SeqMap};
+use crate::delivery::{FastMap, SeqMap};
 
 /// Settled deliveries remembered per stream, most recent first out last.
 pub const SETTLED_KEPT: usize = 16 * 1024;

@@ -101,13 +101,13 @@ pub trait DataPlane: Send + Sync + 'static {
     fn view_changed(&self, view: Arc<MeshView>);
     /// Deliveries arrived from a neighbour (in arrival order): route them
     /// like local ones.
-    fn route(&self, deliveries: Vec<crate::router::delivery::RoutedDelivery>);
+    fn route(&self, deliveries: Vec<crate::delivery::RoutedDelivery>);
     /// Deliveries that were in flight to a neighbour when it was lost
     /// (each marked `resend`, with `resent_from` naming the neighbour):
     /// route them again, on another path, once the routes no longer go
     /// through the lost neighbour; without a path they go back to their
     /// senders modified (delivery-failed).
-    fn reroute(&self, deliveries: Vec<crate::router::delivery::RoutedDelivery>);
+    fn reroute(&self, deliveries: Vec<crate::delivery::RoutedDelivery>);
 }
 
 /// Where the control and peer actors find the [`DataPlane`].

@@ -21,7 +21,7 @@ use tonic::{Status, Streaming};
 use super::control::{ControlActor, PeerClosed, PeerIdentified, PeerMessages};
 use super::data::{PeerData, PeerDeliver};
 use super::wire::{self, Inbound};
-use crate::router::delivery::{Returned, StreamProgress};
+use crate::delivery::{Returned, StreamProgress};
 
 /// Capacity, in batches, of each stream's outbound channel.
 pub const OUTBOUND_BATCHES: usize = 64;

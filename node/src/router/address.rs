@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use dashmap::DashMap;
 
-use super::delivery::{ConnId, Fanout, LinkCounters, RoutedDelivery};
 use crate::amqp::definitions::DeliveryState;
 use crate::amqp::event::LinkId;
 use crate::config::address::Distribution;
+use crate::delivery::{ConnId, Fanout, LinkCounters, RoutedDelivery};
 use crate::mesh::data::PeerDeliver;
 use crate::mesh::peer::PeerActor;
 use crate::mesh::{MeshHandle, MeshView};

@@ -34,10 +34,6 @@ use super::address::{
     PathState,
 };
 use super::annotations::RouterAnnotations;
-use super::delivery::{
-    ConnId, FastMap, FastSet, LinkCounters, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap,
-    Stream, StreamProgress,
-};
 use crate::amqp::connection::{Connection, ConnectionConfig, SaslConfig, SendDelivery, Side};
 use crate::amqp::definitions::{
     AmqpError, DeliveryState, Role, SenderSettleMode, Source, Target, condition,
@@ -47,6 +43,10 @@ use crate::amqp::link::LinkConfig;
 use crate::amqp::message::MessageView;
 use crate::amqp::performatives::Attach;
 use crate::config::{Distribution, ListenerConfig};
+use crate::delivery::{
+    ConnId, FastMap, FastSet, LinkCounters, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap,
+    Stream, StreamProgress,
+};
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -937,8 +937,8 @@ fn routed(
         fanout: None,
         tried: Vec::new(),
         stream,
-        trace: super::delivery::Trace::default(),
-        hops_left: crate::mesh::data::HOP_LIMIT,
+        trace: crate::delivery::Trace::default(),
+        hops_left: crate::delivery::HOP_LIMIT,
         remote_outstanding: None,
         ingress_sequence: 0,
         resend: false,

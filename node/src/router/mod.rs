@@ -24,7 +24,6 @@
 pub mod address;
 pub mod annotations;
 pub mod connection;
-pub mod delivery;
 pub mod listener;
 
 use std::net::SocketAddr;
@@ -37,9 +36,9 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use crate::config::Config;
+use crate::delivery::{self, ConnId};
 use address::AddressRegistry;
 use connection::{ConnectionActor, Shutdown};
-use delivery::ConnId;
 use listener::{ListenerActor, StopAccepting};
 
 /// What every actor of the router shares.

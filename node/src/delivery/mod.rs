@@ -1,7 +1,11 @@
 //! The messages that carry deliveries between a router's actors: a routed
 //! delivery on its way from the ingress connection, through its address, to
-//! an egress connection; and the outcome travelling back to the ingress
-//! connection, which settles the sender's delivery and replenishes its credit.
+//! an egress connection or a neighbour router; and the outcome travelling
+//! back to the ingress connection, which settles the sender's delivery and
+//! replenishes its credit.
+//!
+//! Neutral ground: the router's actors ([`crate::router`]) and the mesh
+//! ([`crate::mesh`]) both carry these types, and this module uses neither.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,6 +15,9 @@ use bytes::Bytes;
 
 use crate::amqp::definitions::DeliveryState;
 use crate::amqp::event::LinkId;
+
+/// Hops a delivery may still take when it enters the mesh.
+pub const HOP_LIMIT: u32 = 32;
 
 /// A hasher for maps keyed by the router's own sequential ids (delivery keys,
 /// contexts): they are unique integers already, SipHash would only cost.
