@@ -90,14 +90,16 @@ pub struct RoutedDelivery {
     pub stream: Option<Arc<Stream>>,
     /// Routers the delivery has visited (ingress first); empty until it
     /// leaves its ingress router. It never goes to a router on this list.
-    pub trace: Trace,
+    /// (The wire and qdrouterd call it the trace: `Transfer.trace`,
+    /// `x-opt-qd.trace`.)
+    pub visited: VisitedRouters,
     /// Inter-router hops it may still take.
     pub hops_left: u32,
     /// Set while it is unsettled on an inter-router hop: the sending
     /// address's count of outstanding deliveries through that next hop
     /// (what balanced weighs), decremented when the outcome comes back.
     pub remote_outstanding: Option<Arc<AtomicU32>>,
-    /// With the trace's first router (where it entered the mesh), the
+    /// With the first visited router (where it entered the mesh), the
     /// delivery's identity in the mesh ([`crate::mesh::dedup::MeshId`]): the
     /// sequence its ingress router gave it when it first left that router.
     /// 0 until then, and always for presettled deliveries and multicast
@@ -116,17 +118,18 @@ pub struct RoutedDelivery {
     pub(crate) outcome_sent: bool,
 }
 
-/// The routers a delivery visited, ingress first. Shared: deliveries that
-/// arrive along the same path share one list (see `mesh::data`), and copies
-/// clone an `Arc`. The empty trace (a delivery still on its ingress router)
-/// allocates nothing.
+/// The routers a delivery visited, ingress first (qdrouterd's trace; named
+/// apart from the trace context of distributed tracing). Shared: deliveries
+/// that arrive along the same path share one list (see `mesh::data`), and
+/// copies clone an `Arc`. The empty list (a delivery still on its ingress
+/// router) allocates nothing.
 #[derive(Clone, Default, Debug, PartialEq, Eq)]
-pub struct Trace(Option<Arc<[bote_topology::RouterId]>>);
+pub struct VisitedRouters(Option<Arc<[bote_topology::RouterId]>>);
 
-impl Trace {
+impl VisitedRouters {
     /// True when both are the same shared list (or both empty): a cheap
     /// cache check, not an equality test.
-    pub fn same(&self, other: &Trace) -> bool {
+    pub fn same(&self, other: &VisitedRouters) -> bool {
         match (&self.0, &other.0) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
@@ -135,19 +138,19 @@ impl Trace {
     }
 }
 
-impl std::ops::Deref for Trace {
+impl std::ops::Deref for VisitedRouters {
     type Target = [bote_topology::RouterId];
     fn deref(&self) -> &Self::Target {
         self.0.as_deref().unwrap_or(&[])
     }
 }
 
-impl From<Vec<bote_topology::RouterId>> for Trace {
-    fn from(routers: Vec<bote_topology::RouterId>) -> Trace {
+impl From<Vec<bote_topology::RouterId>> for VisitedRouters {
+    fn from(routers: Vec<bote_topology::RouterId>) -> VisitedRouters {
         if routers.is_empty() {
-            Trace(None)
+            VisitedRouters(None)
         } else {
-            Trace(Some(routers.into()))
+            VisitedRouters(Some(routers.into()))
         }
     }
 }

@@ -39,7 +39,7 @@
 //!
 //! Per-transfer cost: addresses, router ids and traces cross as `bytes`
 //! fields, so an arriving transfer's strings are slices of the received
-//! batch; [`Names`] maps them to the router's shared `Arc<str>`/[`Trace`]
+//! batch; [`Names`] maps them to the router's shared `Arc<str>`/[`VisitedRouters`]
 //! values (a cache hit allocates nothing), and sending reuses the wire form
 //! of the last address and trace. Arriving deliveries are routed once per
 //! batch ([`PeerData::route_arrived`]), one message per run of deliveries to
@@ -63,7 +63,7 @@ use super::DataHook;
 use super::dedup::{MeshId, Records, Seen, StreamRecorder};
 use crate::amqp::definitions::{AmqpError, DeliveryState};
 use crate::delivery::{
-    ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, Trace,
+    ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, VisitedRouters,
 };
 
 /// Presettled deliveries of one address a router may have acknowledged to
@@ -124,7 +124,7 @@ struct Assembly {
 #[derive(Clone)]
 struct ArrivingRoute {
     /// The address and trace, or why the message cannot be routed.
-    resolved: Result<(Arc<str>, Trace), Unroutable>,
+    resolved: Result<(Arc<str>, VisitedRouters), Unroutable>,
     hops_left: u32,
 }
 
@@ -140,7 +140,7 @@ struct Unroutable {
 /// share (`Transfer.same_route`).
 struct DepartingRoute {
     address: Arc<str>,
-    trace: Trace,
+    trace: VisitedRouters,
     hops_left: u32,
 }
 
@@ -156,12 +156,12 @@ struct Names {
     /// Arriving address bytes -> the router's address.
     addresses_in: std::collections::HashMap<Bytes, Arc<str>>,
     /// The last arriving trace and its shared value.
-    trace_in: Option<(Vec<Bytes>, Trace)>,
+    trace_in: Option<(Vec<Bytes>, VisitedRouters)>,
     /// Address -> its wire bytes.
     addresses_out: std::collections::HashMap<Arc<str>, Bytes>,
     /// The last departing trace (before this router is added) and its wire
     /// form (with this router).
-    trace_out: Option<(Trace, Vec<Bytes>)>,
+    trace_out: Option<(VisitedRouters, Vec<Bytes>)>,
 }
 
 impl Names {
@@ -179,7 +179,7 @@ impl Names {
     }
 
     /// The shared trace for arriving router ids; `None` if one is not UTF-8.
-    fn trace_in(&mut self, wire: &[Bytes]) -> Option<Trace> {
+    fn trace_in(&mut self, wire: &[Bytes]) -> Option<VisitedRouters> {
         if let Some((last, trace)) = &self.trace_in
             && last == wire
         {
@@ -189,7 +189,7 @@ impl Names {
         for r in wire {
             routers.push(RouterId::from(std::str::from_utf8(r).ok()?));
         }
-        let trace = Trace::from(routers);
+        let trace = VisitedRouters::from(routers);
         self.trace_in = Some((wire.to_vec(), trace.clone()));
         Some(trace)
     }
@@ -207,7 +207,7 @@ impl Names {
     }
 
     /// `trace` plus `own`, in wire form.
-    fn trace_out(&mut self, trace: &Trace, own: &RouterId) -> Vec<Bytes> {
+    fn trace_out(&mut self, trace: &VisitedRouters, own: &RouterId) -> Vec<Bytes> {
         if let Some((last, wire)) = &self.trace_out
             && last.same(trace)
         {
@@ -404,20 +404,20 @@ impl PeerData {
         if self.same_route_out {
             if let Some(last) = &self.route_out
                 && last.hops_left == hops_left
-                && last.trace.same(&d.trace)
+                && last.trace.same(&d.visited)
                 && (Arc::ptr_eq(&last.address, &d.address) || last.address == d.address)
             {
                 return Route::Same;
             }
             self.route_out = Some(DepartingRoute {
                 address: d.address.clone(),
-                trace: d.trace.clone(),
+                trace: d.visited.clone(),
                 hops_left,
             });
         }
         Route::Full {
             address: self.names.address_out(&d.address),
-            trace: self.names.trace_out(&d.trace, &self.own),
+            trace: self.names.trace_out(&d.visited, &self.own),
             hops_left,
         }
     }
@@ -648,7 +648,7 @@ impl PeerData {
             fanout: None,
             tried: Vec::new(),
             stream: None,
-            trace,
+            visited: trace,
             hops_left,
             remote_outstanding: None,
             ingress_sequence,
@@ -978,12 +978,12 @@ mod tests {
     fn departing_trace_adds_this_router_and_is_reused() {
         let mut names = Names::default();
         let own = RouterId::from("B");
-        let empty = Trace::default();
+        let empty = VisitedRouters::default();
         assert_eq!(
             names.trace_out(&empty, &own),
             vec![Bytes::from_static(b"B")]
         );
-        let via_a = Trace::from(vec![RouterId::from("A")]);
+        let via_a = VisitedRouters::from(vec![RouterId::from("A")]);
         let wire = names.trace_out(&via_a, &own);
         assert_eq!(
             wire,
@@ -1104,7 +1104,7 @@ mod tests {
             fanout: None,
             tried: Vec::new(),
             stream: None,
-            trace: Trace::default(),
+            visited: VisitedRouters::default(),
             hops_left: HOP_LIMIT,
             remote_outstanding: None,
             ingress_sequence: 0,
@@ -1356,7 +1356,7 @@ mod tests {
             let routed = kept.routed.lock().unwrap();
             let got: Vec<(&str, Vec<RouterId>, u32)> = routed
                 .iter()
-                .map(|d| (&*d.address, d.trace.to_vec(), d.hops_left))
+                .map(|d| (&*d.address, d.visited.to_vec(), d.hops_left))
                 .collect();
             let via_a = vec![RouterId::from("Router.A")];
             let on = |a| (a, via_a.clone(), HOP_LIMIT - 1);

@@ -140,8 +140,8 @@ impl Remote {
     /// A delivery must not go to a router it visited or through a next hop
     /// it visited, nor to or through the neighbour it was lost with.
     fn excluded_for(&self, d: &RoutedDelivery) -> bool {
-        d.trace.contains(&self.router)
-            || d.trace.contains(&self.next_hop)
+        d.visited.contains(&self.router)
+            || d.visited.contains(&self.next_hop)
             || d.resent_from
                 .as_ref()
                 .is_some_and(|lost| *lost == self.router || *lost == self.next_hop)
@@ -241,8 +241,11 @@ impl AddressActor {
             return Vec::new();
         }
         let routers: Vec<RouterId> = self.remote.iter().map(|r| r.router.clone()).collect();
-        let arrived_from = d.trace.last();
-        let tree = d.trace.first().and_then(|o| view.routes.multicast_tree(o));
+        let arrived_from = d.visited.last();
+        let tree = d
+            .visited
+            .first()
+            .and_then(|o| view.routes.multicast_tree(o));
         let plan = bote_topology::policy::multicast(
             &view.routes,
             self.consumers.len(),
@@ -253,7 +256,7 @@ impl AddressActor {
         tracing::trace!(address = %self.address, ?routers, ?arrived_from, next_hops = ?plan.next_hops, "multicast plan");
         plan.next_hops
             .iter()
-            .filter(|hop| !d.trace.contains(hop))
+            .filter(|hop| !d.visited.contains(hop))
             .filter_map(|hop| view.peers.get(hop).cloned())
             .filter(|peer| peer.connected())
             .collect()
@@ -417,7 +420,7 @@ impl AddressActor {
                     fanout: Some(fanout.clone()),
                     tried: Vec::new(),
                     stream: d.stream.clone(),
-                    trace: d.trace.clone(),
+                    visited: d.visited.clone(),
                     hops_left: d.hops_left,
                     remote_outstanding: None,
                     // Copies are never re-forwarded, so they need no

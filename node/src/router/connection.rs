@@ -704,7 +704,7 @@ impl ConnectionActor {
             let payload = match &self.annotations {
                 None => d.message.clone(),
                 Some(a) => a
-                    .annotate(&d.message, d.stream.is_none(), &d.trace)
+                    .annotate(&d.message, d.stream.is_none(), &d.visited)
                     .unwrap_or_else(|e| {
                         tracing::debug!(conn = %self.id, address = %c.address, "message sent without router annotations: {e}");
                         d.message.clone()
@@ -937,7 +937,7 @@ fn routed(
         fanout: None,
         tried: Vec::new(),
         stream,
-        trace: crate::delivery::Trace::default(),
+        visited: crate::delivery::VisitedRouters::default(),
         hops_left: crate::delivery::HOP_LIMIT,
         remote_outstanding: None,
         ingress_sequence: 0,
