@@ -245,7 +245,7 @@ impl ControlActor {
             peers: self
                 .peers
                 .iter()
-                .map(|(id, p)| (id.clone(), p.addr.clone()))
+                .map(|(id, p)| (id.clone(), p.addr.clone().recipient()))
                 .collect(),
         });
         match self.view.write() {

@@ -16,8 +16,8 @@
 //! # Interface for the data plane
 //!
 //! - [`MeshHandle::view`]: the latest [`MeshView`] (routes, which remote
-//!   routers have consumers for each address, and the peer actor of each
-//!   neighbour). A new snapshot is published whenever routes, addresses or
+//!   routers have consumers for each address, and where deliveries for each
+//!   neighbour go). A new snapshot is published whenever routes, addresses or
 //!   the set of neighbours change; readers take an `Arc` and never block the
 //!   control actor for longer than a pointer swap.
 //! - [`MeshHandle::add_local_address`] / [`MeshHandle::remove_local_address`]:
@@ -58,7 +58,6 @@ use control::{
     AddLocalAddress, ConnectorCost, ControlActor, LinkCostChanged, RemoveLocalAddress,
     SetConnectorCost, SetLinkCostError,
 };
-use peer::PeerActor;
 
 /// Largest gRPC message (one `Batch`) a router accepts. A batch carries at
 /// most [`peer::BATCH_BYTES`] of frames plus one frame, and one frame at most
@@ -78,8 +77,10 @@ pub struct MeshView {
     /// Address -> the reachable remote routers with consumers for it. Local
     /// consumers are not listed (the address registry has them).
     pub addresses: BTreeMap<Address, BTreeSet<RouterId>>,
-    /// The peer actor of each neighbour whose stream is up.
-    pub peers: BTreeMap<RouterId, Addr<PeerActor>>,
+    /// Where deliveries for each neighbour whose stream is up go (its peer
+    /// actor): the router's address actors know no more of the mesh's
+    /// actors than that.
+    pub peers: BTreeMap<RouterId, Recipient<data::PeerDeliver>>,
 }
 
 impl MeshView {

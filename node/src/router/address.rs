@@ -26,7 +26,6 @@ use crate::amqp::event::LinkId;
 use crate::config::address::Distribution;
 use crate::delivery::{ConnId, Fanout, LinkCounters, RoutedDelivery};
 use crate::mesh::data::PeerDeliver;
-use crate::mesh::peer::PeerActor;
 use crate::mesh::{MeshHandle, MeshView};
 use bote_topology::RouterId;
 
@@ -131,7 +130,8 @@ struct Remote {
     router: RouterId,
     cost: u32,
     next_hop: RouterId,
-    peer: Addr<PeerActor>,
+    /// Where deliveries for `next_hop` go (its peer actor).
+    peer: Recipient<PeerDeliver>,
     /// Unsettled deliveries of this address out through `next_hop`.
     outstanding: Arc<std::sync::atomic::AtomicU32>,
 }
@@ -231,7 +231,7 @@ impl AddressActor {
     /// The neighbours a multicast delivery goes on to: one per distinct next
     /// hop of its origin's shortest-path tree toward the routers with
     /// consumers, per `bote_topology::policy::multicast`.
-    fn multicast_next_hops(&self, d: &RoutedDelivery) -> Vec<Addr<PeerActor>> {
+    fn multicast_next_hops(&self, d: &RoutedDelivery) -> Vec<&Recipient<PeerDeliver>> {
         let Some(view) = &self.view else {
             tracing::trace!(address = %self.address, "multicast: no mesh view");
             return Vec::new();
@@ -257,7 +257,7 @@ impl AddressActor {
         plan.next_hops
             .iter()
             .filter(|hop| !d.visited.contains(hop))
-            .filter_map(|hop| view.peers.get(hop).cloned())
+            .filter_map(|hop| view.peers.get(hop))
             .filter(|peer| peer.connected())
             .collect()
     }
@@ -398,7 +398,7 @@ impl AddressActor {
         // Batch per consumer so each egress connection gets one message.
         let mut batches: Vec<Vec<RoutedDelivery>> = Vec::new();
         batches.resize_with(self.consumers.len(), Vec::new);
-        let mut remote_batches: Vec<(Addr<PeerActor>, Vec<RoutedDelivery>)> = Vec::new();
+        let mut remote_batches: Vec<(Recipient<PeerDeliver>, Vec<RoutedDelivery>)> = Vec::new();
         for mut d in deliveries {
             if self.distribution == Distribution::Multicast && d.fanout.is_none() {
                 // One copy per local consumer and one per next hop of the
@@ -435,9 +435,9 @@ impl AddressActor {
                     batch.push(copy(&d));
                 }
                 for peer in peers {
-                    match remote_batches.iter_mut().find(|(p, _)| *p == peer) {
+                    match remote_batches.iter_mut().find(|(p, _)| p == peer) {
                         Some((_, b)) => b.push(copy(&d)),
-                        None => remote_batches.push((peer, vec![copy(&d)])),
+                        None => remote_batches.push((peer.clone(), vec![copy(&d)])),
                     }
                 }
                 // The copies carry the outcome now.
