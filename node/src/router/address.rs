@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use dashmap::DashMap;
 
+use super::link::LinkCounters;
 use crate::amqp::definitions::DeliveryState;
 use crate::amqp::event::LinkId;
 use crate::config::address::Distribution;
-use crate::delivery::{ConnId, Fanout, LinkCounters, RoutedDelivery};
+use crate::delivery::{ConnId, Fanout, RoutedDelivery};
 use crate::mesh::data::PeerDeliver;
 use crate::mesh::{MeshHandle, MeshView};
 use bote_topology::RouterId;

@@ -34,6 +34,7 @@ use super::address::{
     PathState,
 };
 use super::annotations::RouterAnnotations;
+use super::link::LinkCounters;
 use crate::amqp::connection::{Connection, ConnectionConfig, SaslConfig, SendDelivery, Side};
 use crate::amqp::definitions::{
     AmqpError, DeliveryState, Role, SenderSettleMode, Source, Target, condition,
@@ -44,8 +45,8 @@ use crate::amqp::message::MessageView;
 use crate::amqp::performatives::Attach;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
-    ConnId, FastMap, FastSet, LinkCounters, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap,
-    Stream, StreamProgress,
+    ConnId, FastMap, FastSet, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream,
+    StreamProgress,
 };
 
 /// Bytes read from the socket per read call.

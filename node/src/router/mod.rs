@@ -24,6 +24,7 @@
 pub mod address;
 pub mod annotations;
 pub mod connection;
+pub mod link;
 pub mod listener;
 
 use std::net::SocketAddr;
