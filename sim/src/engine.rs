@@ -466,7 +466,7 @@ impl Simulation {
                 next_msg: 0,
                 report: FlowReport {
                     address: s.address.clone(),
-                    distribution: format!("{:?}", s.distribution).to_lowercase(),
+                    distribution: s.distribution.to_string(),
                     from: sim.routers[from as usize].id.to_string(),
                     ..FlowReport::default()
                 },
@@ -1405,6 +1405,8 @@ impl Simulation {
                     }
                 }
             }
+            // Refused when the scenario is read; nothing could take it.
+            Distribution::Unavailable => self.flows[flow].report.dropped += 1,
             Distribution::Multicast => {
                 let origin_id = self.routers[copy.trace[0] as usize].id.clone();
                 let from_id = arrived_from.map(|f| self.routers[f as usize].id.clone());

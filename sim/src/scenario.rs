@@ -268,17 +268,10 @@ pub struct ProtocolOverrides {
     pub batch_delay: Option<SimDuration>,
 }
 
-/// Forwarding distribution of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Distribution {
-    /// Closest consumer.
-    Closest,
-    /// Balanced by outstanding deliveries plus cost.
-    Balanced,
-    /// One copy per consumer router.
-    Multicast,
-}
+/// Forwarding distribution of a flow: the router's own type
+/// (`closest`, `balanced` or `multicast`; `unavailable` has no consumer to
+/// simulate and is refused).
+pub use bote_topology::Distribution;
 
 /// One timed event.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -637,6 +630,12 @@ impl Scenario {
             if !(r.is_finite() && r > 0.0 && r <= 1e6) {
                 return Err(self.invalid(line, format!("flow rate = {r} must be in (0, 1e6]")));
             }
+            if fl.get_ref().distribution == Distribution::Unavailable {
+                return Err(self.invalid(
+                    line,
+                    "flow distribution \"unavailable\" has no consumer to simulate",
+                ));
+            }
         }
         Ok(())
     }
@@ -709,5 +708,24 @@ mod tests {
         let text = "duration = \"1s\"\n[topology]\nkind = \"ring\"\nsize = 4\n\n[[event]]\nkind = \"crash\"\nat = \"5s\"\nrouter = 1\n";
         let err = Scenario::parse(Path::new("x.toml"), text.to_string()).unwrap_err();
         assert!(err.to_string().starts_with("scenario x.toml:6:"), "{err}");
+    }
+
+    #[test]
+    fn flows_spell_distributions_as_the_router_does_and_unavailable_is_refused() {
+        let flow = |d: &str| {
+            format!(
+                "duration = \"1s\"\n[topology]\nkind = \"ring\"\nsize = 4\n\n\
+                 [[flow]]\naddress = \"q\"\ndistribution = \"{d}\"\nfrom = 0\n"
+            )
+        };
+        for d in ["closest", "balanced", "multicast"] {
+            let sc = Scenario::parse(Path::new("x.toml"), flow(d)).unwrap();
+            assert_eq!(sc.file.flows[0].get_ref().distribution.as_str(), d);
+        }
+        let err = Scenario::parse(Path::new("x.toml"), flow("unavailable")).unwrap_err();
+        assert!(err.to_string().starts_with("scenario x.toml:6:"), "{err}");
+        assert!(err.to_string().contains("unavailable"), "{err}");
+        let err = Scenario::parse(Path::new("x.toml"), flow("nearest")).unwrap_err();
+        assert!(err.to_string().contains("nearest"), "{err}");
     }
 }

@@ -31,7 +31,7 @@ pub use ids::{Address, Cost, InstanceId, RouterId, Sequence, Version};
 pub use lsdb::{LinkStateDb, LinkStateRecord, Offer};
 pub use policy::{
     Choice, ClosestCursor, Distribution, LocalLink, MulticastPlan, Outcome, RemoteRouter,
-    aggregate_outcome, balanced, closest, multicast,
+    UnknownDistribution, aggregate_outcome, balanced, closest, multicast,
 };
 pub use protocol::{
     AddressEntry, AddressRequest, AddressSnapshot, AddressTable, AddressUpdate, ConfigError,

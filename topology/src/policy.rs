@@ -9,17 +9,73 @@
 use crate::ids::{Cost, RouterId};
 use crate::routes::{MulticastTree, Routes};
 
-/// How deliveries to an address are spread over its consumers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How deliveries to an address are forwarded (qdrouterd's
+/// `distribution`): the one type the router's configuration, its address
+/// actors and the simulator share. Spelled `closest`, `balanced`,
+/// `multicast` or `unavailable` (with the `serde` feature, also when
+/// deserialised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Distribution {
-    /// A local consumer always wins (round-robin among local ones); otherwise
-    /// the lowest-cost remote routers, round-robin among equal cost.
+    /// One consumer gets each message: a local consumer always wins
+    /// (round-robin among local ones); otherwise the lowest-cost remote
+    /// routers, round-robin among equal cost ([`closest`]).
     Closest,
-    /// Least outstanding work wins (the default).
+    /// One consumer gets each message: the one with the least outstanding
+    /// work (plus path cost for remote ones) ([`balanced`]). The default.
     #[default]
     Balanced,
-    /// A copy to every consumer.
+    /// Every consumer gets a copy ([`multicast`]).
     Multicast,
+    /// No consumer: attaches and messages are refused (`amqp:not-found`).
+    Unavailable,
+}
+
+impl Distribution {
+    /// All distributions, in the order the configuration documents them.
+    pub const ALL: [Distribution; 4] = [
+        Distribution::Closest,
+        Distribution::Balanced,
+        Distribution::Multicast,
+        Distribution::Unavailable,
+    ];
+
+    /// The configuration spelling: `closest`, `balanced`, `multicast` or
+    /// `unavailable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distribution::Closest => "closest",
+            Distribution::Balanced => "balanced",
+            Distribution::Multicast => "multicast",
+            Distribution::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for Distribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text is not one of `closest`, `balanced`, `multicast`, `unavailable`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown distribution \"{0}\" (expected closest, balanced, multicast or unavailable)")]
+pub struct UnknownDistribution(pub String);
+
+impl std::str::FromStr for Distribution {
+    type Err = UnknownDistribution;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Distribution::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownDistribution(s.to_owned()))
+    }
 }
 
 /// A local consumer link, as balanced distribution sees it.

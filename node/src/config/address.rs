@@ -38,69 +38,10 @@
 //! address when it creates the address's state, and caches the result there.
 
 use std::fmt;
-use std::str::FromStr;
 
-use serde::Deserialize;
-
-/// How deliveries to an address are forwarded (qdrouterd's `distribution`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Distribution {
-    /// One consumer gets each message; local consumers first, then the
-    /// lowest-cost remote routers, round-robin among equals.
-    Closest,
-    /// One consumer gets each message; the one with the fewest outstanding
-    /// deliveries (plus path cost for remote ones). The default.
-    #[default]
-    Balanced,
-    /// Every consumer gets a copy.
-    Multicast,
-    /// Attaches and messages are refused with `amqp:not-found`.
-    Unavailable,
-}
-
-impl Distribution {
-    /// All distributions, in the order the configuration documents them.
-    pub const ALL: [Distribution; 4] = [
-        Distribution::Closest,
-        Distribution::Balanced,
-        Distribution::Multicast,
-        Distribution::Unavailable,
-    ];
-
-    /// The configuration spelling: `closest`, `balanced`, `multicast` or
-    /// `unavailable`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Distribution::Closest => "closest",
-            Distribution::Balanced => "balanced",
-            Distribution::Multicast => "multicast",
-            Distribution::Unavailable => "unavailable",
-        }
-    }
-}
-
-impl fmt::Display for Distribution {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The text is not one of `closest`, `balanced`, `multicast`, `unavailable`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown distribution \"{0}\" (expected closest, balanced, multicast or unavailable)")]
-pub struct UnknownDistribution(pub String);
-
-impl FromStr for Distribution {
-    type Err = UnknownDistribution;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Distribution::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| UnknownDistribution(s.to_owned()))
-    }
-}
+/// How deliveries to an address are forwarded: `bote-topology`'s type, the
+/// one the address actors and the simulator use too.
+pub use bote_topology::{Distribution, UnknownDistribution};
 
 /// What an `[[address]]` entry matches: a `prefix` or a `pattern`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
