@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use actix::prelude::*;
+use bote_topology::policy::{Outcome, aggregate_outcome};
 
 use super::{ConnId, Origin, RoutedDelivery};
 use crate::amqp::definitions::DeliveryState;
@@ -63,17 +64,20 @@ pub struct Returned {
 }
 
 /// The shared outcome of the copies of one unsettled multicast delivery:
-/// accepted if any consumer accepted and none rejected; rejected if any
-/// rejected; released if nobody took it (the spec of DESIGN.md §3).
+/// rejected if any copy was rejected; otherwise accepted if any was
+/// accepted; otherwise (nobody took it) released, as
+/// `bote_topology::policy::aggregate_outcome` decides.
 pub struct Fanout {
     remaining: AtomicU32,
     presettled: bool,
     outcome: std::sync::Mutex<FanoutOutcome>,
 }
 
-#[derive(Default)]
 struct FanoutOutcome {
-    accepted: bool,
+    /// The aggregate of the outcomes so far (released before any).
+    so_far: Outcome,
+    /// The last rejection, sent home with its error when the aggregate is
+    /// rejected.
     rejected: Option<DeliveryState>,
 }
 
@@ -84,7 +88,10 @@ impl Fanout {
         Arc::new(Fanout {
             remaining: AtomicU32::new(copies),
             presettled,
-            outcome: std::sync::Mutex::new(FanoutOutcome::default()),
+            outcome: std::sync::Mutex::new(FanoutOutcome {
+                so_far: Outcome::Released,
+                rejected: None,
+            }),
         })
     }
 
@@ -92,22 +99,25 @@ impl Fanout {
     pub fn complete(&self, origin: &Origin, state: Option<DeliveryState>) {
         {
             let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
-            match state {
-                Some(DeliveryState::Accepted) => o.accepted = true,
-                Some(s @ DeliveryState::Rejected { .. }) => o.rejected = Some(s),
-                _ => {}
+            let outcome = match &state {
+                Some(DeliveryState::Accepted) => Outcome::Accepted,
+                Some(DeliveryState::Rejected { .. }) => Outcome::Rejected,
+                Some(DeliveryState::Modified { .. }) => Outcome::Modified,
+                // Released, or no terminal outcome: nobody took this copy.
+                _ => Outcome::Released,
+            };
+            o.so_far = aggregate_outcome([o.so_far, outcome]);
+            if outcome == Outcome::Rejected {
+                o.rejected = state;
             }
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
-            let state = if self.presettled {
-                None
-            } else if let Some(r) = &o.rejected {
-                Some(r.clone())
-            } else if o.accepted {
-                Some(DeliveryState::Accepted)
-            } else {
-                Some(DeliveryState::Released)
+            let state = match (self.presettled, o.so_far, &o.rejected) {
+                (true, _, _) => None,
+                (false, Outcome::Rejected, Some(rejected)) => Some(rejected.clone()),
+                (false, Outcome::Accepted, _) => Some(DeliveryState::Accepted),
+                _ => Some(DeliveryState::Released),
             };
             origin.conn.do_send(Returned {
                 outcomes: vec![(origin.key, state)],
