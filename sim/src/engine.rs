@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bote_topology::policy::{self, Choice};
+use bote_topology::policy::{self, Choice, Cursor};
 use bote_topology::{
-    Address, ClosestCursor, ControlMessage, ControlPlane, LinkStateRecord, LocalLink, Output,
-    ProtocolConfig, RemoteRouter, RouterId, Routes,
+    Address, ControlMessage, ControlPlane, LinkStateRecord, LocalLink, Output, ProtocolConfig,
+    RemoteRouter, RouterId, Routes,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -166,7 +166,7 @@ struct SimRouter {
     timer_generation: u64,
     /// Ground truth: consumer links per address, each with its unsettled count.
     consumers: BTreeMap<Address, Vec<u32>>,
-    cursors: HashMap<Address, ClosestCursor>,
+    cursors: HashMap<Address, Cursor>,
     /// Unsettled deliveries per (next hop, address).
     outstanding: HashMap<(u32, Address), u32>,
     /// (link index, neighbour) of every link touching this router.
@@ -1313,9 +1313,11 @@ impl Simulation {
             .unwrap_or_default();
         match distribution {
             Distribution::Closest | Distribution::Balanced => {
+                // The candidates as the router's address actor gathers them:
+                // remote routers it may not go to (a next hop on the trace)
+                // stay in the list, marked excluded.
                 let mut candidates: Vec<RemoteRouter> = Vec::new();
                 let mut hops: Vec<u32> = Vec::new();
-                let mut excluded = 0;
                 for dest in &remote_ids {
                     let Some(route) = routes.route(dest) else {
                         continue;
@@ -1323,10 +1325,6 @@ impl Simulation {
                     let Some(&nh) = self.index.get(&route.next_hop) else {
                         continue;
                     };
-                    if copy.trace.contains(&nh) {
-                        excluded += 1;
-                        continue;
-                    }
                     let outstanding = self.routers[r as usize]
                         .outstanding
                         .get(&(nh, address.clone()))
@@ -1336,25 +1334,30 @@ impl Simulation {
                         router: dest.clone(),
                         cost: route.cost,
                         outstanding,
+                        excluded: copy.trace.contains(&nh),
                     });
                     hops.push(nh);
                 }
+                let excluded = candidates.iter().filter(|c| c.excluded).count();
+                let locals: Vec<LocalLink> = local_links
+                    .iter()
+                    .map(|&u| LocalLink {
+                        undelivered: 0,
+                        unsettled: u,
+                        capacity: LINK_CAPACITY,
+                        tried: false,
+                    })
+                    .collect();
+                let cursor = self.routers[r as usize]
+                    .cursors
+                    .entry(address.clone())
+                    .or_default();
+                // The router's own choice (`AddressActor::pick`).
                 let choice = if distribution == Distribution::Closest {
-                    let cursor = self.routers[r as usize]
-                        .cursors
-                        .entry(address.clone())
-                        .or_default();
-                    policy::closest(local_links.len(), &candidates, cursor)
+                    policy::closest(&locals, &candidates, cursor)
                 } else {
-                    let locals: Vec<LocalLink> = local_links
-                        .iter()
-                        .map(|&u| LocalLink {
-                            undelivered: 0,
-                            unsettled: u,
-                            capacity: LINK_CAPACITY,
-                        })
-                        .collect();
-                    policy::balanced(&locals, &candidates, false)
+                    policy::balanced(&locals, &candidates, false, cursor)
+                        .or_else(|| policy::balanced_overflow(&locals, &candidates, cursor))
                 };
                 match choice {
                     Some(Choice::Local(i)) => {

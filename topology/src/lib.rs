@@ -30,8 +30,8 @@ pub mod routes;
 pub use ids::{Address, Cost, InstanceId, RouterId, Sequence, Version};
 pub use lsdb::{LinkStateDb, LinkStateRecord, Offer};
 pub use policy::{
-    Choice, ClosestCursor, Distribution, LocalLink, MulticastPlan, Outcome, RemoteRouter,
-    UnknownDistribution, aggregate_outcome, balanced, closest, multicast,
+    Choice, Cursor, Distribution, LocalLink, MulticastPlan, Outcome, RemoteRouter,
+    UnknownDistribution, aggregate_outcome, balanced, balanced_overflow, closest, multicast,
 };
 pub use protocol::{
     AddressEntry, AddressRequest, AddressSnapshot, AddressTable, AddressUpdate, ConfigError,

@@ -1,10 +1,13 @@
 //! Forwarding policies (qdrouterd's distributions) as pure functions over
-//! candidates, shared by the router's address actors and the simulator.
+//! candidates: the router's address actors (`boted`) and the simulator
+//! (`bote-sim`) both call them, so what the simulator shows is what the
+//! router decides.
 //!
 //! The caller gathers the candidates (local consumer links with their
 //! counters; remote routers with consumers, with path cost and the next hop's
-//! outstanding deliveries) and keeps any round-robin state; these functions
-//! only decide.
+//! outstanding deliveries; each marked when this delivery may not go there)
+//! and keeps the round-robin [`Cursor`] per address; these functions only
+//! decide.
 
 use crate::ids::{Cost, RouterId};
 use crate::routes::{MulticastTree, Routes};
@@ -87,6 +90,9 @@ pub struct LocalLink {
     pub unsettled: u32,
     /// The link's capacity (eligible while `undelivered + unsettled` is below it).
     pub capacity: u32,
+    /// This delivery came back from the link already (released, or the link
+    /// detached before sending it): it goes to another one.
+    pub tried: bool,
 }
 
 impl LocalLink {
@@ -106,6 +112,9 @@ pub struct RemoteRouter {
     /// Deliveries for this address outstanding (unsettled) on the next-hop
     /// connection toward it.
     pub outstanding: u32,
+    /// This delivery may not go there: it visited the router or the next hop
+    /// toward it, or was lost with one of them.
+    pub excluded: bool,
 }
 
 /// The destination chosen for an anycast delivery.
@@ -117,35 +126,40 @@ pub enum Choice {
     Remote(usize),
 }
 
-/// Round-robin state for [`closest`], kept by the caller per address.
+/// Round-robin state of one address, kept by the caller between deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ClosestCursor {
-    /// Next local index to try (modulo the count).
+pub struct Cursor {
+    /// Where the next scan of the local links starts (closest; balanced
+    /// without remote routers). The caller sets it back to 0 when links
+    /// leave and it is past the end.
     pub local: usize,
-    /// Next position among the equal-cost remote routers (modulo their count).
+    /// Counts picks among the equal-cost remote routers (closest); the next
+    /// is this modulo their number.
     pub remote: usize,
 }
 
-/// Closest: a local consumer wins (round-robin over `local_consumers`);
-/// otherwise round-robin over the remote routers of lowest cost. None if
-/// there is no consumer at all.
+/// Closest: a local consumer wins, round-robin from the cursor over the
+/// links not `tried`; otherwise round-robin over the remote routers of
+/// lowest cost that are not `excluded`. None if there is no such consumer.
 pub fn closest(
-    local_consumers: usize,
+    local: &[LocalLink],
     remote: &[RemoteRouter],
-    cursor: &mut ClosestCursor,
+    cursor: &mut Cursor,
 ) -> Option<Choice> {
-    if local_consumers > 0 {
-        let i = cursor.local % local_consumers;
-        cursor.local = i + 1;
-        return Some(Choice::Local(i));
+    let n = local.len();
+    for k in 0..n {
+        let i = (cursor.local + k) % n;
+        if !local[i].tried {
+            cursor.local = (i + 1) % n;
+            return Some(Choice::Local(i));
+        }
     }
-    let best = remote.iter().map(|r| r.cost).min()?;
-    let ties = remote.iter().filter(|r| r.cost == best).count();
+    let eligible = || remote.iter().enumerate().filter(|(_, r)| !r.excluded);
+    let best = eligible().map(|(_, r)| r.cost).min()?;
+    let ties = eligible().filter(|(_, r)| r.cost == best).count();
     let k = cursor.remote % ties;
-    cursor.remote = k + 1;
-    remote
-        .iter()
-        .enumerate()
+    cursor.remote = cursor.remote.wrapping_add(1);
+    eligible()
         .filter(|(_, r)| r.cost == best)
         .nth(k)
         .map(|(i, _)| Choice::Remote(i))
@@ -154,14 +168,47 @@ pub fn closest(
 /// Balanced: local link value = undelivered + unsettled, eligible while below
 /// capacity, a local link with value 0 wins at once; remote value =
 /// outstanding on the next hop + path cost (for `presettled` deliveries just
-/// the path cost). The lowest value wins; ties go to the earlier candidate,
-/// locals before remotes (qdrouterd's scan order). None if no candidate is
-/// eligible.
-pub fn balanced(local: &[LocalLink], remote: &[RemoteRouter], presettled: bool) -> Option<Choice> {
+/// the path cost). The lowest value wins. Links `tried` and routers
+/// `excluded` are not candidates.
+///
+/// Ties: with no remote router at all (`remote` empty) the scan of the local
+/// links starts at the cursor, so equally loaded links take turns; with
+/// remote routers the earlier candidate wins, locals before remotes
+/// (qdrouterd's scan order), and the cursor is left as it is.
+///
+/// None if no candidate is eligible: then [`balanced_overflow`] decides.
+pub fn balanced(
+    local: &[LocalLink],
+    remote: &[RemoteRouter],
+    presettled: bool,
+    cursor: &mut Cursor,
+) -> Option<Choice> {
+    if remote.is_empty() {
+        let n = local.len();
+        let mut best: Option<(u64, usize)> = None;
+        for k in 0..n {
+            let i = (cursor.local + k) % n;
+            let link = &local[i];
+            if link.tried {
+                continue;
+            }
+            let value = link.value();
+            if value == 0 {
+                best = Some((0, i));
+                break;
+            }
+            if value < u64::from(link.capacity) && best.is_none_or(|(b, _)| value < b) {
+                best = Some((value, i));
+            }
+        }
+        let (_, i) = best?;
+        cursor.local = (i + 1) % n;
+        return Some(Choice::Local(i));
+    }
     let mut best: Option<(u64, Choice)> = None;
     for (i, link) in local.iter().enumerate() {
         let value = link.value();
-        if value >= u64::from(link.capacity) {
+        if link.tried || value >= u64::from(link.capacity) {
             continue;
         }
         if value == 0 {
@@ -172,6 +219,9 @@ pub fn balanced(local: &[LocalLink], remote: &[RemoteRouter], presettled: bool) 
         }
     }
     for (i, r) in remote.iter().enumerate() {
+        if r.excluded {
+            continue;
+        }
         let value = if presettled {
             u64::from(r.cost)
         } else {
@@ -182,6 +232,28 @@ pub fn balanced(local: &[LocalLink], remote: &[RemoteRouter], presettled: bool) 
         }
     }
     best.map(|(_, c)| c)
+}
+
+/// Balanced when [`balanced`] found no eligible candidate (every local link
+/// at capacity, no remote router): rather than refuse the delivery, the
+/// least loaded local link that is not `tried` queues it (the first of
+/// them); the producers' credit bounds that queue. As in [`balanced`], the
+/// cursor moves past the link when there is no remote router. None if
+/// every local link was tried (or there is none).
+pub fn balanced_overflow(
+    local: &[LocalLink],
+    remote: &[RemoteRouter],
+    cursor: &mut Cursor,
+) -> Option<Choice> {
+    let (i, _) = local
+        .iter()
+        .enumerate()
+        .filter(|(_, link)| !link.tried)
+        .min_by_key(|(_, link)| link.value())?;
+    if remote.is_empty() {
+        cursor.local = (i + 1) % local.len();
+    }
+    Some(Choice::Local(i))
 }
 
 /// Where the copies of one multicast delivery go.
@@ -274,6 +346,7 @@ mod tests {
             router: router.into(),
             cost,
             outstanding,
+            excluded: false,
         }
     }
 
@@ -282,14 +355,20 @@ mod tests {
             undelivered,
             unsettled,
             capacity,
+            tried: false,
         }
+    }
+
+    /// `n` idle local links.
+    fn idle(n: usize) -> Vec<LocalLink> {
+        vec![link(0, 0, 250); n]
     }
 
     #[test]
     fn closest_prefers_local_consumers_round_robin() {
-        let mut c = ClosestCursor::default();
+        let mut c = Cursor::default();
         let r = [remote("B", 1, 0)];
-        let picks: Vec<_> = (0..4).map(|_| closest(3, &r, &mut c)).collect();
+        let picks: Vec<_> = (0..4).map(|_| closest(&idle(3), &r, &mut c)).collect();
         assert_eq!(
             picks,
             [
@@ -304,26 +383,26 @@ mod tests {
 
     #[test]
     fn closest_without_local_consumers_round_robins_over_the_cheapest_remotes() {
-        let mut c = ClosestCursor::default();
+        let mut c = Cursor::default();
         let r = [
             remote("B", 2, 0),
             remote("C", 1, 0),
             remote("D", 3, 0),
             remote("E", 1, 0),
         ];
-        let picks: Vec<_> = (0..3).map(|_| closest(0, &r, &mut c)).collect();
+        let picks: Vec<_> = (0..3).map(|_| closest(&[], &r, &mut c)).collect();
         assert_eq!(
             picks,
             [Choice::Remote(1), Choice::Remote(3), Choice::Remote(1)].map(Some)
         );
-        assert_eq!(closest(0, &[], &mut c), None);
+        assert_eq!(closest(&[], &[], &mut c), None);
     }
 
     #[test]
     fn balanced_idle_local_link_wins_at_once() {
         let locals = [link(1, 0, 10), link(0, 0, 10)];
         assert_eq!(
-            balanced(&locals, &[remote("B", 1, 0)], false),
+            balanced(&locals, &[remote("B", 1, 0)], false, &mut Cursor::default()),
             Some(Choice::Local(1))
         );
     }
@@ -333,29 +412,118 @@ mod tests {
         // local values 5 (full at capacity 5) and 4; remote value 2 + 1 = 3.
         let locals = [link(3, 2, 5), link(2, 2, 10)];
         let remotes = [remote("B", 1, 2), remote("C", 3, 0)];
-        assert_eq!(balanced(&locals, &remotes, false), Some(Choice::Remote(0)));
+        assert_eq!(
+            balanced(&locals, &remotes, false, &mut Cursor::default()),
+            Some(Choice::Remote(0))
+        );
         // A less busy local link beats the remote.
         let locals = [link(3, 2, 5), link(1, 1, 10)];
-        assert_eq!(balanced(&locals, &remotes, false), Some(Choice::Local(1)));
+        assert_eq!(
+            balanced(&locals, &remotes, false, &mut Cursor::default()),
+            Some(Choice::Local(1))
+        );
     }
 
     #[test]
     fn balanced_ties_go_to_the_local_link_first() {
         let locals = [link(2, 1, 10)];
         let remotes = [remote("B", 1, 2)];
-        assert_eq!(balanced(&locals, &remotes, false), Some(Choice::Local(0)));
+        assert_eq!(
+            balanced(&locals, &remotes, false, &mut Cursor::default()),
+            Some(Choice::Local(0))
+        );
     }
 
     #[test]
     fn balanced_presettled_remote_choice_is_by_cost_only() {
         let remotes = [remote("B", 1, 50), remote("C", 2, 0)];
-        assert_eq!(balanced(&[], &remotes, false), Some(Choice::Remote(1)));
-        assert_eq!(balanced(&[], &remotes, true), Some(Choice::Remote(0)));
+        assert_eq!(
+            balanced(&[], &remotes, false, &mut Cursor::default()),
+            Some(Choice::Remote(1))
+        );
+        assert_eq!(
+            balanced(&[], &remotes, true, &mut Cursor::default()),
+            Some(Choice::Remote(0))
+        );
+    }
+
+    #[test]
+    fn closest_skips_links_that_gave_the_delivery_back_and_excluded_routers() {
+        let mut c = Cursor::default();
+        let mut links = idle(3);
+        links[0].tried = true;
+        links[1].tried = true;
+        assert_eq!(closest(&links, &[], &mut c), Some(Choice::Local(2)));
+        assert_eq!(c.local, 0, "the next scan starts after the link taken");
+        links[2].tried = true;
+        let mut r = [remote("B", 1, 0), remote("C", 2, 0), remote("D", 2, 0)];
+        r[0].excluded = true;
+        let picks: Vec<_> = (0..3).map(|_| closest(&links, &r, &mut c)).collect();
+        assert_eq!(
+            picks,
+            [Choice::Remote(1), Choice::Remote(2), Choice::Remote(1)].map(Some)
+        );
+        r[1].excluded = true;
+        r[2].excluded = true;
+        assert_eq!(closest(&links, &r, &mut c), None);
+    }
+
+    #[test]
+    fn balanced_without_remote_routers_rotates_equal_links_from_the_cursor() {
+        let mut c = Cursor::default();
+        let links = [link(1, 0, 10), link(1, 0, 10), link(2, 0, 10)];
+        let picks: Vec<_> = (0..3)
+            .map(|_| balanced(&links, &[], false, &mut c))
+            .collect();
+        assert_eq!(
+            picks,
+            [Choice::Local(0), Choice::Local(1), Choice::Local(0)].map(Some)
+        );
+        // With a remote router in play, ties go to the first link and the
+        // cursor stays where it is.
+        let before = c;
+        let r = [remote("B", 5, 0)];
+        assert_eq!(balanced(&links, &r, false, &mut c), Some(Choice::Local(0)));
+        assert_eq!(balanced(&links, &r, false, &mut c), Some(Choice::Local(0)));
+        assert_eq!(c, before);
+    }
+
+    #[test]
+    fn balanced_skips_links_that_gave_the_delivery_back_and_excluded_routers() {
+        let mut links = [link(0, 0, 10), link(3, 0, 10)];
+        links[0].tried = true;
+        let mut r = [remote("B", 1, 0), remote("C", 2, 0)];
+        r[0].excluded = true;
+        // Link 1 (3) loses to C (0 + 2); B would have won (1).
+        let c = &mut Cursor::default();
+        assert_eq!(balanced(&links, &r, false, c), Some(Choice::Remote(1)));
+        assert_eq!(balanced(&links, &[], false, c), Some(Choice::Local(1)));
+    }
+
+    #[test]
+    fn balanced_overflow_queues_on_the_least_loaded_link_not_tried() {
+        let mut links = [link(5, 5, 10), link(4, 6, 10), link(3, 4, 7)];
+        let c = &mut Cursor::default();
+        assert_eq!(balanced(&links, &[], false, c), None);
+        assert_eq!(balanced_overflow(&links, &[], c), Some(Choice::Local(2)));
+        assert_eq!(c.local, 0, "past link 2, without remote routers");
+        links[2].tried = true;
+        assert_eq!(balanced_overflow(&links, &[], c), Some(Choice::Local(0)));
+        assert_eq!(c.local, 1);
+        let r = [remote("B", 1, 0)];
+        assert_eq!(balanced_overflow(&links, &r, c), Some(Choice::Local(0)));
+        assert_eq!(c.local, 1, "with remote routers the cursor stays");
+        links[0].tried = true;
+        links[1].tried = true;
+        assert_eq!(balanced_overflow(&links, &[], c), None);
     }
 
     #[test]
     fn balanced_with_every_link_full_and_no_remote_has_no_destination() {
-        assert_eq!(balanced(&[link(5, 5, 10)], &[], false), None);
+        assert_eq!(
+            balanced(&[link(5, 5, 10)], &[], false, &mut Cursor::default()),
+            None
+        );
         assert_eq!(Distribution::default(), Distribution::Balanced);
     }
 

@@ -29,6 +29,7 @@ use crate::delivery::{ConnId, Fanout, RoutedDelivery};
 use crate::mesh::data::PeerDeliver;
 use crate::mesh::{MeshHandle, MeshView};
 use bote_topology::RouterId;
+use bote_topology::policy::{self, Choice, Cursor, LocalLink, RemoteRouter};
 
 /// Routed deliveries handed to an egress connection for one of its links.
 #[derive(Message)]
@@ -149,12 +150,6 @@ impl Remote {
     }
 }
 
-/// Where a unicast delivery goes.
-enum Target {
-    Local(usize),
-    Remote(usize),
-}
-
 struct Consumer {
     conn: ConnId,
     link: LinkId,
@@ -182,13 +177,19 @@ pub struct AddressActor {
     distribution: Distribution,
     consumers: Vec<Consumer>,
     producers: Vec<Producer>,
-    /// Round-robin position for closest (and ties of balanced).
-    cursor: usize,
+    /// Round-robin position (closest; ties of balanced without remote
+    /// routers).
+    cursor: Cursor,
     stats: Arc<AddressStats>,
     mesh: Option<MeshHandle>,
     /// Remote routers with consumers, cheapest first.
     remote: Vec<Remote>,
-    remote_cursor: usize,
+    /// `remote` as the forwarding policy weighs it (same order; rebuilt
+    /// with it, outstanding counts and exclusions refreshed per delivery).
+    remote_candidates: Vec<RemoteRouter>,
+    /// The local consumer links as the forwarding policy weighs them,
+    /// refilled per delivery (kept to reuse its allocation).
+    local_candidates: Vec<LocalLink>,
     /// The latest mesh view (routes and origin trees for multicast).
     view: Option<Arc<MeshView>>,
     /// Outstanding (unsettled) deliveries per next hop, kept across views.
@@ -212,11 +213,12 @@ impl AddressActor {
             distribution,
             consumers: Vec::new(),
             producers: Vec::new(),
-            cursor: 0,
+            cursor: Cursor::default(),
             stats,
             mesh,
             remote: Vec::new(),
-            remote_cursor: 0,
+            remote_candidates: Vec::new(),
+            local_candidates: Vec::new(),
             view: None,
             hop_outstanding: std::collections::HashMap::new(),
             parked: Vec::new(),
@@ -263,71 +265,6 @@ impl AddressActor {
             .collect()
     }
 
-    /// Balanced across the mesh, by the shared policy
-    /// (`bote_topology::policy::balanced`): local links by undelivered +
-    /// unsettled within capacity (0 wins at once), remote routers by the
-    /// address's unsettled deliveries through their next hop + path cost.
-    /// With every candidate full, the least loaded local link queues it.
-    fn pick_balanced(&mut self, d: &RoutedDelivery) -> Option<Target> {
-        use bote_topology::policy::{Choice, LocalLink, RemoteRouter, balanced};
-        use std::sync::atomic::Ordering::Relaxed;
-        let fresh: Vec<usize> = (0..self.consumers.len())
-            .filter(|&i| {
-                let c = &self.consumers[i];
-                !d.tried.contains(&(c.conn, c.link))
-            })
-            .collect();
-        let local: Vec<LocalLink> = fresh
-            .iter()
-            .map(|&i| {
-                let c = &self.consumers[i];
-                LocalLink {
-                    undelivered: c.counters.undelivered.load(Relaxed),
-                    unsettled: c.counters.unsettled.load(Relaxed),
-                    capacity: c.capacity,
-                }
-            })
-            .collect();
-        let eligible: Vec<usize> = (0..self.remote.len())
-            .filter(|&k| !self.remote[k].excluded_for(d))
-            .collect();
-        let remote: Vec<RemoteRouter> = eligible
-            .iter()
-            .map(|&k| {
-                let r = &self.remote[k];
-                RemoteRouter {
-                    router: r.router.clone(),
-                    cost: r.cost,
-                    outstanding: r.outstanding.load(Relaxed),
-                }
-            })
-            .collect();
-        match balanced(&local, &remote, d.presettled) {
-            Some(Choice::Local(j)) => Some(Target::Local(fresh[j])),
-            Some(Choice::Remote(j)) => Some(Target::Remote(eligible[j])),
-            None => fresh
-                .into_iter()
-                .min_by_key(|&i| self.consumers[i].counters.outstanding())
-                .map(Target::Local),
-        }
-    }
-
-    /// The cheapest remote router with consumers that the delivery may go
-    /// to (see [`Remote::excluded_for`]), round-robin among equal costs.
-    fn pick_remote(&mut self, d: &RoutedDelivery) -> Option<usize> {
-        let eligible: Vec<usize> = (0..self.remote.len())
-            .filter(|&i| !self.remote[i].excluded_for(d))
-            .collect();
-        let best = eligible.iter().map(|&i| self.remote[i].cost).min()?;
-        let ties: Vec<usize> = eligible
-            .into_iter()
-            .filter(|&i| self.remote[i].cost == best)
-            .collect();
-        let i = ties[self.remote_cursor % ties.len()];
-        self.remote_cursor = self.remote_cursor.wrapping_add(1);
-        Some(i)
-    }
-
     fn notify_producers(&self) {
         let has_path = self.has_path();
         for p in &self.producers {
@@ -339,54 +276,36 @@ impl AddressActor {
         }
     }
 
-    /// Index of the consumer a unicast delivery goes to, skipping consumers
-    /// that already gave this delivery back.
-    fn pick(&mut self, tried: &[(ConnId, LinkId)]) -> Option<usize> {
-        let n = self.consumers.len();
-        let fresh = |c: &Consumer| !tried.contains(&(c.conn, c.link));
+    /// Where a unicast delivery goes, by the address's distribution, decided
+    /// by `bote_topology::policy` (the simulator runs the same functions):
+    /// closest (local links round-robin, else the cheapest remote routers
+    /// round-robin) or balanced (local links by undelivered + unsettled
+    /// within capacity, 0 winning at once, remote routers by the address's
+    /// unsettled deliveries through their next hop + path cost; with every
+    /// candidate full, the least loaded local link queues it). Consumers
+    /// that gave this delivery back already and remote routers it may not
+    /// go to ([`Remote::excluded_for`]) are not candidates.
+    fn pick(&mut self, d: &RoutedDelivery) -> Option<Choice> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.local_candidates.clear();
+        self.local_candidates
+            .extend(self.consumers.iter().map(|c| LocalLink {
+                undelivered: c.counters.undelivered.load(Relaxed),
+                unsettled: c.counters.unsettled.load(Relaxed),
+                capacity: c.capacity,
+                tried: d.tried.contains(&(c.conn, c.link)),
+            }));
+        for (candidate, r) in self.remote_candidates.iter_mut().zip(&self.remote) {
+            candidate.outstanding = r.outstanding.load(Relaxed);
+            candidate.excluded = r.excluded_for(d);
+        }
+        let (local, remote) = (&self.local_candidates, &self.remote_candidates);
         match self.distribution {
             Distribution::Balanced => {
-                // Lowest undelivered + unsettled below capacity wins; a link
-                // with value 0 wins at once. Ties rotate from the cursor.
-                let mut best: Option<(u32, usize)> = None;
-                for k in 0..n {
-                    let i = (self.cursor + k) % n;
-                    let c = &self.consumers[i];
-                    if !fresh(c) {
-                        continue;
-                    }
-                    let value = c.counters.outstanding();
-                    if value == 0 {
-                        best = Some((0, i));
-                        break;
-                    }
-                    if value < c.capacity && best.is_none_or(|(v, _)| value < v) {
-                        best = Some((value, i));
-                    }
-                }
-                // Every consumer at capacity (and no remote router: see
-                // `pick_balanced`): queue on the least loaded one rather than
-                // refuse; the producers' credit bounds the queue.
-                let best = best.map(|(_, i)| i).or_else(|| {
-                    (0..n)
-                        .filter(|&i| fresh(&self.consumers[i]))
-                        .min_by_key(|&i| self.consumers[i].counters.outstanding())
-                });
-                if let Some(i) = best {
-                    self.cursor = (i + 1) % n.max(1);
-                }
-                best
+                policy::balanced(local, remote, d.presettled, &mut self.cursor)
+                    .or_else(|| policy::balanced_overflow(local, remote, &mut self.cursor))
             }
-            _ => {
-                for k in 0..n {
-                    let i = (self.cursor + k) % n;
-                    if fresh(&self.consumers[i]) {
-                        self.cursor = (i + 1) % n;
-                        return Some(i);
-                    }
-                }
-                None
-            }
+            _ => policy::closest(local, remote, &mut self.cursor),
         }
     }
 
@@ -451,20 +370,13 @@ impl AddressActor {
                 d.return_to_sender(Some(DeliveryState::Released));
                 continue;
             }
-            let target = if self.distribution == Distribution::Balanced && !self.remote.is_empty() {
-                self.pick_balanced(&d)
-            } else {
-                self.pick(&d.tried)
-                    .map(Target::Local)
-                    .or_else(|| self.pick_remote(&d).map(Target::Remote))
-            };
-            match target {
-                Some(Target::Local(i)) => {
+            match self.pick(&d) {
+                Some(Choice::Local(i)) => {
                     self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
                     d.tried.clear();
                     batches[i].push(d);
                 }
-                Some(Target::Remote(k)) => {
+                Some(Choice::Remote(k)) => {
                     let r = &self.remote[k];
                     if !r.peer.connected() {
                         d.resent_from = Some(r.next_hop.clone());
@@ -591,8 +503,8 @@ impl Handler<DetachConsumer> for AddressActor {
     fn handle(&mut self, msg: DetachConsumer, ctx: &mut Context<Self>) {
         self.consumers
             .retain(|c| !(c.conn == msg.conn && c.link == msg.link));
-        if self.cursor >= self.consumers.len() {
-            self.cursor = 0;
+        if self.cursor.local >= self.consumers.len() {
+            self.cursor.local = 0;
         }
         let returned: Vec<RoutedDelivery> = msg
             .returned
@@ -647,6 +559,16 @@ impl Handler<MeshChanged> for AddressActor {
         }
         self.remote
             .sort_by(|a, b| (a.cost, &a.router).cmp(&(b.cost, &b.router)));
+        self.remote_candidates = self
+            .remote
+            .iter()
+            .map(|r| RemoteRouter {
+                router: r.router.clone(),
+                cost: r.cost,
+                outstanding: 0,
+                excluded: false,
+            })
+            .collect();
         self.view = Some(view);
         if had_path != self.has_path() {
             self.notify_producers();
