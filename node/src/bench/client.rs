@@ -18,11 +18,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::amqp::connection::{Connection, ConnectionConfig, SendDelivery, Side};
-use crate::amqp::definitions::{AmqpError, DeliveryState, Role as LinkRole, SenderSettleMode};
-use crate::amqp::event::{Event, LinkId, SessionId};
-use crate::amqp::link::LinkConfig;
-use crate::amqp::message::{MessageBuilder, MessageId, MessageView};
+use bote_amqp::connection::{Connection, ConnectionConfig, SendDelivery, Side};
+use bote_amqp::definitions::{AmqpError, DeliveryState, Role as LinkRole, SenderSettleMode};
+use bote_amqp::event::{Event, LinkId, SessionId};
+use bote_amqp::link::LinkConfig;
+use bote_amqp::message::{MessageBuilder, MessageId, MessageView};
 
 use super::base_nanos;
 

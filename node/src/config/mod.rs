@@ -92,7 +92,7 @@ pub struct RouterConfig {
     #[serde(alias = "workerThreads")]
     pub workers: usize,
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing `EnvFilter`
-    /// directive list such as `"info,bote_node::amqp=debug"`. Default `info`.
+    /// directive list such as `"info,bote_node::mesh=debug"`. Default `info`.
     /// `RUST_LOG`, when set, is for the binary to weigh against this.
     #[serde(alias = "logLevel")]
     pub log_level: String,

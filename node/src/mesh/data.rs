@@ -61,10 +61,10 @@ use bytes::{Bytes, BytesMut};
 
 use super::DataHook;
 use super::dedup::{MeshId, Records, Seen, StreamRecorder};
-use crate::amqp::definitions::{AmqpError, DeliveryState};
 use crate::delivery::{
     ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, VisitedRouters,
 };
+use bote_amqp::definitions::{AmqpError, DeliveryState};
 
 /// Presettled deliveries of one address a router may have acknowledged to
 /// where they came from while the neighbour it sent them to has not
@@ -799,9 +799,9 @@ fn settled_remotely(d: &RoutedDelivery) {
 }
 
 /// Stream readers are keyed by link on AMQP connections; peers key by id only.
-fn dummy_link() -> crate::amqp::event::LinkId {
-    crate::amqp::event::LinkId {
-        session: crate::amqp::event::SessionId(0),
+fn dummy_link() -> bote_amqp::event::LinkId {
+    bote_amqp::event::LinkId {
+        session: bote_amqp::event::SessionId(0),
         handle: u32::MAX,
     }
 }
@@ -952,8 +952,8 @@ pub fn outcome_from_wire(outcome: pb::Outcome) -> DeliveryState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amqp::definitions::condition;
     use crate::delivery::{ConnId, HOP_LIMIT, Stream};
+    use bote_amqp::definitions::condition;
     use std::sync::Mutex;
 
     #[test]

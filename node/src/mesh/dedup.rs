@@ -40,8 +40,8 @@ use std::time::{Duration, Instant};
 
 use bote_topology::RouterId;
 
-use crate::amqp::definitions::{AmqpError, DeliveryState};
 use crate::delivery::{FastMap, SeqMap};
+use bote_amqp::definitions::{AmqpError, DeliveryState};
 
 /// Settled deliveries remembered per stream, most recent first out last.
 pub const SETTLED_KEPT: usize = 16 * 1024;

@@ -22,12 +22,12 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use super::link::LinkCounters;
-use crate::amqp::definitions::DeliveryState;
-use crate::amqp::event::LinkId;
 use crate::config::address::Distribution;
 use crate::delivery::{ConnId, Fanout, RoutedDelivery};
 use crate::mesh::data::PeerDeliver;
 use crate::mesh::{MeshHandle, MeshView};
+use bote_amqp::definitions::DeliveryState;
+use bote_amqp::event::LinkId;
 use bote_topology::RouterId;
 use bote_topology::policy::{self, Choice, Cursor, LocalLink, RemoteRouter};
 

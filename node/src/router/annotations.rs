@@ -14,7 +14,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::amqp::message::{
+use bote_amqp::message::{
     DeliveryAnnotations, MessageAnnotations, MessageError, MessageView, primitive,
 };
 
@@ -66,7 +66,7 @@ impl RouterAnnotations {
             return Err(MessageError {
                 what: "message-annotations section",
                 offset: bare,
-                problem: crate::amqp::message::Problem::Truncated,
+                problem: bote_amqp::message::Problem::Truncated,
             });
         }
         let trace: Vec<String> = visited.iter().map(|r| node_id(r.as_ref())).collect();
@@ -89,7 +89,7 @@ impl RouterAnnotations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amqp::message::MessageBuilder;
+    use bote_amqp::message::MessageBuilder;
 
     fn strings(v: &MessageView, key: &str) -> Vec<String> {
         let value = v

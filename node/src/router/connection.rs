@@ -35,19 +35,19 @@ use super::address::{
 };
 use super::annotations::RouterAnnotations;
 use super::link::LinkCounters;
-use crate::amqp::connection::{Connection, ConnectionConfig, SaslConfig, SendDelivery, Side};
-use crate::amqp::definitions::{
-    AmqpError, DeliveryState, Role, SenderSettleMode, Source, Target, condition,
-};
-use crate::amqp::event::{ErrorScope, Event, IncomingTransfer, LinkDetached, LinkId};
-use crate::amqp::link::LinkConfig;
-use crate::amqp::message::MessageView;
-use crate::amqp::performatives::Attach;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
     ConnId, FastMap, FastSet, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream,
     StreamProgress,
 };
+use bote_amqp::connection::{Connection, ConnectionConfig, SaslConfig, SendDelivery, Side};
+use bote_amqp::definitions::{
+    AmqpError, DeliveryState, Role, SenderSettleMode, Source, Target, condition,
+};
+use bote_amqp::event::{ErrorScope, Event, IncomingTransfer, LinkDetached, LinkId};
+use bote_amqp::link::LinkConfig;
+use bote_amqp::message::MessageView;
+use bote_amqp::performatives::Attach;
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 64 * 1024;

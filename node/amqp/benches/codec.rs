@@ -6,12 +6,12 @@
 
 use std::hint::black_box;
 
-use bote_node::amqp::frame::encode_frame;
-use bote_node::amqp::message::{
+use bote_amqp::frame::encode_frame;
+use bote_amqp::message::{
     DeliveryAnnotations, MessageAnnotations, MessageBuilder, MessageView, primitive,
 };
-use bote_node::amqp::performatives::{Performative, Transfer};
-use bote_node::amqp::transfer::decode_transfer;
+use bote_amqp::performatives::{Performative, Transfer};
+use bote_amqp::transfer::decode_transfer;
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fe2o3_amqp_types::messaging::message::__private::{Deserializable, Serializable};

@@ -3,7 +3,7 @@
 //! hostile bytes never panic, and every wider legal form of a value decodes
 //! to the same value and re-encodes to the smallest form.
 
-use bote_node::amqp::codec::{
+use bote_amqp::codec::{
     Array, Descriptor, Symbol, Value, decode, decode_bytes, encode, encoded_len, skip, validate,
 };
 use bytes::{BufMut, Bytes, BytesMut};

@@ -590,7 +590,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::amqp::codec::{Symbol, decode};
+    use crate::codec::{Symbol, decode};
 
     fn enc(v: &Value) -> Vec<u8> {
         let mut out = BytesMut::new();

@@ -2,23 +2,23 @@
 //! `encode_frame`/`decode_frame` (all optional fields set, and none), and
 //! malformed input fails with the spec's error condition, never a panic.
 
-use bote_node::amqp::codec::{self, Descriptor, Symbol, Value};
-use bote_node::amqp::definitions::{
+use bote_amqp::codec::{self, Descriptor, Symbol, Value};
+use bote_amqp::definitions::{
     AmqpError, DeliveryState, ReceiverSettleMode, Role, SenderSettleMode, Source, Target,
     TerminusDurability, TerminusExpiryPolicy, condition,
 };
-use bote_node::amqp::frame::{
+use bote_amqp::frame::{
     AMQP_HEADER, Frame, FrameBody, ProtocolHeader, SASL_HEADER, TLS_HEADER, decode_frame,
     decode_protocol_header, encode_empty_frame, encode_frame, encode_protocol_header,
     encode_sasl_frame, max_transfer_payload, transfer_frame_overhead,
 };
-use bote_node::amqp::performatives::{
+use bote_amqp::performatives::{
     Attach, Begin, Close, Detach, Disposition, End, Flow, Open, Performative, Transfer,
 };
-use bote_node::amqp::sasl::{
+use bote_amqp::sasl::{
     SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse,
 };
-use bote_node::amqp::transfer::{decode_transfer, decode_transfer_via_value, encode_transfer};
+use bote_amqp::transfer::{decode_transfer, decode_transfer_via_value, encode_transfer};
 use bytes::{BufMut, Bytes, BytesMut};
 
 const MAX: u32 = 1 << 20;

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use bote_node::amqp::connection::{Connection, ConnectionConfig, Side};
-use bote_node::amqp::event::Event;
-use bote_node::amqp::frame::{Frame, FrameBody, decode_frame};
-use bote_node::amqp::performatives::Performative;
+use bote_amqp::connection::{Connection, ConnectionConfig, Side};
+use bote_amqp::event::Event;
+use bote_amqp::frame::{Frame, FrameBody, decode_frame};
+use bote_amqp::performatives::Performative;
 use bytes::BytesMut;
 
 /// One direction of the wire, decoded for assertions.

@@ -7,16 +7,16 @@
 //! `from_fe` functions below, written against fe2o3's types only) and
 //! compares with our value.
 
-use bote_node::amqp::codec::{Descriptor, Symbol, Value};
-use bote_node::amqp::definitions::{
+use bote_amqp::codec::{Descriptor, Symbol, Value};
+use bote_amqp::definitions::{
     AmqpError, DeliveryState, Fields, ReceiverSettleMode, Role, SenderSettleMode, Source, Target,
     TerminusDurability, TerminusExpiryPolicy, condition,
 };
-use bote_node::amqp::frame::{FrameBody, decode_frame, encode_frame, encode_sasl_frame};
-use bote_node::amqp::performatives::{
+use bote_amqp::frame::{FrameBody, decode_frame, encode_frame, encode_sasl_frame};
+use bote_amqp::performatives::{
     Attach, Begin, Close, Detach, Disposition, End, Flow, Open, Performative, Transfer,
 };
-use bote_node::amqp::sasl::{
+use bote_amqp::sasl::{
     SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse,
 };
 use bytes::{BufMut, Bytes, BytesMut};

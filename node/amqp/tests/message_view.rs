@@ -1,8 +1,8 @@
-//! Specification of the zero-copy message view (`bote_node::amqp::message`):
+//! Specification of the zero-copy message view (`bote_amqp::message`):
 //! where sections are found, what the readers return, what a splice keeps
 //! byte for byte, and how malformed input fails.
 
-use bote_node::amqp::message::{
+use bote_amqp::message::{
     DeliveryAnnotations, MessageAnnotations, MessageBuilder, MessageId, MessageView, Problem,
     SectionKind, encode_message_annotations, primitive,
 };
@@ -531,7 +531,7 @@ fn the_benchmark_message_is_113_bytes() {
     assert_eq!(v.to().unwrap(), Some("examples"));
 }
 
-fn parse_err(bytes: Vec<u8>) -> bote_node::amqp::message::MessageError {
+fn parse_err(bytes: Vec<u8>) -> bote_amqp::message::MessageError {
     MessageView::parse(Bytes::from(bytes)).expect_err("malformed message rejected")
 }
 
