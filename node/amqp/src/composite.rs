@@ -6,17 +6,8 @@
 
 use bytes::Bytes;
 
-use super::codec::{Array, Descriptor, Symbol, Value};
-use super::definitions::{Fields, condition};
-use super::frame::FrameError;
-
-/// An `amqp:decode-error` naming what failed.
-pub(crate) fn decode_error(description: impl Into<String>) -> FrameError {
-    FrameError {
-        condition: condition::DECODE_ERROR,
-        description: description.into(),
-    }
-}
+use super::codec::{Array, Descriptor, Fields, Symbol, Value};
+use super::error::{FrameError, decode_error};
 
 /// The numeric code of a descriptor; symbolic descriptors are mapped through
 /// `names` (pairs of `amqp:...:list` name and code).

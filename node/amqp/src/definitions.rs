@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::codec::{Symbol, Value};
 
-/// `fields`: a map keyed by symbol.
-pub type Fields = Vec<(Symbol, Value)>;
+/// `fields`: a map keyed by symbol (the codec's).
+pub use super::codec::Fields;
 
 /// `role` (transport §2.8.1): `false` is sender, `true` is receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,38 +51,15 @@ impl AmqpError {
     }
 }
 
-/// Error conditions of the spec (§2.8.15 - §2.8.18). The names keep the spec's.
-pub mod condition {
-    // amqp-error
-    pub const INTERNAL_ERROR: &str = "amqp:internal-error";
-    pub const NOT_FOUND: &str = "amqp:not-found";
-    pub const UNAUTHORIZED_ACCESS: &str = "amqp:unauthorized-access";
-    pub const DECODE_ERROR: &str = "amqp:decode-error";
-    pub const RESOURCE_LIMIT_EXCEEDED: &str = "amqp:resource-limit-exceeded";
-    pub const NOT_ALLOWED: &str = "amqp:not-allowed";
-    pub const INVALID_FIELD: &str = "amqp:invalid-field";
-    pub const NOT_IMPLEMENTED: &str = "amqp:not-implemented";
-    pub const RESOURCE_LOCKED: &str = "amqp:resource-locked";
-    pub const PRECONDITION_FAILED: &str = "amqp:precondition-failed";
-    pub const RESOURCE_DELETED: &str = "amqp:resource-deleted";
-    pub const ILLEGAL_STATE: &str = "amqp:illegal-state";
-    pub const FRAME_SIZE_TOO_SMALL: &str = "amqp:frame-size-too-small";
-    // connection-error
-    pub const CONNECTION_FORCED: &str = "amqp:connection:forced";
-    pub const FRAMING_ERROR: &str = "amqp:connection:framing-error";
-    pub const CONNECTION_REDIRECT: &str = "amqp:connection:redirect";
-    // session-error
-    pub const WINDOW_VIOLATION: &str = "amqp:session:window-violation";
-    pub const ERRANT_LINK: &str = "amqp:session:errant-link";
-    pub const HANDLE_IN_USE: &str = "amqp:session:handle-in-use";
-    pub const UNATTACHED_HANDLE: &str = "amqp:session:unattached-handle";
-    // link-error
-    pub const DETACH_FORCED: &str = "amqp:link:detach-forced";
-    pub const TRANSFER_LIMIT_EXCEEDED: &str = "amqp:link:transfer-limit-exceeded";
-    pub const MESSAGE_SIZE_EXCEEDED: &str = "amqp:link:message-size-exceeded";
-    pub const LINK_REDIRECT: &str = "amqp:link:redirect";
-    pub const STOLEN: &str = "amqp:link:stolen";
+impl From<FrameError> for AmqpError {
+    fn from(e: FrameError) -> Self {
+        AmqpError::new(e.condition, e.description)
+    }
 }
+
+/// Error conditions of the spec (§2.8.15 - §2.8.18), kept in the leaf
+/// [`crate::error`] module so that the codec can name them.
+pub use super::error::condition;
 
 /// Delivery states (§2.8.? and messaging §3.4): the outcomes plus `received`.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,10 +161,9 @@ pub type DeliveryTag = Bytes;
 
 use super::codec::Descriptor;
 use super::composite::{
-    ListReader, ListWriter, decode_error, fields_value, read_composite, split_described,
-    symbols_value,
+    ListReader, ListWriter, fields_value, read_composite, split_described, symbols_value,
 };
-use super::frame::FrameError;
+use super::error::{FrameError, decode_error};
 
 /// Descriptor codes of the composite definitions.
 pub mod code {

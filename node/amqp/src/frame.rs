@@ -53,23 +53,12 @@ pub struct Frame {
     pub payload: Bytes,
 }
 
-/// A framing or decoding failure, with the spec's error condition that the
-/// connection must be closed with (`amqp:connection:framing-error`,
-/// `amqp:decode-error`, `amqp:frame-size-too-small`, ...).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{condition}: {description}")]
-pub struct FrameError {
-    pub condition: &'static str,
-    pub description: String,
-}
-
 // ---- Encoding and decoding ----
 
 use bytes::BufMut;
 
 use super::codec;
-use super::composite::decode_error;
-use super::definitions::{AmqpError, condition};
+pub use super::error::FrameError;
 use super::performatives::Transfer;
 use super::transfer::{
     decode_transfer, encode_transfer, encoded_transfer_len, peek_descriptor_code,
@@ -77,25 +66,6 @@ use super::transfer::{
 
 /// The frame header's size: 4 bytes size, doff, type, 2 bytes channel.
 pub const FRAME_HEADER_SIZE: usize = 8;
-
-impl FrameError {
-    pub fn framing(description: impl Into<String>) -> Self {
-        FrameError {
-            condition: condition::FRAMING_ERROR,
-            description: description.into(),
-        }
-    }
-
-    pub fn decode(description: impl Into<String>) -> Self {
-        decode_error(description)
-    }
-}
-
-impl From<FrameError> for AmqpError {
-    fn from(e: FrameError) -> Self {
-        AmqpError::new(e.condition, e.description)
-    }
-}
 
 impl ProtocolHeader {
     /// The eight bytes of this header.

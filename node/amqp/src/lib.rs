@@ -3,6 +3,8 @@
 //! parameter (the shape of quinn-proto). The connection actors of `boted` are
 //! the thin shell that drives it.
 //!
+//! - [`error`]: errors and the spec's error conditions (the leaf: the codec
+//!   and everything above it use it, it uses nothing).
 //! - [`codec`]: the type system and its encoding.
 //! - [`definitions`]: the spec's restricted and composite types (roles,
 //!   settle modes, outcomes, source, target, error).
@@ -21,6 +23,7 @@ mod composite;
 pub mod connection;
 pub mod definitions;
 mod delivery;
+pub mod error;
 pub mod event;
 pub mod frame;
 pub mod link;

@@ -173,10 +173,8 @@ pub enum Performative {
 // ---- Encoding and decoding (as `Value`s; transfer also has a hand-written
 // path over bytes in `amqp::transfer`) ----
 
-use super::composite::{
-    ListReader, ListWriter, decode_error, fields_value, split_described, symbols_value,
-};
-use super::frame::FrameError;
+use super::composite::{ListReader, ListWriter, fields_value, split_described, symbols_value};
+use super::error::{FrameError, decode_error};
 
 fn role_field(r: &mut ListReader, i: usize) -> Result<Role, FrameError> {
     r.boolean(i, "role")?

@@ -65,8 +65,8 @@ pub enum SaslFrame {
 // ---- Encoding and decoding (as `Value`s) ----
 
 use super::codec::Value;
-use super::composite::{ListReader, ListWriter, decode_error, split_described, symbols_value};
-use super::frame::FrameError;
+use super::composite::{ListReader, ListWriter, split_described, symbols_value};
+use super::error::{FrameError, decode_error};
 
 impl SaslCode {
     pub fn from_u8(v: u8) -> Result<Self, FrameError> {

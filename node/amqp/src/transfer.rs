@@ -7,9 +7,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec;
-use super::composite::decode_error;
 use super::definitions::{DeliveryState, ReceiverSettleMode};
-use super::frame::FrameError;
+use super::error::FrameError;
+use super::error::decode_error;
 use super::performatives::{Transfer, code};
 
 // Format codes used by the transfer's fields (§1.6).

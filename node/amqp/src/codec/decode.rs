@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::encode;
 use super::format_code as fc;
 use super::value::{Array, Descriptor, Symbol, Value};
-use crate::definitions::condition;
+use crate::error::condition;
 
 /// Described and compound values may nest at most this deep.
 pub const MAX_DEPTH: usize = 64;

@@ -16,4 +16,4 @@ pub use decode::{
     DecodeError, DecodeErrorReason, MAX_DEPTH, MAX_ZERO_WIDTH_ELEMENTS, decode, decode_bytes, skip,
 };
 pub use encode::{EncodeError, encode, encoded_len, try_encode, validate};
-pub use value::{Array, Descriptor, Symbol, Value};
+pub use value::{Array, Descriptor, Fields, Symbol, Value};

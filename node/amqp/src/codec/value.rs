@@ -56,6 +56,10 @@ pub struct Array {
     pub items: Vec<Value>,
 }
 
+/// `fields` (transport §2.8.13): a map keyed by symbol, in the order
+/// received.
+pub type Fields = Vec<(Symbol, Value)>;
+
 /// One AMQP 1.0 value.
 ///
 /// Floating point values compare bitwise-unequal when NaN, as in IEEE 754;
