@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use bote_amqp::connection::{Connection, ConnectionConfig, SaslConfig, Side};
+use bote_amqp::{Connection, ConnectionConfig, SaslConfig, Side};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 

@@ -2,7 +2,7 @@
 //! frame it returns must have been taken whole off the front of the buffer.
 #![no_main]
 
-use bote_amqp::frame::decode_frame;
+use bote_amqp::decode_frame;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 

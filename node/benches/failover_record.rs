@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bote_amqp::definitions::DeliveryState;
+use bote_amqp::DeliveryState;
 use bote_node::mesh::dedup::{MeshId, Records, SETTLED_KEPT, Seen, StreamRecorder};
 use bote_topology::RouterId;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

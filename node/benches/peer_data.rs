@@ -131,7 +131,7 @@ fn peer_data(c: &mut Criterion) {
                     }
                     to_c.route_arrived();
                     let outcomes = (next..next + BATCH)
-                        .map(|id| (id, Some(bote_amqp::definitions::DeliveryState::Accepted)))
+                        .map(|id| (id, Some(bote_amqp::DeliveryState::Accepted)))
                         .collect();
                     std::hint::black_box(from_a.returned(outcomes));
                     took += t.elapsed();

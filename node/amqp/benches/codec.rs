@@ -6,12 +6,11 @@
 
 use std::hint::black_box;
 
-use bote_amqp::frame::encode_frame;
-use bote_amqp::message::{
-    DeliveryAnnotations, MessageAnnotations, MessageBuilder, MessageView, primitive,
+use bote_amqp::encode_frame;
+use bote_amqp::{
+    DeliveryAnnotations, MessageAnnotations, MessageBuilder, MessageView, Performative, Transfer,
+    decode_transfer, primitive,
 };
-use bote_amqp::performatives::{Performative, Transfer};
-use bote_amqp::transfer::decode_transfer;
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fe2o3_amqp_types::messaging::message::__private::{Deserializable, Serializable};

@@ -6,9 +6,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use bote_amqp::connection::{Connection, ConnectionConfig, SendDelivery, Side};
-use bote_amqp::event::{Event, LinkId};
-use bote_amqp::link::LinkConfig;
+use bote_amqp::{Connection, ConnectionConfig, SendDelivery, Side};
+use bote_amqp::{Event, LinkConfig, LinkId};
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 

@@ -4,9 +4,10 @@
 
 use std::hint::black_box;
 
-use bote_amqp::frame::{decode_frame, encode_frame};
-use bote_amqp::performatives::{Performative, Transfer};
-use bote_amqp::transfer::{decode_transfer, decode_transfer_via_value, encode_transfer};
+use bote_amqp::{
+    Performative, Transfer, decode_transfer, decode_transfer_via_value, encode_transfer,
+};
+use bote_amqp::{decode_frame, encode_frame};
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
 

@@ -8,16 +8,12 @@
 //! compares with our value.
 
 use bote_amqp::codec::{Descriptor, Symbol, Value};
-use bote_amqp::definitions::{
-    AmqpError, DeliveryState, Fields, ReceiverSettleMode, Role, SenderSettleMode, Source, Target,
-    TerminusDurability, TerminusExpiryPolicy, condition,
-};
-use bote_amqp::frame::{FrameBody, decode_frame, encode_frame, encode_sasl_frame};
-use bote_amqp::performatives::{
-    Attach, Begin, Close, Detach, Disposition, End, Flow, Open, Performative, Transfer,
-};
-use bote_amqp::sasl::{
-    SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse,
+use bote_amqp::{
+    AmqpError, Attach, Begin, Close, DeliveryState, Detach, Disposition, End, Fields, Flow,
+    FrameBody, Open, Performative, ReceiverSettleMode, Role, SaslChallenge, SaslCode, SaslFrame,
+    SaslInit, SaslMechanisms, SaslOutcome, SaslResponse, SenderSettleMode, Source, Target,
+    TerminusDurability, TerminusExpiryPolicy, Transfer, condition, decode_frame, encode_frame,
+    encode_sasl_frame,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use fe::definitions::{ErrorCondition, Handle};

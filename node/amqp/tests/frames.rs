@@ -3,22 +3,15 @@
 //! malformed input fails with the spec's error condition, never a panic.
 
 use bote_amqp::codec::{self, Descriptor, Symbol, Value};
-use bote_amqp::definitions::{
-    AmqpError, DeliveryState, ReceiverSettleMode, Role, SenderSettleMode, Source, Target,
-    TerminusDurability, TerminusExpiryPolicy, condition,
-};
-use bote_amqp::frame::{
-    AMQP_HEADER, Frame, FrameBody, ProtocolHeader, SASL_HEADER, TLS_HEADER, decode_frame,
-    decode_protocol_header, encode_empty_frame, encode_frame, encode_protocol_header,
-    encode_sasl_frame, max_transfer_payload, transfer_frame_overhead,
-};
-use bote_amqp::performatives::{
-    Attach, Begin, Close, Detach, Disposition, End, Flow, Open, Performative, Transfer,
-};
-use bote_amqp::sasl::{
+use bote_amqp::{
+    AMQP_HEADER, AmqpError, Attach, Begin, Close, DeliveryState, Detach, Disposition, End, Flow,
+    Frame, FrameBody, Open, Performative, ProtocolHeader, ReceiverSettleMode, Role, SASL_HEADER,
     SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse,
+    SenderSettleMode, Source, TLS_HEADER, Target, TerminusDurability, TerminusExpiryPolicy,
+    Transfer, condition, decode_frame, decode_protocol_header, decode_transfer,
+    decode_transfer_via_value, encode_empty_frame, encode_frame, encode_protocol_header,
+    encode_sasl_frame, encode_transfer, max_transfer_payload, transfer_frame_overhead,
 };
-use bote_amqp::transfer::{decode_transfer, decode_transfer_via_value, encode_transfer};
 use bytes::{BufMut, Bytes, BytesMut};
 
 const MAX: u32 = 1 << 20;

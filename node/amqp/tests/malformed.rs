@@ -5,14 +5,12 @@
 
 use std::time::Instant;
 
-use bote_amqp::connection::{Connection, ConnectionConfig, Side};
-use bote_amqp::definitions::{ReceiverSettleMode, SenderSettleMode};
-use bote_amqp::definitions::{Role, condition};
-use bote_amqp::event::{ErrorScope, Event};
-use bote_amqp::frame::{
-    FrameBody, ProtocolHeader, decode_frame, encode_frame, encode_protocol_header,
+use bote_amqp::{
+    Attach, Begin, ErrorScope, Event, FrameBody, Open, Performative, ProtocolHeader,
+    ReceiverSettleMode, Role, SenderSettleMode, Transfer, condition, decode_frame, encode_frame,
+    encode_protocol_header,
 };
-use bote_amqp::performatives::{Attach, Begin, Open, Performative, Transfer};
+use bote_amqp::{Connection, ConnectionConfig, Side};
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 
@@ -313,7 +311,7 @@ fn a_transfer_on_an_unattached_handle_ends_the_session() {
 #[test]
 fn a_flow_on_an_unattached_handle_ends_the_session() {
     let mut h = Harness::with_session();
-    let flow = bote_amqp::performatives::Flow {
+    let flow = bote_amqp::Flow {
         next_incoming_id: Some(0),
         incoming_window: 10,
         next_outgoing_id: 0,
@@ -341,7 +339,7 @@ fn attaching_a_handle_already_in_use_ends_the_session_with_handle_in_use() {
 
 /// A session with the peer's sending link 0 attached and accepted: this
 /// side receives on it (no credit granted yet).
-fn receiving_link() -> (Harness, bote_amqp::event::LinkId) {
+fn receiving_link() -> (Harness, bote_amqp::LinkId) {
     let mut h = Harness::with_session();
     h.frame(0, Performative::Attach(attach(0)));
     let link = h
@@ -353,7 +351,7 @@ fn receiving_link() -> (Harness, bote_amqp::event::LinkId) {
         })
         .expect("attach requested");
     h.conn
-        .accept_attach(link, bote_amqp::link::LinkConfig::receiver("link-0", None))
+        .accept_attach(link, bote_amqp::LinkConfig::receiver("link-0", None))
         .unwrap();
     (h, link)
 }
@@ -394,7 +392,7 @@ fn transfers_written_after_a_drain_reply_that_counted_them_are_taken_up_to_the_c
     h.feed(&[]);
     h.frame(
         0,
-        Performative::Flow(bote_amqp::performatives::Flow {
+        Performative::Flow(bote_amqp::Flow {
             next_incoming_id: Some(0),
             incoming_window: 100,
             next_outgoing_id: 0,
@@ -510,7 +508,7 @@ fn received_payloads(cuts: &[usize]) -> Vec<Bytes> {
             match e {
                 Event::AttachRequested { link, .. } => {
                     h.conn
-                        .accept_attach(link, bote_amqp::link::LinkConfig::receiver("link-0", None))
+                        .accept_attach(link, bote_amqp::LinkConfig::receiver("link-0", None))
                         .unwrap();
                     h.conn.flow(link, 10, false).unwrap();
                     h.feed(&[]);

@@ -2,7 +2,7 @@
 //! where sections are found, what the readers return, what a splice keeps
 //! byte for byte, and how malformed input fails.
 
-use bote_amqp::message::{
+use bote_amqp::{
     DeliveryAnnotations, MessageAnnotations, MessageBuilder, MessageId, MessageView, Problem,
     SectionKind, encode_message_annotations, primitive,
 };
@@ -531,7 +531,7 @@ fn the_benchmark_message_is_113_bytes() {
     assert_eq!(v.to().unwrap(), Some("examples"));
 }
 
-fn parse_err(bytes: Vec<u8>) -> bote_amqp::message::MessageError {
+fn parse_err(bytes: Vec<u8>) -> bote_amqp::MessageError {
     MessageView::parse(Bytes::from(bytes)).expect_err("malformed message rejected")
 }
 

@@ -6,12 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use bote_amqp::connection::{ConnectionConfig, SaslConfig, SendDelivery};
-use bote_amqp::definitions::{AmqpError, DeliveryState, Role, SenderSettleMode, condition};
-use bote_amqp::event::{ErrorScope, Event, IncomingTransfer, LinkId, SessionId};
-use bote_amqp::link::LinkConfig;
-use bote_amqp::performatives::Performative;
-use bote_amqp::session::SessionConfig;
+use bote_amqp::{
+    AmqpError, DeliveryState, ErrorScope, Event, IncomingTransfer, LinkConfig, LinkId,
+    Performative, Role, SenderSettleMode, SessionConfig, SessionId, condition,
+};
+use bote_amqp::{ConnectionConfig, SaslConfig, SendDelivery};
 use bytes::Bytes;
 use support::pair::{Pair, config};
 
@@ -857,7 +856,7 @@ fn a_multi_frame_message_arrives_byte_identical() {
         .filter(|f| {
             matches!(
                 &f.body,
-                bote_amqp::frame::FrameBody::Amqp(Performative::Transfer(_))
+                bote_amqp::FrameBody::Amqp(Performative::Transfer(_))
             )
         })
         .count();
@@ -986,7 +985,7 @@ fn a_message_over_the_receivers_max_message_size_is_refused_by_send() {
     };
     assert!(matches!(
         pair.client.send(sender, big),
-        Err(bote_amqp::connection::EngineError::MessageSizeExceeded {
+        Err(bote_amqp::EngineError::MessageSizeExceeded {
             size: 200,
             max: 100,
             ..

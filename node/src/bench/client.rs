@@ -18,11 +18,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use bote_amqp::connection::{Connection, ConnectionConfig, SendDelivery, Side};
-use bote_amqp::definitions::{AmqpError, DeliveryState, Role as LinkRole, SenderSettleMode};
-use bote_amqp::event::{Event, LinkId, SessionId};
-use bote_amqp::link::LinkConfig;
-use bote_amqp::message::{MessageBuilder, MessageId, MessageView};
+use bote_amqp::{
+    AmqpError, DeliveryState, Event, LinkConfig, LinkId, MessageBuilder, MessageId, MessageView,
+    Role as LinkRole, SenderSettleMode, SessionId,
+};
+use bote_amqp::{Connection, ConnectionConfig, SendDelivery, Side};
 
 use super::base_nanos;
 

@@ -4,7 +4,7 @@
 //! [`run`] takes [`BenchOptions`] and returns a [`BenchReport`]. Each client
 //! (sender, receiver, requester, responder) runs on its own thread with a
 //! current-thread tokio runtime, driving the sans-I/O engine
-//! ([`bote_amqp::connection::Connection`]) over a `TcpStream`
+//! ([`bote_amqp::Connection`]) over a `TcpStream`
 //! ([`client`]). With `--spawn` the bench starts `boted` itself and reads its
 //! CPU time and peak RSS from `/proc` ([`spawn`]).
 
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use tokio::net::{TcpListener, TcpStream};
 
-use bote_amqp::connection::Side;
+use bote_amqp::Side;
 
 use client::{Receiver, Requester, Responder, Role, Sender, Shared, Template};
 pub use report::{BenchReport, Latency, RouterUsage, RunReport};

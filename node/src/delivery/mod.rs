@@ -25,8 +25,8 @@ use std::sync::atomic::AtomicU32;
 use actix::Recipient;
 use bytes::Bytes;
 
-use bote_amqp::definitions::DeliveryState;
-use bote_amqp::event::LinkId;
+use bote_amqp::DeliveryState;
+use bote_amqp::LinkId;
 
 pub use ids::{ConnId, FastMap, FastSet, SeqHasher, SeqMap};
 pub use outcome::{Fanout, OutcomeBatch, Returned};

@@ -9,7 +9,7 @@ use actix::prelude::*;
 use bote_topology::policy::{Outcome, aggregate_outcome};
 
 use super::{ConnId, Origin, RoutedDelivery};
-use bote_amqp::definitions::DeliveryState;
+use bote_amqp::DeliveryState;
 
 /// Outcomes collected for their ingress connections, sent as one message per
 /// connection when the collecting actor flushes.

@@ -3,7 +3,7 @@
 use actix::prelude::*;
 use bytes::Bytes;
 
-use bote_amqp::event::LinkId;
+use bote_amqp::LinkId;
 
 /// The body of a multi-frame delivery still arriving: the ingress connection
 /// appends each transfer frame's payload as it comes, and every egress that

@@ -64,7 +64,7 @@ use super::dedup::{MeshId, Records, Seen, StreamRecorder};
 use crate::delivery::{
     ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, VisitedRouters,
 };
-use bote_amqp::definitions::{AmqpError, DeliveryState};
+use bote_amqp::{AmqpError, DeliveryState};
 
 /// Presettled deliveries of one address a router may have acknowledged to
 /// where they came from while the neighbour it sent them to has not
@@ -799,9 +799,9 @@ fn settled_remotely(d: &RoutedDelivery) {
 }
 
 /// Stream readers are keyed by link on AMQP connections; peers key by id only.
-fn dummy_link() -> bote_amqp::event::LinkId {
-    bote_amqp::event::LinkId {
-        session: bote_amqp::event::SessionId(0),
+fn dummy_link() -> bote_amqp::LinkId {
+    bote_amqp::LinkId {
+        session: bote_amqp::SessionId(0),
         handle: u32::MAX,
     }
 }
@@ -953,7 +953,7 @@ pub fn outcome_from_wire(outcome: pb::Outcome) -> DeliveryState {
 mod tests {
     use super::*;
     use crate::delivery::{ConnId, HOP_LIMIT, Stream};
-    use bote_amqp::definitions::condition;
+    use bote_amqp::condition;
     use std::sync::Mutex;
 
     #[test]

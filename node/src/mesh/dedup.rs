@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use bote_topology::RouterId;
 
 use crate::delivery::{FastMap, SeqMap};
-use bote_amqp::definitions::{AmqpError, DeliveryState};
+use bote_amqp::{AmqpError, DeliveryState};
 
 /// Settled deliveries remembered per stream, most recent first out last.
 pub const SETTLED_KEPT: usize = 16 * 1024;

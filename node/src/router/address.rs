@@ -26,8 +26,7 @@ use crate::config::address::Distribution;
 use crate::delivery::{ConnId, Fanout, RoutedDelivery};
 use crate::mesh::data::PeerDeliver;
 use crate::mesh::{MeshHandle, MeshView};
-use bote_amqp::definitions::DeliveryState;
-use bote_amqp::event::LinkId;
+use bote_amqp::{DeliveryState, LinkId};
 use bote_topology::RouterId;
 use bote_topology::policy::{self, Choice, Cursor, LocalLink, RemoteRouter};
 

@@ -14,9 +14,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use bote_amqp::message::{
-    DeliveryAnnotations, MessageAnnotations, MessageError, MessageView, primitive,
-};
+use bote_amqp::{DeliveryAnnotations, MessageAnnotations, MessageError, MessageView, primitive};
 
 /// The `x-opt-qd.ingress` annotation key.
 pub const INGRESS: &str = "x-opt-qd.ingress";
@@ -66,7 +64,7 @@ impl RouterAnnotations {
             return Err(MessageError {
                 what: "message-annotations section",
                 offset: bare,
-                problem: bote_amqp::message::Problem::Truncated,
+                problem: bote_amqp::Problem::Truncated,
             });
         }
         let trace: Vec<String> = visited.iter().map(|r| node_id(r.as_ref())).collect();
@@ -89,7 +87,7 @@ impl RouterAnnotations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bote_amqp::message::MessageBuilder;
+    use bote_amqp::MessageBuilder;
 
     fn strings(v: &MessageView, key: &str) -> Vec<String> {
         let value = v

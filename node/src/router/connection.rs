@@ -40,14 +40,11 @@ use crate::delivery::{
     ConnId, FastMap, FastSet, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream,
     StreamProgress,
 };
-use bote_amqp::connection::{Connection, ConnectionConfig, SaslConfig, SendDelivery, Side};
-use bote_amqp::definitions::{
-    AmqpError, DeliveryState, Role, SenderSettleMode, Source, Target, condition,
+use bote_amqp::{
+    AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, ErrorScope, Event,
+    IncomingTransfer, LinkConfig, LinkDetached, LinkId, MessageView, Role, SaslConfig,
+    SendDelivery, SenderSettleMode, Side, Source, Target, condition,
 };
-use bote_amqp::event::{ErrorScope, Event, IncomingTransfer, LinkDetached, LinkId};
-use bote_amqp::link::LinkConfig;
-use bote_amqp::message::MessageView;
-use bote_amqp::performatives::Attach;
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 64 * 1024;

@@ -119,7 +119,7 @@ impl RouterData {
     {
         let Some(shared) = self.shared.upgrade() else {
             for d in deliveries {
-                d.return_to_sender(Some(bote_amqp::definitions::DeliveryState::Released));
+                d.return_to_sender(Some(bote_amqp::DeliveryState::Released));
             }
             return;
         };

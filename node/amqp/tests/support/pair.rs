@@ -7,10 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use bote_amqp::connection::{Connection, ConnectionConfig, Side};
-use bote_amqp::event::Event;
-use bote_amqp::frame::{Frame, FrameBody, decode_frame};
-use bote_amqp::performatives::Performative;
+use bote_amqp::{Connection, ConnectionConfig, Side};
+use bote_amqp::{Event, Frame, FrameBody, Performative, decode_frame};
 use bytes::BytesMut;
 
 /// One direction of the wire, decoded for assertions.
