@@ -42,8 +42,8 @@ SCENARIOS = {
 
 # The criterion bench (package, bench target) that produces each group.
 CRITERION = {
-    "hot_path": ("bote-node", "codec"),
-    "message": ("bote-node", "codec"),
+    "hot_path": ("bote-amqp", "codec"),
+    "message": ("bote-amqp", "codec"),
     "routes": ("bote-topology", "routes"),
 }
 
@@ -123,7 +123,7 @@ def bench_figures(rows, runs):
     scenarios = sorted({r.key.split(":")[1] for r in rows if r.key.startswith("bench:")})
     if not scenarios:
         return {}
-    run(["cargo", "build", "--release", "-p", "bote-node", "--bins"])
+    run(["cargo", "build", "--release", "-p", "bote-node", "-p", "botectl", "--bins"])
     botectl = str(target_dir() / "release" / "botectl")
     figures = {}
     for scenario in scenarios:

@@ -2,11 +2,9 @@
 //! made of beside the sans-I/O AMQP 1.0 engine (the `bote-amqp` crate): the
 //! typed configuration ([`config`]), the router's actors ([`router`]), its
 //! place in a mesh of routers ([`mesh`]), and the delivery types the two
-//! carry ([`delivery`]). The throughput tool ([`bench`]) and its CLI move
-//! to their own crate next. Management and telemetry come with later
-//! issues.
+//! carry ([`delivery`]). The command line (`botectl`) is a crate of its own.
+//! Management and telemetry come with later issues.
 
-pub mod bench;
 pub mod config;
 pub mod delivery;
 pub mod mesh;

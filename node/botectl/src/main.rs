@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use bote_node::bench::{self, BenchOptions};
+use botectl::bench::{self, BenchOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use bote_node::bench::{self, BenchOptions, Mode, RunReport};
+use botectl::bench::{self, BenchOptions, Mode, RunReport};
 
 const N: u64 = 2_000;
 
@@ -104,8 +104,26 @@ fn direct_request_reply_measures_one_round_trip_per_request() {
     assert_eq!(run.latency.unwrap().samples, 200);
 }
 
+/// The `boted` to spawn: `BOTED`, or the one built beside this test in the
+/// same target directory (`scripts/test` builds it; `cargo test` of the
+/// whole workspace does too, for bote-node's tests).
 fn boted() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_boted"))
+    if let Some(path) = std::env::var_os("BOTED") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/bench_tool-<hash> -> target/<profile>/boted
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("boted"))
+        .expect("the test runs from a cargo target directory");
+    assert!(
+        path.exists(),
+        "{} not found: build it (cargo build -p bote-node --bin boted) or set BOTED",
+        path.display()
+    );
+    path
 }
 
 #[test]

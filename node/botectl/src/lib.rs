@@ -1,0 +1,13 @@
+//! botectl: the Bote command line as a library (the `botectl` binary is its
+//! thin `main`). It is a client of routers: it talks AMQP through the
+//! sans-I/O engine (`bote-amqp`) and starts `boted` processes, and shares no
+//! code with the router itself.
+//!
+//! - [`bench`]: `botectl bench`, throughput and latency of message transfer
+//!   directly between clients (the baseline) or through routers it connects
+//!   to or spawns.
+//!
+//! Management (`stat`, `manage`), topology and deployment (`up`/`down`)
+//! commands join here with the issues that bring them.
+
+pub mod bench;
