@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::codec::Symbol;
+use crate::codec::Symbol;
 
 /// Descriptor codes of the SASL frames (`amqp:sasl-mechanisms:list` = 0x40 ...).
 pub mod code {
@@ -64,9 +64,9 @@ pub enum SaslFrame {
 
 // ---- Encoding and decoding (as `Value`s) ----
 
-use super::codec::Value;
-use super::composite::{ListReader, ListWriter, split_described, symbols_value};
-use super::error::{FrameError, decode_error};
+use crate::codec::Value;
+use crate::composite::{ListReader, ListWriter, split_described, symbols_value};
+use crate::error::{FrameError, decode_error};
 
 impl SaslCode {
     pub fn from_u8(v: u8) -> Result<Self, FrameError> {
