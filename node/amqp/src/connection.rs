@@ -1,5 +1,6 @@
 //! The connection endpoint (§2.4) and the engine's driving surface: protocol
-//! header exchange, the SASL layer (§5.3), open/close, idle timeout, the
+//! header exchange, the SASL layer's frames in and out (the negotiation
+//! itself is [`crate::sasl`]'s), open/close, idle timeout, the
 //! channel map of sessions, and the commands and events through which an
 //! application (a connection actor of the router) works the sessions and
 //! links inside.
@@ -32,7 +33,7 @@ use super::frame::{
 };
 use super::link::{Link, LinkConfig};
 use super::performatives::{Attach, Begin, Close, Detach, End, Open, Performative};
-use super::sasl::{SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome};
+use super::sasl::{SaslConfig, SaslNegotiation, SaslStep};
 use super::session::{Fault, Session, SessionConfig, refusal_attach};
 
 /// Which end of the transport this engine is.
@@ -42,29 +43,6 @@ pub enum Side {
     Client,
     /// Waits for the client's header and answers it.
     Server,
-}
-
-/// The SASL layer, per side.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum SaslConfig {
-    /// Client: no SASL. Server: only the plain AMQP header is accepted.
-    #[default]
-    None,
-    /// Client: authenticate with `mechanism` (ANONYMOUS, or PLAIN with
-    /// `initial_response` = `\0user\0password`).
-    Client {
-        mechanism: String,
-        initial_response: Option<Bytes>,
-        hostname: Option<String>,
-    },
-    /// Server: offer `mechanisms`. ANONYMOUS is accepted by the engine;
-    /// any other offered mechanism is reported as [`Event::SaslInit`] for the
-    /// application to decide. With `required == false` a client may also skip
-    /// SASL and send the AMQP header directly.
-    Server {
-        mechanisms: Vec<String>,
-        required: bool,
-    },
 }
 
 /// Everything a connection is configured with; parsed once by the caller.
@@ -201,8 +179,8 @@ pub struct Connection {
     last_sent: Instant,
     /// Header (and SASL outcome) phase reached AMQP on the output side.
     amqp_header_written: bool,
-    sasl_done: bool,
-    sasl_mechanism: Option<String>,
+    /// The SASL negotiation (done, or not needed, once AMQP frames flow).
+    sasl: SaslNegotiation,
     open_requested: bool,
     remote_open: Option<Open>,
     close_sent: bool,
@@ -218,6 +196,7 @@ pub struct Connection {
 impl Connection {
     pub fn new(mut config: ConnectionConfig, side: Side, now: Instant) -> Self {
         config.max_frame_size = config.max_frame_size.max(MIN_MAX_FRAME_SIZE);
+        let sasl = SaslNegotiation::new(config.sasl.clone());
         let mut conn = Connection {
             config,
             side,
@@ -229,8 +208,7 @@ impl Connection {
             last_received: now,
             last_sent: now,
             amqp_header_written: false,
-            sasl_done: false,
-            sasl_mechanism: None,
+            sasl,
             open_requested: false,
             remote_open: None,
             close_sent: false,
@@ -379,7 +357,7 @@ impl Connection {
 
     /// The SASL mechanism the connection was authenticated with.
     pub fn sasl_mechanism(&self) -> Option<&str> {
-        self.sasl_mechanism.as_deref()
+        self.sasl.mechanism()
     }
 
     pub fn session(&self, id: SessionId) -> Option<&Session> {
@@ -797,8 +775,7 @@ impl Connection {
         if self.inbound != Inbound::SaslDecision {
             return Err(EngineError::ConnectionState("no SASL decision pending"));
         }
-        let mechanism = self.sasl_mechanism.clone().unwrap_or_default();
-        self.finish_sasl_server(ok, mechanism);
+        self.finish_sasl_server(ok);
         self.process_input();
         Ok(())
     }
@@ -962,37 +939,24 @@ impl Connection {
             }
         };
         let _ = self.input.split_to(8);
-        let sasl_server = match &self.config.sasl {
-            SaslConfig::Server { required, .. } => Some(*required),
-            _ => None,
-        };
+        let sasl_server = self.sasl.server_required();
         match (self.side, header) {
-            (Side::Client, ProtocolHeader::Sasl)
-                if matches!(self.config.sasl, SaslConfig::Client { .. }) && !self.sasl_done =>
-            {
+            (Side::Client, ProtocolHeader::Sasl) if self.sasl.client_pending() => {
                 self.inbound = Inbound::Sasl;
             }
             (Side::Client, ProtocolHeader::Amqp) if self.amqp_header_written => {
                 self.inbound = Inbound::Amqp;
             }
-            (Side::Server, ProtocolHeader::Sasl) if sasl_server.is_some() && !self.sasl_done => {
+            (Side::Server, ProtocolHeader::Sasl)
+                if sasl_server.is_some() && !self.sasl.is_done() =>
+            {
                 encode_protocol_header(ProtocolHeader::Sasl, &mut self.out.buf);
-                let mechanisms = match &self.config.sasl {
-                    SaslConfig::Server { mechanisms, .. } => mechanisms
-                        .iter()
-                        .map(|m| Symbol::from(m.as_str()))
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                encode_sasl_frame(
-                    &SaslFrame::Mechanisms(SaslMechanisms {
-                        sasl_server_mechanisms: mechanisms,
-                    }),
-                    &mut self.out.buf,
-                );
+                encode_sasl_frame(&self.sasl.offer(), &mut self.out.buf);
                 self.inbound = Inbound::Sasl;
             }
-            (Side::Server, ProtocolHeader::Amqp) if self.sasl_done || sasl_server != Some(true) => {
+            (Side::Server, ProtocolHeader::Amqp)
+                if self.sasl.is_done() || sasl_server != Some(true) =>
+            {
                 self.write_amqp_header();
                 self.inbound = Inbound::Amqp;
             }
@@ -1001,7 +965,11 @@ impl Connection {
                     condition::NOT_ALLOWED,
                     format!(
                         "protocol header {h:?} is not acceptable at this point (SASL: {})",
-                        if self.sasl_done { "done" } else { "not done" }
+                        if self.sasl.is_done() {
+                            "done"
+                        } else {
+                            "not done"
+                        }
                     ),
                 ));
                 return false;
@@ -1036,109 +1004,40 @@ impl Connection {
             });
             return false;
         };
-        match (self.side, sasl) {
-            (Side::Server, SaslFrame::Init(init)) => self.on_sasl_init(init),
-            (Side::Client, SaslFrame::Mechanisms(m)) => {
-                let SaslConfig::Client {
-                    mechanism,
-                    initial_response,
-                    hostname,
-                } = self.config.sasl.clone()
-                else {
-                    return false;
-                };
-                if !m
-                    .sasl_server_mechanisms
-                    .iter()
-                    .any(|s| s.as_str() == mechanism)
-                {
-                    self.fail_transport(FrameError {
-                        condition: condition::UNAUTHORIZED_ACCESS,
-                        description: format!(
-                            "SASL mechanism {mechanism} is not offered by the server"
-                        ),
-                    });
-                    return false;
-                }
-                self.sasl_mechanism = Some(mechanism.clone());
-                encode_sasl_frame(
-                    &SaslFrame::Init(SaslInit {
-                        mechanism: Symbol::from(mechanism.as_str()),
-                        initial_response,
-                        hostname,
-                    }),
-                    &mut self.out.buf,
-                );
-            }
-            (Side::Client, SaslFrame::Outcome(outcome)) => {
-                if outcome.code != SaslCode::Ok {
-                    self.fail_transport(FrameError {
-                        condition: condition::UNAUTHORIZED_ACCESS,
-                        description: format!(
-                            "SASL authentication failed with code {:?}",
-                            outcome.code
-                        ),
-                    });
-                    return false;
-                }
-                self.sasl_done = true;
-                self.events.push_back(Event::SaslAuthenticated {
-                    mechanism: self.sasl_mechanism.clone().unwrap_or_default(),
-                });
+        match self.sasl.on_frame(sasl) {
+            SaslStep::Send(frame) => encode_sasl_frame(&frame, &mut self.out.buf),
+            SaslStep::Authenticated { mechanism } => {
+                self.events
+                    .push_back(Event::SaslAuthenticated { mechanism });
                 self.write_amqp_header();
                 self.inbound = Inbound::Header;
             }
-            (Side::Client, SaslFrame::Challenge(_)) => {
-                self.fail_transport(FrameError {
-                    condition: condition::NOT_IMPLEMENTED,
-                    description: "SASL challenges are not supported by this client".into(),
+            SaslStep::Decide {
+                mechanism,
+                initial_response,
+                hostname,
+            } => {
+                self.inbound = Inbound::SaslDecision;
+                self.events.push_back(Event::SaslInit {
+                    mechanism,
+                    initial_response,
+                    hostname,
                 });
-                return false;
             }
-            (_, other) => {
-                self.fail_transport(FrameError {
-                    condition: condition::NOT_ALLOWED,
-                    description: format!("unexpected SASL frame {other:?}"),
-                });
+            SaslStep::Answer { ok } => self.finish_sasl_server(ok),
+            SaslStep::Fail(e) => {
+                self.fail_transport(e);
                 return false;
             }
         }
         true
     }
 
-    fn on_sasl_init(&mut self, init: SaslInit) {
-        let offered = match &self.config.sasl {
-            SaslConfig::Server { mechanisms, .. } => {
-                mechanisms.iter().any(|m| m == init.mechanism.as_str())
-            }
-            _ => false,
-        };
-        let mechanism = init.mechanism.as_str().to_owned();
-        self.sasl_mechanism = Some(mechanism.clone());
-        if !offered {
-            self.finish_sasl_server(false, mechanism);
-        } else if mechanism == "ANONYMOUS" {
-            self.finish_sasl_server(true, mechanism);
-        } else {
-            self.inbound = Inbound::SaslDecision;
-            self.events.push_back(Event::SaslInit {
-                mechanism,
-                initial_response: init.initial_response,
-                hostname: init.hostname,
-            });
-        }
-    }
-
-    fn finish_sasl_server(&mut self, ok: bool, mechanism: String) {
-        encode_sasl_frame(
-            &SaslFrame::Outcome(SaslOutcome {
-                code: if ok { SaslCode::Ok } else { SaslCode::Auth },
-                additional_data: None,
-            }),
-            &mut self.out.buf,
-        );
+    /// Server: sends the SASL outcome; on success the AMQP header comes next.
+    fn finish_sasl_server(&mut self, ok: bool) {
+        encode_sasl_frame(&self.sasl.outcome(ok), &mut self.out.buf);
+        let mechanism = self.sasl.mechanism().unwrap_or_default().to_owned();
         if ok {
-            self.sasl_done = true;
             self.inbound = Inbound::Header;
             self.events
                 .push_back(Event::SaslAuthenticated { mechanism });

@@ -53,7 +53,7 @@ mod session;
 mod transfer;
 
 pub use codec::Fields;
-pub use connection::{Connection, ConnectionConfig, EngineError, SaslConfig, SendDelivery, Side};
+pub use connection::{Connection, ConnectionConfig, EngineError, SendDelivery, Side};
 pub use definitions::{
     AmqpError, DeliveryState, DeliveryTag, ReceiverSettleMode, Role, SenderSettleMode, Source,
     Target, TerminusDurability, TerminusExpiryPolicy,
@@ -76,7 +76,8 @@ pub use performatives::{
     Attach, Begin, Close, Detach, Disposition, End, Flow, Open, Performative, Transfer,
 };
 pub use sasl::{
-    SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse,
+    SaslChallenge, SaslCode, SaslConfig, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome,
+    SaslResponse,
 };
 pub use session::{Session, SessionConfig};
 pub use transfer::{decode_transfer, decode_transfer_via_value, encode_transfer};
