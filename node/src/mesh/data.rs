@@ -61,10 +61,13 @@ use bytes::{Bytes, BytesMut};
 
 use super::DataHook;
 use super::dedup::{MeshId, Records, Seen, StreamRecorder};
+use super::wire::{
+    Route, continuation, disposition, dispositions, outcome_from_wire, transfer_frame,
+};
 use crate::delivery::{
     ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, VisitedRouters,
 };
-use bote_amqp::{AmqpError, DeliveryState};
+use bote_amqp::DeliveryState;
 
 /// Presettled deliveries of one address a router may have acknowledged to
 /// where they came from while the neighbour it sent them to has not
@@ -806,154 +809,11 @@ fn dummy_link() -> bote_amqp::LinkId {
     }
 }
 
-/// The route fields of a departing transfer.
-enum Route {
-    /// The previous message's (`same_route`).
-    Same,
-    Full {
-        address: Bytes,
-        trace: Vec<Bytes>,
-        hops_left: u32,
-    },
-}
-
-fn transfer_frame(
-    id: u64,
-    d: &RoutedDelivery,
-    message: Bytes,
-    route: Route,
-    more: bool,
-) -> pb::Frame {
-    let (address, trace, hops_left, same_route) = match route {
-        Route::Same => (Bytes::new(), Vec::new(), 0, true),
-        Route::Full {
-            address,
-            trace,
-            hops_left,
-        } => (address, trace, hops_left, false),
-    };
-    pb::Frame {
-        kind: Some(pb::frame::Kind::Transfer(pb::Transfer {
-            delivery_id: id,
-            address,
-            message,
-            settled: d.presettled,
-            priority: u32::from(d.priority),
-            ingress_router: trace.first().cloned().unwrap_or_default(),
-            trace,
-            trace_context: None,
-            more,
-            aborted: false,
-            hops_left,
-            ingress_sequence: d.ingress_sequence,
-            resend: d.resend,
-            same_route,
-        })),
-    }
-}
-
-fn continuation(id: u64, message: Bytes, more: bool, aborted: bool) -> pb::Frame {
-    pb::Frame {
-        kind: Some(pb::frame::Kind::Transfer(pb::Transfer {
-            delivery_id: id,
-            message,
-            more,
-            aborted,
-            ..pb::Transfer::default()
-        })),
-    }
-}
-
-fn disposition(id: u64, state: Option<DeliveryState>) -> pb::Frame {
-    disposition_range(id, id, state)
-}
-
-fn disposition_range(first: u64, last: u64, state: Option<DeliveryState>) -> pb::Frame {
-    pb::Frame {
-        kind: Some(pb::frame::Kind::Disposition(pb::Disposition {
-            delivery_id: first,
-            outcome: state.map(outcome_to_wire),
-            settled: true,
-            last_delivery_id: if last > first { last } else { 0 },
-        })),
-    }
-}
-
-/// Disposition frames for outcomes in the order given: with `ranges`, one
-/// per run of consecutive ids with the same outcome; without (a neighbour
-/// that does not read ranges), one per delivery.
-fn dispositions(outcomes: Vec<(u64, Option<DeliveryState>)>, ranges: bool) -> Vec<pb::Frame> {
-    let mut frames = Vec::new();
-    let mut run: Option<(u64, u64, Option<DeliveryState>)> = None;
-    for (id, state) in outcomes {
-        match &mut run {
-            Some((_, last, same))
-                if ranges && last.checked_add(1) == Some(id) && *same == state =>
-            {
-                *last = id;
-            }
-            _ => {
-                if let Some((first, last, state)) = run.replace((id, id, state)) {
-                    frames.push(disposition_range(first, last, state));
-                }
-            }
-        }
-    }
-    if let Some((first, last, state)) = run {
-        frames.push(disposition_range(first, last, state));
-    }
-    frames
-}
-
-/// An AMQP delivery state as it crosses between routers.
-pub fn outcome_to_wire(state: DeliveryState) -> pb::Outcome {
-    use pb::outcome::Kind;
-    let kind = match state {
-        DeliveryState::Accepted => Kind::Accepted(pb::Accepted {}),
-        DeliveryState::Rejected { error } => Kind::Rejected(pb::Rejected {
-            condition: error
-                .as_ref()
-                .map(|e| e.condition.as_str().to_owned())
-                .unwrap_or_default(),
-            description: error.and_then(|e| e.description).unwrap_or_default(),
-        }),
-        DeliveryState::Modified {
-            delivery_failed,
-            undeliverable_here,
-            ..
-        } => Kind::Modified(pb::Modified {
-            delivery_failed,
-            undeliverable_here,
-        }),
-        DeliveryState::Released | DeliveryState::Received { .. } | DeliveryState::Other(_) => {
-            Kind::Released(pb::Released {})
-        }
-    };
-    pb::Outcome { kind: Some(kind) }
-}
-
-/// The AMQP delivery state of an outcome from another router.
-pub fn outcome_from_wire(outcome: pb::Outcome) -> DeliveryState {
-    use pb::outcome::Kind;
-    match outcome.kind {
-        Some(Kind::Accepted(_)) => DeliveryState::Accepted,
-        Some(Kind::Rejected(r)) => DeliveryState::Rejected {
-            error: (!r.condition.is_empty()).then(|| AmqpError::new(&r.condition, r.description)),
-        },
-        Some(Kind::Modified(m)) => DeliveryState::Modified {
-            delivery_failed: m.delivery_failed,
-            undeliverable_here: m.undeliverable_here,
-            message_annotations: None,
-        },
-        Some(Kind::Released(_)) | None => DeliveryState::Released,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::delivery::{ConnId, HOP_LIMIT, Stream};
-    use bote_amqp::condition;
+    use crate::mesh::wire::outcome_to_wire;
     use std::sync::Mutex;
 
     #[test]
@@ -1539,23 +1399,5 @@ mod tests {
                 ]
             );
         });
-    }
-
-    #[test]
-    fn outcomes_cross_the_wire_unchanged() {
-        for state in [
-            DeliveryState::Accepted,
-            DeliveryState::Released,
-            DeliveryState::Rejected {
-                error: Some(AmqpError::new(condition::NOT_FOUND, "no such address")),
-            },
-            DeliveryState::Modified {
-                delivery_failed: true,
-                undeliverable_here: true,
-                message_annotations: None,
-            },
-        ] {
-            assert_eq!(outcome_from_wire(outcome_to_wire(state.clone())), state);
-        }
     }
 }
