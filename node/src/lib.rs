@@ -1,11 +1,12 @@
 //! bote-node: the Bote router (`boted`, its binary) and the pieces it is
 //! made of beside the sans-I/O AMQP 1.0 engine (the `bote-amqp` crate): the
 //! typed configuration ([`config`]), the router's actors ([`router`]), its
-//! place in a mesh of routers ([`mesh`]), and the delivery types the two
-//! carry ([`delivery`]). The command line (`botectl`) is a crate of its own.
+//! place in a mesh of routers ([`mesh`]), the delivery types the two carry
+//! ([`delivery`]), and the state it reports to tests and tools ([`state`]). The command line (`botectl`) is a crate of its own.
 //! Management and telemetry come with later issues.
 
 pub mod config;
 pub mod delivery;
 pub mod mesh;
 pub mod router;
+pub mod state;

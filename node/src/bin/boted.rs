@@ -1,7 +1,9 @@
 //! `boted`: the Bote router process. With no arguments it runs a standalone
 //! router on 0.0.0.0:5672 with the embedded default configuration, as
 //! `qdrouterd` does; `--config FILE` runs from a TOML file, and
-//! `--check-config FILE` validates one without starting.
+//! `--check-config FILE` validates one without starting. `--state-file
+//! PATH` keeps the router's state (id, bound listeners, routes and remote
+//! consumers) in a JSON file for tests and tools (see `bote_node::state`).
 //!
 //! Signals: `SIGTERM`/`SIGINT` stop the router gracefully. `SIGHUP` re-reads
 //! the `--config` file: a file that does not parse or validate is reported
@@ -15,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use bote_node::config::Config;
 use bote_node::router::Router;
+use bote_node::state::StateFile;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -29,6 +32,13 @@ struct Args {
     /// Override the router id of the configuration.
     #[arg(long)]
     id: Option<String>,
+    /// Keep the router's state in this JSON file: router id, bound listeners
+    /// (role, host, port), routes (next hop, cost) and the remote routers
+    /// with consumers per address. It appears once every listener is bound,
+    /// is replaced atomically (write and rename) on every change, and is
+    /// removed when the router stops.
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -69,9 +79,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         config = %args.config.as_ref().map_or("<embedded default>".into(), |p| p.display().to_string()),
         "boted starting"
     );
+    let state_file = match &args.state_file {
+        Some(path) => Some(StateFile::new(path).context("--state-file")?),
+        None => None,
+    };
     let system = actix_rt::System::new();
     system.block_on(async move {
         let mut router = Router::start(config).await?;
+        if let Some(file) = state_file {
+            router.write_state_to(file);
+        }
         serve_signals(&mut router, args.config.as_deref(), args.id.as_deref()).await?;
         router.shutdown().await;
         anyhow::Ok(())

@@ -28,16 +28,17 @@ pub mod link;
 pub mod listener;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::dev::ArbiterHandle;
 use actix::prelude::*;
 use dashmap::DashMap;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::delivery::{self, ConnId};
+use crate::state::{ListenerState, RouteState, RouterState, StateFile};
 use address::AddressRegistry;
 use connection::{ConnectionActor, Shutdown};
 use listener::{ListenerActor, StopAccepting};
@@ -59,6 +60,10 @@ pub struct Shared {
     /// The mesh (routes, remote addresses, peers; local-address hooks), when
     /// inter-router listeners or connectors are configured.
     pub mesh: Option<crate::mesh::MeshHandle>,
+    /// Every listener once bound (AMQP, then inter-router).
+    listeners: OnceLock<Vec<ListenerState>>,
+    /// Where the state is written as it changes (`boted --state-file`).
+    state_file: OnceLock<StateFile>,
 }
 
 impl Shared {
@@ -69,6 +74,49 @@ impl Shared {
 
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// What the router reports of itself (id, listeners, its view of the
+    /// mesh): the one snapshot the state file, and later the read API,
+    /// serve.
+    pub fn state(&self) -> RouterState {
+        let mut state = RouterState {
+            router: self.router_id.clone(),
+            listeners: self.listeners.get().cloned().unwrap_or_default(),
+            ..RouterState::default()
+        };
+        if let Some(mesh) = &self.mesh {
+            let view = mesh.view();
+            state.routes = view
+                .routes
+                .iter()
+                .map(|(dest, route)| {
+                    let route = RouteState {
+                        next_hop: route.next_hop.as_str().to_owned(),
+                        cost: route.cost,
+                    };
+                    (dest.as_str().to_owned(), route)
+                })
+                .collect();
+            state.addresses = view
+                .addresses
+                .iter()
+                .map(|(address, routers)| {
+                    let routers = routers.iter().map(|r| r.as_str().to_owned()).collect();
+                    (address.as_str().to_owned(), routers)
+                })
+                .collect();
+        }
+        state
+    }
+
+    /// Writes the state file, if there is one (the state changed).
+    fn publish_state(&self) {
+        if let Some(file) = self.state_file.get()
+            && let Err(e) = file.write(|| self.state())
+        {
+            tracing::warn!("state file not written: {e}");
+        }
     }
 
     /// A new unique address for a dynamic receiver, routable on this router
@@ -90,6 +138,7 @@ impl crate::mesh::DataPlane for RouterData {
     fn view_changed(&self, view: Arc<crate::mesh::MeshView>) {
         if let Some(shared) = self.shared.upgrade() {
             shared.addresses.mesh_changed(&view);
+            shared.publish_state();
         }
     }
 
@@ -194,6 +243,8 @@ impl Router {
             dropped_presettled: AtomicU64::new(0),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             mesh,
+            listeners: OnceLock::new(),
+            state_file: OnceLock::new(),
         });
         if let Some(mesh) = &shared.mesh {
             mesh.set_data_plane(Arc::new(RouterData {
@@ -217,6 +268,20 @@ impl Router {
             bound.push(local);
             listeners.push(ListenerActor::new(l.clone(), tcp, shared.clone()).start());
         }
+        let inter_router = shared.mesh.iter().flat_map(|m| m.bound.iter());
+        let _ = shared.listeners.set(
+            bound
+                .iter()
+                .map(|&bound| ListenerState {
+                    role: Role::Normal,
+                    bound,
+                })
+                .chain(inter_router.map(|&bound| ListenerState {
+                    role: Role::InterRouter,
+                    bound,
+                }))
+                .collect(),
+        );
         Ok(Router {
             shared,
             listeners,
@@ -229,6 +294,14 @@ impl Router {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Keeps `file` up to date with the router's state from now on (see
+    /// [`crate::state`]): writes it at once, then on every change.
+    pub fn write_state_to(&self, file: StateFile) {
+        if self.shared.state_file.set(file).is_ok() {
+            self.shared.publish_state();
+        }
     }
 
     /// Applies `new` to the running router: each inter-router connector
@@ -291,6 +364,11 @@ impl Router {
     /// workers.
     pub async fn shutdown(self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
+        if let Some(file) = self.shared.state_file.get()
+            && let Err(e) = file.remove()
+        {
+            tracing::warn!("{e}");
+        }
         for l in &self.listeners {
             let _ = l.send(StopAccepting).await;
         }
