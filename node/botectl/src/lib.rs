@@ -6,8 +6,12 @@
 //! - [`bench`]: `botectl bench`, throughput and latency of message transfer
 //!   directly between clients (the baseline) or through routers it connects
 //!   to or spawns.
+//! - [`spawn`]: starting `boted` processes on this machine and reading their
+//!   state file; the bench's `--spawn` and bote-node's integration tests
+//!   start routers through it.
 //!
 //! Management (`stat`, `manage`), topology and deployment (`up`/`down`)
 //! commands join here with the issues that bring them.
 
 pub mod bench;
+pub mod spawn;

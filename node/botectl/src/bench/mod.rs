@@ -5,12 +5,13 @@
 //! (sender, receiver, requester, responder) runs on its own thread with a
 //! current-thread tokio runtime, driving the sans-I/O engine
 //! ([`bote_amqp::Connection`]) over a `TcpStream`
-//! ([`client`]). With `--spawn` the bench starts `boted` itself and reads its
-//! CPU time and peak RSS from `/proc` ([`spawn`]).
+//! ([`client`]). With `--spawn` the bench starts `boted` itself
+//! ([`crate::spawn`]) and reads its CPU time and peak RSS from `/proc`
+//! ([`proc`]).
 
 pub mod client;
+pub mod proc;
 pub mod report;
-pub mod spawn;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -22,9 +23,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use bote_amqp::Side;
 
+use crate::spawn::{RouterSpec, SpawnError, SpawnedRouter};
 use client::{Receiver, Requester, Responder, Role, Sender, Shared, Template};
+use proc::ProcSample;
 pub use report::{BenchReport, Latency, RouterUsage, RunReport};
-use spawn::{ProcSample, SpawnedRouter};
 
 /// Nanoseconds since a process-wide base instant (the clock of the send
 /// timestamps carried in message bodies).
@@ -131,6 +133,8 @@ pub enum BenchError {
     Options(String),
     #[error("spawning boted: {0}")]
     Spawn(String),
+    #[error("spawning boted: {0}")]
+    Router(#[from] SpawnError),
     #[error("reading router usage from {0}")]
     Proc(String),
     #[error("{what} {addr}: {source}")]
@@ -182,25 +186,23 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
                     .map_err(|e| BenchError::Spawn(format!("locating botectl: {e}")))?
                     .with_file_name("boted"),
             };
-            let routers = match options.chain.filter(|&n| n > 1) {
-                Some(n) => SpawnedRouter::start_chain(&boted, n, Duration::from_secs(30))?,
-                None => vec![SpawnedRouter::start(&boted, Duration::from_secs(30))?],
-            };
+            let n = options.chain.unwrap_or(1);
+            let routers = spawn_routers(&boted, n, Duration::from_secs(30))?;
             let (first, last) = (&routers[0], &routers[routers.len() - 1]);
             let path = Path::Routed {
-                senders: first.addr.clone(),
-                receivers: last.addr.clone(),
+                senders: first.addr(),
+                receivers: last.addr(),
                 label: if routers.len() > 1 {
                     format!(
                         "spawned chain of {} boted {} -> {} (CPU and RSS of the first)",
                         routers.len(),
-                        first.addr,
-                        last.addr
+                        first.addr(),
+                        last.addr()
                     )
                 } else {
-                    format!("spawned boted {}", first.addr)
+                    format!("spawned boted {}", first.addr())
                 },
-                pid: Some(first.pid()),
+                pid: first.pid(),
             };
             _spawned = routers;
             path
@@ -230,6 +232,35 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         _ => None,
     };
     Ok(BenchReport { runs, ratio })
+}
+
+/// One router (`bench`), or a chain of `n` (`bench.0` -> ... ->
+/// `bench.{n-1}`, each dialling the one before), once every router of the
+/// chain routes to all the others.
+fn spawn_routers(
+    boted: &std::path::Path,
+    n: usize,
+    wait: Duration,
+) -> Result<Vec<SpawnedRouter>, SpawnError> {
+    if n <= 1 {
+        return Ok(vec![RouterSpec::new("bench").start(boted, wait)?]);
+    }
+    let mut routers: Vec<SpawnedRouter> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut spec = RouterSpec::new(&format!("bench.{i}"));
+        if i + 1 < n {
+            spec = spec.inter_router(0);
+        }
+        if let Some(prev) = routers.last() {
+            spec = spec.connect("prev", prev.inter_router_port, 1);
+        }
+        routers.push(spec.start(boted, wait)?);
+    }
+    let others = format!("routes to the {} other routers of the chain", n - 1);
+    for r in &mut routers {
+        r.wait_state(&others, wait, |s| s.routes.len() >= n - 1)?;
+    }
+    Ok(routers)
 }
 
 fn validate(o: &BenchOptions) -> Result<(), BenchError> {
