@@ -176,8 +176,8 @@ def start_path(path):
     wait_until(lambda: b.inter_router_port, 10, "B's inter-router listener")
     c = Router("Bench.C", connectors=[("b", b.inter_router_port, 1)])
     routers = [a, b, c]
-    wait_until(lambda: all(r.route_lines and r.route_lines[-1].count("next_hop") == 2
-                           for r in routers), 20, "the chain to converge")
+    wait_until(lambda: all(len(r.state().get("routes", {})) == 2 for r in routers), 20,
+               "the chain to converge")
     return routers
 
 

@@ -1,10 +1,16 @@
 """Fixtures for interop tests: real `boted` processes on ephemeral loopback
 ports, driven by real AMQP clients (Qpid Proton for Python).
 
+`Router` is the one way the Python side starts a router: a config in a fresh
+temporary directory, `boted --config <it> --state-file <dir>/state.json`, and
+what the router reports (its ports, routes, remote consumers) read from the
+state file (`Router.state()`), never from its log, which is kept whole for
+assertions on logged events and for failure messages.
+
 `BOTED` names the router binary (scripts/test builds it and sets it)."""
 
+import json
 import os
-import re
 import signal
 import subprocess
 import tempfile
@@ -14,8 +20,6 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LISTENING = re.compile(r"listening on (\S+):(\d+) \(amqp")
-INTER_ROUTER = re.compile(r"inter-router listening on (\S+):(\d+)")
 
 
 def boted_path():
@@ -38,6 +42,7 @@ class Router:
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"bote-{name}-")
         self.config = os.path.join(self.dir, "bote.toml")
+        self.state_file = os.path.join(self.dir, "state.json")
         with open(self.config, "w") as f:
             f.write(
                 f'[router]\nid = "{name}"\nworkers = 2\nlog-level = "info"\n{router_extra}\n'
@@ -51,37 +56,44 @@ class Router:
                         f'role = "inter-router"\ncost = {cost}\n')
         self.log_lines = []
         self.proc = subprocess.Popen(
-            [boted_path(), "--config", self.config],
+            [boted_path(), "--config", self.config, "--state-file", self.state_file],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.port = None
-        self.inter_router_port = None
-        self.route_lines = []
-        ready = threading.Event()
 
         def pump():
             for line in self.proc.stderr:
                 self.log_lines.append(line)
-                m = INTER_ROUTER.search(line)
-                if m and self.inter_router_port is None:
-                    self.inter_router_port = int(m.group(2))
-                if "mesh: routes " in line:
-                    self.route_lines.append(line)
-                m = LISTENING.search(line)
-                if m and self.port is None:
-                    self.port = int(m.group(2))
-                    ready.set()
-            ready.set()
 
         self._pump = threading.Thread(target=pump, daemon=True)
         self._pump.start()
-        if not ready.wait(30) or self.port is None:
+        # The state file appears once every listener is bound.
+        deadline = time.time() + 30
+        state = self.state()
+        while not state and self.proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+            state = self.state()
+        if not state:
             self.proc.kill()
+            self._pump.join(5)
             raise RuntimeError(f"router {name} did not start:\n" + "".join(self.log_lines))
+        ports = {l["role"]: l["port"] for l in reversed(state["listeners"])}
+        self.port = ports["normal"]
+        self.inter_router_port = ports.get("inter-router")
         self.url = f"amqp://127.0.0.1:{self.port}"
         self.host = "127.0.0.1"
+
+    def state(self):
+        """What the router last reported in its state file: `router`,
+        `listeners`, `routes` (destination -> next_hop, cost) and `addresses`
+        (address -> the other routers with consumers); {} while there is
+        none."""
+        try:
+            with open(self.state_file) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {}
 
     def log(self):
         return "".join(self.log_lines)

@@ -2,7 +2,6 @@
 deliveries cross routers and their outcomes come back hop by hop."""
 
 import contextlib
-import json
 import pathlib
 import re
 import signal
@@ -22,11 +21,8 @@ PRESETTLED_WINDOW = int(re.search(
 
 
 def routes(router):
-    """The router's own latest view of the mesh (its `mesh: routes` log line)."""
-    if not router.route_lines:
-        return {}
-    m = re.search(r"mesh: routes (\{.*\})", router.route_lines[-1])
-    return json.loads(m.group(1)) if m else {}
+    """The router's own latest view of the mesh (its state file)."""
+    return router.state()
 
 
 @pytest.fixture
