@@ -1,8 +1,8 @@
 //! The mesh with real `boted` processes on loopback: routers dial each other
 //! over gRPC (`InterRouter.Exchange`), flood link state and agree on
-//! shortest-path routes. Each router's own view is read from the
-//! `mesh: routes <json>` line it logs on every change (the last one wins)
-//! and compared with an oracle (Dijkstra over the configured edges).
+//! shortest-path routes. Each router's own view is read from its state file
+//! (`boted --state-file`, replaced on every change) and compared with an
+//! oracle (Dijkstra over the configured edges).
 //!
 //! Every wait is bounded; no assertion is about speed. The `#[ignore]`d
 //! `measure_*` tests print convergence times (BENCHMARKS.md, section 3b):
@@ -335,6 +335,44 @@ fn wait_for_log(router: &Router, parts: &[&str]) {
         );
         thread::sleep(Duration::from_millis(25));
     }
+}
+
+#[test]
+fn the_state_file_reports_bound_listeners_and_routes_and_goes_when_the_router_stops() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut a = boted("A", 0, &[], 3000);
+    let b = boted("B", 0, &[("to-A".into(), a.inter_router_port, 4)], 3000);
+    boted::wait_for("A and B to route to each other", || {
+        a.routes().get("B") == Some(&("B".into(), 4))
+            && b.routes().get("A") == Some(&("A".into(), 4))
+    });
+    // The ports reported are the ones bound: both take connections.
+    for port in [a.port, a.inter_router_port] {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("A's listener on {port}: {e}"));
+    }
+    let path = a.state_path();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("A's state file"))
+            .expect("the state file is JSON");
+    assert_eq!(json["router"], "A");
+    assert_eq!(
+        json["listeners"],
+        serde_json::json!([
+            {"role": "normal", "host": "127.0.0.1", "port": a.port},
+            {"role": "inter-router", "host": "127.0.0.1", "port": a.inter_router_port},
+        ])
+    );
+    assert_eq!(
+        json["routes"]["B"],
+        serde_json::json!({"next_hop": "B", "cost": 4})
+    );
+    assert!(json["sequence"].as_u64().is_some_and(|n| n >= 1));
+    assert_eq!(a.stop(), Some(0));
+    assert!(
+        !path.exists(),
+        "the state file is removed when the router stops"
+    );
 }
 
 #[test]

@@ -20,8 +20,9 @@
 //! Logs: neighbour up/down at info (router id and instance); on each route
 //! change a summary (`routes: N routers reachable, next hops: ...`) at info
 //! and the full table at debug; on each route or address change one
-//! `mesh: routes <json>` line at info, the router's own view for tests and
-//! operators until management exists:
+//! `mesh: routes <json>` line at info, the router's own view for operators
+//! until management exists (tests and tools read the state file instead,
+//! see `crate::state`):
 //! `{"router":"A","routes":{"C":{"next_hop":"B","cost":2}},"addresses":{"q":["C"]}}`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

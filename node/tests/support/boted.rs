@@ -198,6 +198,11 @@ impl Router {
         }
     }
 
+    /// The state file's path.
+    pub fn state_path(&self) -> PathBuf {
+        self.process.state_path()
+    }
+
     /// The routes of the latest state.
     pub fn routes(&self) -> Table {
         self.state().routes
