@@ -1,5 +1,5 @@
 //! Interop tests: real `boted` processes on ephemeral loopback ports, driven
-//! by the Rust AMQP 1.0 client `fe2o3-amqp` (issue 3, item 8). The same cases
+//! by the Rust AMQP 1.0 client `fe2o3-amqp`. The same cases
 //! as the Qpid Proton suite in `tests/interop`: bulk transfer unsettled and
 //! presettled, closest / balanced / multicast distribution, request/reply
 //! through a dynamic receiver, credit only while a consumer exists, outcomes

@@ -5,7 +5,7 @@
 //! oracle (Dijkstra over the configured edges).
 //!
 //! Every wait is bounded; no assertion is about speed. The `#[ignore]`d
-//! `measure_*` tests print convergence times (BENCHMARKS.md, section 3b):
+//! `measure_*` tests print convergence times (BENCHMARKS.md, mesh control plane):
 //! cold start, a router killed, and one link lost through a TCP proxy in this
 //! process (sockets closed, or silently blackholed until the hello timeout).
 //! Processes, oracle and proxy live in `tests/support/`.
@@ -178,7 +178,7 @@ fn killed_router_is_dropped_by_its_neighbours_at_once_and_rejoins_when_restarted
 }
 
 #[test]
-#[ignore = "measurement for notes/mesh-results.md: run with --ignored --nocapture"]
+#[ignore = "measurement for BENCHMARKS.md (mesh control plane): run with --ignored --nocapture"]
 fn measure_cold_start_and_reconvergence_after_a_router_kill_in_ten_routers() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let edges = ten_router_mesh();
@@ -277,7 +277,7 @@ fn reconvergence_after_link_cut(
 }
 
 #[test]
-#[ignore = "measurement for BENCHMARKS.md 3b: run with --ignored --nocapture"]
+#[ignore = "measurement for BENCHMARKS.md (mesh control plane): run with --ignored --nocapture"]
 fn measure_reconvergence_after_a_link_cut_closed_or_silent_in_ten_routers() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let edges = ten_router_mesh();

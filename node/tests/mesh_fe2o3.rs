@@ -1,5 +1,5 @@
 //! The mesh with real `boted` processes on loopback, driven by the Rust AMQP
-//! 1.0 client `fe2o3-amqp` (issue 4): the cases of the Qpid Proton suite
+//! 1.0 client `fe2o3-amqp`: the cases of the Qpid Proton suite
 //! `tests/interop/test_mesh.py` — 10,000 unsettled and 10,000 presettled
 //! across a chain, closest local-then-remote, balanced with a stuck local
 //! consumer, no head-of-line blocking between addresses, multicast on a ring

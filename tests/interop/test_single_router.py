@@ -1,5 +1,6 @@
 """A single boted, driven by real Qpid Proton (Python) clients: the behaviour
-qdrouterd users rely on (issue 3's cases)."""
+qdrouterd users rely on (closest, balanced, multicast, credit, outcomes,
+unavailable addresses, dynamic receivers, large messages, shutdown)."""
 
 import socket
 import struct

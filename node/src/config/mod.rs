@@ -291,7 +291,10 @@ pub struct ListenerConfig {
     /// `normal` (clients) or `inter-router`. Default `normal`.
     pub role: Role,
     /// Mechanisms offered to clients that open with SASL. Default
-    /// `["ANONYMOUS"]`; `"ANONYMOUS PLAIN"` (qdrouterd style) also works.
+    /// `["ANONYMOUS"]`; a qdrouterd-style string (`"ANONYMOUS PLAIN"`) also
+    /// parses. Only ANONYMOUS authenticates today: PLAIN is offered if
+    /// listed, but a client choosing it is refused (no credentials to check
+    /// it against yet).
     #[serde(alias = "saslMechanisms", deserialize_with = "sasl_list")]
     pub sasl_mechanisms: Vec<SaslMechanism>,
     /// Idle timeout announced in open, in seconds; 0 disables it.

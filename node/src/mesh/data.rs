@@ -73,7 +73,7 @@ use bote_amqp::DeliveryState;
 /// where they came from while the neighbour it sent them to has not
 /// acknowledged them yet. It must cover what one hop carries during its
 /// round trip under load (its bandwidth-delay product: ~400 µs at ~700k
-/// messages/s on a loaded 2-core machine, BENCHMARKS.md §3), or the window
+/// messages/s on a loaded 2-core machine, BENCHMARKS.md), or the window
 /// and not the routers bounds presettled throughput; 250 (qdrouterd's link
 /// capacity) did. What it costs: a consumer that stops taking messages
 /// holds up to this many of its address on each hop before its senders are
