@@ -34,27 +34,9 @@ mod proxy;
 
 use boted::{Router, RouterSpec, WAIT};
 use client::*;
-use mesh_support::{Edge, converge, start_mesh};
-use proxy::LinkProxy;
+use mesh_support::{Edge, converge, mesh};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Starts routers `ids` on `edges` (links `proxied` through proxies, see
-/// [`start_mesh`]) and waits until every router's routes match the oracle.
-fn mesh(
-    ids: &[&str],
-    edges: &[Edge],
-    proxied: &[usize],
-    spec: impl Fn(RouterSpec) -> RouterSpec,
-) -> (Vec<Router>, Vec<LinkProxy>) {
-    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-    tokio::task::block_in_place(|| {
-        let (routers, proxies) = start_mesh(&ids, edges, proxied, spec);
-        converge(&routers, edges, &vec![true; routers.len()], WAIT)
-            .unwrap_or_else(|p| panic!("the mesh did not converge: {p}"));
-        (routers, proxies)
-    })
-}
 
 /// A - B - C, cost 1 each.
 fn chain() -> [Router; 3] {

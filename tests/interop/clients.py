@@ -1,6 +1,7 @@
 """Event-driven Qpid Proton clients for the interop tests. Each runs its own
 proton Container in a thread, bounded by a timeout, and records what it saw."""
 
+import collections
 import threading
 import time
 
@@ -157,8 +158,10 @@ class Sender(_Base):
 
 class Receiver(_Base):
     """Receives from `address` (or a dynamic address). `settle`: "accept",
-    "reject", "release", or None to never settle. Stops after `expect`
-    messages when given, else when asked."""
+    "reject", "release", "batch" (accept what arrived every 50 ms, as a
+    consumer that processes in batches, unless `hold` is set), or None to
+    never settle. Stops after `expect` messages when given, else when
+    asked."""
 
     def __init__(self, url, address=None, expect=None, settle="accept", credit=250,
                  timeout=60, dynamic=False, keep_bodies=True):
@@ -179,6 +182,8 @@ class Receiver(_Base):
         # what it holds (and, from then on, what it gets).
         self.accept_held = threading.Event()
         self.accepted_held = 0
+        # Set from another thread to make a batch receiver hold what it has.
+        self.hold = threading.Event()
 
     def attach(self, event):
         if self.dynamic:
@@ -212,17 +217,21 @@ class Receiver(_Base):
             self.release(d, delivered=False)
         else:
             self.unsettled.append(d)
-        if False:
-            pass
         # Keep the window full for settling receivers; a never-settling one
-        # gets only its initial credit, like a stuck consumer.
-        if self.settle_mode is not None:
+        # gets only its initial credit, like a stuck consumer. A batch is
+        # given its credit back as it is accepted.
+        if self.settle_mode not in (None, "batch"):
             event.receiver.flow(1)
 
     def credit_left(self):
         return self.receiver.credit
 
     def tick(self):
+        if self.settle_mode == "batch" and self.unsettled and not self.hold.is_set():
+            for d in self.unsettled:
+                self.accept(d)
+            self.receiver.flow(len(self.unsettled))
+            self.unsettled = []
         if self.accept_held.is_set() and self.unsettled:
             for d in self.unsettled:
                 self.accept(d)
@@ -231,6 +240,58 @@ class Receiver(_Base):
 
     def finished(self):
         return self.expect is not None and self.count >= self.expect
+
+
+class AtLeastOnceSender(_Base):
+    """Sends messages 0..n-1 (message id = number) unsettled and, as an
+    at-least-once application does, sends again each one that comes back
+    released or modified, until every one is accepted or rejected.
+    `outcomes[id]` lists every outcome that id got, in order."""
+
+    def __init__(self, url, address, n, timeout=60):
+        super().__init__(url, timeout)
+        self.address = address
+        self.n = n
+        self.todo = collections.deque(range(n))
+        self.outcomes = collections.defaultdict(list)
+        self.settled = set()  # ids accepted or rejected
+        self.sent = 0
+
+    def attach(self, event):
+        self.sender = event.container.create_sender(self.conn, self.address,
+                                                    options=[AtLeastOnce()])
+
+    def on_sendable(self, event):
+        self._send()
+
+    def _send(self):
+        while self.sender.credit > 0 and self.todo:
+            i = self.todo.popleft()
+            d = self.sender.send(Message(body=f"message-{i}", id=i))
+            d.index = i
+            self.sent += 1
+
+    def _outcome(self, event, name):
+        i = event.delivery.index
+        self.outcomes[i].append(name)
+        if name in ("accepted", "rejected"):
+            self.settled.add(i)
+        else:
+            self.todo.append(i)
+            self._send()
+
+    def on_accepted(self, event):
+        self._outcome(event, "accepted")
+
+    def on_rejected(self, event):
+        self._outcome(event, "rejected")
+
+    def on_released(self, event):
+        d = event.delivery
+        self._outcome(event, "modified" if d.remote_state == d.MODIFIED else "released")
+
+    def finished(self):
+        return len(self.settled) == self.n
 
 
 def run_all(*clients):

@@ -35,13 +35,15 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(router: &Router, name: &str) -> Client {
-        let mut connection = timeout(
-            WAIT,
-            Connection::open(name.to_owned(), router.url().as_str()),
-        )
-        .await
-        .expect("connection open timed out")
-        .expect("connection opens");
+        Client::connect_to(&router.url(), name).await
+    }
+
+    /// [`Client::connect`] by the router's AMQP URL.
+    pub async fn connect_to(url: &str, name: &str) -> Client {
+        let mut connection = timeout(WAIT, Connection::open(name.to_owned(), url))
+            .await
+            .expect("connection open timed out")
+            .expect("connection opens");
         let session = timeout(WAIT, Session::begin(&mut connection))
             .await
             .expect("session begin timed out")
@@ -501,4 +503,177 @@ pub async fn bulk(tx_router: &Router, rx_router: &Router, address: &str, settle:
     let _ = timeout(WAIT, receiver.close()).await;
     tx_client.close().await;
     rx_client.close().await;
+}
+
+/// Every outcome an at-least-once sender heard for each message id, in order.
+pub type Heard = BTreeMap<u64, Vec<&'static str>>;
+
+/// An at-least-once application: sends messages `0..n` to `address` on the
+/// router at `url`, unsettled, and sends again each one that comes back released
+/// or modified, until every one is accepted or rejected (bounded by
+/// `within`). Returns every outcome it heard per message id.
+pub async fn send_at_least_once(url: &str, address: &str, n: u64, within: Duration) -> Heard {
+    use tokio::sync::mpsc::unbounded_channel;
+    let mut client = Client::connect_to(url, "at-least-once").await;
+    let mut sender = client.sender("at-least-once", address).await;
+    let (to_send, mut ids) = unbounded_channel::<u64>();
+    let (sent, mut in_flight) = unbounded_channel::<(u64, OutcomeFut)>();
+    for id in 0..n {
+        to_send.send(id).expect("the sending task listens");
+    }
+    let sending = tokio::spawn(async move {
+        while let Some(id) = ids.recv().await {
+            let fut = sender
+                .send_batchable(message(id))
+                .await
+                .unwrap_or_else(|e| panic!("send of message {id} failed: {e}"));
+            if sent.send((id, fut)).is_err() {
+                break;
+            }
+        }
+        let _ = timeout(WAIT, sender.close()).await;
+    });
+    let mut outcomes = FuturesUnordered::new();
+    let mut heard = Heard::new();
+    let mut settled = 0;
+    let run = async {
+        while settled < n {
+            tokio::select! {
+                Some((id, fut)) = in_flight.recv() => {
+                    outcomes.push(async move { (id, fut.await) });
+                }
+                Some((id, outcome)) = outcomes.next(), if !outcomes.is_empty() => {
+                    let outcome = outcome.unwrap_or_else(|e| panic!("message {id} failed: {e}"));
+                    let name = outcome_name(&outcome);
+                    heard.entry(id).or_default().push(name);
+                    match outcome {
+                        Outcome::Accepted(_) | Outcome::Rejected(_) => settled += 1,
+                        _ => to_send.send(id).expect("the sending task listens"),
+                    }
+                }
+                else => panic!("the sending task ended"),
+            }
+        }
+    };
+    if timeout(within, run).await.is_err() {
+        panic!("the at-least-once sender timed out: {settled} of {n} messages settled");
+    }
+    drop(to_send);
+    timeout(WAIT, sending)
+        .await
+        .expect("the sending task ends")
+        .expect("sending task");
+    client.close().await;
+    heard
+}
+
+/// A consumer task (see [`accepting_consumer`]).
+pub struct AcceptingConsumer {
+    /// The ids it received, in arrival order, once stopped.
+    pub task: tokio::task::JoinHandle<Vec<u64>>,
+    /// Deliveries received so far.
+    pub seen: Arc<AtomicUsize>,
+    /// Stops it.
+    pub stop: watch::Sender<bool>,
+    /// While set, a batch consumer accepts nothing (it holds what it has).
+    pub hold: Arc<std::sync::atomic::AtomicBool>,
+    /// Deliveries a batch consumer holds, not accepted yet.
+    pub held: Arc<AtomicUsize>,
+}
+
+/// A consumer of `address` on `router` granting `credit` (automatic
+/// credit) that accepts each delivery at once or, with `batch`, accepts what
+/// arrived every 50 ms (as a consumer that processes in batches), unless
+/// told to hold.
+pub async fn accepting_consumer(
+    router: &Router,
+    address: &str,
+    credit: u32,
+    batch: bool,
+) -> AcceptingConsumer {
+    let mut client = Client::connect(router, "consumer").await;
+    let mut receiver = client
+        .receiver("consumer", address, CreditMode::Auto(credit))
+        .await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holding = hold.clone();
+    let held_now = Arc::new(AtomicUsize::new(0));
+    let unaccepted = held_now.clone();
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        let mut held = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = tick.tick() => {
+                    if !held.is_empty() && !holding.load(Ordering::SeqCst) {
+                        receiver.accept_all(&held).await.expect("consumer accepts");
+                        held.clear();
+                        unaccepted.store(0, Ordering::SeqCst);
+                    }
+                }
+                delivery = receiver.recv::<Body<Value>>() => {
+                    let delivery = delivery.expect("consumer receives");
+                    ids.push(id_of(&delivery));
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if batch {
+                        held.push(delivery);
+                        unaccepted.store(held.len(), Ordering::SeqCst);
+                    } else {
+                        receiver.accept(&delivery).await.expect("consumer accepts");
+                    }
+                }
+            }
+        }
+        let _ = timeout(WAIT, receiver.close()).await;
+        client.close().await;
+        ids
+    });
+    AcceptingConsumer {
+        task,
+        seen,
+        stop,
+        hold,
+        held: held_now,
+    }
+}
+
+/// Per message id `0..n`: `received` (ids in arrival order) holds each
+/// exactly once and the sender heard exactly `accepted` for each; panics
+/// with a tally of what went wrong otherwise.
+pub fn assert_each_received_once_and_accepted(received: &[u64], heard: &Heard, n: u64) {
+    let mut times: BTreeMap<u64, usize> = BTreeMap::new();
+    for id in received {
+        *times.entry(*id).or_default() += 1;
+    }
+    let twice: Vec<(u64, usize)> = times
+        .iter()
+        .filter(|(_, t)| **t > 1)
+        .map(|(i, t)| (*i, *t))
+        .collect();
+    let missing: Vec<u64> = (0..n).filter(|i| !times.contains_key(i)).collect();
+    let not_accepted: Vec<(u64, &Vec<&str>)> = heard
+        .iter()
+        .filter(|(_, o)| o.as_slice() != ["accepted"])
+        .map(|(i, o)| (*i, o))
+        .collect();
+    let mut tally: BTreeMap<&Vec<&str>, usize> = BTreeMap::new();
+    for (_, o) in &not_accepted {
+        *tally.entry(o).or_default() += 1;
+    }
+    assert!(
+        twice.is_empty() && missing.is_empty() && not_accepted.is_empty(),
+        "{} received more than once (e.g. {:?}), {} never received (e.g. {:?}), \
+         {} not just accepted at the sender: {tally:?} (e.g. {:?})",
+        twice.len(),
+        &twice[..twice.len().min(5)],
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        not_accepted.len(),
+        &not_accepted[..not_accepted.len().min(5)],
+    );
 }

@@ -155,6 +155,29 @@ pub fn start_mesh(
     (routers, proxies.into_iter().map(|(_, p)| p).collect())
 }
 
+/// Starts routers `ids` on `edges` (links `proxied` through proxies, see
+/// [`start_mesh`]) and waits until every router's routes match the oracle.
+/// For tests on a multi-threaded tokio runtime.
+pub fn mesh(
+    ids: &[&str],
+    edges: &[Edge],
+    proxied: &[usize],
+    spec: impl Fn(RouterSpec) -> RouterSpec,
+) -> (Vec<Router>, Vec<LinkProxy>) {
+    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    tokio::task::block_in_place(|| {
+        let (routers, proxies) = start_mesh(&ids, edges, proxied, spec);
+        converge(
+            &routers,
+            edges,
+            &vec![true; routers.len()],
+            super::boted::WAIT,
+        )
+        .unwrap_or_else(|p| panic!("the mesh did not converge: {p}"));
+        (routers, proxies)
+    })
+}
+
 /// The first problem in any live router's latest routes, if there is one.
 pub fn problem(routers: &[Router], edges: &[Edge], alive: &[bool]) -> Option<String> {
     let names = names(routers);
