@@ -352,11 +352,9 @@ async fn square_kill_b_under_load_reroutes_through_c_and_no_message_vanishes() {
         "accepted but never received: {:?}",
         accepted.difference(&unique).take(10).collect::<Vec<_>>()
     );
-    assert!(
-        accepted.len() > TOTAL as usize / 2,
-        "only {} of {TOTAL} accepted: {tally:?}",
-        accepted.len()
-    );
+    // Copies of what D's consumer had when B died were answered with its
+    // own outcome: all accepted.
+    assert_eq!(tally, all_accepted(TOTAL as usize), "outcomes");
     routers.remove(1); // B, killed
     stop_all(routers);
 }

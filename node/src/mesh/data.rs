@@ -14,9 +14,12 @@
 //! neighbour may have passed a delivery on before it went, each unsettled
 //! delivery carries its identity in the mesh (ingress router + the
 //! `ingress_sequence` this module assigns when it first leaves its ingress
-//! router), every arriving one is recorded, and resent ones are looked up
-//! before being delivered ([`super::dedup`]): a duplicate is answered with
-//! what is known of the original instead.
+//! router), every arriving one is recorded, and resent ones are checked
+//! before being delivered ([`super::dedup`]): a duplicate is never
+//! delivered again; it is answered with the outcome the original had here,
+//! waiting for it while the original is still pending. Outcomes of
+//! deliveries that came from a lost neighbour are still recorded when they
+//! come (the peer actor stays for them, see [`super::peer`]).
 //!
 //! Every delivery is acknowledged, presettled ones too (a disposition without
 //! outcome once forwarded): a sender's credit comes back only when its
@@ -60,7 +63,7 @@ use bote_topology::RouterId;
 use bytes::{Bytes, BytesMut};
 
 use super::DataHook;
-use super::dedup::{MeshId, Records, Seen, StreamRecorder};
+use super::dedup::{Checked, MeshId, Records, StreamRecorder, Woken};
 use super::wire::{
     Route, continuation, disposition, dispositions, outcome_from_wire, transfer_frame,
 };
@@ -269,6 +272,9 @@ pub struct PeerData {
     record: StreamRecorder,
     /// Sequence numbers this stream may give deliveries entering the mesh.
     sequences: std::ops::Range<u64>,
+    /// A copy arriving on this stream started waiting since the last
+    /// [`PeerData::take_waits_started`].
+    waits_started: bool,
 }
 
 impl PeerData {
@@ -296,6 +302,7 @@ impl PeerData {
             records,
             record,
             sequences: 0..0,
+            waits_started: false,
         }
     }
 
@@ -629,16 +636,7 @@ impl PeerData {
         let Some(returns_to) = self.returns_to.clone() else {
             return Vec::new();
         };
-        // Unsettled unicast deliveries have an identity in the mesh.
-        if let Some(ingress) = trace.first().filter(|_| ingress_sequence != 0 && !settled) {
-            if (resend || self.records.checking())
-                && let Some(answer) = self.seen_before(ingress, ingress_sequence, resend)
-            {
-                return vec![disposition(id, Some(answer))];
-            }
-            self.record.arrived(id, ingress, ingress_sequence);
-        }
-        self.arrived.push(RoutedDelivery {
+        let delivery = RoutedDelivery {
             address,
             message,
             presettled: settled,
@@ -658,7 +656,31 @@ impl PeerData {
             resend,
             resent_from: None,
             outcome_sent: false,
-        });
+        };
+        // Unsettled unicast deliveries have an identity in the mesh.
+        let identified = ingress_sequence != 0 && !settled;
+        match delivery.visited.first() {
+            Some(ingress) if identified && (resend || self.records.checking()) => {
+                let ingress = ingress.clone();
+                match self.check(&ingress, delivery) {
+                    Checked::Deliver(d) => self.arrived.push(d),
+                    Checked::Answer(d, answer) => {
+                        // Answered here: no outcome goes home for it.
+                        d.consumed();
+                        return vec![disposition(id, Some(answer))];
+                    }
+                    // It arrived all the same: its own outcome is recorded
+                    // when it has one.
+                    Checked::Held => self.waits_started = true,
+                }
+                self.record.arrived(id, &ingress, ingress_sequence);
+            }
+            Some(ingress) if identified => {
+                self.record.arrived(id, ingress, ingress_sequence);
+                self.arrived.push(delivery);
+            }
+            _ => self.arrived.push(delivery),
+        }
         Vec::new()
     }
 
@@ -693,52 +715,154 @@ impl PeerData {
         route
     }
 
-    /// A re-forwarded delivery (or any while checking) is looked up first:
-    /// the answer to send back if this router has seen it before (it is
-    /// then not delivered again), `None` to deliver it.
-    fn seen_before(
-        &mut self,
-        ingress: &RouterId,
-        sequence: u64,
-        resend: bool,
-    ) -> Option<DeliveryState> {
+    /// A re-forwarded delivery (or any while checking) is looked up first
+    /// ([`Records::check`]): delivered if this router has not seen it,
+    /// answered with the outcome it had here if it has been settled, held
+    /// until that outcome is known if it is still pending here.
+    fn check(&mut self, ingress: &RouterId, delivery: RoutedDelivery) -> Checked<RoutedDelivery> {
         self.record.flush();
         let mesh = MeshId {
             ingress: ingress.clone(),
-            sequence,
+            sequence: delivery.ingress_sequence,
         };
-        let answer = match self.records.lookup(&mesh, resend, Instant::now()) {
-            Seen::No => return None,
-            Seen::Pending => DeliveryState::delivery_failed(),
-            Seen::Settled(state) => state,
-        };
-        tracing::debug!(
-            ingress = %mesh.ingress,
-            sequence = mesh.sequence,
-            resend,
-            ?answer,
-            "duplicate delivery answered from the record, not delivered again"
-        );
-        Some(answer)
+        let resend = delivery.resend;
+        // A held copy keeps its message in its own buffer, not the whole
+        // batch it arrived in.
+        let checked = self
+            .records
+            .check(&mesh, resend, Instant::now(), delivery, |mut d| {
+                d.message = Bytes::copy_from_slice(&d.message);
+                let bytes = d.message.len();
+                (d, bytes)
+            });
+        match &checked {
+            Checked::Deliver(_) => {}
+            Checked::Answer(_, answer) => tracing::debug!(
+                ingress = %mesh.ingress,
+                sequence = mesh.sequence,
+                resend,
+                ?answer,
+                "duplicate delivery answered from the record, not delivered again"
+            ),
+            Checked::Held => tracing::debug!(
+                ingress = %mesh.ingress,
+                sequence = mesh.sequence,
+                resend,
+                "duplicate of a delivery pending here: it waits for that delivery's outcome"
+            ),
+        }
+        checked
+    }
+
+    /// True once since a copy arriving on this stream started waiting for
+    /// an outcome: it is answered `modified` at the latest
+    /// [`super::dedup::OUTCOME_WAIT`] later, when [`PeerData::expire_waiting`]
+    /// is called then.
+    pub fn take_waits_started(&mut self) -> bool {
+        std::mem::take(&mut self.waits_started)
+    }
+
+    /// Answers the copies, waiting anywhere in the router, whose wait is
+    /// over.
+    pub fn expire_waiting(&mut self) {
+        let woken = self.records.expired(Instant::now());
+        self.act_on(woken);
+    }
+
+    /// Waiting copies that can go on: each answered through its own stream
+    /// with the outcome of the delivery it duplicates, or routed after all
+    /// when that delivery came back released.
+    fn act_on(&mut self, woken: Vec<Woken<RoutedDelivery>>) {
+        let mut deliver = Vec::new();
+        for w in woken {
+            match w {
+                Woken::Answer(d, answer) => {
+                    tracing::debug!(
+                        sequence = d.ingress_sequence,
+                        ?answer,
+                        "waiting duplicate answered with the outcome of the delivery it duplicates"
+                    );
+                    d.return_to_sender(Some(answer));
+                }
+                Woken::Deliver(d) => deliver.push(d),
+            }
+        }
+        if deliver.is_empty() {
+            return;
+        }
+        match self.hook.get() {
+            Some(data) => data.route(deliver),
+            None => {
+                for d in deliver {
+                    d.return_to_sender(Some(DeliveryState::Released));
+                }
+            }
+        }
     }
 
     /// Outcomes of deliveries that arrived from the neighbour. A presettled
     /// delivery's "outcome" is `None`: it was forwarded (or dropped for want
     /// of a consumer), which the neighbour needs to replenish its sender.
+    /// While copies wait, those waiting for these outcomes go on.
     pub fn returned(&mut self, outcomes: Vec<(u64, Option<DeliveryState>)>) -> Vec<pb::Frame> {
-        self.record.settled(
+        let settled = self.record.settled(
             outcomes
                 .iter()
                 .filter_map(|(id, state)| Some((*id, state.as_ref()?))),
         );
+        if !settled.is_empty() {
+            let woken = self.records.wake(settled, Instant::now());
+            self.act_on(woken);
+        }
         dispositions(outcomes, self.ranges_out)
+    }
+
+    /// Deliveries that arrived from the neighbour and have no outcome yet
+    /// (a consumer, here or further on, has them): after the neighbour is
+    /// lost their outcomes are still recorded, for the copies that
+    /// failover may bring.
+    pub fn holds_arrivals(&self) -> bool {
+        self.record.pending() > 0
+    }
+
+    /// Deliveries routed to this stream after the neighbour was lost (the
+    /// router's view had not caught up yet). They were never sent: each
+    /// goes back to its address, as one whose next hop was found closed
+    /// (see `router::address`), to be routed around the lost neighbour; a
+    /// multicast copy counts as released, a presettled one replenishes its
+    /// sender's credit.
+    pub fn refuse(&mut self, deliveries: Vec<RoutedDelivery>, peer: Option<&RouterId>) {
+        let mut reroute = Vec::new();
+        for mut d in deliveries {
+            settled_remotely(&d);
+            d.remote_outstanding = None;
+            match peer {
+                Some(peer) if d.fanout.is_none() => {
+                    d.resent_from = Some(peer.clone());
+                    reroute.push(d);
+                }
+                _ => d.return_to_sender(Some(DeliveryState::Released)),
+            }
+        }
+        if reroute.is_empty() {
+            return;
+        }
+        match self.hook.get() {
+            Some(data) => data.reroute(reroute),
+            None => {
+                for d in reroute {
+                    d.return_to_sender(Some(DeliveryState::Released));
+                }
+            }
+        }
     }
 
     /// The neighbour (`peer`, if it identified itself) is gone. What it had
     /// been sent and not settled is re-forwarded on another path when it
     /// can be (see the module doc); the rest may have been processed and
     /// goes back modified (delivery-failed). The stream's record of arrived
-    /// deliveries is kept a while for lookups.
+    /// deliveries is kept a while for lookups, and [`PeerData::returned`]
+    /// still writes the outcomes of its pending ones into it.
     pub fn lost(&mut self, peer: Option<&RouterId>) {
         // What arrived complete before the loss still goes on, and outcomes
         // already collected still go home.
@@ -1003,57 +1127,104 @@ mod tests {
         });
     }
 
+    /// The outcomes the sink got, by key, once `n` have arrived.
+    async fn outcomes_once(outcomes: &Outcomes, n: usize) -> Vec<(u64, Option<DeliveryState>)> {
+        for _ in 0..200 {
+            if outcomes.lock().unwrap().len() >= n {
+                break;
+            }
+            actix::clock::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let mut got = outcomes.lock().unwrap().clone();
+        got.sort_by_key(|(key, _)| *key);
+        got
+    }
+
     #[test]
-    fn a_resent_delivery_is_answered_from_the_record_and_never_delivered_twice() {
+    fn a_resent_delivery_is_answered_with_the_outcome_it_had_here_and_never_delivered_twice() {
         actix::System::new().block_on(async {
-            let (_, sink, kept) = harness();
+            let (outcomes, sink, kept) = harness();
             let records = Arc::new(Records::default());
             let stream = |conn| stream_of(&kept, &sink, "Router.D", conn, &records);
-            // Router.B passed two deliveries on to us; the consumer accepted
-            // one, then B was lost.
+            // Router.B passed three deliveries on to us; the consumer
+            // accepted one, then B was lost.
             let mut via_b = stream(1);
-            assert_eq!(answer(via_b.inbound(arriving(0, 100, false))), None);
-            assert_eq!(answer(via_b.inbound(arriving(1, 101, false))), None);
+            for (id, sequence) in [(0, 100), (1, 101), (3, 103)] {
+                assert_eq!(answer(via_b.inbound(arriving(id, sequence, false))), None);
+            }
             via_b.route_arrived();
-            assert_eq!(kept.routed.lock().unwrap().len(), 2);
+            assert_eq!(kept.routed.lock().unwrap().len(), 3);
             assert_eq!(
                 answer(via_b.returned(vec![(1, Some(DeliveryState::Accepted))])),
                 Some(DeliveryState::Accepted)
             );
             via_b.lost(Some(&RouterId::from("Router.B")));
+            assert!(via_b.holds_arrivals(), "the consumer holds two");
 
-            // Router.A re-forwards all three through Router.C.
+            // Router.A re-forwards them through Router.C, and one more.
             let mut via_c = stream(2);
             assert!(!records.checking());
             assert_eq!(
-                answer(via_c.inbound(arriving(0, 100, true))),
-                Some(DeliveryState::delivery_failed()),
-                "held by the consumer: modified"
+                answer(via_c.inbound(arriving(10, 100, true))),
+                None,
+                "held by the consumer: the copy waits"
             );
             assert_eq!(
-                answer(via_c.inbound(arriving(1, 101, true))),
+                answer(via_c.inbound(arriving(11, 101, true))),
                 Some(DeliveryState::Accepted),
                 "accepted already: the recorded outcome"
             );
-            assert_eq!(answer(via_c.inbound(arriving(2, 102, true))), None);
+            assert_eq!(answer(via_c.inbound(arriving(12, 102, true))), None);
+            assert_eq!(answer(via_c.inbound(arriving(13, 103, true))), None);
+            assert!(via_c.take_waits_started());
             via_c.route_arrived();
             {
                 let routed = kept.routed.lock().unwrap();
-                assert_eq!(routed.len(), 3, "only the unknown one is delivered");
-                assert!(routed[2].resend && routed[2].ingress_sequence == 102);
+                assert_eq!(routed.len(), 4, "only the unknown one is delivered");
+                assert!(routed[3].resend && routed[3].ingress_sequence == 102);
             }
             assert!(records.checking());
+            assert_eq!(records.waiting(), 2);
 
-            // Only a link was cut: the original arrives after its copy and
-            // is answered from the copy's record.
-            let mut late = stream(3);
+            // The consumer accepts the original of the first waiting copy
+            // (its outcome can no longer go back through B, but it is
+            // recorded) and releases the other's: the first copy is
+            // answered accepted (through its own stream: here, the sink),
+            // the second is delivered after all.
+            via_b.returned(vec![
+                (0, Some(DeliveryState::Accepted)),
+                (3, Some(DeliveryState::Released)),
+            ]);
+            assert!(!via_b.holds_arrivals());
             assert_eq!(
-                answer(late.inbound(arriving(0, 102, false))),
-                Some(DeliveryState::delivery_failed())
+                outcomes_once(&outcomes, 1).await,
+                vec![(10, Some(DeliveryState::Accepted))]
             );
-            assert_eq!(answer(late.inbound(arriving(1, 103, false))), None);
+            {
+                let routed = kept.routed.lock().unwrap();
+                assert_eq!(routed.len(), 5);
+                assert_eq!(
+                    (routed[4].origin.key, routed[4].ingress_sequence),
+                    (13, 103)
+                );
+            }
+            assert_eq!(records.waiting(), 0);
+
+            // Only a link was cut: the original arrives after its copy,
+            // waits for the copy's outcome and is answered with it.
+            let mut late = stream(3);
+            assert_eq!(answer(late.inbound(arriving(22, 102, false))), None);
+            assert_eq!(answer(late.inbound(arriving(24, 104, false))), None);
             late.route_arrived();
-            assert_eq!(kept.routed.lock().unwrap().len(), 4);
+            assert_eq!(kept.routed.lock().unwrap().len(), 6, "the unknown one");
+            via_c.returned(vec![(12, Some(DeliveryState::Accepted))]);
+            assert_eq!(
+                outcomes_once(&outcomes, 2).await,
+                vec![
+                    (10, Some(DeliveryState::Accepted)),
+                    (22, Some(DeliveryState::Accepted))
+                ]
+            );
         });
     }
 

@@ -1,7 +1,8 @@
 //! Duplicate suppression for re-forwarded deliveries: the router-wide record
 //! of the unsettled deliveries that arrived from neighbours, by their
-//! identity in the mesh ([`MeshId`]), and the sequence numbers this router
-//! gives the deliveries that enter the mesh here.
+//! identity in the mesh ([`MeshId`]), the copies waiting for the outcome of
+//! the delivery they duplicate, and the sequence numbers this router gives
+//! the deliveries that enter the mesh here.
 //!
 //! A router that loses a neighbour with deliveries unsettled on it sends
 //! them again on another path (transfers marked `resend`), though the lost
@@ -10,16 +11,56 @@
 //! unsettled delivery that arrives: as pending while its outcome has not
 //! gone back, then, once it has, in a bounded ring of recently settled
 //! deliveries ([`SETTLED_KEPT`]) with the outcome. When a stream closes its
-//! record is kept for [`REMEMBERED`] (orphaned: the outcomes of its pending
-//! deliveries will never reach anyone). A transfer marked `resend` — and
-//! every transfer while a resent one arrived in the last [`REMEMBERED`]
+//! record is kept for [`REMEMBERED`], and outcomes of its pending
+//! deliveries are still written into it (its peer actor stays until they
+//! are in, at most as long: see `mesh::peer`); they can no longer go back,
+//! but they answer the copies. A transfer marked `resend` — and every
+//! transfer while a resent one arrived in the last [`REMEMBERED`]
 //! ([`Records::checking`]), since the original may come after its copy when
-//! only a link was cut — is looked up first ([`Records::lookup`]):
+//! only a link was cut — is checked first ([`Records::check`]):
 //! - settled here with an outcome other than `released`: answered with that
 //!   outcome and not delivered (the consumer has settled it already);
-//! - pending here or on a lost stream: answered `modified` (delivery-failed)
-//!   and not delivered (a consumer has or had it);
+//! - pending here, on a live or a lost stream (a consumer has it, or its
+//!   outcome is on the way): not delivered; it waits for that outcome and
+//!   is answered with it ([`Records::wake`]), so the sender hears the
+//!   consumer's own outcome (`accepted` where it accepted, `modified` where
+//!   it failed or left without settling). If the original comes back
+//!   `released` (nobody processed it), one waiting copy is delivered after
+//!   all and any other waits for that one;
 //! - unknown, or only released: delivered like any other.
+//!
+//! # What it remembers, for how long, how much, and past the bounds
+//!
+//! - Pending deliveries: one entry (the neighbour's delivery id -> ingress
+//!   router number and sequence, about 24 bytes plus the map's overhead)
+//!   per unsettled delivery that arrived and has no outcome yet; as many as
+//!   the neighbour has unsettled here, which its senders' windows bound.
+//! - Settled deliveries: the last [`SETTLED_KEPT`] per stream with their
+//!   outcome (32 bytes each: 512 KiB per stream when full). Past it the
+//!   oldest is forgotten, and a copy of it that still arrives is delivered
+//!   again. Copies come within the time to find the loss (the stream
+//!   closing, or the hello timeout) plus rerouting; what settles on the
+//!   stream meanwhile, beyond the lost deliveries, is other traffic.
+//! - A closed stream's record: [`REMEMBERED`] after the loss, then dropped
+//!   with whatever is still pending in it; a copy arriving later is
+//!   delivered again.
+//! - Lookup indexes (key -> entry, per stream, about 40 bytes per entry)
+//!   exist only while checking, from a resend to [`REMEMBERED`] after the
+//!   last one; an original arriving after its copy later than that is not
+//!   checked.
+//! - Waiting copies: router-wide at most [`WAITING_MAX`] copies and
+//!   [`WAITING_BYTES`] of their messages (each keeps its own copy of its
+//!   message, not the batch it arrived in, and about 250 bytes besides: at
+//!   most about 4 MiB + 64 MiB), each at most [`OUTCOME_WAIT`].
+//!   Past either bound a copy of a pending delivery is answered `modified`
+//!   (delivery-failed) at once, and one whose wait is over is answered so
+//!   then: the consumer may still process the original, so an
+//!   at-least-once sender that sends it again may cause a duplicate.
+//!
+//! [`MeshId`] names a message as it entered the mesh. Each router records
+//! each arrival, so a multicast copy — of which every router on the tree
+//! gets one — can carry its message's identity too, and the same record
+//! then answers a re-forwarded copy with that router's own outcome.
 //!
 //! Cost on the hot path (the peer data plane holds a [`StreamRecorder`]):
 //! arriving identities are buffered and written once per batch, outcomes
@@ -27,20 +68,21 @@
 //! actors of a router run on the mesh's arbiter, so it is never contended);
 //! ingress routers are numbered per stream, so entries are plain numbers
 //! (no reference counts to touch); while nobody checks, the only other
-//! work is a relaxed atomic load per transfer. Measured with `cargo bench
+//! work is a relaxed atomic load per transfer, and an atomic load per
+//! batch of outcomes (whether copies wait). Measured with `cargo bench
 //! -p bote-node --bench failover_record`. The per-stream indexes that make
 //! lookups O(1) are built when checking begins and dropped when it ends.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bote_topology::RouterId;
 
-use crate::delivery::{FastMap, SeqMap};
+use crate::delivery::{FastMap, RoutedDelivery, SeqMap};
 use bote_amqp::{AmqpError, DeliveryState};
 
 /// Settled deliveries remembered per stream, most recent first out last.
@@ -49,6 +91,20 @@ pub const SETTLED_KEPT: usize = 16 * 1024;
 /// How long the record of a lost stream is kept, and how long after the
 /// last resent delivery every arriving delivery is checked.
 pub const REMEMBERED: Duration = Duration::from_secs(30);
+
+/// The longest a copy waits for the outcome of the pending delivery it
+/// duplicates before it is answered `modified` (delivery-failed). Not
+/// longer than [`REMEMBERED`]: past that the record of a lost stream, and
+/// with it the outcome, is gone.
+pub const OUTCOME_WAIT: Duration = REMEMBERED;
+
+/// Copies that may wait at once, router-wide; past it (or past
+/// [`WAITING_BYTES`]) a copy of a pending delivery is answered `modified`
+/// (delivery-failed) at once.
+pub const WAITING_MAX: usize = 16 * 1024;
+
+/// The message bytes the waiting copies may hold, router-wide.
+pub const WAITING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Sequence numbers a stream takes from the router-wide counter at a time.
 const SEQUENCE_BLOCK: u64 = 1024;
@@ -188,11 +244,10 @@ impl StreamRecord {
         self.pending.insert(id, key);
     }
 
-    /// The outcome of delivery `id` went back to the neighbour.
-    fn settled(&mut self, id: u64, state: &DeliveryState) {
-        let Some(key) = self.pending.remove(&id) else {
-            return;
-        };
+    /// The outcome of delivery `id` went back to the neighbour; its key if
+    /// it was pending.
+    fn settled(&mut self, id: u64, state: &DeliveryState) -> Option<Key> {
+        let key = self.pending.remove(&id)?;
         if self.settled.len() >= self.capacity
             && let Some((oldest, _)) = self.settled.pop_front()
         {
@@ -209,6 +264,15 @@ impl StreamRecord {
             index.insert(key, Slot::Settled(serial));
         }
         self.settled.push_back((key, Recorded::from(state)));
+        Some(key)
+    }
+
+    /// The mesh identity a key of this record stands for.
+    fn mesh_id(&self, key: Key) -> MeshId {
+        MeshId {
+            ingress: self.routers[key.router as usize].clone(),
+            sequence: key.sequence,
+        }
     }
 
     /// What this stream saw of `mesh` (builds the index on first use).
@@ -246,6 +310,8 @@ impl StreamRecord {
 /// taking the lock.
 pub struct StreamRecorder {
     record: Arc<Mutex<StreamRecord>>,
+    /// The router's count of waiting copies ([`Records::waiting`]).
+    waiting: Arc<AtomicUsize>,
     /// The same numbering as the record's `routers`.
     routers: Vec<RouterId>,
     /// The number of the last ingress router seen (most deliveries of a
@@ -289,12 +355,28 @@ impl StreamRecorder {
         }
     }
 
-    /// The outcomes of these deliveries went back to the neighbour.
-    pub fn settled<'a>(&mut self, outcomes: impl IntoIterator<Item = (u64, &'a DeliveryState)>) {
+    /// The outcomes of these deliveries went back to the neighbour (or,
+    /// the neighbour lost, are known here all the same). While
+    /// copies wait anywhere in the router, returns the identities and
+    /// outcomes of those that were pending, for [`Records::wake`] (else
+    /// nothing: the normal path allocates nothing).
+    pub fn settled<'a>(
+        &mut self,
+        outcomes: impl IntoIterator<Item = (u64, &'a DeliveryState)>,
+    ) -> Vec<(MeshId, DeliveryState)> {
         let mut record = lock(&self.record);
+        // Read under the stream's lock: a copy that found one of these
+        // pending counted itself before it looked (see `Records::check`).
+        let wanted = self.waiting.load(Ordering::SeqCst) > 0;
+        let mut settled = Vec::new();
         for (id, state) in outcomes {
-            record.settled(id, state);
+            if let Some(key) = record.settled(id, state)
+                && wanted
+            {
+                settled.push((record.mesh_id(key), state.clone()));
+            }
         }
+        settled
     }
 
     /// Deliveries arrived and not settled (for tests and logs).
@@ -303,17 +385,150 @@ impl StreamRecorder {
     }
 }
 
-/// The records of every stream of the router, live and lost.
-#[derive(Default)]
-struct Streams {
+/// Copies of pending deliveries, each waiting for the outcome of the one it
+/// duplicates (held by their mesh identity, oldest first), within a count
+/// and a byte bound.
+struct Waiting<T> {
+    held: FastMap<MeshId, VecDeque<Waiter<T>>>,
+    /// When each copy stops waiting, in the order they started (the wait is
+    /// the same for all, so this is also deadline order); entries of copies
+    /// woken before their time stay until then, at most twice `max`.
+    deadlines: VecDeque<(Instant, MeshId)>,
+    count: usize,
+    bytes: usize,
+    max: usize,
+    max_bytes: usize,
+}
+
+struct Waiter<T> {
+    until: Instant,
+    item: T,
+    bytes: usize,
+}
+
+impl<T> Waiting<T> {
+    fn new(max: usize, max_bytes: usize) -> Waiting<T> {
+        Waiting {
+            held: FastMap::default(),
+            deadlines: VecDeque::new(),
+            count: 0,
+            bytes: 0,
+            max,
+            max_bytes,
+        }
+    }
+
+    /// Holds `item` (`bytes` of message) until `mesh` has an outcome or
+    /// [`OUTCOME_WAIT`] has passed; gives it back if the bounds are reached.
+    fn hold(&mut self, mesh: &MeshId, item: T, bytes: usize, now: Instant) -> Result<(), T> {
+        if self.count >= self.max || self.bytes + bytes > self.max_bytes {
+            return Err(item);
+        }
+        let until = now + OUTCOME_WAIT;
+        self.held
+            .entry(mesh.clone())
+            .or_default()
+            .push_back(Waiter { until, item, bytes });
+        self.deadlines.push_back((until, mesh.clone()));
+        self.count += 1;
+        self.bytes += bytes;
+        if self.deadlines.len() > 2 * self.max {
+            // Most are left behind by copies woken before their time.
+            let held = &self.held;
+            self.deadlines.retain(|(until, mesh)| {
+                held.get(mesh)
+                    .is_some_and(|queue| queue.iter().any(|w| w.until == *until))
+            });
+        }
+        Ok(())
+    }
+
+    fn taken(&mut self, waiter: Waiter<T>) -> T {
+        self.count -= 1;
+        self.bytes -= waiter.bytes;
+        waiter.item
+    }
+
+    /// The copies of `mesh`: all of them, or only the oldest.
+    fn take(&mut self, mesh: &MeshId, all: bool) -> Vec<T> {
+        let Some(queue) = self.held.get_mut(mesh) else {
+            return Vec::new();
+        };
+        let taken: Vec<Waiter<T>> = if all {
+            queue.drain(..).collect()
+        } else {
+            queue.pop_front().into_iter().collect()
+        };
+        if queue.is_empty() {
+            self.held.remove(mesh);
+        }
+        taken.into_iter().map(|w| self.taken(w)).collect()
+    }
+
+    /// The copies whose wait is over at `now`.
+    fn expired(&mut self, now: Instant) -> Vec<T> {
+        let mut out = Vec::new();
+        while let Some((until, _)) = self.deadlines.front()
+            && *until <= now
+        {
+            let Some((until, mesh)) = self.deadlines.pop_front() else {
+                break;
+            };
+            // Woken copies left their deadline behind: then nothing is due.
+            let Some(queue) = self.held.get_mut(&mesh) else {
+                continue;
+            };
+            let mut due = Vec::new();
+            while queue.front().is_some_and(|w| w.until <= until) {
+                due.extend(queue.pop_front());
+            }
+            if queue.is_empty() {
+                self.held.remove(&mesh);
+            }
+            out.extend(due.into_iter().map(|w| self.taken(w)));
+        }
+        out
+    }
+}
+
+/// What to do with an arriving delivery that was checked ([`Records::check`]).
+#[derive(Debug, PartialEq)]
+pub enum Checked<T> {
+    /// Not seen, or only released (or nobody checks now): deliver it.
+    Deliver(T),
+    /// Seen and settled with this outcome (never `released`), or pending
+    /// with no room left to wait: answer it so and do not deliver it.
+    Answer(T, DeliveryState),
+    /// Seen and still pending (a consumer has it, or its outcome is on the
+    /// way): held until that outcome is known ([`Records::wake`]) or
+    /// [`OUTCOME_WAIT`] has passed ([`Records::expired`]).
+    Held,
+}
+
+/// A waiting copy the router can now act on.
+#[derive(Debug, PartialEq)]
+pub enum Woken<T> {
+    /// The delivery it duplicates was settled with this outcome (or its
+    /// wait is over: `modified`, delivery-failed): answer it so.
+    Answer(T, DeliveryState),
+    /// The delivery it duplicates came back `released` (nobody processed
+    /// it): deliver this copy like any other. Other copies of it go on
+    /// waiting, now for this one.
+    Deliver(T),
+}
+
+/// The records of every stream of the router, live and lost, and the
+/// copies waiting on them.
+struct Streams<T> {
     live: Vec<Arc<Mutex<StreamRecord>>>,
     /// Records of closed streams and when they are forgotten, oldest first.
     orphaned: VecDeque<(Instant, Arc<Mutex<StreamRecord>>)>,
     /// Arrivals are checked until then (the last resend seen + REMEMBERED).
     checking_until: Option<Instant>,
+    waiting: Waiting<T>,
 }
 
-impl Streams {
+impl<T> Streams<T> {
     fn all(&self) -> impl Iterator<Item = &Arc<Mutex<StreamRecord>>> {
         self.live.iter().chain(self.orphaned.iter().map(|(_, r)| r))
     }
@@ -333,16 +548,34 @@ impl Streams {
             }
         }
     }
+
+    /// What any stream, live or lost, saw of `mesh`: a settled outcome
+    /// anywhere wins over a pending copy.
+    fn find(&self, mesh: &MeshId) -> Seen {
+        let mut pending = false;
+        for record in self.all() {
+            match lock(record).find(mesh) {
+                Seen::Settled(DeliveryState::Released) | Seen::No => {}
+                Seen::Pending => pending = true,
+                settled @ Seen::Settled(_) => return settled,
+            }
+        }
+        if pending { Seen::Pending } else { Seen::No }
+    }
 }
 
 /// The router-wide record (one per router, shared by its peer streams).
-pub struct Records {
+/// `T` is what a waiting copy is held as: the routed delivery itself.
+pub struct Records<T = RoutedDelivery> {
     /// The next free block of sequence numbers.
     sequence: AtomicU64,
     /// Arrivals are checked (a resent delivery arrived recently); the one
     /// thing the normal path reads.
     checking: AtomicBool,
-    streams: Mutex<Streams>,
+    /// Copies waiting, plus lookups under way that may hold one: while it
+    /// is 0, settling streams do not report what they settled.
+    waiting: Arc<AtomicUsize>,
+    streams: Mutex<Streams<T>>,
     capacity: usize,
 }
 
@@ -361,11 +594,24 @@ impl Records {
     /// numbers start at a random value (so a restarted router does not
     /// reuse the numbers of its earlier life), never 0.
     pub fn new(capacity: usize) -> Records {
+        Records::with_waiting(capacity, WAITING_MAX, WAITING_BYTES)
+    }
+}
+
+impl<T> Records<T> {
+    /// [`Records::new`] with other bounds on waiting copies.
+    fn with_waiting(capacity: usize, max: usize, max_bytes: usize) -> Records<T> {
         let start = (rand::random::<u64>() >> 2).max(1);
         Records {
             sequence: AtomicU64::new(start),
             checking: AtomicBool::new(false),
-            streams: Mutex::new(Streams::default()),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            streams: Mutex::new(Streams {
+                live: Vec::new(),
+                orphaned: VecDeque::new(),
+                checking_until: None,
+                waiting: Waiting::new(max, max_bytes),
+            }),
             capacity,
         }
     }
@@ -388,6 +634,7 @@ impl Records {
         streams.live.push(record.clone());
         StreamRecorder {
             record,
+            waiting: self.waiting.clone(),
             routers: Vec::new(),
             last: 0,
             buffer: Vec::new(),
@@ -395,7 +642,8 @@ impl Records {
     }
 
     /// The stream closed: its record (with what was buffered) is kept for
-    /// [`REMEMBERED`] from `now`.
+    /// [`REMEMBERED`] from `now`, and outcomes of its pending deliveries
+    /// may still be written into it ([`StreamRecorder::settled`]).
     pub fn close_stream(&self, recorder: &mut StreamRecorder, now: Instant) {
         recorder.flush();
         let mut streams = lock(&self.streams);
@@ -412,6 +660,23 @@ impl Records {
         self.checking.load(Ordering::Relaxed)
     }
 
+    /// Copies waiting for an outcome (for tests and logs).
+    pub fn waiting(&self) -> usize {
+        lock(&self.streams).waiting.count
+    }
+
+    /// Starts (`resend`) or prolongs checking, ends it once over; true
+    /// while it is on.
+    fn checks(&self, streams: &mut Streams<T>, resend: bool, now: Instant) -> bool {
+        streams.expire(now);
+        if resend {
+            streams.checking_until = Some(now + REMEMBERED);
+        }
+        let checking = streams.checking_until.is_some();
+        self.checking.store(checking, Ordering::Relaxed);
+        checking
+    }
+
     /// What the router saw of `mesh` on any stream, live or lost. `resend`:
     /// the delivery is a re-forwarded one, which starts (or prolongs)
     /// checking every arrival. A lookup made because checking was on finds
@@ -419,24 +684,109 @@ impl Records {
     /// must be written first.
     pub fn lookup(&self, mesh: &MeshId, resend: bool, now: Instant) -> Seen {
         let mut streams = lock(&self.streams);
-        streams.expire(now);
-        if resend {
-            streams.checking_until = Some(now + REMEMBERED);
-        }
-        let checking = streams.checking_until.is_some();
-        self.checking.store(checking, Ordering::Relaxed);
-        if !checking {
+        if !self.checks(&mut streams, resend, now) {
             return Seen::No;
         }
-        let mut pending = false;
-        for record in streams.all() {
-            match lock(record).find(mesh) {
-                Seen::Settled(DeliveryState::Released) | Seen::No => {}
-                Seen::Pending => pending = true,
-                settled @ Seen::Settled(_) => return settled,
+        streams.find(mesh)
+    }
+
+    /// [`Records::lookup`] for an arriving delivery `item` with identity
+    /// `mesh`, and what to do with it: a copy of a delivery still pending
+    /// here is held until that delivery's outcome is known, within
+    /// [`WAITING_MAX`] and [`WAITING_BYTES`] (past them it is answered
+    /// `modified`, delivery-failed). `hold` makes the item to hold and
+    /// says how many bytes it keeps.
+    pub fn check(
+        &self,
+        mesh: &MeshId,
+        resend: bool,
+        now: Instant,
+        item: T,
+        hold: impl FnOnce(T) -> (T, usize),
+    ) -> Checked<T> {
+        // Counted before looking, so that a stream settling the pending
+        // delivery meanwhile reports it to `wake` (it reads the count under
+        // its lock, after this lookup has read its record, or before, and
+        // then this lookup finds it settled).
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut streams = lock(&self.streams);
+        let checked = if !self.checks(&mut streams, resend, now) {
+            Checked::Deliver(item)
+        } else {
+            match streams.find(mesh) {
+                Seen::No => Checked::Deliver(item),
+                Seen::Settled(state) => Checked::Answer(item, state),
+                Seen::Pending => {
+                    let (item, bytes) = hold(item);
+                    match streams.waiting.hold(mesh, item, bytes, now) {
+                        Ok(()) => Checked::Held,
+                        Err(item) => {
+                            tracing::warn!(
+                                waiting = streams.waiting.count,
+                                bytes = streams.waiting.bytes,
+                                "too many copies wait for outcomes: a copy of a pending delivery is answered modified"
+                            );
+                            Checked::Answer(item, DeliveryState::delivery_failed())
+                        }
+                    }
+                }
+            }
+        };
+        if !matches!(checked, Checked::Held) {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        checked
+    }
+
+    /// These deliveries were settled (from [`StreamRecorder::settled`]):
+    /// the copies waiting for them, and those whose wait is over at `now`.
+    pub fn wake(&self, settled: Vec<(MeshId, DeliveryState)>, now: Instant) -> Vec<Woken<T>> {
+        let mut streams = lock(&self.streams);
+        let mut woken = Vec::new();
+        for (mesh, state) in settled {
+            match Recorded::from(&state) {
+                Recorded::Released => woken.extend(
+                    streams
+                        .waiting
+                        .take(&mesh, false)
+                        .into_iter()
+                        .map(Woken::Deliver),
+                ),
+                _ => woken.extend(
+                    streams
+                        .waiting
+                        .take(&mesh, true)
+                        .into_iter()
+                        .map(|item| Woken::Answer(item, state.clone())),
+                ),
             }
         }
-        if pending { Seen::Pending } else { Seen::No }
+        self.waking(&mut streams, woken, now)
+    }
+
+    /// The copies whose wait is over at `now`: answered `modified`
+    /// (delivery-failed), since the consumer may still process the
+    /// delivery they duplicate.
+    pub fn expired(&self, now: Instant) -> Vec<Woken<T>> {
+        let mut streams = lock(&self.streams);
+        self.waking(&mut streams, Vec::new(), now)
+    }
+
+    fn waking(
+        &self,
+        streams: &mut Streams<T>,
+        mut woken: Vec<Woken<T>>,
+        now: Instant,
+    ) -> Vec<Woken<T>> {
+        woken.extend(
+            streams
+                .waiting
+                .expired(now)
+                .into_iter()
+                .map(|item| Woken::Answer(item, DeliveryState::delivery_failed())),
+        );
+        self.waiting.fetch_sub(woken.len(), Ordering::SeqCst);
+        woken
     }
 }
 
@@ -631,5 +981,131 @@ mod tests {
         assert!(a.start > 0);
         assert_eq!(a.end, b.start);
         assert_eq!(b.end - b.start, SEQUENCE_BLOCK);
+    }
+
+    /// A record whose waiting copies are numbers (`bytes` each).
+    fn waiting_record(max: usize, max_bytes: usize) -> Records<u64> {
+        Records::with_waiting(16, max, max_bytes)
+    }
+
+    /// Checks copy `item` of (router, sequence), a resend, at `now`.
+    fn check(records: &Records<u64>, sequence: u64, item: u64, now: Instant) -> Checked<u64> {
+        records.check(&id("A", sequence), true, now, item, |item| (item, 10))
+    }
+
+    #[test]
+    fn a_copy_of_a_pending_delivery_waits_for_its_outcome_and_gets_it() {
+        let records = waiting_record(8, 1000);
+        let now = Instant::now();
+        let mut stream = records.open_stream();
+        arrive(&mut stream, 0, "A", 1);
+        arrive(&mut stream, 1, "A", 2);
+        // Nothing waits: settling reports nothing (the normal path).
+        assert!(stream.settled([(1, &DeliveryState::Accepted)]).is_empty());
+
+        assert_eq!(check(&records, 1, 100, now), Checked::Held);
+        assert_eq!(check(&records, 1, 101, now), Checked::Held);
+        assert_eq!(
+            check(&records, 2, 102, now),
+            Checked::Answer(102, DeliveryState::Accepted)
+        );
+        assert_eq!(check(&records, 3, 103, now), Checked::Deliver(103));
+        assert_eq!(records.waiting(), 2);
+
+        // The consumer accepts the original: both copies get its outcome.
+        let settled = stream.settled([(0, &DeliveryState::Accepted)]);
+        assert_eq!(settled, vec![(id("A", 1), DeliveryState::Accepted)]);
+        assert_eq!(
+            records.wake(settled, now),
+            vec![
+                Woken::Answer(100, DeliveryState::Accepted),
+                Woken::Answer(101, DeliveryState::Accepted)
+            ]
+        );
+        assert_eq!(records.waiting(), 0);
+        assert_eq!(records.waiting.load(Ordering::SeqCst), 0);
+        // Copies arriving later find the outcome in the ring.
+        assert_eq!(
+            check(&records, 1, 104, now),
+            Checked::Answer(104, DeliveryState::Accepted)
+        );
+    }
+
+    #[test]
+    fn a_released_original_lets_one_copy_be_delivered_and_the_others_wait_for_that_one() {
+        let records = waiting_record(8, 1000);
+        let now = Instant::now();
+        let mut lost = records.open_stream();
+        arrive(&mut lost, 0, "A", 1);
+        records.close_stream(&mut lost, now);
+        let mut via_c = records.open_stream();
+        let mut via_e = records.open_stream();
+        // Two copies arrive on two streams and wait (each recorded as
+        // arrived on its stream, as the data plane does).
+        assert_eq!(check(&records, 1, 10, now), Checked::Held);
+        arrive(&mut via_c, 10, "A", 1);
+        assert_eq!(check(&records, 1, 20, now), Checked::Held);
+        arrive(&mut via_e, 20, "A", 1);
+
+        // Nobody processed the original: the oldest copy is delivered.
+        let settled = lost.settled([(0, &DeliveryState::Released)]);
+        assert_eq!(records.wake(settled, now), vec![Woken::Deliver(10)]);
+        assert_eq!(records.waiting(), 1);
+        // That one is accepted: the other copy is answered so.
+        let settled = via_c.settled([(10, &DeliveryState::Accepted)]);
+        assert_eq!(
+            records.wake(settled, now),
+            vec![Woken::Answer(20, DeliveryState::Accepted)]
+        );
+        assert_eq!(records.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_copy_waits_at_most_outcome_wait_then_is_answered_modified() {
+        let records = waiting_record(8, 1000);
+        let t0 = Instant::now();
+        let mut stream = records.open_stream();
+        arrive(&mut stream, 0, "A", 1);
+        arrive(&mut stream, 1, "A", 2);
+        assert_eq!(check(&records, 1, 100, t0), Checked::Held);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(check(&records, 2, 200, t1), Checked::Held);
+
+        assert!(
+            records
+                .expired(t0 + OUTCOME_WAIT - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(
+            records.expired(t0 + OUTCOME_WAIT),
+            vec![Woken::Answer(100, DeliveryState::delivery_failed())]
+        );
+        // Woken before its time: nothing left to expire for it.
+        let settled = stream.settled([(1, &DeliveryState::Accepted)]);
+        assert_eq!(
+            records.wake(settled, t1),
+            vec![Woken::Answer(200, DeliveryState::Accepted)]
+        );
+        assert!(records.expired(t1 + OUTCOME_WAIT).is_empty());
+        assert_eq!(records.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn copies_wait_within_a_count_and_a_byte_bound_and_past_them_are_answered_modified() {
+        let now = Instant::now();
+        for (max, max_bytes) in [(2, 1000), (8, 25)] {
+            let records = waiting_record(max, max_bytes);
+            let mut stream = records.open_stream();
+            arrive(&mut stream, 0, "A", 1);
+            assert_eq!(check(&records, 1, 100, now), Checked::Held);
+            assert_eq!(check(&records, 1, 101, now), Checked::Held);
+            assert_eq!(
+                check(&records, 1, 102, now),
+                Checked::Answer(102, DeliveryState::delivery_failed()),
+                "bounds {max} copies, {max_bytes} bytes"
+            );
+            assert_eq!(records.waiting(), 2);
+            assert_eq!(records.waiting.load(Ordering::SeqCst), 2);
+        }
     }
 }

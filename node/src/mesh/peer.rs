@@ -9,6 +9,17 @@
 //! Outbound frames go through a bounded tokio mpsc channel whose receiver is
 //! the gRPC stream's body; when it is full the actor waits (`ctx.wait`) so
 //! frame order is kept and HTTP/2 flow control pushes back on the sender.
+//!
+//! When the stream closes (or is closed) the neighbour is lost at once:
+//! the control actor is told, the streams are dropped and what was in
+//! flight to the neighbour is re-forwarded ([`PeerData::lost`]). If
+//! deliveries that came from the neighbour are still unsettled here (a
+//! consumer has them), the actor stays, with no stream, until their
+//! outcomes are in or [`super::dedup::REMEMBERED`] has passed: those
+//! outcomes can no longer go back, but they are recorded, and they answer
+//! the copies of these deliveries that failover brings on other paths
+//! ([`super::dedup`]). Deliveries routed to it meanwhile go back to their
+//! address ([`PeerData::refuse`]).
 
 use std::mem;
 
@@ -65,7 +76,10 @@ pub struct PeerActor {
     cost: Cost,
     control: Addr<ControlActor>,
     peer: Option<RouterId>,
-    out: mpsc::Sender<pb::Batch>,
+    /// Frames to the neighbour; `None` once it is lost.
+    out: Option<mpsc::Sender<pb::Batch>>,
+    /// The stream of frames from the neighbour.
+    inbound: Option<SpawnHandle>,
     pending: Vec<pb::Frame>,
     flush_queued: bool,
     data: PeerData,
@@ -99,7 +113,7 @@ impl PeerActor {
         records: std::sync::Arc<super::dedup::Records>,
     ) -> Addr<PeerActor> {
         PeerActor::create(move |ctx| {
-            ctx.add_stream(stream.inbound);
+            let inbound = ctx.add_stream(stream.inbound);
             let mut data = PeerData::new(hook, own_id.clone(), conn, records);
             data.started(ctx.address().recipient());
             PeerActor {
@@ -110,7 +124,8 @@ impl PeerActor {
                 cost: stream.cost,
                 control,
                 peer: None,
-                out: stream.out,
+                out: Some(stream.out),
+                inbound: Some(inbound),
                 pending: Vec::new(),
                 flush_queued: false,
                 data,
@@ -120,6 +135,10 @@ impl PeerActor {
     }
 
     fn queue(&mut self, frames: impl IntoIterator<Item = pb::Frame>, ctx: &mut Context<Self>) {
+        if self.out.is_none() {
+            // Lost: nothing more goes to the neighbour.
+            return;
+        }
         self.pending.extend(frames);
         if !self.flush_queued && !self.pending.is_empty() {
             self.flush_queued = true;
@@ -132,14 +151,18 @@ impl PeerActor {
         if self.pending.is_empty() {
             return;
         }
+        let Some(out) = &self.out else {
+            self.pending.clear();
+            return;
+        };
         let mut batches = split_batches(mem::take(&mut self.pending));
         while let Some(batch) = batches.pop_front() {
-            match self.out.try_send(batch) {
+            match out.try_send(batch) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(batch)) => {
                     // Keep order: the rest waits behind this one.
                     batches.push_front(batch);
-                    let out = self.out.clone();
+                    let out = out.clone();
                     ctx.wait(
                         async move {
                             for batch in batches {
@@ -188,7 +211,37 @@ impl Actor for PeerActor {
         self.queue([wire::to_frame(&hello)], ctx);
     }
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        if self.out.is_none() {
+            // Lost already: this is the end of the wait for outcomes.
+            return Running::Stop;
+        }
+        self.lose(ctx);
+        if !self.data.holds_arrivals() {
+            return Running::Stop;
+        }
+        // Stay for the outcomes of what came from the neighbour (module doc).
+        ctx.run_later(super::dedup::REMEMBERED, |_, ctx| ctx.stop());
+        Running::Continue
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        // Lost in `stopping` already, unless the actor was stopped another way.
+        if self.out.is_some() {
+            self.lose(ctx);
+        }
+    }
+}
+
+impl PeerActor {
+    /// The neighbour is lost: the control actor learns it at once, the
+    /// streams are dropped, and what was in flight to it is re-forwarded.
+    fn lose(&mut self, ctx: &mut Context<Self>) {
+        self.out = None;
+        self.pending.clear();
+        if let Some(inbound) = self.inbound.take() {
+            ctx.cancel_future(inbound);
+        }
         self.data.lost(self.peer.as_ref());
         self.control.do_send(PeerClosed { conn: self.conn });
         if let Some(closed) = self.closed.take() {
@@ -198,7 +251,18 @@ impl Actor for PeerActor {
 }
 
 impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // Once lost, the end of the stream (it may still be polled once
+        // after it was cancelled) does not end the wait for outcomes.
+        if self.out.is_some() {
+            ctx.stop();
+        }
+    }
+
     fn handle(&mut self, item: Result<pb::Batch, Status>, ctx: &mut Self::Context) {
+        if self.out.is_none() {
+            return;
+        }
         let batch = match item {
             Ok(batch) => batch,
             Err(status) => {
@@ -266,6 +330,12 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
             messages.push(message);
         }
         self.data.route_arrived();
+        if self.data.take_waits_started() {
+            // Copies that started waiting for an outcome: answered by then.
+            ctx.run_later(super::dedup::OUTCOME_WAIT, |act, _| {
+                act.data.expire_waiting()
+            });
+        }
         if let Some(from) = &self.peer
             && !messages.is_empty()
         {
@@ -335,6 +405,10 @@ impl Handler<PeerDeliver> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, msg: PeerDeliver, ctx: &mut Self::Context) {
+        if self.out.is_none() {
+            self.data.refuse(msg.0, self.peer.as_ref());
+            return;
+        }
         let me = ctx.address();
         let frames = self.data.send(msg.0, |_| me.clone().recipient());
         self.queue(frames, ctx);
@@ -347,6 +421,10 @@ impl Handler<Returned> for PeerActor {
     fn handle(&mut self, msg: Returned, ctx: &mut Self::Context) {
         let frames = self.data.returned(msg.outcomes);
         self.queue(frames, ctx);
+        if self.out.is_none() && !self.data.holds_arrivals() {
+            // Lost, and every outcome it waited for is in.
+            ctx.stop();
+        }
     }
 }
 

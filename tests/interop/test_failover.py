@@ -1,0 +1,155 @@
+"""Failover under load with real boted processes and Qpid Proton clients
+(issue 20; the fe2o3 suite is node/tests/failover_fe2o3.rs): a router on
+the path, or a link of it, goes away while thousands of unsettled
+deliveries are in flight through it. The sender is an at-least-once
+application (it sends again whatever comes back released or modified);
+per message id the tests count what the consumer received and what the
+sender heard. The promise: every message reaches the consumer exactly
+once and the sender hears the consumer's own outcome (`accepted`) for it —
+a re-forwarded copy of a delivery the consumer already has is answered
+with that consumer's outcome, waiting for it if need be, never delivered
+again."""
+
+import collections
+import contextlib
+import re
+import time
+
+import pytest
+
+from clients import AtLeastOnceSender, Receiver
+from conftest import Router, wait_until
+from proxy import LinkProxy
+from test_mesh import kill, route, routes
+
+# Messages per run: enough that hundreds are in flight through the router
+# or link that fails, few enough that a run takes seconds.
+N = 20_000
+
+# How long a batch consumer holds what it has from the fault on: longer
+# than finding a silent link (hello timeout 500 ms) and re-forwarding, so
+# the copies find the originals pending and must wait for the outcome.
+HOLD = 1.0
+
+
+@contextlib.contextmanager
+def mesh(names, links, proxied=(), router_extra=""):
+    """Routers `names`, each with an inter-router listener; `links` are
+    (i, j, cost) with j < i: router i dials router j, through a LinkProxy
+    for the links whose index is in `proxied`. Yields (routers, proxies)
+    once each router has routes to all the others; at the end the routers
+    still running must stop cleanly."""
+    routers, proxies = [], []
+    try:
+        for i, name in enumerate(names):
+            connectors = []
+            for k, (dialler, j, cost) in enumerate(links):
+                if dialler != i:
+                    continue
+                port = routers[j].inter_router_port
+                if k in proxied:
+                    proxies.append(LinkProxy(port))
+                    port = proxies[-1].port
+                connectors.append((f"to-{names[j]}", port, cost))
+            routers.append(Router(name, inter_router=True, router_extra=router_extra,
+                                  connectors=connectors))
+        wait_until(lambda: all(len(routes(r).get("routes", {})) == len(names) - 1
+                               for r in routers), 20, "the mesh to converge")
+        yield routers, proxies
+    finally:
+        for p in proxies:
+            p.cut()
+        for r in routers:
+            if r.proc.poll() is None:
+                assert r.stop() == 0, r.log()
+
+
+SQUARE = ["Router.A", "Router.B", "Router.C", "Router.D"]
+# A - B - D and A - C - D, the A - C link at cost 3: A reaches D through B
+# (cost 2) rather than C (cost 4).
+SQUARE_LINKS = [(1, 0, 1), (2, 0, 3), (3, 1, 1), (3, 2, 1)]
+
+
+def re_forwarded(router, lost):
+    """What `router` logged it re-forwarded when it lost `lost`."""
+    m = re.search(rf"lost {re.escape(lost)}: (\d+) in-flight deliveries re-forwarded", router.log())
+    return int(m.group(1)) if m else None
+
+
+def under_load(sender_router, consumer_router, address, settle, fault_at, fault):
+    """Sends N at-least-once from `sender_router` to a consumer (credit 500)
+    on `consumer_router`, calls `fault` once the consumer has `fault_at` of
+    them (a batch consumer then holds what it has for HOLD), and checks per
+    message id: received exactly once, and the sender heard exactly
+    `accepted` (no modified or released it would send again)."""
+    rx = Receiver(consumer_router.url, address, settle=settle, credit=500, timeout=90).start()
+    assert rx.attached.wait(10)
+    wait_until(lambda: len(routes(sender_router).get("addresses", {}).get(address, [])) == 1,
+               10, f"{sender_router.name} to learn of the consumer")
+    tx = AtLeastOnceSender(sender_router.url, address, N, timeout=90).start()
+    wait_until(lambda: rx.count >= fault_at * N, 60, f"{fault_at:.0%} received")
+    if settle == "batch":
+        rx.hold.set()
+        # What it holds is unsettled all the way back to the sender: in
+        # flight through what fails.
+        wait_until(lambda: len(rx.unsettled) > 0, 10, "the consumer to hold deliveries")
+    fault()
+    time.sleep(HOLD)
+    rx.hold.clear()
+    tx.join()
+    assert tx.error is None and not tx.timed_out, (tx.error, len(tx.settled))
+    time.sleep(0.3)  # a duplicate would arrive by now
+    rx.stop_requested.set()
+    rx.join()
+    received = collections.Counter(m.id for m in rx.messages)
+    twice = {i: c for i, c in received.items() if c > 1}
+    missing = sorted(set(range(N)) - received.keys())
+    heard = {i: o for i, o in tx.outcomes.items() if o != ["accepted"]}
+    tally = collections.Counter(tuple(o) for o in heard.values())
+    assert not (twice or missing or heard), (
+        f"{len(twice)} received more than once (e.g. {sorted(twice.items())[:5]}), "
+        f"{len(missing)} never received (e.g. {missing[:5]}), "
+        f"{len(heard)} not just accepted at the sender: {dict(tally)} "
+        f"(e.g. {sorted(heard.items())[:5]})")
+
+
+@pytest.mark.parametrize("kill_at,settle", [
+    (0.3, "accept"),
+    (0.5, "accept"),
+    (0.7, "batch"),
+], ids=["30%-auto-accept", "50%-auto-accept", "70%-batch-accept"])
+def test_square_kill_b_under_load_every_message_reaches_the_consumer_once_and_is_accepted(
+        kill_at, settle):
+    with mesh(SQUARE, SQUARE_LINKS) as ((a, b, c, d), _):
+        assert route(a, "Router.D") == {"next_hop": "Router.B", "cost": 2}
+        under_load(a, d, "queue.failover.square", settle, kill_at, lambda: kill(b))
+        print(f"kill at {kill_at:.0%} ({settle}): A re-forwarded {re_forwarded(a, 'Router.B')}")
+        assert re_forwarded(a, "Router.B"), a.log()
+
+
+def test_killing_the_middle_of_a_longer_path_re_forwards_on_the_detour_and_accepts_each_once():
+    # A - B - C - D, and the detour B - E - D (cost 4 against 2 through C).
+    # C dies: B, in the middle of the path, re-forwards what it had sent to
+    # C through E, and the answers go back D - E - B - A.
+    names = ["Router.A", "Router.B", "Router.C", "Router.D", "Router.E"]
+    links = [(1, 0, 1), (2, 1, 1), (3, 2, 1), (4, 1, 2), (4, 3, 2)]
+    with mesh(names, links) as ((a, b, c, d, e), _):
+        assert route(b, "Router.D") == {"next_hop": "Router.C", "cost": 2}
+        under_load(a, d, "queue.failover.longer", "batch", 0.5, lambda: kill(c))
+        assert re_forwarded(b, "Router.C"), b.log()
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["closed", "silent"])
+def test_square_link_a_b_cut_under_load_each_message_reaches_the_consumer_once_and_is_accepted(
+        silent):
+    # A - B goes through a proxy, cut once the consumer on D has half of
+    # the messages: closed (both sockets shut), or silent (nothing
+    # forwarded; the hello timeout of 500 ms finds it). B lives on and still
+    # passes on what it had from A; its outcomes cannot reach A any more.
+    fast_hellos = "hello-interval-ms = 100\nhello-timeout-ms = 500"
+    with mesh(SQUARE, SQUARE_LINKS, proxied=[0], router_extra=fast_hellos) as \
+            ((a, b, c, d), (proxy,)):
+        assert route(a, "Router.D") == {"next_hop": "Router.B", "cost": 2}
+        under_load(a, d, "queue.failover.cut", "batch", 0.5,
+                   proxy.silence if silent else proxy.cut)
+        assert re_forwarded(a, "Router.B"), a.log()
