@@ -559,12 +559,22 @@ impl PeerData {
             return;
         }
         let arrived = std::mem::take(&mut self.arrived);
-        match self.hook.get() {
-            Some(data) => data.route(arrived),
-            None => {
-                // The router is not up yet: give them back.
-                for d in arrived {
-                    d.return_to_sender(Some(DeliveryState::Released));
+        self.to_router(arrived, Routing::Forward, DeliveryState::Released);
+    }
+
+    /// Hands deliveries to the router to be routed (or rerouted around a
+    /// lost neighbour); before the router is up, back to their senders with
+    /// `otherwise`.
+    fn to_router(&self, deliveries: Vec<RoutedDelivery>, how: Routing, otherwise: DeliveryState) {
+        if deliveries.is_empty() {
+            return;
+        }
+        match (self.hook.get(), how) {
+            (Some(data), Routing::Forward) => data.route(deliveries),
+            (Some(data), Routing::Around) => data.reroute(deliveries),
+            (None, _) => {
+                for d in deliveries {
+                    d.return_to_sender(Some(otherwise.clone()));
                 }
             }
         }
@@ -787,17 +797,7 @@ impl PeerData {
                 Woken::Deliver(d) => deliver.push(d),
             }
         }
-        if deliver.is_empty() {
-            return;
-        }
-        match self.hook.get() {
-            Some(data) => data.route(deliver),
-            None => {
-                for d in deliver {
-                    d.return_to_sender(Some(DeliveryState::Released));
-                }
-            }
-        }
+        self.to_router(deliver, Routing::Forward, DeliveryState::Released);
     }
 
     /// Outcomes of deliveries that arrived from the neighbour. A presettled
@@ -844,17 +844,7 @@ impl PeerData {
                 _ => d.return_to_sender(Some(DeliveryState::Released)),
             }
         }
-        if reroute.is_empty() {
-            return;
-        }
-        match self.hook.get() {
-            Some(data) => data.reroute(reroute),
-            None => {
-                for d in reroute {
-                    d.return_to_sender(Some(DeliveryState::Released));
-                }
-            }
-        }
+        self.to_router(reroute, Routing::Around, DeliveryState::Released);
     }
 
     /// The neighbour (`peer`, if it identified itself) is gone. What it had
@@ -897,18 +887,16 @@ impl PeerData {
                 reforward.len()
             );
         }
-        if reforward.is_empty() {
-            return;
-        }
-        match self.hook.get() {
-            Some(data) => data.reroute(reforward),
-            None => {
-                for d in reforward {
-                    d.return_to_sender(Some(DeliveryState::delivery_failed()));
-                }
-            }
-        }
+        self.to_router(reforward, Routing::Around, DeliveryState::delivery_failed());
     }
+}
+
+/// How the router is to route deliveries handed to it.
+enum Routing {
+    /// Like any other ([`super::DataPlane::route`]).
+    Forward,
+    /// Around a lost neighbour ([`super::DataPlane::reroute`]).
+    Around,
 }
 
 /// An unsettled delivery that is not a multicast copy: the only kind with an
