@@ -116,6 +116,30 @@ impl RoutedDelivery {
         self.send_outcome(state);
     }
 
+    /// The consumer link `consumer` settled the delivery with the terminal
+    /// `state` (`None`: settled without one, taken as accepted). Released
+    /// (and not a multicast copy): returned, with `consumer` added to
+    /// [`Self::tried`], for its address to offer another consumer ("resend
+    /// released"). Any other outcome is queued in `returns` for home, and
+    /// the delivery ends.
+    pub fn settled_by_consumer(
+        mut self,
+        consumer: (ConnId, LinkId),
+        state: Option<DeliveryState>,
+        returns: &mut OutcomeBatch,
+    ) -> Option<RoutedDelivery> {
+        match state {
+            Some(DeliveryState::Released) if self.fanout.is_none() => {
+                self.tried.push(consumer);
+                Some(self)
+            }
+            state => {
+                returns.push(self, state.or(Some(DeliveryState::Accepted)));
+                None
+            }
+        }
+    }
+
     /// The delivery ends here with no outcome of its own: a multicast
     /// original once its copies are made (they carry the outcome).
     pub fn consumed(mut self) {

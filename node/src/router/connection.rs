@@ -607,16 +607,9 @@ impl ConnectionActor {
             // Receiver settle mode second: the router settles at once.
             let _ = self.engine.disposition(link, delivery_id, None, true);
         }
-        match state {
-            Some(DeliveryState::Released) if d.fanout.is_none() => {
-                // Resend released: another consumer may take it.
-                let mut d = d;
-                d.tried.push((self.id, link));
-                consumer.actor.do_send(Forward(vec![d]));
-            }
-            state => self
-                .returns
-                .push(d, state.or(Some(DeliveryState::Accepted))),
+        if let Some(d) = d.settled_by_consumer((self.id, link), state, &mut self.returns) {
+            // Resend released: another consumer may take it.
+            consumer.actor.do_send(Forward(vec![d]));
         }
         self.pump(link);
     }

@@ -22,6 +22,8 @@
 //! applied, the rest is reported as needing a restart.
 
 pub mod address;
+#[cfg(test)]
+mod address_props;
 pub mod annotations;
 pub mod connection;
 pub mod link;
