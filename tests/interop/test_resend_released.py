@@ -154,7 +154,6 @@ def test_r2_taking_deliveries_presettled_gets_each_released_one_once(router):
         run))
 
 
-@pytest.mark.xfail(strict=True, reason="fixed in the next commit: the two pass them on for ever")
 def test_two_releasing_consumers_each_get_a_delivery_once_then_it_goes_back_released(router):
     # Each consumer that gave a delivery back is not offered it again, so
     # two consumers that release everything do not pass deliveries between
@@ -181,8 +180,7 @@ def knows_consumers_on(router, ids):
 # (R1's router, R2's router) on the chain A-B-C, the sender on A: the
 # releasing consumer nearer the sender (its releases go on to C), or
 # further (C gives them back to B, which must resend them to R2).
-PLACEMENTS = [("B", "C"), pytest.param("C", "B", marks=pytest.mark.xfail(
-    strict=True, reason="fixed in the next commit: B returns C's releases to the sender"))]
+PLACEMENTS = [("B", "C"), ("C", "B")]
 
 
 @pytest.mark.parametrize("r2", ["accept", "presettled"])

@@ -61,8 +61,12 @@ pub struct RoutedDelivery {
     /// Set on the copies of a multicast delivery: they share one outcome.
     pub fanout: Option<Arc<Fanout>>,
     /// Consumers that already had this delivery and gave it back (released or
-    /// detached before sending); the address tries others first.
+    /// detached before sending): the address does not give it to them again.
     pub tried: Vec<(ConnId, LinkId)>,
+    /// Neighbours this router sent it to that gave it back released (no
+    /// consumer beyond them took it): the address does not send it through
+    /// them again.
+    pub released_by: Vec<bote_topology::RouterId>,
     /// Set while the message is still arriving frame by frame: `message` is
     /// its first frame and the rest comes through the stream.
     pub stream: Option<Arc<Stream>>,

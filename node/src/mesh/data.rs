@@ -37,6 +37,12 @@
 //! consumer thus holds at most a window per hop of its address, and a
 //! sender's credit does not wait for a round trip through the whole mesh.
 //!
+//! Resend released: a delivery the neighbour gives back `released` (no
+//! consumer beyond it took it) is routed again on this router like one
+//! that arrived, never through that neighbour again
+//! ([`RoutedDelivery::released_by`]); with nowhere else to go it goes back
+//! released. Unsettled unicast deliveries only (they keep their message).
+//!
 //! The trace of visited routers and a hop limit travel with each transfer; a
 //! router never forwards a delivery to a router on its trace.
 //!
@@ -233,6 +239,8 @@ impl Names {
 pub struct PeerData {
     hook: DataHook,
     own: RouterId,
+    /// The neighbour, once its hello named it.
+    neighbour: Option<RouterId>,
     conn: ConnId,
     returns_to: Option<Arc<Recipient<Returned>>>,
     next_id: u64,
@@ -283,6 +291,7 @@ impl PeerData {
         PeerData {
             hook,
             own,
+            neighbour: None,
             // Keep peer streams apart from AMQP connections in outcome batches.
             conn: ConnId(u64::MAX - conn),
             returns_to: None,
@@ -322,6 +331,11 @@ impl PeerData {
     pub fn neighbour_reads(&mut self, same_route: bool, disposition_ranges: bool) {
         self.same_route_out = same_route;
         self.ranges_out = disposition_ranges;
+    }
+
+    /// The neighbour's hello named it.
+    pub fn identified(&mut self, neighbour: RouterId) {
+        self.neighbour = Some(neighbour);
     }
 
     /// The neighbour reads both compact data forms.
@@ -537,9 +551,20 @@ impl PeerData {
     fn settled_by_neighbour(&mut self, id: u64, state: &Option<DeliveryState>) {
         if let Some((address, size)) = self.sent_early.remove(&id) {
             self.presettled_acknowledged(id, &address, Some(size));
-        } else if let Some(delivery) = self.sent.remove(&id) {
-            self.streams_out.remove(&id);
+        } else if let Some(mut delivery) = self.sent.remove(&id) {
+            let streaming = self.streams_out.remove(&id).is_some();
             settled_remotely(&delivery);
+            if let (Some(DeliveryState::Released), Some(neighbour)) = (state, &self.neighbour)
+                && unsettled_unicast(&delivery)
+                && !streaming
+            {
+                // Resend released: nobody beyond the neighbour took it, so
+                // it is routed again here, never through that neighbour.
+                delivery.remote_outstanding = None;
+                delivery.released_by.push(neighbour.clone());
+                self.arrived.push(delivery);
+                return;
+            }
             let presettled = delivery.presettled.then(|| delivery.address.clone());
             self.outcomes.push(delivery, state.clone());
             if let Some(address) = presettled {
@@ -658,6 +683,7 @@ impl PeerData {
             },
             fanout: None,
             tried: Vec::new(),
+            released_by: Vec::new(),
             stream: None,
             visited: trace,
             hops_left,
@@ -1075,6 +1101,7 @@ mod tests {
             },
             fanout: None,
             tried: Vec::new(),
+            released_by: Vec::new(),
             stream: None,
             visited: VisitedRouters::default(),
             hops_left: HOP_LIMIT,
@@ -1492,6 +1519,75 @@ mod tests {
                     .unwrap()
                     .iter()
                     .all(|(_, state)| *state == Some(DeliveryState::Accepted))
+            );
+        });
+    }
+
+    #[test]
+    fn a_delivery_the_neighbour_releases_is_routed_again_here_once_never_through_it() {
+        actix::System::new().block_on(async {
+            let (outcomes, sink, kept) = harness();
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            to_b.identified(RouterId::from("Router.B"));
+            let outstanding = Arc::new(std::sync::atomic::AtomicU32::new(3));
+            let mut batch: Vec<RoutedDelivery> = (0..3)
+                .map(|k| {
+                    let mut d = delivery(&sink, k, false);
+                    d.remote_outstanding = Some(outstanding.clone());
+                    d
+                })
+                .collect();
+            // Key 2 is still streaming out: it cannot be sent again whole.
+            let stream = Arc::new(Stream::default());
+            stream.push(Bytes::from_static(b"more"), false);
+            batch[2].stream = Some(stream);
+            let progress = sink.clone();
+            to_b.send(batch, |_| progress.clone().recipient());
+            let settle = |id, state| {
+                pb::frame::Kind::Disposition(pb::Disposition {
+                    delivery_id: id,
+                    outcome: Some(outcome_to_wire(state)),
+                    settled: true,
+                    last_delivery_id: 0,
+                })
+            };
+            to_b.inbound(settle(0, DeliveryState::Released));
+            to_b.inbound(settle(1, DeliveryState::Accepted));
+            to_b.inbound(settle(2, DeliveryState::Released));
+            // A repeated or late disposition of a settled delivery: nothing.
+            to_b.inbound(settle(0, DeliveryState::Released));
+            to_b.inbound(settle(1, DeliveryState::Released));
+            to_b.route_arrived();
+
+            let routed = std::mem::take(&mut *kept.routed.lock().unwrap());
+            assert_eq!(routed.len(), 1, "routed again once");
+            let d = &routed[0];
+            assert_eq!(d.origin.key, 0);
+            assert_eq!(d.released_by, vec![RouterId::from("Router.B")]);
+            assert_eq!(&d.message[..], b"message", "it kept its message");
+            assert!(d.remote_outstanding.is_none() && !d.resend);
+            assert_eq!(outstanding.load(std::sync::atomic::Ordering::Relaxed), 0);
+            drop(routed);
+            // The accepted one goes home accepted and the one still
+            // streaming released; the one routed again is answered only
+            // now that it was dropped (released, as any delivery dropped
+            // on its way).
+            let mut got = Vec::new();
+            for _ in 0..200 {
+                got = outcomes.lock().unwrap().clone();
+                if got.len() >= 3 {
+                    break;
+                }
+                actix::clock::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            got.sort_by_key(|(key, _)| *key);
+            assert_eq!(
+                got,
+                vec![
+                    (0, Some(DeliveryState::Released)),
+                    (1, Some(DeliveryState::Accepted)),
+                    (2, Some(DeliveryState::Released)),
+                ]
             );
         });
     }

@@ -100,8 +100,8 @@ impl MeshView {
 pub trait DataPlane: Send + Sync + 'static {
     /// A new snapshot was published.
     fn view_changed(&self, view: Arc<MeshView>);
-    /// Deliveries arrived from a neighbour (in arrival order): route them
-    /// like local ones.
+    /// Deliveries arrived from a neighbour (in arrival order), or given
+    /// back released by one: route them like local ones.
     fn route(&self, deliveries: Vec<crate::delivery::RoutedDelivery>);
     /// Deliveries that were in flight to a neighbour when it was lost
     /// (each marked `resend`, with `resent_from` naming the neighbour):

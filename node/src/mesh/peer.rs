@@ -317,6 +317,7 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
                     return;
                 }
                 self.peer = Some(hello.router.clone());
+                self.data.identified(hello.router.clone());
                 self.control.do_send(PeerIdentified {
                     conn: self.conn,
                     router: hello.router.clone(),

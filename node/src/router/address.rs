@@ -4,6 +4,11 @@
 //! its distribution (closest, balanced, multicast), and tells producers when
 //! they may have credit (only while the address has a consumer).
 //!
+//! Resend released: a delivery a consumer released comes back and is
+//! offered to a consumer that has not had it ([`RoutedDelivery::tried`]),
+//! never through a neighbour that released it
+//! ([`RoutedDelivery::released_by`]); with none left it goes home released.
+//!
 //! Failover: deliveries that were in flight to a lost neighbour come back
 //! as [`Reroute`]. They never go to that neighbour again, nor to a router
 //! reached through it, and they wait (at most [`REROUTE_WAIT`]) for a mesh
@@ -139,10 +144,12 @@ struct Remote {
 
 impl Remote {
     /// A delivery must not go to a router it visited or through a next hop
-    /// it visited, nor to or through the neighbour it was lost with.
+    /// it visited, nor through a neighbour that released it, nor to or
+    /// through the neighbour it was lost with.
     fn excluded_for(&self, d: &RoutedDelivery) -> bool {
         d.visited.contains(&self.router)
             || d.visited.contains(&self.next_hop)
+            || d.released_by.contains(&self.next_hop)
             || d.resent_from
                 .as_ref()
                 .is_some_and(|lost| *lost == self.router || *lost == self.next_hop)
@@ -338,6 +345,7 @@ impl AddressActor {
                     origin: d.origin.clone(),
                     fanout: Some(fanout.clone()),
                     tried: Vec::new(),
+                    released_by: Vec::new(),
                     stream: d.stream.clone(),
                     visited: d.visited.clone(),
                     hops_left: d.hops_left,
@@ -371,8 +379,10 @@ impl AddressActor {
             }
             match self.pick(&d) {
                 Some(Choice::Local(i)) => {
+                    // `tried` stays: a consumer that gave the delivery back
+                    // never gets it again, so two consumers that both
+                    // release it cannot pass it between them for ever.
                     self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
-                    d.tried.clear();
                     batches[i].push(d);
                 }
                 Some(Choice::Remote(k)) => {

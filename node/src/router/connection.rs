@@ -927,6 +927,7 @@ fn routed(
         origin,
         fanout: None,
         tried: Vec::new(),
+        released_by: Vec::new(),
         stream,
         visited: crate::delivery::VisitedRouters::default(),
         hops_left: crate::delivery::HOP_LIMIT,
