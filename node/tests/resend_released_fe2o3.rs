@@ -224,41 +224,24 @@ fn r2_got_each_once(run: usize, r: Run) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delivery_r2_accepted_is_not_resent_when_r1_releases() {
+/// [`runs`] with R1, R2 (on one connection and session) and the sender on
+/// one router.
+async fn on_one_router(prefix: &str, r2_settle: Settle, check: impl Fn(usize, Run)) {
     let _serial = SERIAL.lock().await;
     let router = Router::start("Router.F");
     let r = &router;
-    runs(
-        r,
-        r,
-        r,
-        "queue.resend",
-        Settle::Accept,
-        |_| true,
-        r2_got_each_once,
-    )
-    .await;
+    runs(r, r, r, prefix, r2_settle, |_| true, check).await;
     router.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_r2_accepted_is_not_resent_when_r1_releases() {
+    on_one_router("queue.resend", Settle::Accept, r2_got_each_once).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_taking_deliveries_presettled_gets_each_released_one_once() {
-    let _serial = SERIAL.lock().await;
-    let router = Router::start("Router.F");
-    let r = &router;
-    let prefix = "queue.resend.pre";
-    runs(
-        r,
-        r,
-        r,
-        prefix,
-        Settle::Presettled,
-        |_| true,
-        r2_got_each_once,
-    )
-    .await;
-    router.stop_cleanly();
+    on_one_router("queue.resend.pre", Settle::Presettled, r2_got_each_once).await;
 }
 
 /// A consumer that gave a delivery back is not offered it again, so two
@@ -266,31 +249,19 @@ async fn r2_taking_deliveries_presettled_gets_each_released_one_once() {
 /// for ever: each sees each message once, then it goes home released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_releasing_consumers_each_get_a_delivery_once_then_it_goes_back_released() {
-    let _serial = SERIAL.lock().await;
-    let router = Router::start("Router.F");
-    let r = &router;
-    runs(
-        r,
-        r,
-        r,
-        "queue.resend.both",
-        Settle::Release,
-        |_| true,
-        |run, r| {
-            for (name, per) in [("R1", &r.r1), ("R2", &r.r2)] {
-                let wrong = not(per, |n| n == 1);
-                assert!(
-                    wrong.is_empty(),
-                    "run {run}: {name}'s receipts not 1: {}",
-                    first_few(&wrong)
-                );
-            }
-            let released = BTreeMap::from([("released", MESSAGES as usize)]);
-            assert_eq!(r.outcomes, released, "run {run}: sender outcomes");
-        },
-    )
+    on_one_router("queue.resend.both", Settle::Release, |run, r| {
+        for (name, per) in [("R1", &r.r1), ("R2", &r.r2)] {
+            let wrong = not(per, |n| n == 1);
+            assert!(
+                wrong.is_empty(),
+                "run {run}: {name}'s receipts not 1: {}",
+                first_few(&wrong)
+            );
+        }
+        let released = BTreeMap::from([("released", MESSAGES as usize)]);
+        assert_eq!(r.outcomes, released, "run {run}: sender outcomes");
+    })
     .await;
-    router.stop_cleanly();
 }
 
 /// A - B - C, cost 1 each, the sender on A: R1 on `r1_on` and R2 on `r2_on`

@@ -15,10 +15,9 @@ import time
 
 import pytest
 from proton import Message
-from proton.handlers import MessagingHandler
-from proton.reactor import AtMostOnce, Container
+from proton.reactor import AtMostOnce
 
-from clients import Sender
+from clients import Sender, _Base
 from conftest import wait_until
 from test_mesh import chain, routes  # noqa: F401 (fixture)
 
@@ -28,7 +27,7 @@ RUNS = 12
 RUN_BUDGET = 8  # seconds: no new run starts past it (after the third)
 
 
-class TwoReceivers(MessagingHandler):
+class TwoReceivers(_Base):
     """R1 on `url1` releases every delivery; R2 on `url2` does as `r2` says:
     "accept", "release", or "presettled" (attached with sender settle mode
     settled, so the router sends it every delivery settled). Each grants
@@ -36,27 +35,29 @@ class TwoReceivers(MessagingHandler):
     connection and session. Records every receipt as (receiver, body)."""
 
     def __init__(self, url1, url2, address, r2="accept", timeout=30):
-        super().__init__(prefetch=0, auto_accept=False, auto_settle=False)
-        self.url1, self.url2 = url1, url2
+        super().__init__(url1, timeout, prefetch=0, auto_accept=False, auto_settle=False)
+        self.url2 = url2
         self.address = address
         self.r2_mode = r2
-        self.deadline = time.time() + timeout
         self.receipts = []
         self.attached = threading.Event()
-        self.stop = threading.Event()
         self.opened = 0
-        self.error = None
+        self.conn2 = None
 
-    def on_start(self, event):
-        c1 = event.container.connect(self.url1, reconnect=False)
-        c2 = c1 if self.url2 == self.url1 else event.container.connect(self.url2, reconnect=False)
-        self.conns = {c1, c2}
-        self.r1 = event.container.create_receiver(c1, self.address, name="R1")
+    def attach(self, event):
+        if self.url2 != self.url:
+            self.conn2 = event.container.connect(self.url2, reconnect=False)
+        self.r1 = event.container.create_receiver(self.conn, self.address, name="R1")
         opts = [AtMostOnce()] if self.r2_mode == "presettled" else []
-        self.r2 = event.container.create_receiver(c2, self.address, name="R2", options=opts)
+        self.r2 = event.container.create_receiver(self.conn2 or self.conn, self.address,
+                                                  name="R2", options=opts)
         for r in (self.r1, self.r2):
             r.flow(CREDIT)
-        event.container.schedule(0.05, self)
+
+    def close(self):
+        if not self.done.is_set() and self.conn2 is not None:
+            self.conn2.close()
+        super().close()
 
     def on_link_opened(self, event):
         self.opened += 1
@@ -73,34 +74,12 @@ class TwoReceivers(MessagingHandler):
             self.accept(d)
         event.receiver.flow(1)
 
-    def on_timer_task(self, event):
-        if self.stop.is_set() or time.time() > self.deadline:
-            for c in self.conns:
-                c.close()
-            return
-        event.container.schedule(0.05, self)
-
-    def on_transport_error(self, event):
-        cond = event.transport.condition
-        self.error = f"{cond.name}: {cond.description}" if cond else "transport error"
-
-    def run(self):
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def _run(self):
-        try:
-            Container(self).run()
-        except Exception as e:  # surfaced by the test
-            self.error = f"{type(e).__name__}: {e}"
-
 
 def one_run(tx_url, r1_url, r2_url, address, r2="accept", ready=None):
     """Sends MESSAGES distinct bodies to `address` from `tx_url` with R1 and
     R2 attached (once `ready(address)` returns). Returns the sender's
     outcome counts and each receiver's receipts per body."""
-    rx = TwoReceivers(r1_url, r2_url, address, r2).run()
+    rx = TwoReceivers(r1_url, r2_url, address, r2).start()
     assert rx.attached.wait(10), "receivers did not attach"
     if ready is not None:
         ready(address)
@@ -111,8 +90,8 @@ def one_run(tx_url, r1_url, r2_url, address, r2="accept", ready=None):
     # The sender has every outcome; a duplicate still on its way has a
     # moment to show.
     time.sleep(0.05)
-    rx.stop.set()
-    rx.thread.join(10)
+    rx.stop_requested.set()
+    rx.join()
     assert tx.error is None and rx.error is None, (tx.error, rx.error)
     per_body = {name: {b: 0 for b in bodies} for name in ("R1", "R2")}
     for name, body in rx.receipts:

@@ -151,28 +151,18 @@ impl Handler<Returned> for Ingress {
 }
 
 fn delivery(address: &Arc<str>, home: &Arc<Recipient<Returned>>, key: u64) -> RoutedDelivery {
-    RoutedDelivery {
-        address: address.clone(),
-        message: Bytes::from_static(b"message"),
-        presettled: false,
-        priority: 4,
-        origin: Origin {
-            conn: home.clone(),
-            conn_id: ConnId(0),
-            key,
-        },
-        fanout: None,
-        tried: Vec::new(),
-        released_by: Vec::new(),
-        stream: None,
-        visited: Default::default(),
-        hops_left: crate::delivery::HOP_LIMIT,
-        remote_outstanding: None,
-        ingress_sequence: 0,
-        resend: false,
-        resent_from: None,
-        outcome_sent: false,
-    }
+    let origin = Origin {
+        conn: home.clone(),
+        conn_id: ConnId(0),
+        key,
+    };
+    super::connection::routed(
+        address.clone(),
+        Bytes::from_static(b"message"),
+        false,
+        origin,
+        None,
+    )
 }
 
 /// Routes one delivery per row of `plan` to `consumers` consumer links on

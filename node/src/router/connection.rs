@@ -911,7 +911,7 @@ impl ConnectionActor {
 }
 
 /// A delivery as it leaves its ingress connection for its address.
-fn routed(
+pub(super) fn routed(
     address: Arc<str>,
     message: Bytes,
     presettled: bool,
