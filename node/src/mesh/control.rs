@@ -83,7 +83,8 @@ pub struct ControlActor {
 impl ControlActor {
     /// A control plane for router `id`, booted as `instance`, publishing into
     /// `view`; `connectors` are the inter-router connectors by name, with the
-    /// cost each dials with.
+    /// cost each dials with; `records` is the router's record of arrived
+    /// deliveries.
     pub fn new(
         id: RouterId,
         instance: InstanceId,
@@ -91,6 +92,7 @@ impl ControlActor {
         view: SharedView,
         data: super::DataHook,
         connectors: BTreeMap<String, ConnectorCost>,
+        records: Arc<super::dedup::Records>,
     ) -> ControlActor {
         ControlActor {
             plane: ControlPlane::new(id, instance, config, Duration::ZERO),
@@ -103,7 +105,7 @@ impl ControlActor {
             peers_changed: false,
             view,
             data,
-            records: Arc::new(super::dedup::Records::default()),
+            records,
         }
     }
 

@@ -74,7 +74,8 @@ use super::wire::{
     Route, continuation, disposition, dispositions, outcome_from_wire, transfer_frame,
 };
 use crate::delivery::{
-    ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, VisitedRouters,
+    ConnId, Fanout, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap, Stream,
+    VisitedRouters,
 };
 use bote_amqp::DeliveryState;
 
@@ -128,6 +129,7 @@ struct Assembly {
     settled: bool,
     ingress_sequence: u64,
     resend: bool,
+    destinations: Vec<Bytes>,
     body: BytesMut,
 }
 
@@ -216,6 +218,15 @@ impl Names {
         }
         self.addresses_out.insert(address.clone(), b.clone());
         b
+    }
+
+    /// The router ids of a re-forwarded multicast copy's destinations
+    /// (those not UTF-8 are left out: no router has such an id).
+    fn routers_in(&self, wire: &[Bytes]) -> Arc<[RouterId]> {
+        wire.iter()
+            .filter_map(|r| std::str::from_utf8(r).ok())
+            .map(RouterId::from)
+            .collect()
     }
 
     /// `trace` plus `own`, in wire form.
@@ -356,8 +367,8 @@ impl PeerData {
     ) -> Vec<pb::Frame> {
         let mut frames = Vec::with_capacity(deliveries.len());
         for mut d in deliveries {
-            let resendable = unsettled_unicast(&d);
-            if d.ingress_sequence == 0 && resendable {
+            let resendable = re_forwardable(&d);
+            if d.ingress_sequence == 0 && unsettled_unicast(&d) {
                 d.ingress_sequence = self.next_sequence();
             }
             let id = self.next_id;
@@ -607,7 +618,9 @@ impl PeerData {
 
     fn on_transfer(&mut self, t: pb::Transfer) -> Vec<pb::Frame> {
         let id = t.delivery_id;
-        let (route, settled, ingress_sequence, resend, message) = match self.assembling.remove(&id)
+        let (route, settled, ingress_sequence, resend, destinations, message) = match self
+            .assembling
+            .remove(&id)
         {
             Some(mut a) => {
                 if t.aborted {
@@ -623,6 +636,7 @@ impl PeerData {
                     a.settled,
                     a.ingress_sequence,
                     a.resend,
+                    a.destinations,
                     a.body.freeze(),
                 )
             }
@@ -641,12 +655,20 @@ impl PeerData {
                             settled: t.settled,
                             ingress_sequence: t.ingress_sequence,
                             resend: t.resend,
+                            destinations: t.destinations,
                             body,
                         },
                     );
                     return Vec::new();
                 }
-                (route, t.settled, t.ingress_sequence, t.resend, t.message)
+                (
+                    route,
+                    t.settled,
+                    t.ingress_sequence,
+                    t.resend,
+                    t.destinations,
+                    t.message,
+                )
             }
         };
         let hops_left = route.hops_left;
@@ -671,6 +693,21 @@ impl PeerData {
         let Some(returns_to) = self.returns_to.clone() else {
             return Vec::new();
         };
+        let reach = if destinations.is_empty() {
+            Reach::Tree
+        } else {
+            Reach::Toward(self.names.routers_in(&destinations))
+        };
+        // A multicast copy re-forwarded for routers this router is not:
+        // it only passes through. What it is here says nothing of what
+        // this router delivered, so it is neither checked nor recorded.
+        let (mine, others) = match &reach {
+            Reach::Toward(routers) => {
+                let mine = routers.contains(&self.own);
+                (mine, routers.len() - usize::from(mine))
+            }
+            Reach::Tree | Reach::Behind(_) => (true, 0),
+        };
         let delivery = RoutedDelivery {
             address,
             message,
@@ -691,11 +728,22 @@ impl PeerData {
             ingress_sequence,
             resend,
             resent_from: None,
+            reach,
             outcome_sent: false,
         };
-        // Unsettled unicast deliveries have an identity in the mesh.
+        // Unsettled deliveries (and multicast copies) have an identity in
+        // the mesh.
         let identified = ingress_sequence != 0 && !settled;
+        if !mine {
+            self.arrived.push(delivery);
+            return Vec::new();
+        }
         match delivery.visited.first() {
+            Some(ingress) if identified && others > 0 && (resend || self.records.checking()) => {
+                let ingress = ingress.clone();
+                self.check_own_part(&ingress, delivery);
+                self.record.arrived(id, &ingress, ingress_sequence);
+            }
             Some(ingress) if identified && (resend || self.records.checking()) => {
                 let ingress = ingress.clone();
                 match self.check(&ingress, delivery) {
@@ -790,6 +838,48 @@ impl PeerData {
         checked
     }
 
+    /// A multicast copy re-forwarded for this router and others: it goes
+    /// on toward the others at once, while the part for this router's own
+    /// consumers is checked like any re-forwarded delivery (delivered if
+    /// this router has not had the message, else answered with the outcome
+    /// it had here, waiting for it if need be). The two parts share the
+    /// copy's one outcome.
+    fn check_own_part(&mut self, ingress: &RouterId, mut delivery: RoutedDelivery) {
+        let Reach::Toward(routers) = &delivery.reach else {
+            self.arrived.push(delivery);
+            return;
+        };
+        let others: Arc<[RouterId]> = routers.iter().filter(|r| **r != self.own).cloned().collect();
+        let fanout = Fanout::new(2, delivery.presettled);
+        let own = RoutedDelivery {
+            address: delivery.address.clone(),
+            message: delivery.message.clone(),
+            presettled: delivery.presettled,
+            priority: delivery.priority,
+            origin: delivery.origin.clone(),
+            fanout: Some(fanout.clone()),
+            tried: Vec::new(),
+            released_by: Vec::new(),
+            stream: None,
+            visited: delivery.visited.clone(),
+            hops_left: delivery.hops_left,
+            remote_outstanding: None,
+            ingress_sequence: delivery.ingress_sequence,
+            resend: delivery.resend,
+            resent_from: None,
+            reach: Reach::Toward(Arc::from([self.own.clone()])),
+            outcome_sent: false,
+        };
+        delivery.reach = Reach::Toward(others);
+        delivery.fanout = Some(fanout);
+        self.arrived.push(delivery);
+        match self.check(ingress, own) {
+            Checked::Deliver(d) => self.arrived.push(d),
+            Checked::Answer(d, answer) => d.return_to_sender(Some(answer)),
+            Checked::Held => self.waits_started = true,
+        }
+    }
+
     /// True once since a copy arriving on this stream started waiting for
     /// an outcome: it is answered `modified` at the latest
     /// [`super::dedup::OUTCOME_WAIT`] later, when [`PeerData::expire_waiting`]
@@ -863,7 +953,8 @@ impl PeerData {
             settled_remotely(&d);
             d.remote_outstanding = None;
             match peer {
-                Some(peer) if d.fanout.is_none() => {
+                Some(peer) if d.fanout.is_none() || multicast_copy(&d) => {
+                    toward_behind(&mut d);
                     d.resent_from = Some(peer.clone());
                     reroute.push(d);
                 }
@@ -888,10 +979,11 @@ impl PeerData {
         let mut failed = 0usize;
         for (id, mut d) in self.sent.drain() {
             settled_remotely(&d);
-            let resendable = unsettled_unicast(&d) && !self.streams_out.contains_key(&id);
+            let resendable = re_forwardable(&d) && !self.streams_out.contains_key(&id);
             match peer {
                 Some(peer) if resendable => {
                     d.remote_outstanding = None;
+                    toward_behind(&mut d);
                     d.resend = true;
                     d.resent_from = Some(peer.clone());
                     reforward.push(d);
@@ -925,11 +1017,33 @@ enum Routing {
     Around,
 }
 
-/// An unsettled delivery that is not a multicast copy: the only kind with an
-/// identity in the mesh, and the only kind re-forwarded when the neighbour
-/// it went to is lost (the others are never sent twice).
+/// An unsettled delivery that is not a multicast copy: it gets its identity
+/// in the mesh on the stream it first leaves by (a multicast message gets
+/// one for all its copies from its address), and only it is routed again
+/// when the neighbour releases it.
 fn unsettled_unicast(d: &RoutedDelivery) -> bool {
     !d.presettled && d.fanout.is_none()
+}
+
+/// An unsettled delivery, or copy of a multicast one, that is re-forwarded
+/// when the neighbour it went to is lost: it keeps its message while it
+/// waits for the neighbour's outcome. Presettled ones are never sent twice.
+fn re_forwardable(d: &RoutedDelivery) -> bool {
+    !d.presettled && (d.fanout.is_none() || multicast_copy(d))
+}
+
+/// A copy of a multicast delivery on its way to a neighbour (it knows the
+/// routers it is for).
+fn multicast_copy(d: &RoutedDelivery) -> bool {
+    d.fanout.is_some() && matches!(d.reach, Reach::Behind(_) | Reach::Toward(_))
+}
+
+/// A multicast copy that did not reach the neighbour is re-forwarded for
+/// the routers that were behind it.
+fn toward_behind(d: &mut RoutedDelivery) {
+    if let Reach::Behind(routers) = &d.reach {
+        d.reach = Reach::Toward(routers.clone());
+    }
 }
 
 /// The delivery is no longer outstanding on its next hop.
@@ -1109,6 +1223,7 @@ mod tests {
             ingress_sequence: 0,
             resend: false,
             resent_from: None,
+            reach: Reach::Tree,
             outcome_sent: false,
         }
     }

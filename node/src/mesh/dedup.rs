@@ -647,7 +647,11 @@ impl<T> Records<T> {
     pub fn close_stream(&self, recorder: &mut StreamRecorder, now: Instant) {
         recorder.flush();
         let mut streams = lock(&self.streams);
-        streams.expire(now);
+        // Copies of what came through the lost neighbour may come another
+        // way now (multicast copies along the new tree too, not marked
+        // `resend`): every arrival is checked for a while, as after a
+        // resend.
+        self.checks(&mut streams, true, now);
         streams.live.retain(|r| !Arc::ptr_eq(r, &recorder.record));
         streams
             .orphaned

@@ -37,7 +37,7 @@ use super::annotations::RouterAnnotations;
 use super::link::LinkCounters;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
-    ConnId, FastMap, FastSet, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream,
+    ConnId, FastMap, FastSet, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap, Stream,
     StreamProgress,
 };
 use bote_amqp::{
@@ -935,6 +935,7 @@ pub(super) fn routed(
         ingress_sequence: 0,
         resend: false,
         resent_from: None,
+        reach: Reach::Tree,
         outcome_sent: false,
     }
 }
