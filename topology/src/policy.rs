@@ -666,12 +666,9 @@ mod tests {
         // The square A - B - D - C - A after B is lost (A - C, C - D left):
         // from A, the copy for D goes through C; one for A itself is local.
         let routes = routes_of("A", &[("A", "C", 3), ("C", "D", 1)]);
-        let plan = multicast_toward(
-            &routes,
-            2,
-            &["A", "D"].map(RouterId::from),
-            |r| r.as_str() == "B",
-        );
+        let plan = multicast_toward(&routes, 2, &["A", "D"].map(RouterId::from), |r| {
+            r.as_str() == "B"
+        });
         assert_eq!(plan.local_copies, 2);
         assert_eq!(plan.next_hops, vec![RouterId::from("C")]);
         assert_eq!(plan.destinations, vec![vec![RouterId::from("D")]]);

@@ -275,12 +275,10 @@ impl AddressActor {
             return (self.consumers.len(), Arc::default());
         };
         if let Reach::Toward(destinations) = &d.reach {
-            let plan = policy::multicast_toward(
-                &view.routes,
-                self.consumers.len(),
-                destinations,
-                |r| d.visited.contains(r) || d.resent_from.as_ref() == Some(r),
-            );
+            let plan =
+                policy::multicast_toward(&view.routes, self.consumers.len(), destinations, |r| {
+                    d.visited.contains(r) || d.resent_from.as_ref() == Some(r)
+                });
             let hops = if d.hops_left == 0 {
                 Vec::new()
             } else {

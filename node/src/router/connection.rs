@@ -37,8 +37,8 @@ use super::annotations::RouterAnnotations;
 use super::link::LinkCounters;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
-    ConnId, FastMap, FastSet, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap, Stream,
-    StreamProgress,
+    ConnId, FastMap, FastSet, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap,
+    Stream, StreamProgress,
 };
 use bote_amqp::{
     AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, ErrorScope, Event,
