@@ -144,10 +144,12 @@ def test_ring_of_five_kill_a_router_under_multicast_load_every_live_subscriber_g
 def test_presettled_multicast_through_a_lost_router_at_most_once_and_a_bounded_loss():
     # The square again, presettled: copies in flight through B when it dies
     # are not re-sent (a presettled message has no identity to check), so a
-    # subscriber behind B may miss some, never gets one twice, and misses
-    # no more than the sender's window (the listener's link capacity, 250)
-    # plus what was on its way from B already: what the sender's credit let
-    # into the tree beyond C.
+    # subscriber behind B may miss some and never gets one twice. What it
+    # misses is bounded: those in flight through B, at most the sender's
+    # window (the listener's link capacity, 250: a presettled multicast
+    # delivery's credit comes back once every copy is acknowledged along
+    # the tree), plus the few A sent toward B's closed stream before its
+    # routes changed (milliseconds); the assertion allows twice the window.
     address = "multicast.failover.presettled"
     with mesh(SQUARE, SQUARE_LINKS) as ((a, b, c, d), _):
         rx_c, rx_d = subscribers([c, d], address, credit=1000)
@@ -168,4 +170,4 @@ def test_presettled_multicast_through_a_lost_router_at_most_once_and_a_bounded_l
             twice = {i: k for i, k in received.items() if k > 1}
             assert not twice, f"{name} received {len(twice)} twice: {sorted(twice.items())[:10]}"
         assert len(received_c) == N
-        assert len(missed) <= 250, f"D missed {len(missed)}: {missed[:10]}"
+        assert len(missed) <= 2 * 250, f"D missed {len(missed)}: {missed[:10]}"

@@ -5,10 +5,13 @@
 //! frame by frame.
 //!
 //! Failover: when the neighbour is lost, each delivery sent to it and not
-//! settled is re-forwarded on another path if it can be (unsettled, not a
-//! multicast copy, not still streaming out): marked `resend` and handed back
-//! to its address ([`super::DataPlane::reroute`]), which avoids the lost
-//! neighbour. The rest go back to their senders `modified`
+//! settled is re-forwarded on another path if it can be (unsettled, not
+//! still streaming out): marked `resend` and handed back to its address
+//! ([`super::DataPlane::reroute`]), which avoids the lost neighbour; a
+//! multicast copy goes for the routers that were behind the neighbour
+//! ([`Reach::Toward`], `Transfer.destinations`), and an arriving one is
+//! checked only for the part this router delivers itself (see
+//! `PeerData::check_own_part`). The rest go back to their senders `modified`
 //! (delivery-failed). A line at info sums it up: `lost Router.B: N
 //! in-flight deliveries re-forwarded, M returned modified`. Since the lost
 //! neighbour may have passed a delivery on before it went, each unsettled

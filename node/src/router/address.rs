@@ -15,7 +15,11 @@
 //! view whose routes no longer pass the lost neighbour ([`routes_avoid`]),
 //! so they take the new shortest path rather than whatever the stale routes
 //! leave; then they are routed like any other delivery. With no path they
-//! go back modified (delivery-failed): they had been sent. A delivery whose
+//! go back modified (delivery-failed): they had been sent. Multicast copies
+//! lost with a neighbour come back for the routers that were behind it
+//! ([`Reach::Toward`]) and go toward those by this router's routes, sharing
+//! the fan-out of their message (ARCHITECTURE.md, multicast through a
+//! failure). A delivery whose
 //! chosen next hop's stream has just closed (the view not updated yet) waits
 //! the same way instead of being handed to a stopped peer actor; it had not
 //! been sent, so with no path it goes back released.
