@@ -1775,4 +1775,134 @@ mod tests {
             );
         });
     }
+
+    fn routers(ids: &[&str]) -> Arc<[RouterId]> {
+        ids.iter().map(|r| RouterId::from(*r)).collect()
+    }
+
+    /// A multicast copy of message (Router.A, `sequence`) arriving through
+    /// Router.C, re-forwarded for `destinations` (none: along the tree).
+    fn arriving_copy(
+        id: u64,
+        sequence: u64,
+        resend: bool,
+        destinations: &[&str],
+    ) -> pb::frame::Kind {
+        let mut t = arriving(id, sequence, resend);
+        if let pb::frame::Kind::Transfer(t) = &mut t {
+            t.address = Bytes::from_static(b"multicast.a");
+            t.destinations = destinations
+                .iter()
+                .map(|r| Bytes::copy_from_slice(r.as_bytes()))
+                .collect();
+        }
+        t
+    }
+
+    #[test]
+    fn a_lost_neighbours_multicast_copies_go_back_for_the_routers_behind_it_with_their_identity() {
+        actix::System::new().block_on(async {
+            let (outcomes, sink, kept) = harness();
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            let copy = |key, presettled| {
+                let mut d = delivery(&sink, key, presettled);
+                d.fanout = Some(Fanout::new(1, presettled));
+                d.reach = Reach::Behind(routers(&["Router.D", "Router.E"]));
+                d.ingress_sequence = if presettled { 0 } else { 77 };
+                d
+            };
+            let progress = sink.clone();
+            let frames = to_b.send(vec![copy(1, false), copy(2, true)], |_| {
+                progress.clone().recipient()
+            });
+            // Along the tree: the destinations stay off the wire.
+            for f in &frames {
+                match &f.kind {
+                    Some(pb::frame::Kind::Transfer(t)) => assert!(t.destinations.is_empty()),
+                    other => panic!("not a transfer: {other:?}"),
+                }
+            }
+            to_b.lost(Some(&RouterId::from("Router.B")));
+            let rerouted = std::mem::take(&mut *kept.rerouted.lock().unwrap());
+            assert_eq!(rerouted.len(), 1, "the unsettled copy only");
+            let d = &rerouted[0];
+            assert_eq!(d.reach, Reach::Toward(routers(&["Router.D", "Router.E"])));
+            assert!(d.resend && d.fanout.is_some());
+            assert_eq!(d.resent_from, Some(RouterId::from("Router.B")));
+            assert_eq!((d.ingress_sequence, &d.message[..]), (77, &b"message"[..]));
+            // The presettled copy is not sent twice: its sender's credit
+            // comes back; the re-forwarded one still holds its outcome.
+            assert_eq!(outcomes_once(&outcomes, 1).await, vec![(2, None)]);
+            drop(rerouted);
+        });
+    }
+
+    #[test]
+    fn a_re_forwarded_multicast_copy_passing_through_is_neither_checked_nor_recorded() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let records = Arc::new(Records::default());
+            let mut at_c = stream_of(&kept, &sink, "Router.X", 1, &records);
+            assert_eq!(
+                answer(at_c.inbound(arriving_copy(0, 100, true, &["Router.D"]))),
+                None
+            );
+            at_c.route_arrived();
+            let routed = std::mem::take(&mut *kept.routed.lock().unwrap());
+            assert_eq!(routed.len(), 1);
+            assert_eq!(routed[0].reach, Reach::Toward(routers(&["Router.D"])));
+            assert!(routed[0].resend);
+            assert!(!at_c.holds_arrivals(), "not recorded");
+            assert!(!records.checking(), "not checked");
+        });
+    }
+
+    #[test]
+    fn a_re_forwarded_multicast_copy_goes_on_at_once_while_this_routers_part_waits_for_the_original()
+     {
+        actix::System::new().block_on(async {
+            let (outcomes, sink, kept) = harness();
+            let records = Arc::new(Records::default());
+            // Router.D got message 100 along the tree through Router.B,
+            // which was lost while D's consumer held it.
+            let mut via_b = stream_of(&kept, &sink, "Router.D", 1, &records);
+            assert_eq!(
+                answer(via_b.inbound(arriving_copy(0, 100, false, &[]))),
+                None
+            );
+            via_b.route_arrived();
+            assert_eq!(kept.routed.lock().unwrap().len(), 1);
+            via_b.lost(Some(&RouterId::from("Router.B")));
+            assert!(via_b.holds_arrivals());
+
+            // A copy re-forwarded for D and E arrives through C: E's part
+            // goes on at once; D's own part waits for the original.
+            let mut via_c = stream_of(&kept, &sink, "Router.D", 2, &records);
+            let frames = via_c.inbound(arriving_copy(5, 100, true, &["Router.D", "Router.E"]));
+            assert_eq!(answer(frames), None);
+            via_c.route_arrived();
+            let onward = {
+                let mut routed = kept.routed.lock().unwrap();
+                assert_eq!(routed.len(), 2);
+                routed.pop().unwrap()
+            };
+            assert_eq!(onward.reach, Reach::Toward(routers(&["Router.E"])));
+            assert_eq!(records.waiting(), 1, "D's part waits");
+
+            // E's part is accepted; the consumer accepts the original: D's
+            // part is answered so, and the copy's one outcome goes back.
+            onward.return_to_sender(Some(DeliveryState::Accepted));
+            via_b.returned(vec![(0, Some(DeliveryState::Accepted))]);
+            assert_eq!(records.waiting(), 0);
+            assert_eq!(
+                outcomes_once(&outcomes, 1).await,
+                vec![(5, Some(DeliveryState::Accepted))]
+            );
+            assert_eq!(
+                kept.routed.lock().unwrap().len(),
+                1,
+                "D's part not delivered"
+            );
+        });
+    }
 }
