@@ -112,6 +112,33 @@ def test_square_kill_b_under_multicast_load_each_subscriber_gets_every_message_o
             assert n, a.log()
 
 
+def test_square_link_a_b_cut_under_multicast_load_each_subscriber_gets_every_message_once():
+    # A - B goes through a proxy, cut (both sockets shut) once D's
+    # subscriber, accepting in batches, has half and holds what it has. B
+    # lives on and still passes on to D what it had from A, while A
+    # re-forwards the same copies through C: D delivers each once.
+    address = "multicast.failover.cut"
+    with mesh(SQUARE, SQUARE_LINKS, proxied=[0]) as ((a, b, c, d), (proxy,)):
+        assert route(a, "Router.D") == {"next_hop": "Router.B", "cost": 2}
+        rx_c, = subscribers([c], address)
+        rx_d, = subscribers([d], address, settle="batch")
+        known_everywhere(a, address, [c, d])
+        tx = AtLeastOnceSender(a.url, address, N, timeout=90).start()
+        wait_until(lambda: rx_d.count >= N // 2, 60, "half received on D")
+        rx_d.hold.set()
+        wait_until(lambda: len(rx_d.unsettled) > 0, 10, "D's subscriber to hold deliveries")
+        proxy.cut()
+        time.sleep(HOLD)
+        rx_d.hold.clear()
+        tx.join()
+        assert tx.error is None and not tx.timed_out, (tx.error, len(tx.settled))
+        counts = stop_and_count([rx_c, rx_d])
+        n = re_forwarded(a, "Router.B")
+        print(f"link A-B cut: A re-forwarded {n}")
+        check_each_once(["C", "D"], counts, tx)
+        assert n, a.log()
+
+
 RING = [f"Router.R{i}" for i in range(1, 6)]
 # R1 - R2 - R3 - R4 - R5 - R1, cost 1 each (router i dials router i-1).
 RING_LINKS = [(1, 0, 1), (2, 1, 1), (3, 2, 1), (4, 3, 1), (4, 0, 1)]
