@@ -67,25 +67,40 @@ fn re_forwarded(router: &Router, lost: &str) -> Option<usize> {
     })
 }
 
-/// Sends [`N`] at-least-once to `address` from `routers[0]` with a
-/// subscriber (credit 500) on each of `subscribed`; runs `fault` once the
-/// subscriber on `routers[watched]` has `kill_at` of them (a batch
-/// subscriber there then holds what it has for [`HOLD`]), and checks per
-/// message id that every subscriber but the one on `victim` (the router
-/// the fault kills, if any) got it exactly once and the sender heard just
-/// `accepted`. Returns how many deliveries `routers[0]` logged it
-/// re-forwarded when it lost `lost`.
-async fn kill_under_multicast_load(
-    routers: &mut [Router],
-    address: &str,
-    subscribed: &[usize],
+/// A run under load: subscribers (credit 500) on `subscribed` for
+/// `address`; the fault comes once the subscriber on `watched` has
+/// `kill_at` of the messages (a `batch` subscriber there then holds what
+/// it has for [`HOLD`]); `victim` is the router the fault kills, if any,
+/// and `lost` the neighbour the sender's router loses.
+struct Load<'a> {
+    address: &'a str,
+    subscribed: &'a [usize],
     watched: usize,
     batch: bool,
     kill_at: f64,
     victim: Option<usize>,
-    lost: &str,
+    lost: &'a str,
+}
+
+/// Sends [`N`] at-least-once from `routers[0]` as `load` says, runs
+/// `fault`, and checks per message id that every subscriber but the
+/// victim's got it exactly once and the sender heard just `accepted`.
+/// Returns how many deliveries `routers[0]` logged it re-forwarded when it
+/// lost `load.lost`.
+async fn kill_under_multicast_load(
+    routers: &mut [Router],
+    load: Load<'_>,
     fault: impl FnOnce(&mut [Router]),
 ) -> Option<usize> {
+    let Load {
+        address,
+        subscribed,
+        watched,
+        batch,
+        kill_at,
+        victim,
+        lost,
+    } = load;
     let mut subscribers = Vec::new();
     for &i in subscribed {
         let batch = batch && i == watched;
@@ -159,18 +174,16 @@ async fn square_kill_b(kill_at: f64, batch: bool) {
     let _serial = SERIAL.lock().await;
     let (mut routers, _) = mesh(&SQUARE_IDS, &SQUARE, &[], |s| s);
     assert_eq!(routers[0].next_hop("Router.D").as_deref(), Some("Router.B"));
-    let n = kill_under_multicast_load(
-        &mut routers,
-        "multicast.failover.square",
-        &[2, 3],
-        3,
+    let load = Load {
+        address: "multicast.failover.square",
+        subscribed: &[2, 3],
+        watched: 3,
         batch,
         kill_at,
-        Some(1),
-        "Router.B",
-        |r| r[1].kill(),
-    )
-    .await;
+        victim: Some(1),
+        lost: "Router.B",
+    };
+    let n = kill_under_multicast_load(&mut routers, load, |r| r[1].kill()).await;
     println!("kill at {kill_at}: A re-forwarded {n:?}");
     if batch {
         assert!(n.is_some_and(|n| n > 0), "A re-forwarded nothing");
@@ -204,18 +217,16 @@ async fn ring_of_five_kill_r2_under_load_every_live_subscriber_gets_each_message
         routers[0].next_hop("Router.R3").as_deref(),
         Some("Router.R2")
     );
-    let n = kill_under_multicast_load(
-        &mut routers,
-        "multicast.failover.ring",
-        &[0, 1, 2, 3, 4],
-        2,
-        true,
-        0.5,
-        Some(1),
-        "Router.R2",
-        |r| r[1].kill(),
-    )
-    .await;
+    let load = Load {
+        address: "multicast.failover.ring",
+        subscribed: &[0, 1, 2, 3, 4],
+        watched: 2,
+        batch: true,
+        kill_at: 0.5,
+        victim: Some(1),
+        lost: "Router.R2",
+    };
+    let n = kill_under_multicast_load(&mut routers, load, |r| r[1].kill()).await;
     println!("ring: R1 re-forwarded {n:?}");
     assert!(n.is_some_and(|n| n > 0), "R1 re-forwarded nothing");
     stop_all_but(routers, 1);
@@ -231,18 +242,16 @@ async fn square_link_a_b_cut_under_load_each_subscriber_gets_each_message_once()
     let (mut routers, proxies) = mesh(&SQUARE_IDS, &SQUARE, &[0], |s| s);
     assert_eq!(routers[0].next_hop("Router.D").as_deref(), Some("Router.B"));
     let proxy = &proxies[0];
-    let n = kill_under_multicast_load(
-        &mut routers,
-        "multicast.failover.cut",
-        &[2, 3],
-        3,
-        true,
-        0.5,
-        None,
-        "Router.B",
-        |_| proxy.cut(),
-    )
-    .await;
+    let load = Load {
+        address: "multicast.failover.cut",
+        subscribed: &[2, 3],
+        watched: 3,
+        batch: true,
+        kill_at: 0.5,
+        victim: None,
+        lost: "Router.B",
+    };
+    let n = kill_under_multicast_load(&mut routers, load, |_| proxy.cut()).await;
     println!("link A-B cut: A re-forwarded {n:?}");
     assert!(n.is_some_and(|n| n > 0), "A re-forwarded nothing");
     for r in routers {
