@@ -51,13 +51,13 @@ def stop_and_count(rxs):
     return [collections.Counter(m.id for m in rx.messages) for rx in rxs]
 
 
-def check_each_once(names, counts, tx):
-    """Every subscriber got every message exactly once and the sender heard
-    exactly `accepted` for each."""
+def check_each_once(names, counts, tx, n=N):
+    """Every subscriber got each of the `n` messages exactly once and the
+    sender heard exactly `accepted` for each."""
     problems = []
     for name, received in zip(names, counts):
         twice = {i: c for i, c in received.items() if c > 1}
-        missing = sorted(set(range(N)) - received.keys())
+        missing = sorted(set(range(n)) - received.keys())
         if twice or missing:
             problems.append(f"{name}: {len(twice)} received more than once "
                             f"(e.g. {sorted(twice.items())[:5]}), {len(missing)} never "
@@ -112,36 +112,12 @@ def test_square_kill_b_under_multicast_load_each_subscriber_gets_every_message_o
             assert n, a.log()
 
 
-def test_square_link_a_b_cut_under_multicast_load_each_subscriber_gets_every_message_once():
-    # A - B goes through a proxy, cut (both sockets shut) once D's
-    # subscriber, accepting in batches, has half and holds what it has. B
-    # lives on and still passes on to D what it had from A, while A
-    # re-forwards the same copies through C: D delivers each once.
-    address = "multicast.failover.cut"
-    with mesh(SQUARE, SQUARE_LINKS, proxied=[0]) as ((a, b, c, d), (proxy,)):
-        assert route(a, "Router.D") == {"next_hop": "Router.B", "cost": 2}
-        rx_c, = subscribers([c], address)
-        rx_d, = subscribers([d], address, settle="batch")
-        known_everywhere(a, address, [c, d])
-        tx = AtLeastOnceSender(a.url, address, N, timeout=90).start()
-        wait_until(lambda: rx_d.count >= N // 2, 60, "half received on D")
-        rx_d.hold.set()
-        wait_until(lambda: len(rx_d.unsettled) > 0, 10, "D's subscriber to hold deliveries")
-        proxy.cut()
-        time.sleep(HOLD)
-        rx_d.hold.clear()
-        tx.join()
-        assert tx.error is None and not tx.timed_out, (tx.error, len(tx.settled))
-        counts = stop_and_count([rx_c, rx_d])
-        n = re_forwarded(a, "Router.B")
-        print(f"link A-B cut: A re-forwarded {n}")
-        check_each_once(["C", "D"], counts, tx)
-        assert n, a.log()
-
-
 RING = [f"Router.R{i}" for i in range(1, 6)]
 # R1 - R2 - R3 - R4 - R5 - R1, cost 1 each (router i dials router i-1).
 RING_LINKS = [(1, 0, 1), (2, 1, 1), (3, 2, 1), (4, 3, 1), (4, 0, 1)]
+# Five subscribers take a Python client longer: fewer messages, still
+# hundreds in flight through the router that dies.
+RING_N = 10_000
 
 
 def test_ring_of_five_kill_a_router_under_multicast_load_every_live_subscriber_gets_each_once():
@@ -155,8 +131,8 @@ def test_ring_of_five_kill_a_router_under_multicast_load_every_live_subscriber_g
         assert route(r1, "Router.R3") == {"next_hop": "Router.R2", "cost": 2}
         rxs = subscribers(routers, address)
         known_everywhere(r1, address, routers)
-        tx = AtLeastOnceSender(r1.url, address, N, timeout=90).start()
-        wait_until(lambda: rxs[2].count >= N // 2, 60, "half received on R3")
+        tx = AtLeastOnceSender(r1.url, address, RING_N, timeout=90).start()
+        wait_until(lambda: rxs[2].count >= RING_N // 2, 60, "half received on R3")
         kill(r2)
         tx.join()
         assert tx.error is None and not tx.timed_out, (tx.error, len(tx.settled))
@@ -164,7 +140,7 @@ def test_ring_of_five_kill_a_router_under_multicast_load_every_live_subscriber_g
         counts = stop_and_count(live)
         n = re_forwarded(r1, "Router.R2")
         print(f"ring: R1 re-forwarded {n}; R2's subscriber had {rxs[1].count}")
-        check_each_once(["R1", "R3", "R4", "R5"], counts, tx)
+        check_each_once(["R1", "R3", "R4", "R5"], counts, tx, RING_N)
         assert n, r1.log()
 
 
