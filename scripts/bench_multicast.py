@@ -6,8 +6,9 @@ the multicast path on all three routers (fan-out at A, along A's tree at B,
 local delivery at C). Prints one line per run (ratio, msgs/s, CPU per
 message of the middle router B) and the median ratio.
 
-    BOTED=target/release/boted scripts/bench_multicast.py \\
-        --botectl target/release/botectl --runs 3 --messages 200000
+    cargo build --release -p bote-node --bin boted && cargo build --release -p botectl
+    BOTED=target/release/boted .venv/bin/python scripts/bench_multicast.py \\
+        --botectl target/release/botectl --runs 3 --messages 100000
 
 `--presettled` sends at-most-once. The routers are started with the Python
 interop suite's `Router` (tests/interop/conftest.py), which reads their
@@ -40,7 +41,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--botectl", default=os.path.join(ROOT, "target", "release", "botectl"))
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--messages", type=int, default=200_000)
+    p.add_argument("--messages", type=int, default=100_000)
     p.add_argument("--presettled", action="store_true")
     args = p.parse_args()
     ratios = []
