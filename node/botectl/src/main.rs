@@ -19,17 +19,57 @@ enum Command {
     /// Measure throughput (msgs/s, MB/s, latency) or request/reply round
     /// trips, directly between clients or through routers.
     Bench(BenchOptions),
+    /// The direct baseline's acceptor of `bench --mode connections` and
+    /// `addresses` (started by the bench itself).
+    #[command(hide = true)]
+    ScaleAcceptor,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(options) => bench_command(&options),
+        Command::ScaleAcceptor => match bench::scale::serve_acceptor() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("botectl scale-acceptor: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
 fn bench_command(options: &BenchOptions) -> ExitCode {
+    if options.mode.is_scale() {
+        return scale_command(options);
+    }
     match bench::run(options) {
+        Ok(report) => {
+            if options.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            if report.is_complete() {
+                ExitCode::SUCCESS
+            } else {
+                for run in &report.runs {
+                    for p in &run.problems {
+                        eprintln!("botectl bench: {}: {p}", run.path);
+                    }
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("botectl bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn scale_command(options: &BenchOptions) -> ExitCode {
+    match bench::run_scale(options) {
         Ok(report) => {
             if options.json {
                 println!("{}", report.to_json());

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod proc;
 pub mod report;
+pub mod scale;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -42,6 +43,12 @@ pub enum Mode {
     Throughput,
     /// Sequential request/reply round trips (latency).
     Rr,
+    /// Many connections, each with one receiver on an address of its own:
+    /// open rate and router memory per idle connection ([`scale`]).
+    Connections,
+    /// Many addresses with one consumer each on the last router of a
+    /// chain: attach rate and reachability from the first ([`scale`]).
+    Addresses,
 }
 
 impl Mode {
@@ -49,7 +56,14 @@ impl Mode {
         match self {
             Mode::Throughput => "throughput",
             Mode::Rr => "rr",
+            Mode::Connections => "connections",
+            Mode::Addresses => "addresses",
         }
+    }
+
+    /// The scale modes, run by [`run_scale`].
+    pub fn is_scale(self) -> bool {
+        matches!(self, Mode::Connections | Mode::Addresses)
     }
 }
 
@@ -112,6 +126,37 @@ pub struct BenchOptions {
     /// Give up on a run after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Connections to open (`--mode connections`, default 10,000; `--mode
+    /// addresses`: connections the receivers share, default 100).
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Addresses, one receiver each (`--mode addresses`).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub addresses: usize,
+    /// Connections opening at once (`--mode connections`, default 100), or
+    /// attaches in flight per connection (`--mode addresses`, default 10).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+}
+
+impl BenchOptions {
+    /// `--connections`, or its default for the mode.
+    pub fn connections(&self) -> usize {
+        self.connections.unwrap_or(match self.mode {
+            Mode::Addresses => 100,
+            _ => 10_000,
+        })
+    }
+
+    /// `--parallel`, or its default for the mode.
+    pub fn parallel(&self) -> usize {
+        self.parallel
+            .unwrap_or(match self.mode {
+                Mode::Addresses => 10,
+                _ => 100,
+            })
+            .max(1)
+    }
 }
 
 impl Default for BenchOptions {
@@ -162,6 +207,12 @@ enum Path {
 /// Runs the bench the options describe.
 pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     validate(options)?;
+    if options.mode.is_scale() {
+        return Err(BenchError::Options(format!(
+            "--mode {} is run by bench::run_scale",
+            options.mode.name()
+        )));
+    }
     let routed = options.spawn || options.router.is_some() || !options.routers.is_empty();
     if options.compare && !routed {
         return Err(BenchError::Options(
@@ -234,6 +285,86 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     Ok(BenchReport { runs, ratio })
 }
 
+/// Runs a scale mode (`--mode connections` or `addresses`): the direct
+/// baseline with `--direct` or `--compare`, then through the router(s).
+pub fn run_scale(options: &BenchOptions) -> Result<scale::ScaleReport, BenchError> {
+    validate(options)?;
+    if !options.mode.is_scale() {
+        return Err(BenchError::Options(format!(
+            "--mode {} is not a scale mode",
+            options.mode.name()
+        )));
+    }
+    if options.connections() == 0 || options.addresses == 0 {
+        return Err(BenchError::Options(
+            "--connections and --addresses must be at least 1".into(),
+        ));
+    }
+    let routed = options.spawn || options.router.is_some() || !options.routers.is_empty();
+    if !options.direct && !routed {
+        return Err(BenchError::Options(
+            "say where to connect: --direct, --spawn, --router HOST:PORT or --routers A,B".into(),
+        ));
+    }
+    let mut runs = Vec::new();
+    if options.direct || options.compare {
+        runs.push(scale::run_scale(options, &scale::Target::Direct)?);
+    }
+    if !routed {
+        return Ok(scale::ScaleReport { runs });
+    }
+    if options.spawn {
+        let boted = match &options.boted {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| BenchError::Spawn(format!("locating botectl: {e}")))?
+                .with_file_name("boted"),
+        };
+        let n = options.chain.unwrap_or(if options.mode == Mode::Addresses {
+            3
+        } else {
+            1
+        });
+        let routers = spawn_routers(&boted, n, Duration::from_secs(30))?;
+        let (first, last) = (&routers[0], &routers[routers.len() - 1]);
+        // Connections: everything on one router, measured. Addresses: the
+        // receivers on the last router (measured), probes from the first.
+        let label = if routers.len() > 1 {
+            format!(
+                "spawned chain of {} boted, receivers on the last {}, probes from the first {}",
+                routers.len(),
+                last.addr(),
+                first.addr()
+            )
+        } else {
+            format!("spawned boted {}", first.addr())
+        };
+        let target = scale::Target::Routed {
+            receivers: last.addr(),
+            first: (routers.len() > 1).then(|| first.addr()),
+            label,
+            pid: last.pid(),
+            spawned_first: (routers.len() > 1).then_some(first),
+        };
+        runs.push(scale::run_scale(options, &target)?);
+    } else {
+        let list: Vec<String> = match &options.router {
+            Some(r) => vec![r.clone()],
+            None => options.routers.clone(),
+        };
+        let (first, last) = (list[0].clone(), list[list.len() - 1].clone());
+        let target = scale::Target::Routed {
+            receivers: last.clone(),
+            first: (list.len() > 1).then_some(first),
+            label: format!("routers {}", list.join(" -> ")),
+            pid: options.router_pid,
+            spawned_first: None,
+        };
+        runs.push(scale::run_scale(options, &target)?);
+    }
+    Ok(scale::ScaleReport { runs })
+}
+
 /// One router (`bench`), or a chain of `n` (`bench.0` -> ... ->
 /// `bench.{n-1}`, each dialling the one before), once every router of the
 /// chain routes to all the others.
@@ -289,7 +420,7 @@ fn validate(o: &BenchOptions) -> Result<(), BenchError> {
     if o.direct && (o.spawn || o.router.is_some() || !o.routers.is_empty()) {
         return bad("--direct uses no router (use --compare to run both)");
     }
-    if o.messages < o.senders as u64 {
+    if o.messages < o.senders as u64 && !o.mode.is_scale() {
         return bad("--messages must be at least --senders");
     }
     Ok(())
@@ -417,7 +548,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
     let tag = std::process::id();
     let template = Template::new(o.size, None);
     let message_bytes = match o.mode {
-        Mode::Throughput => template.len(),
+        Mode::Throughput | Mode::Connections | Mode::Addresses => template.len(),
         Mode::Rr => Template::new(o.size, Some(&format!("{}.reply.{tag}.0", o.address))).len(),
     };
     let mut handles = Vec::new();
@@ -450,7 +581,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
                 o.presettled,
             );
             handles.push(match o.mode {
-                Mode::Throughput => acceptor_thread(
+                Mode::Throughput | Mode::Connections | Mode::Addresses => acceptor_thread(
                     listener,
                     o.senders,
                     move |i| {
@@ -492,7 +623,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
             for i in 0..o.receivers {
                 let name = format!("bench-{tag}-receiver-{i}");
                 let h = match o.mode {
-                    Mode::Throughput => client_thread(
+                    Mode::Throughput | Mode::Connections | Mode::Addresses => client_thread(
                         receivers.clone(),
                         name.clone(),
                         Receiver::new(
@@ -531,7 +662,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
         let count = share(o.messages, o.senders, i);
         let name = format!("bench-{tag}-sender-{i}");
         let h = match o.mode {
-            Mode::Throughput => client_thread(
+            Mode::Throughput | Mode::Connections | Mode::Addresses => client_thread(
                 sender_addr.clone(),
                 name.clone(),
                 Sender::new(
