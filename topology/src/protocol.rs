@@ -741,6 +741,36 @@ impl ControlPlane {
     /// A local consumer for `address` exists (idempotent: the router keeps the
     /// per-link count and calls this on 0 -> 1).
     pub fn add_local_address(&mut self, address: Address, now: Duration) {
+        self.local_address_added(address);
+        self.flush(now, false);
+    }
+
+    /// The last local consumer for `address` is gone (idempotent).
+    pub fn remove_local_address(&mut self, address: &Address, now: Duration) {
+        self.local_address_removed(address);
+        self.flush(now, false);
+    }
+
+    /// Several local address changes at once, applied in order (`true`:
+    /// the first local consumer attached, `false`: the last one left), and
+    /// announced in one [`AddressUpdate`]: a router that attaches thousands
+    /// of addresses in a burst floods a few updates, not one per address.
+    pub fn change_local_addresses(
+        &mut self,
+        changes: impl IntoIterator<Item = (Address, bool)>,
+        now: Duration,
+    ) {
+        for (address, present) in changes {
+            if present {
+                self.local_address_added(address);
+            } else {
+                self.local_address_removed(&address);
+            }
+        }
+        self.flush(now, false);
+    }
+
+    fn local_address_added(&mut self, address: Address) {
         if self.local_addresses.insert(address.clone()) {
             if !self.pending_removed.remove(&address) {
                 self.pending_added.insert(address.clone());
@@ -752,11 +782,9 @@ impl ControlPlane {
                 self.changed_addresses.insert(address);
             }
         }
-        self.flush(now, false);
     }
 
-    /// The last local consumer for `address` is gone (idempotent).
-    pub fn remove_local_address(&mut self, address: &Address, now: Duration) {
+    fn local_address_removed(&mut self, address: &Address) {
         if self.local_addresses.remove(address) {
             if !self.pending_added.remove(address) {
                 self.pending_removed.insert(address.clone());
@@ -768,7 +796,6 @@ impl ControlPlane {
                 self.changed_addresses.insert(address.clone());
             }
         }
-        self.flush(now, false);
     }
 
     /// Time has passed: hellos, digests, neighbour timeouts, the debounced

@@ -17,15 +17,24 @@
 //! carries it to the neighbour at once. Both ends log the change at info:
 //! `cost of link to Router.C changed 10 -> 1 (...)`.
 //!
+//! Address changes are applied one address at a time: the changed addresses
+//! ([`Output::AddressesChanged`]) are written into the
+//! [`super::RemoteAddresses`] table and handed to the data plane by name, so
+//! an attach anywhere in the mesh costs each router work for that address
+//! only, whatever the number of addresses. A new [`MeshView`] (routes,
+//! neighbours) is published only when routes or neighbours change.
+//!
 //! Logs: neighbour up/down at info (router id and instance); on each route
 //! change a summary (`routes: N routers reachable, next hops: ...`) at info
-//! and the full table at debug; on each route or address change one
-//! `mesh: routes <json>` line at info, the router's own view for operators
-//! until management exists (tests and tools read the state file instead,
-//! see `crate::state`):
-//! `{"router":"A","routes":{"C":{"next_hop":"B","cost":2}},"addresses":{"q":["C"]}}`.
+//! and the full table at debug; on each route change one `mesh: routes
+//! <json>` line at info, the router's own view for operators until
+//! management exists (tests and tools read the state file instead, see
+//! `crate::state`):
+//! `{"router":"A","routes":{"C":{"next_hop":"B","cost":2}},"remote_addresses":1}`;
+//! each address change at debug (`mesh: addresses <json>`, the changed
+//! addresses with their routers).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -37,7 +46,7 @@ use bote_topology::{
 };
 
 use super::peer::{Close, PeerActor, PeerStream, SendControl};
-use super::{MeshView, SharedView};
+use super::{MeshView, RemoteAddresses, SharedView};
 
 struct PeerEntry {
     conn: u64,
@@ -74,6 +83,11 @@ pub struct ControlActor {
     connectors: BTreeMap<String, ConnectorCost>,
     peers_changed: bool,
     view: SharedView,
+    /// Remote routers per address, kept one changed address at a time.
+    addresses: Arc<RemoteAddresses>,
+    /// Local address changes not yet given to the control plane (see
+    /// [`ApplyLocalAddresses`]).
+    local_changes: Vec<(Address, bool)>,
     data: super::DataHook,
     /// The router-wide record of arrived deliveries, shared by every peer
     /// stream (duplicate suppression after failover, see [`super::dedup`]).
@@ -104,9 +118,16 @@ impl ControlActor {
             connectors,
             peers_changed: false,
             view,
+            addresses: Arc::new(RemoteAddresses::default()),
+            local_changes: Vec::new(),
             data,
             records,
         }
+    }
+
+    /// The table of remote routers per address this actor keeps.
+    pub fn remote_addresses(&self) -> Arc<RemoteAddresses> {
+        self.addresses.clone()
     }
 
     fn now(&self) -> Duration {
@@ -117,12 +138,12 @@ impl ControlActor {
     fn drive(&mut self, ctx: &mut Context<Self>) {
         let mut sends: BTreeMap<RouterId, Vec<ControlMessage>> = BTreeMap::new();
         let mut routes_changed = false;
-        let mut addresses_changed = false;
+        let mut changed_addresses: Vec<Address> = Vec::new();
         while let Some(output) = self.plane.poll_output() {
             match output {
                 Output::Send { to, message } => sends.entry(to).or_default().push(message),
                 Output::RoutesChanged => routes_changed = true,
-                Output::AddressesChanged { .. } => addresses_changed = true,
+                Output::AddressesChanged { addresses } => changed_addresses.extend(addresses),
             }
         }
         for (to, messages) in sends {
@@ -135,17 +156,53 @@ impl ControlActor {
         // routes with the new set of peers — after losing a neighbour, every
         // address reached through it would look unreachable, and its senders
         // would be drained, until the new routes arrive.
-        let peers_only = self.peers_changed && !routes_changed && !addresses_changed;
+        let peers_only = self.peers_changed && !routes_changed;
         // The link-state database changed without changing this router's
         // own routes (a link elsewhere): the multicast trees of other
         // routers, which its routes snapshot computes, may have.
         let trees_changed = !Arc::ptr_eq(self.plane.routes(), &self.published_routes());
-        if (routes_changed || addresses_changed || self.peers_changed || trees_changed)
+        if (routes_changed || self.peers_changed || trees_changed)
             && !(peers_only && self.plane.route_change_pending())
         {
-            self.publish(routes_changed, routes_changed || addresses_changed);
+            self.publish(routes_changed);
+        }
+        if !changed_addresses.is_empty() {
+            self.addresses_changed(changed_addresses);
         }
         self.arm_timer(ctx);
+    }
+
+    /// Writes the remote routers of each changed address into the table,
+    /// then tells the data plane which addresses changed.
+    fn addresses_changed(&mut self, mut changed: Vec<Address>) {
+        changed.sort_unstable();
+        changed.dedup();
+        let table = self.plane.address_table();
+        for address in &changed {
+            let routers = table
+                .get(address)
+                .map(|e| e.routers.clone())
+                .unwrap_or_default();
+            self.addresses.set(address, routers);
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let json: serde_json::Map<String, serde_json::Value> = changed
+                .iter()
+                .map(|a| {
+                    let routers: Vec<String> = self
+                        .addresses
+                        .routers(a)
+                        .iter()
+                        .map(|r| r.as_str().to_owned())
+                        .collect();
+                    (a.as_str().to_owned(), routers.into())
+                })
+                .collect();
+            tracing::debug!("mesh: addresses {}", serde_json::Value::Object(json));
+        }
+        if let Some(data) = self.data.get() {
+            data.addresses_changed(&changed);
+        }
     }
 
     fn arm_timer(&mut self, ctx: &mut Context<Self>) {
@@ -200,16 +257,9 @@ impl ControlActor {
         }
     }
 
-    fn publish(&mut self, routes_changed: bool, log_state: bool) {
+    fn publish(&mut self, routes_changed: bool) {
         self.peers_changed = false;
         let routes = self.plane.routes().clone();
-        let addresses: BTreeMap<Address, BTreeSet<RouterId>> = self
-            .plane
-            .address_table()
-            .iter()
-            .filter(|(_, e)| !e.routers.is_empty())
-            .map(|(a, e)| (a.clone(), e.routers.clone()))
-            .collect();
         if routes_changed {
             let mut by_hop: BTreeMap<RouterId, usize> = BTreeMap::new();
             for (_, route) in routes.iter() {
@@ -227,7 +277,7 @@ impl ControlActor {
             );
             tracing::debug!("routes: full table {routes:?}");
         }
-        if log_state {
+        if routes_changed {
             let json = serde_json::json!({
                 "router": self.plane.id().as_str(),
                 "routes": routes
@@ -242,21 +292,12 @@ impl ControlActor {
                         )
                     })
                     .collect::<serde_json::Map<_, _>>(),
-                "addresses": addresses
-                    .iter()
-                    .map(|(a, routers)| {
-                        (
-                            a.as_str().to_owned(),
-                            routers.iter().map(|r| r.as_str()).collect::<Vec<_>>().into(),
-                        )
-                    })
-                    .collect::<serde_json::Map<_, _>>(),
+                "remote_addresses": self.addresses.len(),
             });
             tracing::info!("mesh: routes {json}");
         }
         let view = Arc::new(MeshView {
             routes,
-            addresses,
             peers: self
                 .peers
                 .iter()
@@ -492,9 +533,7 @@ impl Handler<AddLocalAddress> for ControlActor {
     type Result = ();
 
     fn handle(&mut self, msg: AddLocalAddress, ctx: &mut Self::Context) {
-        let now = self.now();
-        self.plane.add_local_address(msg.0, now);
-        self.drive(ctx);
+        self.local_change(msg.0, true, ctx);
     }
 }
 
@@ -507,9 +546,35 @@ impl Handler<RemoveLocalAddress> for ControlActor {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveLocalAddress, ctx: &mut Self::Context) {
+        self.local_change(msg.0, false, ctx);
+    }
+}
+
+/// Applies the local address changes gathered since the last one (scheduled
+/// once per mailbox run).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ApplyLocalAddresses;
+
+impl Handler<ApplyLocalAddresses> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ApplyLocalAddresses, ctx: &mut Self::Context) {
+        let changes = std::mem::take(&mut self.local_changes);
         let now = self.now();
-        self.plane.remove_local_address(&msg.0, now);
+        self.plane.change_local_addresses(changes, now);
         self.drive(ctx);
+    }
+}
+
+impl ControlActor {
+    /// Queues a local address change; the changes of one mailbox run go to
+    /// the control plane together, announced in one address update.
+    fn local_change(&mut self, address: Address, present: bool, ctx: &mut Context<Self>) {
+        if self.local_changes.is_empty() {
+            ctx.notify(ApplyLocalAddresses);
+        }
+        self.local_changes.push((address, present));
     }
 }
 

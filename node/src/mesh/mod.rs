@@ -15,11 +15,18 @@
 //!
 //! # Interface for the data plane
 //!
-//! - [`MeshHandle::view`]: the latest [`MeshView`] (routes, which remote
-//!   routers have consumers for each address, and where deliveries for each
-//!   neighbour go). A new snapshot is published whenever routes, addresses or
-//!   the set of neighbours change; readers take an `Arc` and never block the
-//!   control actor for longer than a pointer swap.
+//! - [`MeshHandle::view`]: the latest [`MeshView`] (routes and where
+//!   deliveries for each neighbour go). A new snapshot is published whenever
+//!   routes or the set of neighbours change; readers take an `Arc` and never
+//!   block the control actor for longer than a pointer swap.
+//! - [`MeshHandle::remote_routers`]: which remote routers have consumers for
+//!   one address, from the [`RemoteAddresses`] table the control actor
+//!   changes one address at a time. It is not part of the snapshot: a mesh
+//!   of 100,000 addresses would otherwise copy 100,000 entries into a new
+//!   view on every attach anywhere, and hand it to every address actor. An
+//!   address change reaches the data plane as the list of the addresses
+//!   that changed ([`DataPlane::addresses_changed`]), a route change as a
+//!   new view ([`DataPlane::view_changed`]).
 //! - [`MeshHandle::add_local_address`] / [`MeshHandle::remove_local_address`]:
 //!   to be called by the address actors on an address's first local consumer
 //!   and on its last consumer going away (both idempotent); the change is
@@ -69,14 +76,13 @@ pub const MAX_BATCH_MESSAGE: usize = 64 * 1024 * 1024;
 /// carry it afterwards, and carry changes).
 pub const LINK_COST_METADATA: &str = "bote-link-cost";
 
-/// What the control plane knows, as one immutable snapshot.
+/// What the control plane knows of routes and neighbours, as one immutable
+/// snapshot. Which routers have consumers for each address is kept apart, in
+/// [`RemoteAddresses`].
 pub struct MeshView {
     /// Routes to every reachable remote router (next hop, cost, multicast
     /// trees).
     pub routes: Arc<Routes>,
-    /// Address -> the reachable remote routers with consumers for it. Local
-    /// consumers are not listed (the address registry has them).
-    pub addresses: BTreeMap<Address, BTreeSet<RouterId>>,
     /// Where deliveries for each neighbour whose stream is up go (its peer
     /// actor): the router's address actors know no more of the mesh's
     /// actors than that.
@@ -88,9 +94,60 @@ impl MeshView {
     pub fn empty(local: RouterId) -> MeshView {
         MeshView {
             routes: Arc::new(Routes::empty(local)),
-            addresses: BTreeMap::new(),
             peers: BTreeMap::new(),
         }
+    }
+}
+
+/// Address -> the reachable remote routers with consumers for it (local
+/// consumers are not listed: the address registry has them). The control
+/// actor writes it, one changed address at a time, before it tells the data
+/// plane which addresses changed; address actors read their own entry.
+#[derive(Default)]
+pub struct RemoteAddresses {
+    table: dashmap::DashMap<Address, BTreeSet<RouterId>>,
+}
+
+impl RemoteAddresses {
+    /// The remote routers with consumers for `address` (empty: none).
+    pub fn routers(&self, address: &Address) -> BTreeSet<RouterId> {
+        self.table
+            .get(address)
+            .map(|e| e.value().clone())
+            .unwrap_or_default()
+    }
+
+    /// True if some remote router has consumers for `address`.
+    pub fn contains(&self, address: &Address) -> bool {
+        self.table.contains_key(address)
+    }
+
+    /// Sets the routers of `address` (none: removes it).
+    pub fn set(&self, address: &Address, routers: BTreeSet<RouterId>) {
+        if routers.is_empty() {
+            self.table.remove(address);
+        } else {
+            self.table.insert(address.clone(), routers);
+        }
+    }
+
+    /// Every address with its routers, sorted by address (for the state
+    /// file; it copies the table).
+    pub fn snapshot(&self) -> BTreeMap<Address, BTreeSet<RouterId>> {
+        self.table
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
+    /// Number of addresses with remote consumers.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True if no remote router has consumers.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
     }
 }
 
@@ -98,8 +155,11 @@ impl MeshView {
 /// state exists (the mesh starts first): it learns each new [`MeshView`] and
 /// routes the deliveries that arrive from neighbours.
 pub trait DataPlane: Send + Sync + 'static {
-    /// A new snapshot was published.
+    /// A new snapshot (routes, neighbours) was published.
     fn view_changed(&self, view: Arc<MeshView>);
+    /// The remote routers of these addresses changed (read them in
+    /// [`RemoteAddresses`]).
+    fn addresses_changed(&self, _addresses: &[Address]) {}
     /// Deliveries arrived from a neighbour (in arrival order), or given
     /// back released by one: route them like local ones.
     fn route(&self, deliveries: Vec<crate::delivery::RoutedDelivery>);
@@ -122,6 +182,7 @@ pub type SharedView = Arc<RwLock<Arc<MeshView>>>;
 pub struct MeshHandle {
     control: Addr<ControlActor>,
     view: SharedView,
+    addresses: Arc<RemoteAddresses>,
     data: DataHook,
     /// This router's id in the mesh.
     pub id: RouterId,
@@ -141,6 +202,16 @@ impl MeshHandle {
             Ok(v) => v.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The remote routers with consumers for `address` (empty: none).
+    pub fn remote_routers(&self, address: &Address) -> BTreeSet<RouterId> {
+        self.addresses.routers(address)
+    }
+
+    /// The table of remote routers per address.
+    pub fn remote_addresses(&self) -> &RemoteAddresses {
+        &self.addresses
     }
 
     /// Installs the router's data plane (once; later calls are ignored) and
@@ -239,8 +310,9 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
             .map(|(c, cost)| (c.name.clone(), cost.clone()))
             .collect(),
         records.clone(),
-    )
-    .start();
+    );
+    let addresses = control.remote_addresses();
+    let control = control.start();
     let mut bound = Vec::new();
     for l in config
         .listeners
@@ -256,6 +328,7 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
     Ok(MeshHandle {
         control,
         view,
+        addresses,
         data,
         id,
         bound,

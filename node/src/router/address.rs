@@ -9,6 +9,25 @@
 //! never through a neighbour that released it
 //! ([`RoutedDelivery::released_by`]); with none left it goes home released.
 //!
+//! Scale: an address actor hears of the mesh only what concerns it. A change
+//! of the remote routers of an address reaches that address's actor alone
+//! ([`AddressRegistry::addresses_changed`]); a change of routes or
+//! neighbours reaches only the actors that route through the mesh (remote
+//! routers, or deliveries waiting for routes: the registry's watchers,
+//! [`AddressRegistry::mesh_changed`]). Either way the actor reads its own
+//! entry of [`crate::mesh::RemoteAddresses`] and the latest [`MeshView`]
+//! when it handles [`MeshChanged`], so the message carries nothing and
+//! duplicates are harmless. So attaching the N-th address costs the same as
+//! the first.
+//!
+//! Reclaiming: an actor with no links, no remote routers, nothing parked and
+//! nothing outstanding through a next hop for [`RECLAIM_AFTER`] removes
+//! itself from the registry (a dynamic reply address leaves nothing behind).
+//! A message that still reaches it afterwards (sent by someone who looked
+//! the actor up just before) is passed on to the address's new actor, so
+//! nothing sent to a retired actor is lost; it stops once nobody holds its
+//! address.
+//!
 //! Failover: deliveries that were in flight to a lost neighbour come back
 //! as [`Reroute`]. They never go to that neighbour again, nor to a router
 //! reached through it, and they wait (at most [`REROUTE_WAIT`]) for a mesh
@@ -129,10 +148,16 @@ pub fn may_reroute(
     until <= now || lost.is_none_or(|lost| routes_avoid(view, lost))
 }
 
-/// The mesh published a new view: which remote routers have consumers.
+/// The mesh changed in a way that may concern this address (its remote
+/// routers, or the routes): the actor re-reads its entry of the remote
+/// address table and the latest view.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct MeshChanged(pub Arc<MeshView>);
+pub struct MeshChanged;
+
+/// How long an address actor stays idle (no links, no remote routers,
+/// nothing in flight) before it is reclaimed.
+pub const RECLAIM_AFTER: Duration = Duration::from_secs(1);
 
 /// A remote router with consumers for the address, and the neighbour that is
 /// the next hop toward it.
@@ -177,6 +202,11 @@ struct Producer {
 /// Counters of what an address did, read by management and metrics later.
 #[derive(Debug, Default)]
 pub struct AddressStats {
+    /// Messages the address actor handled (all kinds).
+    pub handled: std::sync::atomic::AtomicU64,
+    /// Of those, [`MeshChanged`] (the mesh changed something that concerns
+    /// the address).
+    pub mesh_changes: std::sync::atomic::AtomicU64,
     pub delivered: std::sync::atomic::AtomicU64,
     pub released_no_consumer: std::sync::atomic::AtomicU64,
     pub dropped_presettled: std::sync::atomic::AtomicU64,
@@ -184,6 +214,20 @@ pub struct AddressStats {
 
 pub struct AddressActor {
     address: Arc<str>,
+    /// `address` as the mesh names it.
+    key: bote_topology::Address,
+    /// The registry's shared part (to retire, to watch routes).
+    directory: std::sync::Weak<Directory>,
+    /// The remote routers with consumers for the address (the mesh's table
+    /// entry, as last read).
+    routers: std::collections::BTreeSet<RouterId>,
+    /// Listed among the registry's route watchers.
+    watching: bool,
+    /// A reclaim check is scheduled.
+    reclaim_scheduled: bool,
+    /// Removed from the registry: every message goes on to the address's
+    /// new actor.
+    retired: bool,
     distribution: Distribution,
     consumers: Vec<Consumer>,
     producers: Vec<Producer>,
@@ -233,13 +277,20 @@ pub const EXPLICIT_AFTER_ROUTES_CHANGE: Duration = REROUTE_WAIT;
 type MulticastHops = Arc<Vec<(RouterId, Arc<[RouterId]>)>>;
 
 impl AddressActor {
-    pub fn new(
+    fn new(
         address: Arc<str>,
         distribution: Distribution,
         stats: Arc<AddressStats>,
         mesh: Option<MeshHandle>,
+        directory: std::sync::Weak<Directory>,
     ) -> Self {
         AddressActor {
+            key: bote_topology::Address::from(&*address),
+            directory,
+            routers: std::collections::BTreeSet::new(),
+            watching: false,
+            reclaim_scheduled: false,
+            retired: false,
             address,
             distribution,
             consumers: Vec::new(),
@@ -263,6 +314,159 @@ impl AddressActor {
     /// A consumer exists here or on a reachable router of the mesh.
     fn has_path(&self) -> bool {
         !self.consumers.is_empty() || !self.remote.is_empty()
+    }
+
+    /// Counts a handled message; true if the actor is retired (the caller
+    /// passes the message on with [`Self::successor`]).
+    fn count(&self) -> bool {
+        self.stats
+            .handled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.retired
+    }
+
+    /// The address's current actor (a new one if none), for messages that
+    /// reach this one after it retired.
+    fn successor(&self) -> Option<Addr<AddressActor>> {
+        self.directory.upgrade().map(|d| d.get(&self.address))
+    }
+
+    /// Nothing holds the actor: no links, no remote routers, nothing parked
+    /// or outstanding through a next hop.
+    fn idle(&self) -> bool {
+        self.unused()
+            && self
+                .hop_outstanding
+                .values()
+                .all(|n| n.load(std::sync::atomic::Ordering::Relaxed) == 0)
+    }
+
+    /// No links, no remote routers, nothing parked.
+    fn unused(&self) -> bool {
+        self.consumers.is_empty()
+            && self.producers.is_empty()
+            && self.routers.is_empty()
+            && self.remote.is_empty()
+            && self.parked.is_empty()
+    }
+
+    /// Schedules a reclaim check if the actor has nothing left to do.
+    fn maybe_reclaim(&mut self, ctx: &mut Context<Self>) {
+        if self.reclaim_scheduled || self.retired || !self.unused() {
+            return;
+        }
+        self.reclaim_scheduled = true;
+        let after = self
+            .directory
+            .upgrade()
+            .map_or(RECLAIM_AFTER, |d| d.reclaim_after());
+        ctx.run_later(after, |act, ctx| {
+            act.reclaim_scheduled = false;
+            if act.idle() {
+                act.retire(ctx);
+            } else {
+                // Still unused but deliveries outstanding (their outcomes
+                // do not pass here): look again later.
+                act.maybe_reclaim(ctx);
+            }
+        });
+    }
+
+    /// Removes the actor from the registry; from now on it passes every
+    /// message on to the address's next actor.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        let Some(directory) = self.directory.upgrade() else {
+            return;
+        };
+        let me = ctx.address();
+        if directory
+            .map
+            .remove_if(&*self.address, |_, a| *a == me)
+            .is_some()
+        {
+            directory.stats.remove(&*self.address);
+            tracing::trace!(address = %self.address, "address actor reclaimed");
+        }
+        self.set_watching(false);
+        self.retired = true;
+    }
+
+    /// Joins or leaves the registry's route watchers.
+    fn set_watching(&mut self, watch: bool) {
+        if self.watching == watch {
+            return;
+        }
+        self.watching = watch;
+        if let Some(directory) = self.directory.upgrade() {
+            if watch {
+                directory.watchers.insert(self.address.clone(), ());
+            } else {
+                directory.watchers.remove(&*self.address);
+            }
+        }
+    }
+
+    /// Re-reads the address's remote routers and the latest mesh view, and
+    /// rebuilds the remote candidates from them.
+    fn refresh(&mut self, ctx: &mut Context<Self>) {
+        let Some(mesh) = self.mesh.clone() else {
+            return;
+        };
+        let had_path = self.has_path();
+        self.routers = mesh.remote_routers(&self.key);
+        // Watch before reading the view: a route change published after
+        // this read reaches the actor as a message.
+        self.set_watching(!self.routers.is_empty() || !self.parked.is_empty());
+        let view = mesh.view();
+        self.remote.clear();
+        for router in &self.routers {
+            let Some(route) = view.routes.route(router) else {
+                continue;
+            };
+            let Some(peer) = view.peers.get(&route.next_hop) else {
+                continue;
+            };
+            let outstanding = self
+                .hop_outstanding
+                .entry(route.next_hop.clone())
+                .or_default()
+                .clone();
+            self.remote.push(Remote {
+                router: router.clone(),
+                cost: route.cost,
+                next_hop: route.next_hop.clone(),
+                peer: peer.clone(),
+                outstanding,
+            });
+        }
+        self.remote
+            .sort_by(|a, b| (a.cost, &a.router).cmp(&(b.cost, &b.router)));
+        self.remote_candidates = self
+            .remote
+            .iter()
+            .map(|r| RemoteRouter {
+                router: r.router.clone(),
+                cost: r.cost,
+                outstanding: 0,
+                excluded: false,
+            })
+            .collect();
+        if self
+            .view
+            .as_ref()
+            .is_some_and(|old| !Arc::ptr_eq(&old.routes, &view.routes))
+        {
+            self.routes_changed = Some(Instant::now());
+        }
+        self.view = Some(view);
+        self.tree_plan = None;
+        if had_path != self.has_path() {
+            self.notify_producers();
+        }
+        if !self.parked.is_empty() {
+            self.reroute(Vec::new(), Instant::now(), ctx);
+        }
+        self.maybe_reclaim(ctx);
     }
 
     /// Where a multicast delivery goes from here: how many local copies,
@@ -592,6 +796,7 @@ impl AddressActor {
                 may_reroute(self.view.as_deref(), d.resent_from.as_ref(), *until, now)
             });
         self.parked = waiting;
+        self.set_watching(!self.routers.is_empty() || !self.parked.is_empty());
         if let Some(timer) = self.park_timer.take() {
             ctx.cancel_future(timer);
         }
@@ -627,18 +832,43 @@ impl AddressActor {
 
 impl Actor for AddressActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.refresh(ctx);
+        self.maybe_reclaim(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.set_watching(false);
+    }
+}
+
+/// Passes a message that reached a retired actor on to the address's
+/// current actor.
+macro_rules! pass_on_if_retired {
+    ($self:ident, $msg:ident) => {
+        if $self.count() {
+            if let Some(next) = $self.successor() {
+                next.do_send($msg);
+            }
+            return;
+        }
+    };
 }
 
 impl Handler<Forward> for AddressActor {
     type Result = ();
     fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
+        pass_on_if_retired!(self, msg);
         self.forward(msg.0, ctx);
+        self.maybe_reclaim(ctx);
     }
 }
 
 impl Handler<Reroute> for AddressActor {
     type Result = ();
     fn handle(&mut self, msg: Reroute, ctx: &mut Context<Self>) {
+        pass_on_if_retired!(self, msg);
         self.reroute(msg.0, Instant::now(), ctx);
     }
 }
@@ -646,6 +876,7 @@ impl Handler<Reroute> for AddressActor {
 impl Handler<AttachConsumer> for AddressActor {
     type Result = ();
     fn handle(&mut self, msg: AttachConsumer, _ctx: &mut Context<Self>) {
+        pass_on_if_retired!(self, msg);
         let first = self.consumers.is_empty();
         self.consumers.push(Consumer {
             conn: msg.conn,
@@ -666,6 +897,7 @@ impl Handler<AttachConsumer> for AddressActor {
 impl Handler<DetachConsumer> for AddressActor {
     type Result = ();
     fn handle(&mut self, msg: DetachConsumer, ctx: &mut Context<Self>) {
+        pass_on_if_retired!(self, msg);
         self.consumers
             .retain(|c| !(c.conn == msg.conn && c.link == msg.link));
         if self.cursor.local >= self.consumers.len() {
@@ -688,73 +920,28 @@ impl Handler<DetachConsumer> for AddressActor {
             }
             self.notify_producers();
         }
+        self.maybe_reclaim(ctx);
     }
 }
 
 impl Handler<MeshChanged> for AddressActor {
     type Result = ();
-    fn handle(&mut self, msg: MeshChanged, ctx: &mut Context<Self>) {
-        let view = msg.0;
-        let had_path = self.has_path();
-        self.remote.clear();
-        if let Some(routers) = view
-            .addresses
-            .get(&bote_topology::Address::from(&*self.address))
-        {
-            for router in routers {
-                let Some(route) = view.routes.route(router) else {
-                    continue;
-                };
-                let Some(peer) = view.peers.get(&route.next_hop) else {
-                    continue;
-                };
-                let outstanding = self
-                    .hop_outstanding
-                    .entry(route.next_hop.clone())
-                    .or_default()
-                    .clone();
-                self.remote.push(Remote {
-                    router: router.clone(),
-                    cost: route.cost,
-                    next_hop: route.next_hop.clone(),
-                    peer: peer.clone(),
-                    outstanding,
-                });
-            }
+    fn handle(&mut self, _msg: MeshChanged, ctx: &mut Context<Self>) {
+        if self.count() {
+            // The address's next actor reads the mesh when it starts.
+            return;
         }
-        self.remote
-            .sort_by(|a, b| (a.cost, &a.router).cmp(&(b.cost, &b.router)));
-        self.remote_candidates = self
-            .remote
-            .iter()
-            .map(|r| RemoteRouter {
-                router: r.router.clone(),
-                cost: r.cost,
-                outstanding: 0,
-                excluded: false,
-            })
-            .collect();
-        if self
-            .view
-            .as_ref()
-            .is_some_and(|old| !Arc::ptr_eq(&old.routes, &view.routes))
-        {
-            self.routes_changed = Some(Instant::now());
-        }
-        self.view = Some(view);
-        self.tree_plan = None;
-        if had_path != self.has_path() {
-            self.notify_producers();
-        }
-        if !self.parked.is_empty() {
-            self.reroute(Vec::new(), Instant::now(), ctx);
-        }
+        self.stats
+            .mesh_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.refresh(ctx);
     }
 }
 
 impl Handler<AttachProducer> for AddressActor {
     type Result = ();
     fn handle(&mut self, msg: AttachProducer, _ctx: &mut Context<Self>) {
+        pass_on_if_retired!(self, msg);
         msg.notify.do_send(PathState {
             link: msg.link,
             address: self.address.clone(),
@@ -770,23 +957,37 @@ impl Handler<AttachProducer> for AddressActor {
 
 impl Handler<DetachProducer> for AddressActor {
     type Result = ();
-    fn handle(&mut self, msg: DetachProducer, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: DetachProducer, ctx: &mut Context<Self>) {
+        pass_on_if_retired!(self, msg);
         self.producers
             .retain(|p| !(p.conn == msg.conn && p.link == msg.link));
+        self.maybe_reclaim(ctx);
     }
 }
 
 /// The router's address registry: address -> address actor, created on first
-/// use on a worker arbiter chosen by the address's hash.
+/// use on a worker arbiter chosen by the address's hash, and removed by the
+/// actor itself once idle (see the module doc).
 pub struct AddressRegistry {
+    directory: Arc<Directory>,
+}
+
+/// What the registry and its actors share.
+pub struct Directory {
     map: DashMap<Arc<str>, Addr<AddressActor>>,
     /// Where address actors run: the worker arbiters (by the address's hash)
     /// on a standalone router; the mesh's arbiter (one entry) when the router
     /// is part of a mesh — see [`AddressRegistry::new`].
     workers: Vec<actix::dev::ArbiterHandle>,
     table: crate::config::address::AddressTable,
-    pub stats: DashMap<Arc<str>, Arc<AddressStats>>,
+    stats: DashMap<Arc<str>, Arc<AddressStats>>,
     mesh: Option<MeshHandle>,
+    /// Addresses whose actor routes through the mesh (remote routers, or
+    /// deliveries waiting for routes): a route change reaches these only.
+    watchers: DashMap<Arc<str>, ()>,
+    /// [`RECLAIM_AFTER`], in milliseconds (tests may change it).
+    reclaim_after_ms: std::sync::atomic::AtomicU64,
+    me: std::sync::Weak<Directory>,
 }
 
 impl AddressRegistry {
@@ -806,28 +1007,88 @@ impl AddressRegistry {
             None => workers,
         };
         AddressRegistry {
-            map: DashMap::new(),
-            workers,
-            table,
-            stats: DashMap::new(),
-            mesh,
+            directory: Arc::new_cyclic(|me| Directory {
+                map: DashMap::new(),
+                workers,
+                table,
+                stats: DashMap::new(),
+                mesh,
+                watchers: DashMap::new(),
+                reclaim_after_ms: std::sync::atomic::AtomicU64::new(
+                    RECLAIM_AFTER.as_millis() as u64
+                ),
+                me: me.clone(),
+            }),
         }
     }
 
-    /// Tells every address actor about a new mesh view.
-    pub fn mesh_changed(&self, view: &Arc<MeshView>) {
-        for entry in self.map.iter() {
-            entry.value().do_send(MeshChanged(view.clone()));
+    /// Routes or neighbours changed: tells the actors that route through
+    /// the mesh (the watchers), and no other.
+    pub fn mesh_changed(&self, _view: &Arc<MeshView>) {
+        let d = &self.directory;
+        let watchers: Vec<Arc<str>> = d.watchers.iter().map(|e| e.key().clone()).collect();
+        for address in watchers {
+            if let Some(actor) = d.map.get(&address) {
+                actor.do_send(MeshChanged);
+            }
+        }
+    }
+
+    /// The remote routers of these addresses changed: tells their actors
+    /// (those that exist; a new one reads the table when it starts).
+    pub fn addresses_changed(&self, addresses: &[bote_topology::Address]) {
+        for address in addresses {
+            if let Some(actor) = self.directory.map.get(address.as_str()) {
+                actor.do_send(MeshChanged);
+            }
         }
     }
 
     /// The configured distribution of an address.
     pub fn distribution(&self, address: &str) -> Distribution {
-        self.table.lookup(address)
+        self.directory.table.lookup(address)
     }
 
     /// The actor of `address`, started on first use.
     pub fn get(&self, address: &str) -> Addr<AddressActor> {
+        self.directory.get(address)
+    }
+
+    /// The counters of `address`, while it has an actor.
+    pub fn stats(&self, address: &str) -> Option<Arc<AddressStats>> {
+        self.directory.stats.get(address).map(|s| s.value().clone())
+    }
+
+    /// Number of address actors in the registry.
+    pub fn len(&self) -> usize {
+        self.directory.map.len()
+    }
+
+    /// True if no address has an actor.
+    pub fn is_empty(&self) -> bool {
+        self.directory.map.is_empty()
+    }
+
+    /// How long an idle address actor waits before it is reclaimed (default
+    /// [`RECLAIM_AFTER`]).
+    pub fn set_reclaim_after(&self, after: Duration) {
+        self.directory.reclaim_after_ms.store(
+            after.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+impl Directory {
+    fn reclaim_after(&self) -> Duration {
+        Duration::from_millis(
+            self.reclaim_after_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// The actor of `address`, started on first use.
+    fn get(&self, address: &str) -> Addr<AddressActor> {
         if let Some(a) = self.map.get(address) {
             return a.clone();
         }
@@ -841,13 +1102,13 @@ impl AddressRegistry {
                 let worker = &self.workers[hash(address) % self.workers.len()];
                 let k = key.clone();
                 let mesh = self.mesh.clone();
-                let addr = AddressActor::start_in_arbiter(worker, move |_| {
-                    AddressActor::new(k, distribution, stats, mesh)
-                });
-                if let Some(mesh) = &self.mesh {
-                    addr.do_send(MeshChanged(mesh.view()));
-                }
-                addr
+                let me = self.me.clone();
+                // The actor reads the mesh's table when it starts, which is
+                // after it is in the map: a change written before is read
+                // then, one written after finds it in the map.
+                AddressActor::start_in_arbiter(worker, move |_| {
+                    AddressActor::new(k, distribution, stats, mesh, me)
+                })
             })
             .clone()
     }
@@ -883,7 +1144,6 @@ mod tests {
         }
         MeshView {
             routes: Arc::new(Routes::compute(&"A".into(), &db)),
-            addresses: std::collections::BTreeMap::new(),
             peers: std::collections::BTreeMap::new(),
         }
     }

@@ -65,7 +65,65 @@ pub struct Shared {
     /// Every listener once bound (AMQP, then inter-router).
     listeners: OnceLock<Vec<ListenerState>>,
     /// Where the state is written as it changes (`boted --state-file`).
-    state_file: OnceLock<StateFile>,
+    state_file: OnceLock<Arc<StateFile>>,
+    /// The thread that writes it.
+    state_writer: OnceLock<StateWriter>,
+}
+
+/// Writes the state file on a thread of its own, coalescing changes: a
+/// change marks the state dirty, and the writer takes one snapshot for all
+/// the changes made since its last write. The snapshot lists every address
+/// of the mesh, so writing it on each change (100,000 attaches: 100,000
+/// snapshots of up to 100,000 addresses) would make attaching O(number of
+/// addresses); coalesced, the file lags a change by at most one write and
+/// one pause (between writes the writer pauses [`STATE_WRITE_PAUSE`] or
+/// three times its last write's duration, whichever is longer, so it takes
+/// at most a quarter of a core however large the state grows).
+struct StateWriter {
+    dirty: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+/// The least pause between two writes of the state file.
+const STATE_WRITE_PAUSE: Duration = Duration::from_millis(5);
+
+impl StateWriter {
+    fn start(shared: std::sync::Weak<Shared>, file: Arc<StateFile>) -> StateWriter {
+        let dirty = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+        let signal = dirty.clone();
+        let spawned = std::thread::Builder::new()
+            .name("state-file".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let (lock, cv) = &*signal;
+                        let mut d = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        while !*d {
+                            d = cv.wait(d).unwrap_or_else(|e| e.into_inner());
+                        }
+                        *d = false;
+                    }
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    let started = std::time::Instant::now();
+                    if let Err(e) = file.write(|| shared.state()) {
+                        tracing::warn!("state file not written: {e}");
+                    }
+                    drop(shared);
+                    std::thread::sleep((started.elapsed() * 3).max(STATE_WRITE_PAUSE));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("state file writer not started: {e}");
+        }
+        StateWriter { dirty }
+    }
+
+    fn changed(&self) {
+        let (lock, cv) = &*self.dirty;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_one();
+    }
 }
 
 impl Shared {
@@ -100,8 +158,9 @@ impl Shared {
                     (dest.as_str().to_owned(), route)
                 })
                 .collect();
-            state.addresses = view
-                .addresses
+            state.addresses = mesh
+                .remote_addresses()
+                .snapshot()
                 .iter()
                 .map(|(address, routers)| {
                     let routers = routers.iter().map(|r| r.as_str().to_owned()).collect();
@@ -112,12 +171,11 @@ impl Shared {
         state
     }
 
-    /// Writes the state file, if there is one (the state changed).
+    /// The state changed: the state file's writer writes it, if there is
+    /// one (see [`StateWriter`]).
     fn publish_state(&self) {
-        if let Some(file) = self.state_file.get()
-            && let Err(e) = file.write(|| self.state())
-        {
-            tracing::warn!("state file not written: {e}");
+        if let Some(writer) = self.state_writer.get() {
+            writer.changed();
         }
     }
 
@@ -140,6 +198,13 @@ impl crate::mesh::DataPlane for RouterData {
     fn view_changed(&self, view: Arc<crate::mesh::MeshView>) {
         if let Some(shared) = self.shared.upgrade() {
             shared.addresses.mesh_changed(&view);
+            shared.publish_state();
+        }
+    }
+
+    fn addresses_changed(&self, addresses: &[bote_topology::Address]) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.addresses.addresses_changed(addresses);
             shared.publish_state();
         }
     }
@@ -247,6 +312,7 @@ impl Router {
             mesh,
             listeners: OnceLock::new(),
             state_file: OnceLock::new(),
+            state_writer: OnceLock::new(),
         });
         if let Some(mesh) = &shared.mesh {
             mesh.set_data_plane(Arc::new(RouterData {
@@ -301,8 +367,15 @@ impl Router {
     /// Keeps `file` up to date with the router's state from now on (see
     /// [`crate::state`]): writes it at once, then on every change.
     pub fn write_state_to(&self, file: StateFile) {
-        if self.shared.state_file.set(file).is_ok() {
-            self.shared.publish_state();
+        let file = Arc::new(file);
+        if self.shared.state_file.set(file.clone()).is_ok() {
+            // The first write before this returns: a reader waiting for the
+            // file knows the router is up once it appears.
+            if let Err(e) = file.write(|| self.shared.state()) {
+                tracing::warn!("state file not written: {e}");
+            }
+            let writer = StateWriter::start(Arc::downgrade(&self.shared), file);
+            let _ = self.shared.state_writer.set(writer);
         }
     }
 

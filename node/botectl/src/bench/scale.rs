@@ -11,12 +11,12 @@
 //!   own, attached over `--connections C` connections to the last router of
 //!   a chain (`--spawn --chain 3`, or `--routers A,B,C`), `--parallel`
 //!   attaches in flight per connection (every connection is open before
-//!   the first attach, so the rates are of attaches alone). Then (spawned chain only) the
-//!   first router's state file is read until it lists every address with a
-//!   consumer (how long after the last attach the far router could route
-//!   to all of them), and one message is sent from the first router to a
-//!   sample of 1,000 of the addresses (anonymous sender, unsettled): each
-//!   must come back accepted.
+//!   the first attach, so the rates are of attaches alone). Then a message
+//!   is sent from the first router (anonymous sender, unsettled) to each of
+//!   the 1,000 addresses attached last, and sent again while it comes back
+//!   released, until every one is accepted: how long after the last attach
+//!   the far router routes to them. With a spawned chain, the first
+//!   router's state file is then read until it lists every address.
 //!
 //! Both report the open (attach) rate over the first 1,000 and the last
 //! 1,000 completions. `--compare` runs the same clients first against a
@@ -77,10 +77,16 @@ pub struct ScaleRun {
     pub rss_after_kb: Option<u64>,
     /// CPU seconds the measured router spent during the opens.
     pub cpu_seconds: Option<f64>,
-    /// From the last attach reply to the first router's state listing every
-    /// address (addresses mode, spawned chain).
+    /// From the last attach reply until a message from the first router
+    /// was accepted on each of the [`PROBES`] addresses attached last
+    /// (addresses mode through routers).
     pub reachable_after: Option<Duration>,
-    /// Probes accepted / sent (addresses mode through routers).
+    /// From the last attach reply to the first snapshot of the first
+    /// router's state file that lists every address (spawned chain; the
+    /// file is written at most every few hundred ms at this size).
+    pub listed_after: Option<Duration>,
+    /// Probes accepted / probes (each sent again while it comes back
+    /// released).
     pub probes: Option<(u64, u64)>,
     pub problems: Vec<String>,
 }
@@ -114,7 +120,7 @@ impl ScaleRun {
              \"elapsed_s\":{:.3},\"per_sec\":{:.1},\"first_per_sec\":{:.1},\
              \"last_per_sec\":{:.1},\"rss_before_kb\":{},\"rss_after_kb\":{},\
              \"rss_per_connection_kib\":{},\"cpu_seconds\":{},\"reachable_after_s\":{},\
-             \"probes_accepted\":{},\"probes_sent\":{},\"problems\":{}}}",
+             \"listed_after_s\":{},\"probes_accepted\":{},\"probes_sent\":{},\"problems\":{}}}",
             serde_json::Value::from(self.path.clone()),
             self.mode,
             self.connections,
@@ -128,6 +134,7 @@ impl ScaleRun {
             opt(self.rss_per_connection_kib()),
             opt(self.cpu_seconds),
             opt(self.reachable_after.map(|d| d.as_secs_f64())),
+            opt(self.listed_after.map(|d| d.as_secs_f64())),
             optu(self.probes.map(|p| p.0)),
             optu(self.probes.map(|p| p.1)),
             serde_json::Value::from(self.problems.clone()),
@@ -207,18 +214,20 @@ impl std::fmt::Display for ScaleReport {
                 }
                 writeln!(f)?;
             }
-            if let Some(d) = r.reachable_after {
+            if let (Some(d), Some((accepted, sent))) = (r.reachable_after, r.probes) {
                 writeln!(
                     f,
-                    "  all {} addresses routable from the first router {:.3} s after the last attach",
-                    r.receivers,
+                    "  the {sent} addresses attached last reachable from the first router \
+                     {:.3} s after the last attach ({accepted} of {sent} probes accepted)",
                     d.as_secs_f64()
                 )?;
             }
-            if let Some((accepted, sent)) = r.probes {
+            if let Some(d) = r.listed_after {
                 writeln!(
                     f,
-                    "  probes from the first router: {accepted} of {sent} accepted"
+                    "  all {} addresses in the first router's state file {:.3} s after the last attach",
+                    r.receivers,
+                    d.as_secs_f64()
                 )?;
             }
             for p in &r.problems {
@@ -323,9 +332,10 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
     let deadline = Instant::now() + Duration::from_secs(o.timeout);
     let tag = std::process::id();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let times: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::with_capacity(receivers)));
+    let times: Arc<Mutex<Vec<(u64, usize)>>> = Arc::new(Mutex::new(Vec::with_capacity(receivers)));
     let mut problems = Vec::new();
     let mut reachable_after = None;
+    let mut listed_after = None;
     let mut probes = None;
     let mut after = None;
     let start: Arc<std::sync::OnceLock<Instant>> = Arc::new(std::sync::OnceLock::new());
@@ -358,6 +368,7 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
                 start: start.clone(),
                 ready: barrier.then(|| (ready.clone(), go_rx.clone())),
                 times: times.clone(),
+                first_index: first,
                 stop: stop_rx.clone(),
             };
             let opens = (o.mode == Mode::Connections).then(|| opens.clone());
@@ -397,28 +408,41 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
                 problems.push(format!("timed out (--timeout {} s)", o.timeout));
             }
         }
+        let last_attach = Instant::now();
         let last_attach_wall = SystemTime::now();
         if problems.is_empty() {
+            if let Target::Routed {
+                first: Some(first), ..
+            } = target
+                && o.mode == Mode::Addresses
+            {
+                // The addresses attached last are the last to reach the far
+                // router: probe them until each is accepted.
+                let mut order = times.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                order.sort_unstable();
+                let latest: Vec<String> = order
+                    .iter()
+                    .rev()
+                    .take(PROBES)
+                    .map(|(_, i)| format!("{}.{i}", o.address))
+                    .collect();
+                match probe(first, latest, deadline).await {
+                    Ok(p) => {
+                        reachable_after = Some(last_attach.elapsed());
+                        probes = Some(p);
+                    }
+                    Err(e) => problems.push(format!("probes: {e}")),
+                }
+            }
             if let Target::Routed {
                 spawned_first: Some(first),
                 ..
             } = target
                 && o.mode == Mode::Addresses
             {
-                match wait_reachable(first, &o.address, receivers, last_attach_wall, deadline).await
-                {
-                    Ok(d) => reachable_after = Some(d),
+                match wait_listed(first, &o.address, receivers, last_attach_wall, deadline).await {
+                    Ok(d) => listed_after = Some(d),
                     Err(e) => problems.push(e),
-                }
-            }
-            if let Target::Routed {
-                first: Some(first), ..
-            } = target
-                && o.mode == Mode::Addresses
-            {
-                match probe(first, &o.address, receivers, deadline).await {
-                    Ok(p) => probes = Some(p),
-                    Err(e) => problems.push(format!("probes: {e}")),
                 }
             }
             // Idle for a second, then read the router's memory.
@@ -439,7 +463,10 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
     });
     drop(acceptor);
     let after = after.transpose()?;
-    let mut times = std::mem::take(&mut *times.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut times: Vec<u64> = std::mem::take(&mut *times.lock().unwrap_or_else(|e| e.into_inner()))
+        .into_iter()
+        .map(|(ns, _)| ns)
+        .collect();
     times.sort_unstable();
     let done = times.len();
     if done < receivers && problems.is_empty() {
@@ -487,6 +514,7 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
             _ => None,
         },
         reachable_after,
+        listed_after,
         probes,
         problems,
     })
@@ -495,7 +523,7 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
 /// Reads the first router's state file until it lists every address
 /// (`prefix.<i>`) with a consumer elsewhere; returns how long after
 /// `last_attach` the snapshot that first did was taken.
-async fn wait_reachable(
+async fn wait_listed(
     first: &SpawnedRouter,
     prefix: &str,
     count: usize,
@@ -525,20 +553,14 @@ async fn wait_reachable(
 }
 
 /// Sends one unsettled message from `router` (an anonymous sender) to each
-/// of up to [`PROBES`] addresses spread over `prefix.0 .. prefix.{count-1}`;
-/// returns (accepted, sent).
+/// of `targets`, again after a few milliseconds for each that comes back
+/// released (no path yet), until every one is accepted; returns (accepted,
+/// targets). Any other outcome fails.
 async fn probe(
     router: &str,
-    prefix: &str,
-    count: usize,
+    targets: Vec<String>,
     deadline: Instant,
 ) -> Result<(u64, u64), String> {
-    let step = (count / PROBES).max(1);
-    let targets: Vec<String> = (0..count)
-        .step_by(step)
-        .take(PROBES)
-        .map(|i| format!("{prefix}.{i}"))
-        .collect();
     let mut lean =
         Lean::connect(router, format!("bench-scale-probe-{}", std::process::id())).await?;
     lean.conn.open();
@@ -547,50 +569,67 @@ async fn probe(
         .conn
         .attach(session, LinkConfig::sender("probe", None))
         .map_err(|e| format!("attach: {e}"))?;
-    let (mut sent, mut accepted, mut settled) = (0u64, 0u64, 0u64);
     let total = targets.len() as u64;
+    // Indexes of targets to send (again).
+    let mut pending: std::collections::VecDeque<usize> = (0..targets.len()).collect();
+    let mut retry: Vec<usize> = Vec::new();
+    let mut retry_at = tokio::time::Instant::now();
+    let mut accepted = 0u64;
+    let mut tag = 0u64;
     let (_stop_tx, mut stop) = watch::channel(false);
-    while settled < total {
-        let credit = lean.conn.link(link).map_or(0, |l| l.credit());
-        let mut room = u64::from(credit).min(total - sent);
-        while room > 0 {
-            let payload = MessageBuilder::new()
-                .to(&targets[sent as usize])
-                .data(b"probe")
-                .build();
+    while accepted < total {
+        if !retry.is_empty() && tokio::time::Instant::now() >= retry_at {
+            pending.extend(retry.drain(..));
+        }
+        let mut credit = lean.conn.link(link).map_or(0, |l| l.credit());
+        while credit > 0
+            && let Some(i) = pending.pop_front()
+        {
+            let payload = MessageBuilder::new().to(&targets[i]).data(b"probe").build();
             lean.conn
                 .send(
                     link,
                     SendDelivery {
-                        tag: bytes::Bytes::copy_from_slice(&sent.to_be_bytes()),
+                        tag: bytes::Bytes::copy_from_slice(&tag.to_be_bytes()),
                         payload,
                         settled: false,
                         message_format: 0,
-                        context: sent,
+                        context: i as u64,
                         complete: true,
                     },
                 )
                 .map_err(|e| format!("send: {e}"))?;
-            sent += 1;
-            room -= 1;
+            tag += 1;
+            credit -= 1;
         }
         if Instant::now() >= deadline {
-            return Err(format!("timed out with {settled} of {total} settled"));
+            return Err(format!("timed out with {accepted} of {total} accepted"));
         }
-        match lean.turn(&mut stop).await? {
-            Turn::Eof => return Err("the router closed the connection".into()),
-            Turn::Stop | Turn::More => {}
+        let turn = tokio::time::timeout(Duration::from_millis(5), lean.turn(&mut stop)).await;
+        if let Ok(turn) = turn
+            && let Turn::Eof = turn?
+        {
+            return Err("the router closed the connection".into());
         }
         while let Some(event) = lean.conn.poll_event() {
             match event {
                 Event::Disposition {
-                    state, settled: s, ..
-                } if s => {
-                    settled += 1;
-                    if state == Some(DeliveryState::Accepted) {
-                        accepted += 1;
+                    state,
+                    settled: true,
+                    context,
+                    ..
+                } => match state {
+                    Some(DeliveryState::Accepted) => accepted += 1,
+                    Some(DeliveryState::Released) | None => {
+                        if retry.is_empty() {
+                            retry_at = tokio::time::Instant::now() + Duration::from_millis(5);
+                        }
+                        retry.push(context as usize);
                     }
-                }
+                    other => {
+                        return Err(format!("{}: {other:?}", targets[context as usize]));
+                    }
+                },
                 Event::Closed { error } => {
                     return Err(format!("connection closed: {error:?}"));
                 }
@@ -618,7 +657,10 @@ struct Client {
     /// Addresses mode: connections opened so far; attaching waits for
     /// `go`, so that the attach rate does not include opening connections.
     ready: Option<(Arc<std::sync::atomic::AtomicUsize>, watch::Receiver<bool>)>,
-    times: Arc<Mutex<Vec<u64>>>,
+    /// (nanoseconds since `start`, address index) of each attach reply.
+    times: Arc<Mutex<Vec<(u64, usize)>>>,
+    /// Index of this client's first address.
+    first_index: usize,
     stop: watch::Receiver<bool>,
 }
 
@@ -656,7 +698,7 @@ impl Client {
         }
         let start = *self.start.get_or_init(Instant::now);
         let mut next = 0;
-        let mut in_flight: Vec<LinkId> = Vec::new();
+        let mut in_flight: Vec<(LinkId, usize)> = Vec::new();
         let mut done = 0;
         let mut stopped = false;
         loop {
@@ -669,7 +711,7 @@ impl Client {
                         LinkConfig::receiver(address.clone(), Some(address)),
                     )
                     .map_err(|e| format!("attach {address}: {e}"))?;
-                in_flight.push(link);
+                in_flight.push((link, self.first_index + next));
                 next += 1;
             }
             let turn = lean.turn(&mut self.stop).await?;
@@ -679,7 +721,11 @@ impl Client {
                         if attach.source.is_none() {
                             return Err(format!("{}: attach refused", attach.name));
                         }
-                        in_flight.retain(|l| *l != link);
+                        let index = in_flight
+                            .iter()
+                            .find(|(l, _)| *l == link)
+                            .map_or(0, |(_, i)| *i);
+                        in_flight.retain(|(l, _)| *l != link);
                         lean.conn
                             .flow(link, 1, false)
                             .map_err(|e| format!("flow: {e}"))?;
@@ -687,7 +733,7 @@ impl Client {
                         self.times
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .push(ns);
+                            .push((ns, index));
                         done += 1;
                     }
                     Event::Transfer(t) => {
