@@ -277,7 +277,17 @@ pub const EXPLICIT_AFTER_ROUTES_CHANGE: Duration = REROUTE_WAIT;
 type MulticastHops = Arc<Vec<(RouterId, Arc<[RouterId]>)>>;
 
 impl AddressActor {
-    fn new(
+    /// An actor outside any registry (it is never reclaimed).
+    pub fn new(
+        address: Arc<str>,
+        distribution: Distribution,
+        stats: Arc<AddressStats>,
+        mesh: Option<MeshHandle>,
+    ) -> Self {
+        Self::in_directory(address, distribution, stats, mesh, std::sync::Weak::new())
+    }
+
+    fn in_directory(
         address: Arc<str>,
         distribution: Distribution,
         stats: Arc<AddressStats>,
@@ -1107,7 +1117,7 @@ impl Directory {
                 // after it is in the map: a change written before is read
                 // then, one written after finds it in the map.
                 AddressActor::start_in_arbiter(worker, move |_| {
-                    AddressActor::new(k, distribution, stats, mesh, me)
+                    AddressActor::in_directory(k, distribution, stats, mesh, me)
                 })
             })
             .clone()
