@@ -3,6 +3,7 @@ qdrouterd users rely on (closest, balanced, multicast, credit, outcomes,
 unavailable addresses, dynamic receivers, large messages, shutdown)."""
 
 import socket
+import threading
 import struct
 import time
 
@@ -282,3 +283,60 @@ def test_a_client_that_never_answers_the_routers_close_is_dropped(router):
         out += chunk
     s.close()
     assert b"amqp:connection:framing-error" in out or b"amqp:decode-error" in out, out
+
+
+def test_an_idle_proton_receiver_outlives_the_routers_idle_timeout():
+    """Receivers that do nothing for 4 s on a listener whose idle timeout
+    is 1 s stay connected. Proton's Python container makes the
+    heartbeat it owes the router when due but sends it only with its next
+    read, so the router heartbeats every half of its own timeout too (no
+    timer of the client's own runs here: the test clients' 50 ms tick would
+    wake the container and hide the problem). Then a message still reaches
+    it."""
+    from proton.handlers import MessagingHandler
+    from proton.reactor import Container
+
+    class Idle(MessagingHandler):
+        def __init__(self, url):
+            super().__init__()
+            self.url = url
+            self.error = None
+            self.bodies = []
+
+        def on_start(self, event):
+            self.conn = event.container.connect(self.url, reconnect=False)
+            event.container.create_receiver(self.conn, "queue.idle")
+            event.container.schedule(4, self)
+
+        def on_timer_task(self, event):
+            # Idle so far: now a message through the router, then done.
+            Sender(self.url, "queue.idle", 1).start()
+
+        def on_message(self, event):
+            self.bodies.append(event.message.body)
+            self.conn.close()
+
+        def on_connection_error(self, event):
+            self.error = event.connection.remote_condition
+            event.connection.close()
+
+        def on_transport_error(self, event):
+            self.error = self.error or event.transport.condition
+
+    r = Router("Router.I", extra_listener="idle-timeout-secs = 1\n")
+    try:
+        # Three, each in a container of its own: whether Proton's own
+        # heartbeat slips out with some other wake-up varies from run to run.
+        idle = [Idle(r.url) for _ in range(3)]
+        threads = [threading.Thread(target=Container(i).run, daemon=True) for i in idle]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+            assert not t.is_alive(), "an idle receiver did not finish"
+        assert "idle-timeout" not in r.log(), r.log()
+        for i in idle:
+            assert i.error is None, i.error
+            assert len(i.bodies) == 1
+    finally:
+        assert r.stop() == 0, r.log()
