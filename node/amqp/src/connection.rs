@@ -260,6 +260,12 @@ impl Connection {
             self.input.extend_from_slice(&data);
         }
         self.process_input();
+        if self.input.is_empty() {
+            // Every frame is taken: let the caller's buffer go (an idle
+            // connection then holds no input buffer; payloads handed out
+            // keep what they need of it).
+            self.input = BytesMut::new();
+        }
     }
 
     /// Appends everything due to `out` (many frames in one write) and returns
@@ -292,7 +298,13 @@ impl Connection {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 0 {
+            // Drained: an idle connection keeps no event queue (its events
+            // are 160 bytes each; one allocation per batch of input).
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
