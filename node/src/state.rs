@@ -5,7 +5,9 @@
 //!
 //! `boted --state-file PATH` keeps a [`StateFile`] at PATH: the snapshot as
 //! one JSON object, written to a temporary file beside it and renamed over
-//! it whenever the snapshot changes, so a reader never sees half a file.
+//! it after the snapshot changes (by a thread of the router's that takes
+//! one snapshot for all the changes since its last write), so a reader
+//! never sees half a file.
 //! The file appears once every listener is bound (a reader waits for it to
 //! know the router is up), is removed when the router starts and when it
 //! stops gracefully, and looks like this:

@@ -1,8 +1,8 @@
 //! Meshes of real `boted` processes and the oracle their routes are checked
 //! against: Dijkstra-equivalent costs (Floyd–Warshall) over the configured
 //! edges between live routers, and next hops that are neighbours on some
-//! shortest path. Each router's own view is the `mesh: routes <json>` line
-//! it logs on every change (the last one wins).
+//! shortest path. Each router's own view is the routes of its state file
+//! (the last write wins).
 
 #![allow(dead_code)]
 
