@@ -816,6 +816,7 @@ impl AddressActor {
                 |act, ctx| {
                     act.park_timer = None;
                     act.reroute(Vec::new(), Instant::now(), ctx);
+                    act.maybe_reclaim(ctx);
                 },
             ));
         }
@@ -880,6 +881,7 @@ impl Handler<Reroute> for AddressActor {
     fn handle(&mut self, msg: Reroute, ctx: &mut Context<Self>) {
         pass_on_if_retired!(self, msg);
         self.reroute(msg.0, Instant::now(), ctx);
+        self.maybe_reclaim(ctx);
     }
 }
 
