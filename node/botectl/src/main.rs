@@ -18,7 +18,7 @@ struct Cli {
 enum Command {
     /// Measure throughput (msgs/s, MB/s, latency) or request/reply round
     /// trips, directly between clients or through routers.
-    Bench(BenchOptions),
+    Bench(Box<BenchOptions>),
     /// The direct baseline's acceptor of `bench --mode connections` and
     /// `addresses` (started by the bench itself).
     #[command(hide = true)]

@@ -79,6 +79,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         config = %args.config.as_ref().map_or("<embedded default>".into(), |p| p.display().to_string()),
         "boted starting"
     );
+    let (open_files, raised) = raise_open_file_limit();
+    tracing::info!(
+        "open files: up to {open_files}{}",
+        if raised {
+            " (raised to the hard limit)"
+        } else {
+            ""
+        }
+    );
     let state_file = match &args.state_file {
         Some(path) => Some(StateFile::new(path).context("--state-file")?),
         None => None,
@@ -95,6 +104,32 @@ fn run(args: Args) -> anyhow::Result<()> {
     })?;
     tracing::info!("boted stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit: each connection
+/// is a file, and the usual soft limit of 1,024 would refuse the 1,025th
+/// client. Returns the limit in force and whether it was raised.
+fn raise_open_file_limit() -> (u64, bool) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return (0, false);
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return (raised.rlim_cur, true);
+            }
+        }
+    }
+    (limit.rlim_cur, false)
 }
 
 /// `RUST_LOG` wins over the configured level when set.
