@@ -302,6 +302,7 @@ def test_an_idle_proton_receiver_outlives_the_routers_idle_timeout():
             self.url = url
             self.error = None
             self.bodies = []
+            self.sender = None
 
         def on_start(self, event):
             self.conn = event.container.connect(self.url, reconnect=False)
@@ -310,7 +311,7 @@ def test_an_idle_proton_receiver_outlives_the_routers_idle_timeout():
 
         def on_timer_task(self, event):
             # Idle so far: now a message through the router, then done.
-            Sender(self.url, "queue.idle", 1).start()
+            self.sender = Sender(self.url, "queue.idle", 1).start()
 
         def on_message(self, event):
             self.bodies.append(event.message.body)
@@ -336,6 +337,8 @@ def test_an_idle_proton_receiver_outlives_the_routers_idle_timeout():
             assert not t.is_alive(), "an idle receiver did not finish"
         assert "idle-timeout" not in r.log(), r.log()
         for i in idle:
+            assert i.sender is not None, "the idle receiver's timer never fired"
+            i.sender.join()
             assert i.error is None, i.error
             assert len(i.bodies) == 1
     finally:
