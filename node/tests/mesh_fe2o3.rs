@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bote_node::mesh::data::PRESETTLED_WINDOW;
+use bote_node::mesh::data::HOP_WINDOW;
 use fe2o3_amqp::link::CreditMode;
 use fe2o3_amqp::types::messaging::Outcome;
 use tokio::sync::watch;
@@ -199,7 +199,7 @@ async fn a_stuck_consumer_holds_back_only_its_own_address_and_presettled_waits_f
         "the stuck consumer got more than its credit"
     );
     let sent = x_sent.load(Ordering::SeqCst);
-    let bound = 10 + 2 * PRESETTLED_WINDOW as usize + 250;
+    let bound = 10 + 2 * HOP_WINDOW as usize + 250;
     assert!(sent <= bound, "X's sender sent {sent}: not held back");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

@@ -96,6 +96,10 @@ pub struct RoutedDelivery {
     /// The neighbour this router lost it with: the address does not send it
     /// that way again.
     pub resent_from: Option<bote_topology::RouterId>,
+    /// Its sender's credit has been given back (it moved on into a
+    /// consumer link's window or the next hop's, [`OutcomeBatch::credit`]);
+    /// its outcome, for an unsettled delivery, is still to come.
+    pub credited: bool,
     /// Its outcome has been sent home (see `Drop`).
     pub(crate) outcome_sent: bool,
 }
@@ -154,6 +158,7 @@ impl RoutedDelivery {
         if let Some(state) = self.take_outcome(state) {
             self.origin.conn.do_send(Returned {
                 outcomes: vec![(self.origin.key, state)],
+                moved: Vec::new(),
             });
         }
     }

@@ -283,8 +283,11 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
             {
                 // The stream's first hello says which compact data forms
                 // the neighbour reads.
-                self.data
-                    .neighbour_reads(h.accepts_same_route, h.accepts_disposition_ranges);
+                self.data.neighbour_reads(
+                    h.accepts_same_route,
+                    h.accepts_disposition_ranges,
+                    h.accepts_credit_acks,
+                );
             }
             let message = match wire::from_frame(frame) {
                 Ok(Inbound::Control(message)) => message,
@@ -420,7 +423,7 @@ impl Handler<Returned> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Returned, ctx: &mut Self::Context) {
-        let frames = self.data.returned(msg.outcomes);
+        let frames = self.data.returned(msg.outcomes, msg.moved);
         self.queue(frames, ctx);
         if self.out.is_none() && !self.data.holds_arrivals() {
             // Lost, and every outcome it waited for is in.

@@ -355,6 +355,7 @@ impl AddressActor {
                     ingress_sequence: 0,
                     resend: false,
                     resent_from: None,
+                    credited: false,
                     outcome_sent: false,
                 };
                 for (i, batch) in batches.iter_mut().enumerate() {

@@ -68,6 +68,9 @@ struct Incoming {
     link: LinkId,
     delivery_id: u32,
     presettled: bool,
+    /// It moved on (hop-by-hop credit): its credit is back, its outcome
+    /// still to come.
+    credited: bool,
 }
 
 /// A client's sender: the router's receiving link.
@@ -76,7 +79,9 @@ struct Producer {
     address: Option<Arc<str>>,
     actor: Option<Addr<AddressActor>>,
     has_path: bool,
-    /// Deliveries received on the link whose outcome has not returned yet.
+    /// Deliveries received on the link whose credit has not come back yet:
+    /// neither moved on (into a consumer link's window or the next hop's)
+    /// nor settled.
     in_flight: u32,
     capacity: u32,
     credit_dirty: bool,
@@ -105,6 +110,12 @@ struct Consumer {
     counters: Arc<LinkCounters>,
     /// Routed here, waiting for the consumer's credit.
     queue: VecDeque<RoutedDelivery>,
+    /// The first this many of `queue` had their senders' credit given back
+    /// (the link's window, at most `capacity`); the rest wait for room.
+    credited: usize,
+    /// The listener's link capacity: the window of deliveries the router
+    /// holds for this consumer beyond what it gave credit for.
+    capacity: usize,
 }
 
 pub struct ConnectionActor {
@@ -382,6 +393,8 @@ impl ConnectionActor {
                         actor,
                         counters,
                         queue: VecDeque::new(),
+                        credited: 0,
+                        capacity: self.listener.link_capacity as usize,
                     },
                 );
             }
@@ -494,6 +507,7 @@ impl ConnectionActor {
                 link,
                 delivery_id,
                 presettled: settled,
+                credited: false,
             },
         );
         // The message is only read on anonymous links, for its `to`: a
@@ -565,12 +579,27 @@ impl ConnectionActor {
         }
     }
 
-    /// An outcome for a sender's delivery: settle it and free its credit.
+    /// A sender's unsettled delivery moved on (hop-by-hop credit): free its
+    /// credit; it stays until its outcome returns.
+    fn credit_incoming(&mut self, key: u64) {
+        if let Some(inc) = self.incoming.get_mut(&key)
+            && !std::mem::replace(&mut inc.credited, true)
+            && let Some(p) = self.producers.get_mut(&inc.link)
+        {
+            p.in_flight = p.in_flight.saturating_sub(1);
+            p.credit_dirty = true;
+        }
+    }
+
+    /// An outcome for a sender's delivery: settle it and free its credit
+    /// (unless it came back already).
     fn settle_incoming(&mut self, key: u64, state: Option<DeliveryState>) {
         let Some(inc) = self.incoming.remove(&key) else {
             return;
         };
-        if let Some(p) = self.producers.get_mut(&inc.link) {
+        if !inc.credited
+            && let Some(p) = self.producers.get_mut(&inc.link)
+        {
             p.in_flight = p.in_flight.saturating_sub(1);
             p.credit_dirty = true;
         }
@@ -604,8 +633,12 @@ impl ConnectionActor {
         let consumer = self.consumers.get(&link).expect("checked above");
         consumer.counters.unsettled.fetch_sub(1, Relaxed);
         if !settled {
-            // Receiver settle mode second: the router settles at once.
-            let _ = self.engine.disposition(link, delivery_id, None, true);
+            // Receiver settle mode second: the router settles at once, with
+            // the outcome the consumer gave (a client waiting for the
+            // settling disposition's outcome reads it there).
+            let _ = self
+                .engine
+                .disposition(link, delivery_id, state.clone(), true);
         }
         if let Some(d) = d.settled_by_consumer((self.id, link), state, &mut self.returns) {
             // Resend released: another consumer may take it.
@@ -679,7 +712,14 @@ impl ConnectionActor {
         let settled_on_wire = l.snd_settle_mode() == SenderSettleMode::Settled;
         c.counters.credit.store(credit as u32, Relaxed);
         while room > 0 && !self.streaming_links.contains(&link) {
-            let Some(d) = c.queue.pop_front() else { break };
+            let Some(mut d) = c.queue.pop_front() else {
+                break;
+            };
+            // Leaving the queue: out of the window, or moving on past it.
+            match c.credited.checked_sub(1) {
+                Some(n) => c.credited = n,
+                None => self.returns.credit(&mut d),
+            }
             c.counters.undelivered.fetch_sub(1, Relaxed);
             let context = self.next_context;
             self.next_context += 1;
@@ -742,6 +782,7 @@ impl ConnectionActor {
                 self.in_flight.insert(context, (link, d));
             }
         }
+        credit_window(c, &mut self.returns);
     }
 
     /// More of a streaming delivery arrived (or it ended): send it on.
@@ -910,6 +951,17 @@ impl ConnectionActor {
     }
 }
 
+/// Gives back the senders' credit of the deliveries queued for consumer `c`
+/// that fit its window (the first `capacity` of its queue): the router
+/// holds them for the consumer, so their senders may send more. The rest
+/// wait for room as the consumer takes deliveries.
+fn credit_window(c: &mut Consumer, returns: &mut OutcomeBatch) {
+    while c.credited < c.capacity.min(c.queue.len()) {
+        returns.credit(&mut c.queue[c.credited]);
+        c.credited += 1;
+    }
+}
+
 /// A delivery as it leaves its ingress connection for its address.
 pub(super) fn routed(
     address: Arc<str>,
@@ -935,6 +987,7 @@ pub(super) fn routed(
         ingress_sequence: 0,
         resend: false,
         resent_from: None,
+        credited: false,
         outcome_sent: false,
     }
 }
@@ -1039,6 +1092,9 @@ impl Handler<Flush> for ConnectionActor {
 impl Handler<Returned> for ConnectionActor {
     type Result = ();
     fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
+        for key in msg.moved {
+            self.credit_incoming(key);
+        }
         for (key, state) in msg.outcomes {
             self.settle_incoming(key, state);
         }
