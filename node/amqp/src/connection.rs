@@ -592,6 +592,7 @@ impl Connection {
     pub fn flow(&mut self, link: LinkId, credit: u32, drain: bool) -> Result<(), EngineError> {
         let l = self.receiving_link(link)?;
         l.link_credit = credit;
+        l.beyond_credit = 0;
         l.drain = drain;
         self.session_mut(link.session)?
             .schedule_link_flow(link.handle);
@@ -602,6 +603,7 @@ impl Connection {
     pub fn add_credit(&mut self, link: LinkId, n: u32) -> Result<(), EngineError> {
         let l = self.receiving_link(link)?;
         l.link_credit = l.link_credit.saturating_add(n);
+        l.beyond_credit = 0;
         self.session_mut(link.session)?
             .schedule_link_flow(link.handle);
         Ok(())
@@ -847,6 +849,7 @@ impl Connection {
             l.delivery_count = config.initial_delivery_count;
         }
         l.max_message_size = config.max_message_size.filter(|&m| m > 0);
+        l.credit_margin = config.credit_margin;
         l.source = config.source.clone();
         l.target = config.target.clone();
         let attach = Attach {

@@ -29,6 +29,13 @@ pub struct LinkConfig {
     pub rcv_settle_mode: ReceiverSettleMode,
     pub initial_delivery_count: u32,
     pub max_message_size: Option<u64>,
+    /// Receiving: how many transfers beyond the credit granted (since the
+    /// last grant) are taken and counted before the link is detached with
+    /// `amqp:link:transfer-limit-exceeded`. 0: strict. Some senders send a
+    /// little early: before the first flow arrives, or with their
+    /// delivery-count off by one; a margin lets them work while what the
+    /// receiver holds stays bounded (credit + margin).
+    pub credit_margin: u32,
     pub offered_capabilities: Option<Vec<Symbol>>,
     pub desired_capabilities: Option<Vec<Symbol>>,
     pub properties: Option<Fields>,
@@ -73,6 +80,7 @@ impl LinkConfig {
             rcv_settle_mode: ReceiverSettleMode::First,
             initial_delivery_count: 0,
             max_message_size: None,
+            credit_margin: 0,
             offered_capabilities: None,
             desired_capabilities: None,
             properties: None,
@@ -131,6 +139,12 @@ pub struct Link {
     /// (fe2o3-amqp 0.18 does); they are within the credit granted, so they
     /// are taken, up to the amount the flow consumed, not refused.
     pub(crate) late_allowance: u32,
+    /// Receiving: transfers taken beyond credit since the last grant, at
+    /// most `credit_margin` (see [`LinkConfig::credit_margin`]).
+    pub(crate) credit_margin: u32,
+    pub(crate) beyond_credit: u32,
+    /// Receiving: every transfer taken beyond credit on this link.
+    pub(crate) transfers_beyond_credit: u64,
 }
 
 impl Link {
@@ -160,6 +174,9 @@ impl Link {
             unsettled: 0,
             incoming: None,
             late_allowance: 0,
+            credit_margin: 0,
+            beyond_credit: 0,
+            transfers_beyond_credit: 0,
         }
     }
 
@@ -184,6 +201,11 @@ impl Link {
     }
     pub fn drain(&self) -> bool {
         self.drain
+    }
+    /// Receiving: transfers taken beyond the credit granted, within the
+    /// link's margin ([`LinkConfig::credit_margin`]), since it attached.
+    pub fn transfers_beyond_credit(&self) -> u64 {
+        self.transfers_beyond_credit
     }
     /// Deliveries sent (or received) on this link and not yet settled.
     pub fn unsettled(&self) -> u32 {

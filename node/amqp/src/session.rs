@@ -507,13 +507,24 @@ impl Session {
                 // credit (see `Link::late_allowance`): already counted in
                 // the delivery-count that flow carried.
                 link.late_allowance -= 1;
+            } else if link.beyond_credit < link.credit_margin {
+                // A sender a little ahead of its credit (see
+                // `LinkConfig::credit_margin`): taken and counted.
+                link.beyond_credit += 1;
+                link.transfers_beyond_credit += 1;
+                link.delivery_count = link.delivery_count.wrapping_add(1);
             } else {
+                let description = if link.credit_margin == 0 {
+                    format!("transfer on link '{}' without link credit", link.name)
+                } else {
+                    format!(
+                        "transfer on link '{}' beyond its link credit and the margin of {} transfers",
+                        link.name, link.credit_margin
+                    )
+                };
                 return Err(Fault::Link(
                     handle,
-                    AmqpError::new(
-                        condition::TRANSFER_LIMIT_EXCEEDED,
-                        format!("transfer on link '{}' without link credit", link.name),
-                    ),
+                    AmqpError::new(condition::TRANSFER_LIMIT_EXCEEDED, description),
                 ));
             }
             let settled = transfer.settled.unwrap_or(false);

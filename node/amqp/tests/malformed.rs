@@ -340,6 +340,11 @@ fn attaching_a_handle_already_in_use_ends_the_session_with_handle_in_use() {
 /// A session with the peer's sending link 0 attached and accepted: this
 /// side receives on it (no credit granted yet).
 fn receiving_link() -> (Harness, bote_amqp::LinkId) {
+    receiving_link_with(0)
+}
+
+/// [`receiving_link`] taking up to `margin` transfers beyond its credit.
+fn receiving_link_with(margin: u32) -> (Harness, bote_amqp::LinkId) {
     let mut h = Harness::with_session();
     h.frame(0, Performative::Attach(attach(0)));
     let link = h
@@ -350,9 +355,11 @@ fn receiving_link() -> (Harness, bote_amqp::LinkId) {
             _ => None,
         })
         .expect("attach requested");
-    h.conn
-        .accept_attach(link, bote_amqp::LinkConfig::receiver("link-0", None))
-        .unwrap();
+    let config = bote_amqp::LinkConfig {
+        credit_margin: margin,
+        ..bote_amqp::LinkConfig::receiver("link-0", None)
+    };
+    h.conn.accept_attach(link, config).unwrap();
     (h, link)
 }
 
@@ -375,6 +382,58 @@ fn a_transfer_without_credit_detaches_the_link_with_transfer_limit_exceeded() {
     });
     let detach = detach.expect("the engine detached the link");
     assert!(detach.closed);
+    assert_eq!(
+        detach.error.map(|e| e.condition.0).as_deref(),
+        Some(condition::TRANSFER_LIMIT_EXCEEDED)
+    );
+}
+
+/// A receiving link with a credit margin takes (and counts) that many
+/// transfers beyond its credit since the last grant — a sender sending
+/// before the first flow, or one off by one — and detaches past it.
+#[test]
+fn transfers_beyond_credit_are_taken_up_to_the_margin_and_counted_then_the_link_detaches() {
+    let (mut h, link) = receiving_link_with(3);
+    h.feed(&[]);
+    let transfer = |id: u32| {
+        let mut input = BytesMut::new();
+        let t = Transfer {
+            handle: 0,
+            delivery_id: Some(id),
+            delivery_tag: Some(Bytes::from(vec![id as u8])),
+            settled: Some(true),
+            ..Transfer::default()
+        };
+        encode_frame(0, &Performative::Transfer(t), b"payload", &mut input);
+        input
+    };
+    let detached = |h: &mut Harness| {
+        h.performatives().into_iter().find_map(|p| match p {
+            Performative::Detach(d) => Some(d),
+            _ => None,
+        })
+    };
+    // Before any credit: three are taken.
+    for id in 0..3 {
+        h.feed(&transfer(id));
+    }
+    assert!(detached(&mut h).is_none(), "within the margin");
+    assert_eq!(h.conn.link(link).unwrap().transfers_beyond_credit(), 3);
+    // A grant starts the margin again: two with credit, three beyond.
+    h.conn.flow(link, 2, false).unwrap();
+    for id in 3..8 {
+        h.feed(&transfer(id));
+    }
+    assert!(detached(&mut h).is_none(), "credit, then the margin again");
+    assert_eq!(h.conn.link(link).unwrap().transfers_beyond_credit(), 6);
+    let received = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Transfer(_)))
+        .count();
+    assert_eq!(received, 8);
+    h.feed(&transfer(8));
+    let detach = detached(&mut h).expect("one past the margin");
     assert_eq!(
         detach.error.map(|e| e.condition.0).as_deref(),
         Some(condition::TRANSFER_LIMIT_EXCEEDED)

@@ -5,12 +5,29 @@
 //! deliveries, dispositions become outcomes returned to their ingress), and
 //! writes what the engine produces, one batched write per mailbox run.
 //!
-//! Credit: a producer link (a client's sender) has credit only while its
-//! address has a consumer (anonymous senders always), topped up to the
-//! listener's link capacity minus the deliveries still in flight, so each
-//! producer has at most `link-capacity` unsettled deliveries in the router.
-//! A consumer link (a client's receiver) is handed deliveries by its address;
-//! they wait in the actor until the consumer grants credit.
+//! Credit is hop by hop, settlement end to end. A producer link (a client's
+//! sender) has credit only while its address has a consumer (anonymous
+//! senders always), topped up to the listener's link capacity minus its
+//! deliveries that have not moved on yet: a delivery gives its credit back
+//! when it leaves this router's hands for a consumer link's window or the
+//! next hop's (`mesh::data`), or with its outcome, whichever comes first;
+//! the outcome itself still comes from the consumer, end to end. A
+//! consumer link (a client's receiver) is handed deliveries by its address;
+//! they wait in the actor until the consumer grants credit, and the first
+//! link-capacity of them are its window: their senders' credit comes back
+//! at once (the router holds them for the consumer), the rest's as the
+//! consumer takes deliveries. So a consumer with little credit costs at
+//! most its window plus its senders' credit; if it leaves, what it never
+//! got goes back to its address (another consumer, or `released`) and what
+//! it had and did not settle comes back `modified`.
+//!
+//! Lenient credit: a sender that sends a little beyond its credit (before
+//! the router's first flow reaches it, or counting its delivery-count off
+//! by one) is not detached: transfers beyond credit are taken up to a
+//! margin of the listener's link capacity since the last grant (counted and
+//! logged; `bote_amqp::LinkConfig::credit_margin`), so a producer holds at
+//! most twice its link capacity; past the margin the link is detached with
+//! `amqp:link:transfer-limit-exceeded`.
 //!
 //! On a listener that does not strip outbound annotations
 //! (`strip-annotations = "no"` or `"in"`) each message sent to a consumer
@@ -85,6 +102,9 @@ struct Producer {
     in_flight: u32,
     capacity: u32,
     credit_dirty: bool,
+    /// Transfers taken beyond credit so far (the engine counts them), as
+    /// last logged.
+    beyond_credit: u64,
     /// The delivery whose frames are still arriving on this link.
     partial: Option<Partial>,
 }
@@ -304,6 +324,10 @@ impl ConnectionActor {
                     target: attach.target.clone().or_else(|| Some(Target::default())),
                     snd_settle_mode: attach.snd_settle_mode,
                     max_message_size: self.listener.max_message_size_limit(),
+                    // Lenient: a sender a little ahead of its credit (before
+                    // the first flow, or miscounting by one) is taken, up to
+                    // a link capacity beyond it (module doc).
+                    credit_margin: self.listener.link_capacity,
                     ..LinkConfig::receiver(attach.name.clone(), None)
                 };
                 if let Err(e) = self.engine.accept_attach(link, config) {
@@ -323,6 +347,7 @@ impl ConnectionActor {
                         in_flight: 0,
                         capacity: self.listener.link_capacity,
                         credit_dirty: anonymous,
+                        beyond_credit: 0,
                         partial: None,
                     },
                 );
@@ -420,6 +445,15 @@ impl ConnectionActor {
         let Some(producer) = self.producers.get_mut(&t.link) else {
             return;
         };
+        if t.first
+            && let Some(l) = self.engine.link(t.link)
+            && l.transfers_beyond_credit() != producer.beyond_credit
+        {
+            if producer.beyond_credit == 0 {
+                tracing::info!(conn = %self.id, peer = %self.peer, link = %l.name(), margin = self.listener.link_capacity, "sender sent beyond its link credit: taken within the margin and counted");
+            }
+            producer.beyond_credit = l.transfers_beyond_credit();
+        }
         if !t.first {
             match producer.partial.take() {
                 Some(Partial::Streaming { stream, key }) => {
@@ -649,7 +683,7 @@ impl ConnectionActor {
 
     fn on_link_detached(&mut self, d: LinkDetached) {
         if let Some(p) = self.producers.remove(&d.link) {
-            tracing::info!(conn = %self.id, link = %d.name, "sender detached");
+            tracing::info!(conn = %self.id, link = %d.name, transfers_beyond_credit = p.beyond_credit, "sender detached");
             if let Some(Partial::Streaming { stream, .. }) = &p.partial {
                 stream.abort();
             }
