@@ -12,10 +12,10 @@ import pytest
 from clients import Receiver, Sender
 from conftest import Router, wait_until
 
-# The presettled window per address and inter-router hop, read from the
-# router's source so the bound below follows it.
-PRESETTLED_WINDOW = int(re.search(
-    r"pub const PRESETTLED_WINDOW: u32 = (\d+);",
+# The window per address and inter-router hop, read from the router's
+# source so the bound below follows it.
+HOP_WINDOW = int(re.search(
+    r"pub const HOP_WINDOW: u32 = (\d+);",
     (pathlib.Path(__file__).resolve().parents[2] / "node/src/mesh/data.rs").read_text(),
 ).group(1))
 
@@ -195,14 +195,14 @@ def test_a_stuck_consumer_holds_back_only_its_own_address_and_presettled_waits_f
     assert tx_y.counts() == {"accepted": 1000}, "Y was blocked behind X"
     assert healthy.count == 1000
     # X's sender is held back by credit, not allowed to pile messages up in
-    # the mesh: at most what the consumer took, a presettled window per
-    # inter-router hop (A-B, B-C; PRESETTLED_WINDOW in node/src/mesh/data.rs)
-    # and its own link capacity (250) — and then no more, however long it
-    # waits. It tries 3000.
+    # the mesh: at most what the consumer took, its link's window on C (the
+    # link capacity, 250), a window per inter-router hop (A-B, B-C;
+    # HOP_WINDOW in node/src/mesh/data.rs) and its own link capacity (250)
+    # — and then no more, however long it waits. It tries 3000.
     time.sleep(1.0)
     assert stuck.count == 10
     sent = tx_x.sent
-    assert sent <= 10 + 2 * PRESETTLED_WINDOW + 250, f"X sender sent {sent}: not held back"
+    assert sent <= 10 + 250 + 2 * HOP_WINDOW + 250, f"X sender sent {sent}: not held back"
     time.sleep(0.5)
     assert tx_x.sent == sent, f"X sender kept sending: {sent} -> {tx_x.sent}"
     for r in (stuck, tx_x):

@@ -849,7 +849,6 @@ impl Connection {
             l.delivery_count = config.initial_delivery_count;
         }
         l.max_message_size = config.max_message_size.filter(|&m| m > 0);
-        l.credit_margin = config.credit_margin;
         l.source = config.source.clone();
         l.target = config.target.clone();
         let attach = Attach {

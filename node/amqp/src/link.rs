@@ -29,13 +29,6 @@ pub struct LinkConfig {
     pub rcv_settle_mode: ReceiverSettleMode,
     pub initial_delivery_count: u32,
     pub max_message_size: Option<u64>,
-    /// Receiving: how many transfers beyond the credit granted (since the
-    /// last grant) are taken and counted before the link is detached with
-    /// `amqp:link:transfer-limit-exceeded`. 0: strict. Some senders send a
-    /// little early: before the first flow arrives, or with their
-    /// delivery-count off by one; a margin lets them work while what the
-    /// receiver holds stays bounded (credit + margin).
-    pub credit_margin: u32,
     pub offered_capabilities: Option<Vec<Symbol>>,
     pub desired_capabilities: Option<Vec<Symbol>>,
     pub properties: Option<Fields>,
@@ -80,7 +73,6 @@ impl LinkConfig {
             rcv_settle_mode: ReceiverSettleMode::First,
             initial_delivery_count: 0,
             max_message_size: None,
-            credit_margin: 0,
             offered_capabilities: None,
             desired_capabilities: None,
             properties: None,
@@ -140,7 +132,7 @@ pub struct Link {
     /// are taken, up to the amount the flow consumed, not refused.
     pub(crate) late_allowance: u32,
     /// Receiving: transfers taken beyond credit since the last grant, at
-    /// most `credit_margin` (see [`LinkConfig::credit_margin`]).
+    /// most `credit_margin` (see [`crate::SessionConfig::credit_margin`]).
     pub(crate) credit_margin: u32,
     pub(crate) beyond_credit: u32,
     /// Receiving: every transfer taken beyond credit on this link.
@@ -203,7 +195,8 @@ impl Link {
         self.drain
     }
     /// Receiving: transfers taken beyond the credit granted, within the
-    /// link's margin ([`LinkConfig::credit_margin`]), since it attached.
+    /// link's margin ([`crate::SessionConfig::credit_margin`]), since it
+    /// attached.
     pub fn transfers_beyond_credit(&self) -> u64 {
         self.transfers_beyond_credit
     }

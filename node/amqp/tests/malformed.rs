@@ -23,10 +23,19 @@ struct Harness {
 
 impl Harness {
     fn server() -> Self {
+        Harness::server_with_margin(0)
+    }
+
+    /// A server whose receiving links take `margin` transfers beyond credit.
+    fn server_with_margin(margin: u32) -> Self {
         let now = Instant::now();
         let config = ConnectionConfig {
             container_id: "server".into(),
             max_frame_size: 512,
+            session: bote_amqp::SessionConfig {
+                credit_margin: margin,
+                ..bote_amqp::SessionConfig::default()
+            },
             ..ConnectionConfig::default()
         };
         let mut conn = Connection::new(config, Side::Server, now);
@@ -40,7 +49,11 @@ impl Harness {
 
     /// A server that has exchanged headers and opens with the test's client.
     fn opened() -> Self {
-        let mut h = Harness::server();
+        Harness::opened_with_margin(0)
+    }
+
+    fn opened_with_margin(margin: u32) -> Self {
+        let mut h = Harness::server_with_margin(margin);
         let mut input = BytesMut::new();
         encode_protocol_header(ProtocolHeader::Amqp, &mut input);
         encode_frame(0, &Performative::Open(open()), &[], &mut input);
@@ -50,7 +63,11 @@ impl Harness {
 
     /// Opened and with a session the client began on channel 0.
     fn with_session() -> Self {
-        let mut h = Harness::opened();
+        Harness::with_session_and_margin(0)
+    }
+
+    fn with_session_and_margin(margin: u32) -> Self {
+        let mut h = Harness::opened_with_margin(margin);
         let mut input = BytesMut::new();
         encode_frame(0, &Performative::Begin(begin()), &[], &mut input);
         h.feed(&input);
@@ -345,7 +362,7 @@ fn receiving_link() -> (Harness, bote_amqp::LinkId) {
 
 /// [`receiving_link`] taking up to `margin` transfers beyond its credit.
 fn receiving_link_with(margin: u32) -> (Harness, bote_amqp::LinkId) {
-    let mut h = Harness::with_session();
+    let mut h = Harness::with_session_and_margin(margin);
     h.frame(0, Performative::Attach(attach(0)));
     let link = h
         .events()
@@ -355,11 +372,9 @@ fn receiving_link_with(margin: u32) -> (Harness, bote_amqp::LinkId) {
             _ => None,
         })
         .expect("attach requested");
-    let config = bote_amqp::LinkConfig {
-        credit_margin: margin,
-        ..bote_amqp::LinkConfig::receiver("link-0", None)
-    };
-    h.conn.accept_attach(link, config).unwrap();
+    h.conn
+        .accept_attach(link, bote_amqp::LinkConfig::receiver("link-0", None))
+        .unwrap();
     (h, link)
 }
 

@@ -25,7 +25,7 @@
 //! the router's first flow reaches it, or counting its delivery-count off
 //! by one) is not detached: transfers beyond credit are taken up to a
 //! margin of the listener's link capacity since the last grant (counted and
-//! logged; `bote_amqp::LinkConfig::credit_margin`), so a producer holds at
+//! logged; `bote_amqp::SessionConfig::credit_margin`), so a producer holds at
 //! most twice its link capacity; past the margin the link is detached with
 //! `amqp:link:transfer-limit-exceeded`.
 //!
@@ -190,6 +190,13 @@ impl ConnectionActor {
             idle_timeout: (listener.idle_timeout_secs > 0)
                 .then(|| std::time::Duration::from_secs(u64::from(listener.idle_timeout_secs))),
             stream_deliveries: true,
+            // Lenient: a sender a little ahead of its credit (before the
+            // first flow, or miscounting by one) is taken, up to a link
+            // capacity beyond it (module doc).
+            session: bote_amqp::SessionConfig {
+                credit_margin: listener.link_capacity,
+                ..bote_amqp::SessionConfig::default()
+            },
             sasl: SaslConfig::Server {
                 mechanisms: listener
                     .sasl_mechanisms
@@ -324,10 +331,6 @@ impl ConnectionActor {
                     target: attach.target.clone().or_else(|| Some(Target::default())),
                     snd_settle_mode: attach.snd_settle_mode,
                     max_message_size: self.listener.max_message_size_limit(),
-                    // Lenient: a sender a little ahead of its credit (before
-                    // the first flow, or miscounting by one) is taken, up to
-                    // a link capacity beyond it (module doc).
-                    credit_margin: self.listener.link_capacity,
                     ..LinkConfig::receiver(attach.name.clone(), None)
                 };
                 if let Err(e) = self.engine.accept_attach(link, config) {
