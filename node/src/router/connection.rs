@@ -63,6 +63,11 @@ use bote_amqp::{
     SendDelivery, SenderSettleMode, Side, Source, Target, condition,
 };
 
+/// A consumer link's window in message bytes (besides the link capacity
+/// in deliveries): the router holds no more than this for a consumer
+/// before the senders' credit waits for it to take some.
+pub const LINK_WINDOW_BYTES: usize = 4 * 1024 * 1024;
+
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -131,8 +136,10 @@ struct Consumer {
     /// Routed here, waiting for the consumer's credit.
     queue: VecDeque<RoutedDelivery>,
     /// The first this many of `queue` had their senders' credit given back
-    /// (the link's window, at most `capacity`); the rest wait for room.
+    /// (the link's window, at most `capacity` and [`LINK_WINDOW_BYTES`]),
+    /// with their message bytes; the rest wait for room.
     credited: usize,
+    credited_bytes: usize,
     /// The listener's link capacity: the window of deliveries the router
     /// holds for this consumer beyond what it gave credit for.
     capacity: usize,
@@ -422,6 +429,7 @@ impl ConnectionActor {
                         counters,
                         queue: VecDeque::new(),
                         credited: 0,
+                        credited_bytes: 0,
                         capacity: self.listener.link_capacity as usize,
                     },
                 );
@@ -754,7 +762,10 @@ impl ConnectionActor {
             };
             // Leaving the queue: out of the window, or moving on past it.
             match c.credited.checked_sub(1) {
-                Some(n) => c.credited = n,
+                Some(n) => {
+                    c.credited = n;
+                    c.credited_bytes = c.credited_bytes.saturating_sub(d.message.len());
+                }
                 None => self.returns.credit(&mut d),
             }
             c.counters.undelivered.fetch_sub(1, Relaxed);
@@ -989,12 +1000,15 @@ impl ConnectionActor {
 }
 
 /// Gives back the senders' credit of the deliveries queued for consumer `c`
-/// that fit its window (the first `capacity` of its queue): the router
+/// that fit its window (the first `capacity` of its queue, within
+/// [`LINK_WINDOW_BYTES`]): the router
 /// holds them for the consumer, so their senders may send more. The rest
 /// wait for room as the consumer takes deliveries.
 fn credit_window(c: &mut Consumer, returns: &mut OutcomeBatch) {
-    while c.credited < c.capacity.min(c.queue.len()) {
-        returns.credit(&mut c.queue[c.credited]);
+    while c.credited < c.capacity.min(c.queue.len()) && c.credited_bytes < LINK_WINDOW_BYTES {
+        let d = &mut c.queue[c.credited];
+        returns.credit(d);
+        c.credited_bytes += d.message.len();
         c.credited += 1;
     }
 }
