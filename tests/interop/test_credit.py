@@ -52,8 +52,11 @@ def test_credit_comes_back_before_settlement_and_a_leaving_receiver_returns_exac
     assert rx.count == 10
     rx.stop_requested.set()  # leaves with its 10 unsettled
     rx.join()
-    wait_until(lambda: len(tx.outcomes) == held, 20, "an outcome for each one sent")
-    assert tx.counts() == {"modified": 10, "released": held - 10}, tx.counts()
+    # (The sender may send a few more before the router hears the receiver
+    # is gone: they come back released too.)
+    wait_until(lambda: len(tx.outcomes) == tx.sent, 20, "an outcome for each one sent")
+    assert tx.sent >= held
+    assert tx.counts() == {"modified": 10, "released": tx.sent - 10}, tx.counts()
     assert getattr(tx, "modified_failed", 0) == 10
     tx.stop_requested.set()
     tx.join()
@@ -87,8 +90,11 @@ def test_a_stuck_unsettled_consumer_holds_back_only_its_own_address_across_the_c
         # The consumer leaves: 10 modified, the rest released, none lost.
         stuck.stop_requested.set()
         stuck.join()
-        wait_until(lambda: len(tx_x.outcomes) == held, 30, "an outcome for each one X sent")
-        assert tx_x.counts() == {"modified": 10, "released": held - 10}, tx_x.counts()
+        # (Its sender may send a few more before A hears the consumer is
+        # gone: they come back released too.)
+        wait_until(lambda: len(tx_x.outcomes) == tx_x.sent, 30, "an outcome for each one X sent")
+        assert tx_x.sent >= held
+        assert tx_x.counts() == {"modified": 10, "released": tx_x.sent - 10}, tx_x.counts()
         tx_x.stop_requested.set()
         tx_x.join()
     finally:
