@@ -96,6 +96,10 @@ use bote_amqp::DeliveryState;
 /// its address on each hop before its senders are held back.
 pub const HOP_WINDOW: u32 = 1000;
 
+/// Credit acknowledgements wait for other frames to go with (or for their
+/// deliveries' outcomes) until this many are waiting.
+const CREDIT_ACKS_BATCHED: usize = 256;
+
 /// The same window in message bytes, so large messages are held back
 /// sooner: no more is credited early once this much is.
 pub const HOP_WINDOW_BYTES: usize = 4 * 1024 * 1024;
@@ -263,6 +267,9 @@ pub struct PeerData {
     /// (`Hello.accepts_credit_acks`); to one that does not, an unsettled
     /// delivery is acknowledged only by its outcome.
     credit_acks_out: bool,
+    /// Arrived deliveries that moved on here, whose acknowledgement waits
+    /// to go with other frames ([`PeerData::take_credit_acks`]).
+    credit_acks: Vec<u64>,
     /// Sent deliveries whose body is still streaming in: id -> (stream,
     /// chunks sent).
     streams_out: SeqMap<(Arc<Stream>, usize)>,
@@ -311,6 +318,7 @@ impl PeerData {
             credited: SeqMap::default(),
             windows: std::collections::HashMap::new(),
             credit_acks_out: false,
+            credit_acks: Vec::new(),
             streams_out: SeqMap::default(),
             assembling: SeqMap::default(),
             names: Names::default(),
@@ -884,13 +892,35 @@ impl PeerData {
             let woken = self.records.wake(settled, Instant::now());
             self.act_on(woken);
         }
-        let mut frames = if self.credit_acks_out && !moved.is_empty() {
-            credit_acks(moved, self.ranges_out)
-        } else {
-            Vec::new()
-        };
+        if self.credit_acks_out {
+            self.credit_acks.extend(moved);
+        }
+        if !self.credit_acks.is_empty() && !outcomes.is_empty() {
+            // An outcome acknowledges its delivery too.
+            let settled: crate::delivery::FastSet<u64> =
+                outcomes.iter().map(|(id, _)| *id).collect();
+            self.credit_acks.retain(|id| !settled.contains(id));
+        }
+        let mut frames = Vec::new();
+        if !outcomes.is_empty() || self.credit_acks.len() >= CREDIT_ACKS_BATCHED {
+            frames = self.take_credit_acks();
+        }
         frames.extend(dispositions(outcomes, self.ranges_out));
         frames
+    }
+
+    /// Credit acknowledgements wait: the caller sends them with its next
+    /// frames or after a short while ([`PeerData::take_credit_acks`]).
+    pub fn credit_acks_wait(&self) -> bool {
+        !self.credit_acks.is_empty()
+    }
+
+    /// The waiting credit acknowledgements, as frames to send.
+    pub fn take_credit_acks(&mut self) -> Vec<pb::Frame> {
+        if self.credit_acks.is_empty() {
+            return Vec::new();
+        }
+        credit_acks(std::mem::take(&mut self.credit_acks), self.ranges_out)
     }
 
     /// Deliveries that arrived from the neighbour and have no outcome yet
@@ -1479,6 +1509,25 @@ mod tests {
                     (7, 0, true, true)
                 ]
             );
+            // Alone, they wait for other frames (or a timer, in the peer
+            // actor); an outcome going out takes them along, and makes its
+            // own delivery's acknowledgement needless.
+            assert!(from_a.returned(Vec::new(), vec![1, 2, 8]).is_empty());
+            assert!(from_a.credit_acks_wait());
+            let frames = from_a.returned(vec![(8, Some(DeliveryState::Accepted))], Vec::new());
+            let got: Vec<(u64, u64, bool)> = frames
+                .into_iter()
+                .map(|f| match f.kind {
+                    Some(pb::frame::Kind::Disposition(d)) => {
+                        (d.delivery_id, d.last_delivery_id, d.settled)
+                    }
+                    other => panic!("not a disposition: {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, vec![(1, 2, false), (8, 0, true)]);
+            assert!(!from_a.credit_acks_wait());
+            assert!(from_a.returned(Vec::new(), vec![4]).is_empty());
+            assert_eq!(from_a.take_credit_acks().len(), 1);
         });
     }
 
