@@ -614,9 +614,10 @@ impl ConnectionActor {
     }
 
     /// A sender's delivery that ended without an outcome (aborted): forget it
-    /// and free its credit.
+    /// and free its credit (unless it came back already).
     fn forget_incoming(&mut self, key: u64) {
         if let Some(inc) = self.incoming.remove(&key)
+            && !inc.credited
             && let Some(p) = self.producers.get_mut(&inc.link)
         {
             p.in_flight = p.in_flight.saturating_sub(1);
