@@ -1,8 +1,8 @@
 //! The messages that carry deliveries between a router's actors: a routed
 //! delivery on its way from the ingress connection, through its address, to
-//! an egress connection or a neighbour router; and the outcome travelling
-//! back to the ingress connection, which settles the sender's delivery and
-//! replenishes its credit.
+//! an egress connection or a neighbour router; its credit going back as it
+//! moves on (hop by hop), and its outcome travelling back to the ingress
+//! connection, which settles the sender's delivery (end to end).
 //!
 //! Neutral ground: the router's actors ([`crate::router`]) and the mesh
 //! ([`crate::mesh`]) both carry these types, and this module uses neither.
