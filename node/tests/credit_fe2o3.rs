@@ -216,6 +216,57 @@ async fn a_stuck_unsettled_consumer_holds_back_only_its_own_address_by_a_window_
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_middle_router_with_the_windows_full_returns_every_delivery() {
+    let _serial = SERIAL.lock().await;
+    let (routers, _) = mesh(
+        &["Router.A", "Router.B", "Router.C"],
+        &[(0, 1, 1), (1, 2, 1)],
+        &[],
+        |s| s,
+    );
+    let [a, mut b, c]: [Router; 3] = routers
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("three routers"));
+    // C's consumer takes 10 and settles none: the windows of A, B and C
+    // fill with deliveries whose credit came back long ago.
+    let stuck = StuckConsumer::attach(&c, "stuck", "queue.windows", 10).await;
+    wait_until("A to learn of the consumer", || {
+        a.consumers_of("queue.windows").len() == 1
+    })
+    .await;
+    let mut client = Client::connect(&a, "tx").await;
+    let sender = client.sender("tx", "queue.windows").await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (stop, stopped) = watch::channel(false);
+    let task = held_sender(client, sender, 4000, sent.clone(), stopped);
+    let held = settled_count(&sent, Duration::from_millis(700)).await;
+    assert!(held > HOP_WINDOW as usize + LINK_CAPACITY, "{held} sent");
+
+    tokio::task::block_in_place(|| b.kill());
+    stop.send(true).expect("sender listens");
+    // Every delivery ends with an outcome at the sender, none vanishes: what
+    // A had out to B (the consumer's 10 among them: A cannot know which)
+    // may have been delivered and comes back modified, what never left A
+    // released.
+    let outcomes = timeout(WAIT, task)
+        .await
+        .expect("sender ends")
+        .expect("sender task");
+    let total: usize = outcomes.values().sum();
+    assert_eq!(total, sent.load(Ordering::SeqCst), "{outcomes:?}");
+    assert!(
+        outcomes
+            .keys()
+            .all(|k| *k == "modified" || *k == "released"),
+        "{outcomes:?}"
+    );
+    assert_eq!(stuck.count(), 10);
+    stuck.stop().await;
+    a.stop_cleanly();
+    c.stop_cleanly();
+}
+
 /// Sends `ids` unsettled from a client of `router` and asserts all accepted.
 async fn send_accepted(router: &Router, address: &str, ids: std::ops::Range<u64>) {
     let n = ids.clone().count();
