@@ -76,6 +76,7 @@ fn a_batch_of_control_and_data_frames_round_trips_with_message_bytes_intact() {
                     ingress_sequence: 7_000_001,
                     resend: true,
                     same_route: false,
+                    destinations: Vec::new(),
                 })),
             },
             Frame {

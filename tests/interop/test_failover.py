@@ -53,8 +53,27 @@ def mesh(names, links, proxied=(), router_extra=""):
                 connectors.append((f"to-{names[j]}", port, cost))
             routers.append(Router(name, inter_router=True, router_extra=router_extra,
                                   connectors=connectors))
-        wait_until(lambda: all(len(routes(r).get("routes", {})) == len(names) - 1
-                               for r in routers), 20, "the mesh to converge")
+        # Converged: every router's routes have the shortest costs (having
+        # a route to each router is not enough: a longer path may be known
+        # before the shorter one).
+        n = len(names)
+        dist = [[0 if i == j else float("inf") for j in range(n)] for i in range(n)]
+        for (i, j, cost) in links:
+            dist[i][j] = dist[j][i] = min(dist[i][j], cost)
+        for k in range(n):
+            for i in range(n):
+                for j in range(n):
+                    dist[i][j] = min(dist[i][j], dist[i][k] + dist[k][j])
+
+        def converged():
+            for i, r in enumerate(routers):
+                table = routes(r).get("routes", {})
+                if any(table.get(names[j], {}).get("cost") != dist[i][j]
+                       for j in range(n) if j != i):
+                    return False
+            return True
+
+        wait_until(converged, 20, "the mesh to converge")
         yield routers, proxies
     finally:
         for p in proxies:

@@ -263,6 +263,10 @@ pub struct MulticastPlan {
     pub local_copies: usize,
     /// One copy per distinct next hop, sorted by router id.
     pub next_hops: Vec<RouterId>,
+    /// For each of `next_hops` (same order), the routers with consumers the
+    /// copy through it is for, sorted: where a copy lost with that
+    /// neighbour is re-forwarded ([`multicast_toward`]).
+    pub destinations: Vec<Vec<RouterId>>,
 }
 
 /// Multicast: one copy per local consumer plus one per distinct next hop
@@ -283,7 +287,7 @@ pub fn multicast(
     arrived_from: Option<&RouterId>,
     origin_tree: Option<&MulticastTree>,
 ) -> MulticastPlan {
-    let mut next_hops: Vec<RouterId> = Vec::new();
+    let mut by_hop: Vec<(RouterId, RouterId)> = Vec::new();
     for dest in remote_routers {
         let hop = match arrived_from {
             None => routes.next_hop(dest),
@@ -292,14 +296,64 @@ pub fn multicast(
         if let Some(hop) = hop
             && Some(hop) != arrived_from
         {
-            next_hops.push(hop.clone());
+            by_hop.push((hop.clone(), dest.clone()));
         }
     }
-    next_hops.sort_unstable();
-    next_hops.dedup();
+    plan_by_hop(local_consumers, by_hop)
+}
+
+/// The copies of a multicast delivery re-forwarded around a lost
+/// neighbour: one per distinct next hop of the local routes toward the
+/// routers it is still for (`destinations`, the ones that were behind the
+/// lost neighbour), each for the destinations behind its hop, plus the
+/// local consumers' copies if the local router is one of the destinations
+/// (`local_consumers` counts them). A destination with no route, or whose
+/// next hop `excluded` refuses (a router the copy visited, the lost
+/// neighbour), gets no copy: it is given up.
+pub fn multicast_toward(
+    routes: &Routes,
+    local_consumers: usize,
+    destinations: &[RouterId],
+    excluded: impl Fn(&RouterId) -> bool,
+) -> MulticastPlan {
+    let own = routes.local();
+    let mut local_copies = 0;
+    let mut by_hop: Vec<(RouterId, RouterId)> = Vec::new();
+    for dest in destinations {
+        if dest == own {
+            local_copies = local_consumers;
+            continue;
+        }
+        if let Some(hop) = routes.next_hop(dest)
+            && !excluded(hop)
+            && !excluded(dest)
+        {
+            by_hop.push((hop.clone(), dest.clone()));
+        }
+    }
+    plan_by_hop(local_copies, by_hop)
+}
+
+/// A plan from (next hop, destination) pairs: distinct hops sorted, each
+/// with its sorted destinations.
+fn plan_by_hop(local_copies: usize, mut by_hop: Vec<(RouterId, RouterId)>) -> MulticastPlan {
+    by_hop.sort_unstable();
+    by_hop.dedup();
+    let mut next_hops: Vec<RouterId> = Vec::new();
+    let mut destinations: Vec<Vec<RouterId>> = Vec::new();
+    for (hop, dest) in by_hop {
+        if next_hops.last() != Some(&hop) {
+            next_hops.push(hop);
+            destinations.push(Vec::new());
+        }
+        if let Some(d) = destinations.last_mut() {
+            d.push(dest);
+        }
+    }
     MulticastPlan {
-        local_copies: local_consumers,
+        local_copies,
         next_hops,
+        destinations,
     }
 }
 
@@ -529,12 +583,19 @@ mod tests {
 
     /// Line A - B - C - D plus B - E; routes seen from B.
     fn line_routes(local: &str) -> Routes {
-        let edges = [("A", "B"), ("B", "C"), ("C", "D"), ("B", "E")];
+        routes_of(
+            local,
+            &[("A", "B", 1), ("B", "C", 1), ("C", "D", 1), ("B", "E", 1)],
+        )
+    }
+
+    /// Routes seen from `local` in the mesh of `edges` (a, b, cost).
+    fn routes_of(local: &str, edges: &[(&str, &str, Cost)]) -> Routes {
         let mut adj: std::collections::BTreeMap<RouterId, Vec<(RouterId, Cost)>> =
             Default::default();
-        for (a, b) in edges {
-            adj.entry(a.into()).or_default().push((b.into(), 1));
-            adj.entry(b.into()).or_default().push((a.into(), 1));
+        for &(a, b, cost) in edges {
+            adj.entry(a.into()).or_default().push((b.into(), cost));
+            adj.entry(b.into()).or_default().push((a.into(), cost));
         }
         let mut db = LinkStateDb::new();
         for (o, n) in adj {
@@ -577,9 +638,48 @@ mod tests {
             plan,
             MulticastPlan {
                 local_copies: 1,
-                next_hops: vec![]
+                next_hops: vec![],
+                destinations: vec![]
             }
         );
+    }
+
+    #[test]
+    fn multicast_plans_say_which_routers_are_behind_each_next_hop() {
+        // A - B - D, A - C, all cost 1: from A, D is behind B.
+        let routes = routes_of("A", &[("A", "B", 1), ("B", "D", 1), ("A", "C", 1)]);
+        let dests: Vec<RouterId> = ["B", "C", "D"].map(RouterId::from).to_vec();
+        let plan = multicast(&routes, 0, &dests, None, None);
+        assert_eq!(plan.next_hops, ["B", "C"].map(RouterId::from).to_vec());
+        assert_eq!(
+            plan.destinations,
+            vec![
+                ["B", "D"].map(RouterId::from).to_vec(),
+                vec![RouterId::from("C")]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_re_forwarded_multicast_copy_goes_toward_its_destinations_only_never_through_an_excluded_hop()
+     {
+        // The square A - B - D - C - A after B is lost (A - C, C - D left):
+        // from A, the copy for D goes through C; one for A itself is local.
+        let routes = routes_of("A", &[("A", "C", 3), ("C", "D", 1)]);
+        let plan = multicast_toward(&routes, 2, &["A", "D"].map(RouterId::from), |r| {
+            r.as_str() == "B"
+        });
+        assert_eq!(plan.local_copies, 2);
+        assert_eq!(plan.next_hops, vec![RouterId::from("C")]);
+        assert_eq!(plan.destinations, vec![vec![RouterId::from("D")]]);
+        // Not a destination: no local copies; an excluded hop: given up.
+        let plan = multicast_toward(&routes, 2, &["D"].map(RouterId::from), |r| {
+            r.as_str() == "C"
+        });
+        assert_eq!(plan, MulticastPlan::default());
+        // No route to it (the lost router itself): given up.
+        let plan = multicast_toward(&routes, 2, &["B"].map(RouterId::from), |_| false);
+        assert_eq!(plan, MulticastPlan::default());
     }
 
     #[test]

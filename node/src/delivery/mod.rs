@@ -84,8 +84,8 @@ pub struct RoutedDelivery {
     /// With the first visited router (where it entered the mesh), the
     /// delivery's identity in the mesh ([`crate::mesh::dedup::MeshId`]): the
     /// sequence its ingress router gave it when it first left that router.
-    /// 0 until then, and always for presettled deliveries and multicast
-    /// copies (never sent twice).
+    /// 0 until then, and always for presettled deliveries (never sent
+    /// twice). The copies of an unsettled multicast delivery share it.
     pub ingress_sequence: u64,
     /// It is being re-forwarded because a neighbour it had been sent to was
     /// lost before settling it (here or on a router before this one): the
@@ -100,8 +100,31 @@ pub struct RoutedDelivery {
     /// consumer link's window or the next hop's, [`OutcomeBatch::credit`]);
     /// its outcome, for an unsettled delivery, is still to come.
     pub credited: bool,
+    /// A multicast copy's reach on the mesh: along the ingress router's
+    /// tree (the default), or toward the routers it was re-forwarded for.
+    pub reach: Reach,
     /// Its outcome has been sent home (see `Drop`).
     pub(crate) outcome_sent: bool,
+}
+
+/// Where a multicast delivery goes on from a router (unicast deliveries
+/// leave it `Tree` and ignore it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Reach {
+    /// To the local consumers and on along the ingress router's
+    /// shortest-path tree: a multicast delivery as its sender sent it, and
+    /// a copy arriving from a neighbour.
+    #[default]
+    Tree,
+    /// A copy on its way to one neighbour along the tree: the routers with
+    /// consumers behind that neighbour, which the copy is for if it has to
+    /// be re-forwarded around the neighbour.
+    Behind(Arc<[bote_topology::RouterId]>),
+    /// Re-forwarded around a lost neighbour (or one whose stream closed
+    /// before the copy went out): only for these routers, each reached by
+    /// each router's own shortest path, the local consumers only where the
+    /// router is one of them (`Transfer.destinations` on the wire).
+    Toward(Arc<[bote_topology::RouterId]>),
 }
 
 /// A delivery dropped without an outcome — handed to an actor that stopped

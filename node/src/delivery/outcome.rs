@@ -103,7 +103,11 @@ pub struct Returned {
 /// The shared outcome of the copies of one unsettled multicast delivery:
 /// rejected if any copy was rejected; otherwise accepted if any was
 /// accepted; otherwise (nobody took it) released, as
-/// `bote_topology::policy::aggregate_outcome` decides.
+/// `bote_topology::policy::aggregate_outcome` decides. It is decided when
+/// the last copy has its outcome: a copy lost with a neighbour and
+/// re-forwarded keeps its share ([`Fanout::add`] when it splits), so the
+/// aggregate waits for the re-forwarded copies too (the bound is in
+/// ARCHITECTURE.md, failover).
 pub struct Fanout {
     remaining: AtomicU32,
     presettled: bool,
@@ -130,6 +134,14 @@ impl Fanout {
                 rejected: None,
             }),
         })
+    }
+
+    /// `more` copies join the ones that share the outcome: a copy that
+    /// holds its own share is being re-forwarded as `more + 1` copies
+    /// (called before it gives its share to them, so the aggregate is not
+    /// decided meanwhile).
+    pub fn add(&self, more: u32) {
+        self.remaining.fetch_add(more, Ordering::AcqRel);
     }
 
     /// Records one copy's outcome; the last copy sends the aggregate home.

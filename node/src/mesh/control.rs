@@ -83,7 +83,8 @@ pub struct ControlActor {
 impl ControlActor {
     /// A control plane for router `id`, booted as `instance`, publishing into
     /// `view`; `connectors` are the inter-router connectors by name, with the
-    /// cost each dials with.
+    /// cost each dials with; `records` is the router's record of arrived
+    /// deliveries.
     pub fn new(
         id: RouterId,
         instance: InstanceId,
@@ -91,6 +92,7 @@ impl ControlActor {
         view: SharedView,
         data: super::DataHook,
         connectors: BTreeMap<String, ConnectorCost>,
+        records: Arc<super::dedup::Records>,
     ) -> ControlActor {
         ControlActor {
             plane: ControlPlane::new(id, instance, config, Duration::ZERO),
@@ -103,7 +105,7 @@ impl ControlActor {
             peers_changed: false,
             view,
             data,
-            records: Arc::new(super::dedup::Records::default()),
+            records,
         }
     }
 
@@ -134,7 +136,11 @@ impl ControlActor {
         // address reached through it would look unreachable, and its senders
         // would be drained, until the new routes arrive.
         let peers_only = self.peers_changed && !routes_changed && !addresses_changed;
-        if (routes_changed || addresses_changed || self.peers_changed)
+        // The link-state database changed without changing this router's
+        // own routes (a link elsewhere): the multicast trees of other
+        // routers, which its routes snapshot computes, may have.
+        let trees_changed = !Arc::ptr_eq(self.plane.routes(), &self.published_routes());
+        if (routes_changed || addresses_changed || self.peers_changed || trees_changed)
             && !(peers_only && self.plane.route_change_pending())
         {
             self.publish(routes_changed, routes_changed || addresses_changed);
@@ -183,6 +189,14 @@ impl ControlActor {
                     timeout.as_millis()
                 )));
             }
+        }
+    }
+
+    /// The routes snapshot of the view last published.
+    fn published_routes(&self) -> Arc<bote_topology::Routes> {
+        match self.view.read() {
+            Ok(v) => v.routes.clone(),
+            Err(poisoned) => poisoned.into_inner().routes.clone(),
         }
     }
 

@@ -5,10 +5,13 @@
 //! frame by frame.
 //!
 //! Failover: when the neighbour is lost, each delivery sent to it and not
-//! settled is re-forwarded on another path if it can be (unsettled, not a
-//! multicast copy, not still streaming out): marked `resend` and handed back
-//! to its address ([`super::DataPlane::reroute`]), which avoids the lost
-//! neighbour. The rest go back to their senders `modified`
+//! settled is re-forwarded on another path if it can be (unsettled, not
+//! still streaming out): marked `resend` and handed back to its address
+//! ([`super::DataPlane::reroute`]), which avoids the lost neighbour; a
+//! multicast copy goes for the routers that were behind the neighbour
+//! ([`Reach::Toward`], `Transfer.destinations`), and an arriving one is
+//! checked only for the part this router delivers itself (see
+//! `PeerData::check_own_part`). The rest go back to their senders `modified`
 //! (delivery-failed). A line at info sums it up: `lost Router.B: N
 //! in-flight deliveries re-forwarded, M returned modified`. Since the lost
 //! neighbour may have passed a delivery on before it went, each unsettled
@@ -82,7 +85,8 @@ use super::wire::{
     Route, continuation, credit_acks, disposition, dispositions, outcome_from_wire, transfer_frame,
 };
 use crate::delivery::{
-    ConnId, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream, VisitedRouters,
+    ConnId, Fanout, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap, Stream,
+    VisitedRouters,
 };
 use bote_amqp::DeliveryState;
 
@@ -138,6 +142,7 @@ struct Assembly {
     settled: bool,
     ingress_sequence: u64,
     resend: bool,
+    destinations: Vec<Bytes>,
     body: BytesMut,
 }
 
@@ -226,6 +231,15 @@ impl Names {
         }
         self.addresses_out.insert(address.clone(), b.clone());
         b
+    }
+
+    /// The router ids of a re-forwarded multicast copy's destinations
+    /// (those not UTF-8 are left out: no router has such an id).
+    fn routers_in(&self, wire: &[Bytes]) -> Arc<[RouterId]> {
+        wire.iter()
+            .filter_map(|r| std::str::from_utf8(r).ok())
+            .map(RouterId::from)
+            .collect()
     }
 
     /// `trace` plus `own`, in wire form.
@@ -382,8 +396,8 @@ impl PeerData {
     ) -> Vec<pb::Frame> {
         let mut frames = Vec::with_capacity(deliveries.len());
         for mut d in deliveries {
-            let resendable = unsettled_unicast(&d);
-            if d.ingress_sequence == 0 && resendable {
+            let resendable = re_forwardable(&d);
+            if d.ingress_sequence == 0 && unsettled_unicast(&d) {
                 d.ingress_sequence = self.next_sequence();
             }
             let id = self.next_id;
@@ -651,48 +665,57 @@ impl PeerData {
 
     fn on_transfer(&mut self, t: pb::Transfer) -> Vec<pb::Frame> {
         let id = t.delivery_id;
-        let (route, settled, ingress_sequence, resend, message) = match self.assembling.remove(&id)
-        {
-            Some(mut a) => {
-                if t.aborted {
-                    return Vec::new();
+        let (route, settled, ingress_sequence, resend, destinations, message) =
+            match self.assembling.remove(&id) {
+                Some(mut a) => {
+                    if t.aborted {
+                        return Vec::new();
+                    }
+                    a.body.extend_from_slice(&t.message);
+                    if t.more {
+                        self.assembling.insert(id, a);
+                        return Vec::new();
+                    }
+                    (
+                        a.route,
+                        a.settled,
+                        a.ingress_sequence,
+                        a.resend,
+                        a.destinations,
+                        a.body.freeze(),
+                    )
                 }
-                a.body.extend_from_slice(&t.message);
-                if t.more {
-                    self.assembling.insert(id, a);
-                    return Vec::new();
+                None => {
+                    if t.aborted {
+                        return Vec::new();
+                    }
+                    let route = self.arriving_route(&t);
+                    if t.more {
+                        let mut body = BytesMut::with_capacity(t.message.len() * 4);
+                        body.extend_from_slice(&t.message);
+                        self.assembling.insert(
+                            id,
+                            Assembly {
+                                route,
+                                settled: t.settled,
+                                ingress_sequence: t.ingress_sequence,
+                                resend: t.resend,
+                                destinations: t.destinations,
+                                body,
+                            },
+                        );
+                        return Vec::new();
+                    }
+                    (
+                        route,
+                        t.settled,
+                        t.ingress_sequence,
+                        t.resend,
+                        t.destinations,
+                        t.message,
+                    )
                 }
-                (
-                    a.route,
-                    a.settled,
-                    a.ingress_sequence,
-                    a.resend,
-                    a.body.freeze(),
-                )
-            }
-            None => {
-                if t.aborted {
-                    return Vec::new();
-                }
-                let route = self.arriving_route(&t);
-                if t.more {
-                    let mut body = BytesMut::with_capacity(t.message.len() * 4);
-                    body.extend_from_slice(&t.message);
-                    self.assembling.insert(
-                        id,
-                        Assembly {
-                            route,
-                            settled: t.settled,
-                            ingress_sequence: t.ingress_sequence,
-                            resend: t.resend,
-                            body,
-                        },
-                    );
-                    return Vec::new();
-                }
-                (route, t.settled, t.ingress_sequence, t.resend, t.message)
-            }
-        };
+            };
         let hops_left = route.hops_left;
         let (address, trace) = match route.resolved {
             Ok(resolved) => resolved,
@@ -715,6 +738,21 @@ impl PeerData {
         let Some(returns_to) = self.returns_to.clone() else {
             return Vec::new();
         };
+        let reach = if destinations.is_empty() {
+            Reach::Tree
+        } else {
+            Reach::Toward(self.names.routers_in(&destinations))
+        };
+        // A multicast copy re-forwarded for routers this router is not:
+        // it only passes through. What it is here says nothing of what
+        // this router delivered, so it is neither checked nor recorded.
+        let (mine, others) = match &reach {
+            Reach::Toward(routers) => {
+                let mine = routers.contains(&self.own);
+                (mine, routers.len() - usize::from(mine))
+            }
+            Reach::Tree | Reach::Behind(_) => (true, 0),
+        };
         let delivery = RoutedDelivery {
             address,
             message,
@@ -736,11 +774,22 @@ impl PeerData {
             resend,
             resent_from: None,
             credited: false,
+            reach,
             outcome_sent: false,
         };
-        // Unsettled unicast deliveries have an identity in the mesh.
+        // Unsettled deliveries (and multicast copies) have an identity in
+        // the mesh.
         let identified = ingress_sequence != 0 && !settled;
+        if !mine {
+            self.arrived.push(delivery);
+            return Vec::new();
+        }
         match delivery.visited.first() {
+            Some(ingress) if identified && others > 0 && (resend || self.records.checking()) => {
+                let ingress = ingress.clone();
+                self.check_own_part(&ingress, delivery);
+                self.record.arrived(id, &ingress, ingress_sequence);
+            }
             Some(ingress) if identified && (resend || self.records.checking()) => {
                 let ingress = ingress.clone();
                 match self.check(&ingress, delivery) {
@@ -833,6 +882,54 @@ impl PeerData {
             ),
         }
         checked
+    }
+
+    /// A multicast copy re-forwarded for this router and others: it goes
+    /// on toward the others at once, while the part for this router's own
+    /// consumers is checked like any re-forwarded delivery (delivered if
+    /// this router has not had the message, else answered with the outcome
+    /// it had here, waiting for it if need be). The two parts share the
+    /// copy's one outcome.
+    fn check_own_part(&mut self, ingress: &RouterId, mut delivery: RoutedDelivery) {
+        let Reach::Toward(routers) = &delivery.reach else {
+            self.arrived.push(delivery);
+            return;
+        };
+        let others: Arc<[RouterId]> = routers
+            .iter()
+            .filter(|r| **r != self.own)
+            .cloned()
+            .collect();
+        let fanout = Fanout::new(2, delivery.presettled);
+        let own = RoutedDelivery {
+            address: delivery.address.clone(),
+            message: delivery.message.clone(),
+            presettled: delivery.presettled,
+            priority: delivery.priority,
+            origin: delivery.origin.clone(),
+            fanout: Some(fanout.clone()),
+            tried: Vec::new(),
+            released_by: Vec::new(),
+            stream: None,
+            visited: delivery.visited.clone(),
+            hops_left: delivery.hops_left,
+            remote_outstanding: None,
+            ingress_sequence: delivery.ingress_sequence,
+            resend: delivery.resend,
+            resent_from: None,
+            // A multicast part: its credit comes back with its outcome.
+            credited: false,
+            reach: Reach::Toward(Arc::from([self.own.clone()])),
+            outcome_sent: false,
+        };
+        delivery.reach = Reach::Toward(others);
+        delivery.fanout = Some(fanout);
+        self.arrived.push(delivery);
+        match self.check(ingress, own) {
+            Checked::Deliver(d) => self.arrived.push(d),
+            Checked::Answer(d, answer) => d.return_to_sender(Some(answer)),
+            Checked::Held => self.waits_started = true,
+        }
     }
 
     /// True once since a copy arriving on this stream started waiting for
@@ -943,7 +1040,8 @@ impl PeerData {
             settled_remotely(&d);
             d.remote_outstanding = None;
             match peer {
-                Some(peer) if d.fanout.is_none() => {
+                Some(peer) if d.fanout.is_none() || multicast_copy(&d) => {
+                    toward_behind(&mut d);
                     d.resent_from = Some(peer.clone());
                     reroute.push(d);
                 }
@@ -968,10 +1066,11 @@ impl PeerData {
         let mut failed = 0usize;
         for (id, mut d) in self.sent.drain() {
             settled_remotely(&d);
-            let resendable = unsettled_unicast(&d) && !self.streams_out.contains_key(&id);
+            let resendable = re_forwardable(&d) && !self.streams_out.contains_key(&id);
             match peer {
                 Some(peer) if resendable => {
                     d.remote_outstanding = None;
+                    toward_behind(&mut d);
                     d.resend = true;
                     d.resent_from = Some(peer.clone());
                     reforward.push(d);
@@ -1006,11 +1105,33 @@ enum Routing {
     Around,
 }
 
-/// An unsettled delivery that is not a multicast copy: the only kind with an
-/// identity in the mesh, and the only kind re-forwarded when the neighbour
-/// it went to is lost (the others are never sent twice).
+/// An unsettled delivery that is not a multicast copy: it gets its identity
+/// in the mesh on the stream it first leaves by (a multicast message gets
+/// one for all its copies from its address), and only it is routed again
+/// when the neighbour releases it.
 fn unsettled_unicast(d: &RoutedDelivery) -> bool {
     !d.presettled && d.fanout.is_none()
+}
+
+/// An unsettled delivery, or copy of a multicast one, that is re-forwarded
+/// when the neighbour it went to is lost: it keeps its message while it
+/// waits for the neighbour's outcome. Presettled ones are never sent twice.
+fn re_forwardable(d: &RoutedDelivery) -> bool {
+    !d.presettled && (d.fanout.is_none() || multicast_copy(d))
+}
+
+/// A copy of a multicast delivery on its way to a neighbour (it knows the
+/// routers it is for).
+fn multicast_copy(d: &RoutedDelivery) -> bool {
+    d.fanout.is_some() && matches!(d.reach, Reach::Behind(_) | Reach::Toward(_))
+}
+
+/// A multicast copy that did not reach the neighbour is re-forwarded for
+/// the routers that were behind it.
+fn toward_behind(d: &mut RoutedDelivery) {
+    if let Reach::Behind(routers) = &d.reach {
+        d.reach = Reach::Toward(routers.clone());
+    }
 }
 
 /// The delivery is no longer outstanding on its next hop.
@@ -1203,6 +1324,7 @@ mod tests {
             resend: false,
             resent_from: None,
             credited: false,
+            reach: Reach::Tree,
             outcome_sent: false,
         }
     }
@@ -1272,7 +1394,7 @@ mod tests {
 
             // Router.A re-forwards them through Router.C, and one more.
             let mut via_c = stream(2);
-            assert!(!records.checking());
+            assert!(records.checking(), "losing a neighbour starts checking");
             assert_eq!(
                 answer(via_c.inbound(arriving(10, 100, true))),
                 None,
@@ -1874,6 +1996,146 @@ mod tests {
                     (2, None),
                     (3, Some(DeliveryState::delivery_failed())),
                 ]
+            );
+        });
+    }
+
+    fn routers(ids: &[&str]) -> Arc<[RouterId]> {
+        ids.iter().map(|r| RouterId::from(*r)).collect()
+    }
+
+    /// A multicast copy of message (Router.A, `sequence`) arriving through
+    /// Router.C, re-forwarded for `destinations` (none: along the tree).
+    fn arriving_copy(
+        id: u64,
+        sequence: u64,
+        resend: bool,
+        destinations: &[&str],
+    ) -> pb::frame::Kind {
+        let mut t = arriving(id, sequence, resend);
+        if let pb::frame::Kind::Transfer(t) = &mut t {
+            t.address = Bytes::from_static(b"multicast.a");
+            t.destinations = destinations
+                .iter()
+                .map(|r| Bytes::copy_from_slice(r.as_bytes()))
+                .collect();
+        }
+        t
+    }
+
+    #[test]
+    fn a_lost_neighbours_multicast_copies_go_back_for_the_routers_behind_it_with_their_identity() {
+        actix::System::new().block_on(async {
+            let (outcomes, moved, sink, kept) = harness_with_credit();
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            to_b.neighbour_reads(true, true, true);
+            let copy = |key, presettled| {
+                let mut d = delivery(&sink, key, presettled);
+                d.fanout = Some(Fanout::new(1, presettled));
+                d.reach = Reach::Behind(routers(&["Router.D", "Router.E"]));
+                d.ingress_sequence = if presettled { 0 } else { 77 };
+                d
+            };
+            let progress = sink.clone();
+            let frames = to_b.send(vec![copy(1, false), copy(2, true)], |_| {
+                progress.clone().recipient()
+            });
+            // Along the tree: the destinations stay off the wire.
+            for f in &frames {
+                match &f.kind {
+                    Some(pb::frame::Kind::Transfer(t)) => assert!(t.destinations.is_empty()),
+                    other => panic!("not a transfer: {other:?}"),
+                }
+            }
+            // Multicast copies keep end-to-end credit: none of theirs came
+            // back hop by hop (no window, no credit acknowledgement).
+            actix::clock::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(moved.lock().unwrap().is_empty());
+            assert!(outcomes.lock().unwrap().is_empty());
+            to_b.lost(Some(&RouterId::from("Router.B")));
+            let rerouted = std::mem::take(&mut *kept.rerouted.lock().unwrap());
+            assert_eq!(rerouted.len(), 1, "the unsettled copy only");
+            assert!(
+                !rerouted[0].credited,
+                "its credit still comes with its outcome"
+            );
+            let d = &rerouted[0];
+            assert_eq!(d.reach, Reach::Toward(routers(&["Router.D", "Router.E"])));
+            assert!(d.resend && d.fanout.is_some());
+            assert_eq!(d.resent_from, Some(RouterId::from("Router.B")));
+            assert_eq!((d.ingress_sequence, &d.message[..]), (77, &b"message"[..]));
+            // The presettled copy is not sent twice: its sender's credit
+            // comes back; the re-forwarded one still holds its outcome.
+            assert_eq!(outcomes_once(&outcomes, 1).await, vec![(2, None)]);
+            drop(rerouted);
+        });
+    }
+
+    #[test]
+    fn a_re_forwarded_multicast_copy_passing_through_is_neither_checked_nor_recorded() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let records = Arc::new(Records::default());
+            let mut at_c = stream_of(&kept, &sink, "Router.X", 1, &records);
+            assert_eq!(
+                answer(at_c.inbound(arriving_copy(0, 100, true, &["Router.D"]))),
+                None
+            );
+            at_c.route_arrived();
+            let routed = std::mem::take(&mut *kept.routed.lock().unwrap());
+            assert_eq!(routed.len(), 1);
+            assert_eq!(routed[0].reach, Reach::Toward(routers(&["Router.D"])));
+            assert!(routed[0].resend);
+            assert!(!at_c.holds_arrivals(), "not recorded");
+            assert!(!records.checking(), "not checked");
+        });
+    }
+
+    #[test]
+    fn a_re_forwarded_multicast_copy_goes_on_at_once_while_this_routers_part_waits_for_the_original()
+     {
+        actix::System::new().block_on(async {
+            let (outcomes, sink, kept) = harness();
+            let records = Arc::new(Records::default());
+            // Router.D got message 100 along the tree through Router.B,
+            // which was lost while D's consumer held it.
+            let mut via_b = stream_of(&kept, &sink, "Router.D", 1, &records);
+            assert_eq!(
+                answer(via_b.inbound(arriving_copy(0, 100, false, &[]))),
+                None
+            );
+            via_b.route_arrived();
+            assert_eq!(kept.routed.lock().unwrap().len(), 1);
+            via_b.lost(Some(&RouterId::from("Router.B")));
+            assert!(via_b.holds_arrivals());
+
+            // A copy re-forwarded for D and E arrives through C: E's part
+            // goes on at once; D's own part waits for the original.
+            let mut via_c = stream_of(&kept, &sink, "Router.D", 2, &records);
+            let frames = via_c.inbound(arriving_copy(5, 100, true, &["Router.D", "Router.E"]));
+            assert_eq!(answer(frames), None);
+            via_c.route_arrived();
+            let onward = {
+                let mut routed = kept.routed.lock().unwrap();
+                assert_eq!(routed.len(), 2);
+                routed.pop().unwrap()
+            };
+            assert_eq!(onward.reach, Reach::Toward(routers(&["Router.E"])));
+            assert_eq!(records.waiting(), 1, "D's part waits");
+
+            // E's part is accepted; the consumer accepts the original: D's
+            // part is answered so, and the copy's one outcome goes back.
+            onward.return_to_sender(Some(DeliveryState::Accepted));
+            via_b.returned(vec![(0, Some(DeliveryState::Accepted))], Vec::new());
+            assert_eq!(records.waiting(), 0);
+            assert_eq!(
+                outcomes_once(&outcomes, 1).await,
+                vec![(5, Some(DeliveryState::Accepted))]
+            );
+            assert_eq!(
+                kept.routed.lock().unwrap().len(),
+                1,
+                "D's part not delivered"
             );
         });
     }

@@ -58,9 +58,15 @@
 //!   at-least-once sender that sends it again may cause a duplicate.
 //!
 //! [`MeshId`] names a message as it entered the mesh. Each router records
-//! each arrival, so a multicast copy — of which every router on the tree
-//! gets one — can carry its message's identity too, and the same record
-//! then answers a re-forwarded copy with that router's own outcome.
+//! each arrival, so the copies of an unsettled multicast message — of
+//! which every router on the tree gets one — all carry their message's one
+//! identity, and the same record answers a re-forwarded copy with that
+//! router's own outcome (the outcome its sub-tree gave). A re-forwarded
+//! multicast copy only passing through a router that is not one of its
+//! destinations is neither checked nor recorded there (see `mesh::data`).
+//! Losing a stream starts checking too ([`Records::close_stream`]): copies
+//! of what came through the lost neighbour may come another way, multicast
+//! copies along the new tree without the `resend` mark.
 //!
 //! Cost on the hot path (the peer data plane holds a [`StreamRecorder`]):
 //! arriving identities are buffered and written once per batch, outcomes
@@ -647,7 +653,11 @@ impl<T> Records<T> {
     pub fn close_stream(&self, recorder: &mut StreamRecorder, now: Instant) {
         recorder.flush();
         let mut streams = lock(&self.streams);
-        streams.expire(now);
+        // Copies of what came through the lost neighbour may come another
+        // way now (multicast copies along the new tree too, not marked
+        // `resend`): every arrival is checked for a while, as after a
+        // resend.
+        self.checks(&mut streams, true, now);
         streams.live.retain(|r| !Arc::ptr_eq(r, &recorder.record));
         streams
             .orphaned

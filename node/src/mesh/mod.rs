@@ -129,6 +129,9 @@ pub struct MeshHandle {
     pub bound: Vec<std::net::SocketAddr>,
     /// The arbiter the mesh runs on (control, peers, inter-router streams).
     pub arbiter: actix::dev::ArbiterHandle,
+    /// The router-wide record of arrived deliveries and the sequence
+    /// numbers of the deliveries entering the mesh here ([`dedup`]).
+    records: Arc<dedup::Records>,
 }
 
 impl MeshHandle {
@@ -146,6 +149,13 @@ impl MeshHandle {
         if self.data.set(data.clone()).is_ok() {
             data.view_changed(self.view());
         }
+    }
+
+    /// A block of sequence numbers for the identities of deliveries that
+    /// enter the mesh here (an unsettled multicast message takes one for
+    /// all its copies: [`dedup::MeshId`]).
+    pub fn sequences(&self) -> std::ops::Range<u64> {
+        self.records.sequences()
     }
 
     /// The first local consumer of `address` attached (idempotent).
@@ -211,6 +221,7 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
     let instance = boot_instance();
     let view: SharedView = Arc::new(RwLock::new(Arc::new(MeshView::empty(id.clone()))));
     let data: DataHook = Arc::new(OnceLock::new());
+    let records = Arc::new(dedup::Records::default());
     let connectors: Vec<(&crate::config::ConnectorConfig, ConnectorCost)> = config
         .connectors
         .iter()
@@ -227,6 +238,7 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
             .iter()
             .map(|(c, cost)| (c.name.clone(), cost.clone()))
             .collect(),
+        records.clone(),
     )
     .start();
     let mut bound = Vec::new();
@@ -248,5 +260,6 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
         id,
         bound,
         arbiter: Arbiter::current(),
+        records,
     })
 }

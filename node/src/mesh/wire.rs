@@ -21,7 +21,7 @@ use bote_topology::{
 };
 use bytes::Bytes;
 
-use crate::delivery::RoutedDelivery;
+use crate::delivery::{Reach, RoutedDelivery};
 
 /// A control frame that cannot be turned into a [`ControlMessage`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -277,6 +277,13 @@ pub(super) fn transfer_frame(
             ingress_sequence: d.ingress_sequence,
             resend: d.resend,
             same_route,
+            destinations: match &d.reach {
+                Reach::Toward(routers) => routers
+                    .iter()
+                    .map(|r| Bytes::copy_from_slice(r.as_str().as_bytes()))
+                    .collect(),
+                Reach::Tree | Reach::Behind(_) => Vec::new(),
+            },
         })),
     }
 }

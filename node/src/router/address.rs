@@ -15,7 +15,11 @@
 //! view whose routes no longer pass the lost neighbour ([`routes_avoid`]),
 //! so they take the new shortest path rather than whatever the stale routes
 //! leave; then they are routed like any other delivery. With no path they
-//! go back modified (delivery-failed): they had been sent. A delivery whose
+//! go back modified (delivery-failed): they had been sent. Multicast copies
+//! lost with a neighbour come back for the routers that were behind it
+//! ([`Reach::Toward`]) and go toward those by this router's routes, sharing
+//! the fan-out of their message (ARCHITECTURE.md, multicast through a
+//! failure). A delivery whose
 //! chosen next hop's stream has just closed (the view not updated yet) waits
 //! the same way instead of being handed to a stopped peer actor; it had not
 //! been sent, so with no path it goes back released.
@@ -28,7 +32,7 @@ use dashmap::DashMap;
 
 use super::link::LinkCounters;
 use crate::config::address::Distribution;
-use crate::delivery::{ConnId, Fanout, RoutedDelivery};
+use crate::delivery::{ConnId, Fanout, Reach, RoutedDelivery};
 use crate::mesh::data::PeerDeliver;
 use crate::mesh::{MeshHandle, MeshView};
 use bote_amqp::{DeliveryState, LinkId};
@@ -205,7 +209,28 @@ pub struct AddressActor {
     parked: Vec<(Instant, RoutedDelivery)>,
     /// Fires when the first parked delivery stops waiting.
     park_timer: Option<SpawnHandle>,
+    /// Sequence numbers for the unsettled multicast messages entering the
+    /// mesh here.
+    sequences: std::ops::Range<u64>,
+    /// The last multicast plan along a tree, for (origin, arrived from),
+    /// valid for the current view.
+    tree_plan: Option<(Option<RouterId>, Option<RouterId>, MulticastHops)>,
+    /// When the routes last changed (multicast copies name their
+    /// destinations for a while after, see [`EXPLICIT_AFTER_ROUTES_CHANGE`]).
+    routes_changed: Option<Instant>,
 }
+
+/// For this long after the routes change, the copies of a multicast
+/// delivery leave its ingress router naming the routers they are for
+/// (`Transfer.destinations`), which every router then reaches by its own
+/// routes: a router downstream that still sees the old tree of the ingress
+/// router would otherwise pass a copy on to none or the wrong ones. The
+/// same wait as [`REROUTE_WAIT`], which covers the mesh's convergence.
+pub const EXPLICIT_AFTER_ROUTES_CHANGE: Duration = REROUTE_WAIT;
+
+/// The next hops of a multicast delivery, each with the routers with
+/// consumers behind it.
+type MulticastHops = Arc<Vec<(RouterId, Arc<[RouterId]>)>>;
 
 impl AddressActor {
     pub fn new(
@@ -229,6 +254,9 @@ impl AddressActor {
             hop_outstanding: std::collections::HashMap::new(),
             parked: Vec::new(),
             park_timer: None,
+            sequences: 0..0,
+            tree_plan: None,
+            routes_changed: None,
         }
     }
 
@@ -237,25 +265,68 @@ impl AddressActor {
         !self.consumers.is_empty() || !self.remote.is_empty()
     }
 
-    /// The neighbours a multicast delivery goes on to: one per distinct next
-    /// hop of its origin's shortest-path tree toward the routers with
-    /// consumers, per `bote_topology::policy::multicast`.
-    fn multicast_next_hops(&self, d: &RoutedDelivery) -> Vec<&Recipient<PeerDeliver>> {
+    /// Where a multicast delivery goes from here: how many local copies,
+    /// and each next hop with the routers with consumers behind it, per
+    /// `bote_topology::policy` (the simulator runs the same functions).
+    /// Along the ingress router's tree ([`Reach::Tree`]: one copy per local
+    /// consumer and per distinct next hop of the tree, never back where it
+    /// came from), or, for a copy re-forwarded around a lost neighbour
+    /// ([`Reach::Toward`]), toward its destinations by the local routes,
+    /// never through a router it visited nor the neighbour it was lost
+    /// with, with local copies only if this router is a destination.
+    fn multicast_plan(&mut self, d: &RoutedDelivery) -> (usize, MulticastHops) {
         let Some(view) = &self.view else {
-            tracing::trace!(address = %self.address, "multicast: no mesh view");
-            return Vec::new();
+            return (self.consumers.len(), Arc::default());
         };
-        if self.remote.is_empty() || d.hops_left == 0 {
-            tracing::trace!(address = %self.address, remote = self.remote.len(), hops_left = d.hops_left, "multicast: nothing remote");
-            return Vec::new();
+        if let Reach::Toward(destinations) = &d.reach {
+            let plan =
+                policy::multicast_toward(&view.routes, self.consumers.len(), destinations, |r| {
+                    d.visited.contains(r) || d.resent_from.as_ref() == Some(r)
+                });
+            let hops = if d.hops_left == 0 {
+                Vec::new()
+            } else {
+                plan.next_hops
+                    .into_iter()
+                    .zip(plan.destinations)
+                    .map(|(hop, behind)| (hop, Arc::from(behind)))
+                    .collect()
+            };
+            return (plan.local_copies, Arc::new(hops));
         }
-        let routers: Vec<RouterId> = self.remote.iter().map(|r| r.router.clone()).collect();
+        if self.remote.is_empty() || d.hops_left == 0 {
+            return (self.consumers.len(), Arc::default());
+        }
+        let origin = d.visited.first();
         let arrived_from = d.visited.last();
-        let tree = d
-            .visited
-            .first()
-            .and_then(|o| view.routes.multicast_tree(o));
-        let plan = bote_topology::policy::multicast(
+        let hops = match &self.tree_plan {
+            Some((o, a, hops)) if o.as_ref() == origin && a.as_ref() == arrived_from => {
+                hops.clone()
+            }
+            _ => self.tree_hops(d),
+        };
+        if hops.iter().any(|(hop, _)| d.visited.contains(hop)) {
+            let hops = hops
+                .iter()
+                .filter(|(hop, _)| !d.visited.contains(hop))
+                .cloned()
+                .collect();
+            return (self.consumers.len(), Arc::new(hops));
+        }
+        (self.consumers.len(), hops)
+    }
+
+    /// The next hops along the ingress router's tree (kept for the next
+    /// delivery with the same origin arriving from the same neighbour).
+    fn tree_hops(&mut self, d: &RoutedDelivery) -> MulticastHops {
+        let Some(view) = &self.view else {
+            return Arc::default();
+        };
+        let origin = d.visited.first();
+        let arrived_from = d.visited.last();
+        let routers: Vec<RouterId> = self.remote.iter().map(|r| r.router.clone()).collect();
+        let tree = origin.and_then(|o| view.routes.multicast_tree(o));
+        let plan = policy::multicast(
             &view.routes,
             self.consumers.len(),
             &routers,
@@ -263,12 +334,140 @@ impl AddressActor {
             tree.as_deref(),
         );
         tracing::trace!(address = %self.address, ?routers, ?arrived_from, next_hops = ?plan.next_hops, "multicast plan");
-        plan.next_hops
-            .iter()
-            .filter(|hop| !d.visited.contains(hop))
-            .filter_map(|hop| view.peers.get(hop))
-            .filter(|peer| peer.connected())
-            .collect()
+        let hops: MulticastHops = Arc::new(
+            plan.next_hops
+                .into_iter()
+                .zip(plan.destinations)
+                .map(|(hop, behind)| (hop, Arc::from(behind)))
+                .collect(),
+        );
+        self.tree_plan = Some((origin.cloned(), arrived_from.cloned(), hops.clone()));
+        hops
+    }
+
+    /// A new identity for an unsettled multicast message entering the mesh
+    /// here, shared by all its copies (0 outside a mesh).
+    fn next_sequence(&mut self) -> u64 {
+        if let Some(n) = self.sequences.next() {
+            return n;
+        }
+        let Some(mesh) = &self.mesh else {
+            return 0;
+        };
+        self.sequences = mesh.sequences();
+        self.sequences.next().unwrap_or(0)
+    }
+
+    /// One copy of a multicast delivery per local consumer and per next hop
+    /// of its plan ([`AddressActor::multicast_plan`]), sharing one outcome
+    /// ([`Fanout`]); a copy re-forwarded here already holds a share of its
+    /// message's outcome, which its own copies take over. A copy for a
+    /// neighbour whose stream has just closed waits for routes around it
+    /// (`stalled`) as one re-forwarded for the routers behind it, checked
+    /// there like one (a presettled one is dropped).
+    fn fan_out(
+        &mut self,
+        mut d: RoutedDelivery,
+        batches: &mut [Vec<RoutedDelivery>],
+        remote_batches: &mut Vec<(Recipient<PeerDeliver>, Vec<RoutedDelivery>)>,
+        stalled: &mut Vec<RoutedDelivery>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (local, hops) = self.multicast_plan(&d);
+        let copies = local + hops.len();
+        if copies == 0 {
+            match d.fanout {
+                // Its share ends here: nobody got it this way.
+                Some(_) => {
+                    let given_up = if d.resend {
+                        DeliveryState::delivery_failed()
+                    } else {
+                        DeliveryState::Released
+                    };
+                    d.return_to_sender(Some(given_up));
+                }
+                None => self.no_consumer(d),
+            }
+            return;
+        }
+        if d.ingress_sequence == 0 && !d.presettled && d.visited.is_empty() && !hops.is_empty() {
+            d.ingress_sequence = self.next_sequence();
+        }
+        let fanout = match d.fanout.take() {
+            Some(f) => {
+                f.add(copies as u32 - 1);
+                f
+            }
+            None => Fanout::new(copies as u32, d.presettled),
+        };
+        // Right after the routes changed, the routers downstream may still
+        // see the old tree: copies leaving their ingress router then name
+        // their destinations, which each router reaches by its own routes.
+        let toward = matches!(d.reach, Reach::Toward(_))
+            || (d.visited.is_empty()
+                && self
+                    .routes_changed
+                    .is_some_and(|at| at.elapsed() < EXPLICIT_AFTER_ROUTES_CHANGE));
+        let copy = |d: &RoutedDelivery, reach: Reach, resend: bool| RoutedDelivery {
+            address: d.address.clone(),
+            message: d.message.clone(),
+            presettled: d.presettled,
+            priority: d.priority,
+            origin: d.origin.clone(),
+            fanout: Some(fanout.clone()),
+            tried: Vec::new(),
+            released_by: Vec::new(),
+            stream: d.stream.clone(),
+            visited: d.visited.clone(),
+            hops_left: d.hops_left,
+            remote_outstanding: None,
+            ingress_sequence: d.ingress_sequence,
+            resend,
+            resent_from: None,
+            // Multicast copies keep end-to-end credit: their sender's
+            // credit comes back with the fan-out's one outcome
+            // (`OutcomeBatch::credit` leaves them alone).
+            credited: false,
+            reach,
+            outcome_sent: false,
+        };
+        for (i, batch) in batches.iter_mut().enumerate().take(local) {
+            self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
+            batch.push(copy(&d, Reach::Tree, false));
+        }
+        let peers = self.view.as_ref().map(|v| &v.peers);
+        for (hop, behind) in hops.iter() {
+            match peers.and_then(|p| p.get(hop)).filter(|p| p.connected()) {
+                Some(peer) => {
+                    let reach = if toward {
+                        Reach::Toward(behind.clone())
+                    } else {
+                        Reach::Behind(behind.clone())
+                    };
+                    let c = copy(&d, reach, d.resend);
+                    match remote_batches.iter_mut().find(|(p, _)| p == peer) {
+                        Some((_, b)) => b.push(c),
+                        None => remote_batches.push((peer.clone(), vec![c])),
+                    }
+                }
+                // A presettled copy is never sent twice, and the routers
+                // behind the closed stream may get the message another way
+                // while the routes change: it is dropped (at most once).
+                None if d.presettled => {
+                    self.stats.dropped_presettled.fetch_add(1, Relaxed);
+                    copy(&d, Reach::Tree, false).return_to_sender(None);
+                }
+                // Those routers may get the message another way while the
+                // routes change: checked there as a resend.
+                None => {
+                    let mut c = copy(&d, Reach::Toward(behind.clone()), true);
+                    c.resent_from = Some(hop.clone());
+                    stalled.push(c);
+                }
+            }
+        }
+        // The copies carry the outcome now.
+        d.consumed();
     }
 
     fn notify_producers(&self) {
@@ -326,50 +525,10 @@ impl AddressActor {
         batches.resize_with(self.consumers.len(), Vec::new);
         let mut remote_batches: Vec<(Recipient<PeerDeliver>, Vec<RoutedDelivery>)> = Vec::new();
         for mut d in deliveries {
-            if self.distribution == Distribution::Multicast && d.fanout.is_none() {
-                // One copy per local consumer and one per next hop of the
-                // origin's tree toward routers with consumers (never back
-                // where it came from): topology's multicast plan.
-                let peers = self.multicast_next_hops(&d);
-                let copies = self.consumers.len() + peers.len();
-                if copies == 0 {
-                    self.no_consumer(d);
-                    continue;
-                }
-                let fanout = Fanout::new(copies as u32, d.presettled);
-                let copy = |d: &RoutedDelivery| RoutedDelivery {
-                    address: d.address.clone(),
-                    message: d.message.clone(),
-                    presettled: d.presettled,
-                    priority: d.priority,
-                    origin: d.origin.clone(),
-                    fanout: Some(fanout.clone()),
-                    tried: Vec::new(),
-                    released_by: Vec::new(),
-                    stream: d.stream.clone(),
-                    visited: d.visited.clone(),
-                    hops_left: d.hops_left,
-                    remote_outstanding: None,
-                    // Copies are never re-forwarded, so they need no
-                    // identity in the mesh.
-                    ingress_sequence: 0,
-                    resend: false,
-                    resent_from: None,
-                    credited: false,
-                    outcome_sent: false,
-                };
-                for (i, batch) in batches.iter_mut().enumerate() {
-                    self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
-                    batch.push(copy(&d));
-                }
-                for peer in peers {
-                    match remote_batches.iter_mut().find(|(p, _)| p == peer) {
-                        Some((_, b)) => b.push(copy(&d)),
-                        None => remote_batches.push((peer.clone(), vec![copy(&d)])),
-                    }
-                }
-                // The copies carry the outcome now.
-                d.consumed();
+            if self.distribution == Distribution::Multicast
+                && (d.fanout.is_none() || matches!(d.reach, Reach::Toward(_)))
+            {
+                self.fan_out(d, &mut batches, &mut remote_batches, &mut stalled);
                 continue;
             }
             if d.fanout.is_some() {
@@ -579,7 +738,15 @@ impl Handler<MeshChanged> for AddressActor {
                 excluded: false,
             })
             .collect();
+        if self
+            .view
+            .as_ref()
+            .is_some_and(|old| !Arc::ptr_eq(&old.routes, &view.routes))
+        {
+            self.routes_changed = Some(Instant::now());
+        }
         self.view = Some(view);
+        self.tree_plan = None;
         if had_path != self.has_path() {
             self.notify_producers();
         }

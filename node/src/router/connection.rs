@@ -54,8 +54,8 @@ use super::annotations::RouterAnnotations;
 use super::link::LinkCounters;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
-    ConnId, FastMap, FastSet, Origin, OutcomeBatch, Returned, RoutedDelivery, SeqMap, Stream,
-    StreamProgress,
+    ConnId, FastMap, FastSet, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap,
+    Stream, StreamProgress,
 };
 use bote_amqp::{
     AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, ErrorScope, Event,
@@ -1040,6 +1040,7 @@ pub(super) fn routed(
         resend: false,
         resent_from: None,
         credited: false,
+        reach: Reach::Tree,
         outcome_sent: false,
     }
 }
