@@ -101,8 +101,8 @@ fn peer_data(c: &mut Criterion) {
         let mut to_c = PeerData::new(hook, own, 2, records);
         to_c.started(home.clone().recipient());
         // Both neighbours read the compact forms (as their hellos say).
-        from_a.neighbour_reads(true, true);
-        to_c.neighbour_reads(true, true);
+        from_a.neighbour_reads(true, true, true);
+        to_c.neighbour_reads(true, true, true);
         (from_a, to_c, home)
     });
     let mut next = 0;
@@ -133,7 +133,7 @@ fn peer_data(c: &mut Criterion) {
                     let outcomes = (next..next + BATCH)
                         .map(|id| (id, Some(bote_amqp::DeliveryState::Accepted)))
                         .collect();
-                    std::hint::black_box(from_a.returned(outcomes));
+                    std::hint::black_box(from_a.returned(outcomes, Vec::new()));
                     took += t.elapsed();
                     next += BATCH;
                     // Let the ingress actor take its outcomes.

@@ -108,9 +108,14 @@ async fn balanced_skips_a_receiver_that_never_settles() {
         || true,
     )
     .await;
+    // Balanced weighs the stuck link by its unsettled count: it is chosen
+    // only while it is the least loaded. With credit hop by hop the
+    // settling links may be full too (each up to its window, 250, with the
+    // sender's own credit, 250, on top), so it can take a little past its
+    // capacity, never its whole credit (1000).
     assert!(
-        held > 0 && held <= 250,
-        "stuck receiver holds {held}, link capacity is 250"
+        held > 0 && held <= 2 * 250,
+        "stuck receiver holds {held}: more than two link capacities"
     );
     assert!(
         per_good.iter().all(|&n| n > 0),

@@ -57,6 +57,7 @@ fn a_batch_of_control_and_data_frames_round_trips_with_message_bytes_intact() {
                     link_cost: 10,
                     accepts_same_route: true,
                     accepts_disposition_ranges: true,
+                    accepts_credit_acks: true,
                 })),
             },
             Frame {

@@ -58,7 +58,11 @@ def test_balanced_skips_a_receiver_that_never_settles(router):
                "all messages received")
     # Everything the stuck receiver did not take was accepted by the others.
     held = stuck.count
-    assert 0 < held <= 250, f"stuck receiver holds {held}, link capacity is 250"
+    # Balanced weighs the stuck link by its unsettled count: chosen only
+    # while least loaded. With credit hop by hop the settling links may be
+    # full too (each its window of 250 plus the sender's credit), so it may
+    # take a little past its capacity, never its whole credit (1000).
+    assert 0 < held <= 2 * 250, f"stuck receiver holds {held}: more than two link capacities"
     wait_until(lambda: len(tx.outcomes) == total - held, 30, "outcomes of settled messages")
     assert tx.counts() == {"accepted": total - held}
     assert all(r.count > 0 for r in good)

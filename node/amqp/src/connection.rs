@@ -623,6 +623,7 @@ impl Connection {
     pub fn flow(&mut self, link: LinkId, credit: u32, drain: bool) -> Result<(), EngineError> {
         let l = self.receiving_link(link)?;
         l.link_credit = credit;
+        l.beyond_credit = 0;
         l.drain = drain;
         self.session_mut(link.session)?
             .schedule_link_flow(link.handle);
@@ -633,6 +634,7 @@ impl Connection {
     pub fn add_credit(&mut self, link: LinkId, n: u32) -> Result<(), EngineError> {
         let l = self.receiving_link(link)?;
         l.link_credit = l.link_credit.saturating_add(n);
+        l.beyond_credit = 0;
         self.session_mut(link.session)?
             .schedule_link_flow(link.handle);
         Ok(())

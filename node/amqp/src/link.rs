@@ -131,6 +131,12 @@ pub struct Link {
     /// (fe2o3-amqp 0.18 does); they are within the credit granted, so they
     /// are taken, up to the amount the flow consumed, not refused.
     pub(crate) late_allowance: u32,
+    /// Receiving: transfers taken beyond credit since the last grant, at
+    /// most `credit_margin` (see [`crate::SessionConfig::credit_margin`]).
+    pub(crate) credit_margin: u32,
+    pub(crate) beyond_credit: u32,
+    /// Receiving: every transfer taken beyond credit on this link.
+    pub(crate) transfers_beyond_credit: u64,
 }
 
 impl Link {
@@ -160,6 +166,9 @@ impl Link {
             unsettled: 0,
             incoming: None,
             late_allowance: 0,
+            credit_margin: 0,
+            beyond_credit: 0,
+            transfers_beyond_credit: 0,
         }
     }
 
@@ -184,6 +193,12 @@ impl Link {
     }
     pub fn drain(&self) -> bool {
         self.drain
+    }
+    /// Receiving: transfers taken beyond the credit granted, within the
+    /// link's margin ([`crate::SessionConfig::credit_margin`]), since it
+    /// attached.
+    pub fn transfers_beyond_credit(&self) -> u64 {
+        self.transfers_beyond_credit
     }
     /// Deliveries sent (or received) on this link and not yet settled.
     pub fn unsettled(&self) -> u32 {

@@ -30,6 +30,14 @@ pub struct SessionConfig {
     /// Highest link handle the peer may use (capped at 65535: the engine
     /// maps the peer's handles through a table indexed by handle).
     pub handle_max: u32,
+    /// Receiving links: how many transfers beyond the credit granted (since
+    /// the last grant) are taken and counted before the link is detached
+    /// with `amqp:link:transfer-limit-exceeded`. 0: strict. Some senders
+    /// send a little early: before the first flow arrives (even in the same
+    /// read as their attach, before the link is answered), or with their
+    /// delivery-count off by one; a margin lets them work while what the
+    /// receiver holds stays bounded (credit + margin).
+    pub credit_margin: u32,
 }
 
 impl Default for SessionConfig {
@@ -38,6 +46,7 @@ impl Default for SessionConfig {
             incoming_window: i32::MAX as u32,
             outgoing_window: i32::MAX as u32,
             handle_max: 65535,
+            credit_margin: 0,
         }
     }
 }
@@ -185,7 +194,11 @@ impl Session {
         };
         let handle = slot as u32;
         self.names.insert((name.clone(), role), handle);
-        self.links[slot] = Some(Link::new(name, role, handle));
+        let mut link = Link::new(name, role, handle);
+        if role == Role::Receiver {
+            link.credit_margin = self.config.credit_margin;
+        }
+        self.links[slot] = Some(link);
         Some(handle)
     }
 
@@ -507,13 +520,24 @@ impl Session {
                 // credit (see `Link::late_allowance`): already counted in
                 // the delivery-count that flow carried.
                 link.late_allowance -= 1;
+            } else if link.beyond_credit < link.credit_margin {
+                // A sender a little ahead of its credit (see
+                // `LinkConfig::credit_margin`): taken and counted.
+                link.beyond_credit += 1;
+                link.transfers_beyond_credit += 1;
+                link.delivery_count = link.delivery_count.wrapping_add(1);
             } else {
+                let description = if link.credit_margin == 0 {
+                    format!("transfer on link '{}' without link credit", link.name)
+                } else {
+                    format!(
+                        "transfer on link '{}' beyond its link credit and the margin of {} transfers",
+                        link.name, link.credit_margin
+                    )
+                };
                 return Err(Fault::Link(
                     handle,
-                    AmqpError::new(
-                        condition::TRANSFER_LIMIT_EXCEEDED,
-                        format!("transfer on link '{}' without link credit", link.name),
-                    ),
+                    AmqpError::new(condition::TRANSFER_LIMIT_EXCEEDED, description),
                 ));
             }
             let settled = transfer.settled.unwrap_or(false);

@@ -23,10 +23,19 @@ struct Harness {
 
 impl Harness {
     fn server() -> Self {
+        Harness::server_with_margin(0)
+    }
+
+    /// A server whose receiving links take `margin` transfers beyond credit.
+    fn server_with_margin(margin: u32) -> Self {
         let now = Instant::now();
         let config = ConnectionConfig {
             container_id: "server".into(),
             max_frame_size: 512,
+            session: bote_amqp::SessionConfig {
+                credit_margin: margin,
+                ..bote_amqp::SessionConfig::default()
+            },
             ..ConnectionConfig::default()
         };
         let mut conn = Connection::new(config, Side::Server, now);
@@ -40,7 +49,11 @@ impl Harness {
 
     /// A server that has exchanged headers and opens with the test's client.
     fn opened() -> Self {
-        let mut h = Harness::server();
+        Harness::opened_with_margin(0)
+    }
+
+    fn opened_with_margin(margin: u32) -> Self {
+        let mut h = Harness::server_with_margin(margin);
         let mut input = BytesMut::new();
         encode_protocol_header(ProtocolHeader::Amqp, &mut input);
         encode_frame(0, &Performative::Open(open()), &[], &mut input);
@@ -50,7 +63,11 @@ impl Harness {
 
     /// Opened and with a session the client began on channel 0.
     fn with_session() -> Self {
-        let mut h = Harness::opened();
+        Harness::with_session_and_margin(0)
+    }
+
+    fn with_session_and_margin(margin: u32) -> Self {
+        let mut h = Harness::opened_with_margin(margin);
         let mut input = BytesMut::new();
         encode_frame(0, &Performative::Begin(begin()), &[], &mut input);
         h.feed(&input);
@@ -340,7 +357,12 @@ fn attaching_a_handle_already_in_use_ends_the_session_with_handle_in_use() {
 /// A session with the peer's sending link 0 attached and accepted: this
 /// side receives on it (no credit granted yet).
 fn receiving_link() -> (Harness, bote_amqp::LinkId) {
-    let mut h = Harness::with_session();
+    receiving_link_with(0)
+}
+
+/// [`receiving_link`] taking up to `margin` transfers beyond its credit.
+fn receiving_link_with(margin: u32) -> (Harness, bote_amqp::LinkId) {
+    let mut h = Harness::with_session_and_margin(margin);
     h.frame(0, Performative::Attach(attach(0)));
     let link = h
         .events()
@@ -375,6 +397,58 @@ fn a_transfer_without_credit_detaches_the_link_with_transfer_limit_exceeded() {
     });
     let detach = detach.expect("the engine detached the link");
     assert!(detach.closed);
+    assert_eq!(
+        detach.error.map(|e| e.condition.0).as_deref(),
+        Some(condition::TRANSFER_LIMIT_EXCEEDED)
+    );
+}
+
+/// A receiving link with a credit margin takes (and counts) that many
+/// transfers beyond its credit since the last grant — a sender sending
+/// before the first flow, or one off by one — and detaches past it.
+#[test]
+fn transfers_beyond_credit_are_taken_up_to_the_margin_and_counted_then_the_link_detaches() {
+    let (mut h, link) = receiving_link_with(3);
+    h.feed(&[]);
+    let transfer = |id: u32| {
+        let mut input = BytesMut::new();
+        let t = Transfer {
+            handle: 0,
+            delivery_id: Some(id),
+            delivery_tag: Some(Bytes::from(vec![id as u8])),
+            settled: Some(true),
+            ..Transfer::default()
+        };
+        encode_frame(0, &Performative::Transfer(t), b"payload", &mut input);
+        input
+    };
+    let detached = |h: &mut Harness| {
+        h.performatives().into_iter().find_map(|p| match p {
+            Performative::Detach(d) => Some(d),
+            _ => None,
+        })
+    };
+    // Before any credit: three are taken.
+    for id in 0..3 {
+        h.feed(&transfer(id));
+    }
+    assert!(detached(&mut h).is_none(), "within the margin");
+    assert_eq!(h.conn.link(link).unwrap().transfers_beyond_credit(), 3);
+    // A grant starts the margin again: two with credit, three beyond.
+    h.conn.flow(link, 2, false).unwrap();
+    for id in 3..8 {
+        h.feed(&transfer(id));
+    }
+    assert!(detached(&mut h).is_none(), "credit, then the margin again");
+    assert_eq!(h.conn.link(link).unwrap().transfers_beyond_credit(), 6);
+    let received = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Transfer(_)))
+        .count();
+    assert_eq!(received, 8);
+    h.feed(&transfer(8));
+    let detach = detached(&mut h).expect("one past the margin");
     assert_eq!(
         detach.error.map(|e| e.condition.0).as_deref(),
         Some(condition::TRANSFER_LIMIT_EXCEEDED)

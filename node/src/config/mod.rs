@@ -304,8 +304,10 @@ pub struct ListenerConfig {
     /// Largest frame accepted, announced in open; at least 512. Default 16384.
     #[serde(alias = "maxFrameSize")]
     pub max_frame_size: u32,
-    /// Credit granted to each sender link (its unsettled window). At least 1.
-    /// Default 250.
+    /// Credit granted to each sender link (deliveries it may have in this
+    /// router that have not moved on yet), the window the router holds for
+    /// each consumer link, and the margin of transfers taken beyond credit.
+    /// At least 1. Default 250.
     #[serde(alias = "linkCapacity")]
     pub link_capacity: u32,
     /// Largest message accepted, in bytes; 0 = no limit. Default 10485760 (10 MiB).

@@ -1,8 +1,8 @@
 //! The messages that carry deliveries between a router's actors: a routed
 //! delivery on its way from the ingress connection, through its address, to
-//! an egress connection or a neighbour router; and the outcome travelling
-//! back to the ingress connection, which settles the sender's delivery and
-//! replenishes its credit.
+//! an egress connection or a neighbour router; its credit going back as it
+//! moves on (hop by hop), and its outcome travelling back to the ingress
+//! connection, which settles the sender's delivery (end to end).
 //!
 //! Neutral ground: the router's actors ([`crate::router`]) and the mesh
 //! ([`crate::mesh`]) both carry these types, and this module uses neither.
@@ -96,6 +96,10 @@ pub struct RoutedDelivery {
     /// The neighbour this router lost it with: the address does not send it
     /// that way again.
     pub resent_from: Option<bote_topology::RouterId>,
+    /// Its sender's credit has been given back (it moved on into a
+    /// consumer link's window or the next hop's, [`OutcomeBatch::credit`]);
+    /// its outcome, for an unsettled delivery, is still to come.
+    pub credited: bool,
     /// A multicast copy's reach on the mesh: along the ingress router's
     /// tree (the default), or toward the routers it was re-forwarded for.
     pub reach: Reach,
@@ -177,6 +181,7 @@ impl RoutedDelivery {
         if let Some(state) = self.take_outcome(state) {
             self.origin.conn.do_send(Returned {
                 outcomes: vec![(self.origin.key, state)],
+                moved: Vec::new(),
             });
         }
     }

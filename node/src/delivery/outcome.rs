@@ -18,49 +18,86 @@ pub struct OutcomeBatch {
     by_conn: Vec<ConnOutcomes>,
 }
 
-/// The outcomes collected for one ingress connection.
-type ConnOutcomes = (
-    ConnId,
-    Arc<Recipient<Returned>>,
-    Vec<(u64, Option<DeliveryState>)>,
-);
+/// The outcomes (and credit acknowledgements) collected for one ingress
+/// connection.
+struct ConnOutcomes {
+    conn_id: ConnId,
+    conn: Arc<Recipient<Returned>>,
+    returned: Returned,
+}
 
 impl OutcomeBatch {
     pub fn push(&mut self, mut d: RoutedDelivery, state: Option<DeliveryState>) {
         let Some(state) = d.take_outcome(state) else {
             return;
         };
-        let origin = &d.origin;
-        // The connection's recipient is cloned once per batch, not per
-        // delivery (it is shared with the connection's thread).
-        match self
-            .by_conn
-            .iter_mut()
-            .find(|(id, _, _)| *id == origin.conn_id)
-        {
-            Some((_, _, v)) => v.push((origin.key, state)),
-            None => self.by_conn.push((
-                origin.conn_id,
-                origin.conn.clone(),
-                vec![(origin.key, state)],
-            )),
+        self.for_origin(&d.origin)
+            .outcomes
+            .push((d.origin.key, state));
+    }
+
+    /// The delivery moved on (into a consumer link's window or the next
+    /// hop's): its sender's credit may come back now, before its outcome.
+    /// A presettled delivery has no outcome to wait for, so this is its
+    /// `None` outcome and it is done; an unsettled one is marked
+    /// [`RoutedDelivery::credited`] and keeps its outcome for later.
+    /// Multicast copies share their credit with the outcome (the fan-out's,
+    /// end to end); a delivery credited already says nothing more.
+    pub fn credit(&mut self, d: &mut RoutedDelivery) {
+        if d.fanout.is_some() || d.credited || d.outcome_sent {
+            return;
+        }
+        d.credited = true;
+        if d.presettled {
+            d.outcome_sent = true;
+            self.for_origin(&d.origin)
+                .outcomes
+                .push((d.origin.key, None));
+        } else {
+            self.for_origin(&d.origin).moved.push(d.origin.key);
         }
     }
 
+    /// The batch for `origin`'s connection. The connection's recipient is
+    /// cloned once per batch, not per delivery (it is shared with the
+    /// connection's thread).
+    fn for_origin(&mut self, origin: &super::Origin) -> &mut Returned {
+        let at = match self
+            .by_conn
+            .iter()
+            .position(|c| c.conn_id == origin.conn_id)
+        {
+            Some(at) => at,
+            None => {
+                self.by_conn.push(ConnOutcomes {
+                    conn_id: origin.conn_id,
+                    conn: origin.conn.clone(),
+                    returned: Returned::default(),
+                });
+                self.by_conn.len() - 1
+            }
+        };
+        &mut self.by_conn[at].returned
+    }
+
     pub fn send(&mut self) {
-        for (_, conn, outcomes) in self.by_conn.drain(..) {
-            conn.do_send(Returned { outcomes });
+        for c in self.by_conn.drain(..) {
+            c.conn.do_send(c.returned);
         }
     }
 }
 
-/// Outcomes of routed deliveries, sent back to their ingress connection:
-/// `(key, state)`, where `state: None` means "forwarded presettled"
-/// (replenish credit only).
-#[derive(Message)]
+/// What goes back to the ingress connection (or the previous hop) of routed
+/// deliveries: outcomes `(key, state)`, where `state: None` means
+/// "forwarded presettled" (replenish credit only); and `moved`, the keys of
+/// unsettled deliveries that moved on (into a consumer link's window or the
+/// next hop's), whose sender's credit comes back now while their outcome
+/// comes later (hop-by-hop credit, end-to-end settlement).
+#[derive(Message, Default)]
 #[rtype(result = "()")]
 pub struct Returned {
     pub outcomes: Vec<(u64, Option<DeliveryState>)>,
+    pub moved: Vec<u64>,
 }
 
 /// The shared outcome of the copies of one unsettled multicast delivery:
@@ -133,6 +170,7 @@ impl Fanout {
             };
             origin.conn.do_send(Returned {
                 outcomes: vec![(origin.key, state)],
+                moved: Vec::new(),
             });
         }
     }

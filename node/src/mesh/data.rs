@@ -24,21 +24,29 @@
 //! deliveries that came from a lost neighbour are still recorded when they
 //! come (the peer actor stays for them, see [`super::peer`]).
 //!
-//! Every delivery is acknowledged, presettled ones too (a disposition without
-//! outcome once forwarded): a sender's credit comes back only when its
-//! delivery has moved on, so a consumer that stops granting credit holds
-//! back its own address's senders without queueing without bound on the
-//! routers in between, and other addresses on the same stream keep flowing.
-//! An unsettled delivery's credit comes back with its outcome, end to end
-//! (the sender's unsettled window). A presettled one has no outcome to wait
-//! for, so it is acknowledged hop by hop, within a window per address and
-//! neighbour ([`PRESETTLED_WINDOW`] deliveries and [`PRESETTLED_WINDOW_BYTES`]
-//! of message): the router acknowledges it to where it came from as soon as
-//! it is on this stream, while that address's presettled deliveries it has
-//! acknowledged so and the neighbour has not fill less than the window;
-//! past that, its acknowledgement waits for the neighbour's. A stuck
-//! consumer thus holds at most a window per hop of its address, and a
-//! sender's credit does not wait for a round trip through the whole mesh.
+//! Credit is hop by hop, settlement end to end. Every delivery is
+//! acknowledged as it moves on, so a sender's credit comes back when its
+//! delivery has left the router it came into, not when it is settled: a
+//! consumer that stops granting credit holds back its own address's
+//! senders without queueing without bound on the routers in between, and
+//! other addresses on the same stream keep flowing. One mechanism for
+//! presettled and unsettled deliveries alike: a window per address and
+//! neighbour ([`HOP_WINDOW`] deliveries and [`HOP_WINDOW_BYTES`] of
+//! message). The router gives credit back to where a delivery came from
+//! (the ingress connection, or the previous router) as soon as it is on
+//! this stream, while that address's deliveries it credited so and the
+//! neighbour has not acknowledged fill less than the window; past that,
+//! the credit waits for the neighbour's acknowledgement. The neighbour
+//! acknowledges a delivery when it moves on there (a disposition with no
+//! outcome; unsettled: `settled = false`, sent only to a router whose hello
+//! said it reads it, `Hello.accepts_credit_acks`) or with its outcome. A
+//! presettled delivery's credit is all it has to say; an unsettled one's
+//! outcome follows later, through every hop. A stuck consumer thus holds at
+//! most a window per hop of its address (and its link's window at the
+//! egress, `router::connection`), and a sender's credit does not wait for a
+//! round trip through the whole mesh. Multicast copies and messages still
+//! streaming when they are sent keep end-to-end credit (with the outcome or
+//! the neighbour's acknowledgement).
 //!
 //! Resend released: a delivery the neighbour gives back `released` (no
 //! consumer beyond it took it) is routed again on this router like one
@@ -74,7 +82,7 @@ use bytes::{Bytes, BytesMut};
 use super::DataHook;
 use super::dedup::{Checked, MeshId, Records, StreamRecorder, Woken};
 use super::wire::{
-    Route, continuation, disposition, dispositions, outcome_from_wire, transfer_frame,
+    Route, continuation, credit_acks, disposition, dispositions, outcome_from_wire, transfer_frame,
 };
 use crate::delivery::{
     ConnId, Fanout, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap, Stream,
@@ -82,38 +90,40 @@ use crate::delivery::{
 };
 use bote_amqp::DeliveryState;
 
-/// Presettled deliveries of one address a router may have acknowledged to
-/// where they came from while the neighbour it sent them to has not
-/// acknowledged them yet. It must cover what one hop carries during its
-/// round trip under load (its bandwidth-delay product: ~400 µs at ~700k
-/// messages/s on a loaded 2-core machine, BENCHMARKS.md), or the window
-/// and not the routers bounds presettled throughput; 250 (qdrouterd's link
-/// capacity) did. What it costs: a consumer that stops taking messages
-/// holds up to this many of its address on each hop before its senders are
-/// held back.
-pub const PRESETTLED_WINDOW: u32 = 1000;
+/// Deliveries of one address a router may have given credit back for (to
+/// where they came from) while the neighbour it sent them to has not
+/// acknowledged them yet, presettled and unsettled alike. It must cover
+/// what one hop carries during its round trip under load (its
+/// bandwidth-delay product, BENCHMARKS.md), or the window and not the
+/// routers bounds throughput; 250 (qdrouterd's link capacity) did. What it
+/// costs: a consumer that stops taking messages holds up to this many of
+/// its address on each hop before its senders are held back.
+pub const HOP_WINDOW: u32 = 1000;
+
+/// Credit acknowledgements wait for other frames to go with (or for their
+/// deliveries' outcomes) until this many are waiting.
+const CREDIT_ACKS_BATCHED: usize = 256;
 
 /// The same window in message bytes, so large messages are held back
-/// sooner: no more is acknowledged early once this much is.
-pub const PRESETTLED_WINDOW_BYTES: usize = 4 * 1024 * 1024;
+/// sooner: no more is credited early once this much is.
+pub const HOP_WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
-/// One address's presettled deliveries out on this stream and not yet
-/// acknowledged by the neighbour.
+/// One address's deliveries out on this stream and not yet acknowledged by
+/// the neighbour: its window.
 #[derive(Default)]
-struct PresettledOut {
-    /// Those acknowledged upstream already, and their message bytes.
+struct AddressWindow {
+    /// Those credited upstream already, and their message bytes.
     early: u32,
     early_bytes: usize,
-    /// Those whose own acknowledgement waits for room: (id in
-    /// `PeerData::sent`, message bytes), oldest first (ids only grow, so it
-    /// is sorted by id).
+    /// Those whose credit waits for room: (id in `PeerData::sent`, message
+    /// bytes), oldest first (ids only grow, so it is sorted by id).
     waiting: std::collections::VecDeque<(u64, usize)>,
 }
 
-impl PresettledOut {
-    /// Room to acknowledge one more early.
+impl AddressWindow {
+    /// Room to credit one more early.
     fn has_room(&self) -> bool {
-        self.early < PRESETTLED_WINDOW && self.early_bytes < PRESETTLED_WINDOW_BYTES
+        self.early < HOP_WINDOW && self.early_bytes < HOP_WINDOW_BYTES
     }
 
     fn waits(&self, id: u64) -> Result<usize, usize> {
@@ -259,13 +269,21 @@ pub struct PeerData {
     returns_to: Option<Arc<Recipient<Returned>>>,
     next_id: u64,
     /// Sent, waiting for the neighbour's disposition (unsettled ones, and
-    /// presettled ones whose acknowledgement upstream waits for it).
+    /// presettled ones whose credit upstream waits for it).
     sent: SeqMap<RoutedDelivery>,
-    /// Presettled deliveries acknowledged upstream already, waiting for the
-    /// neighbour's acknowledgement: id -> (address, message bytes).
-    sent_early: SeqMap<(Arc<str>, usize)>,
-    /// Presettled deliveries out on this stream, per address.
-    presettled_out: std::collections::HashMap<Arc<str>, PresettledOut>,
+    /// Deliveries credited upstream already (in their address's window),
+    /// waiting for the neighbour's acknowledgement: id -> (address, message
+    /// bytes). Unsettled ones are in `sent` too, for their outcome.
+    credited: SeqMap<(Arc<str>, usize)>,
+    /// The windows of the addresses with deliveries out on this stream.
+    windows: std::collections::HashMap<Arc<str>, AddressWindow>,
+    /// The neighbour reads credit acknowledgements of unsettled deliveries
+    /// (`Hello.accepts_credit_acks`); to one that does not, an unsettled
+    /// delivery is acknowledged only by its outcome.
+    credit_acks_out: bool,
+    /// Arrived deliveries that moved on here, whose acknowledgement waits
+    /// to go with other frames ([`PeerData::take_credit_acks`]).
+    credit_acks: Vec<u64>,
     /// Sent deliveries whose body is still streaming in: id -> (stream,
     /// chunks sent).
     streams_out: SeqMap<(Arc<Stream>, usize)>,
@@ -311,8 +329,10 @@ impl PeerData {
             returns_to: None,
             next_id: 0,
             sent: SeqMap::default(),
-            sent_early: SeqMap::default(),
-            presettled_out: std::collections::HashMap::new(),
+            credited: SeqMap::default(),
+            windows: std::collections::HashMap::new(),
+            credit_acks_out: false,
+            credit_acks: Vec::new(),
             streams_out: SeqMap::default(),
             assembling: SeqMap::default(),
             names: Names::default(),
@@ -340,11 +360,17 @@ impl PeerData {
         }
     }
 
-    /// What the neighbour's first hello said it reads: `Transfer.same_route`
-    /// and `Disposition.last_delivery_id`.
-    pub fn neighbour_reads(&mut self, same_route: bool, disposition_ranges: bool) {
+    /// What the neighbour's first hello said it reads: `Transfer.same_route`,
+    /// `Disposition.last_delivery_id` and credit acknowledgements.
+    pub fn neighbour_reads(
+        &mut self,
+        same_route: bool,
+        disposition_ranges: bool,
+        credit_acks: bool,
+    ) {
         self.same_route_out = same_route;
         self.ranges_out = disposition_ranges;
+        self.credit_acks_out = credit_acks;
     }
 
     /// The neighbour's hello named it.
@@ -412,23 +438,26 @@ impl PeerData {
             if !complete && let Some(s) = &d.stream {
                 self.streams_out.insert(id, (s.clone(), last));
             }
-            if d.presettled && d.fanout.is_none() && complete {
-                // Hop by hop, within the address's window (module doc).
-                let window = self.presettled_out.entry(d.address.clone()).or_default();
+            if d.fanout.is_none() && complete {
+                // Credit hop by hop, within the address's window (module
+                // doc).
+                let window = self.windows.entry(d.address.clone()).or_default();
                 if window.waiting.is_empty() && window.has_room() {
                     window.early += 1;
                     window.early_bytes += size;
-                    self.sent_early.insert(id, (d.address.clone(), size));
-                    self.outcomes.push(d, None);
+                    self.credited.insert(id, (d.address.clone(), size));
+                    self.outcomes.credit(&mut d);
+                    if d.presettled {
+                        // Its credit was all it had to say upstream.
+                        continue;
+                    }
                 } else {
                     window.waiting.push_back((id, size));
-                    self.sent.insert(id, d);
                 }
-                continue;
             }
-            // Unsettled deliveries wait for their outcome; presettled
-            // multicast copies and streamed messages for the neighbour's
-            // acknowledgement (end to end).
+            // Unsettled deliveries wait for their outcome; multicast copies
+            // and streamed messages keep their credit until the neighbour's
+            // acknowledgement or outcome (end to end).
             self.sent.insert(id, d);
         }
         self.outcomes.send();
@@ -460,42 +489,55 @@ impl PeerData {
         }
     }
 
-    /// The neighbour acknowledged presettled delivery `id` of `address`,
-    /// which had been acknowledged upstream early if `early` gives its
-    /// size, or else may have been waiting in the window (its
-    /// acknowledgement then went upstream with the neighbour's: the caller
-    /// sent it). Room for the oldest waiting ones.
-    fn presettled_acknowledged(&mut self, id: u64, address: &Arc<str>, early: Option<usize>) {
-        let Some(window) = self.presettled_out.get_mut(address) else {
-            return;
-        };
-        match early {
-            Some(size) => {
+    /// The neighbour acknowledged delivery `id` (it moved on there, or it
+    /// settled it): out of its address's window. Credited early, it makes
+    /// room; waiting for room, its credit goes upstream now, with the
+    /// neighbour's (or, when `settled`, with its outcome, which the caller
+    /// sends). Room goes to the oldest waiting ones.
+    fn acknowledged(&mut self, id: u64, settled: bool) {
+        let address = if let Some((address, size)) = self.credited.remove(&id) {
+            if let Some(window) = self.windows.get_mut(&address) {
                 window.early = window.early.saturating_sub(1);
                 window.early_bytes = window.early_bytes.saturating_sub(size);
             }
-            None => match window.waits(id) {
-                Ok(pos) => {
-                    window.waiting.remove(pos);
-                }
-                // Not one the window held (a multicast copy or a streamed
-                // message): nothing changes.
-                Err(_) => return,
-            },
-        }
+            address
+        } else if let Some(d) = self.sent.get_mut(&id) {
+            let Some(window) = self.windows.get_mut(&d.address) else {
+                return;
+            };
+            // Not one the window held (a multicast copy or a streamed
+            // message, or one acknowledged already): nothing changes.
+            let Ok(pos) = window.waits(id) else {
+                return;
+            };
+            window.waiting.remove(pos);
+            if !settled {
+                self.outcomes.credit(d);
+            }
+            d.address.clone()
+        } else {
+            return;
+        };
+        let Some(window) = self.windows.get_mut(&address) else {
+            return;
+        };
         while window.has_room()
             && let Some((next, size)) = window.waiting.pop_front()
         {
-            let Some(d) = self.sent.remove(&next) else {
+            let Some(d) = self.sent.get_mut(&next) else {
                 continue;
             };
             window.early += 1;
             window.early_bytes += size;
-            self.sent_early.insert(next, (d.address.clone(), size));
-            self.outcomes.push(d, None);
+            self.credited.insert(next, (address.clone(), size));
+            self.outcomes.credit(d);
+            if d.presettled {
+                // Its credit was all it had to say upstream.
+                self.sent.remove(&next);
+            }
         }
         if window.early == 0 && window.waiting.is_empty() {
-            self.presettled_out.remove(address);
+            self.windows.remove(&address);
         }
     }
 
@@ -536,23 +578,27 @@ impl PeerData {
             pb::frame::Kind::Transfer(t) => self.on_transfer(t),
             pb::frame::Kind::Disposition(d) => {
                 let state = d.outcome.map(outcome_from_wire);
+                // Unsettled with no outcome: the delivery moved on there
+                // (credit only); its outcome comes later.
+                let settled = d.settled || state.is_some();
                 let first = d.delivery_id;
                 let last = d.last_delivery_id.max(first);
-                let held = (self.sent.len() + self.sent_early.len()) as u64;
+                let held = (self.sent.len() + self.credited.len()) as u64;
                 if last - first < held {
                     for id in first..=last {
-                        self.settled_by_neighbour(id, &state);
+                        self.by_neighbour(id, &state, settled);
                     }
                 } else {
                     // A range wider than what is outstanding: visit only
                     // what is held (a huge range costs nothing).
-                    let mut ids: Vec<u64> = (self.sent.keys().chain(self.sent_early.keys()))
+                    let mut ids: Vec<u64> = (self.sent.keys().chain(self.credited.keys()))
                         .copied()
                         .filter(|id| (first..=last).contains(id))
                         .collect();
                     ids.sort_unstable();
+                    ids.dedup();
                     for id in ids {
-                        self.settled_by_neighbour(id, &state);
+                        self.by_neighbour(id, &state, settled);
                     }
                 }
                 Vec::new()
@@ -561,11 +607,14 @@ impl PeerData {
         }
     }
 
-    /// The neighbour's disposition for delivery `id`.
-    fn settled_by_neighbour(&mut self, id: u64, state: &Option<DeliveryState>) {
-        if let Some((address, size)) = self.sent_early.remove(&id) {
-            self.presettled_acknowledged(id, &address, Some(size));
-        } else if let Some(mut delivery) = self.sent.remove(&id) {
+    /// The neighbour's disposition for delivery `id`: an acknowledgement
+    /// (it moved on there) and, when `settled`, its outcome.
+    fn by_neighbour(&mut self, id: u64, state: &Option<DeliveryState>, settled: bool) {
+        self.acknowledged(id, settled);
+        if !settled {
+            return;
+        }
+        if let Some(mut delivery) = self.sent.remove(&id) {
             let streaming = self.streams_out.remove(&id).is_some();
             settled_remotely(&delivery);
             if let (Some(DeliveryState::Released), Some(neighbour)) = (state, &self.neighbour)
@@ -579,12 +628,7 @@ impl PeerData {
                 self.arrived.push(delivery);
                 return;
             }
-            let presettled = delivery.presettled.then(|| delivery.address.clone());
             self.outcomes.push(delivery, state.clone());
-            if let Some(address) = presettled {
-                // Its acknowledgement may have been waiting in the window.
-                self.presettled_acknowledged(id, &address, None);
-            }
         }
     }
 
@@ -729,6 +773,7 @@ impl PeerData {
             ingress_sequence,
             resend,
             resent_from: None,
+            credited: false,
             reach,
             outcome_sent: false,
         };
@@ -872,6 +917,8 @@ impl PeerData {
             ingress_sequence: delivery.ingress_sequence,
             resend: delivery.resend,
             resent_from: None,
+            // A multicast part: its credit comes back with its outcome.
+            credited: false,
             reach: Reach::Toward(Arc::from([self.own.clone()])),
             outcome_sent: false,
         };
@@ -925,7 +972,14 @@ impl PeerData {
     /// delivery's "outcome" is `None`: it was forwarded (or dropped for want
     /// of a consumer), which the neighbour needs to replenish its sender.
     /// While copies wait, those waiting for these outcomes go on.
-    pub fn returned(&mut self, outcomes: Vec<(u64, Option<DeliveryState>)>) -> Vec<pb::Frame> {
+    /// `moved`: unsettled deliveries that arrived from the neighbour and
+    /// moved on here (credit only), acknowledged to a neighbour that reads
+    /// it (see the module doc); their outcomes come later.
+    pub fn returned(
+        &mut self,
+        outcomes: Vec<(u64, Option<DeliveryState>)>,
+        moved: Vec<u64>,
+    ) -> Vec<pb::Frame> {
         let settled = self.record.settled(
             outcomes
                 .iter()
@@ -935,7 +989,35 @@ impl PeerData {
             let woken = self.records.wake(settled, Instant::now());
             self.act_on(woken);
         }
-        dispositions(outcomes, self.ranges_out)
+        if self.credit_acks_out {
+            self.credit_acks.extend(moved);
+        }
+        if !self.credit_acks.is_empty() && !outcomes.is_empty() {
+            // An outcome acknowledges its delivery too.
+            let settled: crate::delivery::FastSet<u64> =
+                outcomes.iter().map(|(id, _)| *id).collect();
+            self.credit_acks.retain(|id| !settled.contains(id));
+        }
+        let mut frames = Vec::new();
+        if !outcomes.is_empty() || self.credit_acks.len() >= CREDIT_ACKS_BATCHED {
+            frames = self.take_credit_acks();
+        }
+        frames.extend(dispositions(outcomes, self.ranges_out));
+        frames
+    }
+
+    /// Credit acknowledgements wait: the caller sends them with its next
+    /// frames or after a short while ([`PeerData::take_credit_acks`]).
+    pub fn credit_acks_wait(&self) -> bool {
+        !self.credit_acks.is_empty()
+    }
+
+    /// The waiting credit acknowledgements, as frames to send.
+    pub fn take_credit_acks(&mut self) -> Vec<pb::Frame> {
+        if self.credit_acks.is_empty() {
+            return Vec::new();
+        }
+        credit_acks(std::mem::take(&mut self.credit_acks), self.ranges_out)
     }
 
     /// Deliveries that arrived from the neighbour and have no outcome yet
@@ -1001,9 +1083,10 @@ impl PeerData {
         }
         self.streams_out.clear();
         self.assembling.clear();
-        // Acknowledged upstream already: nothing more to say about them.
-        self.sent_early.clear();
-        self.presettled_out.clear();
+        // Credited upstream already: nothing more to say about them (the
+        // unsettled ones were in `sent` too, handled above).
+        self.credited.clear();
+        self.windows.clear();
         if let Some(peer) = peer {
             tracing::info!(
                 "lost {peer}: {} in-flight deliveries re-forwarded, {failed} returned modified",
@@ -1114,8 +1197,12 @@ mod tests {
     /// Outcomes sent home: (delivery key, state).
     type Outcomes = Arc<Mutex<Vec<(u64, Option<DeliveryState>)>>>;
 
-    /// Collects the outcomes sent home to an ingress connection.
-    struct Sink(Outcomes);
+    /// Credit acknowledgements sent home: delivery keys.
+    type Moved = Arc<Mutex<Vec<u64>>>;
+
+    /// Collects the outcomes (and credit acknowledgements) sent home to an
+    /// ingress connection.
+    struct Sink(Outcomes, Moved);
 
     impl Actor for Sink {
         type Context = Context<Self>;
@@ -1125,6 +1212,7 @@ mod tests {
         type Result = ();
         fn handle(&mut self, msg: Returned, _: &mut Context<Self>) {
             self.0.lock().unwrap().extend(msg.outcomes);
+            self.1.lock().unwrap().extend(msg.moved);
         }
     }
 
@@ -1153,9 +1241,16 @@ mod tests {
     /// A home for outcomes and a data plane keeping what it is handed (to
     /// be called inside an actix system).
     fn harness() -> (Outcomes, Addr<Sink>, Arc<Kept>) {
+        let (outcomes, _, sink, kept) = harness_with_credit();
+        (outcomes, sink, kept)
+    }
+
+    /// [`harness`], also keeping the credit acknowledgements sent home.
+    fn harness_with_credit() -> (Outcomes, Moved, Addr<Sink>, Arc<Kept>) {
         let outcomes = Outcomes::default();
-        let sink = Sink(outcomes.clone()).start();
-        (outcomes, sink, Arc::new(Kept::default()))
+        let moved = Moved::default();
+        let sink = Sink(outcomes.clone(), moved.clone()).start();
+        (outcomes, moved, sink, Arc::new(Kept::default()))
     }
 
     fn hooked(kept: &Arc<Kept>) -> DataHook {
@@ -1228,6 +1323,7 @@ mod tests {
             ingress_sequence: 0,
             resend: false,
             resent_from: None,
+            credited: false,
             reach: Reach::Tree,
             outcome_sent: false,
         }
@@ -1290,7 +1386,7 @@ mod tests {
             via_b.route_arrived();
             assert_eq!(kept.routed.lock().unwrap().len(), 3);
             assert_eq!(
-                answer(via_b.returned(vec![(1, Some(DeliveryState::Accepted))])),
+                answer(via_b.returned(vec![(1, Some(DeliveryState::Accepted))], Vec::new())),
                 Some(DeliveryState::Accepted)
             );
             via_b.lost(Some(&RouterId::from("Router.B")));
@@ -1326,10 +1422,13 @@ mod tests {
             // recorded) and releases the other's: the first copy is
             // answered accepted (through its own stream: here, the sink),
             // the second is delivered after all.
-            via_b.returned(vec![
-                (0, Some(DeliveryState::Accepted)),
-                (3, Some(DeliveryState::Released)),
-            ]);
+            via_b.returned(
+                vec![
+                    (0, Some(DeliveryState::Accepted)),
+                    (3, Some(DeliveryState::Released)),
+                ],
+                Vec::new(),
+            );
             assert!(!via_b.holds_arrivals());
             assert_eq!(
                 outcomes_once(&outcomes, 1).await,
@@ -1352,7 +1451,7 @@ mod tests {
             assert_eq!(answer(late.inbound(arriving(24, 104, false))), None);
             late.route_arrived();
             assert_eq!(kept.routed.lock().unwrap().len(), 6, "the unknown one");
-            via_c.returned(vec![(12, Some(DeliveryState::Accepted))]);
+            via_c.returned(vec![(12, Some(DeliveryState::Accepted))], Vec::new());
             assert_eq!(
                 outcomes_once(&outcomes, 2).await,
                 vec![
@@ -1390,7 +1489,7 @@ mod tests {
         actix::System::new().block_on(async {
             let (outcomes, sink, kept) = harness();
             let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
-            let w = PRESETTLED_WINDOW as u64;
+            let w = HOP_WINDOW as u64;
             let progress = sink.clone();
             let batch: Vec<RoutedDelivery> = (0..w + 3).map(|k| delivery(&sink, k, true)).collect();
             let frames = to_b.send(batch, |_| progress.clone().recipient());
@@ -1433,12 +1532,133 @@ mod tests {
         });
     }
 
+    /// The sorted keys in `moved` once `n` have arrived.
+    async fn moved_once(moved: &Moved, n: usize) -> Vec<u64> {
+        for _ in 0..200 {
+            if moved.lock().unwrap().len() >= n {
+                break;
+            }
+            actix::clock::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let mut keys = moved.lock().unwrap().clone();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn unsettled_deliveries_are_credited_hop_by_hop_within_the_window_and_settled_end_to_end() {
+        actix::System::new().block_on(async {
+            let (outcomes, moved, sink, kept) = harness_with_credit();
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            to_b.neighbour_reads(true, true, true);
+            let w = HOP_WINDOW as u64;
+            let progress = sink.clone();
+            let batch: Vec<RoutedDelivery> =
+                (0..w + 2).map(|k| delivery(&sink, k, false)).collect();
+            let frames = to_b.send(batch, |_| progress.clone().recipient());
+            assert_eq!(frames.len() as u64, w + 2, "all go to the neighbour");
+            // A window's worth gets its credit back at once, before any
+            // outcome; 2 wait for room.
+            assert_eq!(
+                moved_once(&moved, w as usize).await,
+                (0..w).collect::<Vec<_>>()
+            );
+            assert!(outcomes.lock().unwrap().is_empty(), "no outcome yet");
+            // The neighbour says one moved on there (no outcome, not
+            // settled): room for the oldest waiting one.
+            to_b.inbound(pb::frame::Kind::Disposition(pb::Disposition {
+                delivery_id: 0,
+                outcome: None,
+                settled: false,
+                last_delivery_id: 0,
+            }));
+            to_b.route_arrived();
+            assert_eq!(moved_once(&moved, w as usize + 1).await.last(), Some(&w));
+            assert!(outcomes.lock().unwrap().is_empty(), "still no outcome");
+            // The last waiting one is settled by the neighbour: its credit
+            // comes back with its outcome, not twice.
+            let settle = |id| {
+                pb::frame::Kind::Disposition(pb::Disposition {
+                    delivery_id: id,
+                    outcome: Some(outcome_to_wire(DeliveryState::Accepted)),
+                    settled: true,
+                    last_delivery_id: 0,
+                })
+            };
+            to_b.inbound(settle(w + 1));
+            to_b.inbound(settle(0));
+            to_b.route_arrived();
+            assert_eq!(keys_once(&outcomes, 2).await, vec![0, w + 1]);
+            actix::clock::sleep(std::time::Duration::from_millis(20)).await;
+            assert_eq!(
+                moved.lock().unwrap().len() as u64,
+                w + 1,
+                "each credited once"
+            );
+            // Lost: the unsettled ones still out are re-forwarded (they keep
+            // their outcome to come), not credited again.
+            to_b.lost(Some(&RouterId::from("Router.B")));
+            assert_eq!(kept.rerouted.lock().unwrap().len() as u64, w);
+            assert_eq!(moved.lock().unwrap().len() as u64, w + 1);
+        });
+    }
+
+    #[test]
+    fn credit_acknowledgements_go_only_to_a_neighbour_that_reads_them() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let mut from_a = stream_of(&kept, &sink, "Router.B", 1, &Arc::default());
+            assert!(from_a.returned(Vec::new(), vec![3, 4, 5, 9]).is_empty());
+            from_a.neighbour_reads(true, true, true);
+            let acks: Vec<(u64, u64, bool, bool)> = from_a
+                .returned(vec![(7, Some(DeliveryState::Accepted))], vec![5, 3, 4, 9])
+                .into_iter()
+                .map(|f| match f.kind {
+                    Some(pb::frame::Kind::Disposition(d)) => (
+                        d.delivery_id,
+                        d.last_delivery_id,
+                        d.settled,
+                        d.outcome.is_some(),
+                    ),
+                    other => panic!("not a disposition: {other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                acks,
+                vec![
+                    (3, 5, false, false),
+                    (9, 0, false, false),
+                    (7, 0, true, true)
+                ]
+            );
+            // Alone, they wait for other frames (or a timer, in the peer
+            // actor); an outcome going out takes them along, and makes its
+            // own delivery's acknowledgement needless.
+            assert!(from_a.returned(Vec::new(), vec![1, 2, 8]).is_empty());
+            assert!(from_a.credit_acks_wait());
+            let frames = from_a.returned(vec![(8, Some(DeliveryState::Accepted))], Vec::new());
+            let got: Vec<(u64, u64, bool)> = frames
+                .into_iter()
+                .map(|f| match f.kind {
+                    Some(pb::frame::Kind::Disposition(d)) => {
+                        (d.delivery_id, d.last_delivery_id, d.settled)
+                    }
+                    other => panic!("not a disposition: {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, vec![(1, 2, false), (8, 0, true)]);
+            assert!(!from_a.credit_acks_wait());
+            assert!(from_a.returned(Vec::new(), vec![4]).is_empty());
+            assert_eq!(from_a.take_credit_acks().len(), 1);
+        });
+    }
+
     #[test]
     fn large_presettled_messages_fill_the_window_by_bytes() {
         actix::System::new().block_on(async {
             let (outcomes, sink, kept) = harness();
             let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
-            let big = Bytes::from(vec![0u8; PRESETTLED_WINDOW_BYTES / 4]);
+            let big = Bytes::from(vec![0u8; HOP_WINDOW_BYTES / 4]);
             let batch: Vec<RoutedDelivery> = (0..6)
                 .map(|k| {
                     let mut d = delivery(&sink, k, true);
@@ -1502,7 +1722,7 @@ mod tests {
             let frames = to_old.send(batch(100), |_| progress.clone().recipient());
             assert!(routes(&frames).iter().all(|(same, _, _)| !same));
 
-            a_to_b.neighbour_reads(true, true);
+            a_to_b.neighbour_reads(true, true, true);
             let frames = a_to_b.send(batch(0), |_| progress.clone().recipient());
             let sent = routes(&frames);
             assert_eq!(
@@ -1566,9 +1786,13 @@ mod tests {
                     .map(|id| (id, Some(DeliveryState::Accepted)))
                     .collect::<Vec<_>>()
             };
-            assert_eq!(from_a.returned(accepted()).len(), 4, "one per delivery");
-            from_a.neighbour_reads(true, true);
-            let frames = from_a.returned(accepted());
+            assert_eq!(
+                from_a.returned(accepted(), Vec::new()).len(),
+                4,
+                "one per delivery"
+            );
+            from_a.neighbour_reads(true, true, true);
+            let frames = from_a.returned(accepted(), Vec::new());
             assert_eq!(frames.len(), 1);
             match &frames[0].kind {
                 Some(pb::frame::Kind::Disposition(d)) => {
@@ -1802,8 +2026,9 @@ mod tests {
     #[test]
     fn a_lost_neighbours_multicast_copies_go_back_for_the_routers_behind_it_with_their_identity() {
         actix::System::new().block_on(async {
-            let (outcomes, sink, kept) = harness();
+            let (outcomes, moved, sink, kept) = harness_with_credit();
             let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            to_b.neighbour_reads(true, true, true);
             let copy = |key, presettled| {
                 let mut d = delivery(&sink, key, presettled);
                 d.fanout = Some(Fanout::new(1, presettled));
@@ -1822,9 +2047,18 @@ mod tests {
                     other => panic!("not a transfer: {other:?}"),
                 }
             }
+            // Multicast copies keep end-to-end credit: none of theirs came
+            // back hop by hop (no window, no credit acknowledgement).
+            actix::clock::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(moved.lock().unwrap().is_empty());
+            assert!(outcomes.lock().unwrap().is_empty());
             to_b.lost(Some(&RouterId::from("Router.B")));
             let rerouted = std::mem::take(&mut *kept.rerouted.lock().unwrap());
             assert_eq!(rerouted.len(), 1, "the unsettled copy only");
+            assert!(
+                !rerouted[0].credited,
+                "its credit still comes with its outcome"
+            );
             let d = &rerouted[0];
             assert_eq!(d.reach, Reach::Toward(routers(&["Router.D", "Router.E"])));
             assert!(d.resend && d.fanout.is_some());
@@ -1892,7 +2126,7 @@ mod tests {
             // E's part is accepted; the consumer accepts the original: D's
             // part is answered so, and the copy's one outcome goes back.
             onward.return_to_sender(Some(DeliveryState::Accepted));
-            via_b.returned(vec![(0, Some(DeliveryState::Accepted))]);
+            via_b.returned(vec![(0, Some(DeliveryState::Accepted))], Vec::new());
             assert_eq!(records.waiting(), 0);
             assert_eq!(
                 outcomes_once(&outcomes, 1).await,

@@ -67,6 +67,12 @@ fn split_batches(frames: Vec<pb::Frame>) -> std::collections::VecDeque<pb::Batch
     batches
 }
 
+/// How long a credit acknowledgement may wait for other frames to go with
+/// (or for its delivery's outcome, which acknowledges it too): a request
+/// answered within it costs the stream no frame of its own, and a busy
+/// stream always has something to carry it sooner.
+const CREDIT_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// One inter-router stream and the neighbour on its other end.
 pub struct PeerActor {
     conn: u64,
@@ -82,6 +88,9 @@ pub struct PeerActor {
     inbound: Option<SpawnHandle>,
     pending: Vec<pb::Frame>,
     flush_queued: bool,
+    /// A timer will send the credit acknowledgements still waiting
+    /// ([`PeerData::take_credit_acks`]).
+    credit_acks_armed: bool,
     data: PeerData,
     closed: Option<oneshot::Sender<()>>,
 }
@@ -128,6 +137,7 @@ impl PeerActor {
                 inbound: Some(inbound),
                 pending: Vec::new(),
                 flush_queued: false,
+                credit_acks_armed: false,
                 data,
                 closed: stream.closed,
             }
@@ -155,6 +165,8 @@ impl PeerActor {
             self.pending.clear();
             return;
         };
+        // Credit acknowledgements still waiting go with whatever else goes.
+        self.pending.extend(self.data.take_credit_acks());
         let mut batches = split_batches(mem::take(&mut self.pending));
         while let Some(batch) = batches.pop_front() {
             match out.try_send(batch) {
@@ -283,8 +295,11 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
             {
                 // The stream's first hello says which compact data forms
                 // the neighbour reads.
-                self.data
-                    .neighbour_reads(h.accepts_same_route, h.accepts_disposition_ranges);
+                self.data.neighbour_reads(
+                    h.accepts_same_route,
+                    h.accepts_disposition_ranges,
+                    h.accepts_credit_acks,
+                );
             }
             let message = match wire::from_frame(frame) {
                 Ok(Inbound::Control(message)) => message,
@@ -420,8 +435,16 @@ impl Handler<Returned> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Returned, ctx: &mut Self::Context) {
-        let frames = self.data.returned(msg.outcomes);
+        let frames = self.data.returned(msg.outcomes, msg.moved);
         self.queue(frames, ctx);
+        if self.data.credit_acks_wait() && !self.credit_acks_armed {
+            self.credit_acks_armed = true;
+            ctx.run_later(CREDIT_ACK_DELAY, |act, ctx| {
+                act.credit_acks_armed = false;
+                let frames = act.data.take_credit_acks();
+                act.queue(frames, ctx);
+            });
+        }
         if self.out.is_none() && !self.data.holds_arrivals() {
             // Lost, and every outcome it waited for is in.
             ctx.stop();

@@ -92,9 +92,11 @@ pub fn to_frame(message: &ControlMessage) -> pb::Frame {
             instance: h.instance,
             neighbours_seen: strings(&h.seen),
             link_cost: h.cost.unwrap_or(0),
-            // This version reads both compact data forms (see `mesh::data`).
+            // This version reads both compact data forms and credit
+            // acknowledgements (see `mesh::data`).
             accepts_same_route: true,
             accepts_disposition_ranges: true,
+            accepts_credit_acks: true,
         }),
         ControlMessage::LinkStateUpdate(u) => Kind::LinkStateUpdate(pb::LinkStateUpdate {
             records: u
@@ -342,6 +344,37 @@ pub(super) fn dispositions(
     frames
 }
 
+/// Credit acknowledgements for unsettled deliveries that moved on (a
+/// disposition with no outcome and `settled = false`), in ascending order
+/// of id: with `ranges`, one per run of consecutive ids.
+pub(super) fn credit_acks(mut ids: Vec<u64>, ranges: bool) -> Vec<pb::Frame> {
+    ids.sort_unstable();
+    let ack = |first: u64, last: u64| pb::Frame {
+        kind: Some(pb::frame::Kind::Disposition(pb::Disposition {
+            delivery_id: first,
+            outcome: None,
+            settled: false,
+            last_delivery_id: if last > first { last } else { 0 },
+        })),
+    };
+    let mut frames = Vec::new();
+    let mut run: Option<(u64, u64)> = None;
+    for id in ids {
+        match &mut run {
+            Some((_, last)) if ranges && last.checked_add(1) == Some(id) => *last = id,
+            _ => {
+                if let Some((first, last)) = run.replace((id, id)) {
+                    frames.push(ack(first, last));
+                }
+            }
+        }
+    }
+    if let Some((first, last)) = run {
+        frames.push(ack(first, last));
+    }
+    frames
+}
+
 /// An AMQP delivery state as it crosses between routers.
 pub fn outcome_to_wire(state: DeliveryState) -> pb::Outcome {
     use pb::outcome::Kind;
@@ -520,7 +553,9 @@ mod tests {
                 assert_eq!(h.link_cost, 1);
                 // Every hello announces the compact data forms this version
                 // reads (`mesh::data`).
-                assert!(h.accepts_same_route && h.accepts_disposition_ranges);
+                assert!(
+                    h.accepts_same_route && h.accepts_disposition_ranges && h.accepts_credit_acks
+                );
             }
             other => panic!("not a hello: {other:?}"),
         }

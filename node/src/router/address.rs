@@ -638,6 +638,10 @@ impl AddressActor {
             ingress_sequence: d.ingress_sequence,
             resend,
             resent_from: None,
+            // Multicast copies keep end-to-end credit: their sender's
+            // credit comes back with the fan-out's one outcome
+            // (`OutcomeBatch::credit` leaves them alone).
+            credited: false,
             reach,
             outcome_sent: false,
         };

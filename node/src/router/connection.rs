@@ -5,12 +5,29 @@
 //! deliveries, dispositions become outcomes returned to their ingress), and
 //! writes what the engine produces, one batched write per mailbox run.
 //!
-//! Credit: a producer link (a client's sender) has credit only while its
-//! address has a consumer (anonymous senders always), topped up to the
-//! listener's link capacity minus the deliveries still in flight, so each
-//! producer has at most `link-capacity` unsettled deliveries in the router.
-//! A consumer link (a client's receiver) is handed deliveries by its address;
-//! they wait in the actor until the consumer grants credit.
+//! Credit is hop by hop, settlement end to end. A producer link (a client's
+//! sender) has credit only while its address has a consumer (anonymous
+//! senders always), topped up to the listener's link capacity minus its
+//! deliveries that have not moved on yet: a delivery gives its credit back
+//! when it leaves this router's hands for a consumer link's window or the
+//! next hop's (`mesh::data`), or with its outcome, whichever comes first;
+//! the outcome itself still comes from the consumer, end to end. A
+//! consumer link (a client's receiver) is handed deliveries by its address;
+//! they wait in the actor until the consumer grants credit, and the first
+//! link-capacity of them are its window: their senders' credit comes back
+//! at once (the router holds them for the consumer), the rest's as the
+//! consumer takes deliveries. So a consumer with little credit costs at
+//! most its window plus its senders' credit; if it leaves, what it never
+//! got goes back to its address (another consumer, or `released`) and what
+//! it had and did not settle comes back `modified`.
+//!
+//! Lenient credit: a sender that sends a little beyond its credit (before
+//! the router's first flow reaches it, or counting its delivery-count off
+//! by one) is not detached: transfers beyond credit are taken up to a
+//! margin of the listener's link capacity since the last grant (counted and
+//! logged; `bote_amqp::SessionConfig::credit_margin`), so a producer holds at
+//! most twice its link capacity; past the margin the link is detached with
+//! `amqp:link:transfer-limit-exceeded`.
 //!
 //! On a listener that does not strip outbound annotations
 //! (`strip-annotations = "no"` or `"in"`) each message sent to a consumer
@@ -45,6 +62,11 @@ use bote_amqp::{
     SendDelivery, SenderSettleMode, Side, Source, Target, condition,
 };
 
+/// A consumer link's window in message bytes (besides the link capacity
+/// in deliveries): the router holds no more than this for a consumer
+/// before the senders' credit waits for it to take some.
+pub const LINK_WINDOW_BYTES: usize = 4 * 1024 * 1024;
+
 /// Bytes read from the socket per read call, at most.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -67,6 +89,9 @@ struct Incoming {
     link: LinkId,
     delivery_id: u32,
     presettled: bool,
+    /// It moved on (hop-by-hop credit): its credit is back, its outcome
+    /// still to come.
+    credited: bool,
 }
 
 /// A client's sender: the router's receiving link.
@@ -75,10 +100,15 @@ struct Producer {
     address: Option<Arc<str>>,
     actor: Option<Addr<AddressActor>>,
     has_path: bool,
-    /// Deliveries received on the link whose outcome has not returned yet.
+    /// Deliveries received on the link whose credit has not come back yet:
+    /// neither moved on (into a consumer link's window or the next hop's)
+    /// nor settled.
     in_flight: u32,
     capacity: u32,
     credit_dirty: bool,
+    /// Transfers taken beyond credit so far (the engine counts them), as
+    /// last logged.
+    beyond_credit: u64,
     /// The delivery whose frames are still arriving on this link.
     partial: Option<Partial>,
 }
@@ -104,6 +134,14 @@ struct Consumer {
     counters: Arc<LinkCounters>,
     /// Routed here, waiting for the consumer's credit.
     queue: VecDeque<RoutedDelivery>,
+    /// The first this many of `queue` had their senders' credit given back
+    /// (the link's window, at most `capacity` and [`LINK_WINDOW_BYTES`]),
+    /// with their message bytes; the rest wait for room.
+    credited: usize,
+    credited_bytes: usize,
+    /// The listener's link capacity: the window of deliveries the router
+    /// holds for this consumer beyond what it gave credit for.
+    capacity: usize,
 }
 
 pub struct ConnectionActor {
@@ -158,6 +196,13 @@ impl ConnectionActor {
             idle_timeout: (listener.idle_timeout_secs > 0)
                 .then(|| std::time::Duration::from_secs(u64::from(listener.idle_timeout_secs))),
             stream_deliveries: true,
+            // Lenient: a sender a little ahead of its credit (before the
+            // first flow, or miscounting by one) is taken, up to a link
+            // capacity beyond it (module doc).
+            session: bote_amqp::SessionConfig {
+                credit_margin: listener.link_capacity,
+                ..bote_amqp::SessionConfig::default()
+            },
             sasl: SaslConfig::Server {
                 mechanisms: listener
                     .sasl_mechanisms
@@ -312,6 +357,7 @@ impl ConnectionActor {
                         in_flight: 0,
                         capacity: self.listener.link_capacity,
                         credit_dirty: anonymous,
+                        beyond_credit: 0,
                         partial: None,
                     },
                 );
@@ -382,6 +428,9 @@ impl ConnectionActor {
                         actor,
                         counters,
                         queue: VecDeque::new(),
+                        credited: 0,
+                        credited_bytes: 0,
+                        capacity: self.listener.link_capacity as usize,
                     },
                 );
             }
@@ -407,6 +456,15 @@ impl ConnectionActor {
         let Some(producer) = self.producers.get_mut(&t.link) else {
             return;
         };
+        if t.first
+            && let Some(l) = self.engine.link(t.link)
+            && l.transfers_beyond_credit() != producer.beyond_credit
+        {
+            if producer.beyond_credit == 0 {
+                tracing::info!(conn = %self.id, peer = %self.peer, link = %l.name(), margin = self.listener.link_capacity, "sender sent beyond its link credit: taken within the margin and counted");
+            }
+            producer.beyond_credit = l.transfers_beyond_credit();
+        }
         if !t.first {
             match producer.partial.take() {
                 Some(Partial::Streaming { stream, key }) => {
@@ -494,6 +552,7 @@ impl ConnectionActor {
                 link,
                 delivery_id,
                 presettled: settled,
+                credited: false,
             },
         );
         // The message is only read on anonymous links, for its `to`: a
@@ -555,9 +614,10 @@ impl ConnectionActor {
     }
 
     /// A sender's delivery that ended without an outcome (aborted): forget it
-    /// and free its credit.
+    /// and free its credit (unless it came back already).
     fn forget_incoming(&mut self, key: u64) {
         if let Some(inc) = self.incoming.remove(&key)
+            && !inc.credited
             && let Some(p) = self.producers.get_mut(&inc.link)
         {
             p.in_flight = p.in_flight.saturating_sub(1);
@@ -565,12 +625,27 @@ impl ConnectionActor {
         }
     }
 
-    /// An outcome for a sender's delivery: settle it and free its credit.
+    /// A sender's unsettled delivery moved on (hop-by-hop credit): free its
+    /// credit; it stays until its outcome returns.
+    fn credit_incoming(&mut self, key: u64) {
+        if let Some(inc) = self.incoming.get_mut(&key)
+            && !std::mem::replace(&mut inc.credited, true)
+            && let Some(p) = self.producers.get_mut(&inc.link)
+        {
+            p.in_flight = p.in_flight.saturating_sub(1);
+            p.credit_dirty = true;
+        }
+    }
+
+    /// An outcome for a sender's delivery: settle it and free its credit
+    /// (unless it came back already).
     fn settle_incoming(&mut self, key: u64, state: Option<DeliveryState>) {
         let Some(inc) = self.incoming.remove(&key) else {
             return;
         };
-        if let Some(p) = self.producers.get_mut(&inc.link) {
+        if !inc.credited
+            && let Some(p) = self.producers.get_mut(&inc.link)
+        {
             p.in_flight = p.in_flight.saturating_sub(1);
             p.credit_dirty = true;
         }
@@ -604,8 +679,12 @@ impl ConnectionActor {
         let consumer = self.consumers.get(&link).expect("checked above");
         consumer.counters.unsettled.fetch_sub(1, Relaxed);
         if !settled {
-            // Receiver settle mode second: the router settles at once.
-            let _ = self.engine.disposition(link, delivery_id, None, true);
+            // Receiver settle mode second: the router settles at once, with
+            // the outcome the consumer gave (a client waiting for the
+            // settling disposition's outcome reads it there).
+            let _ = self
+                .engine
+                .disposition(link, delivery_id, state.clone(), true);
         }
         if let Some(d) = d.settled_by_consumer((self.id, link), state, &mut self.returns) {
             // Resend released: another consumer may take it.
@@ -616,7 +695,7 @@ impl ConnectionActor {
 
     fn on_link_detached(&mut self, d: LinkDetached) {
         if let Some(p) = self.producers.remove(&d.link) {
-            tracing::info!(conn = %self.id, link = %d.name, "sender detached");
+            tracing::info!(conn = %self.id, link = %d.name, transfers_beyond_credit = p.beyond_credit, "sender detached");
             if let Some(Partial::Streaming { stream, .. }) = &p.partial {
                 stream.abort();
             }
@@ -679,7 +758,17 @@ impl ConnectionActor {
         let settled_on_wire = l.snd_settle_mode() == SenderSettleMode::Settled;
         c.counters.credit.store(credit as u32, Relaxed);
         while room > 0 && !self.streaming_links.contains(&link) {
-            let Some(d) = c.queue.pop_front() else { break };
+            let Some(mut d) = c.queue.pop_front() else {
+                break;
+            };
+            // Leaving the queue: out of the window, or moving on past it.
+            match c.credited.checked_sub(1) {
+                Some(n) => {
+                    c.credited = n;
+                    c.credited_bytes = c.credited_bytes.saturating_sub(d.message.len());
+                }
+                None => self.returns.credit(&mut d),
+            }
             c.counters.undelivered.fetch_sub(1, Relaxed);
             let context = self.next_context;
             self.next_context += 1;
@@ -742,6 +831,7 @@ impl ConnectionActor {
                 self.in_flight.insert(context, (link, d));
             }
         }
+        credit_window(c, &mut self.returns);
     }
 
     /// More of a streaming delivery arrived (or it ended): send it on.
@@ -911,6 +1001,20 @@ impl ConnectionActor {
     }
 }
 
+/// Gives back the senders' credit of the deliveries queued for consumer `c`
+/// that fit its window (the first `capacity` of its queue, within
+/// [`LINK_WINDOW_BYTES`]): the router
+/// holds them for the consumer, so their senders may send more. The rest
+/// wait for room as the consumer takes deliveries.
+fn credit_window(c: &mut Consumer, returns: &mut OutcomeBatch) {
+    while c.credited < c.capacity.min(c.queue.len()) && c.credited_bytes < LINK_WINDOW_BYTES {
+        let d = &mut c.queue[c.credited];
+        returns.credit(d);
+        c.credited_bytes += d.message.len();
+        c.credited += 1;
+    }
+}
+
 /// A delivery as it leaves its ingress connection for its address.
 pub(super) fn routed(
     address: Arc<str>,
@@ -936,6 +1040,7 @@ pub(super) fn routed(
         ingress_sequence: 0,
         resend: false,
         resent_from: None,
+        credited: false,
         reach: Reach::Tree,
         outcome_sent: false,
     }
@@ -1037,6 +1142,9 @@ impl Handler<Flush> for ConnectionActor {
 impl Handler<Returned> for ConnectionActor {
     type Result = ();
     fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
+        for key in msg.moved {
+            self.credit_incoming(key);
+        }
         for (key, state) in msg.outcomes {
             self.settle_incoming(key, state);
         }
