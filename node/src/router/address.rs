@@ -174,12 +174,32 @@ struct Producer {
     notify: Recipient<PathState>,
 }
 
-/// Counters of what an address did, read by management and metrics later.
+/// Counters of what an address did, read by management (`router.address`)
+/// through the read model; written only by the address's actor.
 #[derive(Debug, Default)]
 pub struct AddressStats {
+    /// Deliveries handed to a consumer or a neighbour.
     pub delivered: std::sync::atomic::AtomicU64,
     pub released_no_consumer: std::sync::atomic::AtomicU64,
     pub dropped_presettled: std::sync::atomic::AtomicU64,
+    /// Deliveries that entered the router here from a local sender
+    /// (qdrouterd `deliveriesIngress`; given-back ones are not counted again).
+    pub ingress: std::sync::atomic::AtomicU64,
+    /// Deliveries that arrived from a neighbour router.
+    pub from_mesh: std::sync::atomic::AtomicU64,
+    /// Deliveries handed to local consumers (`deliveriesEgress`).
+    pub egress: std::sync::atomic::AtomicU64,
+    /// Deliveries that arrived from a neighbour and went on to another
+    /// (`deliveriesTransit`).
+    pub transit: std::sync::atomic::AtomicU64,
+    /// Deliveries sent to neighbours.
+    pub to_mesh: std::sync::atomic::AtomicU64,
+    /// Local consumer links now (`subscriberCount`).
+    pub subscribers: std::sync::atomic::AtomicU32,
+    /// Remote routers with consumers now (`remoteCount`).
+    pub remote: std::sync::atomic::AtomicU32,
+    /// The address's distribution, fixed when its actor started.
+    pub distribution: std::sync::OnceLock<Distribution>,
 }
 
 pub struct AddressActor {
@@ -521,6 +541,13 @@ impl AddressActor {
         batches.resize_with(self.consumers.len(), Vec::new);
         let mut remote_batches: Vec<(Recipient<PeerDeliver>, Vec<RoutedDelivery>)> = Vec::new();
         for mut d in deliveries {
+            if d.fanout.is_none() && d.tried.is_empty() && d.released_by.is_empty() && !d.resend {
+                if d.visited.is_empty() {
+                    self.stats.ingress.fetch_add(1, Relaxed);
+                } else {
+                    self.stats.from_mesh.fetch_add(1, Relaxed);
+                }
+            }
             if self.distribution == Distribution::Multicast
                 && (d.fanout.is_none() || matches!(d.reach, Reach::Toward(_)))
             {
@@ -562,6 +589,9 @@ impl AddressActor {
         }
         for (peer, batch) in remote_batches {
             self.stats.delivered.fetch_add(batch.len() as u64, Relaxed);
+            self.stats.to_mesh.fetch_add(batch.len() as u64, Relaxed);
+            let transit = batch.iter().filter(|d| !d.visited.is_empty()).count();
+            self.stats.transit.fetch_add(transit as u64, Relaxed);
             peer.do_send(PeerDeliver(batch));
         }
         if !stalled.is_empty() {
@@ -572,6 +602,7 @@ impl AddressActor {
                 continue;
             }
             self.stats.delivered.fetch_add(batch.len() as u64, Relaxed);
+            self.stats.egress.fetch_add(batch.len() as u64, Relaxed);
             let c = &self.consumers[i];
             c.deliver.do_send(Deliver {
                 link: c.link,
@@ -654,6 +685,10 @@ impl Handler<AttachConsumer> for AddressActor {
             counters: msg.counters,
             capacity: msg.capacity,
         });
+        self.stats.subscribers.store(
+            self.consumers.len() as u32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if first {
             if let Some(mesh) = &self.mesh {
                 mesh.add_local_address(&self.address);
@@ -671,6 +706,10 @@ impl Handler<DetachConsumer> for AddressActor {
         if self.cursor.local >= self.consumers.len() {
             self.cursor.local = 0;
         }
+        self.stats.subscribers.store(
+            self.consumers.len() as u32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let returned: Vec<RoutedDelivery> = msg
             .returned
             .into_iter()
@@ -724,6 +763,10 @@ impl Handler<MeshChanged> for AddressActor {
         }
         self.remote
             .sort_by(|a, b| (a.cost, &a.router).cmp(&(b.cost, &b.router)));
+        self.stats.remote.store(
+            self.remote.len() as u32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.remote_candidates = self
             .remote
             .iter()
@@ -784,7 +827,10 @@ pub struct AddressRegistry {
     /// on a standalone router; the mesh's arbiter (one entry) when the router
     /// is part of a mesh — see [`AddressRegistry::new`].
     workers: Vec<actix::dev::ArbiterHandle>,
-    table: crate::config::address::AddressTable,
+    /// The address table: replaced whole by management (CREATE or DELETE
+    /// of a `router.config.address`); addresses whose actor started
+    /// before keep their distribution.
+    table: std::sync::RwLock<Arc<crate::config::address::AddressTable>>,
     pub stats: DashMap<Arc<str>, Arc<AddressStats>>,
     mesh: Option<MeshHandle>,
 }
@@ -808,7 +854,7 @@ impl AddressRegistry {
         AddressRegistry {
             map: DashMap::new(),
             workers,
-            table,
+            table: std::sync::RwLock::new(Arc::new(table)),
             stats: DashMap::new(),
             mesh,
         }
@@ -823,7 +869,44 @@ impl AddressRegistry {
 
     /// The configured distribution of an address.
     pub fn distribution(&self, address: &str) -> Distribution {
-        self.table.lookup(address)
+        self.table().lookup(address)
+    }
+
+    /// The address table in force.
+    pub fn table(&self) -> Arc<crate::config::address::AddressTable> {
+        match self.table.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the address table (for addresses whose actor starts from
+    /// now on).
+    pub fn set_table(&self, table: crate::config::address::AddressTable) {
+        match self.table.write() {
+            Ok(mut t) => *t = Arc::new(table),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(table),
+        }
+    }
+
+    /// Every address with an actor, with its actor and counters.
+    pub fn addresses(&self) -> Vec<(Arc<str>, Arc<AddressStats>)> {
+        let mut all: Vec<(Arc<str>, Arc<AddressStats>)> = self
+            .stats
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Addresses with an actor.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     /// The actor of `address`, started on first use.
@@ -835,8 +918,9 @@ impl AddressRegistry {
         self.map
             .entry(key.clone())
             .or_insert_with(|| {
-                let distribution = self.table.lookup(address);
+                let distribution = self.table().lookup(address);
                 let stats = Arc::new(AddressStats::default());
+                let _ = stats.distribution.set(distribution);
                 self.stats.insert(key.clone(), stats.clone());
                 let worker = &self.workers[hash(address) % self.workers.len()];
                 let k = key.clone();

@@ -40,6 +40,7 @@ use crate::delivery::{
     ConnId, FastMap, FastSet, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap,
     Stream, StreamProgress,
 };
+use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use bote_amqp::{
     AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, ErrorScope, Event,
     IncomingTransfer, LinkConfig, LinkDetached, LinkId, MessageView, Role, SaslConfig,
@@ -82,6 +83,8 @@ struct Producer {
     credit_dirty: bool,
     /// The delivery whose frames are still arriving on this link.
     partial: Option<Partial>,
+    /// The link in the read model.
+    info: Arc<LinkInfo>,
 }
 
 /// A multi-frame delivery part-way in.
@@ -105,6 +108,8 @@ struct Consumer {
     counters: Arc<LinkCounters>,
     /// Routed here, waiting for the consumer's credit.
     queue: VecDeque<RoutedDelivery>,
+    /// The link in the read model.
+    info: Arc<LinkInfo>,
 }
 
 pub struct ConnectionActor {
@@ -142,6 +147,10 @@ pub struct ConnectionActor {
     /// its deliveries).
     returns_to: Option<Arc<Recipient<Returned>>>,
     closed: bool,
+    /// The connection in the read model (registered while the actor runs).
+    info: Arc<ConnectionInfo>,
+    /// A delivery crossed the connection since the last flush.
+    delivered: bool,
 }
 
 impl ConnectionActor {
@@ -175,6 +184,7 @@ impl ConnectionActor {
             .strip_annotations
             .annotates_outbound()
             .then(|| RouterAnnotations::new(&shared.router_id));
+        let info = Arc::new(ConnectionInfo::new(id, peer.clone()));
         ConnectionActor {
             id,
             peer,
@@ -200,6 +210,8 @@ impl ConnectionActor {
             me: None,
             returns_to: None,
             closed: false,
+            info,
+            delivered: false,
         }
     }
 
@@ -221,6 +233,8 @@ impl ConnectionActor {
             match event {
                 Event::Opened { remote } => {
                     tracing::info!(conn = %self.id, peer = %self.peer, container = %remote.container_id, "connection opened");
+                    let _ = self.info.container.set(remote.container_id.clone());
+                    self.info.opened.store(true, Relaxed);
                 }
                 Event::AttachRequested { link, attach } => self.on_attach(link, *attach),
                 Event::Flow { link, .. } => self.pump(link),
@@ -263,10 +277,12 @@ impl ConnectionActor {
                     tracing::info!(conn = %self.id, %mechanism, "SASL mechanism refused");
                     let _ = self.engine.sasl_outcome(false);
                 }
+                Event::SaslAuthenticated { mechanism } => {
+                    let _ = self.info.sasl.set(mechanism);
+                }
                 Event::SessionBegun { .. }
                 | Event::SessionEnded { .. }
-                | Event::LinkAttached { .. }
-                | Event::SaslAuthenticated { .. } => {}
+                | Event::LinkAttached { .. } => {}
             }
         }
     }
@@ -303,6 +319,14 @@ impl ConnectionActor {
                 let actor = address.as_ref().map(|a| self.shared.addresses.get(a));
                 tracing::info!(conn = %self.id, link = %attach.name, address = address.as_deref().unwrap_or("<anonymous>"), "sender attached");
                 let anonymous = actor.is_none();
+                let info = self.shared.model.add_link(
+                    &self.info,
+                    &attach.name,
+                    LinkDir::In,
+                    address.clone(),
+                    self.listener.link_capacity,
+                    None,
+                );
                 self.producers.insert(
                     link,
                     Producer {
@@ -313,6 +337,7 @@ impl ConnectionActor {
                         capacity: self.listener.link_capacity,
                         credit_dirty: anonymous,
                         partial: None,
+                        info,
                     },
                 );
                 if let Some(actor) = actor {
@@ -368,6 +393,14 @@ impl ConnectionActor {
                 let address: Arc<str> = Arc::from(address);
                 let actor = self.shared.addresses.get(&address);
                 let counters = Arc::new(LinkCounters::default());
+                let info = self.shared.model.add_link(
+                    &self.info,
+                    &attach.name,
+                    LinkDir::Out,
+                    Some(address.clone()),
+                    self.listener.link_capacity,
+                    Some(counters.clone()),
+                );
                 actor.do_send(AttachConsumer {
                     conn: self.id,
                     link,
@@ -382,6 +415,7 @@ impl ConnectionActor {
                         actor,
                         counters,
                         queue: VecDeque::new(),
+                        info,
                     },
                 );
             }
@@ -488,6 +522,9 @@ impl ConnectionActor {
         let key = self.next_key;
         self.next_key += 1;
         producer.in_flight += 1;
+        producer.info.stats.delivery(settled);
+        producer.info.in_flight.store(producer.in_flight, Relaxed);
+        self.delivered = true;
         self.incoming.insert(
             key,
             Incoming {
@@ -561,6 +598,7 @@ impl ConnectionActor {
             && let Some(p) = self.producers.get_mut(&inc.link)
         {
             p.in_flight = p.in_flight.saturating_sub(1);
+            p.info.in_flight.store(p.in_flight, Relaxed);
             p.credit_dirty = true;
         }
     }
@@ -572,7 +610,13 @@ impl ConnectionActor {
         };
         if let Some(p) = self.producers.get_mut(&inc.link) {
             p.in_flight = p.in_flight.saturating_sub(1);
+            p.info.in_flight.store(p.in_flight, Relaxed);
             p.credit_dirty = true;
+            if !inc.presettled {
+                p.info
+                    .stats
+                    .outcome(Some(state.as_ref().unwrap_or(&DeliveryState::Accepted)));
+            }
         }
         if !inc.presettled {
             let state = state.unwrap_or(DeliveryState::Accepted);
@@ -603,6 +647,7 @@ impl ConnectionActor {
         };
         let consumer = self.consumers.get(&link).expect("checked above");
         consumer.counters.unsettled.fetch_sub(1, Relaxed);
+        consumer.info.stats.outcome(state.as_ref());
         if !settled {
             // Receiver settle mode second: the router settles at once.
             let _ = self.engine.disposition(link, delivery_id, None, true);
@@ -627,6 +672,7 @@ impl ConnectionActor {
                 });
             }
             self.incoming.retain(|_, inc| inc.link != d.link);
+            self.shared.model.remove_link(&self.info, &p.info);
         }
         if let Some(mut c) = self.consumers.remove(&d.link) {
             tracing::info!(conn = %self.id, link = %d.name, address = %c.address, "receiver detached");
@@ -656,6 +702,7 @@ impl ConnectionActor {
             self.streaming_links.remove(&d.link);
             c.counters.undelivered.store(0, Relaxed);
             c.counters.unsettled.store(0, Relaxed);
+            self.shared.model.remove_link(&self.info, &c.info);
             c.actor.do_send(DetachConsumer {
                 conn: self.id,
                 link: d.link,
@@ -728,6 +775,8 @@ impl ConnectionActor {
                 continue;
             }
             room -= 1;
+            c.info.stats.delivery(d.presettled);
+            self.delivered = true;
             if let (Some(stream), Some(r), false) = (&d.stream, &read, complete) {
                 self.streaming
                     .insert(context, (link, stream.clone(), r.chunks.len()));
@@ -736,6 +785,9 @@ impl ConnectionActor {
             if d.presettled || settled_on_wire {
                 // Sent settled: done as far as the router is concerned.
                 let state = (!d.presettled).then_some(DeliveryState::Accepted);
+                if state.is_some() {
+                    c.info.stats.outcome(state.as_ref());
+                }
                 self.returns.push(d, state);
             } else {
                 c.counters.unsettled.fetch_add(1, Relaxed);
@@ -784,6 +836,9 @@ impl ConnectionActor {
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
+        if std::mem::take(&mut self.delivered) {
+            self.info.touched();
+        }
         for (actor, batch) in self.forwards.drain(..) {
             actor.do_send(Forward(batch));
         }
@@ -834,6 +889,7 @@ impl ConnectionActor {
             let threshold = (p.capacity / 4).max(1);
             if target > current && (target - current >= threshold || current == 0) {
                 let _ = self.engine.flow(*link, target, false);
+                p.info.credit.store(target, Relaxed);
             } else if target > current {
                 p.credit_dirty = true;
             }
@@ -960,6 +1016,7 @@ impl Actor for ConnectionActor {
         self.me = Some(ctx.address());
         self.returns_to = Some(Arc::new(ctx.address().recipient()));
         self.shared.connections.insert(self.id, ctx.address());
+        self.shared.model.add_connection(self.info.clone());
         let Some(socket) = self.socket.take() else {
             ctx.stop();
             return;
@@ -1003,6 +1060,7 @@ impl Actor for ConnectionActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.shared.connections.remove(&self.id);
+        self.shared.model.remove_connection(self.id);
         tracing::debug!(conn = %self.id, peer = %self.peer, "connection actor stopped");
     }
 }

@@ -28,6 +28,7 @@ pub mod annotations;
 pub mod connection;
 pub mod link;
 pub mod listener;
+pub mod management;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -54,16 +55,17 @@ pub struct Shared {
     next_worker: AtomicUsize,
     next_conn: AtomicU64,
     next_dynamic: AtomicU64,
-    /// Presettled deliveries dropped for want of a consumer.
-    pub dropped_presettled: AtomicU64,
+    /// The connections and links with their counters (management, HTTP).
+    pub model: crate::model::ReadModel,
     /// Set when graceful shutdown begins: deliveries still unsettled are
     /// then returned to their senders as released.
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// The mesh (routes, remote addresses, peers; local-address hooks), when
     /// inter-router listeners or connectors are configured.
     pub mesh: Option<crate::mesh::MeshHandle>,
-    /// Every listener once bound (AMQP, then inter-router).
-    listeners: OnceLock<Vec<ListenerState>>,
+    /// The listeners and connectors in force (configured, or created by
+    /// management since).
+    configured: std::sync::Mutex<management::Configured>,
     /// Where the state is written as it changes (`boted --state-file`).
     state_file: OnceLock<StateFile>,
 }
@@ -84,7 +86,15 @@ impl Shared {
     pub fn state(&self) -> RouterState {
         let mut state = RouterState {
             router: self.router_id.clone(),
-            listeners: self.listeners.get().cloned().unwrap_or_default(),
+            listeners: self
+                .configured()
+                .listeners
+                .iter()
+                .map(|l| ListenerState {
+                    role: l.config.role,
+                    bound: l.bound,
+                })
+                .collect(),
             ..RouterState::default()
         };
         if let Some(mesh) = &self.mesh {
@@ -110,6 +120,11 @@ impl Shared {
                 .collect();
         }
         state
+    }
+
+    /// The listeners changed (management): the state file says so.
+    fn publish_listeners(&self) {
+        self.publish_state();
     }
 
     /// Writes the state file, if there is one (the state changed).
@@ -198,7 +213,6 @@ impl RouterData {
 /// A running router.
 pub struct Router {
     pub shared: Arc<Shared>,
-    listeners: Vec<Addr<ListenerActor>>,
     /// The bound address of each listener, in config order.
     pub bound: Vec<SocketAddr>,
     arbiters: Vec<Arbiter>,
@@ -242,10 +256,10 @@ impl Router {
             next_worker: AtomicUsize::new(0),
             next_conn: AtomicU64::new(0),
             next_dynamic: AtomicU64::new(0),
-            dropped_presettled: AtomicU64::new(0),
+            model: crate::model::ReadModel::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             mesh,
-            listeners: OnceLock::new(),
+            configured: std::sync::Mutex::new(management::Configured::default()),
             state_file: OnceLock::new(),
         });
         if let Some(mesh) = &shared.mesh {
@@ -253,7 +267,7 @@ impl Router {
                 shared: Arc::downgrade(&shared),
             }));
         }
-        let mut listeners = Vec::new();
+        let mut listeners: Vec<management::ListenerEntry> = Vec::new();
         let mut bound = Vec::new();
         // Inter-router listeners are the mesh's (gRPC), started above.
         for l in config
@@ -268,25 +282,40 @@ impl Router {
             let local = tcp.local_addr()?;
             tracing::info!(router = %shared.router_id, "listening on {local} (amqp, {} workers)", threads);
             bound.push(local);
-            listeners.push(ListenerActor::new(l.clone(), tcp, shared.clone()).start());
+            listeners.push(management::ListenerEntry {
+                config: l.clone(),
+                bound: local,
+                actor: Some(ListenerActor::new(l.clone(), tcp, shared.clone()).start()),
+            });
         }
         let inter_router = shared.mesh.iter().flat_map(|m| m.bound.iter());
-        let _ = shared.listeners.set(
-            bound
+        let configs = config
+            .listeners
+            .iter()
+            .filter(|l| l.role == Role::InterRouter);
+        for (&bound, l) in inter_router.zip(configs) {
+            listeners.push(management::ListenerEntry {
+                config: l.clone(),
+                bound,
+                actor: None,
+            });
+        }
+        {
+            let mut configured = shared.configured();
+            configured.listeners = listeners;
+            configured.connectors = config
+                .connectors
                 .iter()
-                .map(|&bound| ListenerState {
-                    role: Role::Normal,
-                    bound,
-                })
-                .chain(inter_router.map(|&bound| ListenerState {
-                    role: Role::InterRouter,
-                    bound,
-                }))
-                .collect(),
-        );
+                .filter(|c| c.role == Role::InterRouter)
+                .cloned()
+                .collect();
+        }
+        let management_arbiter = Arbiter::new();
+        management::start(shared.clone(), &management_arbiter.handle());
+        let mut arbiters = arbiters;
+        arbiters.push(management_arbiter);
         Ok(Router {
             shared,
-            listeners,
             bound,
             arbiters,
             config: in_force,
@@ -371,7 +400,14 @@ impl Router {
         {
             tracing::warn!("{e}");
         }
-        for l in &self.listeners {
+        let listeners: Vec<Addr<ListenerActor>> = self
+            .shared
+            .configured()
+            .listeners
+            .iter()
+            .filter_map(|l| l.actor.clone())
+            .collect();
+        for l in &listeners {
             let _ = l.send(StopAccepting).await;
         }
         let conns: Vec<Addr<ConnectionActor>> = self
