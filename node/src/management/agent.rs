@@ -437,10 +437,10 @@ mod tests {
         let cases: Vec<(Request, u16, &str)> = vec![
             (
                 request("QUERY", |r| {
-                    r.entity_type = Some("org.apache.qpid.dispatch.allocator".into())
+                    r.entity_type = Some("org.apache.qpid.dispatch.policy".into())
                 }),
                 404,
-                "unknown entity type 'org.apache.qpid.dispatch.allocator'",
+                "unknown entity type 'org.apache.qpid.dispatch.policy'",
             ),
             (
                 request("QUERY", |r| {

@@ -306,6 +306,20 @@ pub const CONFIG_ADDRESS: EntityType = EntityType {
     operations: &["CREATE", "READ", "DELETE", "QUERY"],
 };
 
+/// qdrouterd's memory pools. Bote has none, so a QUERY returns no rows
+/// (and `qdstat -m` says "No memory statistics available").
+pub const ALLOCATOR: EntityType = EntityType {
+    short: "allocator",
+    name: "org.apache.qpid.dispatch.allocator",
+    extends: OPERATIONAL,
+    attributes: &[
+        "name", "identity", "type", "typeName", "typeSize", "transferBatchSize",
+        "localFreeListMax", "globalFreeListMax", "totalAllocFromHeap", "totalFreeToHeap",
+        "heldByThreads", "batchesRebalancedToThreads", "batchesRebalancedToGlobal",
+    ],
+    operations: READ_ONLY,
+};
+
 /// Every type, in the order GET-TYPES lists them.
 pub const ENTITY_TYPES: &[&EntityType] = &[
     &ROUTER,
@@ -316,6 +330,7 @@ pub const ENTITY_TYPES: &[&EntityType] = &[
     &LISTENER,
     &CONNECTOR,
     &CONFIG_ADDRESS,
+    &ALLOCATOR,
 ];
 
 /// The type named `name`, long (`org.apache.qpid.dispatch.connection`) or
@@ -345,6 +360,6 @@ mod tests {
                 t.name
             );
         }
-        assert_eq!(lookup("org.apache.qpid.dispatch.allocator"), None);
+        assert_eq!(lookup("org.apache.qpid.dispatch.policy"), None);
     }
 }
