@@ -485,7 +485,31 @@ impl Shared {
             }
         }
         let topo = topo_address(&self.router_id);
-        for (address, stats) in self.addresses.addresses() {
+        let local = self.addresses.addresses();
+        // Addresses known only from the mesh (consumers elsewhere, no
+        // actor here yet) are listed too, as qdrouterd lists them.
+        if let Some(view) = &view {
+            for (address, routers) in &view.addresses {
+                if local
+                    .binary_search_by(|(a, _)| (**a).cmp(address.as_str()))
+                    .is_ok()
+                {
+                    continue;
+                }
+                out.push(Box::new(AddressEntity {
+                    key: address_key(&self.router_id, address.as_str()),
+                    distribution: self
+                        .addresses
+                        .distribution(address.as_str())
+                        .as_str()
+                        .to_owned(),
+                    stats: None,
+                    in_process: false,
+                    remote_routers: routers.iter().map(|r| r.as_str().to_owned()).collect(),
+                }));
+            }
+        }
+        for (address, stats) in local {
             let remote_routers = view
                 .as_ref()
                 .and_then(|v| v.addresses.get(&bote_topology::Address::from(&*address)))
@@ -994,6 +1018,16 @@ impl Handler<Deliver> for ManagementActor {
             self.request(d, ctx);
         }
     }
+}
+
+/// Asks the node whether it answers (`/healthz`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for ManagementActor {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _ctx: &mut Context<Self>) {}
 }
 
 /// Outcomes of the replies: nothing to do (a reply nobody takes is gone).

@@ -66,6 +66,8 @@ pub struct Shared {
     /// The listeners and connectors in force (configured, or created by
     /// management since).
     configured: std::sync::Mutex<management::Configured>,
+    /// Where the HTTP API listens, once it does.
+    http: OnceLock<SocketAddr>,
     /// Where the state is written as it changes (`boted --state-file`).
     state_file: OnceLock<StateFile>,
 }
@@ -95,6 +97,7 @@ impl Shared {
                     bound: l.bound,
                 })
                 .collect(),
+            http: self.http.get().copied(),
             ..RouterState::default()
         };
         if let Some(mesh) = &self.mesh {
@@ -120,6 +123,18 @@ impl Shared {
                 .collect();
         }
         state
+    }
+
+    /// The HTTP API is up at `bound` (the state file says so).
+    pub fn set_http(&self, bound: SocketAddr) {
+        if self.http.set(bound).is_ok() {
+            self.publish_state();
+        }
+    }
+
+    /// Inter-router connectors in force.
+    pub fn connector_count(&self) -> usize {
+        self.configured().connectors.len()
     }
 
     /// The listeners changed (management): the state file says so.
@@ -213,6 +228,8 @@ impl RouterData {
 /// A running router.
 pub struct Router {
     pub shared: Arc<Shared>,
+    /// The management node (`$management`).
+    pub management: Addr<management::ManagementActor>,
     /// The bound address of each listener, in config order.
     pub bound: Vec<SocketAddr>,
     arbiters: Vec<Arbiter>,
@@ -260,6 +277,7 @@ impl Router {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             mesh,
             configured: std::sync::Mutex::new(management::Configured::default()),
+            http: OnceLock::new(),
             state_file: OnceLock::new(),
         });
         if let Some(mesh) = &shared.mesh {
@@ -311,15 +329,24 @@ impl Router {
                 .collect();
         }
         let management_arbiter = Arbiter::new();
-        management::start(shared.clone(), &management_arbiter.handle());
+        let management = management::start(shared.clone(), &management_arbiter.handle());
         let mut arbiters = arbiters;
         arbiters.push(management_arbiter);
         Ok(Router {
             shared,
+            management,
             bound,
             arbiters,
             config: in_force,
         })
+    }
+
+    /// The arbiter the management node (and the HTTP API) run on.
+    pub fn management_arbiter(&self) -> ArbiterHandle {
+        self.arbiters
+            .last()
+            .expect("the management arbiter is started with the router")
+            .handle()
     }
 
     /// The configuration in force.
