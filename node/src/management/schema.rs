@@ -187,6 +187,8 @@ pub const ADDRESS: EntityType = EntityType {
     operations: READ_ONLY,
 };
 
+/// `linkCosts` (neighbour -> link cost) is Bote's addition: qdrouterd's
+/// `linkState` names the neighbours only.
 pub const NODE: EntityType = EntityType {
     short: "router.node",
     name: "org.apache.qpid.dispatch.router.node",
@@ -206,6 +208,7 @@ pub const NODE: EntityType = EntityType {
         "cost",
         "lastTopoChange",
         "index",
+        "linkCosts",
     ],
     operations: READ_ONLY,
 };

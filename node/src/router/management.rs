@@ -306,7 +306,7 @@ impl Entity for AddressEntity {
 struct NodeEntity {
     id: String,
     index: usize,
-    link_state: Vec<String>,
+    link_state: Vec<(String, u32)>,
     next_hop: Option<String>,
     cost: Option<u32>,
     valid_origins: Vec<String>,
@@ -321,7 +321,13 @@ impl Entity for NodeEntity {
         match attribute {
             "id" => text(&self.id),
             "protocolVersion" => long(1),
-            "linkState" => Value::List(self.link_state.iter().map(text).collect()),
+            "linkState" => Value::List(self.link_state.iter().map(|(r, _)| text(r)).collect()),
+            "linkCosts" => Value::Map(
+                self.link_state
+                    .iter()
+                    .map(|(r, c)| (text(r), long(*c)))
+                    .collect(),
+            ),
             "nextHop" => opt_text(self.next_hop.as_deref()),
             "validOrigins" => Value::List(self.valid_origins.iter().map(text).collect()),
             "address" => text(format!("amqp:/{}", topo_address(&self.id))),
@@ -551,7 +557,7 @@ impl Shared {
                 link_state: topology
                     .neighbours(router)
                     .into_iter()
-                    .map(|(r, _)| r.as_str().to_owned())
+                    .map(|(r, c)| (r.as_str().to_owned(), c))
                     .collect(),
                 next_hop: if router == me {
                     Some("(self)".into())
