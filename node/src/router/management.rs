@@ -99,11 +99,17 @@ fn long(v: impl TryInto<i64>) -> Value {
     Value::Long(v.try_into().unwrap_or(i64::MAX))
 }
 
-/// Common attributes: `name`, `identity`, `type`.
-fn base(attribute: &str, ty: &EntityType, name: &str, identity: &str) -> Option<Value> {
+/// Common attributes: `name`, `identity`, `type` (the name and identity are
+/// made only when asked for: a QUERY reads many attributes of many rows).
+fn base(
+    attribute: &str,
+    ty: &EntityType,
+    name: impl FnOnce() -> String,
+    identity: impl FnOnce() -> String,
+) -> Option<Value> {
     match attribute {
-        "name" => Some(text(name)),
-        "identity" => Some(text(identity)),
+        "name" => Some(Value::String(name())),
+        "identity" => Some(Value::String(identity())),
         "type" => Some(text(ty.name)),
         _ => None,
     }
@@ -127,8 +133,8 @@ struct RouterEntity {
 impl Entity for RouterEntity {
     fn get(&self, attribute: &str) -> Value {
         let ty = &schema::ROUTER;
-        let identity = format!("router/{}", self.id);
-        if let Some(v) = base(attribute, ty, &identity, &identity) {
+        let identity = || format!("router/{}", self.id);
+        if let Some(v) = base(attribute, ty, identity, identity) {
             return v;
         }
         let t = &self.totals;
@@ -175,12 +181,11 @@ struct ConnectionEntity(Arc<ConnectionInfo>, u64);
 impl Entity for ConnectionEntity {
     fn get(&self, attribute: &str) -> Value {
         let c = &self.0;
-        let identity = c.id.0.to_string();
         if let Some(v) = base(
             attribute,
             &schema::CONNECTION,
-            &format!("connection/{}", c.host),
-            &identity,
+            || format!("connection/{}", c.host),
+            || c.id.0.to_string(),
         ) {
             return v;
         }
@@ -216,7 +221,12 @@ struct LinkEntity {
 impl Entity for LinkEntity {
     fn get(&self, attribute: &str) -> Value {
         let l = &self.link;
-        if let Some(v) = base(attribute, &schema::LINK, &l.name, &l.id.to_string()) {
+        if let Some(v) = base(
+            attribute,
+            &schema::LINK,
+            || l.name.clone(),
+            || l.id.to_string(),
+        ) {
             return v;
         }
         let counters: Option<&LinkCounters> = l.counters.as_deref();
@@ -267,7 +277,12 @@ struct AddressEntity {
 
 impl Entity for AddressEntity {
     fn get(&self, attribute: &str) -> Value {
-        if let Some(v) = base(attribute, &schema::ADDRESS, &self.key, &self.key) {
+        if let Some(v) = base(
+            attribute,
+            &schema::ADDRESS,
+            || self.key.clone(),
+            || self.key.clone(),
+        ) {
             return v;
         }
         let count = |f: fn(&AddressStats) -> u64| long(self.stats.as_deref().map_or(0, f));
@@ -314,8 +329,8 @@ struct NodeEntity {
 
 impl Entity for NodeEntity {
     fn get(&self, attribute: &str) -> Value {
-        let identity = format!("router.node/{}", self.id);
-        if let Some(v) = base(attribute, &schema::NODE, &identity, &identity) {
+        let identity = || format!("router.node/{}", self.id);
+        if let Some(v) = base(attribute, &schema::NODE, identity, identity) {
             return v;
         }
         match attribute {
@@ -353,7 +368,12 @@ struct ListenerEntity {
 
 impl Entity for ListenerEntity {
     fn get(&self, attribute: &str) -> Value {
-        if let Some(v) = base(attribute, &schema::LISTENER, &self.name, &self.name) {
+        if let Some(v) = base(
+            attribute,
+            &schema::LISTENER,
+            || self.name.clone(),
+            || self.name.clone(),
+        ) {
             return v;
         }
         let c = &self.config;
@@ -385,7 +405,12 @@ struct ConnectorEntity(ConnectorConfig);
 impl Entity for ConnectorEntity {
     fn get(&self, attribute: &str) -> Value {
         let c = &self.0;
-        if let Some(v) = base(attribute, &schema::CONNECTOR, &c.name, &c.name) {
+        if let Some(v) = base(
+            attribute,
+            &schema::CONNECTOR,
+            || c.name.clone(),
+            || c.name.clone(),
+        ) {
             return v;
         }
         match attribute {
@@ -414,7 +439,12 @@ struct ConfigAddressEntity {
 
 impl Entity for ConfigAddressEntity {
     fn get(&self, attribute: &str) -> Value {
-        if let Some(v) = base(attribute, &schema::CONFIG_ADDRESS, &self.name, &self.name) {
+        if let Some(v) = base(
+            attribute,
+            &schema::CONFIG_ADDRESS,
+            || self.name.clone(),
+            || self.name.clone(),
+        ) {
             return v;
         }
         match attribute {
@@ -964,8 +994,19 @@ impl ManagementActor {
         }
         d.return_to_sender(Some(DeliveryState::Accepted));
         tracing::debug!(operation = ?request.operation, r#type = ?request.type_name, entity_type = ?request.entity_type, "management request");
+        let started = std::time::Instant::now();
         match agent::handle(self.shared.as_ref(), &request) {
-            Step::Reply(reply) => self.send(&request, &reply),
+            Step::Reply(reply) => {
+                let answered = started.elapsed();
+                self.send(&request, &reply);
+                tracing::debug!(
+                    operation = ?request.operation,
+                    status = reply.status,
+                    answered_us = answered.as_micros() as u64,
+                    encoded_and_routed_us = (started.elapsed() - answered).as_micros() as u64,
+                    "management request answered"
+                );
+            }
             Step::Change(change) => {
                 let shared = self.shared.clone();
                 ctx.spawn(
