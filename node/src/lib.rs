@@ -3,10 +3,15 @@
 //! typed configuration ([`config`]), the router's actors ([`router`]), its
 //! place in a mesh of routers ([`mesh`]), the delivery types the two carry
 //! ([`delivery`]), and the state it reports to tests and tools ([`state`]). The command line (`botectl`) is a crate of its own.
-//! Management and telemetry come with later issues.
+//! The read model of counters ([`model`]) and AMQP management
+//! ([`management`]) serve `qdstat`, `qdmanage`, `botectl` and the HTTP API
+//! ([`http`]).
 
 pub mod config;
 pub mod delivery;
+pub mod http;
+pub mod management;
 pub mod mesh;
+pub mod model;
 pub mod router;
 pub mod state;

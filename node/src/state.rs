@@ -66,6 +66,8 @@ pub struct RouterState {
     pub routes: BTreeMap<String, RouteState>,
     /// Address -> the other routers with consumers for it.
     pub addresses: BTreeMap<String, Vec<String>>,
+    /// Where the HTTP API listens, once it does.
+    pub http: Option<SocketAddr>,
 }
 
 impl RouterState {
@@ -87,6 +89,7 @@ impl RouterState {
             "addresses": self.addresses.iter().map(|(a, routers)| {
                 (a.clone(), json!(routers))
             }).collect::<serde_json::Map<_, _>>(),
+            "http": self.http.map(|h| json!({"host": h.ip().to_string(), "port": h.port()})),
         })
     }
 }

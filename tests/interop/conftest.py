@@ -45,7 +45,8 @@ class Router:
         self.state_file = os.path.join(self.dir, "state.json")
         with open(self.config, "w") as f:
             f.write(
-                f'[router]\nid = "{name}"\nworkers = 2\nlog-level = "info"\n{router_extra}\n'
+                f'[router]\nid = "{name}"\nworkers = 2\nlog-level = "info"\n'
+                f'http = "127.0.0.1:0"\n{router_extra}\n'
                 f'[[listener]]\nhost = "127.0.0.1"\nport = 0\n{extra_listener}\n'
                 f"{addresses}\n"
             )
@@ -82,6 +83,8 @@ class Router:
         self.port = ports["normal"]
         self.inter_router_port = ports.get("inter-router")
         self.url = f"amqp://127.0.0.1:{self.port}"
+        http = state.get("http")
+        self.http_url = f"http://127.0.0.1:{http['port']}" if http else None
         self.host = "127.0.0.1"
 
     def state(self):

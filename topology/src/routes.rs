@@ -155,6 +155,21 @@ impl Topology {
         self.graph.edge_count()
     }
 
+    /// The neighbours of `router` (both ends list the link), with the
+    /// link's cost, in id order: its link state as management shows it.
+    pub fn neighbours(&self, router: &RouterId) -> Vec<(RouterId, Cost)> {
+        let Some(i) = self.index_of(router) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(RouterId, Cost)> = self
+            .graph
+            .edges(NodeIndex::new(i as usize))
+            .map(|e| (self.nodes[e.target().index()].clone(), *e.weight()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The petgraph graph (node weights empty; index `i` is `routers()[i]`).
     pub fn graph(&self) -> &UnGraph<(), Cost, u32> {
         &self.graph

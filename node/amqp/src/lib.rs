@@ -46,6 +46,7 @@ mod error;
 mod event;
 mod frame;
 mod link;
+pub mod management;
 mod message;
 mod performatives;
 mod sasl;

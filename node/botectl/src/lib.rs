@@ -10,8 +10,12 @@
 //!   state file; the bench's `--spawn` and bote-node's integration tests
 //!   start routers through it.
 //!
-//! Management (`stat`, `manage`), topology and deployment (`up`/`down`)
-//! commands join here with the issues that bring them.
+//! - [`manage`]: `botectl stat`, `manage` and `topology`, a management
+//!   client of any router (and, through the mesh, of any other).
+//!
+//! Deployment (`up`/`down`) commands join here with the issue that brings
+//! them.
 
 pub mod bench;
+pub mod manage;
 pub mod spawn;

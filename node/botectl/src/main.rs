@@ -1,10 +1,12 @@
-//! `botectl`: the Bote command line. Today it has `bench` (throughput and
-//! latency, directly or through routers); `stat`, `topology`, `send` and
-//! `recv` join as subcommands of [`Command`] with the router and mesh issues.
+//! `botectl`: the Bote command line: `stat`, `manage` and `topology`
+//! (management of any router of a mesh) and `bench` (throughput and
+//! latency, directly or through routers); `send` and `recv` join as
+//! subcommands of [`Command`] later.
 
 use std::process::ExitCode;
 
 use botectl::bench::{self, BenchOptions};
+use botectl::manage::cli::{self, ManageOptions, StatOptions, TopologyOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -23,6 +25,14 @@ enum Command {
     /// `addresses` (started by the bench itself).
     #[command(hide = true)]
     ScaleAcceptor,
+    /// Router statistics like qdstat: -g general, -c connections, -l links,
+    /// -a addresses, -n routers of the mesh (--json for JSON).
+    Stat(StatOptions),
+    /// Query, read, create, update or delete entities (qdrouterd's types).
+    Manage(ManageOptions),
+    /// The mesh: routers, links and costs (table, DOT or JSON), from a
+    /// router or from a bote-sim scenario.
+    Topology(TopologyOptions),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +46,22 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Stat(options) => print_or_fail("stat", cli::stat(&options)),
+        Command::Manage(options) => print_or_fail("manage", cli::manage(&options)),
+        Command::Topology(options) => print_or_fail("topology", cli::topology(&options)),
+    }
+}
+
+fn print_or_fail(command: &str, result: Result<String, botectl::manage::ManageError>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("botectl {command}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -139,6 +139,8 @@ impl RouterSpec {
             config.push_str(&format!("workers = {workers}\n"));
         }
         config.push_str("log-level = \"info\"\n");
+        // Each router's HTTP API on a port of its own.
+        config.push_str("http = \"127.0.0.1:0\"\n");
         if let Some((interval, timeout)) = self.hello {
             config.push_str(&format!(
                 "hello-interval-ms = {interval}\nhello-timeout-ms = {timeout}\n"
@@ -180,6 +182,13 @@ pub struct ListenerState {
     pub port: u16,
 }
 
+/// The HTTP API's address as the state file reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HttpState {
+    pub host: String,
+    pub port: u16,
+}
+
 /// A route as the state file reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct RouteState {
@@ -196,6 +205,9 @@ pub struct RouterState {
     pub routes: BTreeMap<String, RouteState>,
     /// Address -> the other routers with consumers for it.
     pub addresses: BTreeMap<String, Vec<String>>,
+    /// Where the HTTP API listens (absent when it is off).
+    #[serde(default)]
+    pub http: Option<HttpState>,
     /// Writes of this run, from 1.
     pub sequence: u64,
     /// When the snapshot was taken, in seconds since the Unix epoch.
@@ -506,6 +518,7 @@ mod tests {
         assert_eq!(
             text,
             "[router]\nid = \"R.B\"\nworkers = 2\nlog-level = \"info\"\n\
+             http = \"127.0.0.1:0\"\n\
              hello-interval-ms = 100\nhello-timeout-ms = 400\n\
              \n[[listener]]\nhost = \"127.0.0.1\"\nport = 0\nrole = \"normal\"\n\
              strip-annotations = \"no\"\n\

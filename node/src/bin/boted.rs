@@ -94,7 +94,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let system = actix_rt::System::new();
     system.block_on(async move {
+        let http = config.router.http_address();
         let mut router = Router::start(config).await?;
+        if let Some(address) = http {
+            match bote_node::http::start(&router, address).await {
+                Ok(bound) => tracing::info!("http api on http://{bound}"),
+                Err(e) => tracing::warn!("http api not started: cannot bind {address}: {e}"),
+            }
+        }
         if let Some(file) = state_file {
             router.write_state_to(file);
         }

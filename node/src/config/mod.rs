@@ -106,6 +106,11 @@ pub struct RouterConfig {
     /// (qdrouterd `defaultDistribution`). Default `balanced`.
     #[serde(alias = "defaultDistribution")]
     pub default_distribution: Distribution,
+    /// Where the HTTP API (`/healthz`, `/readyz`, `/api/v1/...`) listens:
+    /// `host:port` (port 0 picks one), or `"off"`. Default
+    /// `127.0.0.1:8672`. A port in use is logged and the router runs
+    /// without HTTP.
+    pub http: String,
 }
 
 impl Default for RouterConfig {
@@ -117,11 +122,23 @@ impl Default for RouterConfig {
             hello_interval_ms: 1000,
             hello_timeout_ms: 3000,
             default_distribution: Distribution::Balanced,
+            http: DEFAULT_HTTP.to_owned(),
         }
     }
 }
 
+/// The HTTP API's default address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8672";
+
 impl RouterConfig {
+    /// The HTTP API's address, or `None` when it is off.
+    pub fn http_address(&self) -> Option<std::net::SocketAddr> {
+        match self.http.trim() {
+            "off" | "" => None,
+            text => text.parse().ok(),
+        }
+    }
+
     /// The number of worker threads to start: `workers`, or the number of
     /// cores when it is 0.
     pub fn worker_threads(&self) -> usize {
@@ -575,6 +592,15 @@ impl RawConfig {
             ));
         }
         check_log_level(&router.log_level).map_err(|m| Problem::new(r("log-level"), m))?;
+        if router.http_address().is_none() && !matches!(router.http.trim(), "off" | "") {
+            return Err(Problem::new(
+                r("http"),
+                format!(
+                    "\"{}\" is not host:port (an IP address and a port, e.g. \"127.0.0.1:8672\") or \"off\"",
+                    router.http
+                ),
+            ));
+        }
         if router.hello_interval_ms == 0 {
             return Err(Problem::new(r("hello-interval-ms"), "must be at least 1"));
         }

@@ -84,6 +84,7 @@ fn router_changes(running: &Config, new: &Config, out: &mut Vec<String>) {
         a.default_distribution.to_string(),
         b.default_distribution.to_string(),
     );
+    field("http", format!("{:?}", a.http), format!("{:?}", b.http));
 }
 
 fn listener_label(l: &ListenerConfig) -> String {

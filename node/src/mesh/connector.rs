@@ -71,8 +71,23 @@ impl Backoff {
 
 /// Starts the connector's task on the current actix arbiter; it dials with
 /// the cost in `cost` at each attempt (`config.cost` is only its first value).
-pub fn start(config: ConnectorConfig, cost: ConnectorCost, control: Addr<ControlActor>) {
-    actix_rt::spawn(run(config, cost, control));
+/// Notifying the returned handle stops it (management's DELETE): it dials
+/// no more; the control actor closes the stream it had open.
+pub fn start(
+    config: ConnectorConfig,
+    cost: ConnectorCost,
+    control: Addr<ControlActor>,
+) -> std::sync::Arc<tokio::sync::Notify> {
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    actix_rt::spawn(async move {
+        let name = config.name.clone();
+        tokio::select! {
+            () = run(config, cost, control) => {}
+            () = stopped.notified() => tracing::info!("connector {name}: stopped"),
+        }
+    });
+    stop
 }
 
 async fn run(config: ConnectorConfig, cost: ConnectorCost, control: Addr<ControlActor>) {

@@ -81,6 +81,8 @@ pub struct ControlActor {
     streams: HashMap<u64, StreamEntry>,
     /// Inter-router connectors by name.
     connectors: BTreeMap<String, ConnectorCost>,
+    /// What stops each connector's dialling task.
+    connector_tasks: BTreeMap<String, Arc<tokio::sync::Notify>>,
     peers_changed: bool,
     view: SharedView,
     /// Remote routers per address, kept one changed address at a time.
@@ -116,6 +118,7 @@ impl ControlActor {
             peers: BTreeMap::new(),
             streams: HashMap::new(),
             connectors,
+            connector_tasks: BTreeMap::new(),
             peers_changed: false,
             view,
             addresses: Arc::new(RemoteAddresses::default()),
@@ -665,5 +668,68 @@ impl Handler<SetConnectorCost> for ControlActor {
             ),
         }
         Ok(change)
+    }
+}
+
+/// Starts an inter-router connector at run time (management CREATE), or
+/// registers the task of one started with the router.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct AddConnector {
+    pub config: crate::config::ConnectorConfig,
+    /// Set for a connector whose task runs already (started with the
+    /// router): only its stop handle and cost are registered.
+    pub started: Option<(ConnectorCost, Arc<tokio::sync::Notify>)>,
+}
+
+impl Handler<AddConnector> for ControlActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: AddConnector, ctx: &mut Self::Context) -> Self::Result {
+        let name = msg.config.name.clone();
+        if msg.started.is_none() && self.connector_tasks.contains_key(&name) {
+            return Err(format!("a connector named {name:?} exists already"));
+        }
+        let (cost, stop) = match msg.started {
+            Some(started) => started,
+            None => {
+                let cost: ConnectorCost = Arc::new(AtomicU32::new(msg.config.cost));
+                tracing::info!(
+                    "connector {name}: created at run time, dialling {}",
+                    msg.config.socket_address()
+                );
+                let stop = super::connector::start(msg.config, cost.clone(), ctx.address());
+                (cost, stop)
+            }
+        };
+        self.connectors.insert(name.clone(), cost);
+        self.connector_tasks.insert(name, stop);
+        Ok(())
+    }
+}
+
+/// Stops an inter-router connector (management DELETE): it dials no more
+/// and the stream it opened closes, so its neighbour leaves the mesh.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct RemoveConnector(pub String);
+
+impl Handler<RemoveConnector> for ControlActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: RemoveConnector, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(stop) = self.connector_tasks.remove(&msg.0) else {
+            return Err(format!("no inter-router connector is named {:?}", msg.0));
+        };
+        stop.notify_one();
+        self.connectors.remove(&msg.0);
+        for entry in self.streams.values() {
+            if entry.connector.as_deref() == Some(msg.0.as_str()) {
+                entry
+                    ._addr
+                    .do_send(super::peer::Close(format!("connector {} deleted", msg.0)));
+            }
+        }
+        Ok(())
     }
 }

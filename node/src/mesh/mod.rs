@@ -62,8 +62,8 @@ use bote_topology::{Address, ProtocolConfig, RouterId, Routes};
 
 use crate::config::{Config, Role};
 use control::{
-    AddLocalAddress, ConnectorCost, ControlActor, LinkCostChanged, RemoveLocalAddress,
-    SetConnectorCost, SetLinkCostError,
+    AddConnector, AddLocalAddress, ConnectorCost, ControlActor, LinkCostChanged, RemoveConnector,
+    RemoveLocalAddress, SetConnectorCost, SetLinkCostError,
 };
 
 /// Largest gRPC message (one `Batch`) a router accepts. A batch carries at
@@ -241,6 +241,29 @@ impl MeshHandle {
             .do_send(RemoveLocalAddress(Address::from(address)));
     }
 
+    /// Starts an inter-router connector (management CREATE).
+    pub async fn add_connector(
+        &self,
+        config: crate::config::ConnectorConfig,
+    ) -> Result<(), String> {
+        self.control
+            .send(AddConnector {
+                config,
+                started: None,
+            })
+            .await
+            .map_err(|_| "the mesh control actor is not running".to_owned())?
+    }
+
+    /// Stops the inter-router connector named `name` and closes its stream
+    /// (management DELETE).
+    pub async fn remove_connector(&self, name: &str) -> Result<(), String> {
+        self.control
+            .send(RemoveConnector(name.to_owned()))
+            .await
+            .map_err(|_| "the mesh control actor is not running".to_owned())?
+    }
+
     /// Sets the cost of the link the inter-router connector named
     /// `connector` dials (see [`SetConnectorCost`]).
     pub async fn set_connector_cost(
@@ -322,7 +345,11 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
         bound.push(server::serve(l, control.clone()).await?);
     }
     for (c, cost) in connectors {
-        connector::start(c.clone(), cost, control.clone());
+        let stop = connector::start(c.clone(), cost.clone(), control.clone());
+        control.do_send(AddConnector {
+            config: c.clone(),
+            started: Some((cost, stop)),
+        });
     }
     tracing::info!(router = %id, instance, "mesh started");
     Ok(MeshHandle {

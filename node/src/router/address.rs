@@ -199,7 +199,8 @@ struct Producer {
     notify: Recipient<PathState>,
 }
 
-/// Counters of what an address did, read by management and metrics later.
+/// Counters of what an address did, read by management (`router.address`)
+/// through the read model; written only by the address's actor.
 #[derive(Debug, Default)]
 pub struct AddressStats {
     /// Messages the address actor handled (all kinds).
@@ -207,9 +208,28 @@ pub struct AddressStats {
     /// Of those, [`MeshChanged`] (the mesh changed something that concerns
     /// the address).
     pub mesh_changes: std::sync::atomic::AtomicU64,
+    /// Deliveries handed to a consumer or a neighbour.
     pub delivered: std::sync::atomic::AtomicU64,
     pub released_no_consumer: std::sync::atomic::AtomicU64,
     pub dropped_presettled: std::sync::atomic::AtomicU64,
+    /// Deliveries that entered the router here from a local sender
+    /// (qdrouterd `deliveriesIngress`; given-back ones are not counted again).
+    pub ingress: std::sync::atomic::AtomicU64,
+    /// Deliveries that arrived from a neighbour router.
+    pub from_mesh: std::sync::atomic::AtomicU64,
+    /// Deliveries handed to local consumers (`deliveriesEgress`).
+    pub egress: std::sync::atomic::AtomicU64,
+    /// Deliveries that arrived from a neighbour and went on to another
+    /// (`deliveriesTransit`).
+    pub transit: std::sync::atomic::AtomicU64,
+    /// Deliveries sent to neighbours.
+    pub to_mesh: std::sync::atomic::AtomicU64,
+    /// Local consumer links now (`subscriberCount`).
+    pub subscribers: std::sync::atomic::AtomicU32,
+    /// Remote routers with consumers now (`remoteCount`).
+    pub remote: std::sync::atomic::AtomicU32,
+    /// The address's distribution, fixed when its actor started.
+    pub distribution: std::sync::OnceLock<Distribution>,
 }
 
 pub struct AddressActor {
@@ -451,6 +471,10 @@ impl AddressActor {
         }
         self.remote
             .sort_by(|a, b| (a.cost, &a.router).cmp(&(b.cost, &b.router)));
+        self.stats.remote.store(
+            self.remote.len() as u32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.remote_candidates = self
             .remote
             .iter()
@@ -739,6 +763,13 @@ impl AddressActor {
         batches.resize_with(self.consumers.len(), Vec::new);
         let mut remote_batches: Vec<(Recipient<PeerDeliver>, Vec<RoutedDelivery>)> = Vec::new();
         for mut d in deliveries {
+            if d.fanout.is_none() && d.tried.is_empty() && d.released_by.is_empty() && !d.resend {
+                if d.visited.is_empty() {
+                    self.stats.ingress.fetch_add(1, Relaxed);
+                } else {
+                    self.stats.from_mesh.fetch_add(1, Relaxed);
+                }
+            }
             if self.distribution == Distribution::Multicast
                 && (d.fanout.is_none() || matches!(d.reach, Reach::Toward(_)))
             {
@@ -780,6 +811,9 @@ impl AddressActor {
         }
         for (peer, batch) in remote_batches {
             self.stats.delivered.fetch_add(batch.len() as u64, Relaxed);
+            self.stats.to_mesh.fetch_add(batch.len() as u64, Relaxed);
+            let transit = batch.iter().filter(|d| !d.visited.is_empty()).count();
+            self.stats.transit.fetch_add(transit as u64, Relaxed);
             peer.do_send(PeerDeliver(batch));
         }
         if !stalled.is_empty() {
@@ -790,6 +824,7 @@ impl AddressActor {
                 continue;
             }
             self.stats.delivered.fetch_add(batch.len() as u64, Relaxed);
+            self.stats.egress.fetch_add(batch.len() as u64, Relaxed);
             let c = &self.consumers[i];
             c.deliver.do_send(Deliver {
                 link: c.link,
@@ -901,6 +936,10 @@ impl Handler<AttachConsumer> for AddressActor {
             counters: msg.counters,
             capacity: msg.capacity,
         });
+        self.stats.subscribers.store(
+            self.consumers.len() as u32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if first {
             if let Some(mesh) = &self.mesh {
                 mesh.add_local_address(&self.address);
@@ -919,6 +958,10 @@ impl Handler<DetachConsumer> for AddressActor {
         if self.cursor.local >= self.consumers.len() {
             self.cursor.local = 0;
         }
+        self.stats.subscribers.store(
+            self.consumers.len() as u32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let returned: Vec<RoutedDelivery> = msg
             .returned
             .into_iter()
@@ -995,7 +1038,10 @@ pub struct Directory {
     /// on a standalone router; the mesh's arbiter (one entry) when the router
     /// is part of a mesh — see [`AddressRegistry::new`].
     workers: Vec<actix::dev::ArbiterHandle>,
-    table: crate::config::address::AddressTable,
+    /// The address table: replaced whole by management (CREATE or DELETE
+    /// of a `router.config.address`); addresses whose actor started
+    /// before keep their distribution.
+    table: std::sync::RwLock<Arc<crate::config::address::AddressTable>>,
     stats: DashMap<Arc<str>, Arc<AddressStats>>,
     mesh: Option<MeshHandle>,
     /// Addresses whose actor routes through the mesh (remote routers, or
@@ -1026,7 +1072,7 @@ impl AddressRegistry {
             directory: Arc::new_cyclic(|me| Directory {
                 map: DashMap::new(),
                 workers,
-                table,
+                table: std::sync::RwLock::new(Arc::new(table)),
                 stats: DashMap::new(),
                 mesh,
                 watchers: DashMap::new(),
@@ -1062,7 +1108,33 @@ impl AddressRegistry {
 
     /// The configured distribution of an address.
     pub fn distribution(&self, address: &str) -> Distribution {
-        self.directory.table.lookup(address)
+        self.directory.table().lookup(address)
+    }
+
+    /// The address table in force.
+    pub fn table(&self) -> Arc<crate::config::address::AddressTable> {
+        self.directory.table()
+    }
+
+    /// Replaces the address table (for addresses whose actor starts from
+    /// now on).
+    pub fn set_table(&self, table: crate::config::address::AddressTable) {
+        match self.directory.table.write() {
+            Ok(mut t) => *t = Arc::new(table),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(table),
+        }
+    }
+
+    /// Every address with an actor, with its counters.
+    pub fn addresses(&self) -> Vec<(Arc<str>, Arc<AddressStats>)> {
+        let mut all: Vec<(Arc<str>, Arc<AddressStats>)> = self
+            .directory
+            .stats
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// The actor of `address`, started on first use.
@@ -1096,6 +1168,14 @@ impl AddressRegistry {
 }
 
 impl Directory {
+    /// The address table in force.
+    fn table(&self) -> Arc<crate::config::address::AddressTable> {
+        match self.table.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     fn reclaim_after(&self) -> Duration {
         Duration::from_millis(
             self.reclaim_after_ms
@@ -1112,8 +1192,9 @@ impl Directory {
         self.map
             .entry(key.clone())
             .or_insert_with(|| {
-                let distribution = self.table.lookup(address);
+                let distribution = self.table().lookup(address);
                 let stats = Arc::new(AddressStats::default());
+                let _ = stats.distribution.set(distribution);
                 self.stats.insert(key.clone(), stats.clone());
                 let worker = &self.workers[hash(address) % self.workers.len()];
                 let k = key.clone();

@@ -56,6 +56,7 @@ use crate::delivery::{
     ConnId, FastMap, FastSet, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap,
     Stream, StreamProgress,
 };
+use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use bote_amqp::{
     AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, ErrorScope, Event,
     IncomingTransfer, LinkConfig, LinkDetached, LinkId, MessageView, Role, SaslConfig,
@@ -111,6 +112,8 @@ struct Producer {
     beyond_credit: u64,
     /// The delivery whose frames are still arriving on this link.
     partial: Option<Partial>,
+    /// The link in the read model.
+    info: Arc<LinkInfo>,
 }
 
 /// A multi-frame delivery part-way in.
@@ -142,6 +145,8 @@ struct Consumer {
     /// The listener's link capacity: the window of deliveries the router
     /// holds for this consumer beyond what it gave credit for.
     capacity: usize,
+    /// The link in the read model.
+    info: Arc<LinkInfo>,
 }
 
 pub struct ConnectionActor {
@@ -179,6 +184,10 @@ pub struct ConnectionActor {
     /// its deliveries).
     returns_to: Option<Arc<Recipient<Returned>>>,
     closed: bool,
+    /// The connection in the read model (registered while the actor runs).
+    info: Arc<ConnectionInfo>,
+    /// A delivery crossed the connection since the last flush.
+    delivered: bool,
 }
 
 impl ConnectionActor {
@@ -219,6 +228,7 @@ impl ConnectionActor {
             .strip_annotations
             .annotates_outbound()
             .then(|| RouterAnnotations::new(&shared.router_id));
+        let info = Arc::new(ConnectionInfo::new(id, peer.clone()));
         ConnectionActor {
             id,
             peer,
@@ -245,6 +255,8 @@ impl ConnectionActor {
             me: None,
             returns_to: None,
             closed: false,
+            info,
+            delivered: false,
         }
     }
 
@@ -266,6 +278,8 @@ impl ConnectionActor {
             match event {
                 Event::Opened { remote } => {
                     tracing::info!(conn = %self.id, peer = %self.peer, container = %remote.container_id, "connection opened");
+                    let _ = self.info.container.set(remote.container_id.clone());
+                    self.info.opened.store(true, Relaxed);
                 }
                 Event::AttachRequested { link, attach } => self.on_attach(link, *attach),
                 Event::Flow { link, .. } => self.pump(link),
@@ -308,10 +322,12 @@ impl ConnectionActor {
                     tracing::info!(conn = %self.id, %mechanism, "SASL mechanism refused");
                     let _ = self.engine.sasl_outcome(false);
                 }
+                Event::SaslAuthenticated { mechanism } => {
+                    let _ = self.info.sasl.set(mechanism);
+                }
                 Event::SessionBegun { .. }
                 | Event::SessionEnded { .. }
-                | Event::LinkAttached { .. }
-                | Event::SaslAuthenticated { .. } => {}
+                | Event::LinkAttached { .. } => {}
             }
         }
     }
@@ -348,6 +364,14 @@ impl ConnectionActor {
                 let actor = address.as_ref().map(|a| self.shared.addresses.get(a));
                 tracing::info!(conn = %self.id, link = %attach.name, address = address.as_deref().unwrap_or("<anonymous>"), "sender attached");
                 let anonymous = actor.is_none();
+                let info = self.shared.model.add_link(
+                    &self.info,
+                    &attach.name,
+                    LinkDir::In,
+                    address.clone(),
+                    self.listener.link_capacity,
+                    None,
+                );
                 self.producers.insert(
                     link,
                     Producer {
@@ -359,6 +383,7 @@ impl ConnectionActor {
                         credit_dirty: anonymous,
                         beyond_credit: 0,
                         partial: None,
+                        info,
                     },
                 );
                 if let Some(actor) = actor {
@@ -414,6 +439,14 @@ impl ConnectionActor {
                 let address: Arc<str> = Arc::from(address);
                 let actor = self.shared.addresses.get(&address);
                 let counters = Arc::new(LinkCounters::default());
+                let info = self.shared.model.add_link(
+                    &self.info,
+                    &attach.name,
+                    LinkDir::Out,
+                    Some(address.clone()),
+                    self.listener.link_capacity,
+                    Some(counters.clone()),
+                );
                 actor.do_send(AttachConsumer {
                     conn: self.id,
                     link,
@@ -431,6 +464,7 @@ impl ConnectionActor {
                         credited: 0,
                         credited_bytes: 0,
                         capacity: self.listener.link_capacity as usize,
+                        info,
                     },
                 );
             }
@@ -546,6 +580,11 @@ impl ConnectionActor {
         let key = self.next_key;
         self.next_key += 1;
         producer.in_flight += 1;
+        producer.info.stats.delivery(settled);
+        if !settled {
+            producer.info.in_flight.fetch_add(1, Relaxed);
+        }
+        self.delivered = true;
         self.incoming.insert(
             key,
             Incoming {
@@ -617,11 +656,15 @@ impl ConnectionActor {
     /// and free its credit (unless it came back already).
     fn forget_incoming(&mut self, key: u64) {
         if let Some(inc) = self.incoming.remove(&key)
-            && !inc.credited
             && let Some(p) = self.producers.get_mut(&inc.link)
         {
-            p.in_flight = p.in_flight.saturating_sub(1);
-            p.credit_dirty = true;
+            if !inc.presettled {
+                p.info.in_flight.fetch_sub(1, Relaxed);
+            }
+            if !inc.credited {
+                p.in_flight = p.in_flight.saturating_sub(1);
+                p.credit_dirty = true;
+            }
         }
     }
 
@@ -643,11 +686,17 @@ impl ConnectionActor {
         let Some(inc) = self.incoming.remove(&key) else {
             return;
         };
-        if !inc.credited
-            && let Some(p) = self.producers.get_mut(&inc.link)
-        {
-            p.in_flight = p.in_flight.saturating_sub(1);
-            p.credit_dirty = true;
+        if let Some(p) = self.producers.get_mut(&inc.link) {
+            if !inc.credited {
+                p.in_flight = p.in_flight.saturating_sub(1);
+                p.credit_dirty = true;
+            }
+            if !inc.presettled {
+                p.info.in_flight.fetch_sub(1, Relaxed);
+                p.info
+                    .stats
+                    .outcome(Some(state.as_ref().unwrap_or(&DeliveryState::Accepted)));
+            }
         }
         if !inc.presettled {
             let state = state.unwrap_or(DeliveryState::Accepted);
@@ -678,6 +727,7 @@ impl ConnectionActor {
         };
         let consumer = self.consumers.get(&link).expect("checked above");
         consumer.counters.unsettled.fetch_sub(1, Relaxed);
+        consumer.info.stats.outcome(state.as_ref());
         if !settled {
             // Receiver settle mode second: the router settles at once, with
             // the outcome the consumer gave (a client waiting for the
@@ -706,6 +756,7 @@ impl ConnectionActor {
                 });
             }
             self.incoming.retain(|_, inc| inc.link != d.link);
+            self.shared.model.remove_link(&self.info, &p.info);
         }
         if let Some(mut c) = self.consumers.remove(&d.link) {
             tracing::info!(conn = %self.id, link = %d.name, address = %c.address, "receiver detached");
@@ -735,6 +786,7 @@ impl ConnectionActor {
             self.streaming_links.remove(&d.link);
             c.counters.undelivered.store(0, Relaxed);
             c.counters.unsettled.store(0, Relaxed);
+            self.shared.model.remove_link(&self.info, &c.info);
             c.actor.do_send(DetachConsumer {
                 conn: self.id,
                 link: d.link,
@@ -817,6 +869,8 @@ impl ConnectionActor {
                 continue;
             }
             room -= 1;
+            c.info.stats.delivery(d.presettled);
+            self.delivered = true;
             if let (Some(stream), Some(r), false) = (&d.stream, &read, complete) {
                 self.streaming
                     .insert(context, (link, stream.clone(), r.chunks.len()));
@@ -825,6 +879,9 @@ impl ConnectionActor {
             if d.presettled || settled_on_wire {
                 // Sent settled: done as far as the router is concerned.
                 let state = (!d.presettled).then_some(DeliveryState::Accepted);
+                if state.is_some() {
+                    c.info.stats.outcome(state.as_ref());
+                }
                 self.returns.push(d, state);
             } else {
                 c.counters.unsettled.fetch_add(1, Relaxed);
@@ -874,6 +931,9 @@ impl ConnectionActor {
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
+        if std::mem::take(&mut self.delivered) {
+            self.info.touched();
+        }
         for (actor, batch) in self.forwards.drain(..) {
             actor.do_send(Forward(batch));
         }
@@ -925,6 +985,7 @@ impl ConnectionActor {
             let threshold = (p.capacity / 4).max(1);
             if target > current && (target - current >= threshold || current == 0) {
                 let _ = self.engine.flow(*link, target, false);
+                p.info.credit.store(target, Relaxed);
             } else if target > current {
                 p.credit_dirty = true;
             }
@@ -1066,6 +1127,7 @@ impl Actor for ConnectionActor {
         self.me = Some(ctx.address());
         self.returns_to = Some(Arc::new(ctx.address().recipient()));
         self.shared.connections.insert(self.id, ctx.address());
+        self.shared.model.add_connection(self.info.clone());
         let Some(socket) = self.socket.take() else {
             ctx.stop();
             return;
@@ -1105,6 +1167,7 @@ impl Actor for ConnectionActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.shared.connections.remove(&self.id);
+        self.shared.model.remove_connection(self.id);
         tracing::debug!(conn = %self.id, peer = %self.peer, "connection actor stopped");
     }
 }

@@ -28,6 +28,7 @@ pub mod annotations;
 pub mod connection;
 pub mod link;
 pub mod listener;
+pub mod management;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -54,16 +55,19 @@ pub struct Shared {
     next_worker: AtomicUsize,
     next_conn: AtomicU64,
     next_dynamic: AtomicU64,
-    /// Presettled deliveries dropped for want of a consumer.
-    pub dropped_presettled: AtomicU64,
+    /// The connections and links with their counters (management, HTTP).
+    pub model: crate::model::ReadModel,
     /// Set when graceful shutdown begins: deliveries still unsettled are
     /// then returned to their senders as released.
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// The mesh (routes, remote addresses, peers; local-address hooks), when
     /// inter-router listeners or connectors are configured.
     pub mesh: Option<crate::mesh::MeshHandle>,
-    /// Every listener once bound (AMQP, then inter-router).
-    listeners: OnceLock<Vec<ListenerState>>,
+    /// The listeners and connectors in force (configured, or created by
+    /// management since).
+    configured: std::sync::Mutex<management::Configured>,
+    /// Where the HTTP API listens, once it does.
+    http: OnceLock<SocketAddr>,
     /// Where the state is written as it changes (`boted --state-file`).
     state_file: OnceLock<Arc<StateFile>>,
     /// The thread that writes it.
@@ -142,7 +146,16 @@ impl Shared {
     pub fn state(&self) -> RouterState {
         let mut state = RouterState {
             router: self.router_id.clone(),
-            listeners: self.listeners.get().cloned().unwrap_or_default(),
+            listeners: self
+                .configured()
+                .listeners
+                .iter()
+                .map(|l| ListenerState {
+                    role: l.config.role,
+                    bound: l.bound,
+                })
+                .collect(),
+            http: self.http.get().copied(),
             ..RouterState::default()
         };
         if let Some(mesh) = &self.mesh {
@@ -169,6 +182,23 @@ impl Shared {
                 .collect();
         }
         state
+    }
+
+    /// The HTTP API is up at `bound` (the state file says so).
+    pub fn set_http(&self, bound: SocketAddr) {
+        if self.http.set(bound).is_ok() {
+            self.publish_state();
+        }
+    }
+
+    /// Inter-router connectors in force.
+    pub fn connector_count(&self) -> usize {
+        self.configured().connectors.len()
+    }
+
+    /// The listeners changed (management): the state file says so.
+    fn publish_listeners(&self) {
+        self.publish_state();
     }
 
     /// The state changed: the state file's writer writes it, if there is
@@ -263,7 +293,8 @@ impl RouterData {
 /// A running router.
 pub struct Router {
     pub shared: Arc<Shared>,
-    listeners: Vec<Addr<ListenerActor>>,
+    /// The management node (`$management`).
+    pub management: Addr<management::ManagementActor>,
     /// The bound address of each listener, in config order.
     pub bound: Vec<SocketAddr>,
     arbiters: Vec<Arbiter>,
@@ -307,10 +338,11 @@ impl Router {
             next_worker: AtomicUsize::new(0),
             next_conn: AtomicU64::new(0),
             next_dynamic: AtomicU64::new(0),
-            dropped_presettled: AtomicU64::new(0),
+            model: crate::model::ReadModel::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             mesh,
-            listeners: OnceLock::new(),
+            configured: std::sync::Mutex::new(management::Configured::default()),
+            http: OnceLock::new(),
             state_file: OnceLock::new(),
             state_writer: OnceLock::new(),
         });
@@ -319,7 +351,7 @@ impl Router {
                 shared: Arc::downgrade(&shared),
             }));
         }
-        let mut listeners = Vec::new();
+        let mut listeners: Vec<management::ListenerEntry> = Vec::new();
         let mut bound = Vec::new();
         // Inter-router listeners are the mesh's (gRPC), started above.
         for l in config
@@ -334,29 +366,53 @@ impl Router {
             let local = tcp.local_addr()?;
             tracing::info!(router = %shared.router_id, "listening on {local} (amqp, {} workers)", threads);
             bound.push(local);
-            listeners.push(ListenerActor::new(l.clone(), tcp, shared.clone()).start());
+            listeners.push(management::ListenerEntry {
+                config: l.clone(),
+                bound: local,
+                actor: Some(ListenerActor::new(l.clone(), tcp, shared.clone()).start()),
+            });
         }
         let inter_router = shared.mesh.iter().flat_map(|m| m.bound.iter());
-        let _ = shared.listeners.set(
-            bound
+        let configs = config
+            .listeners
+            .iter()
+            .filter(|l| l.role == Role::InterRouter);
+        for (&bound, l) in inter_router.zip(configs) {
+            listeners.push(management::ListenerEntry {
+                config: l.clone(),
+                bound,
+                actor: None,
+            });
+        }
+        {
+            let mut configured = shared.configured();
+            configured.listeners = listeners;
+            configured.connectors = config
+                .connectors
                 .iter()
-                .map(|&bound| ListenerState {
-                    role: Role::Normal,
-                    bound,
-                })
-                .chain(inter_router.map(|&bound| ListenerState {
-                    role: Role::InterRouter,
-                    bound,
-                }))
-                .collect(),
-        );
+                .filter(|c| c.role == Role::InterRouter)
+                .cloned()
+                .collect();
+        }
+        let management_arbiter = Arbiter::new();
+        let management = management::start(shared.clone(), &management_arbiter.handle());
+        let mut arbiters = arbiters;
+        arbiters.push(management_arbiter);
         Ok(Router {
             shared,
-            listeners,
+            management,
             bound,
             arbiters,
             config: in_force,
         })
+    }
+
+    /// The arbiter the management node (and the HTTP API) run on.
+    pub fn management_arbiter(&self) -> ArbiterHandle {
+        self.arbiters
+            .last()
+            .expect("the management arbiter is started with the router")
+            .handle()
     }
 
     /// The configuration in force.
@@ -444,7 +500,14 @@ impl Router {
         {
             tracing::warn!("{e}");
         }
-        for l in &self.listeners {
+        let listeners: Vec<Addr<ListenerActor>> = self
+            .shared
+            .configured()
+            .listeners
+            .iter()
+            .filter_map(|l| l.actor.clone())
+            .collect();
+        for l in &listeners {
             let _ = l.send(StopAccepting).await;
         }
         let conns: Vec<Addr<ConnectionActor>> = self

@@ -1,0 +1,1154 @@
+//! The router's management node: a consumer of `$management` (local and
+//! mobile) and of `_topo/0/<router-id>/$management` (which the mesh routes
+//! to this router from any other), answering AMQP management requests
+//! ([`crate::management`]) from the read model, and the router's entities
+//! as management shows them (qdrouterd's types and attribute names).
+//!
+//! The node is an actor on an arbiter of its own, so that a QUERY of
+//! thousands of connections never holds up a connection or address actor:
+//! it reads the shared registries ([`crate::model::ReadModel`], the address
+//! registry's counters, the mesh view) without asking any actor. Requests
+//! arrive as routed deliveries (it is attached to both addresses like a
+//! client's receiver); each is accepted (or rejected when it has no
+//! `reply-to`) and its reply is routed to the `reply-to` address like any
+//! message, through the mesh when the requester is on another router.
+//!
+//! Address keys are qdrouterd's: `M0<address>` for mobile addresses,
+//! `L<rest>` for `_topo/0/<this router>/<rest>` (served here only),
+//! `T<router>/<rest>` for another router's `_topo/0/` addresses, and
+//! `R<router>` for each reachable router.
+//!
+//! Not tracked yet, and reported as 0 rather than left out (qdstat adds
+//! them up and would fail on null): delivery delays (`deliveriesDelayed1Sec`,
+//! `deliveriesDelayed10Sec`, `deliveriesStuck`) and `zeroCreditSeconds`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use actix::prelude::*;
+use bote_amqp::DeliveryState;
+use bote_amqp::codec::Value;
+
+use super::Shared;
+use super::address::{AddressStats, AttachConsumer, Deliver, Forward};
+use super::link::LinkCounters;
+use super::listener::{ListenerActor, StopAccepting};
+use crate::config::address::{AddressEntry, AddressKey, AddressTable};
+use crate::config::{ConnectorConfig, ListenerConfig, Role};
+use crate::delivery::{ConnId, Origin, Returned, RoutedDelivery};
+use crate::management::agent::{self, Change, ChangeOp, Entity, Managed, Step};
+use crate::management::message::{Reply, Request};
+use crate::management::schema::{self, EntityType};
+use crate::model::{ConnectionInfo, LinkInfo, unix_seconds};
+
+/// The management node's address on every router.
+pub const MANAGEMENT: &str = "$management";
+
+/// The management node's address on router `id`, as routed through the mesh.
+pub fn topo_address(id: &str) -> String {
+    format!("_topo/0/{id}/$management")
+}
+
+/// The listeners and connectors in force: those configured at start and
+/// those created since through management.
+#[derive(Default)]
+pub struct Configured {
+    pub listeners: Vec<ListenerEntry>,
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+/// A bound listener.
+pub struct ListenerEntry {
+    pub config: ListenerConfig,
+    pub bound: SocketAddr,
+    /// Its actor; `None` for inter-router listeners (the mesh serves them).
+    pub actor: Option<Addr<ListenerActor>>,
+}
+
+impl ListenerEntry {
+    /// Its management name: the configured one, or `listener/<host>:<port>`.
+    pub fn name(&self) -> String {
+        self.config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("listener/{}", self.bound))
+    }
+}
+
+/// qdrouterd's key of an address as router `me` sees it.
+pub fn address_key(me: &str, address: &str) -> String {
+    match address.strip_prefix("_topo/0/") {
+        Some(rest) => match rest.strip_prefix(me).and_then(|r| r.strip_prefix('/')) {
+            Some(local) => format!("L{local}"),
+            None => format!("T{rest}"),
+        },
+        None => format!("M0{address}"),
+    }
+}
+
+fn text(s: impl Into<String>) -> Value {
+    Value::String(s.into())
+}
+
+fn opt_text(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, |s| Value::String(s.to_owned()))
+}
+
+fn long(v: impl TryInto<i64>) -> Value {
+    Value::Long(v.try_into().unwrap_or(i64::MAX))
+}
+
+/// Common attributes: `name`, `identity`, `type` (the name and identity are
+/// made only when asked for: a QUERY reads many attributes of many rows).
+fn base(
+    attribute: &str,
+    ty: &EntityType,
+    name: impl FnOnce() -> String,
+    identity: impl FnOnce() -> String,
+) -> Option<Value> {
+    match attribute {
+        "name" => Some(Value::String(name())),
+        "identity" => Some(Value::String(identity())),
+        "type" => Some(text(ty.name)),
+        _ => None,
+    }
+}
+
+struct RouterEntity {
+    id: String,
+    mode: &'static str,
+    addresses: usize,
+    links: u64,
+    nodes: usize,
+    connections: usize,
+    totals: crate::model::Totals,
+    dropped_presettled: u64,
+    transit: u64,
+    uptime: u64,
+    memory: Option<u64>,
+    workers: usize,
+}
+
+impl Entity for RouterEntity {
+    fn get(&self, attribute: &str) -> Value {
+        let ty = &schema::ROUTER;
+        let identity = || format!("router/{}", self.id);
+        if let Some(v) = base(attribute, ty, identity, identity) {
+            return v;
+        }
+        let t = &self.totals;
+        match attribute {
+            "id" => text(&self.id),
+            "mode" => text(self.mode),
+            "area" => text("0"),
+            "version" => text(env!("CARGO_PKG_VERSION")),
+            "addrCount" => long(self.addresses),
+            "linkCount" => long(self.links),
+            "nodeCount" => long(self.nodes),
+            "linkRouteCount" | "autoLinkCount" => long(0),
+            "connectionCount" => long(self.connections),
+            "presettledDeliveries" => long(t.incoming.presettled),
+            "droppedPresettledDeliveries" => long(self.dropped_presettled),
+            "acceptedDeliveries" => long(t.incoming.accepted),
+            "rejectedDeliveries" => long(t.incoming.rejected),
+            "releasedDeliveries" => long(t.incoming.released),
+            "modifiedDeliveries" => long(t.incoming.modified),
+            "deliveriesDelayed1Sec" | "deliveriesDelayed10Sec" | "deliveriesStuck" => long(0),
+            "deliveriesIngress" => long(t.incoming.delivered),
+            "deliveriesEgress" => long(t.outgoing.delivered),
+            "deliveriesTransit" => long(self.transit),
+            "deliveriesIngressRouteContainer"
+            | "deliveriesEgressRouteContainer"
+            | "deliveriesRedirectedToFallback" => long(0),
+            "uptimeSeconds" => long(self.uptime),
+            "memoryUsage" => self.memory.map_or(Value::Null, long),
+            "workerThreads" => long(self.workers),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// The process's virtual memory size in bytes (Linux `/proc/self/statm`).
+fn memory_usage() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().next()?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+struct ConnectionEntity(Arc<ConnectionInfo>, u64);
+
+impl Entity for ConnectionEntity {
+    fn get(&self, attribute: &str) -> Value {
+        let c = &self.0;
+        if let Some(v) = base(
+            attribute,
+            &schema::CONNECTION,
+            || format!("connection/{}", c.host),
+            || c.id.0.to_string(),
+        ) {
+            return v;
+        }
+        match attribute {
+            "host" => text(&c.host),
+            "role" => text(c.role),
+            "protocol" => text("amqp"),
+            "dir" => text(c.dir),
+            "container" => opt_text(c.container.get().map(String::as_str)),
+            "sasl" => opt_text(c.sasl.get().map(String::as_str)),
+            "isAuthenticated" => Value::Bool(c.sasl.get().is_some()),
+            "isEncrypted" | "ssl" | "enableProtocolTrace" => Value::Bool(false),
+            "opened" => Value::Bool(c.opened.load(Relaxed)),
+            "active" => Value::Bool(true),
+            "adminStatus" => text("enabled"),
+            "operStatus" => text("up"),
+            "properties" => Value::Map(Vec::new()),
+            "uptimeSeconds" => long(c.since.elapsed().as_secs()),
+            "lastDlvSeconds" => match c.last_delivery.load(Relaxed) {
+                0 => Value::Null,
+                at => long(self.1.saturating_sub(at)),
+            },
+            _ => Value::Null,
+        }
+    }
+}
+
+struct LinkEntity {
+    link: Arc<LinkInfo>,
+    owning: Option<String>,
+}
+
+impl Entity for LinkEntity {
+    fn get(&self, attribute: &str) -> Value {
+        let l = &self.link;
+        if let Some(v) = base(
+            attribute,
+            &schema::LINK,
+            || l.name.clone(),
+            || l.id.to_string(),
+        ) {
+            return v;
+        }
+        let counters: Option<&LinkCounters> = l.counters.as_deref();
+        let s = &l.stats;
+        match attribute {
+            "linkName" => text(&l.name),
+            "linkType" => text("endpoint"),
+            "linkDir" => text(l.dir.as_str()),
+            "owningAddr" => opt_text(self.owning.as_deref()),
+            "capacity" => long(l.capacity),
+            "undeliveredCount" => long(counters.map_or(0, |c| c.undelivered.load(Relaxed))),
+            "unsettledCount" => long(match counters {
+                Some(c) => c.unsettled.load(Relaxed),
+                None => l.in_flight.load(Relaxed),
+            }),
+            "deliveryCount" => long(s.delivered.load(Relaxed)),
+            "connectionId" => long(l.conn.0),
+            "adminStatus" => text("enabled"),
+            "operStatus" => text("up"),
+            "presettledCount" => long(s.presettled.load(Relaxed)),
+            "droppedPresettledCount" => long(s.dropped_presettled.load(Relaxed)),
+            "acceptedCount" => long(s.accepted.load(Relaxed)),
+            "rejectedCount" => long(s.rejected.load(Relaxed)),
+            "releasedCount" => long(s.released.load(Relaxed)),
+            "modifiedCount" => long(s.modified.load(Relaxed)),
+            "deliveriesDelayed1Sec"
+            | "deliveriesDelayed10Sec"
+            | "deliveriesStuck"
+            | "zeroCreditSeconds"
+            | "settleRate" => long(0),
+            "priority" => long(4),
+            "creditAvailable" => long(match counters {
+                Some(c) => c.credit.load(Relaxed),
+                None => l.credit.load(Relaxed),
+            }),
+            _ => Value::Null,
+        }
+    }
+}
+
+struct AddressEntity {
+    key: String,
+    distribution: String,
+    stats: Option<Arc<AddressStats>>,
+    in_process: bool,
+    remote_routers: Vec<String>,
+}
+
+impl Entity for AddressEntity {
+    fn get(&self, attribute: &str) -> Value {
+        if let Some(v) = base(
+            attribute,
+            &schema::ADDRESS,
+            || self.key.clone(),
+            || self.key.clone(),
+        ) {
+            return v;
+        }
+        let count = |f: fn(&AddressStats) -> u64| long(self.stats.as_deref().map_or(0, f));
+        let in_process = u32::from(self.in_process);
+        match attribute {
+            "key" => text(&self.key),
+            "distribution" => text(&self.distribution),
+            "inProcess" => long(in_process),
+            "subscriberCount" => long(
+                self.stats
+                    .as_deref()
+                    .map_or(0, |s| s.subscribers.load(Relaxed))
+                    .saturating_sub(in_process),
+            ),
+            "remoteCount" => long(match &self.stats {
+                Some(s) => s.remote.load(Relaxed) as usize,
+                None => self.remote_routers.len(),
+            }),
+            "containerCount" => long(0),
+            "remoteHostRouters" => Value::List(self.remote_routers.iter().map(text).collect()),
+            "deliveriesIngress" => count(|s| s.ingress.load(Relaxed)),
+            "deliveriesEgress" => count(|s| s.egress.load(Relaxed)),
+            "deliveriesTransit" => count(|s| s.transit.load(Relaxed)),
+            "deliveriesToContainer"
+            | "deliveriesFromContainer"
+            | "deliveriesEgressRouteContainer"
+            | "deliveriesIngressRouteContainer"
+            | "deliveriesRedirectedToFallback" => long(0),
+            "trackedDeliveries" => long(0),
+            "priority" => long(-1),
+            _ => Value::Null,
+        }
+    }
+}
+
+struct NodeEntity {
+    id: String,
+    index: usize,
+    link_state: Vec<(String, u32)>,
+    next_hop: Option<String>,
+    cost: Option<u32>,
+    valid_origins: Vec<String>,
+}
+
+impl Entity for NodeEntity {
+    fn get(&self, attribute: &str) -> Value {
+        let identity = || format!("router.node/{}", self.id);
+        if let Some(v) = base(attribute, &schema::NODE, identity, identity) {
+            return v;
+        }
+        match attribute {
+            "id" => text(&self.id),
+            "protocolVersion" => long(1),
+            "linkState" => Value::List(self.link_state.iter().map(|(r, _)| text(r)).collect()),
+            "linkCosts" => Value::Map(
+                self.link_state
+                    .iter()
+                    .map(|(r, c)| (text(r), long(*c)))
+                    .collect(),
+            ),
+            "nextHop" => opt_text(self.next_hop.as_deref()),
+            "validOrigins" => Value::List(self.valid_origins.iter().map(text).collect()),
+            "address" => text(format!("amqp:/{}", topo_address(&self.id))),
+            "cost" => self.cost.map_or(Value::Null, long),
+            "index" => long(self.index),
+            _ => Value::Null,
+        }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Normal => "normal",
+        Role::InterRouter => "inter-router",
+    }
+}
+
+struct ListenerEntity {
+    name: String,
+    config: ListenerConfig,
+    bound: SocketAddr,
+}
+
+impl Entity for ListenerEntity {
+    fn get(&self, attribute: &str) -> Value {
+        if let Some(v) = base(
+            attribute,
+            &schema::LISTENER,
+            || self.name.clone(),
+            || self.name.clone(),
+        ) {
+            return v;
+        }
+        let c = &self.config;
+        match attribute {
+            "host" => text(&c.host),
+            "port" => text(self.bound.port().to_string()),
+            "role" => text(role_name(c.role)),
+            "saslMechanisms" => text(
+                c.sasl_mechanisms
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            "authenticatePeer" | "requireEncryption" | "requireSsl" | "multiTenant" => {
+                Value::Bool(false)
+            }
+            "maxFrameSize" => long(c.max_frame_size),
+            "idleTimeoutSeconds" => long(c.idle_timeout_secs),
+            "linkCapacity" => long(c.link_capacity),
+            "stripAnnotations" => text(format!("{:?}", c.strip_annotations).to_lowercase()),
+            _ => Value::Null,
+        }
+    }
+}
+
+struct ConnectorEntity(ConnectorConfig);
+
+impl Entity for ConnectorEntity {
+    fn get(&self, attribute: &str) -> Value {
+        let c = &self.0;
+        if let Some(v) = base(
+            attribute,
+            &schema::CONNECTOR,
+            || c.name.clone(),
+            || c.name.clone(),
+        ) {
+            return v;
+        }
+        match attribute {
+            "host" => text(&c.host),
+            "port" => text(c.port.to_string()),
+            "role" => text(role_name(c.role)),
+            "cost" => long(c.cost),
+            "saslMechanisms" => text(
+                c.sasl_mechanisms
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            "maxFrameSize" => long(c.max_frame_size),
+            "idleTimeoutSeconds" => long(c.idle_timeout_secs),
+            _ => Value::Null,
+        }
+    }
+}
+
+struct ConfigAddressEntity {
+    name: String,
+    entry: AddressEntry,
+}
+
+impl Entity for ConfigAddressEntity {
+    fn get(&self, attribute: &str) -> Value {
+        if let Some(v) = base(
+            attribute,
+            &schema::CONFIG_ADDRESS,
+            || self.name.clone(),
+            || self.name.clone(),
+        ) {
+            return v;
+        }
+        match attribute {
+            "prefix" => match &self.entry.key {
+                AddressKey::Prefix(p) => text(p),
+                AddressKey::Pattern(_) => Value::Null,
+            },
+            "pattern" => match &self.entry.key {
+                AddressKey::Pattern(p) => text(p),
+                AddressKey::Prefix(_) => Value::Null,
+            },
+            "distribution" => text(self.entry.distribution.as_str()),
+            "waypoint" | "fallback" => Value::Bool(false),
+            "priority" => long(-1),
+            _ => Value::Null,
+        }
+    }
+}
+
+fn config_address_name(index: usize, entry: &AddressEntry) -> String {
+    entry
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("address/{index}"))
+}
+
+impl Shared {
+    pub(super) fn configured(&self) -> std::sync::MutexGuard<'_, Configured> {
+        match self.configured.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn router_entity(&self) -> RouterEntity {
+        let addresses = self.addresses.addresses();
+        let view = self.mesh.as_ref().map(|m| m.view());
+        RouterEntity {
+            id: self.router_id.clone(),
+            mode: if self.mesh.is_some() {
+                "interior"
+            } else {
+                "standalone"
+            },
+            addresses: addresses.len(),
+            totals: self.model.totals(),
+            links: 0,
+            nodes: view.as_ref().map_or(0, |v| v.routes.reachable_count()),
+            connections: self.model.connections.len(),
+            dropped_presettled: addresses
+                .iter()
+                .map(|(_, s)| s.dropped_presettled.load(Relaxed))
+                .sum(),
+            transit: addresses.iter().map(|(_, s)| s.transit.load(Relaxed)).sum(),
+            uptime: self.model.started.elapsed().as_secs(),
+            memory: memory_usage(),
+            workers: self.workers.len(),
+        }
+        .with_links()
+    }
+
+    fn address_entities(&self) -> Vec<Box<dyn Entity>> {
+        let view = self.mesh.as_ref().map(|m| m.view());
+        let mut out: Vec<Box<dyn Entity>> = Vec::new();
+        if let Some(view) = &view {
+            for (router, _) in view.routes.iter() {
+                out.push(Box::new(AddressEntity {
+                    key: format!("R{router}"),
+                    distribution: "closest".into(),
+                    stats: None,
+                    in_process: false,
+                    remote_routers: vec![router.as_str().to_owned()],
+                }));
+            }
+        }
+        let topo = topo_address(&self.router_id);
+        let local = self.addresses.addresses();
+        // Addresses known only from the mesh (consumers elsewhere, no
+        // actor here yet) are listed too, as qdrouterd lists them.
+        let remote = self
+            .mesh
+            .as_ref()
+            .map(|m| m.remote_addresses().snapshot())
+            .unwrap_or_default();
+        {
+            for (address, routers) in &remote {
+                if local
+                    .binary_search_by(|(a, _)| (**a).cmp(address.as_str()))
+                    .is_ok()
+                {
+                    continue;
+                }
+                out.push(Box::new(AddressEntity {
+                    key: address_key(&self.router_id, address.as_str()),
+                    distribution: self
+                        .addresses
+                        .distribution(address.as_str())
+                        .as_str()
+                        .to_owned(),
+                    stats: None,
+                    in_process: false,
+                    remote_routers: routers.iter().map(|r| r.as_str().to_owned()).collect(),
+                }));
+            }
+        }
+        for (address, stats) in local {
+            let remote_routers = remote
+                .get(&bote_topology::Address::from(&*address))
+                .map(|rs| rs.iter().map(|r| r.as_str().to_owned()).collect())
+                .unwrap_or_default();
+            out.push(Box::new(AddressEntity {
+                key: address_key(&self.router_id, &address),
+                distribution: stats
+                    .distribution
+                    .get()
+                    .map_or("balanced", |d| d.as_str())
+                    .to_owned(),
+                in_process: *address == *MANAGEMENT || *address == *topo,
+                stats: Some(stats),
+                remote_routers,
+            }));
+        }
+        out
+    }
+
+    fn node_entities(&self) -> Vec<Box<dyn Entity>> {
+        let Some(mesh) = &self.mesh else {
+            return Vec::new();
+        };
+        let view = mesh.view();
+        let routes = &view.routes;
+        let topology = routes.topology();
+        let origins = routes.valid_origins();
+        let me = routes.local();
+        let mut out: Vec<Box<dyn Entity>> = Vec::new();
+        for (index, router) in topology.routers().iter().enumerate() {
+            let route = routes.route(router);
+            if router != me && route.is_none() {
+                continue;
+            }
+            out.push(Box::new(NodeEntity {
+                id: router.as_str().to_owned(),
+                index,
+                link_state: topology
+                    .neighbours(router)
+                    .into_iter()
+                    .map(|(r, c)| (r.as_str().to_owned(), c))
+                    .collect(),
+                next_hop: if router == me {
+                    Some("(self)".into())
+                } else {
+                    route.as_ref().map(|r| r.next_hop.as_str().to_owned())
+                },
+                cost: if router == me {
+                    Some(0)
+                } else {
+                    route.map(|r| r.cost)
+                },
+                valid_origins: origins
+                    .get(router)
+                    .map(|o| o.iter().map(|r| r.as_str().to_owned()).collect())
+                    .unwrap_or_default(),
+            }));
+        }
+        out
+    }
+}
+
+impl RouterEntity {
+    fn with_links(mut self) -> RouterEntity {
+        self.links = self.totals.links;
+        self
+    }
+}
+
+impl Managed for Shared {
+    fn entities(&self, ty: &'static EntityType) -> Vec<Box<dyn Entity>> {
+        match ty.short {
+            "router" => vec![Box::new(self.router_entity())],
+            "connection" => {
+                let now = unix_seconds();
+                self.model
+                    .connections()
+                    .into_iter()
+                    .map(|c| Box::new(ConnectionEntity(c, now)) as Box<dyn Entity>)
+                    .collect()
+            }
+            "router.link" => {
+                let mut out: Vec<Box<dyn Entity>> = Vec::new();
+                for c in self.model.connections() {
+                    for link in c.links() {
+                        let owning = link
+                            .address
+                            .as_deref()
+                            .map(|a| address_key(&self.router_id, a));
+                        out.push(Box::new(LinkEntity { link, owning }));
+                    }
+                }
+                out
+            }
+            "router.address" => self.address_entities(),
+            "router.node" => self.node_entities(),
+            "listener" => self
+                .configured()
+                .listeners
+                .iter()
+                .map(|l| {
+                    Box::new(ListenerEntity {
+                        name: l.name(),
+                        config: l.config.clone(),
+                        bound: l.bound,
+                    }) as Box<dyn Entity>
+                })
+                .collect(),
+            "connector" => self
+                .configured()
+                .connectors
+                .iter()
+                .map(|c| Box::new(ConnectorEntity(c.clone())) as Box<dyn Entity>)
+                .collect(),
+            "router.config.address" => self
+                .addresses
+                .table()
+                .entries()
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    Box::new(ConfigAddressEntity {
+                        name: config_address_name(i, e),
+                        entry: e.clone(),
+                    }) as Box<dyn Entity>
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn mgmt_nodes(&self) -> Vec<String> {
+        let mut routers = vec![self.router_id.clone()];
+        if let Some(mesh) = &self.mesh {
+            routers.extend(
+                mesh.view()
+                    .routes
+                    .iter()
+                    .map(|(r, _)| r.as_str().to_owned()),
+            );
+        }
+        routers.sort();
+        routers
+            .into_iter()
+            .map(|r| format!("amqp:/{}", topo_address(&r)))
+            .collect()
+    }
+}
+
+/// Applies a checked CREATE, UPDATE or DELETE to the running router.
+async fn apply(shared: Arc<Shared>, change: &Change) -> Result<(), Reply> {
+    let bad = |e: String| Reply::error(400, e);
+    match (change.ty.short, change.operation) {
+        ("listener", ChangeOp::Create) => {
+            let config: ListenerConfig = from_attributes(&change.name, &change.attributes, true)?;
+            if config.role == Role::InterRouter {
+                return Err(Reply::error(
+                    501,
+                    "inter-router listeners cannot be created at run time (configure them in the file)",
+                ));
+            }
+            let addr = config.socket_address();
+            let tcp = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| bad(format!("listener {}: cannot bind {addr}: {e}", change.name)))?;
+            let bound = tcp.local_addr().map_err(|e| bad(e.to_string()))?;
+            tracing::info!(router = %shared.router_id, "listening on {bound} (amqp, created by management)");
+            let actor = ListenerActor::new(config.clone(), tcp, shared.clone()).start();
+            shared.configured().listeners.push(ListenerEntry {
+                config,
+                bound,
+                actor: Some(actor),
+            });
+            shared.publish_listeners();
+            Ok(())
+        }
+        ("listener", ChangeOp::Delete) => {
+            let entry = {
+                let mut configured = shared.configured();
+                let i = configured
+                    .listeners
+                    .iter()
+                    .position(|l| l.name() == change.name)
+                    .ok_or_else(|| {
+                        Reply::error(404, format!("no listener named '{}'", change.name))
+                    })?;
+                if configured.listeners[i].actor.is_none() {
+                    return Err(Reply::error(
+                        501,
+                        "inter-router listeners cannot be deleted at run time",
+                    ));
+                }
+                configured.listeners.remove(i)
+            };
+            if let Some(actor) = entry.actor {
+                let _ = actor.send(StopAccepting).await;
+            }
+            shared.publish_listeners();
+            Ok(())
+        }
+        ("connector", ChangeOp::Create) => {
+            let config: ConnectorConfig = from_attributes(&change.name, &change.attributes, false)?;
+            if config.role != Role::InterRouter {
+                return Err(Reply::error(
+                    501,
+                    "only inter-router connectors are supported",
+                ));
+            }
+            if config.cost == 0 {
+                return Err(bad("a connector's cost must be at least 1".into()));
+            }
+            let mesh = shared.mesh.as_ref().ok_or_else(|| {
+                Reply::error(
+                    501,
+                    "this router runs without a mesh (no inter-router listener or connector configured)",
+                )
+            })?;
+            mesh.add_connector(config.clone()).await.map_err(bad)?;
+            shared.configured().connectors.push(config);
+            Ok(())
+        }
+        ("connector", ChangeOp::Delete) => {
+            let mesh = shared
+                .mesh
+                .as_ref()
+                .ok_or_else(|| Reply::error(404, "this router runs without a mesh"))?;
+            mesh.remove_connector(&change.name).await.map_err(bad)?;
+            shared
+                .configured()
+                .connectors
+                .retain(|c| c.name != change.name);
+            Ok(())
+        }
+        ("connector", ChangeOp::Update) => {
+            let mut cost = None;
+            for (key, value) in &change.attributes {
+                match key.as_str() {
+                    "cost" => {
+                        cost = Some(
+                            integer(value).ok_or_else(|| bad("cost must be an integer".into()))?,
+                        )
+                    }
+                    other => {
+                        return Err(Reply::error(
+                            501,
+                            format!(
+                                "UPDATE of a connector's '{other}' is not supported (only cost)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            let Some(cost) = cost else {
+                return Ok(());
+            };
+            let cost =
+                u32::try_from(cost).map_err(|_| bad(format!("cost {cost} is out of range")))?;
+            let mesh = shared
+                .mesh
+                .as_ref()
+                .ok_or_else(|| Reply::error(404, "this router runs without a mesh"))?;
+            mesh.set_connector_cost(&change.name, cost)
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+            for c in shared.configured().connectors.iter_mut() {
+                if c.name == change.name {
+                    c.cost = cost;
+                }
+            }
+            Ok(())
+        }
+        ("router.config.address", ChangeOp::Create) => {
+            let mut prefix = None;
+            let mut pattern = None;
+            let mut distribution = None;
+            for (key, value) in &change.attributes {
+                let s = value.as_str().map(str::to_owned);
+                match key.as_str() {
+                    "prefix" => prefix = s,
+                    "pattern" => pattern = s,
+                    "distribution" => distribution = s,
+                    "waypoint" | "fallback" if value.as_bool() == Some(false) => {}
+                    other => {
+                        return Err(Reply::error(
+                            501,
+                            format!("router.config.address attribute '{other}' is not supported"),
+                        ));
+                    }
+                }
+            }
+            let key = match (prefix, pattern) {
+                (Some(p), None) => AddressKey::Prefix(p),
+                (None, Some(p)) => AddressKey::Pattern(p),
+                _ => return Err(bad("give exactly one of 'prefix' and 'pattern'".into())),
+            };
+            let distribution = distribution
+                .as_deref()
+                .unwrap_or("balanced")
+                .parse()
+                .map_err(|e: crate::config::address::UnknownDistribution| bad(e.to_string()))?;
+            let table = shared.addresses.table();
+            let mut entries = table.entries().to_vec();
+            entries.push(AddressEntry {
+                name: Some(change.name.clone()),
+                key,
+                distribution,
+            });
+            let new = AddressTable::new(entries, table.default_distribution())
+                .map_err(|e| bad(e.to_string()))?;
+            shared.addresses.set_table(new);
+            Ok(())
+        }
+        ("router.config.address", ChangeOp::Delete) => {
+            let table = shared.addresses.table();
+            let entries: Vec<AddressEntry> = table
+                .entries()
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| config_address_name(*i, e) != change.name)
+                .map(|(_, e)| e.clone())
+                .collect();
+            let new = AddressTable::new(entries, table.default_distribution())
+                .map_err(|e| bad(e.to_string()))?;
+            shared.addresses.set_table(new);
+            Ok(())
+        }
+        (ty, op) => Err(Reply::error(
+            501,
+            format!("{op:?} of a {ty} is not supported"),
+        )),
+    }
+}
+
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::String(s) => s.trim().parse().ok(),
+        other => other.as_i64(),
+    }
+}
+
+/// A listener or connector configuration from management attributes
+/// (qdrouterd's camelCase names; `port` as a string or a number).
+fn from_attributes<T: serde::de::DeserializeOwned>(
+    name: &str,
+    attributes: &[(String, Value)],
+    listener: bool,
+) -> Result<T, Reply> {
+    let mut object = serde_json::Map::new();
+    object.insert("name".into(), serde_json::Value::String(name.to_owned()));
+    for (key, value) in attributes {
+        let json = match key.as_str() {
+            "port" | "cost" | "maxFrameSize" | "idleTimeoutSeconds" | "linkCapacity" => {
+                match integer(value) {
+                    Some(n) => serde_json::Value::from(n),
+                    None => {
+                        return Err(Reply::error(
+                            400,
+                            format!("{key} must be a number, not {value:?}"),
+                        ));
+                    }
+                }
+            }
+            "host" | "role" | "saslMechanisms" | "stripAnnotations" => {
+                crate::management::json::to_json(value)
+            }
+            other => {
+                return Err(Reply::error(
+                    501,
+                    format!(
+                        "{} attribute '{other}' is not supported",
+                        if listener { "listener" } else { "connector" }
+                    ),
+                ));
+            }
+        };
+        object.insert(key.clone(), json);
+    }
+    if !listener && !object.contains_key("host") {
+        object.insert("host".into(), serde_json::Value::from("127.0.0.1"));
+    }
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|e| Reply::error(400, format!("{name}: {e}")))
+}
+
+/// The management node's actor.
+pub struct ManagementActor {
+    shared: Arc<Shared>,
+    counters: Arc<LinkCounters>,
+    returns_to: Option<Arc<Recipient<Returned>>>,
+    next_key: u64,
+}
+
+impl ManagementActor {
+    pub fn new(shared: Arc<Shared>) -> ManagementActor {
+        ManagementActor {
+            shared,
+            counters: Arc::new(LinkCounters::default()),
+            returns_to: None,
+            next_key: 0,
+        }
+    }
+
+    /// Routes `reply` to the request's `reply-to`.
+    fn send(&mut self, request: &Request, reply: &Reply) {
+        let Some(reply_to) = request.reply_to.as_deref() else {
+            return;
+        };
+        let address = reply_to.strip_prefix("amqp:/").unwrap_or(reply_to);
+        let message = reply.encode(reply_to, &request.correlation_id);
+        let Some(conn) = self.returns_to.clone() else {
+            return;
+        };
+        self.next_key += 1;
+        let origin = Origin {
+            conn,
+            conn_id: ConnId(0),
+            key: self.next_key,
+        };
+        let delivery = super::connection::routed(Arc::from(address), message, false, origin, None);
+        self.shared
+            .addresses
+            .get(address)
+            .do_send(Forward(vec![delivery]));
+    }
+
+    fn request(&mut self, d: RoutedDelivery, ctx: &mut Context<Self>) {
+        self.counters.undelivered.fetch_sub(1, Relaxed);
+        let request = match Request::decode(&d.message) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!("management: {e}");
+                let error =
+                    bote_amqp::AmqpError::new(bote_amqp::condition::DECODE_ERROR, e.to_string());
+                d.return_to_sender(Some(DeliveryState::Rejected { error: Some(error) }));
+                return;
+            }
+        };
+        if request.reply_to.is_none() {
+            let error = bote_amqp::AmqpError::new(
+                bote_amqp::condition::INVALID_FIELD,
+                "management request without a reply-to address",
+            );
+            d.return_to_sender(Some(DeliveryState::Rejected { error: Some(error) }));
+            return;
+        }
+        d.return_to_sender(Some(DeliveryState::Accepted));
+        tracing::debug!(operation = ?request.operation, r#type = ?request.type_name, entity_type = ?request.entity_type, "management request");
+        let started = std::time::Instant::now();
+        match agent::handle(self.shared.as_ref(), &request) {
+            Step::Reply(reply) => {
+                let answered = started.elapsed();
+                self.send(&request, &reply);
+                tracing::debug!(
+                    operation = ?request.operation,
+                    status = reply.status,
+                    answered_us = answered.as_micros() as u64,
+                    encoded_and_routed_us = (started.elapsed() - answered).as_micros() as u64,
+                    "management request answered"
+                );
+            }
+            Step::Change(change) => {
+                let shared = self.shared.clone();
+                ctx.spawn(
+                    async move {
+                        let result = apply(shared.clone(), &change).await;
+                        let reply = match result {
+                            Ok(()) => {
+                                tracing::info!(
+                                    "management: {:?} {} '{}'",
+                                    change.operation,
+                                    change.ty.short,
+                                    change.name
+                                );
+                                agent::after_change(shared.as_ref(), &change)
+                            }
+                            Err(reply) => reply,
+                        };
+                        (request, reply)
+                    }
+                    .into_actor(self)
+                    .map(|(request, reply), act, _ctx| act.send(&request, &reply)),
+                );
+            }
+        }
+    }
+}
+
+impl Actor for ManagementActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.returns_to = Some(Arc::new(ctx.address().recipient()));
+        let me = ctx.address();
+        for (link, address) in [MANAGEMENT.to_owned(), topo_address(&self.shared.router_id)]
+            .into_iter()
+            .enumerate()
+        {
+            self.shared.addresses.get(&address).do_send(AttachConsumer {
+                conn: ConnId(0),
+                link: bote_amqp::LinkId {
+                    session: bote_amqp::SessionId(0),
+                    handle: link as u32,
+                },
+                deliver: me.clone().recipient(),
+                counters: self.counters.clone(),
+                capacity: u32::MAX / 2,
+            });
+        }
+    }
+}
+
+impl Handler<Deliver> for ManagementActor {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        for d in msg.deliveries {
+            self.request(d, ctx);
+        }
+    }
+}
+
+/// Asks the node whether it answers (`/healthz`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for ManagementActor {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _ctx: &mut Context<Self>) {}
+}
+
+/// Outcomes of the replies: nothing to do (a reply nobody takes is gone).
+impl Handler<Returned> for ManagementActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Returned, _ctx: &mut Context<Self>) {}
+}
+
+/// Starts the management node on an arbiter of its own.
+pub fn start(shared: Arc<Shared>, arbiter: &actix::dev::ArbiterHandle) -> Addr<ManagementActor> {
+    ManagementActor::start_in_arbiter(arbiter, move |_| ManagementActor::new(shared))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_keys_are_qdrouterd_s() {
+        assert_eq!(address_key("A", "queue.x"), "M0queue.x");
+        assert_eq!(address_key("A", "$management"), "M0$management");
+        assert_eq!(address_key("A", "_topo/0/A/$management"), "L$management");
+        assert_eq!(address_key("A", "_topo/0/A/temp.1"), "Ltemp.1");
+        assert_eq!(address_key("A", "_topo/0/B/temp.1"), "TB/temp.1");
+        assert_eq!(address_key("A", "_topo/0/AB/temp.1"), "TAB/temp.1");
+    }
+
+    #[test]
+    fn listener_and_connector_configs_come_from_qdrouterd_attributes() {
+        let l: ListenerConfig = from_attributes(
+            "l1",
+            &[
+                ("port".into(), Value::from("0")),
+                ("host".into(), Value::from("127.0.0.1")),
+                ("linkCapacity".into(), Value::Long(10)),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.port, l.link_capacity, l.name.as_deref()),
+            (0, 10, Some("l1"))
+        );
+        let c: ConnectorConfig = from_attributes(
+            "toB",
+            &[
+                ("port".into(), Value::Long(5000)),
+                ("role".into(), Value::from("inter-router")),
+                ("cost".into(), Value::from("3")),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.cost, c.role),
+            ("127.0.0.1", 5000, 3, Role::InterRouter)
+        );
+        let e =
+            from_attributes::<ListenerConfig>("l", &[("port".into(), Value::from("http"))], true)
+                .unwrap_err();
+        assert_eq!(e.status, 400);
+        let e = from_attributes::<ListenerConfig>(
+            "l",
+            &[("sslProfile".into(), Value::from("x"))],
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.status, e.description.as_str()),
+            (501, "listener attribute 'sslProfile' is not supported")
+        );
+    }
+}
