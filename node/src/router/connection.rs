@@ -158,6 +158,7 @@ impl ConnectionActor {
             max_frame_size: listener.max_frame_size,
             idle_timeout: (listener.idle_timeout_secs > 0)
                 .then(|| std::time::Duration::from_secs(u64::from(listener.idle_timeout_secs))),
+            handshake_timeout: listener.handshake_timeout(),
             stream_deliveries: true,
             sasl: SaslConfig::Server {
                 mechanisms: listener

@@ -262,8 +262,7 @@ impl Router {
             .filter(|l| l.role != crate::config::Role::InterRouter)
         {
             let addr = l.socket_address();
-            let tcp = tokio::net::TcpListener::bind(&addr)
-                .await
+            let tcp = listener::bind(l)
                 .map_err(|e| anyhow::anyhow!("listener {addr}: cannot bind: {e}"))?;
             let local = tcp.local_addr()?;
             tracing::info!(router = %shared.router_id, "listening on {local} (amqp, {} workers)", threads);
