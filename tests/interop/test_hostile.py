@@ -6,6 +6,7 @@ established Qpid Proton client keeps sending and receiving throughout."""
 
 import os
 import socket
+import struct
 import subprocess
 import time
 
@@ -185,3 +186,74 @@ def test_a_truncated_frame_at_end_of_stream_drops_only_that_connection(router):
     assert not other.done.is_set(), "an innocent connection was closed"
     other.stop_requested.set()
     other.join()
+
+
+# --- an oversized multi-frame message ----------------------------------------
+
+class _AbortCountingReceiver(Receiver):
+    aborted = 0
+
+    def on_aborted(self, event):
+        self.aborted += 1
+
+
+def _list8(*fields):
+    body = b"".join(fields)
+    return b"\xc0" + bytes([len(body) + 1, len(fields)]) + body
+
+
+def _str8(text):
+    return b"\xa1" + bytes([len(text)]) + text.encode()
+
+
+def _oversized_raw_sender(router, address, frames, frame_payload=16000):
+    """A raw AMQP sender that streams `frames` transfer frames of one
+    delivery (more = true throughout) and never answers the router's
+    detach: only the router can end that delivery. Returns the socket
+    (still open) and what the router wrote."""
+    s = socket.create_connection((router.host, router.port), timeout=5)
+    begin = b"\x00\x53\x11" + _list8(b"\x40", b"\x43", b"\x70\x00\x00\x03\xe8", b"\x70\x00\x00\x03\xe8")
+    target = b"\x00\x53\x29" + _list8(_str8(address))
+    attach = b"\x00\x53\x12" + _list8(_str8("big"), b"\x43", b"\x42", b"\x40", b"\x40", b"\x40",
+                                      target, b"\x40", b"\x40", b"\x43")
+    s.sendall(AMQP + _open_frame() + _frame(0, begin) + _frame(0, attach))
+    got = b""
+    deadline = time.time() + 10
+    while b"\x00\x53\x13" not in got and time.time() < deadline:  # a flow: credit
+        got += s.recv(65536)
+    assert b"\x00\x53\x13" in got, got
+    first = b"\x00\x53\x14" + _list8(b"\x43", b"\x43", b"\xa0\x01t", b"\x43", b"\x42", b"\x41")
+    more = b"\x00\x53\x14" + _list8(b"\x43", b"\x40", b"\x40", b"\x40", b"\x40", b"\x41")
+    size = frames * frame_payload
+    data = b"\x00\x53\x75\xb0" + struct.pack(">I", size + 4096)  # announces more than is sent
+    for i in range(frames):
+        chunk = os.urandom(frame_payload)
+        s.sendall(_frame(0, (first + data if i == 0 else more) + chunk))
+    s.settimeout(5)
+    deadline = time.time() + 10
+    while b"amqp:link:message-size-exceeded" not in got and time.time() < deadline:
+        try:
+            got += s.recv(65536)
+        except socket.timeout:
+            break
+    return s, got
+
+
+def test_an_oversized_multi_frame_message_is_aborted_toward_the_consumer_whose_link_carries_on():
+    r = Router("Router.O", extra_listener="max-message-size = 1048576\n")
+    try:
+        rx = _AbortCountingReceiver(r.url, "queue.big", expect=1, timeout=30).start()
+        assert rx.attached.wait(10)
+        big, got = _oversized_raw_sender(r, "queue.big", 80)
+        assert b"amqp:link:message-size-exceeded" in got, "the sender's link is detached for size"
+        # The consumer had frames of it: it is told the delivery is aborted
+        # while the offending sender's connection is still open...
+        wait_until(lambda: rx.aborted == 1, 10, "an aborted transfer at the consumer")
+        # ... and its link carries on.
+        tx = Sender(r.url, "queue.big", [Message(body=os.urandom(1000))], timeout=15).start().join()
+        assert tx.counts() == {"accepted": 1}, tx.counts()
+        rx.join()
+        assert rx.count == 1 and not rx.timed_out
+        big.close()
+    finally:
+        assert r.stop() == 0, r.log()
