@@ -584,7 +584,11 @@ fn invalid_values_are_refused_with_line_and_key() {
             2,
             "PLAIN cannot succeed",
         ),
-        ("[[listener]]\nbacklog = 0\n", 2, "backlog in [[listener]] #1: must be at least 1"),
+        (
+            "[[listener]]\nbacklog = 0\n",
+            2,
+            "backlog in [[listener]] #1: must be at least 1",
+        ),
         ("[[listener]]\nhost = \"\"\n", 2, "host in [[listener]] #1"),
         (
             "[[listener]]\nport = 5672\n[[listener]]\nport = 5672\n",

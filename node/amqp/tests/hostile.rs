@@ -165,7 +165,9 @@ fn an_open_in_time_disarms_the_deadline() {
     s.time(DEADLINE + Duration::from_secs(10));
     assert!(!s.conn.is_closed());
     assert!(
-        s.conn.poll_timeout().is_some_and(|t| t > s.start + DEADLINE),
+        s.conn
+            .poll_timeout()
+            .is_some_and(|t| t > s.start + DEADLINE),
         "only the idle timeout remains"
     );
     assert!(s.close_error().is_none());
@@ -216,7 +218,9 @@ fn an_attach_and_a_session_error_in_one_read_answer_the_attach_before_the_end() 
     // after the read: the engine must not write it after the end.
     for e in s.events() {
         if let Event::AttachRequested { link, attach } = e {
-            let _ = s.conn.accept_attach(link, LinkConfig::receiver(attach.name, None));
+            let _ = s
+                .conn
+                .accept_attach(link, LinkConfig::receiver(attach.name, None));
         }
     }
     s.drain();

@@ -567,11 +567,7 @@ impl ConnectionActor {
     /// abort its stream (egresses send `aborted = true` to their consumers)
     /// and forget it.
     fn abort_partial(&mut self, link: LinkId) {
-        let Some(partial) = self
-            .producers
-            .get_mut(&link)
-            .and_then(|p| p.partial.take())
-        else {
+        let Some(partial) = self.producers.get_mut(&link).and_then(|p| p.partial.take()) else {
             return;
         };
         if let Partial::Streaming { stream, key } = partial {
@@ -1029,6 +1025,7 @@ impl Actor for ConnectionActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.shared.connections.remove(&self.id);
+        self.shared.heap.connection_closed();
         tracing::debug!(conn = %self.id, peer = %self.peer, "connection actor stopped");
     }
 }

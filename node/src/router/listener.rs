@@ -105,7 +105,8 @@ impl AcceptLoop {
                         self.last_report = Some(now);
                     }
                     if out_of_resources(&e) {
-                        self.backoff = (self.backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                        self.backoff =
+                            (self.backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
                         tokio::time::sleep(self.backoff).await;
                     }
                 }

@@ -28,6 +28,7 @@ pub mod annotations;
 pub mod connection;
 pub mod link;
 pub mod listener;
+pub mod memory;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -66,6 +67,8 @@ pub struct Shared {
     listeners: OnceLock<Vec<ListenerState>>,
     /// Where the state is written as it changes (`boted --state-file`).
     state_file: OnceLock<StateFile>,
+    /// Returns memory to the system after bursts of connections.
+    pub heap: memory::HeapTrimmer,
 }
 
 impl Shared {
@@ -247,7 +250,24 @@ impl Router {
             mesh,
             listeners: OnceLock::new(),
             state_file: OnceLock::new(),
+            heap: memory::HeapTrimmer::default(),
         });
+        {
+            let shared = Arc::downgrade(&shared);
+            actix::spawn(async move {
+                let mut last_trim = 0;
+                let mut tick = tokio::time::interval(memory::CHECK_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let Some(shared) = shared.upgrade() else {
+                        break;
+                    };
+                    if shared.heap.check(&mut last_trim) {
+                        tracing::debug!("connections closed: heap trimmed");
+                    }
+                }
+            });
+        }
         if let Some(mesh) = &shared.mesh {
             mesh.set_data_plane(Arc::new(RouterData {
                 shared: Arc::downgrade(&shared),
