@@ -9,7 +9,7 @@ direct, each against its own direct run), the attack's effect on the
 router's throughput, the router's RSS (peak while attacked) and how many
 trickling connections the router closed.
 
-    scripts/bench_trickle.py [--conns 5000] [--runs 2] [--messages 200000]
+    scripts/bench_trickle.py [--conns 5000] [--runs 2] [--messages 2000000]
     (BOTED, BOTECTL: the binaries; default target/release)
 """
 
@@ -98,7 +98,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--conns", type=int, default=5000)
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--messages", type=int, default=200_000)
+    ap.add_argument("--messages", type=int, default=2_000_000)
     ap.add_argument("--trickler", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.trickler:
@@ -132,6 +132,9 @@ def main():
             deadline = time.time() + 60
             while latest.get("open", 0) < args.conns * 0.95 and time.time() < deadline:
                 time.sleep(0.2)
+            # Past the first deadline: connections are being closed and dial
+            # again, as in a sustained attack.
+            time.sleep(6)
             opened = latest.get("open", 0)
             attacked_ratio, attacked_rates = bench(botectl, r, args.messages)
             still = latest.get("open", 0)
