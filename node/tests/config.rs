@@ -141,7 +141,7 @@ name = "clients"
 host = "127.0.0.1"
 port = 0
 role = "normal"
-sasl-mechanisms = ["ANONYMOUS", "PLAIN"]
+sasl-mechanisms = ["ANONYMOUS"]
 idle-timeout-secs = 30
 max-frame-size = 65536
 link-capacity = 100
@@ -179,10 +179,7 @@ distribution = "unavailable"
     let l = &config.listeners[0];
     assert_eq!(l.name.as_deref(), Some("clients"));
     assert_eq!(l.socket_address(), "127.0.0.1:0");
-    assert_eq!(
-        l.sasl_mechanisms,
-        [SaslMechanism::Anonymous, SaslMechanism::Plain]
-    );
+    assert_eq!(l.sasl_mechanisms, [SaslMechanism::Anonymous]);
     assert_eq!(l.idle_timeout_secs, 30);
     assert_eq!(l.max_frame_size, 65536);
     assert_eq!(l.link_capacity, 100);
@@ -537,9 +534,11 @@ fn same_key_in_both_spellings_is_an_error() {
 
 #[test]
 fn sasl_mechanisms_may_be_a_qdrouterd_style_string() {
-    let config = parse("[[listener]]\nsasl-mechanisms = \"ANONYMOUS PLAIN\"\n");
+    let config = parse(
+        "[[connector]]\nname = \"b\"\nhost = \"b\"\nport = 1\nsasl-mechanisms = \"ANONYMOUS PLAIN\"\n",
+    );
     assert_eq!(
-        config.listeners[0].sasl_mechanisms,
+        config.connectors[0].sasl_mechanisms,
         [SaslMechanism::Anonymous, SaslMechanism::Plain]
     );
     let d = diagnostic("[[listener]]\nsaslMechanisms = \"ANONYMOUS KERBEROS\"\n");
@@ -571,9 +570,24 @@ fn invalid_values_are_refused_with_line_and_key() {
             "sasl-mechanisms in [[listener]] #1: needs at least one mechanism",
         ),
         (
-            "[[listener]]\nsasl-mechanisms = [\"PLAIN\", \"PLAIN\"]\n",
+            "[[listener]]\nsasl-mechanisms = [\"ANONYMOUS\", \"ANONYMOUS\"]\n",
             2,
-            "PLAIN is listed twice",
+            "ANONYMOUS is listed twice",
+        ),
+        (
+            "[[listener]]\nport = 1\nsasl-mechanisms = [\"ANONYMOUS\", \"PLAIN\"]\n",
+            3,
+            "sasl-mechanisms in [[listener]] #1: PLAIN cannot succeed on this router yet",
+        ),
+        (
+            "[[listener]]\nsasl-mechanisms = \"PLAIN\"\n",
+            2,
+            "PLAIN cannot succeed",
+        ),
+        (
+            "[[listener]]\nbacklog = 0\n",
+            2,
+            "backlog in [[listener]] #1: must be at least 1",
         ),
         ("[[listener]]\nhost = \"\"\n", 2, "host in [[listener]] #1"),
         (

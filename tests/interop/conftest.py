@@ -38,7 +38,9 @@ class Router:
     """A boted process. `url` is its AMQP listener on 127.0.0.1."""
 
     def __init__(self, name, extra_listener="", addresses=DEFAULT_ADDRESSES, router_extra="",
-                 inter_router=False, connectors=()):
+                 inter_router=False, connectors=(), nofile=None):
+        """`nofile` lowers the router's file descriptor limit
+        (RLIMIT_NOFILE) to that many."""
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"bote-{name}-")
         self.config = os.path.join(self.dir, "bote.toml")
@@ -56,11 +58,17 @@ class Router:
                 f.write(f'[[connector]]\nname = "{cname}"\nhost = "127.0.0.1"\nport = {cport}\n'
                         f'role = "inter-router"\ncost = {cost}\n')
         self.log_lines = []
+
+        def limit_fds():
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen(
             [boted_path(), "--config", self.config, "--state-file", self.state_file],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=limit_fds if nofile else None,
         )
 
         def pump():

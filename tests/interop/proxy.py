@@ -4,12 +4,14 @@ ephemeral port of 127.0.0.1 and forwards every connection to the real
 listener. `cut()` closes both sockets of every proxied connection and
 refuses new ones (the link stays down); `silence()` keeps the sockets open
 but forwards nothing more, in either direction (only the hello timeout can
-notice)."""
+notice). `interrupt()` closes every proxied connection and refuses new ones
+while the listener stays, so that `restore()` brings the link back on the
+same port (the router's connector dials it again)."""
 
 import socket
 import threading
 
-FORWARD, SILENT, CUT = "forward", "silent", "cut"
+FORWARD, SILENT, CUT, DOWN = "forward", "silent", "cut", "down"
 
 
 class LinkProxy:
@@ -33,6 +35,9 @@ class LinkProxy:
                 if self.mode == CUT:
                     client.close()
                     return
+                if self.mode == DOWN:
+                    client.close()
+                    continue
                 if self.mode == SILENT:
                     self.sockets.append(client)  # a black hole
                     continue
@@ -61,7 +66,7 @@ class LinkProxy:
                     sink.sendall(data)
                 except OSError:
                     break
-            elif self.mode == CUT:
+            elif self.mode in (CUT, DOWN):
                 break
             # SILENT: dropped
         if self.mode == FORWARD:
@@ -86,3 +91,21 @@ class LinkProxy:
                 s.close()
             self.sockets = []
         self.listener.close()
+
+    def interrupt(self):
+        """Closes both sockets of every connection; new ones are refused
+        (accepted and closed at once) until `restore()`."""
+        with self.lock:
+            self.mode = DOWN
+            for s in self.sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self.sockets = []
+
+    def restore(self):
+        """Forwards new connections again."""
+        with self.lock:
+            self.mode = FORWARD

@@ -56,6 +56,12 @@ pub struct ConnectionConfig {
     /// Close the connection when the peer sends nothing for this long
     /// (half of it is advertised in open as idle-time-out, as the spec advises).
     pub idle_timeout: Option<Duration>,
+    /// The peer must get through the protocol header, SASL and its `open`
+    /// within this long of the connection's start, or the connection is
+    /// closed (`amqp:resource-limit-exceeded`). Unlike the idle timeout,
+    /// bytes arriving do not push it back, so a peer trickling its
+    /// handshake a byte at a time cannot hold the connection open.
+    pub handshake_timeout: Option<Duration>,
     pub offered_capabilities: Option<Vec<Symbol>>,
     pub desired_capabilities: Option<Vec<Symbol>>,
     pub properties: Option<Fields>,
@@ -79,6 +85,7 @@ impl Default for ConnectionConfig {
             max_frame_size: 65536,
             channel_max: 1023,
             idle_timeout: None,
+            handshake_timeout: None,
             offered_capabilities: None,
             desired_capabilities: None,
             properties: None,
@@ -188,6 +195,8 @@ pub struct Connection {
     remote_max_frame_size: u32,
     remote_channel_max: u16,
     remote_idle_timeout: Option<Duration>,
+    /// When the handshake (header, SASL, open) must be done by.
+    handshake_deadline: Option<Instant>,
     sessions: Vec<Option<Session>>,
     /// Remote channel -> local channel.
     remote_channels: Vec<Option<u16>>,
@@ -197,6 +206,7 @@ impl Connection {
     pub fn new(mut config: ConnectionConfig, side: Side, now: Instant) -> Self {
         config.max_frame_size = config.max_frame_size.max(MIN_MAX_FRAME_SIZE);
         let sasl = SaslNegotiation::new(config.sasl.clone());
+        let handshake_deadline = config.handshake_timeout.map(|t| now + t);
         let mut conn = Connection {
             config,
             side,
@@ -216,6 +226,7 @@ impl Connection {
             remote_max_frame_size: MIN_MAX_FRAME_SIZE,
             remote_channel_max: 0,
             remote_idle_timeout: None,
+            handshake_deadline,
             sessions: Vec::new(),
             remote_channels: Vec::new(),
         };
@@ -317,10 +328,14 @@ impl Connection {
             .keepalive()
             .filter(|_| self.out.open_written && !self.close_sent)
             .map(|t| self.last_sent + t);
-        match (receive, send) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let handshake = self.handshake_pending();
+        [receive, send, handshake].into_iter().flatten().min()
+    }
+
+    /// The handshake deadline while the peer's open has not arrived.
+    fn handshake_pending(&self) -> Option<Instant> {
+        self.handshake_deadline
+            .filter(|_| self.remote_open.is_none() && !self.close_sent)
     }
 
     /// How long the output may stay silent before an empty frame goes out:
@@ -348,6 +363,12 @@ impl Connection {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if self.inbound == Inbound::Done {
+            return;
+        }
+        if let Some(deadline) = self.handshake_pending()
+            && now >= deadline
+        {
+            self.fail_handshake();
             return;
         }
         if let Some(idle) = self.config.idle_timeout
@@ -553,6 +574,20 @@ impl Connection {
         let mut flushed = BytesMut::new();
         if open_written {
             s.write_pending(session.0, remote_max, &mut flushed, 0);
+        }
+        // Frames keep their causal order: a remote attach the application
+        // has not answered yet gets its reply (a refusal: null terminus)
+        // before the end, never after it on an unmapped channel.
+        let unanswered: Vec<u32> = s
+            .link_handles()
+            .filter(|&h| s.link(h).is_some_and(|l| !l.attach_sent && !l.detach_sent))
+            .collect();
+        for handle in unanswered {
+            if let Some(l) = s.link_mut(handle) {
+                l.attach_sent = true;
+                let attach = refusal_attach(l);
+                encode_frame(session.0, &Performative::Attach(attach), &[], &mut flushed);
+            }
         }
         s.end_sent = true;
         self.out.buf.extend_from_slice(&flushed);
@@ -1012,6 +1047,42 @@ impl Connection {
             }
         }
         true
+    }
+
+    /// The handshake deadline passed before the peer's open arrived. In the
+    /// header or AMQP phase the peer gets our header, open and a close with
+    /// the error; during SASL there is no close frame to send, so the
+    /// connection just ends. Either way the error is reported.
+    fn fail_handshake(&mut self) {
+        let timeout = self.config.handshake_timeout.unwrap_or_default();
+        let phase = match self.inbound {
+            Inbound::Header if self.sasl.is_done() => "the AMQP protocol header after SASL",
+            Inbound::Header => "the protocol header",
+            Inbound::Sasl | Inbound::SaslDecision => "SASL",
+            Inbound::Amqp | Inbound::Done => "open",
+        };
+        let error = AmqpError::new(
+            condition::RESOURCE_LIMIT_EXCEEDED,
+            format!(
+                "handshake not finished within {} ms (protocol header, SASL and open): \
+                 still waiting for {phase}",
+                timeout.as_millis()
+            ),
+        );
+        match self.inbound {
+            Inbound::Sasl | Inbound::SaslDecision => {
+                self.inbound = Inbound::Done;
+                self.events.push_back(Event::ProtocolError {
+                    scope: ErrorScope::Connection,
+                    error,
+                });
+            }
+            Inbound::Header => self.fail_header(error),
+            Inbound::Amqp | Inbound::Done => {
+                self.fail_connection(error);
+                self.inbound = Inbound::Done;
+            }
+        }
     }
 
     /// The peer's header is wrong: answer with ours, then open and close with

@@ -309,9 +309,9 @@ pub struct ListenerConfig {
     pub role: Role,
     /// Mechanisms offered to clients that open with SASL. Default
     /// `["ANONYMOUS"]`; a qdrouterd-style string (`"ANONYMOUS PLAIN"`) also
-    /// parses. Only ANONYMOUS authenticates today: PLAIN is offered if
-    /// listed, but a client choosing it is refused (no credentials to check
-    /// it against yet).
+    /// parses. Only ANONYMOUS authenticates today: a listener listing PLAIN
+    /// is a configuration error (with no user store every PLAIN attempt
+    /// would fail), so no listener offers a mechanism that cannot succeed.
     #[serde(alias = "saslMechanisms", deserialize_with = "sasl_list")]
     pub sasl_mechanisms: Vec<SaslMechanism>,
     /// Idle timeout announced in open, in seconds; 0 disables it.
@@ -340,6 +340,15 @@ pub struct ListenerConfig {
     /// (qdrouterd `stripAnnotations`); see [`StripAnnotations`].
     #[serde(alias = "stripAnnotations")]
     pub strip_annotations: StripAnnotations,
+    /// A connection must finish the protocol header, SASL and `open` within
+    /// this many milliseconds or it is closed; 0 = no deadline. Default 5000.
+    #[serde(alias = "handshakeTimeoutMs")]
+    pub handshake_timeout_ms: u64,
+    /// The listen backlog: connections the kernel completes and queues
+    /// before the router accepts them (capped by the kernel's
+    /// `net.core.somaxconn`). At least 1. Default 4096, sized for bursts of
+    /// thousands of connects.
+    pub backlog: u32,
 }
 
 impl Default for ListenerConfig {
@@ -356,6 +365,8 @@ impl Default for ListenerConfig {
             max_message_size: 10 * 1024 * 1024,
             require_sasl: false,
             strip_annotations: StripAnnotations::Both,
+            handshake_timeout_ms: 5000,
+            backlog: 4096,
         }
     }
 }
@@ -369,6 +380,12 @@ impl ListenerConfig {
     /// `host:port` (IPv6 hosts in brackets), for binding and for logs.
     pub fn socket_address(&self) -> String {
         socket_address(&self.host, self.port)
+    }
+
+    /// The handshake deadline, `None` when disabled.
+    pub fn handshake_timeout(&self) -> Option<std::time::Duration> {
+        (self.handshake_timeout_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.handshake_timeout_ms))
     }
 }
 
@@ -618,6 +635,16 @@ impl RawConfig {
             let p = |field: &str| at("listener", i, field);
             check_host(&l.host, p("host"))?;
             check_sasl(&l.sasl_mechanisms, || p("sasl-mechanisms"))?;
+            if l.sasl_mechanisms.contains(&SaslMechanism::Plain) {
+                return Err(Problem::new(
+                    p("sasl-mechanisms"),
+                    "PLAIN cannot succeed on this router yet (there is no user store to check \
+                     passwords against): offer [\"ANONYMOUS\"]",
+                ));
+            }
+            if l.backlog == 0 {
+                return Err(Problem::new(p("backlog"), "must be at least 1"));
+            }
             check_frame_size(l.max_frame_size, p("max-frame-size"))?;
             if l.link_capacity == 0 {
                 return Err(Problem::new(p("link-capacity"), "must be at least 1"));

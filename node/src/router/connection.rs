@@ -204,6 +204,7 @@ impl ConnectionActor {
             max_frame_size: listener.max_frame_size,
             idle_timeout: (listener.idle_timeout_secs > 0)
                 .then(|| std::time::Duration::from_secs(u64::from(listener.idle_timeout_secs))),
+            handshake_timeout: listener.handshake_timeout(),
             stream_deliveries: true,
             // Lenient: a sender a little ahead of its credit (before the
             // first flow, or miscounting by one) is taken, up to a link
@@ -307,6 +308,14 @@ impl ConnectionActor {
                 }
                 Event::ProtocolError { scope, error } => {
                     tracing::warn!(conn = %self.id, peer = %self.peer, ?scope, "protocol error: {}: {}", error.condition, error.description.as_deref().unwrap_or(""));
+                    if let ErrorScope::Link(link) = scope {
+                        // The engine detached a sender's link (e.g. its
+                        // message grew past max-message-size): the delivery
+                        // it was streaming ends now, aborted toward every
+                        // consumer that has part of it, not when the peer
+                        // answers the detach or its connection goes.
+                        self.abort_partial(link);
+                    }
                     if scope == ErrorScope::Connection {
                         // The engine sent close; a peer that never answers
                         // it does not keep the connection alive.
@@ -649,6 +658,19 @@ impl ConnectionActor {
             conn: self.returns_to.clone().expect("connection actor started"),
             conn_id: self.id,
             key,
+        }
+    }
+
+    /// The delivery still arriving on a sender's link will never finish:
+    /// abort its stream (egresses send `aborted = true` to their consumers)
+    /// and forget it.
+    fn abort_partial(&mut self, link: LinkId) {
+        let Some(partial) = self.producers.get_mut(&link).and_then(|p| p.partial.take()) else {
+            return;
+        };
+        if let Partial::Streaming { stream, key } = partial {
+            stream.abort();
+            self.forget_incoming(key);
         }
     }
 
@@ -1168,6 +1190,7 @@ impl Actor for ConnectionActor {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.shared.connections.remove(&self.id);
         self.shared.model.remove_connection(self.id);
+        self.shared.heap.connection_closed();
         tracing::debug!(conn = %self.id, peer = %self.peer, "connection actor stopped");
     }
 }

@@ -1,16 +1,119 @@
 //! The listener actor: accepts TCP connections on one configured listener and
 //! starts a connection actor for each on the next worker arbiter, so that
 //! connections spread over all cores.
+//!
+//! The accept loop survives running out of resources: when `accept` fails
+//! because the process or system is out of file descriptors or memory
+//! (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`), it waits before trying again
+//! (from 10 ms, doubling to 1 s, back to nothing after a success) instead of
+//! spinning, and it logs once per [`ACCEPT_REPORT_INTERVAL`] with the number
+//! of failures since the last line, not once per attempt. Connects meanwhile
+//! wait in the kernel's backlog ([`bind`] sizes it from the listener's
+//! `backlog`) and are taken as soon as descriptors free up; existing
+//! connections are served throughout, since only this loop waits.
 
+use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::Shared;
 use super::connection::ConnectionActor;
 use crate::config::ListenerConfig;
+
+/// The first wait after an accept failed for want of resources.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between accept attempts while resources are short.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one log line about failing accepts per this interval.
+pub const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Binds `config`'s address with its listen backlog (`SO_REUSEADDR` set, as
+/// servers do, so a restarted router can bind at once).
+pub fn bind(config: &ListenerConfig) -> io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let address = config.socket_address();
+    let addr = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind"))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(config.backlog)
+}
+
+/// Whether an accept error means the process or system is short of
+/// resources (waiting helps), rather than one failed connection.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == libc::EMFILE
+            || code == libc::ENFILE
+            || code == libc::ENOBUFS
+            || code == libc::ENOMEM
+    )
+}
+
+/// The accept loop's state between attempts: how long to wait next, and
+/// what to report at the next log line.
+struct AcceptLoop {
+    listener: TcpListener,
+    label: String,
+    backoff: Duration,
+    failures: u64,
+    last_report: Option<Instant>,
+}
+
+impl AcceptLoop {
+    /// Accepts the next connection, waiting out resource shortages.
+    async fn next(mut self) -> Option<(TcpStream, AcceptLoop)> {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    if self.failures > 0 {
+                        tracing::info!(
+                            listener = %self.label,
+                            "accepting again after {} failed accept(s)",
+                            self.failures
+                        );
+                        self.failures = 0;
+                        self.last_report = None;
+                    }
+                    self.backoff = Duration::ZERO;
+                    return Some((stream, self));
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    let now = Instant::now();
+                    if self
+                        .last_report
+                        .is_none_or(|t| now.duration_since(t) >= ACCEPT_REPORT_INTERVAL)
+                    {
+                        tracing::warn!(
+                            listener = %self.label,
+                            "accept failed: {e} ({} failure(s) since the last report; \
+                             retrying with back-off, existing connections are served)",
+                            self.failures
+                        );
+                        self.last_report = Some(now);
+                    }
+                    if out_of_resources(&e) {
+                        self.backoff =
+                            (self.backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                        tokio::time::sleep(self.backoff).await;
+                    }
+                }
+            }
+        }
+    }
+}
 
 pub struct ListenerActor {
     config: Arc<ListenerConfig>,
@@ -37,21 +140,21 @@ impl Actor for ListenerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(l) = self.listener.take() {
-            ctx.add_stream(TcpListenerStream::new(l));
+        if let Some(listener) = self.listener.take() {
+            let state = AcceptLoop {
+                listener,
+                label: self.config.socket_address(),
+                backoff: Duration::ZERO,
+                failures: 0,
+                last_report: None,
+            };
+            ctx.add_stream(futures::stream::unfold(state, AcceptLoop::next));
         }
     }
 }
 
-impl StreamHandler<std::io::Result<TcpStream>> for ListenerActor {
-    fn handle(&mut self, item: std::io::Result<TcpStream>, _ctx: &mut Context<Self>) {
-        let stream = match item {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(listener = %self.config.socket_address(), "accept failed: {e}");
-                return;
-            }
-        };
+impl StreamHandler<TcpStream> for ListenerActor {
+    fn handle(&mut self, stream: TcpStream, _ctx: &mut Context<Self>) {
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())

@@ -29,6 +29,7 @@ pub mod connection;
 pub mod link;
 pub mod listener;
 pub mod management;
+pub mod memory;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -72,6 +73,8 @@ pub struct Shared {
     state_file: OnceLock<Arc<StateFile>>,
     /// The thread that writes it.
     state_writer: OnceLock<StateWriter>,
+    /// Returns memory to the system after bursts of connections.
+    pub heap: memory::HeapTrimmer,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -345,7 +348,24 @@ impl Router {
             http: OnceLock::new(),
             state_file: OnceLock::new(),
             state_writer: OnceLock::new(),
+            heap: memory::HeapTrimmer::default(),
         });
+        {
+            let shared = Arc::downgrade(&shared);
+            actix::spawn(async move {
+                let mut last_trim = 0;
+                let mut tick = tokio::time::interval(memory::CHECK_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let Some(shared) = shared.upgrade() else {
+                        break;
+                    };
+                    if shared.heap.check(&mut last_trim) {
+                        tracing::debug!("connections closed: heap trimmed");
+                    }
+                }
+            });
+        }
         if let Some(mesh) = &shared.mesh {
             mesh.set_data_plane(Arc::new(RouterData {
                 shared: Arc::downgrade(&shared),
@@ -360,8 +380,7 @@ impl Router {
             .filter(|l| l.role != crate::config::Role::InterRouter)
         {
             let addr = l.socket_address();
-            let tcp = tokio::net::TcpListener::bind(&addr)
-                .await
+            let tcp = listener::bind(l)
                 .map_err(|e| anyhow::anyhow!("listener {addr}: cannot bind: {e}"))?;
             let local = tcp.local_addr()?;
             tracing::info!(router = %shared.router_id, "listening on {local} (amqp, {} workers)", threads);
