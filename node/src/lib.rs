@@ -2,11 +2,13 @@
 //! made of beside the sans-I/O AMQP 1.0 engine (the `bote-amqp` crate): the
 //! typed configuration ([`config`]), the router's actors ([`router`]), its
 //! place in a mesh of routers ([`mesh`]), the delivery types the two carry
-//! ([`delivery`]), and the state it reports to tests and tools ([`state`]). The command line (`botectl`) is a crate of its own.
-//! Management and telemetry come with later issues.
+//! ([`delivery`]), the state it reports to tests and tools ([`state`]), and
+//! its log and trace output ([`telemetry`]). The command line (`botectl`) is
+//! a crate of its own.
 
 pub mod config;
 pub mod delivery;
 pub mod mesh;
 pub mod router;
 pub mod state;
+pub mod telemetry;

@@ -77,8 +77,8 @@ use super::wire::{
     Route, continuation, disposition, dispositions, outcome_from_wire, transfer_frame,
 };
 use crate::delivery::{
-    ConnId, Fanout, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap, Stream,
-    VisitedRouters,
+    ConnId, Fanout, MessageTrace, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap,
+    Stream, VisitedRouters,
 };
 use bote_amqp::DeliveryState;
 
@@ -129,6 +129,8 @@ pub struct PeerDeliver(pub Vec<RoutedDelivery>);
 /// A multi-frame delivery arriving from the neighbour.
 struct Assembly {
     route: ArrivingRoute,
+    /// `Transfer.trace_context` of the first frame.
+    trace_context: Option<pb::TraceContext>,
     settled: bool,
     ingress_sequence: u64,
     resend: bool,
@@ -398,12 +400,21 @@ impl PeerData {
                 std::mem::take(&mut d.message)
             };
             let size = message.len();
+            // One send span per inter-router hop; its context rides in the
+            // transfer frame.
+            let context = match (&mut d.trace, &self.neighbour) {
+                (Some(t), Some(n)) => {
+                    Some(t.send_to_neighbour(&d.address, n.as_str(), d.visited.len()))
+                }
+                _ => None,
+            };
             frames.push(transfer_frame(
                 id,
                 &d,
                 message,
                 route,
                 !(complete && last == 0),
+                context,
             ));
             for (i, chunk) in chunks.into_iter().enumerate() {
                 let more = !(complete && i + 1 == last);
@@ -621,7 +632,7 @@ impl PeerData {
 
     fn on_transfer(&mut self, t: pb::Transfer) -> Vec<pb::Frame> {
         let id = t.delivery_id;
-        let (route, settled, ingress_sequence, resend, destinations, message) =
+        let (route, trace_context, settled, ingress_sequence, resend, destinations, message) =
             match self.assembling.remove(&id) {
                 Some(mut a) => {
                     if t.aborted {
@@ -634,6 +645,7 @@ impl PeerData {
                     }
                     (
                         a.route,
+                        a.trace_context,
                         a.settled,
                         a.ingress_sequence,
                         a.resend,
@@ -653,6 +665,7 @@ impl PeerData {
                             id,
                             Assembly {
                                 route,
+                                trace_context: t.trace_context,
                                 settled: t.settled,
                                 ingress_sequence: t.ingress_sequence,
                                 resend: t.resend,
@@ -664,6 +677,7 @@ impl PeerData {
                     }
                     (
                         route,
+                        t.trace_context,
                         t.settled,
                         t.ingress_sequence,
                         t.resend,
@@ -709,6 +723,18 @@ impl PeerData {
             }
             Reach::Tree | Reach::Behind(_) => (true, 0),
         };
+        let message_trace = match (&trace_context, &self.neighbour) {
+            (Some(cx), Some(n)) if crate::delivery::trace::enabled() => {
+                MessageTrace::from_neighbour(
+                    &address,
+                    Some((&cx.traceparent, &cx.tracestate)),
+                    n.as_str(),
+                    trace.len(),
+                    &message,
+                )
+            }
+            _ => None,
+        };
         let delivery = RoutedDelivery {
             address,
             message,
@@ -730,6 +756,7 @@ impl PeerData {
             resend,
             resent_from: None,
             reach,
+            trace: message_trace,
             outcome_sent: false,
         };
         // Unsettled deliveries (and multicast copies) have an identity in
@@ -873,6 +900,7 @@ impl PeerData {
             resend: delivery.resend,
             resent_from: None,
             reach: Reach::Toward(Arc::from([self.own.clone()])),
+            trace: delivery.trace.as_ref().map(|t| t.copy()),
             outcome_sent: false,
         };
         delivery.reach = Reach::Toward(others);
@@ -1229,6 +1257,7 @@ mod tests {
             resend: false,
             resent_from: None,
             reach: Reach::Tree,
+            trace: None,
             outcome_sent: false,
         }
     }

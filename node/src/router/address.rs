@@ -425,6 +425,8 @@ impl AddressActor {
             resend,
             resent_from: None,
             reach,
+            // Sibling send spans under the one receive span.
+            trace: d.trace.as_ref().map(|t| t.copy()),
             outcome_sent: false,
         };
         for (i, batch) in batches.iter_mut().enumerate().take(local) {
