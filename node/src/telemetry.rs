@@ -141,6 +141,7 @@ pub fn init(
                 .with_tracer(tracer)
                 .with_location(false)
                 .with_threads(false)
+                .with_tracked_inactivity(false)
                 .with_target(false)
                 .with_level(false)
                 .with_filter(

@@ -200,10 +200,13 @@ fn message_id(message: &MessageView) -> Option<String> {
 }
 
 /// `host:port` split for `network.peer.address` / `network.peer.port`.
-fn split_peer(peer: &str) -> (&str, &str) {
+fn split_peer(peer: &str) -> (&str, i64) {
     match peer.rsplit_once(':') {
-        Some((host, port)) => (host.trim_start_matches('[').trim_end_matches(']'), port),
-        None => (peer, ""),
+        Some((host, port)) => (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port.parse().unwrap_or(0),
+        ),
+        None => (peer, 0),
     }
 }
 
@@ -250,9 +253,9 @@ impl MessageTrace {
             messaging.destination.name = %address,
             messaging.message.id = message_id.as_deref().unwrap_or(""),
             network.peer.address = %host,
-            network.peer.port = %port,
+            network.peer.port = port,
             bote.router.id = %router_id(),
-            bote.hop.count = 0u32,
+            bote.hop.count = 0i64,
             bote.trace.context.source = incoming.as_ref().map_or("none", |(_, s)| source_name(*s)),
         );
         if let Some((cx, _)) = &incoming {
@@ -301,7 +304,7 @@ impl MessageTrace {
             messaging.message.id = message_id.as_deref().unwrap_or(""),
             bote.router.id = %router_id(),
             bote.peer.router.id = %neighbour,
-            bote.hop.count = hops as u64,
+            bote.hop.count = hops as i64,
         );
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(cx));
         record_ids(&span);
@@ -340,7 +343,7 @@ impl MessageTrace {
             network.peer.port = tracing::field::Empty,
             bote.router.id = %router_id(),
             bote.peer.router.id = tracing::field::Empty,
-            bote.hop.count = hops as u64,
+            bote.hop.count = hops as i64,
         );
         match fields {
             SendTo::Client(peer) => {
