@@ -81,7 +81,14 @@ pub fn init(
         Ok(v) if !v.is_empty() => v,
         _ => log_level.to_owned(),
     };
-    let filter = EnvFilter::try_new(&level).map_err(|source| TelemetryError::LogLevel {
+    // Text logs leave message spans out (formatting their fields for every
+    // traced delivery would cost more than exporting them); JSON logs keep
+    // them, for the trace and span ids of lines written inside them.
+    let directives = match format {
+        LogFormat::Text => format!("{level},{}=off", message_trace::TARGET),
+        LogFormat::Json => level.clone(),
+    };
+    let filter = EnvFilter::try_new(&directives).map_err(|source| TelemetryError::LogLevel {
         level: level.clone(),
         source,
     })?;
@@ -155,7 +162,11 @@ pub fn init(
         .with(otel)
         .try_init()?;
     if provider.is_some() {
-        message_trace::enable(telemetry.sampling_ratio, router_id);
+        message_trace::enable(
+            telemetry.sampling_ratio,
+            router_id,
+            format == LogFormat::Json,
+        );
     }
     Ok(Telemetry { provider })
 }

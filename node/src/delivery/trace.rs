@@ -55,11 +55,15 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// The sampling ratio as `f64` bits.
 static RATIO: AtomicU64 = AtomicU64::new(0);
 static ROUTER_ID: OnceLock<String> = OnceLock::new();
+/// Log lines are JSON: message spans record their ids for them.
+static IDS_IN_LOGS: AtomicBool = AtomicBool::new(false);
 
 /// Turns message tracing on (the binary does, once the OTLP exporter and
-/// its `tracing` layer are installed).
-pub fn enable(sampling_ratio: f64, router_id: &str) {
+/// its `tracing` layer are installed); `ids_in_logs` when log lines show
+/// trace and span ids (JSON).
+pub fn enable(sampling_ratio: f64, router_id: &str, ids_in_logs: bool) {
     let _ = ROUTER_ID.set(router_id.to_owned());
+    IDS_IN_LOGS.store(ids_in_logs, Relaxed);
     RATIO.store(sampling_ratio.to_bits(), Relaxed);
     ENABLED.store(true, Relaxed);
 }
@@ -228,19 +232,30 @@ impl MessageTrace {
     /// `Some` if it is sampled (its context says so, or it has none and the
     /// sampling ratio picks it).
     pub fn at_ingress(address: &str, message: &bytes::Bytes, peer: &str) -> Option<Box<Self>> {
-        let view = MessageView::parse(message.clone()).ok();
+        let ratio = f64::from_bits(RATIO.load(Relaxed));
+        // Every carrier of a context has a `traceparent` key or a
+        // `Diagnostic-Id` property: a message with neither has none, and
+        // needs no section scan (the cost at sampling ratio 0).
+        let may_carry = memchr::memmem::find(message, TRACEPARENT.as_bytes()).is_some()
+            || memchr::memmem::find(message, DIAGNOSTIC_ID.as_bytes()).is_some();
+        if !may_carry && ratio <= 0.0 {
+            return None;
+        }
+        let view = may_carry
+            .then(|| MessageView::parse(message.clone()).ok())
+            .flatten();
         let incoming = view.as_ref().and_then(incoming_context);
         match &incoming {
             Some((cx, _)) if !cx.is_sampled() => return None,
             Some(_) => {}
             None => {
-                let ratio = f64::from_bits(RATIO.load(Relaxed));
                 if ratio < 1.0 && rand::random::<f64>() >= ratio {
                     return None;
                 }
             }
         }
         let (host, port) = split_peer(peer);
+        let view = view.or_else(|| MessageView::parse(message.clone()).ok());
         let message_id = view.as_ref().and_then(message_id);
         let span = tracing::info_span!(
             target: TARGET,
@@ -422,6 +437,9 @@ pub(crate) struct TraceIds {
 
 /// Records `span`'s OpenTelemetry ids where the JSON log format finds them.
 pub fn record_ids(span: &tracing::Span) {
+    if !IDS_IN_LOGS.load(Relaxed) && !cfg!(test) {
+        return;
+    }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
     if !sc.is_valid() {
