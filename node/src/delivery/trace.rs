@@ -52,6 +52,14 @@ pub const TRACESTATE: &str = "tracestate";
 pub const DIAGNOSTIC_ID: &str = "Diagnostic-Id";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Byte searches for the keys every context carrier has, built once.
+static CARRIER_KEYS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+    std::sync::LazyLock::new(|| {
+        [
+            memchr::memmem::Finder::new(TRACEPARENT.as_bytes()),
+            memchr::memmem::Finder::new(DIAGNOSTIC_ID.as_bytes()),
+        ]
+    });
 /// The sampling ratio as `f64` bits.
 static RATIO: AtomicU64 = AtomicU64::new(0);
 static ROUTER_ID: OnceLock<String> = OnceLock::new();
@@ -236,8 +244,7 @@ impl MessageTrace {
         // Every carrier of a context has a `traceparent` key or a
         // `Diagnostic-Id` property: a message with neither has none, and
         // needs no section scan (the cost at sampling ratio 0).
-        let may_carry = memchr::memmem::find(message, TRACEPARENT.as_bytes()).is_some()
-            || memchr::memmem::find(message, DIAGNOSTIC_ID.as_bytes()).is_some();
+        let may_carry = CARRIER_KEYS.iter().any(|f| f.find(message).is_some());
         if !may_carry && ratio <= 0.0 {
             return None;
         }
