@@ -264,3 +264,59 @@ async fn a_message_across_three_routers_is_one_trace_and_continues_the_callers_c
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multicast_copies_are_sibling_send_spans_under_one_receive() {
+    let address = "multicast.trace";
+    let mut collector = FakeCollectorServer::start().await.expect("OTLP receiver");
+    let telemetry = format!(
+        "\n[telemetry]\notlp-endpoint = \"{}\"\n",
+        collector.endpoint()
+    );
+    let router = tokio::task::block_in_place(|| {
+        boted::RouterSpec::new("Router.M").extra(&telemetry).start()
+    });
+    let mut receivers = Vec::new();
+    for _ in 0..2 {
+        let mut r = python(&["recv", &router.url(), address, "3"]);
+        let mut first = String::new();
+        BufReader::new(r.stdout.as_mut().expect("piped"))
+            .read_line(&mut first)
+            .expect("receiver speaks");
+        assert!(first.contains("attached"), "receiver: {first}");
+        receivers.push(r);
+    }
+    let sender = python(&["send", &router.url(), address]);
+    let (sent, got) = tokio::task::spawn_blocking(move || {
+        let sent = lines_of(sender);
+        let got: Vec<_> = receivers.into_iter().map(lines_of).collect();
+        (sent, got)
+    })
+    .await
+    .expect("clients joined");
+    assert!(sent.iter().all(|s| s["outcome"] == "accepted"), "{sent:?}");
+    assert!(
+        got.iter().all(|g| g.len() == 3),
+        "each receiver got all: {got:?}"
+    );
+    tokio::task::block_in_place(|| router.stop_cleanly());
+
+    let spans = collector.exported_spans(9, Duration::from_secs(20)).await;
+    let plain: Vec<ExportedSpan> = spans
+        .into_iter()
+        .filter(|s| is_str(attr(s, "messaging.message.id"), "plain"))
+        .collect();
+    assert_eq!(plain.len(), 3, "one receive and two sends: {plain:#?}");
+    let receive = span(&plain, "receive", "Router.M");
+    let sends: Vec<&ExportedSpan> = plain
+        .iter()
+        .filter(|s| is_str(attr(s, "messaging.operation.type"), "send"))
+        .collect();
+    assert_eq!(sends.len(), 2);
+    assert_ne!(sends[0].span_id, sends[1].span_id);
+    for s in &sends {
+        assert_eq!(s.parent_span_id, receive.span_id, "siblings under receive");
+        assert_eq!(s.trace_id, receive.trace_id);
+        assert_eq!(s.name, format!("send {address}"));
+    }
+}

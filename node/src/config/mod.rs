@@ -782,6 +782,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn telemetry_is_off_by_default_and_its_values_are_checked() {
+        let c = Config::from_str_named("", "t.toml").expect("empty config");
+        assert_eq!(c.telemetry, TelemetryConfig::default());
+        assert_eq!(c.telemetry.otlp_endpoint, None);
+        assert_eq!(c.router.log_format, LogFormat::Text);
+        let ok = Config::from_str_named(
+            "[router]\nlog-format = \"json\"\n[telemetry]\notlp-endpoint = \"http://127.0.0.1:4317\"\nsampling-ratio = 0.01\nservice-name = \"edge\"\n",
+            "t.toml",
+        )
+        .expect("valid telemetry");
+        assert_eq!(ok.router.log_format, LogFormat::Json);
+        assert_eq!(ok.telemetry.sampling_ratio, 0.01);
+        assert_eq!(ok.telemetry.service_name, "edge");
+        for (text, key) in [
+            ("[telemetry]\nsampling-ratio = 1.5\n", "sampling-ratio"),
+            (
+                "[telemetry]\notlp-endpoint = \"127.0.0.1:4317\"\n",
+                "otlp-endpoint",
+            ),
+            ("[telemetry]\nservice-name = \"\"\n", "service-name"),
+            ("[telemetry]\nendpoint = \"x\"\n", "endpoint"),
+            ("[router]\nlog-format = \"xml\"\n", "log-format"),
+        ] {
+            let e = Config::from_str_named(text, "t.toml")
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains("t.toml:") && e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn log_level_accepts_levels_and_env_filter_directives() {
         for ok in [
             "info",
