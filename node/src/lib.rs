@@ -2,10 +2,11 @@
 //! made of beside the sans-I/O AMQP 1.0 engine (the `bote-amqp` crate): the
 //! typed configuration ([`config`]), the router's actors ([`router`]), its
 //! place in a mesh of routers ([`mesh`]), the delivery types the two carry
-//! ([`delivery`]), and the state it reports to tests and tools ([`state`]). The command line (`botectl`) is a crate of its own.
-//! The read model of counters ([`model`]) and AMQP management
-//! ([`management`]) serve `qdstat`, `qdmanage`, `botectl` and the HTTP API
-//! ([`http`]).
+//! ([`delivery`]), the state it reports to tests and tools ([`state`]), and
+//! its log and trace output ([`telemetry`]). The read model of counters
+//! ([`model`]) and AMQP management ([`management`]) serve `qdstat`,
+//! `qdmanage`, `botectl` and the HTTP API ([`http`]). The command line
+//! (`botectl`) is a crate of its own.
 
 pub mod config;
 pub mod delivery;
@@ -15,3 +16,4 @@ pub mod mesh;
 pub mod model;
 pub mod router;
 pub mod state;
+pub mod telemetry;

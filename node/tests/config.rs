@@ -453,7 +453,7 @@ fn unknown_section_is_an_unknown_top_level_key() {
     assert_eq!(d.key.as_deref(), Some("listeners"));
     assert!(
         d.message
-            .contains("expected one of: router, listener, connector, address"),
+            .contains("expected one of: router, telemetry, listener, connector, address"),
         "{d}"
     );
 }

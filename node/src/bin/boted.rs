@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use bote_node::config::Config;
 use bote_node::router::Router;
 use bote_node::state::StateFile;
+use bote_node::telemetry;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -72,42 +73,56 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(id) = &args.id {
         config.router.id = id.clone();
     }
-    init_logging(&config.router.log_level)?;
-    tracing::info!(
-        router = %config.router.id,
-        version = env!("CARGO_PKG_VERSION"),
-        config = %args.config.as_ref().map_or("<embedded default>".into(), |p| p.display().to_string()),
-        "boted starting"
-    );
-    let (open_files, raised) = raise_open_file_limit();
-    tracing::info!(
-        "open files: up to {open_files}{}",
-        if raised {
-            " (raised to the hard limit)"
-        } else {
-            ""
-        }
-    );
     let state_file = match &args.state_file {
         Some(path) => Some(StateFile::new(path).context("--state-file")?),
         None => None,
     };
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let http = config.router.http_address();
-        let mut router = Router::start(config).await?;
-        if let Some(address) = http {
-            match bote_node::http::start(&router, address).await {
-                Ok(bound) => tracing::info!("http api on http://{bound}"),
-                Err(e) => tracing::warn!("http api not started: cannot bind {address}: {e}"),
+        // Inside the runtime: the OTLP exporter spawns its connection there.
+        let telemetry = telemetry::init(
+            &config.router.log_level,
+            config.router.log_format,
+            &config.telemetry,
+            &config.router.id,
+        )?;
+        tracing::info!(
+            router = %config.router.id,
+            version = env!("CARGO_PKG_VERSION"),
+            config = %args.config.as_ref().map_or("<embedded default>".into(), |p| p.display().to_string()),
+            otlp = config.telemetry.otlp_endpoint.as_deref().unwrap_or("off"),
+            "boted starting"
+        );
+        let (open_files, raised) = raise_open_file_limit();
+        tracing::info!(
+            "open files: up to {open_files}{}",
+            if raised {
+                " (raised to the hard limit)"
+            } else {
+                ""
             }
+        );
+        let result = async {
+            let http = config.router.http_address();
+            let mut router = Router::start(config).await?;
+            if let Some(address) = http {
+                match bote_node::http::start(&router, address).await {
+                    Ok(bound) => tracing::info!("http api on http://{bound}"),
+                    Err(e) => tracing::warn!("http api not started: cannot bind {address}: {e}"),
+                }
+            }
+            if let Some(file) = state_file {
+                router.write_state_to(file);
+            }
+            serve_signals(&mut router, args.config.as_deref(), args.id.as_deref()).await?;
+            router.shutdown().await;
+            anyhow::Ok(())
         }
-        if let Some(file) = state_file {
-            router.write_state_to(file);
-        }
-        serve_signals(&mut router, args.config.as_deref(), args.id.as_deref()).await?;
-        router.shutdown().await;
-        anyhow::Ok(())
+        .await;
+        // Spans still buffered go out before the process ends; off this
+        // thread, which keeps driving the exporter's connection meanwhile.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        result
     })?;
     tracing::info!("boted stopped");
     Ok(())
@@ -137,24 +152,6 @@ fn raise_open_file_limit() -> (u64, bool) {
         }
     }
     (limit.rlim_cur, false)
-}
-
-/// `RUST_LOG` wins over the configured level when set.
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::try_new(v),
-        _ => tracing_subscriber::EnvFilter::try_new(level),
-    }
-    .with_context(|| format!("log-level {level:?}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only for a terminal: logs collected from a pipe or a file
-        // (systemd, Kubernetes, tests) stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-    Ok(())
 }
 
 /// Runs until SIGTERM or SIGINT, reloading the configuration on each SIGHUP.

@@ -1,7 +1,8 @@
 //! The typed configuration of `boted`, parsed once from TOML and validated
 //! before the router starts; nothing downstream reads raw TOML.
 //!
-//! Sections: `[router]`, `[[listener]]`, `[[connector]]` and `[[address]]`.
+//! Sections: `[router]`, `[telemetry]`, `[[listener]]`, `[[connector]]` and
+//! `[[address]]`.
 //! Keys are kebab-case; the camelCase spellings qdrouterd users know
 //! (`linkCapacity`, `maxFrameSize`, `idleTimeoutSeconds`, `workerThreads`, ...)
 //! are accepted as aliases. Every key has a default except a connector's
@@ -73,6 +74,8 @@ impl ConfigError {
 pub struct Config {
     /// `[router]`: identity, threads, logging, timers.
     pub router: RouterConfig,
+    /// `[telemetry]`: OpenTelemetry trace export (off unless an endpoint is set).
+    pub telemetry: TelemetryConfig,
     /// `[[listener]]`: where clients (and later peer routers) connect.
     pub listeners: Vec<ListenerConfig>,
     /// `[[connector]]`: outgoing connections to peer routers.
@@ -96,6 +99,11 @@ pub struct RouterConfig {
     /// `RUST_LOG`, when set, is for the binary to weigh against this.
     #[serde(alias = "logLevel")]
     pub log_level: String,
+    /// `text` (default) or `json`: one JSON object per log line, with the
+    /// OpenTelemetry `trace_id` and `span_id` on lines written inside a
+    /// traced delivery.
+    #[serde(alias = "logFormat")]
+    pub log_format: LogFormat,
     /// Interval between hellos to neighbour routers, in ms. Default 1000.
     #[serde(alias = "helloIntervalMs")]
     pub hello_interval_ms: u64,
@@ -119,6 +127,7 @@ impl Default for RouterConfig {
             id: default_router_id(),
             workers: 0,
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
             hello_interval_ms: 1000,
             hello_timeout_ms: 3000,
             default_distribution: Distribution::Balanced,
@@ -146,6 +155,44 @@ impl RouterConfig {
             self.workers
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// How log lines are written (`[router] log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines (tracing-subscriber's default format).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[telemetry]`: distributed tracing of messages (OpenTelemetry, exported
+/// over OTLP/gRPC, e.g. to Jaeger on port 4317). Off unless `otlp-endpoint`
+/// is set; off, it costs the data path one branch per delivery.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Default none:
+    /// tracing off.
+    pub otlp_endpoint: Option<String>,
+    /// The fraction of messages arriving without a trace context that start
+    /// a trace, 0.0 to 1.0. A message with a context follows its sampled
+    /// flag. Default 1.0.
+    pub sampling_ratio: f64,
+    /// The OpenTelemetry `service.name`. Default `bote`.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            sampling_ratio: 1.0,
+            service_name: "bote".to_owned(),
         }
     }
 }
@@ -472,6 +519,8 @@ struct RawConfig {
     #[serde(default)]
     router: RouterConfig,
     #[serde(default)]
+    telemetry: TelemetryConfig,
+    #[serde(default)]
     listener: Vec<ListenerConfig>,
     #[serde(default)]
     connector: Vec<ConnectorConfig>,
@@ -750,8 +799,32 @@ impl RawConfig {
                 ),
             })?;
 
+        let telemetry = self.telemetry;
+        let t = |field: &str| vec![key("telemetry"), key(field)];
+        if !(0.0..=1.0).contains(&telemetry.sampling_ratio) {
+            return Err(Problem::new(
+                t("sampling-ratio"),
+                format!(
+                    "{} is not a ratio between 0.0 and 1.0",
+                    telemetry.sampling_ratio
+                ),
+            ));
+        }
+        if let Some(endpoint) = &telemetry.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(Problem::new(
+                t("otlp-endpoint"),
+                format!("\"{endpoint}\" is not an http:// or https:// URL"),
+            ));
+        }
+        if telemetry.service_name.is_empty() {
+            return Err(Problem::new(t("service-name"), "is empty"));
+        }
+
         Ok(Config {
             router,
+            telemetry,
             listeners: self.listener,
             connectors: self.connector,
             addresses,
@@ -762,6 +835,37 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn telemetry_is_off_by_default_and_its_values_are_checked() {
+        let c = Config::from_str_named("", "t.toml").expect("empty config");
+        assert_eq!(c.telemetry, TelemetryConfig::default());
+        assert_eq!(c.telemetry.otlp_endpoint, None);
+        assert_eq!(c.router.log_format, LogFormat::Text);
+        let ok = Config::from_str_named(
+            "[router]\nlog-format = \"json\"\n[telemetry]\notlp-endpoint = \"http://127.0.0.1:4317\"\nsampling-ratio = 0.01\nservice-name = \"edge\"\n",
+            "t.toml",
+        )
+        .expect("valid telemetry");
+        assert_eq!(ok.router.log_format, LogFormat::Json);
+        assert_eq!(ok.telemetry.sampling_ratio, 0.01);
+        assert_eq!(ok.telemetry.service_name, "edge");
+        for (text, key) in [
+            ("[telemetry]\nsampling-ratio = 1.5\n", "sampling-ratio"),
+            (
+                "[telemetry]\notlp-endpoint = \"127.0.0.1:4317\"\n",
+                "otlp-endpoint",
+            ),
+            ("[telemetry]\nservice-name = \"\"\n", "service-name"),
+            ("[telemetry]\nendpoint = \"x\"\n", "endpoint"),
+            ("[router]\nlog-format = \"xml\"\n", "log-format"),
+        ] {
+            let e = Config::from_str_named(text, "t.toml")
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains("t.toml:") && e.contains(key), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn log_level_accepts_levels_and_env_filter_directives() {

@@ -85,6 +85,17 @@ fn router_changes(running: &Config, new: &Config, out: &mut Vec<String>) {
         b.default_distribution.to_string(),
     );
     field("http", format!("{:?}", a.http), format!("{:?}", b.http));
+    field(
+        "log-format",
+        format!("{:?}", a.log_format),
+        format!("{:?}", b.log_format),
+    );
+    if running.telemetry != new.telemetry {
+        out.push(format!(
+            "[telemetry] {:?} -> {:?}",
+            running.telemetry, new.telemetry
+        ));
+    }
 }
 
 fn listener_label(l: &ListenerConfig) -> String {

@@ -12,11 +12,14 @@
 //! - [`outcome`]: [`Returned`] outcomes, batched per ingress connection, and
 //!   the aggregated outcome of multicast copies ([`Fanout`]);
 //! - [`stream`]: a message still arriving frame by frame ([`Stream`]);
-//! - [`ids`]: connection ids and the maps keyed by router-assigned ids.
+//! - [`ids`]: connection ids and the maps keyed by router-assigned ids;
+//! - [`trace`]: the spans of a traced delivery ([`MessageTrace`]) and the
+//!   trace context read from and written to messages.
 
 pub mod ids;
 pub mod outcome;
 pub mod stream;
+pub mod trace;
 pub mod visited;
 
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use bote_amqp::LinkId;
 pub use ids::{ConnId, FastMap, FastSet, SeqHasher, SeqMap};
 pub use outcome::{Fanout, OutcomeBatch, Returned};
 pub use stream::{Stream, StreamProgress, StreamRead};
+pub use trace::MessageTrace;
 pub use visited::VisitedRouters;
 
 /// Hops a delivery may still take when it enters the mesh.
@@ -103,6 +107,9 @@ pub struct RoutedDelivery {
     /// A multicast copy's reach on the mesh: along the ingress router's
     /// tree (the default), or toward the routers it was re-forwarded for.
     pub reach: Reach,
+    /// Its spans, when the message is traced (`None` with tracing off or
+    /// sampled out: no allocation).
+    pub trace: Option<Box<MessageTrace>>,
     /// Its outcome has been sent home (see `Drop`).
     pub(crate) outcome_sent: bool,
 }
@@ -161,6 +168,9 @@ impl RoutedDelivery {
     ) -> Option<RoutedDelivery> {
         match state {
             Some(DeliveryState::Released) if self.fanout.is_none() => {
+                if let Some(t) = &mut self.trace {
+                    t.settled(Some(&DeliveryState::Released));
+                }
                 self.tried.push(consumer);
                 Some(self)
             }
@@ -195,6 +205,9 @@ impl RoutedDelivery {
     fn take_outcome(&mut self, state: Option<DeliveryState>) -> Option<Option<DeliveryState>> {
         if std::mem::replace(&mut self.outcome_sent, true) {
             return None;
+        }
+        if let Some(t) = &mut self.trace {
+            t.settled(state.as_ref());
         }
         match self.fanout.take() {
             Some(fanout) => {

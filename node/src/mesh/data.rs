@@ -85,8 +85,8 @@ use super::wire::{
     Route, continuation, credit_acks, disposition, dispositions, outcome_from_wire, transfer_frame,
 };
 use crate::delivery::{
-    ConnId, Fanout, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap, Stream,
-    VisitedRouters,
+    ConnId, Fanout, MessageTrace, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap,
+    Stream, VisitedRouters,
 };
 use bote_amqp::DeliveryState;
 
@@ -139,6 +139,8 @@ pub struct PeerDeliver(pub Vec<RoutedDelivery>);
 /// A multi-frame delivery arriving from the neighbour.
 struct Assembly {
     route: ArrivingRoute,
+    /// `Transfer.trace_context` of the first frame.
+    trace_context: Option<pb::TraceContext>,
     settled: bool,
     ingress_sequence: u64,
     resend: bool,
@@ -424,12 +426,21 @@ impl PeerData {
                 std::mem::take(&mut d.message)
             };
             let size = message.len();
+            // One send span per inter-router hop; its context rides in the
+            // transfer frame.
+            let context = match (&mut d.trace, &self.neighbour) {
+                (Some(t), Some(n)) => {
+                    Some(t.send_to_neighbour(&d.address, n.as_str(), d.visited.len()))
+                }
+                _ => None,
+            };
             frames.push(transfer_frame(
                 id,
                 &d,
                 message,
                 route,
                 !(complete && last == 0),
+                context,
             ));
             for (i, chunk) in chunks.into_iter().enumerate() {
                 let more = !(complete && i + 1 == last);
@@ -665,7 +676,7 @@ impl PeerData {
 
     fn on_transfer(&mut self, t: pb::Transfer) -> Vec<pb::Frame> {
         let id = t.delivery_id;
-        let (route, settled, ingress_sequence, resend, destinations, message) =
+        let (route, trace_context, settled, ingress_sequence, resend, destinations, message) =
             match self.assembling.remove(&id) {
                 Some(mut a) => {
                     if t.aborted {
@@ -678,6 +689,7 @@ impl PeerData {
                     }
                     (
                         a.route,
+                        a.trace_context,
                         a.settled,
                         a.ingress_sequence,
                         a.resend,
@@ -697,6 +709,7 @@ impl PeerData {
                             id,
                             Assembly {
                                 route,
+                                trace_context: t.trace_context,
                                 settled: t.settled,
                                 ingress_sequence: t.ingress_sequence,
                                 resend: t.resend,
@@ -708,6 +721,7 @@ impl PeerData {
                     }
                     (
                         route,
+                        t.trace_context,
                         t.settled,
                         t.ingress_sequence,
                         t.resend,
@@ -753,6 +767,18 @@ impl PeerData {
             }
             Reach::Tree | Reach::Behind(_) => (true, 0),
         };
+        let message_trace = match (&trace_context, &self.neighbour) {
+            (Some(cx), Some(n)) if crate::delivery::trace::enabled() => {
+                MessageTrace::from_neighbour(
+                    &address,
+                    Some((&cx.traceparent, &cx.tracestate)),
+                    n.as_str(),
+                    trace.len(),
+                    &message,
+                )
+            }
+            _ => None,
+        };
         let delivery = RoutedDelivery {
             address,
             message,
@@ -775,6 +801,7 @@ impl PeerData {
             resent_from: None,
             credited: false,
             reach,
+            trace: message_trace,
             outcome_sent: false,
         };
         // Unsettled deliveries (and multicast copies) have an identity in
@@ -920,6 +947,7 @@ impl PeerData {
             // A multicast part: its credit comes back with its outcome.
             credited: false,
             reach: Reach::Toward(Arc::from([self.own.clone()])),
+            trace: delivery.trace.as_ref().map(|t| t.copy()),
             outcome_sent: false,
         };
         delivery.reach = Reach::Toward(others);
@@ -1325,6 +1353,7 @@ mod tests {
             resent_from: None,
             credited: false,
             reach: Reach::Tree,
+            trace: None,
             outcome_sent: false,
         }
     }

@@ -252,6 +252,7 @@ pub(super) fn transfer_frame(
     message: Bytes,
     route: Route,
     more: bool,
+    trace_context: Option<crate::delivery::trace::WireContext>,
 ) -> pb::Frame {
     let (address, trace, hops_left, same_route) = match route {
         Route::Same => (Bytes::new(), Vec::new(), 0, true),
@@ -270,7 +271,10 @@ pub(super) fn transfer_frame(
             priority: u32::from(d.priority),
             ingress_router: trace.first().cloned().unwrap_or_default(),
             trace,
-            trace_context: None,
+            trace_context: trace_context.map(|w| pb::TraceContext {
+                traceparent: w.traceparent,
+                tracestate: w.tracestate,
+            }),
             more,
             aborted: false,
             hops_left,

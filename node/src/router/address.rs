@@ -667,6 +667,8 @@ impl AddressActor {
             // (`OutcomeBatch::credit` leaves them alone).
             credited: false,
             reach,
+            // Sibling send spans under the one receive span.
+            trace: d.trace.as_ref().map(|t| t.copy()),
             outcome_sent: false,
         };
         for (i, batch) in batches.iter_mut().enumerate().take(local) {

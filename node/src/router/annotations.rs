@@ -55,33 +55,53 @@ impl RouterAnnotations {
         message: &Bytes,
         whole: bool,
         visited: &[R],
+        extra: &[(&str, &[u8])],
     ) -> Result<Bytes, MessageError> {
-        let head = MessageView::parse_head(message)?;
-        let bare = head.bare_message_start();
-        if !whole && bare == message.len() {
-            // The part ends where the bare message would start: the next
-            // part may still hold annotation sections.
-            return Err(MessageError {
-                what: "message-annotations section",
-                offset: bare,
-                problem: bote_amqp::Problem::Truncated,
-            });
-        }
         let trace: Vec<String> = visited.iter().map(|r| node_id(r.as_ref())).collect();
         let mut ids: Vec<&str> = trace.iter().map(String::as_str).collect();
         ids.push(&self.own);
         let ingress = primitive::to_vec(|o| primitive::string(o, ids[0]));
         let trace = primitive::to_vec(|o| primitive::string_list(o, &ids));
-        let entries: [(&str, &[u8]); 2] = [(INGRESS, &ingress), (TRACE, &trace)];
-        let mut out = BytesMut::with_capacity(message.len() + ingress.len() + trace.len() + 48);
-        head.splice_into(
-            DeliveryAnnotations::Keep,
-            &MessageAnnotations::Merge(&entries),
-            &mut out,
-        )?;
-        out.extend_from_slice(&message[bare..]);
-        Ok(out.freeze())
+        let mut entries: Vec<(&str, &[u8])> = vec![(INGRESS, &ingress), (TRACE, &trace)];
+        entries.extend_from_slice(extra);
+        splice(message, whole, &entries)
     }
+}
+
+/// `message` (a whole message, or the first part of a streamed one when
+/// `whole` is false) with `entries` (symbol key, encoded value) merged into
+/// its message-annotations: the other annotations and every other byte are
+/// kept as received, the bare message is copied, never re-encoded. Also
+/// used for the trace context written on egress (`delivery::trace`).
+///
+/// Fails if the sections before the bare message are malformed, or — for a
+/// first part — do not end within it (the new section could not be placed):
+/// the caller then sends the message as it is.
+pub fn splice(
+    message: &Bytes,
+    whole: bool,
+    entries: &[(&str, &[u8])],
+) -> Result<Bytes, MessageError> {
+    let head = MessageView::parse_head(message)?;
+    let bare = head.bare_message_start();
+    if !whole && bare == message.len() {
+        // The part ends where the bare message would start: the next
+        // part may still hold annotation sections.
+        return Err(MessageError {
+            what: "message-annotations section",
+            offset: bare,
+            problem: bote_amqp::Problem::Truncated,
+        });
+    }
+    let extra: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let mut out = BytesMut::with_capacity(message.len() + extra + 16);
+    head.splice_into(
+        DeliveryAnnotations::Keep,
+        &MessageAnnotations::Merge(entries),
+        &mut out,
+    )?;
+    out.extend_from_slice(&message[bare..]);
+    Ok(out.freeze())
 }
 
 #[cfg(test)]
@@ -123,7 +143,7 @@ mod tests {
             .build();
         let before = MessageView::parse(message.clone()).expect("parses");
         let out = RouterAnnotations::new("Router.C")
-            .annotate(&message, true, &["Router.A", "Router.B"])
+            .annotate(&message, true, &["Router.A", "Router.B"], &[])
             .expect("annotated");
         let v = MessageView::parse(out).expect("annotated message parses");
         assert_eq!(ingress(&v), "0/Router.A");
@@ -154,7 +174,7 @@ mod tests {
             .data(b"x")
             .build();
         let out = RouterAnnotations::new("Router.T")
-            .annotate::<&str>(&message, true, &[])
+            .annotate::<&str>(&message, true, &[], &[])
             .expect("annotated");
         let v = MessageView::parse(out).expect("parses");
         assert_eq!(ingress(&v), "0/Router.T");
@@ -172,7 +192,7 @@ mod tests {
         let (first, rest) = message.split_at(100);
         let first = Bytes::copy_from_slice(first);
         let out = RouterAnnotations::new("Router.C")
-            .annotate(&first, false, &["Router.A"])
+            .annotate(&first, false, &["Router.A"], &[])
             .expect("first part annotated");
         let mut whole = BytesMut::from(&out[..]);
         whole.extend_from_slice(rest);
@@ -199,14 +219,16 @@ mod tests {
         for cut in [10, bare - 1, bare, bare + 1] {
             let part = message.slice(..cut);
             assert!(
-                annotations.annotate::<&str>(&part, false, &[]).is_err(),
+                annotations
+                    .annotate::<&str>(&part, false, &[], &[])
+                    .is_err(),
                 "cut at {cut}"
             );
         }
         // Once the body section's descriptor (0x00 0x53 0x75) is in, it can.
         assert!(
             annotations
-                .annotate::<&str>(&message.slice(..bare + 3), false, &[])
+                .annotate::<&str>(&message.slice(..bare + 3), false, &[], &[])
                 .is_ok()
         );
     }

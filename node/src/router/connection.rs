@@ -49,12 +49,12 @@ use super::address::{
     AddressActor, AttachConsumer, AttachProducer, Deliver, DetachConsumer, DetachProducer, Forward,
     PathState,
 };
-use super::annotations::RouterAnnotations;
+use super::annotations::{self, RouterAnnotations};
 use super::link::LinkCounters;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
-    ConnId, FastMap, FastSet, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap,
-    Stream, StreamProgress,
+    ConnId, FastMap, FastSet, MessageTrace, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery,
+    SeqMap, Stream, StreamProgress, trace,
 };
 use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use bote_amqp::{
@@ -643,12 +643,20 @@ impl ConnectionActor {
                     return None;
                 }
                 let actor = self.shared.addresses.get(&to);
-                let delivery = routed(Arc::from(to), payload, settled, origin, stream);
+                let mut delivery = routed(Arc::from(to), payload, settled, origin, stream);
+                if trace::enabled() {
+                    delivery.trace =
+                        MessageTrace::at_ingress(&delivery.address, &delivery.message, &self.peer);
+                }
                 queue_forward(&mut self.forwards, &actor, delivery);
                 return Some(key);
             }
         };
-        let delivery = routed(address, payload, settled, origin, stream);
+        let mut delivery = routed(address, payload, settled, origin, stream);
+        if trace::enabled() {
+            delivery.trace =
+                MessageTrace::at_ingress(&delivery.address, &delivery.message, &self.peer);
+        }
         queue_forward(&mut self.forwards, actor, delivery);
         Some(key)
     }
@@ -855,15 +863,25 @@ impl ConnectionActor {
                 continue;
             }
             let complete = read.as_ref().is_none_or(|r| r.complete);
-            let payload = match &self.annotations {
-                None => d.message.clone(),
-                Some(a) => a
-                    .annotate(&d.message, d.stream.is_none(), &d.visited)
-                    .unwrap_or_else(|e| {
-                        tracing::debug!(conn = %self.id, address = %c.address, "message sent without router annotations: {e}");
-                        d.message.clone()
-                    }),
+            // A traced delivery carries its egress span's context in
+            // message-annotations (spliced; the bare message is untouched).
+            let trace_entries = match &mut d.trace {
+                Some(t) => t.send_to_client(&c.address, &self.peer, d.visited.len()),
+                None => Vec::new(),
             };
+            let trace_entries: Vec<(&str, &[u8])> = trace_entries
+                .iter()
+                .map(|(k, v)| (*k, v.as_slice()))
+                .collect();
+            let spliced = match &self.annotations {
+                None if trace_entries.is_empty() => Ok(d.message.clone()),
+                None => annotations::splice(&d.message, d.stream.is_none(), &trace_entries),
+                Some(a) => a.annotate(&d.message, d.stream.is_none(), &d.visited, &trace_entries),
+            };
+            let payload = spliced.unwrap_or_else(|e| {
+                tracing::debug!(conn = %self.id, address = %c.address, "message sent without router annotations: {e}");
+                d.message.clone()
+            });
             let send = SendDelivery {
                 tag: Bytes::copy_from_slice(&context.to_be_bytes()),
                 payload,
@@ -1125,6 +1143,7 @@ pub(super) fn routed(
         resent_from: None,
         credited: false,
         reach: Reach::Tree,
+        trace: None,
         outcome_sent: false,
     }
 }

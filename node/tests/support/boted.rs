@@ -84,6 +84,11 @@ impl RouterSpec {
         RouterSpec(self.0.connect(name, port, cost))
     }
 
+    /// Appends `text` to the configuration (a `[telemetry]` table, say).
+    pub fn extra(self, text: &str) -> RouterSpec {
+        RouterSpec(self.0.extra(text))
+    }
+
     /// A `key = value` line for the AMQP listener, e.g.
     /// `strip-annotations = "no"`.
     pub fn listener_option(self, line: &str) -> RouterSpec {

@@ -97,6 +97,19 @@ pub struct BenchOptions {
     /// Run direct, then through the router(s), and print the ratio.
     #[arg(long)]
     pub compare: bool,
+    /// With `--spawn`: after the routed run, one more run per sampling ratio
+    /// given (e.g. `0,0.01,1`) on freshly spawned routers with message
+    /// tracing on (`[telemetry]`), exporting to `--otlp-endpoint`.
+    #[arg(
+        long,
+        value_name = "RATIO,..",
+        value_delimiter = ',',
+        requires = "spawn"
+    )]
+    pub tracing: Vec<f64>,
+    /// The OTLP/gRPC receiver the traced runs export to.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4317")]
+    pub otlp_endpoint: String,
     /// The router's process id (for CPU and memory) when not spawned.
     #[arg(long, value_name = "PID")]
     pub router_pid: Option<u32>,
@@ -231,30 +244,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     if routed {
         let _spawned;
         let path = if options.spawn {
-            let boted = match &options.boted {
-                Some(p) => p.clone(),
-                None => std::env::current_exe()
-                    .map_err(|e| BenchError::Spawn(format!("locating botectl: {e}")))?
-                    .with_file_name("boted"),
-            };
-            let n = options.chain.unwrap_or(1);
-            let routers = spawn_routers(&boted, n, Duration::from_secs(30))?;
-            let (first, last) = (&routers[0], &routers[routers.len() - 1]);
-            let path = Path::Routed {
-                senders: first.addr(),
-                receivers: last.addr(),
-                label: if routers.len() > 1 {
-                    format!(
-                        "spawned chain of {} boted {} -> {} (CPU and RSS of the first)",
-                        routers.len(),
-                        first.addr(),
-                        last.addr()
-                    )
-                } else {
-                    format!("spawned boted {}", first.addr())
-                },
-                pid: first.pid(),
-            };
+            let (path, routers) = spawned_path(options, "", "")?;
             _spawned = routers;
             path
         } else if let Some(r) = &options.router {
@@ -276,8 +266,20 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         };
         runs.push(run_path(options, &path)?);
     }
+    for ratio in &options.tracing {
+        let telemetry = format!(
+            "\n[telemetry]\notlp-endpoint = \"{}\"\nsampling-ratio = {ratio:?}\n",
+            options.otlp_endpoint
+        );
+        let (path, _routers) = spawned_path(
+            options,
+            &telemetry,
+            &format!(", tracing at sampling-ratio {ratio}"),
+        )?;
+        runs.push(run_path(options, &path)?);
+    }
     let ratio = match runs.as_slice() {
-        [direct, routed] if options.compare && direct.msgs_per_sec > 0.0 => {
+        [direct, routed, ..] if options.compare && direct.msgs_per_sec > 0.0 => {
             Some(routed.msgs_per_sec / direct.msgs_per_sec)
         }
         _ => None,
@@ -325,7 +327,7 @@ pub fn run_scale(options: &BenchOptions) -> Result<scale::ScaleReport, BenchErro
         } else {
             1
         });
-        let routers = spawn_routers(&boted, n, Duration::from_secs(30))?;
+        let routers = spawn_routers(&boted, n, Duration::from_secs(30), "")?;
         let (first, last) = (&routers[0], &routers[routers.len() - 1]);
         // Connections: everything on one router, measured. Addresses: the
         // receivers on the last router (measured), probes from the first.
@@ -365,6 +367,40 @@ pub fn run_scale(options: &BenchOptions) -> Result<scale::ScaleReport, BenchErro
     Ok(scale::ScaleReport { runs })
 }
 
+/// Spawns the router(s) `options` ask for, with `extra` appended to each
+/// configuration and `note` to the run's label.
+fn spawned_path(
+    options: &BenchOptions,
+    extra: &str,
+    note: &str,
+) -> Result<(Path, Vec<SpawnedRouter>), BenchError> {
+    let boted = match &options.boted {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| BenchError::Spawn(format!("locating botectl: {e}")))?
+            .with_file_name("boted"),
+    };
+    let n = options.chain.unwrap_or(1);
+    let routers = spawn_routers(&boted, n, Duration::from_secs(30), extra)?;
+    let (first, last) = (&routers[0], &routers[routers.len() - 1]);
+    let path = Path::Routed {
+        senders: first.addr(),
+        receivers: last.addr(),
+        label: if routers.len() > 1 {
+            format!(
+                "spawned chain of {} boted {} -> {} (CPU and RSS of the first){note}",
+                routers.len(),
+                first.addr(),
+                last.addr()
+            )
+        } else {
+            format!("spawned boted {}{note}", first.addr())
+        },
+        pid: first.pid(),
+    };
+    Ok((path, routers))
+}
+
 /// One router (`bench`), or a chain of `n` (`bench.0` -> ... ->
 /// `bench.{n-1}`, each dialling the one before), once every router of the
 /// chain routes to all the others.
@@ -372,13 +408,16 @@ fn spawn_routers(
     boted: &std::path::Path,
     n: usize,
     wait: Duration,
+    extra: &str,
 ) -> Result<Vec<SpawnedRouter>, SpawnError> {
     if n <= 1 {
-        return Ok(vec![RouterSpec::new("bench").start(boted, wait)?]);
+        return Ok(vec![
+            RouterSpec::new("bench").extra(extra).start(boted, wait)?,
+        ]);
     }
     let mut routers: Vec<SpawnedRouter> = Vec::with_capacity(n);
     for i in 0..n {
-        let mut spec = RouterSpec::new(&format!("bench.{i}"));
+        let mut spec = RouterSpec::new(&format!("bench.{i}")).extra(extra);
         if i + 1 < n {
             spec = spec.inter_router(0);
         }

@@ -297,6 +297,20 @@ impl fmt::Display for BenchReport {
         if let Some(ratio) = self.ratio {
             writeln!(f, "ratio routed / direct: {ratio:.3}")?;
         }
+        // Further runs (traced ones): against the first routed run.
+        let first_routed = self.runs.iter().position(|r| r.path != "direct");
+        if let Some(i) = first_routed
+            && self.runs[i].msgs_per_sec > 0.0
+        {
+            for r in &self.runs[i + 1..] {
+                writeln!(
+                    f,
+                    "ratio to the first routed run: {:.3}  ({})",
+                    r.msgs_per_sec / self.runs[i].msgs_per_sec,
+                    r.path
+                )?;
+            }
+        }
         Ok(())
     }
 }
