@@ -148,3 +148,26 @@ def wait_until(pred, timeout=20, what="condition"):
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# Proton's Python binding can abort the interpreter (SIGABRT, exit 134) when
+# it shuts down while a daemon client thread still runs a container (a
+# client left blocked by a test that failed or timed out, or a proxy pump):
+# the results are reported by then, so the run ends with pytest's own exit
+# status instead of the interpreter's finalisation.
+_exit_status = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    if _exit_status is not None and others:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status)
