@@ -91,9 +91,18 @@ def test_console_draws_the_mesh_highlights_a_path_and_follows_a_death():
         assert [(l["key"], l["cost"], "path" in l["cls"]) for l in after["links"]] == [
             ("Router.A|Router.C", 5, True)]
         assert second["seconds"] < 5
+        third = json.loads(driver.stdout.readline() or "null")
+        assert third is not None, driver.stderr.read()
+        assert third["errors"] == []
+        hundred = third["hundred"]
+        assert (hundred["routers"], hundred["links"]) == (100, 105)
+        # R000 -3- R050 (the chord) is cheaper than 50 hops of the ring.
+        assert hundred["path"] == ["R000|R050"]
+        assert "closest: R050 (cost 3) via R000 → R050" in hundred["detail"]
         driver.stdin.close()
         assert driver.wait(30) == 0, driver.stderr.read()
-        for shot in ("console-mesh.png", "console-address.png", "console-after-kill.png"):
+        for shot in ("console-mesh.png", "console-address.png", "console-after-kill.png",
+                 "console-100-routers.png"):
             assert os.path.getsize(os.path.join(ARTEFACTS, shot)) > 10_000
     finally:
         if driver is not None and driver.poll() is None:

@@ -137,10 +137,14 @@ function draw() {
     g.appendChild(el("circle", { r: radius }));
     g.appendChild(el("text", { class: "name", y: -radius - 4 }, id));
     const clients = id === me ? String(state.clients) : "–";
-    g.appendChild(el("text", { class: "counts", y: radius + 11 },
-      `${clients} clients · ${addrCount.get(id)} addr`));
+    const counts = `${clients} clients · ${addrCount.get(id)} addr`;
+    // On a large mesh only the routers that matter now carry their counts
+    // (every router has them in its tooltip).
+    if (!big || cls.length > 1 || addrCount.get(id) > 0) {
+      g.appendChild(el("text", { class: "counts", y: radius + 11 }, counts));
+    }
     const r = topo.routers.find((x) => x.id === id);
-    g.appendChild(el("title", {}, `${id}: next hop ${r.next_hop}, cost ${r.cost} from ${me}`));
+    g.appendChild(el("title", {}, `${id}: ${counts}; next hop ${r.next_hop}, cost ${r.cost} from ${me}`));
     nodeLayer.appendChild(g);
   }
   frag.appendChild(nodeLayer);
