@@ -275,7 +275,8 @@ pub fn console_json(shared: &Shared) -> JsonValue {
         .unwrap_or_default();
     let local = shared.addresses.addresses();
     let mut addresses = std::collections::BTreeMap::new();
-    let shown = |a: &str| !a.starts_with('$') && !a.starts_with("temp.") && !a.starts_with("_topo/");
+    let shown =
+        |a: &str| !a.starts_with('$') && !a.starts_with("temp.") && !a.starts_with("_topo/");
     for (address, routers) in &remote {
         if shown(address.as_str()) {
             addresses.insert(
