@@ -2,13 +2,14 @@
 the read model as JSON, on a 3-router chain A - B - C."""
 
 import json
+import re
 import socket
 import urllib.error
 import urllib.request
 
 import pytest
 
-from clients import Receiver
+from clients import Receiver, Sender
 from conftest import Router, wait_until
 
 
@@ -100,3 +101,48 @@ def test_a_router_whose_neighbour_is_down_is_healthy_but_not_ready():
         assert get(lonely, "/readyz") == (503, {"status": "0 of 1 configured neighbours are up"})
     finally:
         assert lonely.stop() == 0, lonely.log()
+
+
+def fetch(router, path):
+    """(content type, body text) of GET path."""
+    with urllib.request.urlopen(router.http_url + path, timeout=10) as r:
+        return r.headers["content-type"], r.read().decode()
+
+
+def test_the_console_is_served_from_the_binary_and_needs_nothing_else(chain):
+    a, b, c = chain
+    kind, page = fetch(a, "/")
+    assert kind.startswith("text/html") and "<svg id=\"graph\"" in page
+    assert fetch(a, "/console.js")[0].startswith("text/javascript")
+    assert fetch(a, "/console.css")[0].startswith("text/css")
+    # Works offline: nothing but its own two assets and its own API.
+    script = fetch(a, "/console.js")[1]
+    assert re.findall(r"(?:src|href)=\"([^\"]+)\"", page) == ["/console.css", "/console.js"]
+    assert set(re.findall(r"https?://[^\"' ]+", page + script)) == {"http://www.w3.org/2000/svg"}
+
+
+def test_console_state_names_the_consumers_and_the_traffic_per_neighbour(chain):
+    a, b, c = chain
+    rx = Receiver(c.url, "queue.http.console").start()
+    try:
+        assert rx.attached.wait(10)
+        wait_until(lambda: any(x["address"] == "queue.http.console" and x["routers"] == ["Router.C"]
+                               for x in get(a, "/api/v1/console")[1]["addresses"]), 10,
+                   "A to learn of the consumer")
+        tx = Sender(a.url, "queue.http.console", 3).start()
+        tx.join(30)
+        assert [tx.outcomes[i] for i in range(3)] == ["accepted"] * 3
+        state = get(a, "/api/v1/console")[1]
+        addr = [x for x in state["addresses"] if x["address"] == "queue.http.console"][0]
+        assert addr == {"address": "queue.http.console", "local_consumers": 0,
+                        "routers": ["Router.C"], "to_neighbour": {"Router.B": 3},
+                        "ingress": 3, "egress": 0}
+        assert not any(x["address"].startswith(("$", "temp.")) for x in state["addresses"])
+        assert state["topology"]["router"] == "Router.A" and len(state["topology"]["links"]) == 2
+        on_c = [x for x in get(c, "/api/v1/console")[1]["addresses"]
+                if x["address"] == "queue.http.console"][0]
+        assert (on_c["local_consumers"], on_c["egress"]) == (1, 3)
+        assert get(c, "/api/v1/console")[1]["clients"] == 1
+    finally:
+        rx.stop_requested.set()
+        rx.join()

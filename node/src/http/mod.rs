@@ -14,7 +14,13 @@
 //!   the mesh (what a console draws);
 //! - `GET /api/v1/events`: the same topology and the router's counters as
 //!   server-sent events, one `snapshot` event a second, for a console
-//!   that does not poll.
+//!   that does not poll;
+//! - `GET /api/v1/console`: what the web console draws, in one answer: the
+//!   topology, this router's client count, and each mobile address with its
+//!   local consumers, the remote routers with consumers and the deliveries
+//!   this router sent to each neighbour for it;
+//! - `GET /` (and `/console.js`, `/console.css`): the web console
+//!   ([`console`]), embedded in the binary.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +34,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::{Value as JsonValue, json};
+
+mod console;
 
 use crate::management::agent::Managed;
 use crate::management::json::entity_json;
@@ -91,6 +99,10 @@ fn routes(api: Api) -> HttpRouter {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/topology", get(topology))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/console", get(console_state))
+        .route("/", get(console::index))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
         .with_state(api)
 }
 
@@ -239,4 +251,72 @@ async fn events(
         Some((Ok(event), (api, false)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn console_state(State(api): State<Api>) -> Json<JsonValue> {
+    Json(console_json(&api.shared))
+}
+
+/// The console's view: topology, clients of this router, and the mobile
+/// addresses (not `$management` nor `temp.` reply addresses) with where
+/// their consumers are and what this router sent toward each neighbour.
+pub fn console_json(shared: &Shared) -> JsonValue {
+    use std::sync::atomic::Ordering::Relaxed;
+    let clients = shared
+        .model
+        .connections
+        .iter()
+        .filter(|c| c.role == "normal")
+        .count();
+    let remote = shared
+        .mesh
+        .as_ref()
+        .map(|m| m.remote_addresses().snapshot())
+        .unwrap_or_default();
+    let local = shared.addresses.addresses();
+    let mut addresses = std::collections::BTreeMap::new();
+    let shown =
+        |a: &str| !a.starts_with('$') && !a.starts_with("temp.") && !a.starts_with("_topo/");
+    for (address, routers) in &remote {
+        if shown(address.as_str()) {
+            addresses.insert(
+                address.as_str().to_owned(),
+                json!({"address": address.as_str(), "local_consumers": 0,
+                       "routers": routers.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                       "to_neighbour": {}, "ingress": 0, "egress": 0}),
+            );
+        }
+    }
+    for (address, stats) in local {
+        if !shown(&address) {
+            continue;
+        }
+        let routers: Vec<&str> = remote
+            .get(&bote_topology::Address::from(&*address))
+            .map(|rs| rs.iter().map(|r| r.as_str()).collect())
+            .unwrap_or_default();
+        let to_neighbour: serde_json::Map<String, JsonValue> = stats
+            .to_neighbour
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(r, n)| (r.as_str().to_owned(), json!(n)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        addresses.insert(
+            address.to_string(),
+            json!({"address": &*address,
+                   "local_consumers": stats.subscribers.load(Relaxed),
+                   "routers": routers,
+                   "to_neighbour": to_neighbour,
+                   "ingress": stats.ingress.load(Relaxed),
+                   "egress": stats.egress.load(Relaxed)}),
+        );
+    }
+    json!({
+        "topology": topology_json(shared),
+        "clients": clients,
+        "addresses": addresses.into_values().collect::<Vec<_>>(),
+    })
 }

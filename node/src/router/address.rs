@@ -159,6 +159,9 @@ pub struct MeshChanged;
 /// nothing in flight) before it is reclaimed.
 pub const RECLAIM_AFTER: Duration = Duration::from_secs(1);
 
+/// Deliveries for one neighbour (its id, its peer actor) from one pass.
+type RemoteBatch = (RouterId, Recipient<PeerDeliver>, Vec<RoutedDelivery>);
+
 /// A remote router with consumers for the address, and the neighbour that is
 /// the next hop toward it.
 struct Remote {
@@ -224,6 +227,9 @@ pub struct AddressStats {
     pub transit: std::sync::atomic::AtomicU64,
     /// Deliveries sent to neighbours.
     pub to_mesh: std::sync::atomic::AtomicU64,
+    /// Of those, how many went to each neighbour (the console's per-link
+    /// traffic; one lock per batch sent, not per delivery).
+    pub to_neighbour: std::sync::Mutex<std::collections::BTreeMap<RouterId, u64>>,
     /// Local consumer links now (`subscriberCount`).
     pub subscribers: std::sync::atomic::AtomicU32,
     /// Remote routers with consumers now (`remoteCount`).
@@ -607,7 +613,7 @@ impl AddressActor {
         &mut self,
         mut d: RoutedDelivery,
         batches: &mut [Vec<RoutedDelivery>],
-        remote_batches: &mut Vec<(Recipient<PeerDeliver>, Vec<RoutedDelivery>)>,
+        remote_batches: &mut Vec<RemoteBatch>,
         stalled: &mut Vec<RoutedDelivery>,
     ) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -685,9 +691,9 @@ impl AddressActor {
                         Reach::Behind(behind.clone())
                     };
                     let c = copy(&d, reach, d.resend);
-                    match remote_batches.iter_mut().find(|(p, _)| p == peer) {
-                        Some((_, b)) => b.push(c),
-                        None => remote_batches.push((peer.clone(), vec![c])),
+                    match remote_batches.iter_mut().find(|(_, p, _)| p == peer) {
+                        Some((_, _, b)) => b.push(c),
+                        None => remote_batches.push((hop.clone(), peer.clone(), vec![c])),
                     }
                 }
                 // A presettled copy is never sent twice, and the routers
@@ -763,7 +769,7 @@ impl AddressActor {
         // Batch per consumer so each egress connection gets one message.
         let mut batches: Vec<Vec<RoutedDelivery>> = Vec::new();
         batches.resize_with(self.consumers.len(), Vec::new);
-        let mut remote_batches: Vec<(Recipient<PeerDeliver>, Vec<RoutedDelivery>)> = Vec::new();
+        let mut remote_batches: Vec<RemoteBatch> = Vec::new();
         for mut d in deliveries {
             if d.fanout.is_none() && d.tried.is_empty() && d.released_by.is_empty() && !d.resend {
                 if d.visited.is_empty() {
@@ -803,17 +809,20 @@ impl AddressActor {
                         r.outstanding.fetch_add(1, Relaxed);
                         d.remote_outstanding = Some(r.outstanding.clone());
                     }
-                    match remote_batches.iter_mut().find(|(p, _)| *p == r.peer) {
-                        Some((_, b)) => b.push(d),
-                        None => remote_batches.push((r.peer.clone(), vec![d])),
+                    match remote_batches.iter_mut().find(|(_, p, _)| *p == r.peer) {
+                        Some((_, _, b)) => b.push(d),
+                        None => remote_batches.push((r.next_hop.clone(), r.peer.clone(), vec![d])),
                     }
                 }
                 None => self.no_consumer(d),
             }
         }
-        for (peer, batch) in remote_batches {
+        for (next_hop, peer, batch) in remote_batches {
             self.stats.delivered.fetch_add(batch.len() as u64, Relaxed);
             self.stats.to_mesh.fetch_add(batch.len() as u64, Relaxed);
+            if let Ok(mut n) = self.stats.to_neighbour.lock() {
+                *n.entry(next_hop).or_default() += batch.len() as u64;
+            }
             let transit = batch.iter().filter(|d| !d.visited.is_empty()).count();
             self.stats.transit.fetch_add(transit as u64, Relaxed);
             peer.do_send(PeerDeliver(batch));
