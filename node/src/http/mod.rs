@@ -14,7 +14,10 @@
 //!   the mesh (what a console draws);
 //! - `GET /api/v1/events`: the same topology and the router's counters as
 //!   server-sent events, one `snapshot` event a second, for a console
-//!   that does not poll.
+//!   that does not poll;
+//! - `GET /metrics`: Prometheus metrics ([`metrics`]).
+
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +42,7 @@ use crate::router::management::{ManagementActor, Ping};
 struct Api {
     shared: Arc<Shared>,
     management: Addr<ManagementActor>,
+    metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 /// Starts the API on `router`'s management arbiter: binds `address` there
@@ -47,10 +51,12 @@ struct Api {
 pub async fn start(
     router: &crate::router::Router,
     address: SocketAddr,
+    metrics_max_series: usize,
 ) -> std::io::Result<SocketAddr> {
     let api = Api {
         shared: router.shared.clone(),
         management: router.management.clone(),
+        metrics: Arc::new(metrics::registry(router.shared.clone(), metrics_max_series)),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     router.management_arbiter().spawn(async move {
@@ -91,6 +97,7 @@ fn routes(api: Api) -> HttpRouter {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/topology", get(topology))
         .route("/api/v1/events", get(events))
+        .route("/metrics", get(prometheus))
         .with_state(api)
 }
 
@@ -110,6 +117,25 @@ async fn healthz(State(api): State<Api>) -> Response {
             Json(json!({"status": "the management node does not answer"})),
         )
             .into_response()
+    }
+}
+
+async fn prometheus(State(api): State<Api>) -> Response {
+    match metrics::encode(&api.metrics) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics could not be encoded",
+        )
+            .into_response(),
     }
 }
 
