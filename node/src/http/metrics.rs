@@ -8,7 +8,9 @@
 //!   `router` management entity;
 //! - Bote's labelled series: per address (`bote_address_*{address}`), per
 //!   link (`bote_link_*{link,address}`) and per neighbour
-//!   (`bote_neighbour_*{neighbour}`). Per-address and per-link series are
+//!   (`bote_neighbour_*{neighbour}`), route table changes and a histogram
+//!   of route recompute times (the mesh's [`crate::mesh::MeshStats`], the
+//!   one thing counted apart: events in time). Per-address and per-link series are
 //!   capped at `[router] metrics-max-series` each: the busiest keep their
 //!   own label, the rest are summed under `other`.
 
@@ -395,6 +397,19 @@ impl Collector for RouterCollector {
                 .filter(|(r, _)| neighbours.contains(r))
                 .map(|(r, c)| ([("neighbour", r.as_str())], *c))
                 .collect();
+            counter(
+                &mut enc,
+                "bote_topology_changes_total",
+                "changes of this router's route table",
+                mesh.stats.topology_changes.load(std::sync::atomic::Ordering::Relaxed),
+            )?;
+            let m = enc.encode_descriptor(
+                "bote_route_recompute_seconds",
+                "time each route recompute took",
+                None,
+                MetricType::Histogram,
+            )?;
+            mesh.stats.route_recompute.encode(m)?;
             family(
                 &mut enc,
                 "bote_neighbour_cost",

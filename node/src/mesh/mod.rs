@@ -193,6 +193,31 @@ pub struct MeshHandle {
     /// The router-wide record of arrived deliveries and the sequence
     /// numbers of the deliveries entering the mesh here ([`dedup`]).
     records: Arc<dedup::Records>,
+    /// Route changes and recompute times, for `/metrics`.
+    pub stats: Arc<MeshStats>,
+}
+
+/// What the control plane counts for `/metrics` (the read model has no
+/// place for events in time): how often this router's routes changed, and
+/// how long each route recompute took.
+#[derive(Debug)]
+pub struct MeshStats {
+    /// Route table changes (`Output::RoutesChanged`).
+    pub topology_changes: std::sync::atomic::AtomicU64,
+    /// Seconds per route recompute (the protocol timeout that ran it).
+    pub route_recompute: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for MeshStats {
+    fn default() -> Self {
+        MeshStats {
+            topology_changes: std::sync::atomic::AtomicU64::new(0),
+            // 10 µs .. ~2.6 s.
+            route_recompute: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1e-5, 4.0, 10),
+            ),
+        }
+    }
 }
 
 impl MeshHandle {
@@ -335,6 +360,7 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
         records.clone(),
     );
     let addresses = control.remote_addresses();
+    let stats = control.stats();
     let control = control.start();
     let mut bound = Vec::new();
     for l in config
@@ -361,5 +387,6 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
         bound,
         arbiter: Arbiter::current(),
         records,
+        stats,
     })
 }
