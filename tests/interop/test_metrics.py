@@ -242,12 +242,17 @@ def dashboard_metric_names():
 
 def test_every_metric_the_dashboards_use_exists(pair):
     a, b = pair
-    send_through(a, b, "metrics.dashboards", 3)
+    # A receiver stays attached, so the per-link series has a link to show.
+    rx = send_through(a, b, "metrics.dashboards", 3, keep=True)
     names = dashboard_metric_names()
     assert len(names) >= 20, names
     present = set()
-    for r in (a, b):
-        samples, _ = series(scrape(r))
-        present |= {k.split("{")[0] for k in samples}
+    try:
+        for r in (a, b):
+            samples, _ = series(scrape(r))
+            present |= {k.split("{")[0] for k in samples}
+    finally:
+        rx.stop_requested.set()
+        rx.join()
     missing = sorted(names - present)
     assert missing == [], f"the dashboards use metrics no router exports: {missing}"
