@@ -100,6 +100,11 @@ def test_qdrouterd_names_and_types_and_labelled_series(pair):
     assert sa['bote_address_deliveries_total{address="metrics.names"}'] == N
     assert sa['bote_neighbour_up{neighbour="Router.B"}'] == 1
     assert sa['bote_neighbour_cost{neighbour="Router.B"}'] == 1
+    for d in ("in", "out"):
+        assert sa[f'bote_neighbour_frames_total{{neighbour="Router.B",direction="{d}"}}'] > 0
+        # 37 messages of ~10 bytes each crossed A -> B, with their headers.
+        assert sa[f'bote_neighbour_bytes_total{{neighbour="Router.B",direction="{d}"}}'] > \
+            (N * 10 if d == "out" else 0)
     assert sa["bote_topology_changes_total"] >= 1
     assert ta["bote_route_recompute_seconds"] == "histogram"
     assert sa["bote_route_recompute_seconds_count"] >= 1

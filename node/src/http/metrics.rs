@@ -397,11 +397,41 @@ impl Collector for RouterCollector {
                 .filter(|(r, _)| neighbours.contains(r))
                 .map(|(r, c)| ([("neighbour", r.as_str())], *c))
                 .collect();
+            let traffic = mesh.stats.all_traffic();
+            let mut frames = Vec::new();
+            let mut bytes = Vec::new();
+            for (n, t) in &traffic {
+                use std::sync::atomic::Ordering::Relaxed;
+                for (dir, f, b) in [
+                    ("in", &t.frames_in, &t.bytes_in),
+                    ("out", &t.frames_out, &t.bytes_out),
+                ] {
+                    let labels = [("neighbour", n.as_str()), ("direction", dir)];
+                    frames.push((labels, f.load(Relaxed)));
+                    bytes.push((labels, b.load(Relaxed)));
+                }
+            }
+            family(
+                &mut enc,
+                "bote_neighbour_frames_total",
+                "inter-router frames from (in) and to (out) each neighbour",
+                MetricType::Counter,
+                &frames,
+            )?;
+            family(
+                &mut enc,
+                "bote_neighbour_bytes_total",
+                "inter-router bytes (protobuf-encoded batches) from and to each neighbour",
+                MetricType::Counter,
+                &bytes,
+            )?;
             counter(
                 &mut enc,
                 "bote_topology_changes_total",
                 "changes of this router's route table",
-                mesh.stats.topology_changes.load(std::sync::atomic::Ordering::Relaxed),
+                mesh.stats
+                    .topology_changes
+                    .load(std::sync::atomic::Ordering::Relaxed),
             )?;
             let m = enc.encode_descriptor(
                 "bote_route_recompute_seconds",

@@ -373,6 +373,7 @@ impl Handler<NewStream> for ControlActor {
             ctx.address(),
             self.data.clone(),
             self.records.clone(),
+            self.stats.clone(),
         );
         self.streams.insert(
             conn,

@@ -206,6 +206,55 @@ pub struct MeshStats {
     pub topology_changes: std::sync::atomic::AtomicU64,
     /// Seconds per route recompute (the protocol timeout that ran it).
     pub route_recompute: prometheus_client::metrics::histogram::Histogram,
+    /// Frames and bytes each way per neighbour router, across its streams.
+    neighbours: std::sync::Mutex<BTreeMap<RouterId, Arc<NeighbourTraffic>>>,
+}
+
+/// Frames and bytes (protobuf-encoded) exchanged with one neighbour.
+#[derive(Debug, Default)]
+pub struct NeighbourTraffic {
+    pub frames_in: std::sync::atomic::AtomicU64,
+    pub bytes_in: std::sync::atomic::AtomicU64,
+    pub frames_out: std::sync::atomic::AtomicU64,
+    pub bytes_out: std::sync::atomic::AtomicU64,
+}
+
+impl NeighbourTraffic {
+    /// Adds `other`'s counts to this one's.
+    pub fn absorb(&self, other: &NeighbourTraffic) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (to, from) in [
+            (&self.frames_in, &other.frames_in),
+            (&self.bytes_in, &other.bytes_in),
+            (&self.frames_out, &other.frames_out),
+            (&self.bytes_out, &other.bytes_out),
+        ] {
+            to.fetch_add(from.load(Relaxed), Relaxed);
+        }
+    }
+}
+
+impl MeshStats {
+    /// The traffic counters of `neighbour` (made on first use; kept when
+    /// its stream goes, so they never decrease).
+    pub fn traffic(&self, neighbour: &RouterId) -> Arc<NeighbourTraffic> {
+        self.neighbours
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(neighbour.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Every neighbour's traffic counters.
+    pub fn all_traffic(&self) -> Vec<(RouterId, Arc<NeighbourTraffic>)> {
+        self.neighbours
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(r, t)| (r.clone(), t.clone()))
+            .collect()
+    }
 }
 
 impl Default for MeshStats {
@@ -216,6 +265,7 @@ impl Default for MeshStats {
             route_recompute: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(1e-5, 4.0, 10),
             ),
+            neighbours: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 }
