@@ -119,6 +119,11 @@ pub struct RouterConfig {
     /// `127.0.0.1:8672`. A port in use is logged and the router runs
     /// without HTTP.
     pub http: String,
+    /// The most series `/metrics` gives each per-address and per-link
+    /// family; the least busy beyond it are summed under the label
+    /// `other`. Default 100.
+    #[serde(alias = "metricsMaxSeries")]
+    pub metrics_max_series: usize,
 }
 
 impl Default for RouterConfig {
@@ -132,6 +137,7 @@ impl Default for RouterConfig {
             hello_timeout_ms: 3000,
             default_distribution: Distribution::Balanced,
             http: DEFAULT_HTTP.to_owned(),
+            metrics_max_series: 100,
         }
     }
 }

@@ -86,6 +86,11 @@ fn router_changes(running: &Config, new: &Config, out: &mut Vec<String>) {
     );
     field("http", format!("{:?}", a.http), format!("{:?}", b.http));
     field(
+        "metrics-max-series",
+        a.metrics_max_series.to_string(),
+        b.metrics_max_series.to_string(),
+    );
+    field(
         "log-format",
         format!("{:?}", a.log_format),
         format!("{:?}", b.log_format),

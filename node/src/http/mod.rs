@@ -20,7 +20,8 @@
 //!   local consumers, the remote routers with consumers and the deliveries
 //!   this router sent to each neighbour for it;
 //! - `GET /` (and `/console.js`, `/console.css`): the web console
-//!   ([`console`]), embedded in the binary.
+//!   ([`console`]), embedded in the binary;
+//! - `GET /metrics`: Prometheus metrics ([`metrics`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use axum::routing::get;
 use serde_json::{Value as JsonValue, json};
 
 mod console;
+pub mod metrics;
 
 use crate::management::agent::Managed;
 use crate::management::json::entity_json;
@@ -47,6 +49,7 @@ use crate::router::management::{ManagementActor, Ping};
 struct Api {
     shared: Arc<Shared>,
     management: Addr<ManagementActor>,
+    metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 /// Starts the API on `router`'s management arbiter: binds `address` there
@@ -55,10 +58,12 @@ struct Api {
 pub async fn start(
     router: &crate::router::Router,
     address: SocketAddr,
+    metrics_max_series: usize,
 ) -> std::io::Result<SocketAddr> {
     let api = Api {
         shared: router.shared.clone(),
         management: router.management.clone(),
+        metrics: Arc::new(metrics::registry(router.shared.clone(), metrics_max_series)),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     router.management_arbiter().spawn(async move {
@@ -103,6 +108,7 @@ fn routes(api: Api) -> HttpRouter {
         .route("/", get(console::index))
         .route("/console.js", get(console::script))
         .route("/console.css", get(console::style))
+        .route("/metrics", get(prometheus))
         .with_state(api)
 }
 
@@ -122,6 +128,25 @@ async fn healthz(State(api): State<Api>) -> Response {
             Json(json!({"status": "the management node does not answer"})),
         )
             .into_response()
+    }
+}
+
+async fn prometheus(State(api): State<Api>) -> Response {
+    match metrics::encode(&api.metrics) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics could not be encoded",
+        )
+            .into_response(),
     }
 }
 

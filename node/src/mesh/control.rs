@@ -74,6 +74,8 @@ pub const MAX_LINK_COST: Cost = i32::MAX as Cost;
 /// Drives the control plane of this router.
 pub struct ControlActor {
     plane: ControlPlane,
+    /// Route changes and recompute times, for `/metrics`.
+    stats: Arc<super::MeshStats>,
     started: Instant,
     timer: Option<(Duration, SpawnHandle)>,
     next_conn: u64,
@@ -112,6 +114,7 @@ impl ControlActor {
     ) -> ControlActor {
         ControlActor {
             plane: ControlPlane::new(id, instance, config, Duration::ZERO),
+            stats: Arc::new(super::MeshStats::default()),
             started: Instant::now(),
             timer: None,
             next_conn: 0,
@@ -126,6 +129,11 @@ impl ControlActor {
             data,
             records,
         }
+    }
+
+    /// What this actor counts for `/metrics`.
+    pub fn stats(&self) -> Arc<super::MeshStats> {
+        self.stats.clone()
     }
 
     /// The table of remote routers per address this actor keeps.
@@ -145,7 +153,12 @@ impl ControlActor {
         while let Some(output) = self.plane.poll_output() {
             match output {
                 Output::Send { to, message } => sends.entry(to).or_default().push(message),
-                Output::RoutesChanged => routes_changed = true,
+                Output::RoutesChanged => {
+                    routes_changed = true;
+                    self.stats
+                        .topology_changes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Output::AddressesChanged { addresses } => changed_addresses.extend(addresses),
             }
         }
@@ -225,7 +238,16 @@ impl ControlActor {
         let handle = ctx.run_later(delay, |act, ctx| {
             act.timer = None;
             let now = act.now();
+            let recomputes = act.plane.recompute_count();
+            let began = Instant::now();
             act.plane.handle_timeout(now);
+            if act.plane.recompute_count() != recomputes {
+                // Route recomputes run from timeouts only (they are
+                // scheduled, never run inline with a message).
+                act.stats
+                    .route_recompute
+                    .observe(began.elapsed().as_secs_f64());
+            }
             act.close_silent_streams(now);
             act.drive(ctx);
         });
@@ -351,6 +373,7 @@ impl Handler<NewStream> for ControlActor {
             ctx.address(),
             self.data.clone(),
             self.records.clone(),
+            self.stats.clone(),
         );
         self.streams.insert(
             conn,

@@ -193,6 +193,81 @@ pub struct MeshHandle {
     /// The router-wide record of arrived deliveries and the sequence
     /// numbers of the deliveries entering the mesh here ([`dedup`]).
     records: Arc<dedup::Records>,
+    /// Route changes and recompute times, for `/metrics`.
+    pub stats: Arc<MeshStats>,
+}
+
+/// What the control plane counts for `/metrics` (the read model has no
+/// place for events in time): how often this router's routes changed, and
+/// how long each route recompute took.
+#[derive(Debug)]
+pub struct MeshStats {
+    /// Route table changes (`Output::RoutesChanged`).
+    pub topology_changes: std::sync::atomic::AtomicU64,
+    /// Seconds per route recompute (the protocol timeout that ran it).
+    pub route_recompute: prometheus_client::metrics::histogram::Histogram,
+    /// Frames and bytes each way per neighbour router, across its streams.
+    neighbours: std::sync::Mutex<BTreeMap<RouterId, Arc<NeighbourTraffic>>>,
+}
+
+/// Frames and bytes (protobuf-encoded) exchanged with one neighbour.
+#[derive(Debug, Default)]
+pub struct NeighbourTraffic {
+    pub frames_in: std::sync::atomic::AtomicU64,
+    pub bytes_in: std::sync::atomic::AtomicU64,
+    pub frames_out: std::sync::atomic::AtomicU64,
+    pub bytes_out: std::sync::atomic::AtomicU64,
+}
+
+impl NeighbourTraffic {
+    /// Adds `other`'s counts to this one's.
+    pub fn absorb(&self, other: &NeighbourTraffic) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (to, from) in [
+            (&self.frames_in, &other.frames_in),
+            (&self.bytes_in, &other.bytes_in),
+            (&self.frames_out, &other.frames_out),
+            (&self.bytes_out, &other.bytes_out),
+        ] {
+            to.fetch_add(from.load(Relaxed), Relaxed);
+        }
+    }
+}
+
+impl MeshStats {
+    /// The traffic counters of `neighbour` (made on first use; kept when
+    /// its stream goes, so they never decrease).
+    pub fn traffic(&self, neighbour: &RouterId) -> Arc<NeighbourTraffic> {
+        self.neighbours
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(neighbour.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Every neighbour's traffic counters.
+    pub fn all_traffic(&self) -> Vec<(RouterId, Arc<NeighbourTraffic>)> {
+        self.neighbours
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(r, t)| (r.clone(), t.clone()))
+            .collect()
+    }
+}
+
+impl Default for MeshStats {
+    fn default() -> Self {
+        MeshStats {
+            topology_changes: std::sync::atomic::AtomicU64::new(0),
+            // 10 µs .. ~2.6 s.
+            route_recompute: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1e-5, 4.0, 10),
+            ),
+            neighbours: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
 }
 
 impl MeshHandle {
@@ -335,6 +410,7 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
         records.clone(),
     );
     let addresses = control.remote_addresses();
+    let stats = control.stats();
     let control = control.start();
     let mut bound = Vec::new();
     for l in config
@@ -361,5 +437,6 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
         bound,
         arbiter: Arbiter::current(),
         records,
+        stats,
     })
 }

@@ -93,6 +93,11 @@ pub struct PeerActor {
     credit_acks_armed: bool,
     data: PeerData,
     closed: Option<oneshot::Sender<()>>,
+    /// Where the neighbour's frames and bytes are counted (`/metrics`).
+    stats: std::sync::Arc<super::MeshStats>,
+    /// This stream's counts: its own until the neighbour says who it is,
+    /// then the neighbour's (what came before is added to them).
+    traffic: std::sync::Arc<super::NeighbourTraffic>,
 }
 
 /// What the control actor needs to start a [`PeerActor`] on a new stream.
@@ -112,6 +117,7 @@ pub struct PeerStream {
 impl PeerActor {
     /// Starts the actor on `stream` (on the current arbiter). Its first
     /// frame is a hello carrying our id and instance.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_on(
         stream: PeerStream,
         conn: u64,
@@ -120,6 +126,7 @@ impl PeerActor {
         control: Addr<ControlActor>,
         hook: super::DataHook,
         records: std::sync::Arc<super::dedup::Records>,
+        stats: std::sync::Arc<super::MeshStats>,
     ) -> Addr<PeerActor> {
         PeerActor::create(move |ctx| {
             let inbound = ctx.add_stream(stream.inbound);
@@ -140,6 +147,8 @@ impl PeerActor {
                 credit_acks_armed: false,
                 data,
                 closed: stream.closed,
+                stats,
+                traffic: Default::default(),
             }
         })
     }
@@ -168,6 +177,14 @@ impl PeerActor {
         // Credit acknowledgements still waiting go with whatever else goes.
         self.pending.extend(self.data.take_credit_acks());
         let mut batches = split_batches(mem::take(&mut self.pending));
+        {
+            use prost::Message as _;
+            use std::sync::atomic::Ordering::Relaxed;
+            let frames: usize = batches.iter().map(|b| b.frames.len()).sum();
+            let bytes: usize = batches.iter().map(|b| b.encoded_len()).sum();
+            self.traffic.frames_out.fetch_add(frames as u64, Relaxed);
+            self.traffic.bytes_out.fetch_add(bytes as u64, Relaxed);
+        }
         while let Some(batch) = batches.pop_front() {
             match out.try_send(batch) {
                 Ok(()) => {}
@@ -288,6 +305,16 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
                 return;
             }
         };
+        {
+            use prost::Message as _;
+            use std::sync::atomic::Ordering::Relaxed;
+            self.traffic
+                .frames_in
+                .fetch_add(batch.frames.len() as u64, Relaxed);
+            self.traffic
+                .bytes_in
+                .fetch_add(batch.encoded_len() as u64, Relaxed);
+        }
         let mut messages = Vec::with_capacity(batch.frames.len());
         for frame in batch.frames {
             if self.peer.is_none()
@@ -332,6 +359,9 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
                     return;
                 }
                 self.peer = Some(hello.router.clone());
+                let shared = self.stats.traffic(&hello.router);
+                shared.absorb(&self.traffic);
+                self.traffic = shared;
                 self.data.identified(hello.router.clone());
                 self.control.do_send(PeerIdentified {
                     conn: self.conn,
