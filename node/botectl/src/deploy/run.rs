@@ -285,13 +285,13 @@ fn config_text(topology: &Topology, i: usize, ports: &[[u16; 3]]) -> String {
 /// the table of routers.
 pub fn up(topology: &Topology, options: &UpOptions) -> Result<String, RunError> {
     let dir = &options.run_dir;
-    if let Ok(existing) = RunFile::read(dir) {
-        if existing.routers.iter().any(|r| is_boted(r.pid)) {
-            return Err(RunError::Other(format!(
-                "a mesh is already running in {} (botectl down {0})",
-                dir.display()
-            )));
-        }
+    if let Ok(existing) = RunFile::read(dir)
+        && existing.routers.iter().any(|r| is_boted(r.pid))
+    {
+        return Err(RunError::Other(format!(
+            "a mesh is already running in {0} (botectl down {0})",
+            dir.display()
+        )));
     }
     if !options.boted.exists() {
         return Err(RunError::Other(format!(
