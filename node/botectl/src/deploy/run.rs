@@ -445,7 +445,7 @@ fn table(run: &RunFile, dir: &Path, seen: &[Option<usize>]) -> String {
                     format!("{} (stopped)", r.pid)
                 },
                 format!("amqp://127.0.0.1:{}", r.port),
-                format!("http://127.0.0.1:{}/", r.http_port),
+                format!("http://127.0.0.1:{}/api/v1/topology", r.http_port),
                 match seen {
                     Some(k) => format!("{k}/{}", run.routers.len()),
                     None => "-".into(),
@@ -454,7 +454,7 @@ fn table(run: &RunFile, dir: &Path, seen: &[Option<usize>]) -> String {
             ]
         })
         .collect();
-    let header = ["router", "pid", "client", "console", "mesh", "log"];
+    let header = ["router", "pid", "client", "http (read API)", "mesh", "log"];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
