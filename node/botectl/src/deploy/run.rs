@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -144,15 +144,39 @@ pub struct UpOptions {
 }
 
 /// Started routers not yet handed over: dropped (error, Ctrl-C), they stop.
+/// Held as [`Child`]ren, not pids: an unreaped child's pid cannot be reused,
+/// and one not yet past `exec` is stopped too.
 struct Started {
-    pids: Vec<u32>,
+    children: Vec<Child>,
     armed: bool,
+}
+
+impl Started {
+    /// Whether child `i` is still running.
+    fn running(&mut self, i: usize) -> bool {
+        matches!(self.children[i].try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if self.armed {
-            stop_pids(&self.pids, Duration::from_secs(5));
+        if !self.armed {
+            return;
+        }
+        for child in &mut self.children {
+            if matches!(child.try_wait(), Ok(None)) {
+                signal(child.id(), libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for child in &mut self.children {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }
@@ -306,7 +330,7 @@ pub fn up(topology: &Topology, options: &UpOptions) -> Result<String, RunError> 
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
     }
     let mut started = Started {
-        pids: Vec::new(),
+        children: Vec::new(),
         armed: true,
     };
     let mut run = RunFile {
@@ -340,10 +364,11 @@ pub fn up(topology: &Topology, options: &UpOptions) -> Result<String, RunError> 
             options.boted.display(),
             r.id
         )))?;
-        started.pids.push(child.id());
+        let pid = child.id();
+        started.children.push(child);
         run.routers.push(RunRouter {
             id: r.id.clone(),
-            pid: child.id(),
+            pid,
             port: ports[i][0],
             inter_router_port: ports[i][1],
             http_port: ports[i][2],
@@ -372,8 +397,7 @@ pub fn up(topology: &Topology, options: &UpOptions) -> Result<String, RunError> 
             return Err(RunError::Interrupted);
         }
         for (i, r) in run.routers.iter().enumerate() {
-            reap(r.pid);
-            if !is_boted(r.pid) {
+            if !started.running(i) {
                 bar.abandon();
                 let log =
                     std::fs::read_to_string(dir.join(&r.id).join("boted.log")).unwrap_or_default();
