@@ -105,6 +105,7 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<String, Strin
             connectors.push((format!("{name}-{peer}.{service}{suffix}"), port, 1));
         }
     }
+    c.push_str(super::generate::DEFAULT_ADDRESSES);
     for (host, port, cost) in connectors {
         let _ = write!(
             c,

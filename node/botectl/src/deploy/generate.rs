@@ -7,6 +7,15 @@ use std::collections::BTreeSet;
 
 use super::file::{LinkDef, RouterDef, Topology};
 
+/// qdrouterd's default address prefixes, as boted's embedded default
+/// configuration has them: every generated configuration starts with them
+/// (a configuration file replaces the embedded default wholesale).
+pub const DEFAULT_ADDRESSES: &str = "\n[[address]]\nprefix = \"closest\"\ndistribution = \"closest\"\n\
+\n[[address]]\nprefix = \"multicast\"\ndistribution = \"multicast\"\n\
+\n[[address]]\nprefix = \"unicast\"\ndistribution = \"closest\"\n\
+\n[[address]]\nprefix = \"exclusive\"\ndistribution = \"closest\"\n\
+\n[[address]]\nprefix = \"broadcast\"\ndistribution = \"multicast\"\n";
+
 /// The shape of a generated topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {

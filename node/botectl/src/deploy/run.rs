@@ -297,6 +297,7 @@ fn config_text(topology: &Topology, i: usize, ports: &[[u16; 3]]) -> String {
             l.a, ports[a][1], l.cost
         );
     }
+    c.push_str(super::generate::DEFAULT_ADDRESSES);
     if !r.extra.is_empty() {
         c.push('\n');
         c.push_str(&r.extra);
