@@ -13,9 +13,11 @@
 //! - [`manage`]: `botectl stat`, `manage` and `topology`, a management
 //!   client of any router (and, through the mesh, of any other).
 //!
-//! Deployment (`up`/`down`) commands join here with the issue that brings
-//! them.
+//! - [`deploy`]: `botectl up`/`status`/`down`, a mesh of `boted` processes
+//!   on this machine from a topology file, and `config-from-env`, a router's
+//!   configuration from environment variables (container image, Kubernetes).
 
 pub mod bench;
+pub mod deploy;
 pub mod manage;
 pub mod spawn;

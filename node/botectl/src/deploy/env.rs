@@ -1,0 +1,175 @@
+//! A router's configuration from environment variables (`botectl
+//! config-from-env`), for the container image and the Kubernetes
+//! StatefulSet: router id, listeners and connectors, the connectors either
+//! listed or wired from the pod's ordinal ([`super::generate::ordinal_peers`]).
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `BOTE_ROUTER_ID` | `$HOSTNAME` | the router id (`bote-3`) |
+//! | `BOTE_LISTEN` | `0.0.0.0:5672` | the client (normal) listener |
+//! | `BOTE_INTER_ROUTER_LISTEN` | `0.0.0.0:55672` | the inter-router listener (`off`: none) |
+//! | `BOTE_HTTP` | `0.0.0.0:8672` | the HTTP API (`/healthz`, `/readyz`) |
+//! | `BOTE_CONNECTORS` | | `host:port[/cost],…` inter-router connectors |
+//! | `BOTE_MESH_SERVICE` | | headless Service: wire from the ordinal of the id (`<name>-<N>`) |
+//! | `BOTE_MESH_DEGREE` | `0` | predecessors dialled (0: all, a full mesh) |
+//! | `BOTE_MESH_PORT` | the inter-router port | the peers' inter-router port |
+//! | `BOTE_NAMESPACE` | | appended to peers' names (`bote-0.bote-mesh.<ns>.svc`) |
+//! | `BOTE_LOG_LEVEL` | `info` | |
+//! | `BOTE_OTLP_ENDPOINT` | | OpenTelemetry trace export |
+
+use std::fmt::Write as _;
+
+use super::generate::ordinal_peers;
+
+/// The configuration text from `get` (an environment lookup), or what is
+/// wrong with a variable.
+pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let var = |name: &str| get(name).filter(|v| !v.is_empty());
+    let id = var("BOTE_ROUTER_ID")
+        .or_else(|| var("HOSTNAME"))
+        .ok_or("BOTE_ROUTER_ID (or HOSTNAME) is not set")?;
+    let split = |name: &str, default: &str| -> Result<(String, u16), String> {
+        let v = var(name).unwrap_or_else(|| default.to_owned());
+        let (host, port) = v
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{name}=\"{v}\" is not host:port"))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("{name}=\"{v}\": \"{port}\" is not a port"))?;
+        Ok((host.trim_matches(['[', ']']).to_owned(), port))
+    };
+    let mut c = format!(
+        "[router]\nid = \"{id}\"\nlog-level = \"{}\"\nhttp = \"{}\"\n",
+        var("BOTE_LOG_LEVEL").unwrap_or_else(|| "info".into()),
+        var("BOTE_HTTP").unwrap_or_else(|| "0.0.0.0:8672".into()),
+    );
+    if let Some(endpoint) = var("BOTE_OTLP_ENDPOINT") {
+        let _ = write!(c, "\n[telemetry]\notlp-endpoint = \"{endpoint}\"\n");
+    }
+    let (host, port) = split("BOTE_LISTEN", "0.0.0.0:5672")?;
+    let _ = write!(
+        c,
+        "\n[[listener]]\nhost = \"{host}\"\nport = {port}\nrole = \"normal\"\n"
+    );
+    let mut inter_port = 55672;
+    if var("BOTE_INTER_ROUTER_LISTEN").as_deref() != Some("off") {
+        let (host, port) = split("BOTE_INTER_ROUTER_LISTEN", "0.0.0.0:55672")?;
+        inter_port = port;
+        let _ = write!(
+            c,
+            "\n[[listener]]\nhost = \"{host}\"\nport = {port}\nrole = \"inter-router\"\n"
+        );
+    }
+    let mut connectors: Vec<(String, u16, u32)> = Vec::new();
+    if let Some(list) = var("BOTE_CONNECTORS") {
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (addr, cost) = match item.split_once('/') {
+                Some((a, cost)) => (
+                    a,
+                    cost.parse().map_err(|_| {
+                        format!("BOTE_CONNECTORS: \"{item}\": \"{cost}\" is not a cost")
+                    })?,
+                ),
+                None => (item, 1),
+            };
+            let (host, port) = addr
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+                .ok_or_else(|| format!("BOTE_CONNECTORS: \"{item}\" is not host:port[/cost]"))?;
+            connectors.push((host, port, cost));
+        }
+    }
+    if let Some(service) = var("BOTE_MESH_SERVICE") {
+        let (name, ordinal) = id
+            .rsplit_once('-')
+            .and_then(|(n, o)| Some((n.to_owned(), o.parse::<usize>().ok()?)))
+            .ok_or_else(|| {
+                format!(
+                    "router id \"{id}\" has no ordinal (<name>-<N>, as a StatefulSet's pod name)"
+                )
+            })?;
+        let degree = match var("BOTE_MESH_DEGREE") {
+            None => 0,
+            Some(d) => d
+                .parse()
+                .map_err(|_| format!("BOTE_MESH_DEGREE=\"{d}\" is not a number"))?,
+        };
+        let port = match var("BOTE_MESH_PORT") {
+            None => inter_port,
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("BOTE_MESH_PORT=\"{p}\" is not a port"))?,
+        };
+        let suffix = var("BOTE_NAMESPACE").map_or(String::new(), |ns| format!(".{ns}.svc"));
+        for peer in ordinal_peers(ordinal, degree) {
+            connectors.push((format!("{name}-{peer}.{service}{suffix}"), port, 1));
+        }
+    }
+    c.push_str(super::generate::DEFAULT_ADDRESSES);
+    for (host, port, cost) in connectors {
+        let _ = write!(
+            c,
+            "\n[[connector]]\nname = \"{host}:{port}\"\nhost = \"{host}\"\nport = {port}\nrole = \"inter-router\"\ncost = {cost}\n"
+        );
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<String, String> {
+        let map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        config_from(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn a_statefulset_pod_dials_its_predecessors_by_dns_name() {
+        let c = config(&[
+            ("HOSTNAME", "bote-3"),
+            ("BOTE_MESH_SERVICE", "bote-mesh"),
+            ("BOTE_MESH_DEGREE", "2"),
+            ("BOTE_NAMESPACE", "prod"),
+        ])
+        .unwrap();
+        assert!(c.contains("id = \"bote-3\""));
+        assert!(c.contains("host = \"bote-2.bote-mesh.prod.svc\"\nport = 55672"));
+        assert!(c.contains("host = \"bote-1.bote-mesh.prod.svc\""));
+        assert!(!c.contains("bote-0."));
+        assert_eq!(c.matches("[[connector]]").count(), 2);
+        assert_eq!(c.matches("[[listener]]").count(), 2);
+    }
+
+    #[test]
+    fn listed_connectors_and_bad_values() {
+        let c = config(&[
+            ("BOTE_ROUTER_ID", "A"),
+            ("BOTE_CONNECTORS", "b.example:55672/3, c:1"),
+        ])
+        .unwrap();
+        assert!(
+            c.contains("host = \"b.example\"\nport = 55672\nrole = \"inter-router\"\ncost = 3")
+        );
+        assert!(c.contains("host = \"c\"\nport = 1"));
+        assert_eq!(
+            config(&[]).unwrap_err(),
+            "BOTE_ROUTER_ID (or HOSTNAME) is not set"
+        );
+        assert!(
+            config(&[("HOSTNAME", "bote"), ("BOTE_MESH_SERVICE", "m")])
+                .unwrap_err()
+                .contains("no ordinal")
+        );
+        assert!(
+            config(&[("HOSTNAME", "a"), ("BOTE_LISTEN", "x")])
+                .unwrap_err()
+                .contains("BOTE_LISTEN")
+        );
+    }
+}
