@@ -6,8 +6,11 @@
 //! - [`LinkCounters`]: the live state of a consumer link (undelivered,
 //!   unsettled, credit), written by its connection actor and weighed by its
 //!   address actor when it balances.
-//! - [`LinkStats`]: what a link did (deliveries, presettled, outcomes), one
-//!   relaxed atomic add per delivery on the thread that owns the link.
+//! - [`LinkStats`]: what a link did (deliveries, presettled, outcomes,
+//!   settlements delayed over 1 s and 10 s), one relaxed atomic add per
+//!   delivery on the thread that owns the link.
+//! - [`SettleLatency`]: the router's histogram of how long unsettled
+//!   deliveries took from arrival to their outcome reaching the sender.
 //! - [`ConnectionInfo`] / [`LinkInfo`]: a connection and its links as the
 //!   connection actor registers them in the [`ReadModel`] (a `DashMap` by
 //!   connection id); a reader walks the map without asking any actor.
@@ -22,7 +25,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 
@@ -62,6 +65,11 @@ pub struct LinkStats {
     pub rejected: AtomicU64,
     pub released: AtomicU64,
     pub modified: AtomicU64,
+    /// Unsettled deliveries whose outcome came more than 1 s (and at most
+    /// 10 s) after they arrived (qdrouterd's `deliveriesDelayed1Sec`).
+    pub delayed_1sec: AtomicU64,
+    /// ... more than 10 s after (`deliveriesDelayed10Sec`).
+    pub delayed_10sec: AtomicU64,
 }
 
 impl LinkStats {
@@ -86,6 +94,17 @@ impl LinkStats {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Counts an unsettled delivery settled `delay` after it arrived, as
+    /// qdrouterd does: over 10 s in `delayed_10sec`, else over 1 s in
+    /// `delayed_1sec`, else nowhere.
+    pub fn settled_after(&self, delay: Duration) {
+        if delay > Duration::from_secs(10) {
+            self.delayed_10sec.fetch_add(1, Relaxed);
+        } else if delay > Duration::from_secs(1) {
+            self.delayed_1sec.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Adds `other`'s counts to these.
     fn absorb(&self, other: &LinkStats) {
         for (to, from) in self.fields().into_iter().zip(other.fields()) {
@@ -93,7 +112,7 @@ impl LinkStats {
         }
     }
 
-    fn fields(&self) -> [&AtomicU64; 7] {
+    fn fields(&self) -> [&AtomicU64; 9] {
         [
             &self.delivered,
             &self.presettled,
@@ -102,6 +121,8 @@ impl LinkStats {
             &self.rejected,
             &self.released,
             &self.modified,
+            &self.delayed_1sec,
+            &self.delayed_10sec,
         ]
     }
 
@@ -115,6 +136,8 @@ impl LinkStats {
             rejected: self.rejected.load(Relaxed),
             released: self.released.load(Relaxed),
             modified: self.modified.load(Relaxed),
+            delayed_1sec: self.delayed_1sec.load(Relaxed),
+            delayed_10sec: self.delayed_10sec.load(Relaxed),
         }
     }
 }
@@ -129,6 +152,8 @@ pub struct StatsRow {
     pub rejected: u64,
     pub released: u64,
     pub modified: u64,
+    pub delayed_1sec: u64,
+    pub delayed_10sec: u64,
 }
 
 impl std::ops::AddAssign for StatsRow {
@@ -140,6 +165,57 @@ impl std::ops::AddAssign for StatsRow {
         self.rejected += o.rejected;
         self.released += o.released;
         self.modified += o.modified;
+        self.delayed_1sec += o.delayed_1sec;
+        self.delayed_10sec += o.delayed_10sec;
+    }
+}
+
+/// Upper bounds (seconds) of [`SettleLatency`]'s buckets; a last bucket
+/// takes the rest (`+Inf`).
+pub const SETTLE_LATENCY_BOUNDS: [f64; 18] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How long unsettled deliveries took from arriving on the router (from a
+/// client's sender) to their outcome coming back to it: the sender's
+/// settlement latency through the mesh, measured where it entered.
+/// Cumulative counts are made when read; each observation is three relaxed
+/// atomic adds (its bucket, the count, the sum).
+#[derive(Debug, Default)]
+pub struct SettleLatency {
+    buckets: [AtomicU64; SETTLE_LATENCY_BOUNDS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+/// A copy of [`SettleLatency`]: per-bucket (not cumulative) counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyRow {
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl SettleLatency {
+    pub fn observe(&self, delay: Duration) {
+        let seconds = delay.as_secs_f64();
+        let at = SETTLE_LATENCY_BOUNDS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(SETTLE_LATENCY_BOUNDS.len());
+        self.buckets[at].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_nanos
+            .fetch_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub fn read(&self) -> LatencyRow {
+        LatencyRow {
+            buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            count: self.count.load(Relaxed),
+            sum_seconds: self.sum_nanos.load(Relaxed) as f64 / 1e9,
+        }
     }
 }
 
@@ -244,6 +320,8 @@ pub struct ReadModel {
     /// Totals of the outgoing links that are gone.
     retired_out: LinkStats,
     pub started: Instant,
+    /// Arrival to outcome of the unsettled deliveries senders gave the router.
+    pub settle_latency: SettleLatency,
 }
 
 impl Default for ReadModel {
@@ -254,6 +332,7 @@ impl Default for ReadModel {
             retired_in: LinkStats::default(),
             retired_out: LinkStats::default(),
             started: Instant::now(),
+            settle_latency: SettleLatency::default(),
         }
     }
 }
@@ -411,5 +490,37 @@ mod tests {
             (1, 1, 0)
         );
         assert!(model.connections().is_empty());
+    }
+
+    #[test]
+    fn delays_count_as_qdrouterd_counts_them() {
+        let s = LinkStats::default();
+        for ms in [10, 1_000, 1_001, 9_999, 10_000, 10_001, 60_000] {
+            s.settled_after(Duration::from_millis(ms));
+        }
+        // over 1 s and at most 10 s: 1.001, 9.999, 10.000; over 10 s: two.
+        let row = s.read();
+        assert_eq!((row.delayed_1sec, row.delayed_10sec), (3, 2));
+    }
+
+    #[test]
+    fn settle_latency_buckets_are_upper_bounds() {
+        let h = SettleLatency::default();
+        h.observe(Duration::from_micros(50)); // on the first bound
+        h.observe(Duration::from_micros(51));
+        h.observe(Duration::from_millis(1500));
+        h.observe(Duration::from_secs(3600)); // beyond the last bound
+        let row = h.read();
+        assert_eq!(row.count, 4);
+        assert_eq!(row.buckets.len(), SETTLE_LATENCY_BOUNDS.len() + 1);
+        assert_eq!(row.buckets[0], 1);
+        assert_eq!(row.buckets[1], 1);
+        let at_2_5 = SETTLE_LATENCY_BOUNDS
+            .iter()
+            .position(|&b| b == 2.5)
+            .unwrap();
+        assert_eq!(row.buckets[at_2_5], 1);
+        assert_eq!(row.buckets[SETTLE_LATENCY_BOUNDS.len()], 1);
+        assert!((row.sum_seconds - 3_601.500_101).abs() < 1e-6);
     }
 }

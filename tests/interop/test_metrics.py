@@ -127,6 +127,53 @@ def test_qdrouterd_names_and_types_and_labelled_series(pair):
         rx.join()
 
 
+def test_delivery_delays_and_settlement_latency(pair):
+    """A consumer on B holds 3 deliveries from A's sender for 1.5 s before
+    accepting them: on A (where they entered) each counts once in
+    qdrouterd's `deliveriesDelayed1Sec` (counted on the sender's link, and
+    so in the router's totals) and in `bote_delivery_settle_seconds` above
+    the 1 s bucket; quick ones land below it."""
+    a, b = pair
+    address = "metrics.delayed"
+    before, _ = series(scrape(a))
+    rx = Receiver(b.url, address, settle=None).start()
+    try:
+        assert rx.attached.wait(10)
+        wait_until(lambda: any(x["key"] == "M0" + address and x["remoteHostRouters"] == [b.name]
+                               for x in json.load(urllib.request.urlopen(
+                                   a.http_url + "/api/v1/addresses", timeout=10))),
+                   10, f"A to learn of {address} on B")
+        tx = Sender(a.url, address, 3, timeout=30).start()
+        wait_until(lambda: rx.count == 3, 10, "B's consumer to hold 3 deliveries")
+        time.sleep(1.5)
+        rx.accept_held.set()
+        tx.join(30)
+        assert tx.counts() == {"accepted": 3}
+        # 5 more, accepted at once.
+        send_through(a, b, address + ".quick", 5)
+    finally:
+        rx.stop_requested.set()
+        rx.join()
+    after, types = series(scrape(a))
+
+    def delta(key):
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("qdr_deliveries_delayed_1sec_total") == 3
+    assert delta("qdr_deliveries_delayed_10sec_total") == 0
+    assert types["bote_delivery_settle_seconds"] == "histogram"
+    assert delta("bote_delivery_settle_seconds_count") == 8
+    # The 3 held ones are above 1 s, the 5 quick ones at or below it.
+    assert delta('bote_delivery_settle_seconds_bucket{le="1"}') == 5
+    assert delta('bote_delivery_settle_seconds_bucket{le="2.5"}') == 8
+    assert delta("bote_delivery_settle_seconds_sum") >= 3 * 1.5
+    # Management's router entity (the HTTP API reads the same entity): the
+    # sender's link is gone, its counts are in the router's totals.
+    router = json.load(urllib.request.urlopen(a.http_url + "/api/v1/router", timeout=10))
+    row = router[0] if isinstance(router, list) else router
+    assert row["deliveriesDelayed1Sec"] >= 3
+
+
 def test_series_beyond_the_cap_are_summed_under_other():
     r = Router("Router.Cap", router_extra="metrics-max-series = 2")
     receivers = []

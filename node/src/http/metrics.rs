@@ -10,7 +10,9 @@
 //!   link (`bote_link_*{link,address}`) and per neighbour
 //!   (`bote_neighbour_*{neighbour}`), route table changes and a histogram
 //!   of route recompute times (the mesh's [`crate::mesh::MeshStats`], the
-//!   one thing counted apart: events in time). Per-address and per-link series are
+//!   one thing counted apart: events in time), and a histogram of
+//!   settlement latency (`bote_delivery_settle_seconds`, from the read
+//!   model). Per-address and per-link series are
 //!   capped at `[router] metrics-max-series` each: the busiest keep their
 //!   own label, the rest are summed under `other`.
 
@@ -27,6 +29,7 @@ use prometheus_client::registry::Registry;
 
 use crate::management::agent::{Entity, Managed};
 use crate::management::schema;
+use crate::model::{LatencyRow, SETTLE_LATENCY_BOUNDS};
 use crate::router::Shared;
 
 /// The label value the series beyond the cap are summed under.
@@ -206,6 +209,30 @@ fn family<L: prometheus_client::encoding::EncodeLabelSet>(
     Ok(())
 }
 
+/// `bote_delivery_settle_seconds`: the read model's histogram of arrival
+/// to outcome for unsettled deliveries from this router's clients.
+fn settle_latency(enc: &mut DescriptorEncoder, row: &LatencyRow) -> std::fmt::Result {
+    let buckets: Vec<(f64, u64)> = SETTLE_LATENCY_BOUNDS
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .zip(row.buckets.iter().copied())
+        .collect();
+    let m = enc.encode_descriptor(
+        "bote_delivery_settle_seconds",
+        "time from an unsettled delivery's arrival from a client's sender to its outcome coming back to that sender",
+        None,
+        MetricType::Histogram,
+    )?;
+    let mut m = m;
+    m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        row.sum_seconds,
+        row.count,
+        &buckets,
+        None,
+    )
+}
+
 /// Per-address sums.
 #[derive(Default, Clone, Copy)]
 struct AddressRow {
@@ -273,6 +300,7 @@ impl Collector for RouterCollector {
                 }
             }
         }
+        settle_latency(&mut enc, &shared.model.settle_latency.read())?;
 
         // Per link, and the links' undelivered/unsettled per address.
         let mut addresses: BTreeMap<String, AddressRow> = BTreeMap::new();

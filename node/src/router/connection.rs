@@ -93,6 +93,9 @@ struct Incoming {
     /// It moved on (hop-by-hop credit): its credit is back, its outcome
     /// still to come.
     credited: bool,
+    /// When the read that completed it began (one clock read per read,
+    /// not per delivery): the start of its settlement latency.
+    arrived: Instant,
 }
 
 /// A client's sender: the router's receiving link.
@@ -188,6 +191,8 @@ pub struct ConnectionActor {
     info: Arc<ConnectionInfo>,
     /// A delivery crossed the connection since the last flush.
     delivered: bool,
+    /// When the last read from the socket was handled.
+    read_at: Instant,
 }
 
 impl ConnectionActor {
@@ -258,6 +263,7 @@ impl ConnectionActor {
             closed: false,
             info,
             delivered: false,
+            read_at: Instant::now(),
         }
     }
 
@@ -601,6 +607,7 @@ impl ConnectionActor {
                 delivery_id,
                 presettled: settled,
                 credited: false,
+                arrived: self.read_at,
             },
         );
         // The message is only read on anonymous links, for its `to`: a
@@ -631,7 +638,11 @@ impl ConnectionActor {
                             "message on an anonymous link has no 'to' address",
                         ),
                     };
-                    self.settle_incoming(key, Some(DeliveryState::Rejected { error: Some(error) }));
+                    self.settle_incoming(
+                        key,
+                        Some(DeliveryState::Rejected { error: Some(error) }),
+                        self.read_at,
+                    );
                     return None;
                 };
                 if self.shared.addresses.distribution(&to) == Distribution::Unavailable {
@@ -639,7 +650,11 @@ impl ConnectionActor {
                         condition::NOT_FOUND,
                         format!("address '{to}' is unavailable"),
                     );
-                    self.settle_incoming(key, Some(DeliveryState::Rejected { error: Some(error) }));
+                    self.settle_incoming(
+                        key,
+                        Some(DeliveryState::Rejected { error: Some(error) }),
+                        self.read_at,
+                    );
                     return None;
                 }
                 let actor = self.shared.addresses.get(&to);
@@ -712,10 +727,14 @@ impl ConnectionActor {
 
     /// An outcome for a sender's delivery: settle it and free its credit
     /// (unless it came back already).
-    fn settle_incoming(&mut self, key: u64, state: Option<DeliveryState>) {
+    fn settle_incoming(&mut self, key: u64, state: Option<DeliveryState>, now: Instant) {
         let Some(inc) = self.incoming.remove(&key) else {
             return;
         };
+        let delay = (!inc.presettled).then(|| now.saturating_duration_since(inc.arrived));
+        if let Some(delay) = delay {
+            self.shared.model.settle_latency.observe(delay);
+        }
         if let Some(p) = self.producers.get_mut(&inc.link) {
             if !inc.credited {
                 p.in_flight = p.in_flight.saturating_sub(1);
@@ -726,6 +745,9 @@ impl ConnectionActor {
                 p.info
                     .stats
                     .outcome(Some(state.as_ref().unwrap_or(&DeliveryState::Accepted)));
+            }
+            if let Some(delay) = delay {
+                p.info.stats.settled_after(delay);
             }
         }
         if !inc.presettled {
@@ -1218,7 +1240,8 @@ impl StreamHandler<std::io::Result<BytesMut>> for ConnectionActor {
     fn handle(&mut self, item: std::io::Result<BytesMut>, ctx: &mut Context<Self>) {
         match item {
             Ok(data) => {
-                self.engine.handle_input_buf(data, Instant::now());
+                self.read_at = Instant::now();
+                self.engine.handle_input_buf(data, self.read_at);
                 self.process_events(ctx);
                 self.flush(ctx);
             }
@@ -1250,8 +1273,9 @@ impl Handler<Returned> for ConnectionActor {
         for key in msg.moved {
             self.credit_incoming(key);
         }
+        let now = Instant::now();
         for (key, state) in msg.outcomes {
-            self.settle_incoming(key, state);
+            self.settle_incoming(key, state, now);
         }
         self.schedule_flush(ctx);
     }
@@ -1303,8 +1327,9 @@ impl Handler<Shutdown> for ConnectionActor {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         // Unsettled deliveries of this connection's senders go back released.
         let keys: Vec<u64> = self.incoming.keys().copied().collect();
+        let now = Instant::now();
         for key in keys {
-            self.settle_incoming(key, Some(DeliveryState::Released));
+            self.settle_incoming(key, Some(DeliveryState::Released), now);
         }
         self.engine.close(Some(AmqpError::new(
             condition::CONNECTION_FORCED,
