@@ -255,6 +255,9 @@ pub struct LinkInfo {
     pub credit: AtomicU32,
     /// Unsettled deliveries an incoming link's sender has in the router.
     pub in_flight: AtomicU32,
+    /// Of those, unsettled for over 10 s (qdrouterd's `deliveriesStuck`,
+    /// a gauge: a stuck delivery leaves it when it settles).
+    pub stuck: AtomicU32,
     pub stats: LinkStats,
 }
 
@@ -347,6 +350,8 @@ pub struct Totals {
     pub outgoing: StatsRow,
     /// Links open now.
     pub links: u64,
+    /// Deliveries stuck on the links open now.
+    pub stuck: u64,
 }
 
 impl ReadModel {
@@ -384,6 +389,7 @@ impl ReadModel {
             counters,
             credit: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
+            stuck: AtomicU32::new(0),
             stats: LinkStats::default(),
         });
         match conn.links.lock() {
@@ -432,10 +438,12 @@ impl ReadModel {
             incoming: self.retired_in.read(),
             outgoing: self.retired_out.read(),
             links: 0,
+            stuck: 0,
         };
         for c in self.connections.iter() {
             for l in c.value().links() {
                 t.links += 1;
+                t.stuck += u64::from(l.stuck.load(Relaxed));
                 match l.dir {
                     LinkDir::In => t.incoming += l.stats.read(),
                     LinkDir::Out => t.outgoing += l.stats.read(),

@@ -174,6 +174,43 @@ def test_delivery_delays_and_settlement_latency(pair):
     assert row["deliveriesDelayed1Sec"] >= 3
 
 
+def test_stuck_deliveries(pair):
+    """A consumer on B holds one delivery from A's sender past 10 s: A
+    counts it stuck (qdrouterd's gauge, on the router and the sender's
+    link) until the consumer accepts it; then it is a delivery delayed
+    over 10 s."""
+    a, b = pair
+    address = "metrics.stuck"
+    before, _ = series(scrape(a))
+    assert before["qdr_deliveries_stuck_total"] == 0
+    rx = Receiver(b.url, address, settle=None).start()
+    try:
+        assert rx.attached.wait(10)
+        wait_until(lambda: any(x["key"] == "M0" + address and x["remoteHostRouters"] == [b.name]
+                               for x in json.load(urllib.request.urlopen(
+                                   a.http_url + "/api/v1/addresses", timeout=10))),
+                   10, f"A to learn of {address} on B")
+        tx = Sender(a.url, address, 1, timeout=60).start()
+        wait_until(lambda: rx.count == 1, 10, "B's consumer to hold the delivery")
+        # Stuck after 10 s, found by a sweep every 5 s.
+        wait_until(lambda: series(scrape(a))[0]["qdr_deliveries_stuck_total"] == 1, 25,
+                   "A to count the delivery stuck")
+        links = json.load(urllib.request.urlopen(a.http_url + "/api/v1/links", timeout=10))
+        stuck = [(l["linkDir"], l["owningAddr"], l["deliveriesStuck"]) for l in links
+                 if l["deliveriesStuck"]]
+        assert stuck == [("in", "M0" + address, 1)], stuck
+        rx.accept_held.set()
+        tx.join(30)
+        assert tx.counts() == {"accepted": 1}
+    finally:
+        rx.stop_requested.set()
+        rx.join()
+    after, _ = series(scrape(a))
+    assert after["qdr_deliveries_stuck_total"] == 0
+    assert after["qdr_deliveries_delayed_10sec_total"] - \
+        before["qdr_deliveries_delayed_10sec_total"] == 1
+
+
 def test_series_beyond_the_cap_are_summed_under_other():
     r = Router("Router.Cap", router_extra="metrics-max-series = 2")
     receivers = []

@@ -75,6 +75,14 @@ const READ_CHUNK: usize = 64 * 1024;
 /// connection for an error, before it drops the socket.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A sender's delivery unsettled for longer than this is stuck
+/// (qdrouterd's `deliveriesStuck`, with its production age).
+const STUCK_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often a connection holding unsettled deliveries looks for stuck
+/// ones (only while it holds some).
+const STUCK_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Close the connection: the router is shutting down.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -96,6 +104,8 @@ struct Incoming {
     /// When the read that completed it began (one clock read per read,
     /// not per delivery): the start of its settlement latency.
     arrived: Instant,
+    /// Counted in its link's `stuck` gauge (unsettled over [`STUCK_AGE`]).
+    stuck: bool,
 }
 
 /// A client's sender: the router's receiving link.
@@ -193,6 +203,8 @@ pub struct ConnectionActor {
     delivered: bool,
     /// When the last read from the socket was handled.
     read_at: Instant,
+    /// A sweep for stuck deliveries is scheduled.
+    stuck_sweep: bool,
 }
 
 impl ConnectionActor {
@@ -264,6 +276,7 @@ impl ConnectionActor {
             info,
             delivered: false,
             read_at: Instant::now(),
+            stuck_sweep: false,
         }
     }
 
@@ -608,6 +621,7 @@ impl ConnectionActor {
                 presettled: settled,
                 credited: false,
                 arrived: self.read_at,
+                stuck: false,
             },
         );
         // The message is only read on anonymous links, for its `to`: a
@@ -748,6 +762,9 @@ impl ConnectionActor {
             }
             if let Some(delay) = delay {
                 p.info.stats.settled_after(delay);
+            }
+            if inc.stuck {
+                p.info.stuck.fetch_sub(1, Relaxed);
             }
         }
         if !inc.presettled {
@@ -1013,11 +1030,46 @@ impl ConnectionActor {
             }
         }
         self.arm_timer(ctx);
+        if !self.stuck_sweep && !self.incoming.is_empty() {
+            self.stuck_sweep = true;
+            ctx.run_later(STUCK_SWEEP, |act, ctx| act.sweep_stuck(ctx));
+        }
         if self.engine.is_closed() && !self.closed {
             self.closed = true;
             // The writer ends (and shuts the socket) once its queue drains.
             self.writer = None;
             ctx.stop();
+        }
+    }
+
+    /// Marks the senders' deliveries unsettled for over [`STUCK_AGE`] as
+    /// stuck (each counted once in its link's gauge until it settles), and
+    /// sweeps again later while any are held.
+    fn sweep_stuck(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        for inc in self.incoming.values_mut() {
+            if inc.presettled
+                || inc.stuck
+                || now.saturating_duration_since(inc.arrived) <= STUCK_AGE
+            {
+                continue;
+            }
+            inc.stuck = true;
+            if let Some(p) = self.producers.get(&inc.link)
+                && p.info.stuck.fetch_add(1, Relaxed) == 0
+            {
+                tracing::info!(
+                    conn = %self.id,
+                    link = p.info.id,
+                    "stuck delivery: at least one delivery on this link has been unsettled for more than {} seconds",
+                    STUCK_AGE.as_secs()
+                );
+            }
+        }
+        if self.incoming.is_empty() || self.closed {
+            self.stuck_sweep = false;
+        } else {
+            ctx.run_later(STUCK_SWEEP, |act, ctx| act.sweep_stuck(ctx));
         }
     }
 

@@ -18,11 +18,11 @@
 //! `T<router>/<rest>` for another router's `_topo/0/` addresses, and
 //! `R<router>` for each reachable router.
 //!
-//! Delivery delays (`deliveriesDelayed1Sec`, `deliveriesDelayed10Sec`) are
-//! counted on incoming links, as the router's own counts are, from arrival to
-//! the outcome reaching the sender. Not tracked yet, and reported as 0
-//! rather than left out (qdstat adds them up and would fail on null):
-//! `deliveriesStuck` and `zeroCreditSeconds`.
+//! Delivery delays (`deliveriesDelayed1Sec`, `deliveriesDelayed10Sec`) and
+//! stuck deliveries (`deliveriesStuck`) are counted on incoming links, as
+//! the router's own counts are, from arrival to the outcome reaching the
+//! sender. Not tracked yet, and reported as 0 rather than left out (qdstat
+//! adds them up and would fail on null): `zeroCreditSeconds`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -158,7 +158,7 @@ impl Entity for RouterEntity {
             "modifiedDeliveries" => long(t.incoming.modified),
             "deliveriesDelayed1Sec" => long(t.incoming.delayed_1sec),
             "deliveriesDelayed10Sec" => long(t.incoming.delayed_10sec),
-            "deliveriesStuck" => long(0),
+            "deliveriesStuck" => long(t.stuck),
             "deliveriesIngress" => long(t.incoming.delivered),
             "deliveriesEgress" => long(t.outgoing.delivered),
             "deliveriesTransit" => long(self.transit),
@@ -258,7 +258,8 @@ impl Entity for LinkEntity {
             "modifiedCount" => long(s.modified.load(Relaxed)),
             "deliveriesDelayed1Sec" => long(s.delayed_1sec.load(Relaxed)),
             "deliveriesDelayed10Sec" => long(s.delayed_10sec.load(Relaxed)),
-            "deliveriesStuck" | "zeroCreditSeconds" | "settleRate" => long(0),
+            "deliveriesStuck" => long(l.stuck.load(Relaxed)),
+            "zeroCreditSeconds" | "settleRate" => long(0),
             "priority" => long(4),
             "creditAvailable" => long(match counters {
                 Some(c) => c.credit.load(Relaxed),
