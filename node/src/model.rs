@@ -258,7 +258,34 @@ pub struct LinkInfo {
     /// Of those, unsettled for over 10 s (qdrouterd's `deliveriesStuck`,
     /// a gauge: a stuck delivery leaves it when it settles).
     pub stuck: AtomicU32,
+    /// An outgoing link's consumer has given no credit since this moment
+    /// (the router's clock in ms, plus one; 0 while it has credit). A link
+    /// starts at zero credit, as in qdrouterd.
+    pub zero_credit_since: AtomicU64,
     pub stats: LinkStats,
+}
+
+impl LinkInfo {
+    /// Records an outgoing link's credit as its connection last saw it
+    /// (`now` from [`ReadModel::clock_ms`]): the moment it reached zero is
+    /// kept until credit comes back.
+    pub fn note_credit(&self, credit: u32, now: u64) {
+        let since = self.zero_credit_since.load(Relaxed);
+        if credit == 0 && since == 0 {
+            self.zero_credit_since.store(now, Relaxed);
+        } else if credit > 0 && since != 0 {
+            self.zero_credit_since.store(0, Relaxed);
+        }
+    }
+
+    /// Whole seconds the link has been at zero credit (qdrouterd's
+    /// `zeroCreditSeconds`; 0 while it has credit).
+    pub fn zero_credit_seconds(&self, now: u64) -> u64 {
+        match self.zero_credit_since.load(Relaxed) {
+            0 => 0,
+            since => now.saturating_sub(since) / 1000,
+        }
+    }
 }
 
 /// One client connection.
@@ -352,7 +379,14 @@ pub struct Totals {
     pub links: u64,
     /// Deliveries stuck on the links open now.
     pub stuck: u64,
+    /// Links open now whose consumer has given no credit for over
+    /// [`BLOCKED_SECONDS`] (qdrouterd's `linksBlocked`).
+    pub blocked: u64,
 }
+
+/// A link at zero credit for longer than this is blocked (qdrouterd's
+/// production age).
+pub const BLOCKED_SECONDS: u64 = 10;
 
 impl ReadModel {
     pub fn add_connection(&self, info: Arc<ConnectionInfo>) {
@@ -390,6 +424,10 @@ impl ReadModel {
             credit: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
             stuck: AtomicU32::new(0),
+            zero_credit_since: AtomicU64::new(match dir {
+                LinkDir::Out => self.clock_ms(),
+                LinkDir::In => 0,
+            }),
             stats: LinkStats::default(),
         });
         match conn.links.lock() {
@@ -431,6 +469,12 @@ impl ReadModel {
         all
     }
 
+    /// The router's clock for [`LinkInfo::zero_credit_since`]: ms since it
+    /// started, plus one (never 0).
+    pub fn clock_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
     /// The router-wide totals. A link retired while this runs may be
     /// counted twice or not at all for that moment; the next read is exact.
     pub fn totals(&self) -> Totals {
@@ -439,11 +483,16 @@ impl ReadModel {
             outgoing: self.retired_out.read(),
             links: 0,
             stuck: 0,
+            blocked: 0,
         };
+        let now = self.clock_ms();
         for c in self.connections.iter() {
             for l in c.value().links() {
                 t.links += 1;
                 t.stuck += u64::from(l.stuck.load(Relaxed));
+                if l.zero_credit_seconds(now) > BLOCKED_SECONDS {
+                    t.blocked += 1;
+                }
                 match l.dir {
                     LinkDir::In => t.incoming += l.stats.read(),
                     LinkDir::Out => t.outgoing += l.stats.read(),

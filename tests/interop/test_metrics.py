@@ -174,17 +174,22 @@ def test_delivery_delays_and_settlement_latency(pair):
     assert row["deliveriesDelayed1Sec"] >= 3
 
 
-def test_stuck_deliveries(pair):
+def test_stuck_deliveries_and_blocked_links(pair):
     """A consumer on B holds one delivery from A's sender past 10 s: A
     counts it stuck (qdrouterd's gauge, on the router and the sender's
     link) until the consumer accepts it; then it is a delivery delayed
-    over 10 s."""
+    over 10 s. Meanwhile a receiver on B that never gives credit is a link
+    blocked at zero credit (`qdr_links_blocked_total`, `zeroCreditSeconds`)
+    until it leaves."""
     a, b = pair
     address = "metrics.stuck"
     before, _ = series(scrape(a))
     assert before["qdr_deliveries_stuck_total"] == 0
+    assert series(scrape(b))[0]["qdr_links_blocked_total"] == 0
+    starved = Receiver(b.url, "metrics.starved", credit=0).start()
     rx = Receiver(b.url, address, settle=None).start()
     try:
+        assert starved.attached.wait(10)
         assert rx.attached.wait(10)
         wait_until(lambda: any(x["key"] == "M0" + address and x["remoteHostRouters"] == [b.name]
                                for x in json.load(urllib.request.urlopen(
@@ -199,12 +204,24 @@ def test_stuck_deliveries(pair):
         stuck = [(l["linkDir"], l["owningAddr"], l["deliveriesStuck"]) for l in links
                  if l["deliveriesStuck"]]
         assert stuck == [("in", "M0" + address, 1)], stuck
+        # By now the starved receiver has had no credit for over 10 s.
+        wait_until(lambda: series(scrape(b))[0]["qdr_links_blocked_total"] == 1, 10,
+                   "B to count the starved receiver's link blocked")
+        links = json.load(urllib.request.urlopen(b.http_url + "/api/v1/links", timeout=10))
+        zero = {l["owningAddr"]: l["zeroCreditSeconds"] for l in links if l["linkDir"] == "out"}
+        assert zero["M0metrics.starved"] >= 10, zero
+        assert zero["M0" + address] == 0, zero
+        starved.stop_requested.set()
+        starved.join()
+        wait_until(lambda: series(scrape(b))[0]["qdr_links_blocked_total"] == 0, 10,
+                   "the blocked link to go with its receiver")
         rx.accept_held.set()
         tx.join(30)
         assert tx.counts() == {"accepted": 1}
     finally:
-        rx.stop_requested.set()
-        rx.join()
+        for r in (rx, starved):
+            r.stop_requested.set()
+            r.join()
     after, _ = series(scrape(a))
     assert after["qdr_deliveries_stuck_total"] == 0
     assert after["qdr_deliveries_delayed_10sec_total"] - \

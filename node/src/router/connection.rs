@@ -967,6 +967,11 @@ impl ConnectionActor {
                 self.in_flight.insert(context, (link, d));
             }
         }
+        if let Some(l) = self.engine.link(link) {
+            let left = l.credit();
+            c.counters.credit.store(left, Relaxed);
+            c.info.note_credit(left, self.shared.model.clock_ms());
+        }
         credit_window(c, &mut self.returns);
     }
 

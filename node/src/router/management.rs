@@ -21,8 +21,10 @@
 //! Delivery delays (`deliveriesDelayed1Sec`, `deliveriesDelayed10Sec`) and
 //! stuck deliveries (`deliveriesStuck`) are counted on incoming links, as
 //! the router's own counts are, from arrival to the outcome reaching the
-//! sender. Not tracked yet, and reported as 0 rather than left out (qdstat
-//! adds them up and would fail on null): `zeroCreditSeconds`.
+//! sender. A consumer link's time at zero credit (`zeroCreditSeconds`) and
+//! the links blocked at zero credit for over 10 s (`linksBlocked`) are
+//! read from the moment the link's credit last reached zero; an incoming
+//! link reports 0 (the router grants its credit).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -159,6 +161,7 @@ impl Entity for RouterEntity {
             "deliveriesDelayed1Sec" => long(t.incoming.delayed_1sec),
             "deliveriesDelayed10Sec" => long(t.incoming.delayed_10sec),
             "deliveriesStuck" => long(t.stuck),
+            "linksBlocked" => long(t.blocked),
             "deliveriesIngress" => long(t.incoming.delivered),
             "deliveriesEgress" => long(t.outgoing.delivered),
             "deliveriesTransit" => long(self.transit),
@@ -220,6 +223,8 @@ impl Entity for ConnectionEntity {
 struct LinkEntity {
     link: Arc<LinkInfo>,
     owning: Option<String>,
+    /// The read model's clock when the entities were listed.
+    now_ms: u64,
 }
 
 impl Entity for LinkEntity {
@@ -259,7 +264,8 @@ impl Entity for LinkEntity {
             "deliveriesDelayed1Sec" => long(s.delayed_1sec.load(Relaxed)),
             "deliveriesDelayed10Sec" => long(s.delayed_10sec.load(Relaxed)),
             "deliveriesStuck" => long(l.stuck.load(Relaxed)),
-            "zeroCreditSeconds" | "settleRate" => long(0),
+            "zeroCreditSeconds" => long(l.zero_credit_seconds(self.now_ms)),
+            "settleRate" => long(0),
             "priority" => long(4),
             "creditAvailable" => long(match counters {
                 Some(c) => c.credit.load(Relaxed),
@@ -637,13 +643,18 @@ impl Managed for Shared {
             }
             "router.link" => {
                 let mut out: Vec<Box<dyn Entity>> = Vec::new();
+                let now_ms = self.model.clock_ms();
                 for c in self.model.connections() {
                     for link in c.links() {
                         let owning = link
                             .address
                             .as_deref()
                             .map(|a| address_key(&self.router_id, a));
-                        out.push(Box::new(LinkEntity { link, owning }));
+                        out.push(Box::new(LinkEntity {
+                            link,
+                            owning,
+                            now_ms,
+                        }));
                     }
                 }
                 out
