@@ -103,20 +103,26 @@ fn a_challenge_and_its_response_reach_the_application_and_the_outcome_carries_da
         if m.sasl_server_mechanisms.iter().map(|s| s.as_str()).collect::<Vec<_>>() == ["SCRAM-SHA-256"]));
 
     feed(&mut conn, &[init("SCRAM-SHA-256", b"n,,n=user,r=abc")]);
-    assert!(matches!(&events(&mut conn)[..], [Event::SaslInit { mechanism, initial_response: Some(r), .. }]
-        if mechanism == "SCRAM-SHA-256" && &r[..] == b"n,,n=user,r=abc"));
+    assert!(
+        matches!(&events(&mut conn)[..], [Event::SaslInit { mechanism, initial_response: Some(r), .. }]
+        if mechanism == "SCRAM-SHA-256" && &r[..] == b"n,,n=user,r=abc")
+    );
     conn.sasl_challenge(Bytes::from_static(b"r=abcdef,s=c2FsdA==,i=4096"))
         .expect("decision pending");
-    assert!(matches!(&written(&mut conn, &mut out)[..], [SaslFrame::Challenge(c)]
-        if &c.challenge[..] == b"r=abcdef,s=c2FsdA==,i=4096"));
+    assert!(
+        matches!(&written(&mut conn, &mut out)[..], [SaslFrame::Challenge(c)]
+        if &c.challenge[..] == b"r=abcdef,s=c2FsdA==,i=4096")
+    );
     assert!(
         conn.sasl_outcome(true).is_err(),
         "no decision is pending while the response is awaited"
     );
 
     feed(&mut conn, &[response(b"c=biws,r=abcdef,p=proof")]);
-    assert!(matches!(&events(&mut conn)[..], [Event::SaslResponse { response }]
-        if &response[..] == b"c=biws,r=abcdef,p=proof"));
+    assert!(
+        matches!(&events(&mut conn)[..], [Event::SaslResponse { response }]
+        if &response[..] == b"c=biws,r=abcdef,p=proof")
+    );
     conn.sasl_outcome_with(true, Some(Bytes::from_static(b"v=signature")))
         .expect("decision pending");
     match &written(&mut conn, &mut out)[..] {
@@ -126,7 +132,9 @@ fn a_challenge_and_its_response_reach_the_application_and_the_outcome_carries_da
         }
         other => panic!("expected the outcome, got {other:?}"),
     }
-    assert!(matches!(&events(&mut conn)[..], [Event::SaslAuthenticated { mechanism }] if mechanism == "SCRAM-SHA-256"));
+    assert!(
+        matches!(&events(&mut conn)[..], [Event::SaslAuthenticated { mechanism }] if mechanism == "SCRAM-SHA-256")
+    );
     assert_eq!(conn.sasl_mechanism(), Some("SCRAM-SHA-256"));
 }
 
