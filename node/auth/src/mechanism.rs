@@ -82,7 +82,7 @@ pub enum Mechanism {
     /// Nothing more to exchange (PLAIN, EXTERNAL, or a finished SCRAM).
     Done,
     /// SCRAM-SHA-256 after the server-first message.
-    Scram(ScramServer),
+    Scram(Box<ScramServer>),
 }
 
 /// SCRAM-SHA-256's state between server-first and client-final.

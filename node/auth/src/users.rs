@@ -232,7 +232,7 @@ mod tests {
     fn parse_errors_name_file_and_line() {
         let good = entry_line("alice", &Credential::new("pw", MIN_ITERATIONS));
         for (text, line, says) in [
-            (format!("# c\n\nalice\n"), 3, "expected NAME"),
+            ("# c\n\nalice\n".to_owned(), 3, "expected NAME"),
             (format!("{good}\n{good}\n"), 2, "already defined on line 1"),
             (
                 format!("\n{}\n", good.replace("SCRAM-SHA-256", "MD5")),
