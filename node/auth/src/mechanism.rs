@@ -144,7 +144,7 @@ impl Mechanism {
             MechanismName::ScramSha256 => {
                 match ScramServer::start(initial_response, users, server_nonce) {
                     Ok((server, challenge)) => (
-                        Mechanism::Scram(server),
+                        Mechanism::Scram(Box::new(server)),
                         Step::Challenge(challenge.into_bytes()),
                     ),
                     Err(reason) => (Mechanism::Done, Step::Failure(reason)),
