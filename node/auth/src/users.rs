@@ -240,7 +240,7 @@ mod tests {
                 "unknown scheme",
             ),
             (
-                format!("x:SCRAM-SHA-256:12:AA==:AA==:AA==\n"),
+                "x:SCRAM-SHA-256:12:AA==:AA==:AA==\n".to_owned(),
                 1,
                 "out of range",
             ),
