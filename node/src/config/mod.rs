@@ -124,6 +124,12 @@ pub struct RouterConfig {
     /// `other`. Default 100.
     #[serde(alias = "metricsMaxSeries")]
     pub metrics_max_series: usize,
+    /// The users file PLAIN and SCRAM-SHA-256 check clients against (salted
+    /// SCRAM-SHA-256 keys, written by `botectl user add`); relative paths
+    /// are from the router's working directory. Read at start and on
+    /// SIGHUP. Default none.
+    #[serde(alias = "saslUsersFile", alias = "users")]
+    pub users_file: Option<PathBuf>,
 }
 
 impl Default for RouterConfig {
@@ -138,6 +144,7 @@ impl Default for RouterConfig {
             default_distribution: Distribution::Balanced,
             http: DEFAULT_HTTP.to_owned(),
             metrics_max_series: 100,
+            users_file: None,
         }
     }
 }
@@ -289,20 +296,32 @@ pub enum SaslMechanism {
     /// No credentials (RFC 4505).
     #[serde(rename = "ANONYMOUS")]
     Anonymous,
-    /// User name and password in clear (RFC 4616); for TLS connections.
+    /// User name and password in clear (RFC 4616), checked against the
+    /// users file; offered only on encrypted connections unless the
+    /// listener sets `allow-insecure-plain`.
     #[serde(rename = "PLAIN")]
     Plain,
+    /// Salted challenge and response (RFC 5802, RFC 7677), checked against
+    /// the users file; the password never crosses the wire.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// The identity the transport authenticated (the TLS client
+    /// certificate); offered only on connections that have one.
+    #[serde(rename = "EXTERNAL")]
+    External,
 }
 
 impl SaslMechanism {
     /// The names the configuration accepts.
-    pub const NAMES: &'static [&'static str] = &["ANONYMOUS", "PLAIN"];
+    pub const NAMES: &'static [&'static str] = &["ANONYMOUS", "PLAIN", "SCRAM-SHA-256", "EXTERNAL"];
 
     /// The mechanism with this registered name (case-sensitive, as SASL names are).
     pub fn from_name(name: &str) -> Option<SaslMechanism> {
         match name {
             "ANONYMOUS" => Some(SaslMechanism::Anonymous),
             "PLAIN" => Some(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
+            "EXTERNAL" => Some(SaslMechanism::External),
             _ => None,
         }
     }
@@ -312,7 +331,14 @@ impl SaslMechanism {
         match self {
             SaslMechanism::Anonymous => "ANONYMOUS",
             SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::External => "EXTERNAL",
         }
+    }
+
+    /// True for the mechanisms checked against the users file.
+    pub fn needs_users(self) -> bool {
+        matches!(self, SaslMechanism::Plain | SaslMechanism::ScramSha256)
     }
 }
 
@@ -360,13 +386,24 @@ pub struct ListenerConfig {
     pub port: u16,
     /// `normal` (clients) or `inter-router`. Default `normal`.
     pub role: Role,
-    /// Mechanisms offered to clients that open with SASL. Default
-    /// `["ANONYMOUS"]`; a qdrouterd-style string (`"ANONYMOUS PLAIN"`) also
-    /// parses. Only ANONYMOUS authenticates today: a listener listing PLAIN
-    /// is a configuration error (with no user store every PLAIN attempt
-    /// would fail), so no listener offers a mechanism that cannot succeed.
+    /// Mechanisms offered to clients that open with SASL: `ANONYMOUS`,
+    /// `PLAIN`, `SCRAM-SHA-256`, `EXTERNAL`. Default `["ANONYMOUS"]`; a
+    /// qdrouterd-style string (`"PLAIN SCRAM-SHA-256"`) also parses. PLAIN
+    /// and SCRAM-SHA-256 need `[router] users-file`. A list without
+    /// ANONYMOUS requires SASL: a client that sends the plain AMQP header
+    /// is refused. PLAIN is offered only on encrypted connections unless
+    /// `allow-insecure-plain`; EXTERNAL only on connections whose transport
+    /// authenticated the peer (a TLS client certificate).
     #[serde(alias = "saslMechanisms", deserialize_with = "sasl_list")]
     pub sasl_mechanisms: Vec<SaslMechanism>,
+    /// Require every client to authenticate (qdrouterd `authenticatePeer`):
+    /// SASL is required and ANONYMOUS may not be offered. Default false.
+    #[serde(alias = "authenticatePeer")]
+    pub authenticate_peer: bool,
+    /// Offer PLAIN on connections that are not encrypted (the password then
+    /// crosses the network in clear). Default false: PLAIN only over TLS.
+    #[serde(alias = "allowInsecurePlain")]
+    pub allow_insecure_plain: bool,
     /// Idle timeout announced in open, in seconds; 0 disables it.
     /// Default 16 (qdrouterd `idleTimeoutSeconds`).
     #[serde(alias = "idleTimeoutSecs", alias = "idleTimeoutSeconds")]
@@ -384,7 +421,9 @@ pub struct ListenerConfig {
     #[serde(alias = "maxMessageSize")]
     pub max_message_size: u64,
     /// When true, clients that send the plain AMQP header (no SASL layer) are
-    /// refused. Default false: both kinds of client are accepted.
+    /// refused. Default false: both kinds of client are accepted, unless
+    /// `authenticate-peer` is set or `sasl-mechanisms` lacks ANONYMOUS
+    /// ([`ListenerConfig::sasl_required`]).
     #[serde(alias = "requireSasl")]
     pub require_sasl: bool,
     /// `in`, `out`, `both` or `no`: whether messages delivered to this
@@ -412,6 +451,8 @@ impl Default for ListenerConfig {
             port: 5672,
             role: Role::Normal,
             sasl_mechanisms: vec![SaslMechanism::Anonymous],
+            authenticate_peer: false,
+            allow_insecure_plain: false,
             idle_timeout_secs: 16,
             max_frame_size: 16384,
             link_capacity: 250,
@@ -425,6 +466,14 @@ impl Default for ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// A client must go through SASL (the plain AMQP header is refused):
+    /// `require-sasl`, `authenticate-peer`, or no ANONYMOUS on offer.
+    pub fn sasl_required(&self) -> bool {
+        self.require_sasl
+            || self.authenticate_peer
+            || !self.sasl_mechanisms.contains(&SaslMechanism::Anonymous)
+    }
+
     /// The message size limit, `None` when unlimited.
     pub fn max_message_size_limit(&self) -> Option<u64> {
         (self.max_message_size > 0).then_some(self.max_message_size)
@@ -690,11 +739,23 @@ impl RawConfig {
             let p = |field: &str| at("listener", i, field);
             check_host(&l.host, p("host"))?;
             check_sasl(&l.sasl_mechanisms, || p("sasl-mechanisms"))?;
-            if l.sasl_mechanisms.contains(&SaslMechanism::Plain) {
+            if let Some(m) = l.sasl_mechanisms.iter().find(|m| m.needs_users())
+                && router.users_file.is_none()
+            {
                 return Err(Problem::new(
                     p("sasl-mechanisms"),
-                    "PLAIN cannot succeed on this router yet (there is no user store to check \
-                     passwords against): offer [\"ANONYMOUS\"]",
+                    format!(
+                        "{} checks passwords against a users file: set [router] users-file \
+                         (create it with `botectl user add --file FILE NAME`)",
+                        m.as_str()
+                    ),
+                ));
+            }
+            if l.authenticate_peer && l.sasl_mechanisms.contains(&SaslMechanism::Anonymous) {
+                return Err(Problem::new(
+                    p("authenticate-peer"),
+                    "authenticate-peer = true requires authentication, but sasl-mechanisms \
+                     offers ANONYMOUS: remove it",
                 ));
             }
             if l.backlog == 0 {

@@ -50,6 +50,7 @@ use super::address::{
     PathState,
 };
 use super::annotations::{self, RouterAnnotations};
+use super::auth::{self, Transport};
 use super::link::LinkCounters;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
@@ -62,6 +63,7 @@ use bote_amqp::{
     IncomingTransfer, LinkConfig, LinkDetached, LinkId, MessageView, Role, SaslConfig,
     SendDelivery, SenderSettleMode, Side, Source, Target, condition,
 };
+use bote_auth::{Mechanism, MechanismName, Step};
 
 /// A consumer link's window in message bytes (besides the link capacity
 /// in deliveries): the router holds no more than this for a consumer
@@ -188,16 +190,26 @@ pub struct ConnectionActor {
     info: Arc<ConnectionInfo>,
     /// A delivery crossed the connection since the last flush.
     delivered: bool,
+    /// What the transport established (encryption, a peer identity).
+    transport: Transport,
+    /// The SASL mechanism between a challenge and the client's response.
+    sasl_state: Option<Mechanism>,
 }
 
 impl ConnectionActor {
     /// A connection accepted on `listener`.
+    ///
+    /// `transport` is what the transport established before AMQP: plain
+    /// TCP gives `Transport::default()`; a TLS listener passes
+    /// `encrypted` and the client certificate's subject as the peer
+    /// identity (SASL EXTERNAL authenticates as it).
     pub fn accepted(
         id: ConnId,
         socket: std::net::TcpStream,
         peer: String,
         listener: Arc<ListenerConfig>,
         shared: Arc<Shared>,
+        transport: Transport,
     ) -> Self {
         let config = ConnectionConfig {
             container_id: shared.router_id.clone(),
@@ -214,12 +226,8 @@ impl ConnectionActor {
                 ..bote_amqp::SessionConfig::default()
             },
             sasl: SaslConfig::Server {
-                mechanisms: listener
-                    .sasl_mechanisms
-                    .iter()
-                    .map(|m| m.as_str().to_owned())
-                    .collect(),
-                required: listener.require_sasl,
+                mechanisms: auth::offered_mechanisms(&listener, &transport),
+                required: listener.sasl_required(),
             },
             ..ConnectionConfig::default()
         };
@@ -258,6 +266,8 @@ impl ConnectionActor {
             closed: false,
             info,
             delivered: false,
+            transport,
+            sasl_state: None,
         }
     }
 
@@ -325,13 +335,36 @@ impl ConnectionActor {
                         });
                     }
                 }
-                Event::SaslInit { mechanism, .. } => {
-                    // Only ANONYMOUS is configured today; anything else the
-                    // engine reports is refused.
-                    tracing::info!(conn = %self.id, %mechanism, "SASL mechanism refused");
-                    let _ = self.engine.sasl_outcome(false);
+                Event::SaslInit {
+                    mechanism,
+                    initial_response,
+                    ..
+                } => {
+                    // The engine reports only mechanisms it offered.
+                    let Some(name) = MechanismName::from_name(&mechanism) else {
+                        self.sasl_refused(ctx, format!("mechanism {mechanism} is not known"));
+                        continue;
+                    };
+                    self.sasl_step(
+                        ctx,
+                        auth::Input::Init {
+                            mechanism: name,
+                            initial_response,
+                            peer_identity: self.transport.peer_identity.clone(),
+                        },
+                    );
+                }
+                Event::SaslResponse { response } => {
+                    let Some(state) = self.sasl_state.take() else {
+                        self.sasl_refused(ctx, "a SASL response with no exchange under way".into());
+                        continue;
+                    };
+                    self.sasl_step(ctx, auth::Input::Response { state, response });
                 }
                 Event::SaslAuthenticated { mechanism } => {
+                    if mechanism == "ANONYMOUS" {
+                        let _ = self.info.user.set("anonymous".to_owned());
+                    }
                     let _ = self.info.sasl.set(mechanism);
                 }
                 Event::SessionBegun { .. }
@@ -339,6 +372,56 @@ impl ConnectionActor {
                 | Event::LinkAttached { .. } => {}
             }
         }
+    }
+
+    /// Runs one step of the client's SASL exchange off this thread, then
+    /// answers: a challenge, `ok` (the user is recorded on the
+    /// connection), or, after [`auth::AUTH_FAILURE_DELAY`], `auth` and the
+    /// connection closes. Nothing else of this connection runs meanwhile
+    /// (the engine holds what arrives until it answers), and no other
+    /// connection waits.
+    fn sasl_step(&mut self, ctx: &mut Context<Self>, input: auth::Input) {
+        let users = self.shared.users();
+        let step = auth::run_step(users, input)
+            .into_actor(self)
+            .map(|(state, step), act, ctx| match step {
+                Step::Challenge(challenge) => {
+                    act.sasl_state = Some(state);
+                    if act.engine.sasl_challenge(Bytes::from(challenge)).is_ok() {
+                        act.process_events(ctx);
+                        act.flush(ctx);
+                    }
+                }
+                Step::Success {
+                    user,
+                    additional_data,
+                } => {
+                    tracing::info!(conn = %act.id, peer = %act.peer, %user, "SASL authenticated");
+                    let _ = act.info.user.set(user);
+                    if act
+                        .engine
+                        .sasl_outcome_with(true, additional_data.map(Bytes::from))
+                        .is_ok()
+                    {
+                        act.process_events(ctx);
+                        act.flush(ctx);
+                    }
+                }
+                Step::Failure(reason) => act.sasl_refused(ctx, reason),
+            });
+        ctx.spawn(step);
+    }
+
+    /// A failed authentication: logged with the peer's address, answered
+    /// with the `auth` outcome after a delay, then the connection closes.
+    fn sasl_refused(&mut self, ctx: &mut Context<Self>, reason: String) {
+        tracing::warn!(conn = %self.id, peer = %self.peer, "SASL authentication failed: {reason}");
+        ctx.run_later(auth::AUTH_FAILURE_DELAY, |act, ctx| {
+            if act.engine.sasl_outcome(false).is_ok() {
+                act.process_events(ctx);
+                act.flush(ctx);
+            }
+        });
     }
 
     fn on_attach(&mut self, link: LinkId, attach: Attach) {

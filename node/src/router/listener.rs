@@ -20,6 +20,7 @@ use actix::prelude::*;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::Shared;
+use super::auth::Transport;
 use super::connection::ConnectionActor;
 use crate::config::ListenerConfig;
 
@@ -174,7 +175,7 @@ impl StreamHandler<TcpStream> for ListenerActor {
         let config = self.config.clone();
         let shared = self.shared.clone();
         ConnectionActor::start_in_arbiter(&worker, move |_ctx| {
-            ConnectionActor::accepted(conn, std_stream, peer, config, shared)
+            ConnectionActor::accepted(conn, std_stream, peer, config, shared, Transport::default())
         });
     }
 
