@@ -20,6 +20,7 @@ from proton import ConnectionException
 from proton.reactor import AtMostOnce
 from proton.utils import BlockingConnection
 
+from clients import Receiver
 from conftest import Router, wait_until
 from management import Management
 from test_botectl import botectl, bus
@@ -247,3 +248,52 @@ def test_a_listener_offering_plain_without_a_users_file_is_a_config_error(tmp_pa
                        text=True, timeout=30)
     assert r.returncode != 0, r.stderr
     assert "bote.toml:3" in r.stderr and "users-file" in r.stderr, r.stderr
+
+
+def _hub_with_users(tmp_path, name):
+    users_file = str(tmp_path / "users")
+    add_user(users_file, "router-b", "b-secret")
+    hub = Router(name, inter_router=True, router_extra=f'users-file = "{users_file}"\n',
+                 inter_router_extra='sasl-mechanisms = ["PLAIN"]\nauthenticate-peer = true\n'
+                                    'allow-insecure-plain = true\n')
+    return hub
+
+
+def test_router_to_router_with_plain_credentials(tmp_path):
+    hub = _hub_with_users(tmp_path, "Router.Hub")
+    password_file = tmp_path / "b.password"
+    password_file.write_text("b-secret\n")
+    good = Router("Router.B", connectors=[("to-hub", hub.inter_router_port, 1)],
+                  connector_extra=f'sasl-username = "router-b"\n'
+                                  f'sasl-password-file = "{password_file}"\n')
+    bad = Router("Router.X", connectors=[("to-hub", hub.inter_router_port, 1)],
+                 connector_extra='sasl-username = "router-b"\nsasl-password = "guess"\n')
+    anon = Router("Router.Y", connectors=[("to-hub", hub.inter_router_port, 1)])
+    try:
+        wait_until(lambda: "Router.B" in hub.state().get("routes", {}), 20, "B to join the mesh")
+        wait_until(lambda: "user router-b" in hub.log() or "router-b" in hub.log(), 10, "the log")
+        assert "inter-router peer authenticated" in hub.log()
+        # A message from B reaches a consumer on the hub: the link carries traffic.
+        rcv = Receiver(hub.url, "queue.r2r", expect=1).start()
+        assert rcv.attached.wait(10)
+        wait_until(lambda: "queue.r2r" in good.state().get("addresses", {}), 20,
+                   "B to learn the hub's consumer")
+        tx = BlockingConnection(good.url, timeout=10)
+        # Unsettled: send returns once the hub's consumer accepted it.
+        tx.create_sender("queue.r2r").send(Message(body="over the mesh"))
+        rcv.join()
+        assert rcv.count == 1
+        tx.close()
+        # The wrong password and the missing credentials are refused and
+        # logged with the dialler's address; neither joins the mesh.
+        wait_until(lambda: hub.log().count("inter-router authentication failed") >= 2, 20,
+                   "both refusals")
+        log = hub.log()
+        assert "wrong password for user \"router-b\"" in log, log
+        assert "no credentials" in log, log
+        routes = hub.state().get("routes", {})
+        assert "Router.X" not in routes and "Router.Y" not in routes, routes
+        assert "guess" not in log and "b-secret" not in log
+    finally:
+        for r in (anon, bad, good, hub):
+            assert r.stop() == 0, r.log()

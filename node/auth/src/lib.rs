@@ -17,4 +17,4 @@ pub mod users;
 
 pub use mechanism::{Mechanism, MechanismName, Step};
 pub use scram::Credential;
-pub use users::{UserStore, UsersError};
+pub use users::{SharedUsers, UserStore, UsersError};

@@ -19,6 +19,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use crate::scram::{Credential, DEFAULT_ITERATIONS};
 use crate::users::UserStore;
 
+/// How long a router waits before it answers a failed authentication:
+/// each guess costs the guesser this much; only its own connection waits.
+pub const FAILURE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A SASL mechanism name Bote knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MechanismName {

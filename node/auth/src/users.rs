@@ -122,6 +122,29 @@ impl UserStore {
     }
 }
 
+/// The users in force in a running router, shared by whoever checks
+/// credentials (client listeners, inter-router listeners); a reload swaps
+/// in a new store whole, and checks already under way keep the one they
+/// took.
+#[derive(Debug, Default)]
+pub struct SharedUsers(std::sync::RwLock<std::sync::Arc<UserStore>>);
+
+impl SharedUsers {
+    pub fn new(users: UserStore) -> SharedUsers {
+        SharedUsers(std::sync::RwLock::new(std::sync::Arc::new(users)))
+    }
+
+    /// The store in force.
+    pub fn get(&self) -> std::sync::Arc<UserStore> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `users` in force.
+    pub fn replace(&self, users: UserStore) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(users);
+    }
+}
+
 fn split_entry(entry: &str) -> Option<(&str, &str, &str)> {
     let (name, rest) = entry.split_once(':')?;
     let (scheme, rest) = rest.split_once(':')?;

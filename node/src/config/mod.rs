@@ -532,6 +532,19 @@ pub struct ConnectorConfig {
     /// Largest frame accepted; at least 512. Default 16384.
     #[serde(default = "frame_size", alias = "maxFrameSize")]
     pub max_frame_size: u32,
+    /// The user this router logs in to the peer as (qdrouterd
+    /// `saslUsername`): sent as SASL PLAIN credentials, checked against the
+    /// peer's users file when its listener authenticates peers.
+    #[serde(default, alias = "saslUsername")]
+    pub sasl_username: Option<String>,
+    /// The password of `sasl-username` (qdrouterd `saslPassword`); prefer
+    /// `sasl-password-file`, which keeps it out of the configuration.
+    #[serde(default, alias = "saslPassword")]
+    pub sasl_password: Option<String>,
+    /// A file whose first line is the password of `sasl-username`, read at
+    /// each dial.
+    #[serde(default, alias = "saslPasswordFile")]
+    pub sasl_password_file: Option<PathBuf>,
 }
 
 impl ConnectorConfig {
@@ -819,6 +832,33 @@ impl RawConfig {
             }
             check_sasl(&c.sasl_mechanisms, || p("sasl-mechanisms"))?;
             check_frame_size(c.max_frame_size, p("max-frame-size"))?;
+            match (&c.sasl_username, &c.sasl_password, &c.sasl_password_file) {
+                (_, Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        p("sasl-password-file"),
+                        "give sasl-password or sasl-password-file, not both",
+                    ));
+                }
+                (None, Some(_), _) | (None, _, Some(_)) => {
+                    return Err(Problem::new(
+                        p("sasl-username"),
+                        "a password needs sasl-username",
+                    ));
+                }
+                (Some(u), None, None) => {
+                    return Err(Problem::new(
+                        p("sasl-username"),
+                        format!("user \"{u}\" needs sasl-password or sasl-password-file"),
+                    ));
+                }
+                (Some(u), _, _) if u.is_empty() || u.contains(['\0', ':']) => {
+                    return Err(Problem::new(
+                        p("sasl-username"),
+                        format!("\"{u}\" is not a user name"),
+                    ));
+                }
+                _ => {}
+            }
         }
 
         let mut entries = Vec::with_capacity(self.address.len());

@@ -16,9 +16,8 @@ use bytes::Bytes;
 use crate::config::{ListenerConfig, SaslMechanism};
 
 /// How long a failed authentication waits before its `auth` outcome goes
-/// out and the connection closes: each guess costs the guesser this much,
-/// and only its own connection waits.
-pub const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
+/// out and the connection closes (`bote_auth::mechanism::FAILURE_DELAY`).
+pub const AUTH_FAILURE_DELAY: Duration = bote_auth::mechanism::FAILURE_DELAY;
 
 /// What the transport under AMQP established for a connection, given to it
 /// at accept time. Plain TCP: not encrypted, no identity. A TLS listener

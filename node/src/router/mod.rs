@@ -78,7 +78,7 @@ pub struct Shared {
     pub heap: memory::HeapTrimmer,
     /// The users PLAIN and SCRAM-SHA-256 check against (`[router]
     /// users-file`), swapped whole on SIGHUP; empty without a file.
-    users: std::sync::RwLock<Arc<bote_auth::UserStore>>,
+    pub users_in_force: Arc<bote_auth::SharedUsers>,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -140,7 +140,7 @@ impl StateWriter {
 impl Shared {
     /// The users in force (a snapshot: a reload swaps in a new store).
     pub fn users(&self) -> Arc<bote_auth::UserStore> {
-        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.users_in_force.get()
     }
 
     pub fn next_worker(&self) -> ArbiterHandle {
@@ -342,7 +342,7 @@ impl Router {
     /// actix system.
     pub async fn start(config: Config) -> anyhow::Result<Router> {
         let in_force = config.clone();
-        let users = load_users(&config)?;
+        let users = Arc::new(bote_auth::SharedUsers::new(load_users(&config)?));
         for l in &config.listeners {
             if l.sasl_mechanisms
                 .contains(&crate::config::SaslMechanism::Plain)
@@ -359,7 +359,7 @@ impl Router {
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
         let mesh = if crate::mesh::configured(&config) {
-            Some(crate::mesh::start(&config).await?)
+            Some(crate::mesh::start(&config, users.clone()).await?)
         } else {
             None
         };
@@ -383,7 +383,7 @@ impl Router {
             state_file: OnceLock::new(),
             state_writer: OnceLock::new(),
             heap: memory::HeapTrimmer::default(),
-            users: std::sync::RwLock::new(Arc::new(users)),
+            users_in_force: users.clone(),
         });
         {
             let shared = Arc::downgrade(&shared);
@@ -563,7 +563,7 @@ impl Router {
     pub fn reload_users(&mut self, new: &Config) -> Result<usize, String> {
         let users = load_users(new).map_err(|e| e.to_string())?;
         let count = users.len();
-        *self.shared.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
+        self.shared.users_in_force.replace(users);
         self.config.router.users_file = new.router.users_file.clone();
         Ok(count)
     }
