@@ -578,8 +578,9 @@ fn sasl_mechanisms_may_be_a_qdrouterd_style_string() {
     let d = diagnostic("[[listener]]\nsaslMechanisms = \"ANONYMOUS KERBEROS\"\n");
     assert_eq!(d.line, 2);
     assert!(
-        d.message
-            .contains("unknown value \"KERBEROS\" (expected ANONYMOUS, PLAIN, SCRAM-SHA-256 or EXTERNAL)"),
+        d.message.contains(
+            "unknown value \"KERBEROS\" (expected ANONYMOUS, PLAIN, SCRAM-SHA-256 or EXTERNAL)"
+        ),
         "{d}"
     );
 }
