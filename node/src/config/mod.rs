@@ -1,8 +1,8 @@
 //! The typed configuration of `boted`, parsed once from TOML and validated
 //! before the router starts; nothing downstream reads raw TOML.
 //!
-//! Sections: `[router]`, `[telemetry]`, `[[listener]]`, `[[connector]]` and
-//! `[[address]]`.
+//! Sections: `[router]`, `[telemetry]`, `[[listener]]`, `[[connector]]`,
+//! `[[address]]` and `[[vhost]]` (connection and link policy, [`policy`]).
 //! Keys are kebab-case; the camelCase spellings qdrouterd users know
 //! (`linkCapacity`, `maxFrameSize`, `idleTimeoutSeconds`, `workerThreads`, ...)
 //! are accepted as aliases. Every key has a default except a connector's
@@ -16,6 +16,7 @@
 
 pub mod address;
 mod diagnostic;
+pub mod policy;
 pub mod reload;
 
 use std::path::{Path as FsPath, PathBuf};
@@ -82,6 +83,9 @@ pub struct Config {
     pub connectors: Vec<ConnectorConfig>,
     /// `[[address]]`: the distribution of each address.
     pub addresses: AddressTable,
+    /// `[[vhost]]`: per-hostname connection and user-group policy; none =
+    /// no vhost policy (the listeners' limits still apply).
+    pub vhosts: Vec<policy::VhostConfig>,
 }
 
 /// `[router]`.
@@ -441,6 +445,31 @@ pub struct ListenerConfig {
     /// `net.core.somaxconn`). At least 1. Default 4096, sized for bursts of
     /// thousands of connects.
     pub backlog: u32,
+    /// Concurrent connections on this listener; 0 = unlimited (qdrouterd's
+    /// policy `maxConnections`, per listener). Over it, the client's open
+    /// is answered with a close, `amqp:resource-limit-exceeded`.
+    #[serde(alias = "maxConnections")]
+    pub max_connections: u32,
+    /// Concurrent connections per authenticated user; 0 = unlimited.
+    #[serde(alias = "maxConnectionsPerUser")]
+    pub max_connections_per_user: u32,
+    /// Concurrent connections per remote host (IP address); 0 = unlimited.
+    #[serde(alias = "maxConnectionsPerHost")]
+    pub max_connections_per_host: u32,
+    /// New connections per second (a token bucket holding one second's
+    /// worth); 0 = unlimited. Beyond it a connection is answered with a
+    /// close, `amqp:resource-limit-exceeded`.
+    #[serde(alias = "maxConnectionsPerSecond")]
+    pub max_connections_per_second: u32,
+    /// Sessions per connection; 0 = unlimited (qdrouterd `maxSessions`).
+    #[serde(alias = "maxSessions")]
+    pub max_sessions: u32,
+    /// Client senders per connection; 0 = unlimited.
+    #[serde(alias = "maxSenders")]
+    pub max_senders: u32,
+    /// Client receivers per connection; 0 = unlimited.
+    #[serde(alias = "maxReceivers")]
+    pub max_receivers: u32,
 }
 
 impl Default for ListenerConfig {
@@ -461,6 +490,13 @@ impl Default for ListenerConfig {
             strip_annotations: StripAnnotations::Both,
             handshake_timeout_ms: 5000,
             backlog: 4096,
+            max_connections: 0,
+            max_connections_per_user: 0,
+            max_connections_per_host: 0,
+            max_connections_per_second: 0,
+            max_sessions: 0,
+            max_senders: 0,
+            max_receivers: 0,
         }
     }
 }
@@ -594,6 +630,8 @@ struct RawConfig {
     connector: Vec<ConnectorConfig>,
     #[serde(default)]
     address: Vec<RawAddress>,
+    #[serde(default)]
+    vhost: Vec<policy::VhostConfig>,
 }
 
 impl Config {
@@ -929,12 +967,38 @@ impl RawConfig {
             return Err(Problem::new(t("service-name"), "is empty"));
         }
 
+        for (i, v) in self.vhost.iter().enumerate() {
+            let p = |field: &str| at("vhost", i, field);
+            if v.hostname.trim().is_empty() {
+                return Err(Problem::new(p("hostname"), "is empty"));
+            }
+            if let Some(j) = self.vhost[..i]
+                .iter()
+                .position(|e| e.hostname.eq_ignore_ascii_case(&v.hostname))
+            {
+                return Err(Problem::new(
+                    p("hostname"),
+                    format!(
+                        "\"{}\" is already the hostname of [[vhost]] #{}",
+                        v.hostname,
+                        j + 1
+                    ),
+                ));
+            }
+            v.check().map_err(|(path, message)| {
+                let mut full = vec![key("vhost"), PathSeg::Index(i)];
+                full.extend(path.iter().map(|k| key(k)));
+                Problem::new(full, message)
+            })?;
+        }
+
         Ok(Config {
             router,
             telemetry,
             listeners: self.listener,
             connectors: self.connector,
             addresses,
+            vhosts: self.vhost,
         })
     }
 }

@@ -52,6 +52,7 @@ use super::address::{
 use super::annotations::{self, RouterAnnotations};
 use super::auth::{self, Transport};
 use super::link::LinkCounters;
+use super::policy;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
     ConnId, FastMap, FastSet, MessageTrace, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery,
@@ -61,7 +62,7 @@ use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use bote_amqp::{
     AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, ErrorScope, Event,
     IncomingTransfer, LinkConfig, LinkDetached, LinkId, MessageView, Role, SaslConfig,
-    SendDelivery, SenderSettleMode, Side, Source, Target, condition,
+    SendDelivery, SenderSettleMode, SessionId, Side, Source, Target, condition,
 };
 use bote_auth::{Mechanism, MechanismName, Step};
 
@@ -194,6 +195,15 @@ pub struct ConnectionActor {
     transport: Transport,
     /// The SASL mechanism between a challenge and the client's response.
     sasl_state: Option<Mechanism>,
+    /// Set when the connection is to be refused at its open (over the
+    /// listener's accept rate).
+    refusal: Option<AmqpError>,
+    /// Its place in the connection counts, once admitted at open.
+    admission: Option<policy::Admission>,
+    /// What it may do (listener and vhost limits).
+    policy: policy::LinkPolicy,
+    /// Sessions the client began that have not ended.
+    sessions: Vec<SessionId>,
 }
 
 impl ConnectionActor {
@@ -238,6 +248,7 @@ impl ConnectionActor {
             .annotates_outbound()
             .then(|| RouterAnnotations::new(&shared.router_id));
         let info = Arc::new(ConnectionInfo::new(id, peer.clone()));
+        let link_policy = policy::LinkPolicy::of_listener(&listener);
         ConnectionActor {
             id,
             peer,
@@ -268,6 +279,53 @@ impl ConnectionActor {
             delivered: false,
             transport,
             sasl_state: None,
+            refusal: None,
+            admission: None,
+            policy: link_policy,
+            sessions: Vec::new(),
+        }
+    }
+
+    /// Refuse the connection with `refusal` when its open arrives.
+    pub fn refusing(mut self, refusal: Option<AmqpError>) -> Self {
+        self.refusal = refusal;
+        self
+    }
+
+    /// The open arrived: admit the connection under its listener's and
+    /// vhost's policy, or close it with the error that says why.
+    fn admit(&mut self, ctx: &mut Context<Self>, hostname: Option<&str>) {
+        let user = self
+            .info
+            .user
+            .get()
+            .map_or("anonymous", String::as_str)
+            .to_owned();
+        let host = remote_host(&self.peer);
+        let admitted = match self.refusal.take() {
+            Some(e) => Err(e),
+            None => policy::admit(
+                &self.shared.connection_counts,
+                &self.listener,
+                &self.shared.vhosts,
+                hostname,
+                &user,
+                host,
+            ),
+        };
+        match admitted {
+            Ok((admission, policy)) => {
+                self.admission = Some(admission);
+                self.policy = policy;
+            }
+            Err(e) => {
+                tracing::warn!(conn = %self.id, peer = %self.peer, %user, hostname = hostname.unwrap_or(""), "connection refused by policy: {}: {}", e.condition, e.description.as_deref().unwrap_or(""));
+                self.engine.close(Some(e));
+                ctx.run_later(CLOSE_GRACE, |act, ctx| {
+                    tracing::info!(conn = %act.id, peer = %act.peer, "no close from the peer: dropping the connection");
+                    ctx.stop();
+                });
+            }
         }
     }
 
@@ -291,6 +349,7 @@ impl ConnectionActor {
                     tracing::info!(conn = %self.id, peer = %self.peer, container = %remote.container_id, "connection opened");
                     let _ = self.info.container.set(remote.container_id.clone());
                     self.info.opened.store(true, Relaxed);
+                    self.admit(ctx, remote.hostname.as_deref());
                 }
                 Event::AttachRequested { link, attach } => self.on_attach(link, *attach),
                 Event::Flow { link, .. } => self.pump(link),
@@ -367,9 +426,20 @@ impl ConnectionActor {
                     }
                     let _ = self.info.sasl.set(mechanism);
                 }
-                Event::SessionBegun { .. }
-                | Event::SessionEnded { .. }
-                | Event::LinkAttached { .. } => {}
+                Event::SessionBegun {
+                    session,
+                    remote_initiated: true,
+                } => {
+                    self.sessions.push(session);
+                    if let Err(e) = self.policy.check_session(self.sessions.len()) {
+                        tracing::info!(conn = %self.id, peer = %self.peer, "session refused by policy: {}", e.description.as_deref().unwrap_or(""));
+                        let _ = self.engine.end_session(session, Some(e));
+                    }
+                }
+                Event::SessionEnded { session, .. } => {
+                    self.sessions.retain(|s| *s != session);
+                }
+                Event::SessionBegun { .. } | Event::LinkAttached { .. } => {}
             }
         }
     }
@@ -433,6 +503,13 @@ impl ConnectionActor {
                     .as_ref()
                     .and_then(|t| t.address.clone())
                     .filter(|a| !a.is_empty());
+                if let Err(e) = self
+                    .policy
+                    .check_sender(self.producers.len(), address.as_deref())
+                {
+                    self.refuse_by_policy(link, &attach, e);
+                    return;
+                }
                 if let Some(a) = &address
                     && self.shared.addresses.distribution(a) == Distribution::Unavailable
                 {
@@ -445,7 +522,13 @@ impl ConnectionActor {
                     source: attach.source.clone(),
                     target: attach.target.clone().or_else(|| Some(Target::default())),
                     snd_settle_mode: attach.snd_settle_mode,
-                    max_message_size: self.listener.max_message_size_limit(),
+                    max_message_size: match (
+                        self.listener.max_message_size_limit(),
+                        self.policy.max_message_size,
+                    ) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
                     ..LinkConfig::receiver(attach.name.clone(), None)
                 };
                 if let Err(e) = self.engine.accept_attach(link, config) {
@@ -505,6 +588,13 @@ impl ConnectionActor {
                     let _ = self.engine.refuse_attach(link, error);
                     return;
                 };
+                if let Err(e) = self.policy.check_receiver(
+                    self.consumers.len(),
+                    (!source.dynamic).then_some(address.as_str()),
+                ) {
+                    self.refuse_by_policy(link, &attach, e);
+                    return;
+                }
                 if !source.dynamic
                     && self.shared.addresses.distribution(&address) == Distribution::Unavailable
                 {
@@ -561,6 +651,11 @@ impl ConnectionActor {
                 );
             }
         }
+    }
+
+    fn refuse_by_policy(&mut self, link: LinkId, attach: &Attach, error: AmqpError) {
+        tracing::info!(conn = %self.id, peer = %self.peer, link = %attach.name, "attach refused by policy: {}: {}", error.condition, error.description.as_deref().unwrap_or(""));
+        let _ = self.engine.refuse_attach(link, error);
     }
 
     fn refuse(&mut self, link: LinkId, attach: &Attach, address: &str) {
@@ -1190,6 +1285,12 @@ impl ConnectionActor {
 /// [`LINK_WINDOW_BYTES`]): the router
 /// holds them for the consumer, so their senders may send more. The rest
 /// wait for room as the consumer takes deliveries.
+/// The IP address of `peer` (`host:port`, IPv6 in brackets).
+fn remote_host(peer: &str) -> &str {
+    let host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 fn credit_window(c: &mut Consumer, returns: &mut OutcomeBatch) {
     while c.credited < c.capacity.min(c.queue.len()) && c.credited_bytes < LINK_WINDOW_BYTES {
         let d = &mut c.queue[c.credited];

@@ -31,6 +31,7 @@ pub mod link;
 pub mod listener;
 pub mod management;
 pub mod memory;
+pub mod policy;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -79,6 +80,10 @@ pub struct Shared {
     /// The users PLAIN and SCRAM-SHA-256 check against (`[router]
     /// users-file`), swapped whole on SIGHUP; empty without a file.
     pub users_in_force: Arc<bote_auth::SharedUsers>,
+    /// Client connections per listener and vhost (`policy`).
+    pub connection_counts: Arc<policy::ConnectionCounts>,
+    /// The `[[vhost]]` policy (empty: none).
+    pub vhosts: Arc<[crate::config::policy::VhostConfig]>,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -384,6 +389,8 @@ impl Router {
             state_writer: OnceLock::new(),
             heap: memory::HeapTrimmer::default(),
             users_in_force: users.clone(),
+            connection_counts: Arc::default(),
+            vhosts: config.vhosts.clone().into(),
         });
         {
             let shared = Arc::downgrade(&shared);
