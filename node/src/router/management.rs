@@ -392,6 +392,7 @@ impl Entity for ListenerEntity {
             "authenticatePeer" => Value::Bool(c.authenticate_peer),
             "requireEncryption" | "requireSsl" | "multiTenant" => Value::Bool(false),
             "maxFrameSize" => long(c.max_frame_size),
+            "maxSessions" if c.max_sessions > 0 => long(c.max_sessions),
             "idleTimeoutSeconds" => long(c.idle_timeout_secs),
             "linkCapacity" => long(c.link_capacity),
             "stripAnnotations" => text(format!("{:?}", c.strip_annotations).to_lowercase()),
