@@ -206,6 +206,18 @@ def test_the_user_is_shown_by_management_and_botectl_stat():
         assert r.stop() == 0, r.log()
 
 
+def test_botectl_stat_logs_in_with_plain_where_sasl_is_required(plain_router):
+    # Without credentials botectl skips SASL, which this listener refuses.
+    r = botectl("stat", "-c", *bus(plain_router), check=False)
+    assert r.returncode != 0 and "not-allowed" in r.stderr, r.stderr
+    out = botectl("stat", "-c", *bus(plain_router), "--sasl-username", "alice",
+                  "--sasl-password", PASSWORD).stdout
+    assert "alice" in out and "PLAIN" in out, out
+    r = botectl("stat", "-g", *bus(plain_router), "--sasl-username", "alice",
+                "--sasl-password", "wrong", check=False)
+    assert r.returncode != 0 and "unauthorized-access" in r.stderr, r.stderr
+
+
 def test_botectl_user_add_round_trip_and_reload_on_sighup(plain_router):
     text = open(plain_router.users_file).read()
     assert PASSWORD not in text and "alice:SCRAM-SHA-256:4096:" in text, text
