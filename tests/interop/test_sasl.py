@@ -201,6 +201,11 @@ def test_the_user_is_shown_by_management_and_botectl_stat():
         out = botectl("stat", "-c", *bus(r)).stdout
         header = next(line for line in out.splitlines() if line.split()[:2] == ["id", "host"])
         assert "user" in header.split() and "alice" in out, out
+        import json
+        import urllib.request
+        with urllib.request.urlopen(r.http_url + "/api/v1/connections", timeout=10) as resp:
+            body = json.load(resp)
+        assert "alice" in json.dumps(body) and '"user"' in json.dumps(body), body
         conn.close()
     finally:
         assert r.stop() == 0, r.log()
