@@ -1,6 +1,8 @@
 //! Fuzzes the SASL exchange (§5.3) on both sides. A server `Connection`
 //! offering ANONYMOUS and PLAIN gets a SASL header and then arbitrary bytes,
-//! its application answering each `SaslInit` yes or no as the input says; a
+//! its application answering each `SaslInit` yes or no as the input says
+//! (for an even-length input, after a challenge and the client's response,
+//! as SCRAM does); a
 //! client `Connection` using PLAIN gets a SASL header and then arbitrary
 //! bytes as the server's part. Neither may panic; a connection that reports
 //! a connection error must be over, and a server that was not told yes must
@@ -47,13 +49,20 @@ fuzz_target!(|data: &[u8]| {
     input.extend_from_slice(rest);
     let chunk = usize::from(mode >> 3).max(1);
     let mut said_yes = false;
+    let challenge_first = rest.len() % 2 == 0;
     for (i, piece) in input.chunks(chunk).enumerate() {
         conn.handle_input(piece, start + Duration::from_millis(i as u64));
         while let Some(event) = conn.poll_event() {
             match event {
-                Event::SaslInit { .. } => {
+                Event::SaslInit { .. } if challenge_first => {
+                    let _ = conn.sasl_challenge(Bytes::from_static(b"r=nonce,s=c2FsdA==,i=4096"));
+                }
+                Event::SaslInit { .. } | Event::SaslResponse { .. } => {
                     said_yes |= answer_yes;
-                    let _ = conn.sasl_outcome(answer_yes);
+                    let _ = conn.sasl_outcome_with(
+                        answer_yes,
+                        answer_yes.then(|| Bytes::from_static(b"v=signature")),
+                    );
                 }
                 Event::SaslAuthenticated { mechanism } if !client => {
                     assert!(

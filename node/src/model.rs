@@ -302,6 +302,8 @@ pub struct ConnectionInfo {
     pub container: OnceLock<String>,
     /// The SASL mechanism the peer authenticated with, if it used SASL.
     pub sasl: OnceLock<String>,
+    /// The authenticated user (`anonymous` for ANONYMOUS), if it used SASL.
+    pub user: OnceLock<String>,
     pub opened: AtomicBool,
     pub since: Instant,
     /// Seconds since the Unix epoch of the last delivery, 0 for none.
@@ -318,6 +320,7 @@ impl ConnectionInfo {
             dir: "in",
             container: OnceLock::new(),
             sasl: OnceLock::new(),
+            user: OnceLock::new(),
             opened: AtomicBool::new(false),
             since: Instant::now(),
             last_delivery: AtomicU64::new(0),

@@ -477,7 +477,11 @@ fn unknown_sasl_mechanism_points_at_the_element() {
     let d = diagnostic("[[listener]]\nsasl-mechanisms = [\n  \"ANONYMOUS\",\n  \"GSSAPI\",\n]\n");
     assert_eq!(d.line, 4);
     assert!(d.message.contains("unknown value \"GSSAPI\""), "{d}");
-    assert!(d.message.contains("expected ANONYMOUS or PLAIN"), "{d}");
+    assert!(
+        d.message
+            .contains("expected ANONYMOUS, PLAIN, SCRAM-SHA-256 or EXTERNAL"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -533,6 +537,36 @@ fn same_key_in_both_spellings_is_an_error() {
 }
 
 #[test]
+fn sasl_keys_parse_with_qdrouterd_spellings() {
+    let config = parse(
+        "[router]\nsaslUsersFile = \"/etc/bote/users\"\n\
+         [[listener]]\nsaslMechanisms = \"SCRAM-SHA-256 PLAIN EXTERNAL\"\nauthenticatePeer = true\n\
+         allow-insecure-plain = true\n\
+         [[connector]]\nname = \"b\"\nhost = \"b\"\nport = 1\nsaslUsername = \"r\"\nsaslPassword = \"p\"\n",
+    );
+    assert_eq!(
+        config.router.users_file.as_deref(),
+        Some(std::path::Path::new("/etc/bote/users"))
+    );
+    let l = &config.listeners[0];
+    assert_eq!(
+        l.sasl_mechanisms,
+        [
+            SaslMechanism::ScramSha256,
+            SaslMechanism::Plain,
+            SaslMechanism::External
+        ]
+    );
+    assert!(l.authenticate_peer && l.allow_insecure_plain && l.sasl_required());
+    assert_eq!(config.connectors[0].sasl_username.as_deref(), Some("r"));
+    assert_eq!(config.connectors[0].sasl_password.as_deref(), Some("p"));
+    // Without ANONYMOUS on offer, SASL is required even without the flags.
+    let config = parse("[router]\nusers-file = \"u\"\n[[listener]]\nsasl-mechanisms = \"PLAIN\"\n");
+    assert!(config.listeners[0].sasl_required());
+    assert!(!parse("[[listener]]\n").listeners[0].sasl_required());
+}
+
+#[test]
 fn sasl_mechanisms_may_be_a_qdrouterd_style_string() {
     let config = parse(
         "[[connector]]\nname = \"b\"\nhost = \"b\"\nport = 1\nsasl-mechanisms = \"ANONYMOUS PLAIN\"\n",
@@ -544,8 +578,9 @@ fn sasl_mechanisms_may_be_a_qdrouterd_style_string() {
     let d = diagnostic("[[listener]]\nsaslMechanisms = \"ANONYMOUS KERBEROS\"\n");
     assert_eq!(d.line, 2);
     assert!(
-        d.message
-            .contains("unknown value \"KERBEROS\" (expected ANONYMOUS or PLAIN)"),
+        d.message.contains(
+            "unknown value \"KERBEROS\" (expected ANONYMOUS, PLAIN, SCRAM-SHA-256 or EXTERNAL)"
+        ),
         "{d}"
     );
 }
@@ -577,12 +612,32 @@ fn invalid_values_are_refused_with_line_and_key() {
         (
             "[[listener]]\nport = 1\nsasl-mechanisms = [\"ANONYMOUS\", \"PLAIN\"]\n",
             3,
-            "sasl-mechanisms in [[listener]] #1: PLAIN cannot succeed on this router yet",
+            "sasl-mechanisms in [[listener]] #1: PLAIN checks passwords against a users file: set [router] users-file",
         ),
         (
-            "[[listener]]\nsasl-mechanisms = \"PLAIN\"\n",
+            "[[listener]]\nsasl-mechanisms = \"SCRAM-SHA-256\"\n",
             2,
-            "PLAIN cannot succeed",
+            "SCRAM-SHA-256 checks passwords against a users file",
+        ),
+        (
+            "[router]\nusers-file = \"u\"\n[[listener]]\nsasl-mechanisms = [\"ANONYMOUS\", \"PLAIN\"]\nauthenticate-peer = true\n",
+            5,
+            "authenticate-peer in [[listener]] #1: authenticate-peer = true requires authentication, but sasl-mechanisms offers ANONYMOUS",
+        ),
+        (
+            "[[connector]]\nname = \"b\"\nhost = \"b\"\nport = 1\nsasl-username = \"r\"\n",
+            5,
+            "sasl-username in [[connector]] #1: user \"r\" needs sasl-password or sasl-password-file",
+        ),
+        (
+            "[[connector]]\nname = \"b\"\nhost = \"b\"\nport = 1\nsasl-password = \"p\"\n",
+            1,
+            "a password needs sasl-username",
+        ),
+        (
+            "[[connector]]\nname = \"b\"\nhost = \"b\"\nport = 1\nsasl-username = \"r\"\nsasl-password = \"p\"\nsasl-password-file = \"f\"\n",
+            7,
+            "give sasl-password or sasl-password-file, not both",
         ),
         (
             "[[listener]]\nbacklog = 0\n",

@@ -838,12 +838,35 @@ impl Connection {
         self.disposition(link, delivery_id, Some(DeliveryState::Accepted), true)
     }
 
-    /// Server SASL: the application's answer to [`Event::SaslInit`].
+    /// Server SASL: the application's answer to [`Event::SaslInit`] or
+    /// [`Event::SaslResponse`]: `ok` or the `auth` outcome.
     pub fn sasl_outcome(&mut self, ok: bool) -> Result<(), EngineError> {
+        self.sasl_outcome_with(ok, None)
+    }
+
+    /// Server SASL: [`Connection::sasl_outcome`] with the outcome's
+    /// `additional-data` (e.g. SCRAM's server-final message).
+    pub fn sasl_outcome_with(
+        &mut self,
+        ok: bool,
+        additional_data: Option<Bytes>,
+    ) -> Result<(), EngineError> {
         if self.inbound != Inbound::SaslDecision {
             return Err(EngineError::ConnectionState("no SASL decision pending"));
         }
-        self.finish_sasl_server(ok);
+        self.finish_sasl_server(ok, additional_data);
+        self.process_input();
+        Ok(())
+    }
+
+    /// Server SASL: instead of an outcome, send `challenge`; the client's
+    /// response comes back as [`Event::SaslResponse`].
+    pub fn sasl_challenge(&mut self, challenge: Bytes) -> Result<(), EngineError> {
+        if self.inbound != Inbound::SaslDecision {
+            return Err(EngineError::ConnectionState("no SASL decision pending"));
+        }
+        encode_sasl_frame(&self.sasl.challenge(challenge), &mut self.out.buf);
+        self.inbound = Inbound::Sasl;
         self.process_input();
         Ok(())
     }
@@ -1131,7 +1154,11 @@ impl Connection {
                     hostname,
                 });
             }
-            SaslStep::Answer { ok } => self.finish_sasl_server(ok),
+            SaslStep::Respond { response } => {
+                self.inbound = Inbound::SaslDecision;
+                self.events.push_back(Event::SaslResponse { response });
+            }
+            SaslStep::Answer { ok } => self.finish_sasl_server(ok, None),
             SaslStep::Fail(e) => {
                 self.fail_transport(e);
                 return false;
@@ -1141,8 +1168,8 @@ impl Connection {
     }
 
     /// Server: sends the SASL outcome; on success the AMQP header comes next.
-    fn finish_sasl_server(&mut self, ok: bool) {
-        encode_sasl_frame(&self.sasl.outcome(ok), &mut self.out.buf);
+    fn finish_sasl_server(&mut self, ok: bool, additional_data: Option<Bytes>) {
+        encode_sasl_frame(&self.sasl.outcome(ok, additional_data), &mut self.out.buf);
         let mechanism = self.sasl.mechanism().unwrap_or_default().to_owned();
         if ok {
             self.inbound = Inbound::Header;

@@ -88,12 +88,17 @@ pub struct LinkDetached {
 pub enum Event {
     /// SASL (server side): the client chose a mechanism that the engine does
     /// not decide itself (anything but ANONYMOUS). Answer with
-    /// [`Connection::sasl_outcome`](super::connection::Connection::sasl_outcome).
+    /// [`Connection::sasl_outcome`](super::connection::Connection::sasl_outcome)
+    /// (or `sasl_outcome_with`), or go on with
+    /// [`Connection::sasl_challenge`](super::connection::Connection::sasl_challenge).
     SaslInit {
         mechanism: String,
         initial_response: Option<Bytes>,
         hostname: Option<String>,
     },
+    /// SASL (server side): the client's response to the challenge the
+    /// application sent; answered like [`Event::SaslInit`].
+    SaslResponse { response: Bytes },
     /// SASL finished with `ok` (server: the engine or the app accepted;
     /// client: the server accepted).
     SaslAuthenticated { mechanism: String },

@@ -21,3 +21,4 @@ pub mod bench;
 pub mod deploy;
 pub mod manage;
 pub mod spawn;
+pub mod user;

@@ -2,7 +2,8 @@
 //! (management of any router of a mesh) and `bench` (throughput and
 //! latency, directly or through routers), `up`/`status`/`down` (a mesh of
 //! `boted` processes on this machine from a topology file) and
-//! `config-from-env` (a router's configuration for the container image);
+//! `config-from-env` (a router's configuration for the container image),
+//! `user add` (a users file for SASL PLAIN and SCRAM-SHA-256);
 //! `send` and `recv` join as subcommands of [`Command`] later.
 
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
+    /// Manage a users file (salted SCRAM-SHA-256 keys for SASL PLAIN and
+    /// SCRAM-SHA-256): `user add --file FILE NAME`.
+    User(botectl::user::UserOptions),
     /// Print a boted configuration built from BOTE_* environment variables
     /// (router id, listeners, connectors or ordinal wiring); see the
     /// container image's README section.
@@ -107,6 +111,16 @@ fn main() -> ExitCode {
             "down",
             deploy::run::down(&run_dir, Duration::from_secs(wait)),
         ),
+        Command::User(options) => match botectl::user::run(&options) {
+            Ok(done) => {
+                eprintln!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("botectl user: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::ConfigFromEnv => match deploy::env::config_from(|k| std::env::var(k).ok()) {
             Ok(text) => {
                 print!("{text}");

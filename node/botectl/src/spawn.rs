@@ -74,6 +74,8 @@ pub struct RouterSpec {
     /// `hello-interval-ms` and `hello-timeout-ms` (default: the
     /// configuration's).
     pub hello: Option<(u64, u64)>,
+    /// Lines added to `[router]` (`users-file = "..."`).
+    pub router_options: Vec<String>,
     /// Lines added to the AMQP listener (`strip-annotations = "no"`).
     pub listener_options: Vec<String>,
     /// An inter-router listener on this 127.0.0.1 port (0: ephemeral).
@@ -90,6 +92,7 @@ impl RouterSpec {
             id: id.to_owned(),
             workers: None,
             hello: None,
+            router_options: Vec::new(),
             listener_options: Vec::new(),
             inter_router: None,
             connectors: Vec::new(),
@@ -109,6 +112,11 @@ impl RouterSpec {
 
     pub fn listener_option(mut self, line: &str) -> RouterSpec {
         self.listener_options.push(line.to_owned());
+        self
+    }
+
+    pub fn router_option(mut self, line: &str) -> RouterSpec {
+        self.router_options.push(line.to_owned());
         self
     }
 
@@ -145,6 +153,9 @@ impl RouterSpec {
             config.push_str(&format!(
                 "hello-interval-ms = {interval}\nhello-timeout-ms = {timeout}\n"
             ));
+        }
+        for line in &self.router_options {
+            config.push_str(&format!("{line}\n"));
         }
         config.push_str("\n[[listener]]\nhost = \"127.0.0.1\"\nport = 0\nrole = \"normal\"\n");
         for line in &self.listener_options {

@@ -1,8 +1,8 @@
 //! The typed configuration of `boted`, parsed once from TOML and validated
 //! before the router starts; nothing downstream reads raw TOML.
 //!
-//! Sections: `[router]`, `[telemetry]`, `[[listener]]`, `[[connector]]` and
-//! `[[address]]`.
+//! Sections: `[router]`, `[telemetry]`, `[[listener]]`, `[[connector]]`,
+//! `[[address]]` and `[[vhost]]` (connection and link policy, [`policy`]).
 //! Keys are kebab-case; the camelCase spellings qdrouterd users know
 //! (`linkCapacity`, `maxFrameSize`, `idleTimeoutSeconds`, `workerThreads`, ...)
 //! are accepted as aliases. Every key has a default except a connector's
@@ -16,6 +16,7 @@
 
 pub mod address;
 mod diagnostic;
+pub mod policy;
 pub mod reload;
 
 use std::path::{Path as FsPath, PathBuf};
@@ -82,6 +83,9 @@ pub struct Config {
     pub connectors: Vec<ConnectorConfig>,
     /// `[[address]]`: the distribution of each address.
     pub addresses: AddressTable,
+    /// `[[vhost]]`: per-hostname connection and user-group policy; none =
+    /// no vhost policy (the listeners' limits still apply).
+    pub vhosts: Vec<policy::VhostConfig>,
 }
 
 /// `[router]`.
@@ -124,6 +128,12 @@ pub struct RouterConfig {
     /// `other`. Default 100.
     #[serde(alias = "metricsMaxSeries")]
     pub metrics_max_series: usize,
+    /// The users file PLAIN and SCRAM-SHA-256 check clients against (salted
+    /// SCRAM-SHA-256 keys, written by `botectl user add`); relative paths
+    /// are from the router's working directory. Read at start and on
+    /// SIGHUP. Default none.
+    #[serde(alias = "saslUsersFile", alias = "users")]
+    pub users_file: Option<PathBuf>,
 }
 
 impl Default for RouterConfig {
@@ -138,6 +148,7 @@ impl Default for RouterConfig {
             default_distribution: Distribution::Balanced,
             http: DEFAULT_HTTP.to_owned(),
             metrics_max_series: 100,
+            users_file: None,
         }
     }
 }
@@ -289,20 +300,32 @@ pub enum SaslMechanism {
     /// No credentials (RFC 4505).
     #[serde(rename = "ANONYMOUS")]
     Anonymous,
-    /// User name and password in clear (RFC 4616); for TLS connections.
+    /// User name and password in clear (RFC 4616), checked against the
+    /// users file; offered only on encrypted connections unless the
+    /// listener sets `allow-insecure-plain`.
     #[serde(rename = "PLAIN")]
     Plain,
+    /// Salted challenge and response (RFC 5802, RFC 7677), checked against
+    /// the users file; the password never crosses the wire.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// The identity the transport authenticated (the TLS client
+    /// certificate); offered only on connections that have one.
+    #[serde(rename = "EXTERNAL")]
+    External,
 }
 
 impl SaslMechanism {
     /// The names the configuration accepts.
-    pub const NAMES: &'static [&'static str] = &["ANONYMOUS", "PLAIN"];
+    pub const NAMES: &'static [&'static str] = &["ANONYMOUS", "PLAIN", "SCRAM-SHA-256", "EXTERNAL"];
 
     /// The mechanism with this registered name (case-sensitive, as SASL names are).
     pub fn from_name(name: &str) -> Option<SaslMechanism> {
         match name {
             "ANONYMOUS" => Some(SaslMechanism::Anonymous),
             "PLAIN" => Some(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
+            "EXTERNAL" => Some(SaslMechanism::External),
             _ => None,
         }
     }
@@ -312,7 +335,14 @@ impl SaslMechanism {
         match self {
             SaslMechanism::Anonymous => "ANONYMOUS",
             SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::External => "EXTERNAL",
         }
+    }
+
+    /// True for the mechanisms checked against the users file.
+    pub fn needs_users(self) -> bool {
+        matches!(self, SaslMechanism::Plain | SaslMechanism::ScramSha256)
     }
 }
 
@@ -360,13 +390,24 @@ pub struct ListenerConfig {
     pub port: u16,
     /// `normal` (clients) or `inter-router`. Default `normal`.
     pub role: Role,
-    /// Mechanisms offered to clients that open with SASL. Default
-    /// `["ANONYMOUS"]`; a qdrouterd-style string (`"ANONYMOUS PLAIN"`) also
-    /// parses. Only ANONYMOUS authenticates today: a listener listing PLAIN
-    /// is a configuration error (with no user store every PLAIN attempt
-    /// would fail), so no listener offers a mechanism that cannot succeed.
+    /// Mechanisms offered to clients that open with SASL: `ANONYMOUS`,
+    /// `PLAIN`, `SCRAM-SHA-256`, `EXTERNAL`. Default `["ANONYMOUS"]`; a
+    /// qdrouterd-style string (`"PLAIN SCRAM-SHA-256"`) also parses. PLAIN
+    /// and SCRAM-SHA-256 need `[router] users-file`. A list without
+    /// ANONYMOUS requires SASL: a client that sends the plain AMQP header
+    /// is refused. PLAIN is offered only on encrypted connections unless
+    /// `allow-insecure-plain`; EXTERNAL only on connections whose transport
+    /// authenticated the peer (a TLS client certificate).
     #[serde(alias = "saslMechanisms", deserialize_with = "sasl_list")]
     pub sasl_mechanisms: Vec<SaslMechanism>,
+    /// Require every client to authenticate (qdrouterd `authenticatePeer`):
+    /// SASL is required and ANONYMOUS may not be offered. Default false.
+    #[serde(alias = "authenticatePeer")]
+    pub authenticate_peer: bool,
+    /// Offer PLAIN on connections that are not encrypted (the password then
+    /// crosses the network in clear). Default false: PLAIN only over TLS.
+    #[serde(alias = "allowInsecurePlain")]
+    pub allow_insecure_plain: bool,
     /// Idle timeout announced in open, in seconds; 0 disables it.
     /// Default 16 (qdrouterd `idleTimeoutSeconds`).
     #[serde(alias = "idleTimeoutSecs", alias = "idleTimeoutSeconds")]
@@ -384,7 +425,9 @@ pub struct ListenerConfig {
     #[serde(alias = "maxMessageSize")]
     pub max_message_size: u64,
     /// When true, clients that send the plain AMQP header (no SASL layer) are
-    /// refused. Default false: both kinds of client are accepted.
+    /// refused. Default false: both kinds of client are accepted, unless
+    /// `authenticate-peer` is set or `sasl-mechanisms` lacks ANONYMOUS
+    /// ([`ListenerConfig::sasl_required`]).
     #[serde(alias = "requireSasl")]
     pub require_sasl: bool,
     /// `in`, `out`, `both` or `no`: whether messages delivered to this
@@ -402,6 +445,31 @@ pub struct ListenerConfig {
     /// `net.core.somaxconn`). At least 1. Default 4096, sized for bursts of
     /// thousands of connects.
     pub backlog: u32,
+    /// Concurrent connections on this listener; 0 = unlimited (qdrouterd's
+    /// policy `maxConnections`, per listener). Over it, the client's open
+    /// is answered with a close, `amqp:resource-limit-exceeded`.
+    #[serde(alias = "maxConnections")]
+    pub max_connections: u32,
+    /// Concurrent connections per authenticated user; 0 = unlimited.
+    #[serde(alias = "maxConnectionsPerUser")]
+    pub max_connections_per_user: u32,
+    /// Concurrent connections per remote host (IP address); 0 = unlimited.
+    #[serde(alias = "maxConnectionsPerHost")]
+    pub max_connections_per_host: u32,
+    /// New connections per second (a token bucket holding one second's
+    /// worth); 0 = unlimited. Beyond it a connection is answered with a
+    /// close, `amqp:resource-limit-exceeded`.
+    #[serde(alias = "maxConnectionsPerSecond")]
+    pub max_connections_per_second: u32,
+    /// Sessions per connection; 0 = unlimited (qdrouterd `maxSessions`).
+    #[serde(alias = "maxSessions")]
+    pub max_sessions: u32,
+    /// Client senders per connection; 0 = unlimited.
+    #[serde(alias = "maxSenders")]
+    pub max_senders: u32,
+    /// Client receivers per connection; 0 = unlimited.
+    #[serde(alias = "maxReceivers")]
+    pub max_receivers: u32,
 }
 
 impl Default for ListenerConfig {
@@ -412,6 +480,8 @@ impl Default for ListenerConfig {
             port: 5672,
             role: Role::Normal,
             sasl_mechanisms: vec![SaslMechanism::Anonymous],
+            authenticate_peer: false,
+            allow_insecure_plain: false,
             idle_timeout_secs: 16,
             max_frame_size: 16384,
             link_capacity: 250,
@@ -420,11 +490,26 @@ impl Default for ListenerConfig {
             strip_annotations: StripAnnotations::Both,
             handshake_timeout_ms: 5000,
             backlog: 4096,
+            max_connections: 0,
+            max_connections_per_user: 0,
+            max_connections_per_host: 0,
+            max_connections_per_second: 0,
+            max_sessions: 0,
+            max_senders: 0,
+            max_receivers: 0,
         }
     }
 }
 
 impl ListenerConfig {
+    /// A client must go through SASL (the plain AMQP header is refused):
+    /// `require-sasl`, `authenticate-peer`, or no ANONYMOUS on offer.
+    pub fn sasl_required(&self) -> bool {
+        self.require_sasl
+            || self.authenticate_peer
+            || !self.sasl_mechanisms.contains(&SaslMechanism::Anonymous)
+    }
+
     /// The message size limit, `None` when unlimited.
     pub fn max_message_size_limit(&self) -> Option<u64> {
         (self.max_message_size > 0).then_some(self.max_message_size)
@@ -483,6 +568,19 @@ pub struct ConnectorConfig {
     /// Largest frame accepted; at least 512. Default 16384.
     #[serde(default = "frame_size", alias = "maxFrameSize")]
     pub max_frame_size: u32,
+    /// The user this router logs in to the peer as (qdrouterd
+    /// `saslUsername`): sent as SASL PLAIN credentials, checked against the
+    /// peer's users file when its listener authenticates peers.
+    #[serde(default, alias = "saslUsername")]
+    pub sasl_username: Option<String>,
+    /// The password of `sasl-username` (qdrouterd `saslPassword`); prefer
+    /// `sasl-password-file`, which keeps it out of the configuration.
+    #[serde(default, alias = "saslPassword")]
+    pub sasl_password: Option<String>,
+    /// A file whose first line is the password of `sasl-username`, read at
+    /// each dial.
+    #[serde(default, alias = "saslPasswordFile")]
+    pub sasl_password_file: Option<PathBuf>,
 }
 
 impl ConnectorConfig {
@@ -532,6 +630,8 @@ struct RawConfig {
     connector: Vec<ConnectorConfig>,
     #[serde(default)]
     address: Vec<RawAddress>,
+    #[serde(default)]
+    vhost: Vec<policy::VhostConfig>,
 }
 
 impl Config {
@@ -690,11 +790,23 @@ impl RawConfig {
             let p = |field: &str| at("listener", i, field);
             check_host(&l.host, p("host"))?;
             check_sasl(&l.sasl_mechanisms, || p("sasl-mechanisms"))?;
-            if l.sasl_mechanisms.contains(&SaslMechanism::Plain) {
+            if let Some(m) = l.sasl_mechanisms.iter().find(|m| m.needs_users())
+                && router.users_file.is_none()
+            {
                 return Err(Problem::new(
                     p("sasl-mechanisms"),
-                    "PLAIN cannot succeed on this router yet (there is no user store to check \
-                     passwords against): offer [\"ANONYMOUS\"]",
+                    format!(
+                        "{} checks passwords against a users file: set [router] users-file \
+                         (create it with `botectl user add --file FILE NAME`)",
+                        m.as_str()
+                    ),
+                ));
+            }
+            if l.authenticate_peer && l.sasl_mechanisms.contains(&SaslMechanism::Anonymous) {
+                return Err(Problem::new(
+                    p("authenticate-peer"),
+                    "authenticate-peer = true requires authentication, but sasl-mechanisms \
+                     offers ANONYMOUS: remove it",
                 ));
             }
             if l.backlog == 0 {
@@ -758,6 +870,33 @@ impl RawConfig {
             }
             check_sasl(&c.sasl_mechanisms, || p("sasl-mechanisms"))?;
             check_frame_size(c.max_frame_size, p("max-frame-size"))?;
+            match (&c.sasl_username, &c.sasl_password, &c.sasl_password_file) {
+                (_, Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        p("sasl-password-file"),
+                        "give sasl-password or sasl-password-file, not both",
+                    ));
+                }
+                (None, Some(_), _) | (None, _, Some(_)) => {
+                    return Err(Problem::new(
+                        p("sasl-username"),
+                        "a password needs sasl-username",
+                    ));
+                }
+                (Some(u), None, None) => {
+                    return Err(Problem::new(
+                        p("sasl-username"),
+                        format!("user \"{u}\" needs sasl-password or sasl-password-file"),
+                    ));
+                }
+                (Some(u), _, _) if u.is_empty() || u.contains(['\0', ':']) => {
+                    return Err(Problem::new(
+                        p("sasl-username"),
+                        format!("\"{u}\" is not a user name"),
+                    ));
+                }
+                _ => {}
+            }
         }
 
         let mut entries = Vec::with_capacity(self.address.len());
@@ -828,12 +967,38 @@ impl RawConfig {
             return Err(Problem::new(t("service-name"), "is empty"));
         }
 
+        for (i, v) in self.vhost.iter().enumerate() {
+            let p = |field: &str| at("vhost", i, field);
+            if v.hostname.trim().is_empty() {
+                return Err(Problem::new(p("hostname"), "is empty"));
+            }
+            if let Some(j) = self.vhost[..i]
+                .iter()
+                .position(|e| e.hostname.eq_ignore_ascii_case(&v.hostname))
+            {
+                return Err(Problem::new(
+                    p("hostname"),
+                    format!(
+                        "\"{}\" is already the hostname of [[vhost]] #{}",
+                        v.hostname,
+                        j + 1
+                    ),
+                ));
+            }
+            v.check().map_err(|(path, message)| {
+                let mut full = vec![key("vhost"), PathSeg::Index(i)];
+                full.extend(path.iter().map(|k| key(k)));
+                Problem::new(full, message)
+            })?;
+        }
+
         Ok(Config {
             router,
             telemetry,
             listeners: self.listener,
             connectors: self.connector,
             addresses,
+            vhosts: self.vhost,
         })
     }
 }

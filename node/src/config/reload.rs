@@ -52,6 +52,10 @@ pub fn diff(running: &Config, new: &Config) -> ConfigDiff {
         out.needs_restart
             .push("[[address]] entries changed".to_owned());
     }
+    if running.vhosts != new.vhosts {
+        out.needs_restart
+            .push("[[vhost]] policy changed".to_owned());
+    }
     out
 }
 

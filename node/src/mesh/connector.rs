@@ -96,7 +96,7 @@ async fn run(config: ConnectorConfig, cost: ConnectorCost, control: Addr<Control
     let mut failures = 0u64;
     loop {
         let cost = cost.load(Ordering::Relaxed);
-        match dial(&target, cost).await {
+        match dial(&target, cost, &config).await {
             Ok((inbound, out)) => {
                 if failures > 0 {
                     tracing::info!(
@@ -148,8 +148,14 @@ async fn run(config: ConnectorConfig, cost: ConnectorCost, control: Addr<Control
     }
 }
 
-/// Opens the `Exchange` stream to `target`, announcing our link `cost`.
-async fn dial(target: &str, cost: u32) -> anyhow::Result<(Streaming<Batch>, mpsc::Sender<Batch>)> {
+/// Opens the `Exchange` stream to `target`, announcing our link `cost`
+/// and, with `sasl-username`, our credentials (`super::auth`).
+async fn dial(
+    target: &str,
+    cost: u32,
+    config: &ConnectorConfig,
+) -> anyhow::Result<(Streaming<Batch>, mpsc::Sender<Batch>)> {
+    let credentials = super::auth::credentials(config)?;
     let endpoint = Endpoint::from_shared(format!("http://{target}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
@@ -162,6 +168,9 @@ async fn dial(target: &str, cost: u32) -> anyhow::Result<(Streaming<Batch>, mpsc
     request
         .metadata_mut()
         .insert(LINK_COST_METADATA, cost.max(1).to_string().parse()?);
+    if let Some(message) = &credentials {
+        super::auth::attach(request.metadata_mut(), message);
+    }
     let response = client.exchange(request).await?;
     Ok((response.into_inner(), out))
 }

@@ -45,6 +45,7 @@
 //!   [`data::PeerDeliver`], and all frames share batches with control
 //!   frames on the one stream.
 
+pub mod auth;
 pub mod connector;
 pub mod control;
 pub mod data;
@@ -385,7 +386,12 @@ pub fn protocol_config(config: &Config) -> ProtocolConfig {
 
 /// Starts the control actor, binds every inter-router listener and starts
 /// every inter-router connector. Must run inside the actix system.
-pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
+/// `users` are the users in force, which inter-router listeners that
+/// authenticate their peers check credentials against.
+pub async fn start(
+    config: &Config,
+    users: Arc<bote_auth::SharedUsers>,
+) -> anyhow::Result<MeshHandle> {
     let id = RouterId::from(config.router.id.as_str());
     let instance = boot_instance();
     let view: SharedView = Arc::new(RwLock::new(Arc::new(MeshView::empty(id.clone()))));
@@ -418,7 +424,7 @@ pub async fn start(config: &Config) -> anyhow::Result<MeshHandle> {
         .iter()
         .filter(|l| l.role == Role::InterRouter)
     {
-        bound.push(server::serve(l, control.clone()).await?);
+        bound.push(server::serve(l, control.clone(), users.clone()).await?);
     }
     for (c, cost) in connectors {
         let stop = connector::start(c.clone(), cost.clone(), control.clone());

@@ -29,6 +29,7 @@ use crate::config::ListenerConfig;
 pub async fn serve(
     listener: &ListenerConfig,
     control: Addr<ControlActor>,
+    users: std::sync::Arc<bote_auth::SharedUsers>,
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.socket_address();
     let tcp = tokio::net::TcpListener::bind(&addr)
@@ -42,9 +43,13 @@ pub async fn serve(
             let _ = stream.set_nodelay(true);
         })
     });
-    let service = InterRouterServer::new(ExchangeService { control })
-        .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
-        .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
+    let authenticate = super::auth::required(listener).then(|| (listener.clone(), users));
+    let service = InterRouterServer::new(ExchangeService {
+        control,
+        authenticate,
+    })
+    .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
+    .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
     actix_rt::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(service)
@@ -60,6 +65,8 @@ pub async fn serve(
 /// The `InterRouter` service.
 struct ExchangeService {
     control: Addr<ControlActor>,
+    /// Set when the listener authenticates its peers (`super::auth`).
+    authenticate: Option<(ListenerConfig, std::sync::Arc<bote_auth::SharedUsers>)>,
 }
 
 type BatchStream = Pin<Box<dyn Stream<Item = Result<Batch, Status>> + Send + 'static>>;
@@ -82,13 +89,29 @@ impl InterRouter for ExchangeService {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(1)
             .max(1);
+        let mut description = format!("inbound from {remote}");
+        if let Some((listener, users)) = &self.authenticate {
+            match super::auth::check(listener, &users.get(), request.metadata()) {
+                Ok(user) => {
+                    tracing::info!(peer = %remote, %user, "inter-router peer authenticated");
+                    description = format!("inbound from {remote} (user {user})");
+                }
+                Err(reason) => {
+                    tracing::warn!(peer = %remote, "inter-router authentication failed: {reason}");
+                    tokio::time::sleep(bote_auth::mechanism::FAILURE_DELAY).await;
+                    return Err(Status::unauthenticated(
+                        "authentication failed (SASL PLAIN credentials in bote-sasl-plain-bin)",
+                    ));
+                }
+            }
+        }
         let (out, rx) = mpsc::channel(OUTBOUND_BATCHES);
         self.control.do_send(NewStream {
             stream: PeerStream {
                 inbound: request.into_inner(),
                 out,
                 cost,
-                description: format!("inbound from {remote}"),
+                description,
                 closed: None,
             },
             connector: None,

@@ -50,7 +50,9 @@ use super::address::{
     PathState,
 };
 use super::annotations::{self, RouterAnnotations};
+use super::auth::{self, Transport};
 use super::link::LinkCounters;
+use super::policy;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
     ConnId, FastMap, FastSet, MessageTrace, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery,
@@ -60,8 +62,9 @@ use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use bote_amqp::{
     AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, ErrorScope, Event,
     IncomingTransfer, LinkConfig, LinkDetached, LinkId, MessageView, Role, SaslConfig,
-    SendDelivery, SenderSettleMode, Side, Source, Target, condition,
+    SendDelivery, SenderSettleMode, SessionId, Side, Source, Target, condition,
 };
+use bote_auth::{Mechanism, MechanismName, Step};
 
 /// A consumer link's window in message bytes (besides the link capacity
 /// in deliveries): the router holds no more than this for a consumer
@@ -205,16 +208,35 @@ pub struct ConnectionActor {
     read_at: Instant,
     /// A sweep for stuck deliveries is scheduled.
     stuck_sweep: bool,
+    /// What the transport established (encryption, a peer identity).
+    transport: Transport,
+    /// The SASL mechanism between a challenge and the client's response.
+    sasl_state: Option<Mechanism>,
+    /// Set when the connection is to be refused at its open (over the
+    /// listener's accept rate).
+    refusal: Option<AmqpError>,
+    /// Its place in the connection counts, once admitted at open.
+    admission: Option<policy::Admission>,
+    /// What it may do (listener and vhost limits).
+    policy: policy::LinkPolicy,
+    /// Sessions the client began that have not ended.
+    sessions: Vec<SessionId>,
 }
 
 impl ConnectionActor {
     /// A connection accepted on `listener`.
+    ///
+    /// `transport` is what the transport established before AMQP: plain
+    /// TCP gives `Transport::default()`; a TLS listener passes
+    /// `encrypted` and the client certificate's subject as the peer
+    /// identity (SASL EXTERNAL authenticates as it).
     pub fn accepted(
         id: ConnId,
         socket: std::net::TcpStream,
         peer: String,
         listener: Arc<ListenerConfig>,
         shared: Arc<Shared>,
+        transport: Transport,
     ) -> Self {
         let config = ConnectionConfig {
             container_id: shared.router_id.clone(),
@@ -231,12 +253,8 @@ impl ConnectionActor {
                 ..bote_amqp::SessionConfig::default()
             },
             sasl: SaslConfig::Server {
-                mechanisms: listener
-                    .sasl_mechanisms
-                    .iter()
-                    .map(|m| m.as_str().to_owned())
-                    .collect(),
-                required: listener.require_sasl,
+                mechanisms: auth::offered_mechanisms(&listener, &transport),
+                required: listener.sasl_required(),
             },
             ..ConnectionConfig::default()
         };
@@ -247,6 +265,7 @@ impl ConnectionActor {
             .annotates_outbound()
             .then(|| RouterAnnotations::new(&shared.router_id));
         let info = Arc::new(ConnectionInfo::new(id, peer.clone()));
+        let link_policy = policy::LinkPolicy::of_listener(&listener);
         ConnectionActor {
             id,
             peer,
@@ -277,6 +296,55 @@ impl ConnectionActor {
             delivered: false,
             read_at: Instant::now(),
             stuck_sweep: false,
+            transport,
+            sasl_state: None,
+            refusal: None,
+            admission: None,
+            policy: link_policy,
+            sessions: Vec::new(),
+        }
+    }
+
+    /// Refuse the connection with `refusal` when its open arrives.
+    pub fn refusing(mut self, refusal: Option<AmqpError>) -> Self {
+        self.refusal = refusal;
+        self
+    }
+
+    /// The open arrived: admit the connection under its listener's and
+    /// vhost's policy, or close it with the error that says why.
+    fn admit(&mut self, ctx: &mut Context<Self>, hostname: Option<&str>) {
+        let user = self
+            .info
+            .user
+            .get()
+            .map_or("anonymous", String::as_str)
+            .to_owned();
+        let host = remote_host(&self.peer);
+        let admitted = match self.refusal.take() {
+            Some(e) => Err(e),
+            None => policy::admit(
+                &self.shared.connection_counts,
+                &self.listener,
+                &self.shared.vhosts,
+                hostname,
+                &user,
+                host,
+            ),
+        };
+        match admitted {
+            Ok((admission, policy)) => {
+                self.admission = Some(admission);
+                self.policy = policy;
+            }
+            Err(e) => {
+                tracing::warn!(conn = %self.id, peer = %self.peer, %user, hostname = hostname.unwrap_or(""), "connection refused by policy: {}: {}", e.condition, e.description.as_deref().unwrap_or(""));
+                self.engine.close(Some(e));
+                ctx.run_later(CLOSE_GRACE, |act, ctx| {
+                    tracing::info!(conn = %act.id, peer = %act.peer, "no close from the peer: dropping the connection");
+                    ctx.stop();
+                });
+            }
         }
     }
 
@@ -300,6 +368,7 @@ impl ConnectionActor {
                     tracing::info!(conn = %self.id, peer = %self.peer, container = %remote.container_id, "connection opened");
                     let _ = self.info.container.set(remote.container_id.clone());
                     self.info.opened.store(true, Relaxed);
+                    self.admit(ctx, remote.hostname.as_deref());
                 }
                 Event::AttachRequested { link, attach } => self.on_attach(link, *attach),
                 Event::Flow { link, .. } => self.pump(link),
@@ -344,20 +413,104 @@ impl ConnectionActor {
                         });
                     }
                 }
-                Event::SaslInit { mechanism, .. } => {
-                    // Only ANONYMOUS is configured today; anything else the
-                    // engine reports is refused.
-                    tracing::info!(conn = %self.id, %mechanism, "SASL mechanism refused");
-                    let _ = self.engine.sasl_outcome(false);
+                Event::SaslInit {
+                    mechanism,
+                    initial_response,
+                    ..
+                } => {
+                    // The engine reports only mechanisms it offered.
+                    let Some(name) = MechanismName::from_name(&mechanism) else {
+                        self.sasl_refused(ctx, format!("mechanism {mechanism} is not known"));
+                        continue;
+                    };
+                    self.sasl_step(
+                        ctx,
+                        auth::Input::Init {
+                            mechanism: name,
+                            initial_response,
+                            peer_identity: self.transport.peer_identity.clone(),
+                        },
+                    );
+                }
+                Event::SaslResponse { response } => {
+                    let Some(state) = self.sasl_state.take() else {
+                        self.sasl_refused(ctx, "a SASL response with no exchange under way".into());
+                        continue;
+                    };
+                    self.sasl_step(ctx, auth::Input::Response { state, response });
                 }
                 Event::SaslAuthenticated { mechanism } => {
+                    if mechanism == "ANONYMOUS" {
+                        let _ = self.info.user.set("anonymous".to_owned());
+                    }
                     let _ = self.info.sasl.set(mechanism);
                 }
-                Event::SessionBegun { .. }
-                | Event::SessionEnded { .. }
-                | Event::LinkAttached { .. } => {}
+                Event::SessionBegun {
+                    session,
+                    remote_initiated: true,
+                } => {
+                    self.sessions.push(session);
+                    if let Err(e) = self.policy.check_session(self.sessions.len()) {
+                        tracing::info!(conn = %self.id, peer = %self.peer, "session refused by policy: {}", e.description.as_deref().unwrap_or(""));
+                        let _ = self.engine.end_session(session, Some(e));
+                    }
+                }
+                Event::SessionEnded { session, .. } => {
+                    self.sessions.retain(|s| *s != session);
+                }
+                Event::SessionBegun { .. } | Event::LinkAttached { .. } => {}
             }
         }
+    }
+
+    /// Runs one step of the client's SASL exchange off this thread, then
+    /// answers: a challenge, `ok` (the user is recorded on the
+    /// connection), or, after [`auth::AUTH_FAILURE_DELAY`], `auth` and the
+    /// connection closes. Nothing else of this connection runs meanwhile
+    /// (the engine holds what arrives until it answers), and no other
+    /// connection waits.
+    fn sasl_step(&mut self, ctx: &mut Context<Self>, input: auth::Input) {
+        let users = self.shared.users();
+        let step = auth::run_step(users, input)
+            .into_actor(self)
+            .map(|(state, step), act, ctx| match step {
+                Step::Challenge(challenge) => {
+                    act.sasl_state = Some(state);
+                    if act.engine.sasl_challenge(Bytes::from(challenge)).is_ok() {
+                        act.process_events(ctx);
+                        act.flush(ctx);
+                    }
+                }
+                Step::Success {
+                    user,
+                    additional_data,
+                } => {
+                    tracing::info!(conn = %act.id, peer = %act.peer, %user, "SASL authenticated");
+                    let _ = act.info.user.set(user);
+                    if act
+                        .engine
+                        .sasl_outcome_with(true, additional_data.map(Bytes::from))
+                        .is_ok()
+                    {
+                        act.process_events(ctx);
+                        act.flush(ctx);
+                    }
+                }
+                Step::Failure(reason) => act.sasl_refused(ctx, reason),
+            });
+        ctx.spawn(step);
+    }
+
+    /// A failed authentication: logged with the peer's address, answered
+    /// with the `auth` outcome after a delay, then the connection closes.
+    fn sasl_refused(&mut self, ctx: &mut Context<Self>, reason: String) {
+        tracing::warn!(conn = %self.id, peer = %self.peer, "SASL authentication failed: {reason}");
+        ctx.run_later(auth::AUTH_FAILURE_DELAY, |act, ctx| {
+            if act.engine.sasl_outcome(false).is_ok() {
+                act.process_events(ctx);
+                act.flush(ctx);
+            }
+        });
     }
 
     fn on_attach(&mut self, link: LinkId, attach: Attach) {
@@ -369,6 +522,13 @@ impl ConnectionActor {
                     .as_ref()
                     .and_then(|t| t.address.clone())
                     .filter(|a| !a.is_empty());
+                if let Err(e) = self
+                    .policy
+                    .check_sender(self.producers.len(), address.as_deref())
+                {
+                    self.refuse_by_policy(link, &attach, e);
+                    return;
+                }
                 if let Some(a) = &address
                     && self.shared.addresses.distribution(a) == Distribution::Unavailable
                 {
@@ -381,7 +541,13 @@ impl ConnectionActor {
                     source: attach.source.clone(),
                     target: attach.target.clone().or_else(|| Some(Target::default())),
                     snd_settle_mode: attach.snd_settle_mode,
-                    max_message_size: self.listener.max_message_size_limit(),
+                    max_message_size: match (
+                        self.listener.max_message_size_limit(),
+                        self.policy.max_message_size,
+                    ) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
                     ..LinkConfig::receiver(attach.name.clone(), None)
                 };
                 if let Err(e) = self.engine.accept_attach(link, config) {
@@ -441,6 +607,13 @@ impl ConnectionActor {
                     let _ = self.engine.refuse_attach(link, error);
                     return;
                 };
+                if let Err(e) = self.policy.check_receiver(
+                    self.consumers.len(),
+                    (!source.dynamic).then_some(address.as_str()),
+                ) {
+                    self.refuse_by_policy(link, &attach, e);
+                    return;
+                }
                 if !source.dynamic
                     && self.shared.addresses.distribution(&address) == Distribution::Unavailable
                 {
@@ -497,6 +670,11 @@ impl ConnectionActor {
                 );
             }
         }
+    }
+
+    fn refuse_by_policy(&mut self, link: LinkId, attach: &Attach, error: AmqpError) {
+        tracing::info!(conn = %self.id, peer = %self.peer, link = %attach.name, "attach refused by policy: {}: {}", error.condition, error.description.as_deref().unwrap_or(""));
+        let _ = self.engine.refuse_attach(link, error);
     }
 
     fn refuse(&mut self, link: LinkId, attach: &Attach, address: &str) {
@@ -1186,6 +1364,12 @@ impl ConnectionActor {
 /// [`LINK_WINDOW_BYTES`]): the router
 /// holds them for the consumer, so their senders may send more. The rest
 /// wait for room as the consumer takes deliveries.
+/// The IP address of `peer` (`host:port`, IPv6 in brackets).
+fn remote_host(peer: &str) -> &str {
+    let host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 fn credit_window(c: &mut Consumer, returns: &mut OutcomeBatch) {
     while c.credited < c.capacity.min(c.queue.len()) && c.credited_bytes < LINK_WINDOW_BYTES {
         let d = &mut c.queue[c.credited];

@@ -20,8 +20,11 @@ use actix::prelude::*;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::Shared;
+use super::auth::Transport;
 use super::connection::ConnectionActor;
+use super::policy::RateLimit;
 use crate::config::ListenerConfig;
+use bote_amqp::{AmqpError, condition};
 
 /// The first wait after an accept failed for want of resources.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -119,11 +122,14 @@ pub struct ListenerActor {
     config: Arc<ListenerConfig>,
     shared: Arc<Shared>,
     listener: Option<TcpListener>,
+    /// `max-connections-per-second`.
+    rate: Option<RateLimit>,
 }
 
 impl ListenerActor {
     pub fn new(config: ListenerConfig, listener: TcpListener, shared: Arc<Shared>) -> Self {
         ListenerActor {
+            rate: RateLimit::new(config.max_connections_per_second),
             config: Arc::new(config),
             shared,
             listener: Some(listener),
@@ -169,12 +175,29 @@ impl StreamHandler<TcpStream> for ListenerActor {
                 return;
             }
         };
+        // Over the accept rate the connection still gets a clean answer:
+        // its open is met with a close naming the limit.
+        let over_rate = self
+            .rate
+            .as_mut()
+            .is_some_and(|rate| !rate.take(Instant::now()));
+        let refusal = over_rate.then(|| {
+            AmqpError::new(
+                condition::RESOURCE_LIMIT_EXCEEDED,
+                format!(
+                    "listener {} accepts at most {} connections per second",
+                    self.config.socket_address(),
+                    self.config.max_connections_per_second
+                ),
+            )
+        });
         let worker = self.shared.next_worker();
         let conn = self.shared.next_conn_id();
         let config = self.config.clone();
         let shared = self.shared.clone();
         ConnectionActor::start_in_arbiter(&worker, move |_ctx| {
-            ConnectionActor::accepted(conn, std_stream, peer, config, shared)
+            ConnectionActor::accepted(conn, std_stream, peer, config, shared, Transport::default())
+                .refusing(refusal)
         });
     }
 

@@ -204,6 +204,7 @@ impl Entity for ConnectionEntity {
             "container" => opt_text(c.container.get().map(String::as_str)),
             "sasl" => opt_text(c.sasl.get().map(String::as_str)),
             "isAuthenticated" => Value::Bool(c.sasl.get().is_some()),
+            "user" => opt_text(c.user.get().map(String::as_str)),
             "isEncrypted" | "ssl" | "enableProtocolTrace" => Value::Bool(false),
             "opened" => Value::Bool(c.opened.load(Relaxed)),
             "active" => Value::Bool(true),
@@ -397,10 +398,10 @@ impl Entity for ListenerEntity {
                     .collect::<Vec<_>>()
                     .join(" "),
             ),
-            "authenticatePeer" | "requireEncryption" | "requireSsl" | "multiTenant" => {
-                Value::Bool(false)
-            }
+            "authenticatePeer" => Value::Bool(c.authenticate_peer),
+            "requireEncryption" | "requireSsl" | "multiTenant" => Value::Bool(false),
             "maxFrameSize" => long(c.max_frame_size),
+            "maxSessions" if c.max_sessions > 0 => long(c.max_sessions),
             "idleTimeoutSeconds" => long(c.idle_timeout_secs),
             "linkCapacity" => long(c.link_capacity),
             "stripAnnotations" => text(format!("{:?}", c.strip_annotations).to_lowercase()),
@@ -720,6 +721,15 @@ async fn apply(shared: Arc<Shared>, change: &Change) -> Result<(), Reply> {
     match (change.ty.short, change.operation) {
         ("listener", ChangeOp::Create) => {
             let config: ListenerConfig = from_attributes(&change.name, &change.attributes, true)?;
+            if let Some(m) = config.sasl_mechanisms.iter().find(|m| m.needs_users())
+                && shared.users().is_empty()
+            {
+                return Err(bad(format!(
+                    "listener {}: {} needs users: set [router] users-file",
+                    change.name,
+                    m.as_str()
+                )));
+            }
             if config.role == Role::InterRouter {
                 return Err(Reply::error(
                     501,

@@ -25,11 +25,13 @@ pub mod address;
 #[cfg(test)]
 mod address_props;
 pub mod annotations;
+pub mod auth;
 pub mod connection;
 pub mod link;
 pub mod listener;
 pub mod management;
 pub mod memory;
+pub mod policy;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -75,6 +77,13 @@ pub struct Shared {
     state_writer: OnceLock<StateWriter>,
     /// Returns memory to the system after bursts of connections.
     pub heap: memory::HeapTrimmer,
+    /// The users PLAIN and SCRAM-SHA-256 check against (`[router]
+    /// users-file`), swapped whole on SIGHUP; empty without a file.
+    pub users_in_force: Arc<bote_auth::SharedUsers>,
+    /// Client connections per listener and vhost (`policy`).
+    pub connection_counts: Arc<policy::ConnectionCounts>,
+    /// The `[[vhost]]` policy (empty: none).
+    pub vhosts: Arc<[crate::config::policy::VhostConfig]>,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -134,6 +143,11 @@ impl StateWriter {
 }
 
 impl Shared {
+    /// The users in force (a snapshot: a reload swaps in a new store).
+    pub fn users(&self) -> Arc<bote_auth::UserStore> {
+        self.users_in_force.get()
+    }
+
     pub fn next_worker(&self) -> ArbiterHandle {
         let i = self.next_worker.fetch_add(1, Ordering::Relaxed);
         self.workers[i % self.workers.len()].clone()
@@ -316,16 +330,41 @@ pub struct ReloadReport {
     pub failed: Vec<String>,
 }
 
+/// The users of `[router] users-file`, or none.
+fn load_users(config: &Config) -> anyhow::Result<bote_auth::UserStore> {
+    match &config.router.users_file {
+        None => Ok(bote_auth::UserStore::default()),
+        Some(path) => {
+            let users = bote_auth::UserStore::load(path)?;
+            tracing::info!("{} user(s) loaded from {}", users.len(), path.display());
+            Ok(users)
+        }
+    }
+}
+
 impl Router {
     /// Starts worker arbiters and binds every listener. Must run inside an
     /// actix system.
     pub async fn start(config: Config) -> anyhow::Result<Router> {
         let in_force = config.clone();
+        let users = Arc::new(bote_auth::SharedUsers::new(load_users(&config)?));
+        for l in &config.listeners {
+            if l.sasl_mechanisms
+                .contains(&crate::config::SaslMechanism::Plain)
+                && !l.allow_insecure_plain
+            {
+                tracing::warn!(
+                    "listener {}: PLAIN is offered only on encrypted connections \
+                     (set allow-insecure-plain = true to offer it over plain TCP)",
+                    l.socket_address()
+                );
+            }
+        }
         let threads = config.router.worker_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
         let mesh = if crate::mesh::configured(&config) {
-            Some(crate::mesh::start(&config).await?)
+            Some(crate::mesh::start(&config, users.clone()).await?)
         } else {
             None
         };
@@ -349,6 +388,9 @@ impl Router {
             state_file: OnceLock::new(),
             state_writer: OnceLock::new(),
             heap: memory::HeapTrimmer::default(),
+            users_in_force: users.clone(),
+            connection_counts: Arc::default(),
+            vhosts: config.vhosts.clone().into(),
         });
         {
             let shared = Arc::downgrade(&shared);
@@ -456,12 +498,25 @@ impl Router {
 
     /// Applies `new` to the running router: each inter-router connector
     /// whose cost changed gets the new cost at once (the control actor logs
-    /// `cost of link to R changed A -> B`); every other difference is logged
-    /// at warn as needing a restart and left as it is. The configuration in
-    /// force afterwards is the old one with the applied costs.
+    /// `cost of link to R changed A -> B`), and the users file is read
+    /// again (new logins check against it; established connections stay);
+    /// every other difference is logged at warn as needing a restart and
+    /// left as it is. The configuration in force afterwards is the old one
+    /// with the applied costs and users file.
     pub async fn reload(&mut self, new: &Config) -> ReloadReport {
         let diff = crate::config::reload::diff(&self.config, new);
         let mut report = ReloadReport::default();
+        if new.router.users_file.is_some() || self.config.router.users_file.is_some() {
+            match self.reload_users(new) {
+                Ok(n) => tracing::info!("configuration reload: users file: {n} user(s) in force"),
+                Err(e) => {
+                    let failed =
+                        format!("[router] users-file: {e}; the users in force are unchanged");
+                    tracing::error!("configuration reload: {failed}");
+                    report.failed.push(failed);
+                }
+            }
+        }
         if diff.is_empty() {
             tracing::info!("configuration reload: nothing changed");
             return report;
@@ -507,6 +562,17 @@ impl Router {
             report.failed.len()
         );
         report
+    }
+
+    /// Re-reads the users file of `new` (`[router] users-file`) and swaps
+    /// it in for the connections authenticating from now on. A file that
+    /// does not load leaves the users in force unchanged.
+    pub fn reload_users(&mut self, new: &Config) -> Result<usize, String> {
+        let users = load_users(new).map_err(|e| e.to_string())?;
+        let count = users.len();
+        self.shared.users_in_force.replace(users);
+        self.config.router.users_file = new.router.users_file.clone();
+        Ok(count)
     }
 
     /// Graceful shutdown: stop accepting, return unsettled deliveries to their

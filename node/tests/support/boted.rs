@@ -95,6 +95,11 @@ impl RouterSpec {
         RouterSpec(self.0.listener_option(line))
     }
 
+    /// A `key = value` line for `[router]`, e.g. `users-file = "..."`.
+    pub fn router_option(self, line: &str) -> RouterSpec {
+        RouterSpec(self.0.router_option(line))
+    }
+
     pub fn connectors(self, connectors: &[(String, u16, u32)]) -> RouterSpec {
         connectors.iter().fold(self, |spec, (name, port, cost)| {
             spec.connect(name, *port, *cost)

@@ -2,10 +2,18 @@
 //! checks and answers, frame by frame. The connection hands it the SASL
 //! frames it reads and does what the returned [`SaslStep`] says (write a
 //! frame, switch to AMQP, ask the application, fail); it holds no I/O.
+//!
+//! On the server the engine decides only ANONYMOUS and mechanisms it does
+//! not offer; every other mechanism's bytes are opaque here and go to the
+//! application (`Event::SaslInit`, then `Event::SaslResponse` for each
+//! response after a challenge it chose to send), which verifies them: the
+//! credentials, the user store and the cryptography (PLAIN, SCRAM,
+//! EXTERNAL) live in the router, not in this crate, which depends on
+//! `bytes` and `thiserror` only.
 
 use bytes::Bytes;
 
-use super::frames::{SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome};
+use super::frames::{SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome};
 use crate::codec::Symbol;
 use crate::error::{FrameError, condition};
 
@@ -46,6 +54,9 @@ pub(crate) enum SaslStep {
         initial_response: Option<Bytes>,
         hostname: Option<String>,
     },
+    /// Server: the application decides on this response to the challenge
+    /// it sent (`Event::SaslResponse`).
+    Respond { response: Bytes },
     /// Server: answer at once (unknown mechanism: no; ANONYMOUS: yes).
     Answer { ok: bool },
     /// Close the transport with this error (there is no AMQP close yet).
@@ -59,6 +70,8 @@ pub(crate) struct SaslNegotiation {
     config: SaslConfig,
     done: bool,
     mechanism: Option<String>,
+    /// Server: a challenge went out; the client's response comes next.
+    challenged: bool,
 }
 
 impl SaslNegotiation {
@@ -67,6 +80,7 @@ impl SaslNegotiation {
             config,
             done: false,
             mechanism: None,
+            challenged: false,
         }
     }
 
@@ -111,9 +125,17 @@ impl SaslNegotiation {
     /// One SASL frame from the peer.
     pub(crate) fn on_frame(&mut self, frame: SaslFrame) -> SaslStep {
         match (&self.config, frame) {
-            (SaslConfig::Server { mechanisms, .. }, SaslFrame::Init(init)) => {
+            (SaslConfig::Server { mechanisms, .. }, SaslFrame::Init(init))
+                if self.mechanism.is_none() =>
+            {
                 let offered = mechanisms.iter().any(|m| m == init.mechanism.as_str());
                 self.on_init(offered, init)
+            }
+            (SaslConfig::Server { .. }, SaslFrame::Response(r)) if self.challenged => {
+                self.challenged = false;
+                SaslStep::Respond {
+                    response: r.response,
+                }
             }
             (
                 SaslConfig::Client {
@@ -164,7 +186,7 @@ impl SaslNegotiation {
             }),
             (_, other) => SaslStep::Fail(FrameError {
                 condition: condition::NOT_ALLOWED,
-                description: format!("unexpected SASL frame {other:?}"),
+                description: format!("unexpected SASL frame {} at this point", other.name()),
             }),
         }
     }
@@ -187,13 +209,21 @@ impl SaslNegotiation {
         }
     }
 
-    /// Server: the outcome frame answering the client's init (the
-    /// negotiation is done when `ok`).
-    pub(crate) fn outcome(&mut self, ok: bool) -> SaslFrame {
+    /// Server: the challenge frame the application sends; the client's
+    /// response is awaited next.
+    pub(crate) fn challenge(&mut self, challenge: Bytes) -> SaslFrame {
+        self.challenged = true;
+        SaslFrame::Challenge(SaslChallenge { challenge })
+    }
+
+    /// Server: the outcome frame answering the client's init or response
+    /// (the negotiation is done when `ok`); `additional_data` carries a
+    /// mechanism's last server message (SCRAM's server-final).
+    pub(crate) fn outcome(&mut self, ok: bool, additional_data: Option<Bytes>) -> SaslFrame {
         self.done |= ok;
         SaslFrame::Outcome(SaslOutcome {
             code: if ok { SaslCode::Ok } else { SaslCode::Auth },
-            additional_data: None,
+            additional_data,
         })
     }
 }

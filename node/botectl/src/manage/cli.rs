@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bote_amqp::SaslConfig;
 use bote_amqp::codec::Value;
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -23,6 +24,13 @@ pub struct Target {
     /// Seconds to wait for the router (and each reply).
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
+    /// Log in with SASL PLAIN as this user (qdstat's --sasl-username), for
+    /// listeners that require authentication.
+    #[arg(long)]
+    pub sasl_username: Option<String>,
+    /// The password of --sasl-username.
+    #[arg(long, requires = "sasl_username")]
+    pub sasl_password: Option<String>,
 }
 
 /// `botectl stat`.
@@ -133,10 +141,22 @@ fn runtime() -> Result<tokio::runtime::Runtime, ManageError> {
 }
 
 async fn connect(t: &Target) -> Result<Client, ManageError> {
-    Client::connect(
+    let sasl = match &t.sasl_username {
+        Some(user) => {
+            let password = t.sasl_password.as_deref().unwrap_or("");
+            SaslConfig::Client {
+                mechanism: "PLAIN".into(),
+                initial_response: Some(bytes::Bytes::from(format!("\0{user}\0{password}"))),
+                hostname: None,
+            }
+        }
+        None => SaslConfig::None,
+    };
+    Client::connect_with(
         &t.bus,
         t.router.as_deref(),
         Duration::from_secs(t.timeout.max(1)),
+        sasl,
     )
     .await
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bote_amqp::codec::Value;
 use bote_amqp::management::{DecodedReply, encode_request};
 use bote_amqp::{
-    Connection, ConnectionConfig, Event, LinkConfig, LinkId, SendDelivery, Side, Source,
+    Connection, ConnectionConfig, Event, LinkConfig, LinkId, SaslConfig, SendDelivery, Side, Source,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
@@ -75,6 +75,17 @@ impl Client {
         router: Option<&str>,
         timeout: Duration,
     ) -> Result<Client, ManageError> {
+        Client::connect_with(address, router, timeout, SaslConfig::None).await
+    }
+
+    /// [`Client::connect`] with a SASL layer (e.g. PLAIN credentials for a
+    /// listener that requires authentication).
+    pub async fn connect_with(
+        address: &str,
+        router: Option<&str>,
+        timeout: Duration,
+        sasl: SaslConfig,
+    ) -> Result<Client, ManageError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
             .map_err(|_| ManageError::Connect {
@@ -92,6 +103,7 @@ impl Client {
         };
         let config = ConnectionConfig {
             container_id: format!("botectl-{}", std::process::id()),
+            sasl,
             ..ConnectionConfig::default()
         };
         let mut conn = Connection::new(config, Side::Client, Instant::now());
@@ -313,14 +325,15 @@ impl Client {
             }
             Ok(Ok(())) => {}
         }
+        let mut eof = false;
         loop {
             self.rbuf.reserve(64 * 1024);
             match self.stream.try_read_buf(&mut self.rbuf) {
                 Ok(0) => {
-                    return Err(ManageError::Protocol(format!(
-                        "{} closed the connection",
-                        self.address
-                    )));
+                    // What came before the end (a close with its error, a
+                    // SASL outcome) is read first: it says why.
+                    eof = true;
+                    break;
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -337,6 +350,12 @@ impl Client {
                 .handle_input_buf(self.rbuf.split(), Instant::now());
         }
         self.handle_events()?;
+        if eof {
+            return Err(ManageError::Protocol(format!(
+                "{} closed the connection",
+                self.address
+            )));
+        }
         while self.conn.poll_transmit(&mut self.wbuf) > 0 {}
         Ok(true)
     }
@@ -402,8 +421,10 @@ impl Client {
                 }
                 Event::ProtocolError { error, .. } => {
                     return Err(ManageError::Protocol(format!(
-                        "protocol error with {}: {}",
-                        self.address, error.condition
+                        "protocol error with {}: {}: {}",
+                        self.address,
+                        error.condition,
+                        error.description.unwrap_or_default()
                     )));
                 }
                 _ => {}

@@ -138,6 +138,7 @@ impl View {
                     ("protocol", "proto"),
                     ("dir", "dir"),
                     ("sasl", "sasl"),
+                    ("user", "user"),
                     ("lastDlvSeconds", "last dlv (s)"),
                     ("uptimeSeconds", "uptime (s)"),
                 ],
