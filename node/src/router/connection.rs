@@ -149,6 +149,18 @@ struct Consumer {
     info: Arc<LinkInfo>,
 }
 
+/// What a connection runs over: the accepted socket, or a TLS session on
+/// it whose handshake is done (with what it negotiated).
+pub enum Transport {
+    /// Plain TCP, not yet registered with the worker's runtime.
+    Plain(std::net::TcpStream),
+    /// TLS (amqps), registered with the worker's runtime.
+    Tls(
+        Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+        crate::model::TlsInfo,
+    ),
+}
+
 pub struct ConnectionActor {
     id: ConnId,
     peer: String,
@@ -157,7 +169,7 @@ pub struct ConnectionActor {
     listener: Arc<ListenerConfig>,
     /// Set when the listener annotates outgoing messages.
     annotations: Option<RouterAnnotations>,
-    socket: Option<std::net::TcpStream>,
+    socket: Option<Transport>,
     writer: Option<mpsc::UnboundedSender<Bytes>>,
     out: BytesMut,
     flush_scheduled: bool,
@@ -191,13 +203,18 @@ pub struct ConnectionActor {
 }
 
 impl ConnectionActor {
-    /// A connection accepted on `listener`.
+    /// A connection accepted on `listener` at `accepted_at` (the
+    /// handshake deadline counts from then). On a TLS transport, the
+    /// session's record (protocol, cipher, the client certificate's
+    /// subject: the identity SASL EXTERNAL takes) is in the read model,
+    /// `self.info.tls`, from the start.
     pub fn accepted(
         id: ConnId,
-        socket: std::net::TcpStream,
+        socket: Transport,
         peer: String,
         listener: Arc<ListenerConfig>,
         shared: Arc<Shared>,
+        accepted_at: Instant,
     ) -> Self {
         let config = ConnectionConfig {
             container_id: shared.router_id.clone(),
@@ -223,13 +240,16 @@ impl ConnectionActor {
             },
             ..ConnectionConfig::default()
         };
-        let mut engine = Connection::new(config, Side::Server, Instant::now());
+        let mut engine = Connection::new(config, Side::Server, accepted_at);
         engine.open();
         let annotations = listener
             .strip_annotations
             .annotates_outbound()
             .then(|| RouterAnnotations::new(&shared.router_id));
         let info = Arc::new(ConnectionInfo::new(id, peer.clone()));
+        if let Transport::Tls(_, tls) = &socket {
+            let _ = info.tls.set(tls.clone());
+        }
         ConnectionActor {
             id,
             peer,
@@ -1173,30 +1193,31 @@ impl Actor for ConnectionActor {
             ctx.stop();
             return;
         };
-        let stream = match tokio::net::TcpStream::from_std(socket) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(conn = %self.id, peer = %self.peer, "cannot register socket: {e}");
-                ctx.stop();
-                return;
-            }
-        };
-        let (read, mut write) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
         self.writer = Some(tx);
         let conn = self.id;
-        actix::spawn(async move {
-            while let Some(buf) = rx.recv().await {
-                if let Err(e) = write.write_all(&buf).await {
-                    tracing::debug!(%conn, "write failed: {e}");
-                    break;
-                }
+        match socket {
+            Transport::Plain(socket) => {
+                let stream = match tokio::net::TcpStream::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(conn = %self.id, peer = %self.peer, "cannot register socket: {e}");
+                        ctx.stop();
+                        return;
+                    }
+                };
+                let (read, write) = stream.into_split();
+                actix::spawn(write_out(conn, rx, write));
+                // Each read comes out as its own `BytesMut`, which the
+                // engine takes over without copying.
+                ctx.add_stream(ReadChunks { read });
             }
-            let _ = write.shutdown().await;
-        });
-        // Each read comes out as its own `BytesMut`, which the engine takes
-        // over without copying.
-        ctx.add_stream(ReadChunks { read });
+            Transport::Tls(session, _) => {
+                let (read, write) = tokio::io::split(*session);
+                actix::spawn(write_out(conn, rx, write));
+                ctx.add_stream(TlsReadChunks { read, buf: None });
+            }
+        }
         tracing::debug!(conn = %self.id, peer = %self.peer, "connection accepted");
         self.flush(ctx);
     }
@@ -1312,6 +1333,62 @@ impl Handler<Shutdown> for ConnectionActor {
         )));
         self.flush(ctx);
         ctx.stop();
+    }
+}
+
+/// Writes what the actor queues, in order; flushes whenever the queue is
+/// empty (a TLS session holds the last record until then); shuts the
+/// writing side when the actor drops its end.
+async fn write_out<W: tokio::io::AsyncWrite + Unpin>(
+    conn: ConnId,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut write: W,
+) {
+    while let Some(buf) = rx.recv().await {
+        if let Err(e) = write.write_all(&buf).await {
+            tracing::debug!(%conn, "write failed: {e}");
+            break;
+        }
+        if rx.is_empty()
+            && let Err(e) = write.flush().await
+        {
+            tracing::debug!(%conn, "write failed: {e}");
+            break;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+/// A TLS session's plaintext as a stream of reads, each in a buffer of its
+/// own like [`ReadChunks`]; the buffer is kept across a read that would
+/// block, so an idle session allocates nothing new.
+struct TlsReadChunks {
+    read: tokio::io::ReadHalf<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    buf: Option<BytesMut>,
+}
+
+impl futures::Stream for TlsReadChunks {
+    type Item = std::io::Result<BytesMut>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let mut buf = this
+            .buf
+            .take()
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK));
+        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut this.read), cx, &mut buf) {
+            Poll::Pending => {
+                this.buf = Some(buf);
+                Poll::Pending
+            }
+            Poll::Ready(Ok(0)) => Poll::Ready(None),
+            Poll::Ready(Ok(_)) => Poll::Ready(Some(Ok(buf))),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        }
     }
 }
 

@@ -75,6 +75,9 @@ pub struct Shared {
     state_writer: OnceLock<StateWriter>,
     /// Returns memory to the system after bursts of connections.
     pub heap: memory::HeapTrimmer,
+    /// The TLS contexts of the listeners and connectors (`SIGHUP` reloads
+    /// their files).
+    pub tls: crate::tls::TlsRegistry,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -324,8 +327,9 @@ impl Router {
         let threads = config.router.worker_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
+        let tls = crate::tls::TlsRegistry::default();
         let mesh = if crate::mesh::configured(&config) {
-            Some(crate::mesh::start(&config).await?)
+            Some(crate::mesh::start(&config, &tls).await?)
         } else {
             None
         };
@@ -349,6 +353,7 @@ impl Router {
             state_file: OnceLock::new(),
             state_writer: OnceLock::new(),
             heap: memory::HeapTrimmer::default(),
+            tls,
         });
         {
             let shared = Arc::downgrade(&shared);
@@ -380,15 +385,24 @@ impl Router {
             .filter(|l| l.role != crate::config::Role::InterRouter)
         {
             let addr = l.socket_address();
+            let tls = shared
+                .tls
+                .listener(l)
+                .map_err(|e| anyhow::anyhow!("listener {addr}: {}: {e}", e.key()))?;
             let tcp = listener::bind(l)
                 .map_err(|e| anyhow::anyhow!("listener {addr}: cannot bind: {e}"))?;
             let local = tcp.local_addr()?;
-            tracing::info!(router = %shared.router_id, "listening on {local} (amqp, {} workers)", threads);
+            tracing::info!(
+                router = %shared.router_id,
+                "listening on {local} ({}, {} workers)",
+                if tls.is_some() { "amqps" } else { "amqp" },
+                threads
+            );
             bound.push(local);
             listeners.push(management::ListenerEntry {
                 config: l.clone(),
                 bound: local,
-                actor: Some(ListenerActor::new(l.clone(), tcp, shared.clone()).start()),
+                actor: Some(ListenerActor::new(l.clone(), tcp, shared.clone(), tls).start()),
             });
         }
         let inter_router = shared.mesh.iter().flat_map(|m| m.bound.iter());
@@ -462,6 +476,15 @@ impl Router {
     pub async fn reload(&mut self, new: &Config) -> ReloadReport {
         let diff = crate::config::reload::diff(&self.config, new);
         let mut report = ReloadReport::default();
+        // Certificates, keys and CAs are re-read whatever else changed:
+        // new handshakes use them, established sessions keep theirs.
+        for e in self.shared.tls.reload_all() {
+            report.failed.push(format!(
+                "TLS {} {}: {e}",
+                e.key(),
+                e.path().display()
+            ));
+        }
         if diff.is_empty() {
             tracing::info!("configuration reload: nothing changed");
             return report;
