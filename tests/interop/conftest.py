@@ -38,9 +38,12 @@ class Router:
     """A boted process. `url` is its AMQP listener on 127.0.0.1."""
 
     def __init__(self, name, extra_listener="", addresses=DEFAULT_ADDRESSES, router_extra="",
-                 inter_router=False, connectors=(), nofile=None):
+                 inter_router=False, connectors=(), nofile=None, inter_router_extra="",
+                 connector_extra=""):
         """`nofile` lowers the router's file descriptor limit
-        (RLIMIT_NOFILE) to that many."""
+        (RLIMIT_NOFILE) to that many. `inter_router_extra` and
+        `connector_extra` are lines added to the inter-router listener and
+        to every connector (TLS keys, for instance)."""
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"bote-{name}-")
         self.config = os.path.join(self.dir, "bote.toml")
@@ -53,10 +56,11 @@ class Router:
                 f"{addresses}\n"
             )
             if inter_router:
-                f.write('[[listener]]\nhost = "127.0.0.1"\nport = 0\nrole = "inter-router"\n')
+                f.write('[[listener]]\nhost = "127.0.0.1"\nport = 0\nrole = "inter-router"\n'
+                        f'{inter_router_extra}\n')
             for (cname, cport, cost) in connectors:
                 f.write(f'[[connector]]\nname = "{cname}"\nhost = "127.0.0.1"\nport = {cport}\n'
-                        f'role = "inter-router"\ncost = {cost}\n')
+                        f'role = "inter-router"\ncost = {cost}\n{connector_extra}\n')
         self.log_lines = []
 
         def limit_fds():

@@ -138,6 +138,8 @@ impl View {
                     ("protocol", "proto"),
                     ("dir", "dir"),
                     ("sasl", "sasl"),
+                    ("sslProto", "tls"),
+                    ("sslCipher", "cipher"),
                     ("lastDlvSeconds", "last dlv (s)"),
                     ("uptimeSeconds", "uptime (s)"),
                 ],
