@@ -86,13 +86,12 @@ impl ClientTls {
         files: ClientFiles,
         server_name: &str,
     ) -> Result<Arc<ClientTls>, TlsError> {
-        let server_name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
-            TlsError::Content {
+        let server_name =
+            ServerName::try_from(server_name.to_owned()).map_err(|e| TlsError::Content {
                 key: "tls-server-name",
                 path: files.ca.clone(),
                 what: format!("\"{server_name}\": {e}"),
-            }
-        })?;
+            })?;
         let config = tls::client_config(&files)?;
         Ok(Arc::new(ClientTls {
             label,
@@ -163,7 +162,10 @@ pub struct TlsRegistry(Arc<std::sync::Mutex<Vec<TlsContext>>>);
 impl TlsRegistry {
     /// Adds a context to reload.
     pub fn add(&self, context: TlsContext) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(context);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(context);
     }
 
     /// A listener's TLS server from its configuration (`None` when it is
@@ -351,7 +353,7 @@ fn attribute(oid: &[u8], tag: u8, value: &[u8]) -> String {
         // TeletexString: taken as Latin-1.
         0x14 => Some(value.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UTF-16BE.
-        0x1e if value.len() % 2 == 0 => String::from_utf16(
+        0x1e if value.len().is_multiple_of(2) => String::from_utf16(
             &value
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
@@ -424,7 +426,10 @@ mod tests {
     fn dotted_oid_of_unknown_attributes() {
         // 2.5.4.5 serialNumber; 1.2.840.113549 (multi-byte arcs).
         assert_eq!(dotted(&[0x55, 0x04, 0x05]), "2.5.4.5");
-        assert_eq!(dotted(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]), "1.2.840.113549");
+        assert_eq!(
+            dotted(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
+            "1.2.840.113549"
+        );
     }
 
     #[test]

@@ -121,7 +121,8 @@ fn main() -> ExitCode {
             "down",
             deploy::run::down(&run_dir, Duration::from_secs(wait)),
         ),
-        Command::Certs { dir, hosts, client } => match botectl::certs::write(&dir, &hosts, &client) {
+        Command::Certs { dir, hosts, client } => match botectl::certs::write(&dir, &hosts, &client)
+        {
             Ok(pki) => {
                 println!(
                     "wrote {}, {}, {}, {}, {}",

@@ -83,7 +83,10 @@ fn content(key: &'static str, path: &Path, what: impl Into<String>) -> TlsError 
 }
 
 /// The certificates of a PEM file, in order (a chain: leaf first).
-pub fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn certificates(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(key, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -159,10 +162,8 @@ pub fn server_config(files: &ServerFiles) -> Result<ServerConfig, TlsError> {
         .map_err(|e| content("tls-cert-file", &files.cert, e.to_string()))?;
     let builder = match &files.ca {
         Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                roots("tls-ca-file", ca)?,
-                provider(),
-            );
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(roots("tls-ca-file", ca)?, provider());
             let verifier = if files.require_client_cert {
                 verifier
             } else {

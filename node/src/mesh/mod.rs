@@ -393,10 +393,7 @@ pub fn protocol_config(config: &Config) -> ProtocolConfig {
 
 /// Starts the control actor, binds every inter-router listener and starts
 /// every inter-router connector. Must run inside the actix system.
-pub async fn start(
-    config: &Config,
-    tls: &crate::tls::TlsRegistry,
-) -> anyhow::Result<MeshHandle> {
+pub async fn start(config: &Config, tls: &crate::tls::TlsRegistry) -> anyhow::Result<MeshHandle> {
     let id = RouterId::from(config.router.id.as_str());
     let instance = boot_instance();
     let view: SharedView = Arc::new(RwLock::new(Arc::new(MeshView::empty(id.clone()))));

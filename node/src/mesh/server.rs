@@ -72,8 +72,9 @@ pub async fn serve(
             });
         }
         Some(tls) => {
-            let incoming = ReceiverStream::new(tls_handshakes(tcp, tls, listener.handshake_timeout()))
-                .map(Ok::<_, std::io::Error>);
+            let incoming =
+                ReceiverStream::new(tls_handshakes(tcp, tls, listener.handshake_timeout()))
+                    .map(Ok::<_, std::io::Error>);
             actix_rt::spawn(async move {
                 if let Err(e) = tonic::transport::Server::builder()
                     .add_service(service)

@@ -479,11 +479,9 @@ impl Router {
         // Certificates, keys and CAs are re-read whatever else changed:
         // new handshakes use them, established sessions keep theirs.
         for e in self.shared.tls.reload_all() {
-            report.failed.push(format!(
-                "TLS {} {}: {e}",
-                e.key(),
-                e.path().display()
-            ));
+            report
+                .failed
+                .push(format!("TLS {} {}: {e}", e.key(), e.path().display()));
         }
         if diff.is_empty() {
             tracing::info!("configuration reload: nothing changed");
