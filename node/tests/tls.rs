@@ -20,7 +20,6 @@ use tokio::time::timeout;
 #[path = "support/boted.rs"]
 mod boted;
 #[path = "support/client.rs"]
-#[allow(dead_code)]
 mod client;
 
 use boted::{Router, RouterSpec, WAIT};
