@@ -194,6 +194,22 @@ async fn a_handshake_records_protocol_cipher_and_the_client_certificate_subject(
     );
 }
 
+#[test]
+fn the_tls_example_parses_once_its_certificates_exist() {
+    let pki = pki("example");
+    let dir = pki.ca.parent().expect("certs dir").display().to_string();
+    let text = include_str!("../examples/tls.toml").replace("\"certs/", &format!("\"{dir}/"));
+    let config = Config::from_str_named(&text, "tls.toml").expect("the TLS example parses");
+    assert_eq!(config.listeners[1].port, 5671);
+    assert!(config.listeners[1].tls_files().is_some());
+    assert!(config.listeners[2].require_client_cert);
+    assert!(config.connectors[0].tls_files().is_some());
+    // Without the files it names, it is refused, naming the file.
+    let e = Config::from_str_named(include_str!("../examples/tls.toml"), "tls.toml")
+        .expect_err("certs/ does not exist here");
+    assert!(e.to_string().contains("certs/server.pem"), "{e}");
+}
+
 fn diagnostic(text: &str) -> Diagnostic {
     match Config::from_str_named(text, "bote.toml") {
         Ok(config) => panic!("expected an error, got {config:?}"),
