@@ -21,26 +21,9 @@ from proton import ConnectionException, Message, SSLDomain
 from proton.utils import BlockingConnection
 
 from clients import Receiver, Sender
-from conftest import ROOT, Router, wait_until
+from conftest import Router, botectl_path, inter_router_tls, make_certs, wait_until
 
 ADDRESS = "queue.tls"
-
-
-def botectl_path():
-    path = os.environ.get("BOTECTL") or os.path.join(ROOT, "target", "debug", "botectl")
-    if not os.path.exists(path):
-        raise RuntimeError(f"botectl binary not found at {path}; build it or set BOTECTL")
-    return path
-
-
-def make_certs(client="client"):
-    """A fresh test CA with a server certificate (localhost, 127.0.0.1) and
-    a client certificate; returns the directory holding ca.pem,
-    server.pem, server-key.pem, client.pem, client-key.pem."""
-    out = tempfile.mkdtemp(prefix="bote-certs-")
-    subprocess.run([botectl_path(), "certs", out, "--client", client], check=True,
-                   capture_output=True)
-    return out
 
 
 def tls_listener(certs, mutual=False):
@@ -255,10 +238,7 @@ def test_sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_kee
 
 
 def test_a_chain_of_three_routers_over_mutual_tls_inter_router_links_carries_traffic(certs):
-    listener = (f'tls-cert-file = "{certs}/server.pem"\ntls-key-file = "{certs}/server-key.pem"\n'
-                f'tls-ca-file = "{certs}/ca.pem"\nrequire-client-cert = true\n')
-    connector = (f'tls-ca-file = "{certs}/ca.pem"\ntls-cert-file = "{certs}/client.pem"\n'
-                 f'tls-key-file = "{certs}/client-key.pem"\n')
+    listener, connector = inter_router_tls(certs)
     a = Router("Router.A", inter_router=True, inter_router_extra=listener)
     b = Router("Router.B", inter_router=True, inter_router_extra=listener,
                connectors=[("to-a", a.inter_router_port, 1)], connector_extra=connector)
