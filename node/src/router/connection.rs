@@ -1387,6 +1387,12 @@ impl futures::Stream for TlsReadChunks {
             }
             Poll::Ready(Ok(0)) => Poll::Ready(None),
             Poll::Ready(Ok(_)) => Poll::Ready(Some(Ok(buf))),
+            // A peer that closes TCP without TLS's close_notify: the end of
+            // input, as a plain socket's EOF (the engine knows whether the
+            // AMQP connection was closed first).
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(None)
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
         }
     }
