@@ -3,7 +3,8 @@
 //! typed configuration ([`config`]), the router's actors ([`router`]), its
 //! place in a mesh of routers ([`mesh`]), the delivery types the two carry
 //! ([`delivery`]), the state it reports to tests and tools ([`state`]), and
-//! its log and trace output ([`telemetry`]). The read model of counters
+//! its log and trace output ([`telemetry`]), and TLS at run time
+//! ([`tls`]: reloadable rustls configurations, the session record). The read model of counters
 //! ([`model`]) and AMQP management ([`management`]) serve `qdstat`,
 //! `qdmanage`, `botectl` and the HTTP API ([`http`]). The command line
 //! (`botectl`) is a crate of its own.
@@ -17,3 +18,4 @@ pub mod model;
 pub mod router;
 pub mod state;
 pub mod telemetry;
+pub mod tls;

@@ -304,11 +304,30 @@ pub struct ConnectionInfo {
     pub sasl: OnceLock<String>,
     /// The authenticated user (`anonymous` for ANONYMOUS), if it used SASL.
     pub user: OnceLock<String>,
+    /// The TLS session, on a TLS listener (set once the handshake is done,
+    /// before the AMQP header is read).
+    pub tls: OnceLock<TlsInfo>,
     pub opened: AtomicBool,
     pub since: Instant,
     /// Seconds since the Unix epoch of the last delivery, 0 for none.
     pub last_delivery: AtomicU64,
     pub links: Mutex<Vec<Arc<LinkInfo>>>,
+}
+
+/// What a connection's TLS session negotiated (management's `sslProto`,
+/// `sslCipher`, `sslSsf`) and who the peer's certificate says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub protocol: String,
+    /// The IANA name of the cipher suite, e.g. `TLS_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// The cipher's key length in bits (the security strength factor).
+    pub ssf: u32,
+    /// The subject of the client certificate the handshake verified, as an
+    /// RFC 4514 string (`CN=client,O=Bote Test`); `None` when the client
+    /// presented none. SASL EXTERNAL takes its identity from here.
+    pub peer_subject: Option<String>,
 }
 
 impl ConnectionInfo {
@@ -321,6 +340,7 @@ impl ConnectionInfo {
             container: OnceLock::new(),
             sasl: OnceLock::new(),
             user: OnceLock::new(),
+            tls: OnceLock::new(),
             opened: AtomicBool::new(false),
             since: Instant::now(),
             last_delivery: AtomicU64::new(0),

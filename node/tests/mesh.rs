@@ -445,15 +445,27 @@ fn local_address_hooks_publish_remote_consumers_in_the_neighbours_mesh_view() {
     use bote_topology::{Address, RouterId};
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     actix_rt::System::new().block_on(async {
-        let a = mesh::start(&mesh_config("A", &[]), Default::default())
-            .await
-            .expect("mesh A");
-        let b = mesh::start(&mesh_config("B", &a.bound), Default::default())
-            .await
-            .expect("mesh B");
-        let c = mesh::start(&mesh_config("C", &b.bound), Default::default())
-            .await
-            .expect("mesh C");
+        let a = mesh::start(
+            &mesh_config("A", &[]),
+            Default::default(),
+            &Default::default(),
+        )
+        .await
+        .expect("mesh A");
+        let b = mesh::start(
+            &mesh_config("B", &a.bound),
+            Default::default(),
+            &Default::default(),
+        )
+        .await
+        .expect("mesh B");
+        let c = mesh::start(
+            &mesh_config("C", &b.bound),
+            Default::default(),
+            &Default::default(),
+        )
+        .await
+        .expect("mesh C");
         let id_a = RouterId::from("A");
         eventually("C to route to A through B", || {
             c.view()

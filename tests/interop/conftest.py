@@ -29,6 +29,33 @@ def boted_path():
     return path
 
 
+def botectl_path():
+    path = os.environ.get("BOTECTL") or os.path.join(ROOT, "target", "debug", "botectl")
+    if not os.path.exists(path):
+        raise RuntimeError(f"botectl binary not found at {path}; build it or set BOTECTL")
+    return path
+
+
+def make_certs(client="client"):
+    """A fresh test CA with a server certificate (localhost, 127.0.0.1) and
+    a client certificate, made by `botectl certs`; returns the directory
+    holding ca.pem, server.pem, server-key.pem, client.pem, client-key.pem."""
+    out = tempfile.mkdtemp(prefix="bote-certs-")
+    subprocess.run([botectl_path(), "certs", out, "--client", client], check=True,
+                   capture_output=True)
+    return out
+
+
+def inter_router_tls(certs):
+    """(inter_router_extra, connector_extra) for Router: inter-router links
+    over mutual TLS, both ends verifying the other against the test CA."""
+    listener = (f'tls-cert-file = "{certs}/server.pem"\ntls-key-file = "{certs}/server-key.pem"\n'
+                f'tls-ca-file = "{certs}/ca.pem"\nrequire-client-cert = true\n')
+    connector = (f'tls-ca-file = "{certs}/ca.pem"\ntls-cert-file = "{certs}/client.pem"\n'
+                 f'tls-key-file = "{certs}/client-key.pem"\n')
+    return listener, connector
+
+
 # The address table of every test router, shared with the Rust fe2o3 suites.
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "addresses.toml")) as _f:
     DEFAULT_ADDRESSES = _f.read()
@@ -43,7 +70,7 @@ class Router:
         """`nofile` lowers the router's file descriptor limit
         (RLIMIT_NOFILE) to that many. `inter_router_extra` and
         `connector_extra` are lines added to the inter-router listener and
-        to every connector."""
+        to every connector (TLS keys, for instance)."""
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"bote-{name}-")
         self.config = os.path.join(self.dir, "bote.toml")

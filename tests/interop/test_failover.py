@@ -18,7 +18,7 @@ import time
 import pytest
 
 from clients import AtLeastOnceSender, Receiver
-from conftest import Router, wait_until
+from conftest import Router, inter_router_tls, make_certs, wait_until
 from proxy import LinkProxy
 from test_mesh import kill, route, routes
 
@@ -33,13 +33,16 @@ HOLD = 1.0
 
 
 @contextlib.contextmanager
-def mesh(names, links, proxied=(), router_extra=""):
+def mesh(names, links, proxied=(), router_extra="", tls=False):
     """Routers `names`, each with an inter-router listener; `links` are
     (i, j, cost) with j < i: router i dials router j, through a LinkProxy
-    for the links whose index is in `proxied`. Yields (routers, proxies)
-    once each router has routes to all the others; at the end the routers
-    still running must stop cleanly."""
+    for the links whose index is in `proxied`. With `tls`, every
+    inter-router link is mutual TLS (fresh test certificates; a proxy
+    passes the TLS bytes through). Yields (routers, proxies) once each
+    router has routes to all the others; at the end the routers still
+    running must stop cleanly."""
     routers, proxies = [], []
+    tls_extra = inter_router_tls(make_certs()) if tls else ("", "")
     try:
         for i, name in enumerate(names):
             connectors = []
@@ -52,7 +55,8 @@ def mesh(names, links, proxied=(), router_extra=""):
                     port = proxies[-1].port
                 connectors.append((f"to-{names[j]}", port, cost))
             routers.append(Router(name, inter_router=True, router_extra=router_extra,
-                                  connectors=connectors))
+                                  connectors=connectors, inter_router_extra=tls_extra[0],
+                                  connector_extra=tls_extra[1]))
         # Converged: every router's routes have the shortest costs (having
         # a route to each router is not enough: a longer path may be known
         # before the shorter one).

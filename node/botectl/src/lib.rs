@@ -10,6 +10,9 @@
 //!   state file; the bench's `--spawn` and bote-node's integration tests
 //!   start routers through it.
 //!
+//! - [`certs`]: `botectl certs`, a throw-away CA and certificates for TLS
+//!   tests and examples.
+//!
 //! - [`manage`]: `botectl stat`, `manage` and `topology`, a management
 //!   client of any router (and, through the mesh, of any other).
 //!
@@ -18,6 +21,7 @@
 //!   configuration from environment variables (container image, Kubernetes).
 
 pub mod bench;
+pub mod certs;
 pub mod deploy;
 pub mod manage;
 pub mod spawn;

@@ -64,6 +64,20 @@ enum Command {
     /// (router id, listeners, connectors or ordinal wiring); see the
     /// container image's README section.
     ConfigFromEnv,
+    /// Write a throw-away test CA (ca.pem), a server certificate for
+    /// localhost and 127.0.0.1 (server.pem, server-key.pem) and a client
+    /// certificate (client.pem, client-key.pem) into DIR. For tests and
+    /// examples only: the keys are not encrypted.
+    Certs {
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
+        /// More names (DNS or IP) for the server certificate.
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// The client certificate's common name.
+        #[arg(long, default_value = "client")]
+        client: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +132,24 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("botectl user: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Certs { dir, hosts, client } => match botectl::certs::write(&dir, &hosts, &client)
+        {
+            Ok(pki) => {
+                println!(
+                    "wrote {}, {}, {}, {}, {}",
+                    pki.ca.display(),
+                    pki.server_cert.display(),
+                    pki.server_key.display(),
+                    pki.client_cert.display(),
+                    pki.client_key.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("botectl certs: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -195,3 +195,45 @@ fn options_that_name_no_path_are_refused_with_the_reason() {
     .to_string();
     assert!(e.contains("--compare needs"), "{e}");
 }
+
+#[test]
+fn tls_on_both_client_sides_moves_every_message_direct_and_through_an_amqps_boted() {
+    let report = bench::run(&BenchOptions {
+        compare: true,
+        spawn: true,
+        tls: true,
+        boted: Some(boted()),
+        ..options()
+    })
+    .unwrap();
+    assert_eq!(report.runs.len(), 2);
+    assert_eq!(report.runs[0].path, "direct");
+    assert!(
+        report.runs[1].path.contains(", amqps"),
+        "{}",
+        report.runs[1].path
+    );
+    assert_sane(&report.runs[0], false);
+    assert_sane(&report.runs[1], false);
+    let rr = bench::run(&BenchOptions {
+        spawn: true,
+        tls: true,
+        boted: Some(boted()),
+        mode: Mode::Rr,
+        messages: 200,
+        ..options()
+    })
+    .unwrap();
+    let run = &rr.runs[0];
+    assert!(run.is_complete(), "problems: {:?}", run.problems);
+    assert_eq!((run.sent, run.received, run.accepted), (200, 200, 200));
+    // The certificates are the bench's own: a running router's are unknown.
+    let e = bench::run(&BenchOptions {
+        router: Some("127.0.0.1:5671".into()),
+        tls: true,
+        ..options()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--tls needs --spawn"), "{e}");
+}

@@ -18,6 +18,7 @@ pub mod address;
 mod diagnostic;
 pub mod policy;
 pub mod reload;
+pub mod tls;
 
 use std::path::{Path as FsPath, PathBuf};
 
@@ -470,6 +471,27 @@ pub struct ListenerConfig {
     /// Client receivers per connection; 0 = unlimited.
     #[serde(alias = "maxReceivers")]
     pub max_receivers: u32,
+    /// TLS: the listener's certificate chain (PEM, leaf first). Setting it
+    /// (with `tls-key-file`) makes the listener TLS-only: `amqps` for
+    /// `normal` listeners (port 5671 by convention), gRPC over TLS for
+    /// `inter-router` ones. Paths are as given (relative to boted's working
+    /// directory). The files are re-read on `SIGHUP`. Default none.
+    #[serde(alias = "certFile")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS: the private key of `tls-cert-file` (PEM: PKCS#8, PKCS#1 or
+    /// SEC1). Default none.
+    #[serde(alias = "privateKeyFile")]
+    pub tls_key_file: Option<PathBuf>,
+    /// TLS: the CA certificates (PEM) client certificates are verified
+    /// against. Without `require-client-cert`, a client may present none,
+    /// but one it presents must verify. Default none: no client
+    /// certificates are asked for.
+    #[serde(alias = "caCertFile")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS: refuse clients that present no certificate signed by
+    /// `tls-ca-file` (mutual TLS). Default false.
+    #[serde(alias = "requireClientCert")]
+    pub require_client_cert: bool,
 }
 
 impl Default for ListenerConfig {
@@ -497,6 +519,10 @@ impl Default for ListenerConfig {
             max_sessions: 0,
             max_senders: 0,
             max_receivers: 0,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            require_client_cert: false,
         }
     }
 }
@@ -518,6 +544,21 @@ impl ListenerConfig {
     /// `host:port` (IPv6 hosts in brackets), for binding and for logs.
     pub fn socket_address(&self) -> String {
         socket_address(&self.host, self.port)
+    }
+
+    /// The files of the listener's TLS server, `None` when it is not a TLS
+    /// listener. Inter-router listeners offer ALPN `h2` (gRPC).
+    pub fn tls_files(&self) -> Option<tls::ServerFiles> {
+        Some(tls::ServerFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            ca: self.tls_ca_file.clone(),
+            require_client_cert: self.require_client_cert,
+            alpn: match self.role {
+                Role::InterRouter => vec![b"h2".to_vec()],
+                Role::Normal => Vec::new(),
+            },
+        })
     }
 
     /// The handshake deadline, `None` when disabled.
@@ -581,9 +622,43 @@ pub struct ConnectorConfig {
     /// each dial.
     #[serde(default, alias = "saslPasswordFile")]
     pub sasl_password_file: Option<PathBuf>,
+    /// TLS: the CA certificates (PEM) the peer's certificate is verified
+    /// against. Setting it makes the connector dial with TLS. Default none.
+    #[serde(default, alias = "caCertFile")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS: the certificate chain (PEM) to present to the peer (mutual
+    /// TLS); needs `tls-key-file` and `tls-ca-file`. Default none.
+    #[serde(default, alias = "certFile")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS: the private key of `tls-cert-file` (PEM). Default none.
+    #[serde(default, alias = "privateKeyFile")]
+    pub tls_key_file: Option<PathBuf>,
+    /// TLS: the name sent in SNI and that the peer's certificate must
+    /// carry (a DNS name or an IP address). Default: `host`.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
 }
 
 impl ConnectorConfig {
+    /// The files of the connector's TLS client, `None` when it dials
+    /// without TLS. Inter-router connectors offer ALPN `h2` (gRPC).
+    pub fn tls_files(&self) -> Option<tls::ClientFiles> {
+        Some(tls::ClientFiles {
+            ca: self.tls_ca_file.clone()?,
+            identity: self.tls_cert_file.clone().zip(self.tls_key_file.clone()),
+            alpn: match self.role {
+                Role::InterRouter => vec![b"h2".to_vec()],
+                Role::Normal => Vec::new(),
+            },
+        })
+    }
+
+    /// The name the peer's certificate is checked against:
+    /// `tls-server-name`, else `host`.
+    pub fn tls_server_name(&self) -> &str {
+        self.tls_server_name.as_deref().unwrap_or(&self.host)
+    }
+
     /// `host:port` (IPv6 hosts in brackets).
     pub fn socket_address(&self) -> String {
         socket_address(&self.host, self.port)
@@ -710,6 +785,111 @@ fn check_host(host: &str, path: Vec<PathSeg>) -> Result<(), Problem> {
     Ok(())
 }
 
+/// A listener's TLS keys go together, and the files they name are read
+/// and checked now (the certificate matches the key, the CA parses).
+fn check_listener_tls(
+    l: &ListenerConfig,
+    p: &impl Fn(&str) -> Vec<PathSeg>,
+) -> Result<(), Problem> {
+    match (&l.tls_cert_file, &l.tls_key_file) {
+        (Some(_), None) => {
+            return Err(Problem::new(
+                p("tls-cert-file"),
+                "needs tls-key-file (the certificate's private key)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(Problem::new(
+                p("tls-key-file"),
+                "needs tls-cert-file (the certificate it is the key of)",
+            ));
+        }
+        (None, None) => {
+            let stray = if l.tls_ca_file.is_some() {
+                Some("tls-ca-file")
+            } else if l.require_client_cert {
+                Some("require-client-cert")
+            } else {
+                None
+            };
+            if let Some(k) = stray {
+                return Err(Problem::new(
+                    p(k),
+                    "applies to TLS listeners only: set tls-cert-file and tls-key-file",
+                ));
+            }
+            return Ok(());
+        }
+        (Some(_), Some(_)) => {}
+    }
+    if l.require_client_cert && l.tls_ca_file.is_none() {
+        return Err(Problem::new(
+            p("require-client-cert"),
+            "needs tls-ca-file (the CAs client certificates are verified against)",
+        ));
+    }
+    if let Some(files) = l.tls_files() {
+        tls::server_config(&files).map_err(|e| Problem::new(p(e.key()), e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// A connector's TLS keys go together (`tls-ca-file` turns TLS on), and
+/// the files they name are read and checked now.
+fn check_connector_tls(
+    c: &ConnectorConfig,
+    p: &impl Fn(&str) -> Vec<PathSeg>,
+) -> Result<(), Problem> {
+    if c.tls_ca_file.is_none() {
+        for (k, set) in [
+            ("tls-cert-file", c.tls_cert_file.is_some()),
+            ("tls-key-file", c.tls_key_file.is_some()),
+            ("tls-server-name", c.tls_server_name.is_some()),
+        ] {
+            if set {
+                return Err(Problem::new(
+                    p(k),
+                    "needs tls-ca-file (a TLS connector verifies its peer against it)",
+                ));
+            }
+        }
+        return Ok(());
+    }
+    match (&c.tls_cert_file, &c.tls_key_file) {
+        (Some(_), None) => {
+            return Err(Problem::new(
+                p("tls-cert-file"),
+                "needs tls-key-file (the certificate's private key)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(Problem::new(
+                p("tls-key-file"),
+                "needs tls-cert-file (the certificate it is the key of)",
+            ));
+        }
+        _ => {}
+    }
+    if rustls::pki_types::ServerName::try_from(c.tls_server_name()).is_err() {
+        let k = if c.tls_server_name.is_some() {
+            "tls-server-name"
+        } else {
+            "host"
+        };
+        return Err(Problem::new(
+            p(k),
+            format!(
+                "\"{}\" is not a DNS name or IP address a certificate can be checked against",
+                c.tls_server_name()
+            ),
+        ));
+    }
+    if let Some(files) = c.tls_files() {
+        tls::client_config(&files).map_err(|e| Problem::new(p(e.key()), e.to_string()))?;
+    }
+    Ok(())
+}
+
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// Accepts a level or an `EnvFilter`-style directive list: every directive
@@ -816,6 +996,7 @@ impl RawConfig {
             if l.link_capacity == 0 {
                 return Err(Problem::new(p("link-capacity"), "must be at least 1"));
             }
+            check_listener_tls(l, &p)?;
             for (j, earlier) in self.listener[..i].iter().enumerate() {
                 if l.name.is_some() && l.name == earlier.name {
                     return Err(Problem::new(
@@ -897,6 +1078,7 @@ impl RawConfig {
                 }
                 _ => {}
             }
+            check_connector_tls(c, &p)?;
         }
 
         let mut entries = Vec::with_capacity(self.address.len());

@@ -55,11 +55,12 @@ pub fn required(listener: &ListenerConfig) -> bool {
     listener.sasl_required()
 }
 
-/// Checks a call's credentials for `listener` over an unencrypted link:
+/// Checks a call's credentials for `listener` (over TLS when `encrypted`):
 /// the authenticated user, or why not (for the log).
 pub fn check(
     listener: &ListenerConfig,
     users: &UserStore,
+    encrypted: bool,
     metadata: &MetadataMap,
 ) -> Result<String, String> {
     let Some(value) = metadata.get_bin(SASL_PLAIN_METADATA) else {
@@ -68,7 +69,7 @@ pub fn check(
     if !listener.sasl_mechanisms.contains(&SaslMechanism::Plain) {
         return Err("PLAIN credentials, but the listener does not offer PLAIN".into());
     }
-    if !listener.allow_insecure_plain {
+    if !encrypted && !listener.allow_insecure_plain {
         return Err(
             "PLAIN over an unencrypted inter-router link (set allow-insecure-plain)".into(),
         );
@@ -115,18 +116,23 @@ mod tests {
             &credentials(&connector).unwrap().expect("credentials"),
         );
         assert_eq!(
-            check(&listener(true), &users, &metadata),
+            check(&listener(true), &users, false, &metadata),
             Ok("router-b".into())
         );
-        let e = check(&listener(false), &users, &metadata).unwrap_err();
+        let e = check(&listener(false), &users, false, &metadata).unwrap_err();
         assert!(e.contains("allow-insecure-plain"), "{e}");
+        assert_eq!(
+            check(&listener(false), &users, true, &metadata),
+            Ok("router-b".into()),
+            "over TLS, PLAIN needs no allow-insecure-plain"
+        );
 
         connector.sasl_password = Some("guess".into());
         let mut metadata = MetadataMap::new();
         attach(&mut metadata, &credentials(&connector).unwrap().unwrap());
-        let e = check(&listener(true), &users, &metadata).unwrap_err();
+        let e = check(&listener(true), &users, false, &metadata).unwrap_err();
         assert!(e.contains("wrong password"), "{e}");
-        let e = check(&listener(true), &users, &MetadataMap::new()).unwrap_err();
+        let e = check(&listener(true), &users, false, &MetadataMap::new()).unwrap_err();
         assert!(e.contains("no credentials"), "{e}");
     }
 }

@@ -6,6 +6,13 @@
 //! least [`STABLE_STREAM`] resets the backoff; one refused at once (a
 //! duplicate router id) keeps backing off.
 //!
+//! A connector with `tls-ca-file` dials with TLS (rustls through a tower
+//! connector handed to tonic): the peer's certificate must be signed by
+//! that CA and name `tls-server-name` (default `host`); with
+//! `tls-cert-file` it presents its own certificate (mutual TLS). Each dial
+//! takes the TLS configuration in force, so a `SIGHUP` reload applies at
+//! the next one.
+//!
 //! The connector's end decides the link's cost: each dial announces the
 //! cost in force (its [`ConnectorCost`], which a reload may change) in the
 //! call's `bote-link-cost` metadata, and the control plane states it in
@@ -26,6 +33,7 @@ use super::LINK_COST_METADATA;
 use super::control::{ConnectorCost, ControlActor, NewStream};
 use super::peer::{OUTBOUND_BATCHES, PeerStream};
 use crate::config::ConnectorConfig;
+use crate::tls::ClientTls;
 
 /// First retry delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -77,26 +85,32 @@ pub fn start(
     config: ConnectorConfig,
     cost: ConnectorCost,
     control: Addr<ControlActor>,
+    tls: Option<std::sync::Arc<ClientTls>>,
 ) -> std::sync::Arc<tokio::sync::Notify> {
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let stopped = stop.clone();
     actix_rt::spawn(async move {
         let name = config.name.clone();
         tokio::select! {
-            () = run(config, cost, control) => {}
+            () = run(config, cost, control, tls) => {}
             () = stopped.notified() => tracing::info!("connector {name}: stopped"),
         }
     });
     stop
 }
 
-async fn run(config: ConnectorConfig, cost: ConnectorCost, control: Addr<ControlActor>) {
+async fn run(
+    config: ConnectorConfig,
+    cost: ConnectorCost,
+    control: Addr<ControlActor>,
+    tls: Option<std::sync::Arc<ClientTls>>,
+) {
     let target = config.socket_address();
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut failures = 0u64;
     loop {
         let cost = cost.load(Ordering::Relaxed);
-        match dial(&target, cost, &config).await {
+        match dial(&target, cost, &config, tls.as_deref()).await {
             Ok((inbound, out)) => {
                 if failures > 0 {
                     tracing::info!(
@@ -149,17 +163,44 @@ async fn run(config: ConnectorConfig, cost: ConnectorCost, control: Addr<Control
 }
 
 /// Opens the `Exchange` stream to `target`, announcing our link `cost`
-/// and, with `sasl-username`, our credentials (`super::auth`).
+/// and, with `sasl-username`, our credentials (`super::auth`); over TLS
+/// when the connector has `tls`.
 async fn dial(
     target: &str,
     cost: u32,
     config: &ConnectorConfig,
+    tls: Option<&ClientTls>,
 ) -> anyhow::Result<(Streaming<Batch>, mpsc::Sender<Batch>)> {
     let credentials = super::auth::credentials(config)?;
     let endpoint = Endpoint::from_shared(format!("http://{target}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
-    let channel = endpoint.connect().await?;
+    let channel = match tls {
+        None => endpoint.connect().await?,
+        Some(tls) => {
+            let connector = tls.connector();
+            let name = tls.server_name();
+            let target = target.to_owned();
+            let dial_tls = tower::service_fn(move |_: tonic::transport::Uri| {
+                let (connector, name, target) = (connector.clone(), name.clone(), target.clone());
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(&target).await?;
+                    tcp.set_nodelay(true)?;
+                    let session =
+                        tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+                            .await
+                            .map_err(|_| {
+                                std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "TLS handshake not done within 5 s",
+                                )
+                            })??;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(session))
+                }
+            });
+            endpoint.connect_with_connector(dial_tls).await?
+        }
+    };
     let mut client = InterRouterClient::new(channel)
         .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
         .max_encoding_message_size(super::MAX_BATCH_MESSAGE);

@@ -703,6 +703,8 @@ pub struct AddConnector {
     /// Set for a connector whose task runs already (started with the
     /// router): only its stop handle and cost are registered.
     pub started: Option<(ConnectorCost, Arc<tokio::sync::Notify>)>,
+    /// The TLS client of a connector started here (`started: None`).
+    pub tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 impl Handler<AddConnector> for ControlActor {
@@ -721,7 +723,8 @@ impl Handler<AddConnector> for ControlActor {
                     "connector {name}: created at run time, dialling {}",
                     msg.config.socket_address()
                 );
-                let stop = super::connector::start(msg.config, cost.clone(), ctx.address());
+                let stop =
+                    super::connector::start(msg.config, cost.clone(), ctx.address(), msg.tls);
                 (cost, stop)
             }
         };

@@ -196,6 +196,9 @@ pub struct MeshHandle {
     records: Arc<dedup::Records>,
     /// Route changes and recompute times, for `/metrics`.
     pub stats: Arc<MeshStats>,
+    /// The router's TLS contexts (inter-router listeners and connectors
+    /// add theirs).
+    tls: crate::tls::TlsRegistry,
 }
 
 /// What the control plane counts for `/metrics` (the read model has no
@@ -322,10 +325,15 @@ impl MeshHandle {
         &self,
         config: crate::config::ConnectorConfig,
     ) -> Result<(), String> {
+        let tls = self
+            .tls
+            .connector(&config)
+            .map_err(|e| format!("connector {}: {}: {e}", config.name, e.key()))?;
         self.control
             .send(AddConnector {
                 config,
                 started: None,
+                tls,
             })
             .await
             .map_err(|_| "the mesh control actor is not running".to_owned())?
@@ -387,10 +395,12 @@ pub fn protocol_config(config: &Config) -> ProtocolConfig {
 /// Starts the control actor, binds every inter-router listener and starts
 /// every inter-router connector. Must run inside the actix system.
 /// `users` are the users in force, which inter-router listeners that
-/// authenticate their peers check credentials against.
+/// authenticate their peers check credentials against; `tls` holds the
+/// TLS contexts of TLS listeners and connectors.
 pub async fn start(
     config: &Config,
     users: Arc<bote_auth::SharedUsers>,
+    tls: &crate::tls::TlsRegistry,
 ) -> anyhow::Result<MeshHandle> {
     let id = RouterId::from(config.router.id.as_str());
     let instance = boot_instance();
@@ -424,13 +434,24 @@ pub async fn start(
         .iter()
         .filter(|l| l.role == Role::InterRouter)
     {
-        bound.push(server::serve(l, control.clone(), users.clone()).await?);
+        let server_tls = tls.listener(l).map_err(|e| {
+            anyhow::anyhow!(
+                "inter-router listener {}: {}: {e}",
+                l.socket_address(),
+                e.key()
+            )
+        })?;
+        bound.push(server::serve(l, control.clone(), users.clone(), server_tls).await?);
     }
     for (c, cost) in connectors {
-        let stop = connector::start(c.clone(), cost.clone(), control.clone());
+        let client_tls = tls
+            .connector(c)
+            .map_err(|e| anyhow::anyhow!("connector {}: {}: {e}", c.name, e.key()))?;
+        let stop = connector::start(c.clone(), cost.clone(), control.clone(), client_tls);
         control.do_send(AddConnector {
             config: c.clone(),
             started: Some((cost, stop)),
+            tls: None,
         });
     }
     tracing::info!(router = %id, instance, "mesh started");
@@ -444,5 +465,6 @@ pub async fn start(
         arbiter: Arbiter::current(),
         records,
         stats,
+        tls: tls.clone(),
     })
 }

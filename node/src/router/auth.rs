@@ -1,5 +1,5 @@
 //! How a client listener authenticates one connection: what the transport
-//! established before AMQP ([`Transport`]: encrypted or not, the peer
+//! established before AMQP ([`TransportSecurity`]: encrypted or not, the peer
 //! identity a TLS client certificate proved), which SASL mechanisms are
 //! offered on it ([`offered_mechanisms`]), and running a `bote_auth`
 //! mechanism's step off the connection's worker thread ([`run_step`]: PLAIN
@@ -24,7 +24,7 @@ pub const AUTH_FAILURE_DELAY: Duration = bote_auth::mechanism::FAILURE_DELAY;
 /// sets `encrypted` and, with a verified client certificate,
 /// `peer_identity` (its subject), which SASL EXTERNAL authenticates as.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Transport {
+pub struct TransportSecurity {
     pub encrypted: bool,
     pub peer_identity: Option<String>,
 }
@@ -32,7 +32,7 @@ pub struct Transport {
 /// The mechanisms `listener` offers on a connection over `transport`:
 /// PLAIN only when encrypted or `allow-insecure-plain`, EXTERNAL only
 /// with a peer identity, the others as configured, in configured order.
-pub fn offered_mechanisms(listener: &ListenerConfig, transport: &Transport) -> Vec<String> {
+pub fn offered_mechanisms(listener: &ListenerConfig, transport: &TransportSecurity) -> Vec<String> {
     listener
         .sasl_mechanisms
         .iter()
@@ -105,9 +105,9 @@ mod tests {
             ],
             ..ListenerConfig::default()
         };
-        let tcp = Transport::default();
+        let tcp = TransportSecurity::default();
         assert_eq!(offered_mechanisms(&l, &tcp), ["SCRAM-SHA-256"]);
-        let tls = Transport {
+        let tls = TransportSecurity {
             encrypted: true,
             peer_identity: Some("CN=client".into()),
         };

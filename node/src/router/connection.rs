@@ -50,7 +50,7 @@ use super::address::{
     PathState,
 };
 use super::annotations::{self, RouterAnnotations};
-use super::auth::{self, Transport};
+use super::auth;
 use super::link::LinkCounters;
 use super::policy;
 use crate::config::{Distribution, ListenerConfig};
@@ -165,6 +165,18 @@ struct Consumer {
     info: Arc<LinkInfo>,
 }
 
+/// What a connection runs over: the accepted socket, or a TLS session on
+/// it whose handshake is done (with what it negotiated).
+pub enum Transport {
+    /// Plain TCP, not yet registered with the worker's runtime.
+    Plain(std::net::TcpStream),
+    /// TLS (amqps), registered with the worker's runtime.
+    Tls(
+        Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+        crate::model::TlsInfo,
+    ),
+}
+
 pub struct ConnectionActor {
     id: ConnId,
     peer: String,
@@ -173,7 +185,7 @@ pub struct ConnectionActor {
     listener: Arc<ListenerConfig>,
     /// Set when the listener annotates outgoing messages.
     annotations: Option<RouterAnnotations>,
-    socket: Option<std::net::TcpStream>,
+    socket: Option<Transport>,
     writer: Option<mpsc::UnboundedSender<Bytes>>,
     out: BytesMut,
     flush_scheduled: bool,
@@ -209,7 +221,7 @@ pub struct ConnectionActor {
     /// A sweep for stuck deliveries is scheduled.
     stuck_sweep: bool,
     /// What the transport established (encryption, a peer identity).
-    transport: Transport,
+    security: auth::TransportSecurity,
     /// The SASL mechanism between a challenge and the client's response.
     sasl_state: Option<Mechanism>,
     /// Set when the connection is to be refused at its open (over the
@@ -224,20 +236,27 @@ pub struct ConnectionActor {
 }
 
 impl ConnectionActor {
-    /// A connection accepted on `listener`.
-    ///
-    /// `transport` is what the transport established before AMQP: plain
-    /// TCP gives `Transport::default()`; a TLS listener passes
-    /// `encrypted` and the client certificate's subject as the peer
-    /// identity (SASL EXTERNAL authenticates as it).
+    /// A connection accepted on `listener` at `accepted_at` (the
+    /// handshake deadline counts from then). On a TLS transport, the
+    /// session's record (protocol, cipher, the client certificate's
+    /// subject) is in the read model, `self.info.tls`, from the start, and
+    /// decides what SASL offers: PLAIN without `allow-insecure-plain`, and
+    /// EXTERNAL, which authenticates as the certificate's subject.
     pub fn accepted(
         id: ConnId,
-        socket: std::net::TcpStream,
+        socket: Transport,
         peer: String,
         listener: Arc<ListenerConfig>,
         shared: Arc<Shared>,
-        transport: Transport,
+        accepted_at: Instant,
     ) -> Self {
+        let security = match &socket {
+            Transport::Plain(_) => auth::TransportSecurity::default(),
+            Transport::Tls(_, tls) => auth::TransportSecurity {
+                encrypted: true,
+                peer_identity: tls.peer_subject.clone(),
+            },
+        };
         let config = ConnectionConfig {
             container_id: shared.router_id.clone(),
             max_frame_size: listener.max_frame_size,
@@ -253,12 +272,12 @@ impl ConnectionActor {
                 ..bote_amqp::SessionConfig::default()
             },
             sasl: SaslConfig::Server {
-                mechanisms: auth::offered_mechanisms(&listener, &transport),
+                mechanisms: auth::offered_mechanisms(&listener, &security),
                 required: listener.sasl_required(),
             },
             ..ConnectionConfig::default()
         };
-        let mut engine = Connection::new(config, Side::Server, Instant::now());
+        let mut engine = Connection::new(config, Side::Server, accepted_at);
         engine.open();
         let annotations = listener
             .strip_annotations
@@ -266,6 +285,9 @@ impl ConnectionActor {
             .then(|| RouterAnnotations::new(&shared.router_id));
         let info = Arc::new(ConnectionInfo::new(id, peer.clone()));
         let link_policy = policy::LinkPolicy::of_listener(&listener);
+        if let Transport::Tls(_, tls) = &socket {
+            let _ = info.tls.set(tls.clone());
+        }
         ConnectionActor {
             id,
             peer,
@@ -296,7 +318,7 @@ impl ConnectionActor {
             delivered: false,
             read_at: Instant::now(),
             stuck_sweep: false,
-            transport,
+            security,
             sasl_state: None,
             refusal: None,
             admission: None,
@@ -428,7 +450,7 @@ impl ConnectionActor {
                         auth::Input::Init {
                             mechanism: name,
                             initial_response,
-                            peer_identity: self.transport.peer_identity.clone(),
+                            peer_identity: self.security.peer_identity.clone(),
                         },
                     );
                 }
@@ -1436,30 +1458,31 @@ impl Actor for ConnectionActor {
             ctx.stop();
             return;
         };
-        let stream = match tokio::net::TcpStream::from_std(socket) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(conn = %self.id, peer = %self.peer, "cannot register socket: {e}");
-                ctx.stop();
-                return;
-            }
-        };
-        let (read, mut write) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
         self.writer = Some(tx);
         let conn = self.id;
-        actix::spawn(async move {
-            while let Some(buf) = rx.recv().await {
-                if let Err(e) = write.write_all(&buf).await {
-                    tracing::debug!(%conn, "write failed: {e}");
-                    break;
-                }
+        match socket {
+            Transport::Plain(socket) => {
+                let stream = match tokio::net::TcpStream::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(conn = %self.id, peer = %self.peer, "cannot register socket: {e}");
+                        ctx.stop();
+                        return;
+                    }
+                };
+                let (read, write) = stream.into_split();
+                actix::spawn(write_out(conn, rx, write));
+                // Each read comes out as its own `BytesMut`, which the
+                // engine takes over without copying.
+                ctx.add_stream(ReadChunks { read });
             }
-            let _ = write.shutdown().await;
-        });
-        // Each read comes out as its own `BytesMut`, which the engine takes
-        // over without copying.
-        ctx.add_stream(ReadChunks { read });
+            Transport::Tls(session, _) => {
+                let (read, write) = tokio::io::split(*session);
+                actix::spawn(write_out(conn, rx, write));
+                ctx.add_stream(TlsReadChunks { read, buf: None });
+            }
+        }
         tracing::debug!(conn = %self.id, peer = %self.peer, "connection accepted");
         self.flush(ctx);
     }
@@ -1578,6 +1601,68 @@ impl Handler<Shutdown> for ConnectionActor {
         )));
         self.flush(ctx);
         ctx.stop();
+    }
+}
+
+/// Writes what the actor queues, in order; flushes whenever the queue is
+/// empty (a TLS session holds the last record until then); shuts the
+/// writing side when the actor drops its end.
+async fn write_out<W: tokio::io::AsyncWrite + Unpin>(
+    conn: ConnId,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut write: W,
+) {
+    while let Some(buf) = rx.recv().await {
+        if let Err(e) = write.write_all(&buf).await {
+            tracing::debug!(%conn, "write failed: {e}");
+            break;
+        }
+        if rx.is_empty()
+            && let Err(e) = write.flush().await
+        {
+            tracing::debug!(%conn, "write failed: {e}");
+            break;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+/// A TLS session's plaintext as a stream of reads, each in a buffer of its
+/// own like [`ReadChunks`]; the buffer is kept across a read that would
+/// block, so an idle session allocates nothing new.
+struct TlsReadChunks {
+    read: tokio::io::ReadHalf<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    buf: Option<BytesMut>,
+}
+
+impl futures::Stream for TlsReadChunks {
+    type Item = std::io::Result<BytesMut>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let mut buf = this
+            .buf
+            .take()
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK));
+        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut this.read), cx, &mut buf) {
+            Poll::Pending => {
+                this.buf = Some(buf);
+                Poll::Pending
+            }
+            Poll::Ready(Ok(0)) => Poll::Ready(None),
+            Poll::Ready(Ok(_)) => Poll::Ready(Some(Ok(buf))),
+            // A peer that closes TCP without TLS's close_notify: the end of
+            // input, as a plain socket's EOF (the engine knows whether the
+            // AMQP connection was closed first).
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        }
     }
 }
 

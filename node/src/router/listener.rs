@@ -2,6 +2,14 @@
 //! starts a connection actor for each on the next worker arbiter, so that
 //! connections spread over all cores.
 //!
+//! On a TLS listener (amqps) the TLS handshake runs on the worker before
+//! the connection actor starts, bounded by the listener's handshake
+//! deadline; a peer that sends anything but a TLS client hello (random
+//! bytes, a plain AMQP header) or fails verification is logged and its
+//! socket closed, and nobody else notices. The deadline the engine applies
+//! to the AMQP handshake counts from the accept, so TLS, SASL and `open`
+//! together must finish within it.
+//!
 //! The accept loop survives running out of resources: when `accept` fails
 //! because the process or system is out of file descriptors or memory
 //! (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`), it waits before trying again
@@ -20,10 +28,10 @@ use actix::prelude::*;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::Shared;
-use super::auth::Transport;
-use super::connection::ConnectionActor;
+use super::connection::{ConnectionActor, Transport};
 use super::policy::RateLimit;
 use crate::config::ListenerConfig;
+use crate::tls::ServerTls;
 use bote_amqp::{AmqpError, condition};
 
 /// The first wait after an accept failed for want of resources.
@@ -124,15 +132,23 @@ pub struct ListenerActor {
     listener: Option<TcpListener>,
     /// `max-connections-per-second`.
     rate: Option<RateLimit>,
+    /// Set on a TLS (amqps) listener.
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl ListenerActor {
-    pub fn new(config: ListenerConfig, listener: TcpListener, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        config: ListenerConfig,
+        listener: TcpListener,
+        shared: Arc<Shared>,
+        tls: Option<Arc<ServerTls>>,
+    ) -> Self {
         ListenerActor {
             rate: RateLimit::new(config.max_connections_per_second),
             config: Arc::new(config),
             shared,
             listener: Some(listener),
+            tls,
         }
     }
 }
@@ -195,9 +211,63 @@ impl StreamHandler<TcpStream> for ListenerActor {
         let conn = self.shared.next_conn_id();
         let config = self.config.clone();
         let shared = self.shared.clone();
-        ConnectionActor::start_in_arbiter(&worker, move |_ctx| {
-            ConnectionActor::accepted(conn, std_stream, peer, config, shared, Transport::default())
+        let accepted_at = Instant::now();
+        let Some(tls) = &self.tls else {
+            ConnectionActor::start_in_arbiter(&worker, move |_ctx| {
+                ConnectionActor::accepted(
+                    conn,
+                    Transport::Plain(std_stream),
+                    peer,
+                    config,
+                    shared,
+                    accepted_at,
+                )
                 .refusing(refusal)
+            });
+            return;
+        };
+        let acceptor = tls.acceptor();
+        worker.spawn(async move {
+            let stream = match TcpStream::from_std(std_stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%peer, "cannot register socket: {e}");
+                    return;
+                }
+            };
+            let handshake = acceptor.accept(stream);
+            let session = match config.handshake_timeout() {
+                Some(limit) => match tokio::time::timeout(limit, handshake).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::info!(
+                            %peer,
+                            "TLS handshake not done within {} ms: connection closed",
+                            limit.as_millis()
+                        );
+                        return;
+                    }
+                },
+                None => handshake.await,
+            };
+            match session {
+                Ok(session) => {
+                    let info = crate::tls::session_info(session.get_ref().1);
+                    ConnectionActor::create(move |_ctx| {
+                        ConnectionActor::accepted(
+                            conn,
+                            Transport::Tls(Box::new(session), info),
+                            peer,
+                            config,
+                            shared,
+                            accepted_at,
+                        )
+                        .refusing(refusal)
+                    });
+                }
+                // Dropping the half-open session closes the socket.
+                Err(e) => tracing::info!(%peer, "TLS handshake failed: {e}: connection closed"),
+            }
         });
     }
 

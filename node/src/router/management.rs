@@ -205,7 +205,14 @@ impl Entity for ConnectionEntity {
             "sasl" => opt_text(c.sasl.get().map(String::as_str)),
             "isAuthenticated" => Value::Bool(c.sasl.get().is_some()),
             "user" => opt_text(c.user.get().map(String::as_str)),
-            "isEncrypted" | "ssl" | "enableProtocolTrace" => Value::Bool(false),
+            "isEncrypted" | "ssl" => Value::Bool(c.tls.get().is_some()),
+            "sslProto" => opt_text(c.tls.get().map(|t| t.protocol.as_str())),
+            "sslCipher" => opt_text(c.tls.get().map(|t| t.cipher.as_str())),
+            "sslSsf" => match c.tls.get() {
+                Some(t) => long(u64::from(t.ssf)),
+                None => Value::Null,
+            },
+            "enableProtocolTrace" => Value::Bool(false),
             "opened" => Value::Bool(c.opened.load(Relaxed)),
             "active" => Value::Bool(true),
             "adminStatus" => text("enabled"),
@@ -737,12 +744,16 @@ async fn apply(shared: Arc<Shared>, change: &Change) -> Result<(), Reply> {
                 ));
             }
             let addr = config.socket_address();
+            let tls = shared
+                .tls
+                .listener(&config)
+                .map_err(|e| bad(format!("listener {}: {}: {e}", change.name, e.key())))?;
             let tcp = tokio::net::TcpListener::bind(&addr)
                 .await
                 .map_err(|e| bad(format!("listener {}: cannot bind {addr}: {e}", change.name)))?;
             let bound = tcp.local_addr().map_err(|e| bad(e.to_string()))?;
             tracing::info!(router = %shared.router_id, "listening on {bound} (amqp, created by management)");
-            let actor = ListenerActor::new(config.clone(), tcp, shared.clone()).start();
+            let actor = ListenerActor::new(config.clone(), tcp, shared.clone(), tls).start();
             shared.configured().listeners.push(ListenerEntry {
                 config,
                 bound,

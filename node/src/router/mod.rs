@@ -84,6 +84,9 @@ pub struct Shared {
     pub connection_counts: Arc<policy::ConnectionCounts>,
     /// The `[[vhost]]` policy (empty: none).
     pub vhosts: Arc<[crate::config::policy::VhostConfig]>,
+    /// The TLS contexts of the listeners and connectors (`SIGHUP` reloads
+    /// their files).
+    pub tls: crate::tls::TlsRegistry,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -352,6 +355,7 @@ impl Router {
             if l.sasl_mechanisms
                 .contains(&crate::config::SaslMechanism::Plain)
                 && !l.allow_insecure_plain
+                && l.tls_cert_file.is_none()
             {
                 tracing::warn!(
                     "listener {}: PLAIN is offered only on encrypted connections \
@@ -363,8 +367,9 @@ impl Router {
         let threads = config.router.worker_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let workers: Vec<ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
+        let tls = crate::tls::TlsRegistry::default();
         let mesh = if crate::mesh::configured(&config) {
-            Some(crate::mesh::start(&config, users.clone()).await?)
+            Some(crate::mesh::start(&config, users.clone(), &tls).await?)
         } else {
             None
         };
@@ -391,6 +396,7 @@ impl Router {
             users_in_force: users.clone(),
             connection_counts: Arc::default(),
             vhosts: config.vhosts.clone().into(),
+            tls,
         });
         {
             let shared = Arc::downgrade(&shared);
@@ -422,15 +428,24 @@ impl Router {
             .filter(|l| l.role != crate::config::Role::InterRouter)
         {
             let addr = l.socket_address();
+            let tls = shared
+                .tls
+                .listener(l)
+                .map_err(|e| anyhow::anyhow!("listener {addr}: {}: {e}", e.key()))?;
             let tcp = listener::bind(l)
                 .map_err(|e| anyhow::anyhow!("listener {addr}: cannot bind: {e}"))?;
             let local = tcp.local_addr()?;
-            tracing::info!(router = %shared.router_id, "listening on {local} (amqp, {} workers)", threads);
+            tracing::info!(
+                router = %shared.router_id,
+                "listening on {local} ({}, {} workers)",
+                if tls.is_some() { "amqps" } else { "amqp" },
+                threads
+            );
             bound.push(local);
             listeners.push(management::ListenerEntry {
                 config: l.clone(),
                 bound: local,
-                actor: Some(ListenerActor::new(l.clone(), tcp, shared.clone()).start()),
+                actor: Some(ListenerActor::new(l.clone(), tcp, shared.clone(), tls).start()),
             });
         }
         let inter_router = shared.mesh.iter().flat_map(|m| m.bound.iter());
@@ -499,7 +514,8 @@ impl Router {
     /// Applies `new` to the running router: each inter-router connector
     /// whose cost changed gets the new cost at once (the control actor logs
     /// `cost of link to R changed A -> B`), and the users file is read
-    /// again (new logins check against it; established connections stay);
+    /// again (new logins check against it; established connections stay),
+    /// as are the TLS certificates, keys and CAs (new handshakes use them);
     /// every other difference is logged at warn as needing a restart and
     /// left as it is. The configuration in force afterwards is the old one
     /// with the applied costs and users file.
@@ -516,6 +532,13 @@ impl Router {
                     report.failed.push(failed);
                 }
             }
+        }
+        // Certificates, keys and CAs are re-read whatever else changed:
+        // new handshakes use them, established sessions keep theirs.
+        for e in self.shared.tls.reload_all() {
+            report
+                .failed
+                .push(format!("TLS {} {}: {e}", e.key(), e.path().display()));
         }
         if diff.is_empty() {
             tracing::info!("configuration reload: nothing changed");

@@ -1,5 +1,6 @@
 //! The bench's AMQP clients: a small tokio driver that moves bytes between a
-//! `TcpStream` and the sans-I/O [`Connection`] (batched reads and writes,
+//! `TcpStream` (or a TLS session on one, `bench --tls`) and the sans-I/O
+//! [`Connection`] (batched reads and writes,
 //! reused buffers), and the roles it drives: a throughput sender and
 //! receiver, a request/reply requester and responder. The receiving roles
 //! also work as the acceptor side of `--direct` (`Side::Server`).
@@ -218,10 +219,198 @@ pub(crate) trait Role {
     fn finish(&mut self) {}
 }
 
+/// What a bench client runs over: a TCP socket, or a TLS session on one
+/// (`bench --tls`).
+pub(crate) enum BenchStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl BenchStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            BenchStream::Plain(s) => s,
+            BenchStream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+/// What [`io_ready`] did.
+enum IoStep {
+    /// Read this many bytes into the read buffer (0 with `eof`).
+    Read { eof: bool },
+    /// The socket took (or can take) more of the write buffer.
+    Wrote,
+}
+
+/// At most this much is read per wake-up before the engine gets it.
+const READ_BURST: usize = 1024 * 1024;
+
+fn reserve(rbuf: &mut BytesMut) {
+    if rbuf.capacity() - rbuf.len() < 16 * 1024 {
+        rbuf.reserve(256 * 1024);
+    }
+}
+
+/// Writes as much of `wbuf` as goes without waiting.
+fn write_now(stream: &mut BenchStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+    match stream {
+        BenchStream::Plain(s) => {
+            while !wbuf.is_empty() {
+                match s.try_write(wbuf) {
+                    Ok(n) => wbuf.advance(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        BenchStream::Tls(s) => {
+            use std::pin::Pin;
+            use std::task::{Context, Poll};
+            use tokio::io::AsyncWrite;
+            let waker = futures_noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            while !wbuf.is_empty() {
+                match Pin::new(&mut **s).poll_write(&mut cx, wbuf) {
+                    Poll::Ready(Ok(0)) => break,
+                    Poll::Ready(Ok(n)) => wbuf.advance(n),
+                    Poll::Ready(Err(e)) if e.kind() == ErrorKind::WouldBlock => break,
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => break,
+                }
+            }
+            match Pin::new(&mut **s).poll_flush(&mut cx) {
+                Poll::Ready(Err(e)) if e.kind() != ErrorKind::WouldBlock => Err(e),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// A waker that does nothing: [`write_now`] polls only to make progress
+/// now; the select in [`drive_inner`] waits with a real one.
+fn futures_noop_waker() -> std::task::Waker {
+    std::task::Waker::noop().clone()
+}
+
+/// Waits until the socket has input (read into `rbuf`, up to
+/// [`READ_BURST`]) or, with output pending, until more can be written.
+/// Cancel-safe: all work happens within one poll.
+async fn io_ready(
+    stream: &mut BenchStream,
+    wbuf: &mut BytesMut,
+    rbuf: &mut BytesMut,
+) -> std::io::Result<IoStep> {
+    match stream {
+        BenchStream::Plain(s) => {
+            tokio::select! {
+                biased;
+                r = s.readable() => {
+                    r?;
+                    let mut got = 0;
+                    loop {
+                        reserve(rbuf);
+                        match s.try_read_buf(rbuf) {
+                            Ok(0) => return Ok(IoStep::Read { eof: true }),
+                            Ok(n) => {
+                                got += n;
+                                if got >= READ_BURST {
+                                    break;
+                                }
+                            }
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(IoStep::Read { eof: false })
+                }
+                r = s.writable(), if !wbuf.is_empty() => {
+                    r?;
+                    Ok(IoStep::Wrote)
+                }
+            }
+        }
+        BenchStream::Tls(s) => {
+            use std::pin::Pin;
+            use std::task::Poll;
+            use tokio::io::AsyncWrite;
+            std::future::poll_fn(|cx| {
+                // Output first (rustls may hold records from before).
+                let mut wrote = false;
+                while !wbuf.is_empty() {
+                    match Pin::new(&mut **s).poll_write(cx, wbuf) {
+                        Poll::Ready(Ok(n)) if n > 0 => {
+                            wbuf.advance(n);
+                            wrote = true;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        _ => break,
+                    }
+                }
+                if let Poll::Ready(Err(e)) = Pin::new(&mut **s).poll_flush(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                let mut got = 0;
+                loop {
+                    reserve(rbuf);
+                    match tokio_util_poll_read_buf(Pin::new(&mut **s), cx, rbuf) {
+                        Poll::Ready(Ok(0)) => return Poll::Ready(Ok(IoStep::Read { eof: true })),
+                        Poll::Ready(Ok(n)) => {
+                            got += n;
+                            if got >= READ_BURST {
+                                break;
+                            }
+                        }
+                        // A peer gone without TLS close_notify: the end
+                        // of input, as on TCP.
+                        Poll::Ready(Err(e)) if e.kind() == ErrorKind::UnexpectedEof => {
+                            return Poll::Ready(Ok(IoStep::Read { eof: true }));
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => break,
+                    }
+                }
+                if got > 0 {
+                    Poll::Ready(Ok(IoStep::Read { eof: false }))
+                } else if wrote {
+                    Poll::Ready(Ok(IoStep::Wrote))
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// `poll_read` into the spare capacity of `buf` (tokio-util's
+/// `poll_read_buf`, without the dependency).
+fn tokio_util_poll_read_buf<R: tokio::io::AsyncRead>(
+    read: std::pin::Pin<&mut R>,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut BytesMut,
+) -> std::task::Poll<std::io::Result<usize>> {
+    use std::task::Poll;
+    let spare = buf.spare_capacity_mut();
+    let mut rb = tokio::io::ReadBuf::uninit(spare);
+    match read.poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            let n = rb.filled().len();
+            // SAFETY: poll_read initialised and filled the first n bytes of
+            // the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 /// Runs `role` over `stream` until it is finished and the connection closed,
 /// or the `deadline` passes.
 pub(crate) async fn drive<R: Role>(
-    stream: TcpStream,
+    stream: BenchStream,
     side: Side,
     container_id: String,
     role: &mut R,
@@ -233,8 +422,16 @@ pub(crate) async fn drive<R: Role>(
     result
 }
 
+/// Sends what TLS still holds and its close_notify, briefly.
+async fn close_tls(stream: &mut BenchStream) {
+    if let BenchStream::Tls(s) = stream {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(Duration::from_secs(1), s.shutdown()).await;
+    }
+}
+
 async fn drive_inner<R: Role>(
-    stream: TcpStream,
+    mut stream: BenchStream,
     side: Side,
     container_id: String,
     role: &mut R,
@@ -242,9 +439,10 @@ async fn drive_inner<R: Role>(
     deadline: tokio::time::Instant,
 ) -> Result<(), String> {
     let peer = stream
+        .tcp()
         .peer_addr()
         .map_or_else(|_| "peer".to_owned(), |a| a.to_string());
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let mut conn = Connection::new(connection_config(container_id), side, Instant::now());
     let mut rbuf = BytesMut::with_capacity(256 * 1024);
     let mut wbuf = BytesMut::with_capacity(256 * 1024);
@@ -298,65 +496,40 @@ async fn drive_inner<R: Role>(
             }
         }
         while conn.poll_transmit(&mut wbuf) > 0 {}
-        while !wbuf.is_empty() {
-            match stream.try_write(&wbuf) {
-                Ok(n) => wbuf.advance(n),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    if peer_closed {
-                        return Ok(());
-                    }
-                    return Err(format!("writing to {peer}: {e}"));
-                }
+        if let Err(e) = write_now(&mut stream, &mut wbuf) {
+            if peer_closed {
+                return Ok(());
             }
+            return Err(format!("writing to {peer}: {e}"));
         }
         if conn.is_closed() && wbuf.is_empty() {
+            close_tls(&mut stream).await;
             return Ok(());
         }
         let tick = tokio::time::sleep(Duration::from_millis(100));
         let progress = shared.progress.notified();
         tokio::select! {
             biased;
-            r = stream.readable() => {
-                r.map_err(|e| format!("reading from {peer}: {e}"))?;
-                let mut eof = false;
-                let mut got = 0;
-                loop {
-                    if rbuf.capacity() - rbuf.len() < 16 * 1024 {
-                        rbuf.reserve(256 * 1024);
-                    }
-                    match stream.try_read_buf(&mut rbuf) {
-                        Ok(0) => {
-                            eof = true;
-                            break;
+            r = io_ready(&mut stream, &mut wbuf, &mut rbuf) => {
+                match r.map_err(|e| format!("talking to {peer}: {e}"))? {
+                    IoStep::Wrote => {}
+                    IoStep::Read { eof } => {
+                        if !rbuf.is_empty() {
+                            conn.handle_input_buf(rbuf.split(), Instant::now());
                         }
-                        Ok(n) => {
-                            got += n;
-                            if got >= 1024 * 1024 {
-                                break;
+                        if eof {
+                            while let Some(event) = conn.poll_event() {
+                                if let Event::Closed { error: None } = event {
+                                    peer_closed = true;
+                                }
                             }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(format!("reading from {peer}: {e}")),
-                    }
-                }
-                if !rbuf.is_empty() {
-                    conn.handle_input_buf(rbuf.split(), Instant::now());
-                }
-                if eof {
-                    while let Some(event) = conn.poll_event() {
-                        if let Event::Closed { error: None } = event {
-                            peer_closed = true;
+                            if closing || peer_closed || conn.is_closed() {
+                                return Ok(());
+                            }
+                            return Err(format!("{peer} dropped the connection without closing it"));
                         }
                     }
-                    if closing || peer_closed || conn.is_closed() {
-                        return Ok(());
-                    }
-                    return Err(format!("{peer} dropped the connection without closing it"));
                 }
-            }
-            r = stream.writable(), if !wbuf.is_empty() => {
-                r.map_err(|e| format!("writing to {peer}: {e}"))?;
             }
             _ = progress => {}
             _ = tick => {}

@@ -7,7 +7,7 @@
 //! ([`bote_amqp::Connection`]) over a `TcpStream`
 //! ([`client`]). With `--spawn` the bench starts `boted` itself
 //! ([`crate::spawn`]) and reads its CPU time and peak RSS from `/proc`
-//! ([`proc`]).
+//! ([`proc`]). `--tls` runs every client connection over TLS ([`BenchTls`]).
 
 pub mod client;
 pub mod proc;
@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use bote_amqp::Side;
 
 use crate::spawn::{RouterSpec, SpawnError, SpawnedRouter};
-use client::{Receiver, Requester, Responder, Role, Sender, Shared, Template};
+use client::{BenchStream, Receiver, Requester, Responder, Role, Sender, Shared, Template};
 use proc::ProcSample;
 pub use report::{BenchReport, Latency, RouterUsage, RunReport};
 
@@ -150,6 +150,13 @@ pub struct BenchOptions {
     /// attaches in flight per connection (`--mode addresses`, default 10).
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
+    /// TLS on both client sides (throughput and rr modes): a throw-away CA
+    /// and certificates are made for the run ([`crate::certs`]); with
+    /// `--spawn` the router's listener is amqps, and the `--direct`
+    /// baseline's acceptor speaks TLS too, so `--compare` sets TLS through
+    /// the router beside TLS client to client.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 impl BenchOptions {
@@ -217,6 +224,80 @@ enum Path {
     },
 }
 
+/// The TLS of a `--tls` run: a throw-away CA with a server certificate for
+/// `localhost` (the router's amqps listener, or the direct acceptor), and
+/// the client configuration that trusts it.
+pub struct BenchTls {
+    dir: PathBuf,
+    pki: crate::certs::TestPki,
+    client: Arc<rustls::ClientConfig>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl BenchTls {
+    /// Makes the certificates (in a fresh temporary directory, removed on
+    /// drop) and the rustls configurations (ring).
+    pub fn new() -> Result<BenchTls, BenchError> {
+        let tls_err = |e: String| BenchError::Options(format!("--tls: {e}"));
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "botectl-bench-tls-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let pki = crate::certs::write(&dir, &[], "bench").map_err(|e| tls_err(e.to_string()))?;
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))
+        };
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, BenchError> {
+            CertificateDer::pem_slice_iter(&read(path)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tls_err(format!("{}: {e}", path.display())))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in certs(&pki.ca)? {
+            roots.add(ca).map_err(|e| tls_err(e.to_string()))?;
+        }
+        #[allow(deprecated)] // ring has no post-quantum groups; aws-lc is kept out
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_err(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let key = PrivateKeyDer::from_pem_slice(&read(&pki.server_key)?)
+            .map_err(|e| tls_err(e.to_string()))?;
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_err(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs(&pki.server_cert)?, key)
+            .map_err(|e| tls_err(e.to_string()))?;
+        Ok(BenchTls {
+            dir,
+            pki,
+            client: Arc::new(client),
+            server: Arc::new(server),
+        })
+    }
+
+    /// The lines that make a spawned router's AMQP listener amqps.
+    fn listener_options(&self) -> Vec<String> {
+        vec![
+            format!("tls-cert-file = {:?}", self.pki.server_cert),
+            format!("tls-key-file = {:?}", self.pki.server_key),
+        ]
+    }
+}
+
+impl Drop for BenchTls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Runs the bench the options describe.
 pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     validate(options)?;
@@ -237,14 +318,26 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             "say where to send: --direct, --spawn, --router HOST:PORT or --routers A,B".into(),
         ));
     }
+    let tls = if options.tls {
+        if !options.spawn && routed {
+            return Err(BenchError::Options(
+                "--tls needs --spawn (or --direct): the bench makes the certificates the router uses"
+                    .into(),
+            ));
+        }
+        Some(Arc::new(BenchTls::new()?))
+    } else {
+        None
+    };
+    let tls = tls.as_deref();
     let mut runs = Vec::new();
     if options.direct || options.compare {
-        runs.push(run_path(options, &Path::Direct)?);
+        runs.push(run_path(options, &Path::Direct, tls)?);
     }
     if routed {
         let _spawned;
         let path = if options.spawn {
-            let (path, routers) = spawned_path(options, "", "")?;
+            let (path, routers) = spawned_path(options, "", "", tls)?;
             _spawned = routers;
             path
         } else if let Some(r) = &options.router {
@@ -264,7 +357,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
                 pid: options.router_pid,
             }
         };
-        runs.push(run_path(options, &path)?);
+        runs.push(run_path(options, &path, tls)?);
     }
     for ratio in &options.tracing {
         let telemetry = format!(
@@ -275,8 +368,9 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             options,
             &telemetry,
             &format!(", tracing at sampling-ratio {ratio}"),
+            tls,
         )?;
-        runs.push(run_path(options, &path)?);
+        runs.push(run_path(options, &path, tls)?);
     }
     let ratio = match runs.as_slice() {
         [direct, routed, ..] if options.compare && direct.msgs_per_sec > 0.0 => {
@@ -373,6 +467,7 @@ fn spawned_path(
     options: &BenchOptions,
     extra: &str,
     note: &str,
+    tls: Option<&BenchTls>,
 ) -> Result<(Path, Vec<SpawnedRouter>), BenchError> {
     let boted = match &options.boted {
         Some(p) => p.clone(),
@@ -381,7 +476,13 @@ fn spawned_path(
             .with_file_name("boted"),
     };
     let n = options.chain.unwrap_or(1);
-    let routers = spawn_routers(&boted, n, Duration::from_secs(30), extra)?;
+    let listener = tls.map(|t| t.listener_options()).unwrap_or_default();
+    let routers = spawn_routers_with(&boted, n, Duration::from_secs(30), extra, &listener)?;
+    let note = if tls.is_some() {
+        format!(", amqps{note}")
+    } else {
+        note.to_owned()
+    };
     let (first, last) = (&routers[0], &routers[routers.len() - 1]);
     let path = Path::Routed {
         senders: first.addr(),
@@ -410,14 +511,31 @@ fn spawn_routers(
     wait: Duration,
     extra: &str,
 ) -> Result<Vec<SpawnedRouter>, SpawnError> {
+    spawn_routers_with(boted, n, wait, extra, &[])
+}
+
+/// [`spawn_routers`] with `listener` lines added to each router's AMQP
+/// listener (its TLS keys, for `--tls`).
+fn spawn_routers_with(
+    boted: &std::path::Path,
+    n: usize,
+    wait: Duration,
+    extra: &str,
+    listener: &[String],
+) -> Result<Vec<SpawnedRouter>, SpawnError> {
+    let with_listener = |spec: RouterSpec| {
+        listener
+            .iter()
+            .fold(spec, |spec, line| spec.listener_option(line))
+    };
     if n <= 1 {
         return Ok(vec![
-            RouterSpec::new("bench").extra(extra).start(boted, wait)?,
+            with_listener(RouterSpec::new("bench").extra(extra)).start(boted, wait)?,
         ]);
     }
     let mut routers: Vec<SpawnedRouter> = Vec::with_capacity(n);
     for i in 0..n {
-        let mut spec = RouterSpec::new(&format!("bench.{i}")).extra(extra);
+        let mut spec = with_listener(RouterSpec::new(&format!("bench.{i}")).extra(extra));
         if i + 1 < n {
             spec = spec.inter_router(0);
         }
@@ -472,6 +590,7 @@ fn client_thread<R: Role + Send + 'static>(
     mut role: R,
     shared: Arc<Shared>,
     deadline: Instant,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> std::thread::JoinHandle<Result<(), String>> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -484,6 +603,21 @@ fn client_thread<R: Role + Send + 'static>(
                 .await
                 .map_err(|_| format!("connecting to {addr}: timed out"))?
                 .map_err(|e| format!("connecting to {addr}: {e}"))?;
+            let stream = match tls {
+                None => BenchStream::Plain(stream),
+                Some(config) => {
+                    let name = rustls::pki_types::ServerName::try_from("localhost")
+                        .map_err(|e| format!("TLS server name: {e}"))?;
+                    let session = tokio::time::timeout_at(
+                        deadline,
+                        tokio_rustls::TlsConnector::from(config).connect(name, stream),
+                    )
+                    .await
+                    .map_err(|_| format!("TLS handshake with {addr}: timed out"))?
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                    BenchStream::Tls(Box::new(tokio_rustls::TlsStream::Client(session)))
+                }
+            };
             client::drive(
                 stream,
                 Side::Client,
@@ -505,6 +639,7 @@ fn acceptor_thread<R, F>(
     make: F,
     shared: Arc<Shared>,
     deadline: Instant,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::thread::JoinHandle<Result<(), String>>
 where
     R: Role + Send + 'static,
@@ -537,6 +672,7 @@ where
         for (i, s) in accepted?.into_iter().enumerate() {
             let mut role = make(i);
             let shared = shared.clone();
+            let tls = tls.clone();
             handles.push(std::thread::spawn(move || -> Result<(), String> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -545,6 +681,19 @@ where
                 rt.block_on(async move {
                     let stream = TcpStream::from_std(s).map_err(|e| format!("acceptor: {e}"))?;
                     let deadline = tokio::time::Instant::from_std(deadline);
+                    let stream = match tls {
+                        None => BenchStream::Plain(stream),
+                        Some(config) => {
+                            let session = tokio::time::timeout_at(
+                                deadline,
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream),
+                            )
+                            .await
+                            .map_err(|_| "acceptor: TLS handshake timed out".to_owned())?
+                            .map_err(|e| format!("acceptor: TLS handshake: {e}"))?;
+                            BenchStream::Tls(Box::new(tokio_rustls::TlsStream::Server(session)))
+                        }
+                    };
                     client::drive(
                         stream,
                         Side::Server,
@@ -576,7 +725,13 @@ fn share(total: u64, parts: usize, i: usize) -> u64 {
     total / parts + u64::from((i as u64) < total % parts)
 }
 
-fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
+fn run_path(
+    o: &BenchOptions,
+    path: &Path,
+    tls: Option<&BenchTls>,
+) -> Result<RunReport, BenchError> {
+    let client_tls = tls.map(|t| t.client.clone());
+    let server_tls = tls.map(|t| t.server.clone());
     let deadline = Instant::now() + Duration::from_secs(o.timeout);
     let shared = Arc::new(Shared::new(o.messages, o.senders));
     let pid = match path {
@@ -635,6 +790,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
                     },
                     shared.clone(),
                     deadline,
+                    server_tls.clone(),
                 ),
                 Mode::Rr => acceptor_thread(
                     listener,
@@ -652,6 +808,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
                     },
                     shared.clone(),
                     deadline,
+                    server_tls.clone(),
                 ),
             });
             addr.to_string()
@@ -675,6 +832,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
                         ),
                         shared.clone(),
                         deadline,
+                        client_tls.clone(),
                     ),
                     Mode::Rr => client_thread(
                         receivers.clone(),
@@ -690,6 +848,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
                         ),
                         shared.clone(),
                         deadline,
+                        client_tls.clone(),
                     ),
                 };
                 handles.push(h);
@@ -714,6 +873,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
                 ),
                 shared.clone(),
                 deadline,
+                client_tls.clone(),
             ),
             Mode::Rr => client_thread(
                 sender_addr.clone(),
@@ -730,6 +890,7 @@ fn run_path(o: &BenchOptions, path: &Path) -> Result<RunReport, BenchError> {
                 ),
                 shared.clone(),
                 deadline,
+                client_tls.clone(),
             ),
         };
         handles.push(h);

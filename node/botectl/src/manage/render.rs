@@ -139,6 +139,8 @@ impl View {
                     ("dir", "dir"),
                     ("sasl", "sasl"),
                     ("user", "user"),
+                    ("sslProto", "tls"),
+                    ("sslCipher", "cipher"),
                     ("lastDlvSeconds", "last dlv (s)"),
                     ("uptimeSeconds", "uptime (s)"),
                 ],
