@@ -1,8 +1,8 @@
 //! The typed configuration of `boted`, parsed once from TOML and validated
 //! before the router starts; nothing downstream reads raw TOML.
 //!
-//! Sections: `[router]`, `[telemetry]`, `[[listener]]`, `[[connector]]` and
-//! `[[address]]`.
+//! Sections: `[router]`, `[telemetry]`, `[[listener]]`, `[[connector]]`,
+//! `[[address]]` and `[[link-route]]`.
 //! Keys are kebab-case; the camelCase spellings qdrouterd users know
 //! (`linkCapacity`, `maxFrameSize`, `idleTimeoutSeconds`, `workerThreads`, ...)
 //! are accepted as aliases. Every key has a default except a connector's
@@ -16,6 +16,7 @@
 
 pub mod address;
 mod diagnostic;
+pub mod link_route;
 pub mod reload;
 
 use std::path::{Path as FsPath, PathBuf};
@@ -32,6 +33,7 @@ pub use address::{
 };
 pub use diagnostic::Diagnostic;
 use diagnostic::{PathSeg, Problem, key};
+pub use link_route::{LinkDirection, LinkRouteConfig, LinkRouteTable, RouteDestination};
 
 /// The embedded default configuration (`default.toml`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -82,6 +84,8 @@ pub struct Config {
     pub connectors: Vec<ConnectorConfig>,
     /// `[[address]]`: the distribution of each address.
     pub addresses: AddressTable,
+    /// `[[link-route]]`: addresses whose links go to a broker, link for link.
+    pub link_routes: LinkRouteTable,
 }
 
 /// `[router]`.
@@ -238,6 +242,20 @@ pub enum Role {
     Normal,
     /// A peer router of the mesh.
     InterRouter,
+    /// A broker (or any AMQP container) the router connects to for link
+    /// routes (`[[link-route]]`); connectors only.
+    RouteContainer,
+}
+
+impl Role {
+    /// qdrouterd's name of the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Normal => "normal",
+            Role::InterRouter => "inter-router",
+            Role::RouteContainer => "route-container",
+        }
+    }
 }
 
 /// Which way a listener strips the router's message annotations
@@ -532,6 +550,8 @@ struct RawConfig {
     connector: Vec<ConnectorConfig>,
     #[serde(default)]
     address: Vec<RawAddress>,
+    #[serde(default, rename = "link-route", alias = "linkRoute")]
+    link_route: Vec<link_route::RawLinkRoute>,
 }
 
 impl Config {
@@ -697,6 +717,12 @@ impl RawConfig {
                      passwords against): offer [\"ANONYMOUS\"]",
                 ));
             }
+            if l.role == Role::RouteContainer {
+                return Err(Problem::new(
+                    p("role"),
+                    "route-container is a connector's role (the router connects to the broker)",
+                ));
+            }
             if l.backlog == 0 {
                 return Err(Problem::new(p("backlog"), "must be at least 1"));
             }
@@ -805,6 +831,87 @@ impl RawConfig {
                 ),
             })?;
 
+        let mut routes = Vec::with_capacity(self.link_route.len());
+        for (i, r) in self.link_route.into_iter().enumerate() {
+            let p = |field: &str| at("link-route", i, field);
+            let route_key = match (r.prefix, r.pattern) {
+                (Some(prefix), None) => AddressKey::Prefix(prefix),
+                (None, Some(pattern)) => AddressKey::Pattern(pattern),
+                (Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        p("pattern"),
+                        "a link route takes a prefix or a pattern, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(Problem::new(
+                        vec![key("link-route"), PathSeg::Index(i)],
+                        "needs a prefix or a pattern",
+                    ));
+                }
+            };
+            let destination = match (r.connection, r.container_id) {
+                (Some(name), None) => {
+                    match self.connector.iter().find(|c| c.name == name) {
+                        Some(c) if c.role == Role::RouteContainer => {}
+                        Some(c) => {
+                            return Err(Problem::new(
+                                p("connection"),
+                                format!(
+                                    "[[connector]] \"{name}\" has role {}; a link route needs role = \"route-container\"",
+                                    c.role.as_str()
+                                ),
+                            ));
+                        }
+                        None => {
+                            return Err(Problem::new(
+                                p("connection"),
+                                format!("no [[connector]] is named \"{name}\""),
+                            ));
+                        }
+                    }
+                    RouteDestination::Connection(name)
+                }
+                (None, Some(id)) if !id.is_empty() => RouteDestination::ContainerId(id),
+                (None, Some(_)) => {
+                    return Err(Problem::new(p("container-id"), "must not be empty"));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        p("container-id"),
+                        "a link route takes a connection or a container-id, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(Problem::new(
+                        vec![key("link-route"), PathSeg::Index(i)],
+                        "needs a connection (a route-container connector's name) or a container-id",
+                    ));
+                }
+            };
+            routes.push(LinkRouteConfig {
+                name: r.name.unwrap_or_else(|| format!("linkRoute/{i}")),
+                key: route_key,
+                direction: r.direction,
+                destination,
+                add_external_prefix: r.add_external_prefix,
+                del_external_prefix: r.del_external_prefix,
+            });
+        }
+        let link_routes = LinkRouteTable::new(routes).map_err(|(i, e)| match e {
+            AddressTableError::InvalidPattern { key, reason, .. } => Problem::new(
+                at("link-route", i, key.kind()),
+                format!("\"{}\" {reason}", key.as_str()),
+            ),
+            AddressTableError::Duplicate { key, normalized, .. } => Problem::new(
+                at("link-route", i, key.kind()),
+                format!(
+                    "\"{}\" duplicates an earlier [[link-route]] of the same direction (both match the pattern \"{normalized}\")",
+                    key.as_str()
+                ),
+            ),
+        })?;
+
         let telemetry = self.telemetry;
         let t = |field: &str| vec![key("telemetry"), key(field)];
         if !(0.0..=1.0).contains(&telemetry.sampling_ratio) {
@@ -834,6 +941,7 @@ impl RawConfig {
             listeners: self.listener,
             connectors: self.connector,
             addresses,
+            link_routes,
         })
     }
 }

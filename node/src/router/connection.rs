@@ -34,6 +34,8 @@
 //! gets qdrouterd's `x-opt-qd.ingress` and `x-opt-qd.trace`
 //! ([`super::annotations`]); elsewhere the received bytes go out untouched.
 
+mod routed;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -188,6 +190,12 @@ pub struct ConnectionActor {
     info: Arc<ConnectionInfo>,
     /// A delivery crossed the connection since the last flush.
     delivered: bool,
+    /// Set on a route-container connection (the router dialled a broker).
+    outbound: Option<routed::Outbound>,
+    /// Links routed link for link to a link on another connection (link
+    /// routing), by this side's link id; `routed_ids` maps route ids to them.
+    routed: FastMap<LinkId, routed::RoutedEnd>,
+    routed_ids: FastMap<u64, LinkId>,
 }
 
 impl ConnectionActor {
@@ -225,11 +233,25 @@ impl ConnectionActor {
         };
         let mut engine = Connection::new(config, Side::Server, Instant::now());
         engine.open();
+        let info = ConnectionInfo::new(id, peer.clone());
+        Self::with_engine(id, socket, peer, listener, shared, engine, info)
+    }
+
+    /// The actor around an engine, for a socket accepted or dialled.
+    fn with_engine(
+        id: ConnId,
+        socket: std::net::TcpStream,
+        peer: String,
+        listener: Arc<ListenerConfig>,
+        shared: Arc<Shared>,
+        engine: Connection,
+        info: ConnectionInfo,
+    ) -> Self {
         let annotations = listener
             .strip_annotations
             .annotates_outbound()
             .then(|| RouterAnnotations::new(&shared.router_id));
-        let info = Arc::new(ConnectionInfo::new(id, peer.clone()));
+        let info = Arc::new(info);
         ConnectionActor {
             id,
             peer,
@@ -258,6 +280,9 @@ impl ConnectionActor {
             closed: false,
             info,
             delivered: false,
+            outbound: None,
+            routed: FastMap::default(),
+            routed_ids: FastMap::default(),
         }
     }
 
@@ -280,19 +305,46 @@ impl ConnectionActor {
                 Event::Opened { remote } => {
                     tracing::info!(conn = %self.id, peer = %self.peer, container = %remote.container_id, "connection opened");
                     let _ = self.info.container.set(remote.container_id.clone());
+                    self.route_container_opened(&remote.container_id);
                     self.info.opened.store(true, Relaxed);
                 }
-                Event::AttachRequested { link, attach } => self.on_attach(link, *attach),
-                Event::Flow { link, .. } => self.pump(link),
-                Event::Transfer(t) => self.on_transfer(t),
+                Event::AttachRequested { link, attach } => {
+                    if !self.try_link_route(link, &attach) {
+                        self.on_attach(link, *attach)
+                    }
+                }
+                Event::LinkAttached { link, attach } => self.routed_attached(link, attach),
+                Event::Flow {
+                    link,
+                    credit,
+                    drain,
+                    ..
+                } => {
+                    if !self.routed_flow(link, credit, drain) {
+                        self.pump(link)
+                    }
+                }
+                Event::Transfer(t) => {
+                    if let Some(t) = self.routed_transfer(t) {
+                        self.on_transfer(t)
+                    }
+                }
                 Event::Disposition {
                     link,
                     delivery_id,
                     context,
                     state,
                     settled,
-                } => self.on_consumer_disposition(link, delivery_id, context, state, settled),
-                Event::LinkDetached(d) => self.on_link_detached(*d),
+                } => {
+                    if !self.routed_disposition(link, context, &state, settled) {
+                        self.on_consumer_disposition(link, delivery_id, context, state, settled)
+                    }
+                }
+                Event::LinkDetached(d) => {
+                    if !self.routed_detached(&d) {
+                        self.on_link_detached(*d)
+                    }
+                }
                 Event::Closed { error } => {
                     match &error {
                         Some(e) => {
@@ -334,9 +386,8 @@ impl ConnectionActor {
                 Event::SaslAuthenticated { mechanism } => {
                     let _ = self.info.sasl.set(mechanism);
                 }
-                Event::SessionBegun { .. }
-                | Event::SessionEnded { .. }
-                | Event::LinkAttached { .. } => {}
+                Event::SessionBegun { .. } => {}
+                Event::SessionEnded { session, .. } => self.routed_session_ended(session),
             }
         }
     }
@@ -1202,6 +1253,7 @@ impl Actor for ConnectionActor {
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        self.routed_connection_lost();
         self.release_everything();
         Running::Stop
     }
@@ -1210,6 +1262,7 @@ impl Actor for ConnectionActor {
         self.shared.connections.remove(&self.id);
         self.shared.model.remove_connection(self.id);
         self.shared.heap.connection_closed();
+        self.route_container_stopped();
         tracing::debug!(conn = %self.id, peer = %self.peer, "connection actor stopped");
     }
 }

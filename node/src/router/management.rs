@@ -357,6 +357,7 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Normal => "normal",
         Role::InterRouter => "inter-router",
+        Role::RouteContainer => "route-container",
     }
 }
 

@@ -27,6 +27,7 @@ mod address_props;
 pub mod annotations;
 pub mod connection;
 pub mod link;
+pub mod link_route;
 pub mod listener;
 pub mod management;
 pub mod memory;
@@ -75,6 +76,12 @@ pub struct Shared {
     state_writer: OnceLock<StateWriter>,
     /// Returns memory to the system after bursts of connections.
     pub heap: memory::HeapTrimmer,
+    /// `[[link-route]]`: addresses whose links go to a broker.
+    pub link_routes: crate::config::LinkRouteTable,
+    /// The open route-container connections (brokers), by connector name.
+    pub route_containers: link_route::RouteContainers,
+    /// Numbers the routed link pairs.
+    next_route_id: AtomicU64,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -139,6 +146,11 @@ impl Shared {
         self.workers[i % self.workers.len()].clone()
     }
 
+    /// A new router-wide id for a routed link pair.
+    pub fn next_route_id(&self) -> u64 {
+        self.next_route_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed) + 1)
     }
@@ -159,6 +171,7 @@ impl Shared {
                 })
                 .collect(),
             http: self.http.get().copied(),
+            route_containers: self.route_containers.snapshot().into_iter().collect(),
             ..RouterState::default()
         };
         if let Some(mesh) = &self.mesh {
@@ -197,6 +210,11 @@ impl Shared {
     /// Inter-router connectors in force.
     pub fn connector_count(&self) -> usize {
         self.configured().connectors.len()
+    }
+
+    /// A route-container connection opened or closed: the state file says so.
+    pub fn route_containers_changed(&self) {
+        self.publish_state();
     }
 
     /// The listeners changed (management): the state file says so.
@@ -349,6 +367,9 @@ impl Router {
             state_file: OnceLock::new(),
             state_writer: OnceLock::new(),
             heap: memory::HeapTrimmer::default(),
+            link_routes: config.link_routes.clone(),
+            route_containers: link_route::RouteContainers::default(),
+            next_route_id: AtomicU64::new(0),
         });
         {
             let shared = Arc::downgrade(&shared);
@@ -412,6 +433,14 @@ impl Router {
                 .filter(|c| c.role == Role::InterRouter)
                 .cloned()
                 .collect();
+        }
+        for c in config
+            .connectors
+            .iter()
+            .filter(|c| c.role == Role::RouteContainer)
+        {
+            tracing::info!(router = %shared.router_id, connector = %c.name, "route-container connector to {}", c.socket_address());
+            link_route::start(c.clone(), shared.clone());
         }
         let management_arbiter = Arbiter::new();
         let management = management::start(shared.clone(), &management_arbiter.handle());

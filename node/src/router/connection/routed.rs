@@ -1,0 +1,596 @@
+//! A connection actor's routed links (link routing, [`crate::router::link_route`]):
+//! on a client's connection, an attach that matches a `[[link-route]]` is
+//! paired with a link the router attaches on a broker's (route-container)
+//! connection; each end passes what its engine reports for the link to the
+//! other end as a [`RoutedFrame`], and does what the other end sends.
+//!
+//! Credit: the end whose link *sends* (its peer is a receiver) reports the
+//! receiver's limit as a running total (`delivery-count + credit` of its
+//! link, both counted from 0 at attach); the end whose link *receives*
+//! grants its far sender that total minus the transfers it has received
+//! on the link, so transfers still on their way between the two actors
+//! are never granted twice. Drain is passed to the far sender and the
+//! sending end completes it (engine manual drain) only when the far sender
+//! has. Transfers pass frame by frame; outcomes and settlement are the far
+//! end's, passed back as dispositions: the router settles nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix::prelude::*;
+
+use super::ConnectionActor;
+use crate::config::{
+    ConnectorConfig, LinkDirection, LinkRouteConfig, ListenerConfig, Role as ConfigRole,
+};
+use crate::delivery::ConnId;
+use crate::model::ConnectionInfo;
+use crate::router::Shared;
+use crate::router::link_route::{RouteAttach, RouteContainer, Routed, RoutedFrame};
+use bote_amqp::{
+    AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, IncomingTransfer, LinkConfig,
+    LinkDetached, LinkId, Role, SaslConfig, SendDelivery, SessionId, Side, condition,
+};
+
+/// What a route-container connection (the router dialled a broker) keeps.
+pub(in crate::router) struct Outbound {
+    connector: Arc<ConnectorConfig>,
+    /// Told when the actor stops, so the connector dials again.
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The session the routed links are attached on (begun with the first).
+    session: Option<SessionId>,
+    /// Routed links on this connection (the balancing load).
+    links: Arc<AtomicUsize>,
+}
+
+/// One end of a routed link pair.
+pub(in crate::router) struct RoutedEnd {
+    route_id: u64,
+    /// The connection actor of the other end.
+    peer: Addr<ConnectionActor>,
+    /// This end's role on its link.
+    role: Role,
+    /// On the client's end: the route (address rewriting of the broker's answer).
+    route: Option<Arc<LinkRouteConfig>>,
+    /// Receiving end: deliveries received on the link since it attached.
+    received: u32,
+    /// Receiving end: a drain is passed on and not completed yet.
+    drain_requested: bool,
+    /// Broker's end: the connection's routed-link count, counted down when
+    /// the link ends.
+    links: Option<Arc<AtomicUsize>>,
+    /// This end detached because the other did: its end is not passed back.
+    detaching: bool,
+}
+
+fn opposite(role: Role) -> Role {
+    match role {
+        Role::Sender => Role::Receiver,
+        Role::Receiver => Role::Sender,
+    }
+}
+
+/// The attach's address rewritten by `f` (a sender's target, a receiver's source).
+fn rewrite(attach: &mut Attach, f: impl Fn(&str) -> String) {
+    if let Some(a) = attach.target.as_mut().and_then(|t| t.address.as_mut()) {
+        *a = f(a);
+    }
+    if let Some(a) = attach.source.as_mut().and_then(|s| s.address.as_mut()) {
+        *a = f(a);
+    }
+}
+
+/// The link this side attaches or answers with, as the other end's attach
+/// says (terminus, filters, properties and capabilities intact).
+fn link_config(attach: Attach, role: Role) -> LinkConfig {
+    LinkConfig {
+        name: attach.name,
+        role,
+        source: attach.source,
+        target: attach.target,
+        snd_settle_mode: attach.snd_settle_mode,
+        rcv_settle_mode: attach.rcv_settle_mode,
+        initial_delivery_count: 0,
+        max_message_size: attach.max_message_size,
+        offered_capabilities: attach.offered_capabilities,
+        desired_capabilities: attach.desired_capabilities,
+        properties: attach.properties,
+    }
+}
+
+impl ConnectionActor {
+    /// A connection the router dialled to a broker (route-container
+    /// connector `connector`); `done` is told when it ends.
+    pub fn route_container(
+        id: ConnId,
+        socket: std::net::TcpStream,
+        connector: Arc<ConnectorConfig>,
+        shared: Arc<Shared>,
+        done: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
+        let peer = connector.socket_address();
+        let settings = Arc::new(ListenerConfig {
+            name: Some(connector.name.clone()),
+            host: connector.host.clone(),
+            port: connector.port,
+            role: ConfigRole::RouteContainer,
+            idle_timeout_secs: connector.idle_timeout_secs,
+            max_frame_size: connector.max_frame_size,
+            ..ListenerConfig::default()
+        });
+        let config = ConnectionConfig {
+            container_id: shared.router_id.clone(),
+            max_frame_size: connector.max_frame_size,
+            idle_timeout: (connector.idle_timeout_secs > 0)
+                .then(|| std::time::Duration::from_secs(u64::from(connector.idle_timeout_secs))),
+            stream_deliveries: true,
+            // The far sender's transfers are within the credit its
+            // receiver granted end to end: no margin of our own.
+            sasl: SaslConfig::Client {
+                mechanism: "ANONYMOUS".to_owned(),
+                initial_response: None,
+                hostname: Some(connector.host.clone()),
+            },
+            ..ConnectionConfig::default()
+        };
+        let mut engine = Connection::new(config, Side::Client, std::time::Instant::now());
+        engine.open();
+        let mut info = ConnectionInfo::new(id, peer.clone());
+        info.role = "route-container";
+        info.dir = "out";
+        let mut actor = Self::with_engine(id, socket, peer, settings, shared, engine, info);
+        actor.outbound = Some(Outbound {
+            connector,
+            done: Some(done),
+            session: None,
+            links: Arc::new(AtomicUsize::new(0)),
+        });
+        actor
+    }
+
+    /// The broker's open arrived: its connection takes routed links now.
+    pub(super) fn route_container_opened(&mut self, container_id: &str) {
+        let Some(out) = &self.outbound else {
+            return;
+        };
+        tracing::info!(conn = %self.id, connector = %out.connector.name, container = %container_id, "route container connected");
+        self.shared.route_containers.register(
+            &out.connector.name,
+            RouteContainer {
+                conn: self.id,
+                actor: self.me(),
+                container_id: container_id.to_owned(),
+                links: out.links.clone(),
+            },
+        );
+        self.shared.route_containers_changed();
+    }
+
+    pub(super) fn route_container_stopped(&mut self) {
+        if let Some(out) = &mut self.outbound {
+            self.shared
+                .route_containers
+                .unregister(&out.connector.name, self.id);
+            self.shared.route_containers_changed();
+            if let Some(done) = out.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// A client's attach: routed if a link route takes it (then `true`,
+    /// also when it is refused for want of a broker).
+    pub(super) fn try_link_route(&mut self, link: LinkId, attach: &Attach) -> bool {
+        if self.outbound.is_some() || self.shared.link_routes.is_empty() {
+            return false;
+        }
+        let (address, direction) = match attach.role {
+            Role::Sender => (
+                attach.target.as_ref().and_then(|t| t.address.as_deref()),
+                LinkDirection::In,
+            ),
+            Role::Receiver => (
+                attach
+                    .source
+                    .as_ref()
+                    .filter(|s| !s.dynamic)
+                    .and_then(|s| s.address.as_deref()),
+                LinkDirection::Out,
+            ),
+        };
+        let Some(address) = address.filter(|a| !a.is_empty()) else {
+            return false;
+        };
+        let Some(route) = self.shared.link_routes.matching(address, direction) else {
+            return false;
+        };
+        let route = Arc::new(route.clone());
+        let Some(container) = self.shared.route_containers.pick(&route) else {
+            tracing::info!(conn = %self.id, link = %attach.name, %address, route = %route.name, "attach refused: no broker connected for the link route");
+            let error = AmqpError::new(
+                condition::NOT_FOUND,
+                format!(
+                    "no route to '{address}': link route '{}' has no broker connected to router {}",
+                    route.name, self.shared.router_id
+                ),
+            );
+            let _ = self.engine.refuse_attach(link, error);
+            return true;
+        };
+        let route_id = self.shared.next_route_id();
+        let role = opposite(attach.role);
+        if role == Role::Sender {
+            let _ = self.engine.set_manual_drain(link, true);
+        }
+        let mut out = attach.clone();
+        rewrite(&mut out, |a| route.external_address(a));
+        tracing::info!(conn = %self.id, link = %attach.name, %address, route = %route.name, broker = %container.container_id, route_id, "attach link-routed");
+        container.links.fetch_add(1, Ordering::Relaxed);
+        container.actor.do_send(RouteAttach {
+            route_id,
+            attach: Box::new(out),
+            peer: self.me(),
+            links: container.links.clone(),
+        });
+        self.routed.insert(
+            link,
+            RoutedEnd {
+                route_id,
+                peer: container.actor,
+                role,
+                route: Some(route),
+                received: 0,
+                drain_requested: false,
+                links: None,
+                detaching: false,
+            },
+        );
+        self.routed_ids.insert(route_id, link);
+        true
+    }
+
+    /// Broker's end: attach a link for a client's.
+    fn on_route_attach(&mut self, msg: RouteAttach) {
+        let RouteAttach {
+            route_id,
+            attach,
+            peer,
+            links,
+        } = msg;
+        let session = match self.outbound.as_ref().and_then(|o| o.session) {
+            Some(s) => Ok(s),
+            None => self.engine.begin(),
+        };
+        let role = attach.role;
+        let name = attach.name.clone();
+        let attached = session.and_then(|s| {
+            if let Some(o) = &mut self.outbound {
+                o.session = Some(s);
+            }
+            self.engine.attach(s, link_config(*attach, role))
+        });
+        match attached {
+            Ok(link) => {
+                if role == Role::Sender {
+                    let _ = self.engine.set_manual_drain(link, true);
+                }
+                self.routed.insert(
+                    link,
+                    RoutedEnd {
+                        route_id,
+                        peer,
+                        role,
+                        route: None,
+                        received: 0,
+                        drain_requested: false,
+                        links: Some(links),
+                        detaching: false,
+                    },
+                );
+                self.routed_ids.insert(route_id, link);
+            }
+            Err(e) => {
+                links.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(conn = %self.id, link = %name, "routed attach to the broker failed: {e}");
+                peer.do_send(RoutedFrame {
+                    route_id,
+                    frame: Routed::Detach {
+                        closed: true,
+                        error: Some(AmqpError::new(
+                            condition::DETACH_FORCED,
+                            format!("link '{name}' could not be attached to the broker: {e}"),
+                        )),
+                    },
+                });
+            }
+        }
+    }
+
+    fn send_routed(&self, link: LinkId, frame: Routed) {
+        if let Some(end) = self.routed.get(&link) {
+            end.peer.do_send(RoutedFrame {
+                route_id: end.route_id,
+                frame,
+            });
+        }
+    }
+
+    /// Broker's end: the broker answered an attach.
+    pub(super) fn routed_attached(&mut self, link: LinkId, attach: Box<Attach>) {
+        if self.routed.contains_key(&link) {
+            self.send_routed(link, Routed::Attached(attach));
+        }
+    }
+
+    /// A flow for a routed link; `false` if the link is not routed.
+    pub(super) fn routed_flow(&mut self, link: LinkId, credit: u32, drain: bool) -> bool {
+        let Some(end) = self.routed.get_mut(&link) else {
+            return false;
+        };
+        match end.role {
+            Role::Sender => {
+                let Some(l) = self.engine.link(link) else {
+                    return true;
+                };
+                let total = l.delivery_count().wrapping_add(l.credit());
+                self.send_routed(link, Routed::Credit { total, drain });
+            }
+            Role::Receiver => {
+                if drain && credit == 0 && end.drain_requested {
+                    end.drain_requested = false;
+                    self.send_routed(link, Routed::Drained);
+                }
+            }
+        }
+        true
+    }
+
+    /// A transfer frame on a routed link goes to the other end; other
+    /// links' frames are given back.
+    pub(super) fn routed_transfer(&mut self, t: IncomingTransfer) -> Option<IncomingTransfer> {
+        let Some(end) = self.routed.get_mut(&t.link) else {
+            return Some(t);
+        };
+        if t.first {
+            end.received = end.received.wrapping_add(1);
+        }
+        self.delivered = true;
+        let link = t.link;
+        self.send_routed(
+            link,
+            Routed::Transfer {
+                delivery_id: t.delivery_id,
+                tag: t.delivery_tag,
+                message_format: t.message_format,
+                first: t.first,
+                more: t.more,
+                settled: t.settled,
+                aborted: t.aborted,
+                payload: t.payload,
+            },
+        );
+        None
+    }
+
+    /// The far receiver's disposition of a delivery sent on a routed link.
+    pub(super) fn routed_disposition(
+        &mut self,
+        link: LinkId,
+        context: u64,
+        state: &Option<DeliveryState>,
+        settled: bool,
+    ) -> bool {
+        let Some(end) = self.routed.get(&link) else {
+            return false;
+        };
+        // On a receiving end the far sender settled (receiver settle mode
+        // second, which the engine answers as first): nothing to pass.
+        if end.role == Role::Sender {
+            self.send_routed(
+                link,
+                Routed::Disposition {
+                    delivery_id: context as u32,
+                    state: state.clone(),
+                    settled,
+                },
+            );
+        }
+        true
+    }
+
+    /// A routed link ended here: the other end detaches too (unless it
+    /// started it).
+    pub(super) fn routed_detached(&mut self, d: &LinkDetached) -> bool {
+        let Some(end) = self.routed.remove(&d.link) else {
+            return false;
+        };
+        self.routed_ids.remove(&end.route_id);
+        if let Some(links) = &end.links {
+            links.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !end.detaching {
+            // A link ended with its broker's connection (not by a detach)
+            // carries no error of its own: the client gets one it can act
+            // on. A client that went away is no error to the broker (Proton
+            // closes the connection of a link detached with an error).
+            let error = match (&d.error, d.closed, &self.outbound) {
+                (None, false, Some(o)) => Some(AmqpError::new(
+                    condition::DETACH_FORCED,
+                    format!("the broker's connection ({}) closed", o.connector.name),
+                )),
+                (e, _, _) => e.clone(),
+            };
+            tracing::debug!(conn = %self.id, link = %d.name, route_id = end.route_id, "routed link detached");
+            end.peer.do_send(RoutedFrame {
+                route_id: end.route_id,
+                frame: Routed::Detach {
+                    closed: d.closed || error.is_some(),
+                    error,
+                },
+            });
+        }
+        true
+    }
+
+    /// A session of a route-container connection ended: the next routed
+    /// link begins a new one.
+    pub(super) fn routed_session_ended(&mut self, session: SessionId) {
+        if let Some(o) = &mut self.outbound
+            && o.session == Some(session)
+        {
+            o.session = None;
+        }
+    }
+
+    /// The connection is going (the actor stops): every routed link's other
+    /// end is detached with `amqp:link:detach-forced`.
+    pub(super) fn routed_connection_lost(&mut self) {
+        let error = self.outbound.as_ref().map(|o| {
+            AmqpError::new(
+                condition::DETACH_FORCED,
+                format!(
+                    "the connection to broker '{}' ({}) was lost",
+                    o.connector.name, self.peer
+                ),
+            )
+        });
+        for (_, end) in self.routed.drain() {
+            if let Some(links) = &end.links {
+                links.fetch_sub(1, Ordering::Relaxed);
+            }
+            if end.detaching {
+                continue;
+            }
+            end.peer.do_send(RoutedFrame {
+                route_id: end.route_id,
+                frame: Routed::Detach {
+                    closed: true,
+                    error: error.clone(),
+                },
+            });
+        }
+        self.routed_ids.clear();
+    }
+
+    /// What the other end of a routed link sent.
+    fn on_routed_frame(&mut self, route_id: u64, frame: Routed) {
+        let Some(&link) = self.routed_ids.get(&route_id) else {
+            return;
+        };
+        let Some(end) = self.routed.get_mut(&link) else {
+            return;
+        };
+        if end.detaching {
+            return;
+        }
+        match frame {
+            Routed::Attached(attach) => {
+                let mut attach = *attach;
+                if let Some(route) = &end.route {
+                    rewrite(&mut attach, |a| route.internal_address(a));
+                }
+                let role = end.role;
+                if let Err(e) = self.engine.accept_attach(link, link_config(attach, role)) {
+                    tracing::warn!(conn = %self.id, route_id, "cannot answer a routed attach: {e}");
+                }
+            }
+            Routed::Credit { total, drain } => {
+                let grant = total.wrapping_sub(end.received);
+                // A total below what arrived (the far receiver took credit
+                // back) grants nothing.
+                let grant = if grant > i32::MAX as u32 { 0 } else { grant };
+                if drain {
+                    end.drain_requested = true;
+                }
+                if let Err(e) = self.engine.flow(link, grant, drain) {
+                    tracing::debug!(conn = %self.id, route_id, "routed credit not applied: {e}");
+                }
+            }
+            Routed::Drained => {
+                let _ = self.engine.drained(link);
+            }
+            Routed::Transfer {
+                delivery_id,
+                tag,
+                message_format,
+                first,
+                more,
+                settled,
+                aborted,
+                payload,
+            } => {
+                let context = u64::from(delivery_id);
+                let sent = if first {
+                    if aborted {
+                        Ok(())
+                    } else {
+                        self.engine.send(
+                            link,
+                            SendDelivery {
+                                tag,
+                                payload,
+                                settled,
+                                message_format,
+                                context,
+                                complete: !more,
+                            },
+                        )
+                    }
+                } else if aborted {
+                    self.engine.abort(link, context).map(|_| ())
+                } else {
+                    self.engine.send_more(link, payload, !more)
+                };
+                if let Err(e) = sent {
+                    tracing::info!(conn = %self.id, route_id, "routed transfer not sent: {e}");
+                    let error = AmqpError::new(
+                        condition::DETACH_FORCED,
+                        format!("a routed transfer could not be passed on: {e}"),
+                    );
+                    end.detaching = true;
+                    let _ = self.engine.detach(link, true, Some(error.clone()));
+                    if let Some(end) = self.routed.get(&link) {
+                        end.peer.do_send(RoutedFrame {
+                            route_id,
+                            frame: Routed::Detach {
+                                closed: true,
+                                error: Some(error),
+                            },
+                        });
+                    }
+                }
+            }
+            Routed::Disposition {
+                delivery_id,
+                state,
+                settled,
+            } => {
+                if let Err(e) = self.engine.disposition(link, delivery_id, state, settled) {
+                    tracing::debug!(conn = %self.id, route_id, "routed disposition not applied: {e}");
+                }
+            }
+            Routed::Detach { closed, error } => {
+                end.detaching = true;
+                if let Err(e) = self.engine.detach(link, closed, error) {
+                    tracing::debug!(conn = %self.id, route_id, "routed detach: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl Handler<RouteAttach> for ConnectionActor {
+    type Result = ();
+    fn handle(&mut self, msg: RouteAttach, ctx: &mut Context<Self>) {
+        self.on_route_attach(msg);
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<RoutedFrame> for ConnectionActor {
+    type Result = ();
+    fn handle(&mut self, msg: RoutedFrame, ctx: &mut Context<Self>) {
+        self.on_routed_frame(msg.route_id, msg.frame);
+        self.schedule_flush(ctx);
+    }
+}

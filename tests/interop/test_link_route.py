@@ -1,0 +1,203 @@
+"""Link routing to a real broker (tests/interop/brokers.py): a client's
+attach to a link-routed address is passed, link for link, to a broker the
+router dialled (a route-container connector), and attach, flow (credit and
+drain), transfers, dispositions and detach pass end to end. The broker is
+the Qpid Proton C example broker (a separate process); drain is shown with
+a tiny Proton (Python) peer, since the C broker ignores drain."""
+
+import subprocess
+import time
+
+from proton import Message
+from proton.handlers import MessagingHandler
+from proton.reactor import Container
+
+from brokers import CBroker, DrainPeer
+from clients import Receiver, Sender
+from conftest import DEFAULT_ADDRESSES, Router, wait_until
+
+
+def link_routes(port, connector="broker", prefix="broker", extra=""):
+    return (
+        f'[[connector]]\nname = "{connector}"\nhost = "127.0.0.1"\nport = {port}\n'
+        f'role = "route-container"\n'
+        f'[[link-route]]\nprefix = "{prefix}"\ndirection = "in"\nconnection = "{connector}"\n{extra}'
+        f'[[link-route]]\nprefix = "{prefix}"\ndirection = "out"\nconnection = "{connector}"\n{extra}'
+    )
+
+
+def routed_router(name, port, **kw):
+    return Router(name, addresses=DEFAULT_ADDRESSES + "\n" + link_routes(port, **kw))
+
+
+def wait_connected(router, connector="broker", container=None):
+    def up():
+        rc = router.state().get("route_containers", {})
+        return connector in rc and (container is None or rc[connector] == container)
+
+    wait_until(up, timeout=20, what=f"{router.name} connected to route container {connector}")
+
+
+def run(client, timeout=30):
+    client.start()
+    client.join(timeout)
+    return client
+
+
+def stop_all(*things):
+    for t in things:
+        t.stop()
+
+
+def test_messages_sent_through_a_link_route_are_stored_by_the_broker_and_received_back():
+    broker = CBroker("broker-1")
+    router = routed_router("Router.LR", broker.port)
+    try:
+        wait_connected(router, container="broker-1")
+        # No receiver anywhere: message routing would release these; the
+        # broker accepts and stores them (its own outcome, end to end).
+        sender = run(Sender(router.url, "broker.orders", 10))
+        assert sender.error is None and sender.refused is None, sender.refused or sender.error
+        assert sender.counts() == {"accepted": 10}
+        receiver = run(Receiver(router.url, "broker.orders", expect=10, credit=10))
+        assert receiver.refused is None, receiver.refused
+        assert [m.body for m in receiver.messages] == [f"message-{i}" for i in range(10)]
+        # The terminus the client sees is the broker's answer.
+        assert receiver.remote_address == "broker.orders"
+    finally:
+        stop_all(router, broker)
+
+
+def test_a_receiver_gets_no_more_than_its_credit_the_rest_stays_in_the_broker():
+    broker = CBroker("broker-1")
+    router = routed_router("Router.LR", broker.port)
+    try:
+        wait_connected(router)
+        assert run(Sender(router.url, "broker.credit", 10)).counts() == {"accepted": 10}
+        # Credit 3, never settles, never adds credit: exactly 3 arrive.
+        held = Receiver(router.url, "broker.credit", credit=3, settle=None).start()
+        wait_until(lambda: held.count >= 3, what="3 messages")
+        time.sleep(0.5)
+        assert held.count == 3
+        held.close()
+        held.join(10)
+        # The other 7 never left the broker (the router buffered none):
+        # a client of the broker itself gets them.
+        direct = run(Receiver(f"amqp://127.0.0.1:{broker.port}", "broker.credit", expect=7,
+                              credit=10, timeout=10))
+        assert [m.body for m in direct.messages] == [f"message-{i}" for i in range(3, 10)]
+    finally:
+        stop_all(router, broker)
+
+
+class DrainingReceiver(MessagingHandler):
+    """Attaches a receiver, asks for `credit` with drain, and records what
+    arrived and the credit once the drain completed."""
+
+    def __init__(self, url, address):
+        super().__init__(prefetch=0, auto_accept=True)
+        self.url, self.address = url, address
+        self.bodies = []
+        self.drained = False
+        self.error = None
+
+    def on_start(self, event):
+        self.conn = event.container.connect(self.url, reconnect=False)
+        self.receiver = event.container.create_receiver(self.conn, self.address)
+        event.container.schedule(15, self)
+
+    def on_link_opened(self, event):
+        if event.receiver == self.receiver:
+            self.receiver.drain(5)
+
+    def on_message(self, event):
+        self.bodies.append(event.message.body)
+
+    def on_link_flow(self, event):
+        if event.receiver == self.receiver and self.receiver.credit == 0 and not self.drained:
+            self.drained = True
+            self.conn.close()
+
+    def on_link_error(self, event):
+        cond = event.link.remote_condition
+        self.error = f"{cond.name}: {cond.description}" if cond else "link error"
+        self.conn.close()
+
+    def on_timer_task(self, event):
+        self.conn.close()
+
+
+def test_drain_reaches_the_broker_and_its_completion_comes_back():
+    peer = DrainPeer("drain-peer")
+    router = routed_router("Router.LR", peer.port)
+    try:
+        wait_connected(router, container="drain-peer")
+        assert run(Sender(router.url, "broker.d", 2)).counts() == {"accepted": 2}
+        client = DrainingReceiver(router.url, "broker.d")
+        Container(client).run()
+        assert client.error is None, client.error
+        assert client.bodies == ["message-0", "message-1"]
+        assert client.drained, "the drain completed (credit 0) end to end"
+        # The broker saw the client's credit and drain flag.
+        assert any(f[1] == "broker.d" and f[3] == "1" for f in peer.flows()), peer.flows()
+    finally:
+        stop_all(router, peer)
+
+
+def test_an_attach_with_no_broker_connected_is_refused_not_found():
+    # A route-container connector to a port nobody listens on.
+    from brokers import free_port
+
+    router = routed_router("Router.LR", free_port())
+    try:
+        sender = run(Sender(router.url, "broker.none", 1, timeout=10))
+        assert sender.refused is not None and sender.refused.startswith("amqp:not-found"), sender.refused
+        receiver = run(Receiver(router.url, "broker.none", expect=1, timeout=10))
+        assert receiver.refused is not None and receiver.refused.startswith("amqp:not-found")
+        # Addresses outside the link route are message-routed as before.
+        rx = Receiver(router.url, "queue.plain", expect=1).start()
+        wait_until(lambda: rx.attached.is_set())
+        assert run(Sender(router.url, "queue.plain", 1)).counts() == {"accepted": 1}
+        rx.join(10)
+        assert rx.count == 1
+    finally:
+        router.stop()
+
+
+def test_broker_restart_detaches_routed_links_with_an_error_and_the_router_reconnects():
+    broker = CBroker("broker-1")
+    port = broker.port
+    router = routed_router("Router.LR", port)
+    try:
+        wait_connected(router)
+        held = Receiver(router.url, "broker.restart", credit=5, timeout=30).start()
+        wait_until(lambda: held.attached.is_set(), what="routed receiver attached")
+        assert held.refused is None
+        broker.stop()
+        wait_until(lambda: held.refused is not None, what="routed link detached")
+        assert held.refused.startswith("amqp:link:detach-forced"), held.refused
+        assert "broker" in held.refused
+        wait_until(lambda: "broker" not in router.state().get("route_containers", {}),
+                   what="the route container gone from the state")
+        broker = CBroker("broker-1", port=port)
+        wait_connected(router)
+        assert run(Sender(router.url, "broker.restart", 3)).counts() == {"accepted": 3}
+        again = run(Receiver(router.url, "broker.restart", expect=3, credit=3))
+        assert again.count == 3
+    finally:
+        stop_all(router, broker)
+
+
+def test_external_prefixes_rewrite_the_address_the_broker_sees():
+    broker = CBroker("broker-1")
+    router = routed_router(
+        "Router.LR", broker.port, prefix="ext",
+        extra='del-external-prefix = "ext."\nadd-external-prefix = "queue/"\n')
+    try:
+        wait_connected(router)
+        assert run(Sender(router.url, "ext.orders", 2)).counts() == {"accepted": 2}
+        direct = run(Receiver(f"amqp://127.0.0.1:{broker.port}", "queue/orders", expect=2,
+                              credit=2, timeout=10))
+        assert direct.count == 2
+    finally:
+        stop_all(router, broker)
