@@ -201,3 +201,84 @@ def test_external_prefixes_rewrite_the_address_the_broker_sees():
         assert direct.count == 2
     finally:
         stop_all(router, broker)
+
+
+def container_routes(prefix="broker", container="broker-1"):
+    return "".join(
+        f'[[link-route]]\nprefix = "{prefix}"\ndirection = "{d}"\ncontainer-id = "{container}"\n'
+        for d in ("in", "out"))
+
+
+def routed_chain(broker_port):
+    """A - B - C, the broker's connection on C; A and C have the link
+    routes (by container-id), B only passes the links on."""
+    a = Router("Router.A", inter_router=True,
+               addresses=DEFAULT_ADDRESSES + "\n" + container_routes())
+    b = Router("Router.B", inter_router=True, connectors=[("to-a", a.inter_router_port, 1)])
+    c = Router("Router.C", connectors=[("to-b", b.inter_router_port, 1)],
+               addresses=DEFAULT_ADDRESSES + "\n" + (
+                   f'[[connector]]\nname = "broker"\nhost = "127.0.0.1"\nport = {broker_port}\n'
+                   f'role = "route-container"\n') + container_routes())
+    wait_connected(c, container="broker-1")
+    wait_until(lambda: "Router.C" in a.state().get("routes", {}), what="A routes to C")
+    wait_until(lambda: "_linkroute/broker-1" in a.state().get("addresses", {}),
+               what="A learns the broker's link route through the mesh")
+    return a, b, c
+
+
+def test_link_routes_in_and_out_cross_a_three_router_mesh_to_the_broker():
+    broker = CBroker("broker-1")
+    a, b, c = routed_chain(broker.port)
+    try:
+        sender = run(Sender(a.url, "broker.mesh", 20))
+        assert sender.refused is None, sender.refused
+        assert sender.counts() == {"accepted": 20}
+        # Stored in the broker behind C: a client of C's own link route and
+        # one on A both read from the same queue.
+        # Credit 5 and never more: exactly 5 arrive.
+        first = run(Receiver(a.url, "broker.mesh", expect=5, credit=5, settle=None))
+        assert first.refused is None, first.refused
+        assert [m.body for m in first.messages] == [f"message-{i}" for i in range(5)]
+        rest = run(Receiver(c.url, "broker.mesh", expect=15, credit=15))
+        assert [m.body for m in rest.messages] == [f"message-{i}" for i in range(5, 20)]
+    finally:
+        stop_all(a, b, c, broker)
+
+
+def test_credit_and_drain_pass_end_to_end_across_the_mesh():
+    peer = DrainPeer("broker-1")
+    a, b, c = routed_chain(peer.port)
+    try:
+        assert run(Sender(a.url, "broker.md", 2)).counts() == {"accepted": 2}
+        client = DrainingReceiver(a.url, "broker.md")
+        Container(client).run()
+        assert client.error is None, client.error
+        assert client.bodies == ["message-0", "message-1"]
+        assert client.drained, "the drain completed (credit 0) end to end"
+        assert any(f[1] == "broker.md" and f[2] in ("5", "3") and f[3] == "1"
+                   for f in peer.flows()), peer.flows()
+    finally:
+        stop_all(a, b, c, peer)
+
+
+def test_across_the_mesh_a_broker_restart_detaches_and_not_found_follows_until_it_is_back():
+    broker = CBroker("broker-1")
+    port = broker.port
+    a, b, c = routed_chain(port)
+    try:
+        held = Receiver(a.url, "broker.mr", credit=5, timeout=40).start()
+        wait_until(lambda: held.attached.is_set(), what="routed receiver attached")
+        assert held.refused is None
+        broker.stop()
+        wait_until(lambda: held.refused is not None, what="routed link detached on A")
+        assert held.refused.startswith("amqp:link:detach-forced"), held.refused
+        wait_until(lambda: "_linkroute/broker-1" not in a.state().get("addresses", {}),
+                   what="A forgets the broker's link route")
+        sender = run(Sender(a.url, "broker.mr", 1, timeout=10))
+        assert sender.refused is not None and sender.refused.startswith("amqp:not-found")
+        broker = CBroker("broker-1", port=port)
+        wait_until(lambda: "_linkroute/broker-1" in a.state().get("addresses", {}),
+                   what="A learns the broker is back")
+        assert run(Sender(a.url, "broker.mr", 3)).counts() == {"accepted": 3}
+    finally:
+        stop_all(a, b, c, broker)

@@ -36,6 +36,8 @@
 
 mod routed;
 
+pub(in crate::router) use routed::send_route_attach;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

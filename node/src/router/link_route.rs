@@ -22,15 +22,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
 use dashmap::DashMap;
 
 use super::Shared;
 use super::connection::ConnectionActor;
 use crate::config::{ConnectorConfig, LinkRouteConfig, RouteDestination};
 use crate::delivery::ConnId;
+pub use crate::delivery::routed::{Routed, RoutedFrame};
 use crate::mesh::connector::{BACKOFF_MAX, BACKOFF_MIN, Backoff, STABLE_STREAM};
-use bote_amqp::{AmqpError, Attach, DeliveryState};
+use bote_amqp::Attach;
 
 /// One open route-container connection, registered once the broker's open
 /// arrived.
@@ -99,53 +99,14 @@ pub struct RouteAttach {
     pub route_id: u64,
     /// The client's attach, its address already rewritten for the broker.
     pub attach: Box<Attach>,
-    /// The client's connection actor, where [`RoutedFrame`]s for this pair go.
-    pub peer: Addr<ConnectionActor>,
+    /// The pair's other end (the client's connection actor, or the peer
+    /// actor of the neighbour the attach came from), where
+    /// [`RoutedFrame`]s for this pair go.
+    pub peer: Recipient<RoutedFrame>,
+    /// The route: the broker's answer is rewritten back with it.
+    pub route: Arc<LinkRouteConfig>,
     /// Counted down when the routed link ends.
     pub links: Arc<AtomicUsize>,
-}
-
-/// One performative of a routed link, from one end of the pair to the other.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RoutedFrame {
-    pub route_id: u64,
-    pub frame: Routed,
-}
-
-#[derive(Debug)]
-pub enum Routed {
-    /// The broker answered the attach (to the client's end).
-    Attached(Box<Attach>),
-    /// From the end whose link sends (its receiver granted credit): the
-    /// receiver allows `total` deliveries since the link attached;
-    /// `drain` asks the far sender to use its credit up.
-    Credit { total: u32, drain: bool },
-    /// From the end whose link receives: the far sender completed a drain.
-    Drained,
-    /// A transfer frame, from the receiving end to the sending end.
-    Transfer {
-        delivery_id: u32,
-        tag: Bytes,
-        message_format: u32,
-        first: bool,
-        more: bool,
-        settled: bool,
-        aborted: bool,
-        payload: Bytes,
-    },
-    /// The far receiver updated or settled a delivery: `delivery_id` is the
-    /// receiving end's.
-    Disposition {
-        delivery_id: u32,
-        state: Option<DeliveryState>,
-        settled: bool,
-    },
-    /// The other end detached (or its connection went).
-    Detach {
-        closed: bool,
-        error: Option<AmqpError>,
-    },
 }
 
 /// Starts the dialling task of a route-container connector: it connects,
@@ -197,4 +158,129 @@ pub fn start(config: ConnectorConfig, shared: Arc<Shared>) {
             tokio::time::sleep(backoff.next_delay().min(Duration::from_secs(5))).await;
         }
     });
+}
+
+/// The mobile address a router advertises while it holds an open
+/// route-container connection to the broker with `container_id`.
+pub fn container_address(container_id: &str) -> String {
+    format!("_linkroute/{container_id}")
+}
+
+impl Shared {
+    /// For a route with no broker connected here: the closest other router
+    /// that holds a connection to the route's broker (`container-id`
+    /// routes only: a connector's name means nothing elsewhere), and the
+    /// neighbour the attach goes to first.
+    pub fn remote_route_container(
+        &self,
+        route: &LinkRouteConfig,
+    ) -> Option<(String, crate::delivery::routed::LinkPeer)> {
+        let RouteDestination::ContainerId(id) = &route.destination else {
+            return None;
+        };
+        let mesh = self.mesh.as_ref()?;
+        let routers = mesh.remote_routers(&bote_topology::Address::from(
+            container_address(id).as_str(),
+        ));
+        let view = mesh.view();
+        let (cost, destination) = routers
+            .iter()
+            .filter_map(|r| Some((view.routes.cost(r)?, r)))
+            .min()?;
+        let _ = cost;
+        let hop = view.routes.next_hop(destination)?;
+        let next = view.link_peers.get(hop)?.clone();
+        Some((destination.as_str().to_owned(), next))
+    }
+
+    /// An attach that arrived from a neighbour for the broker on
+    /// `destination` (see `mesh::DataPlane::route_link`).
+    pub fn route_link_from_mesh(
+        &self,
+        attach: Box<Attach>,
+        destination: &str,
+        reply_to: actix::Recipient<RoutedFrame>,
+    ) -> Result<(u64, actix::Recipient<RoutedFrame>), bote_amqp::AmqpError> {
+        use bote_amqp::{AmqpError, Role, condition};
+        let not_found = |why: String| AmqpError::new(condition::NOT_FOUND, why);
+        let route_id = self.next_route_id();
+        if destination != self.router_id {
+            let mesh = self
+                .mesh
+                .as_ref()
+                .ok_or_else(|| not_found(format!("router {} is in no mesh", self.router_id)))?;
+            let view = mesh.view();
+            let next = bote_topology::RouterId::from(destination);
+            let next = view
+                .routes
+                .next_hop(&next)
+                .and_then(|hop| view.link_peers.get(hop))
+                .ok_or_else(|| {
+                    not_found(format!(
+                        "router {} has no route to router {destination}",
+                        self.router_id
+                    ))
+                })?;
+            next.attach
+                .do_send(crate::delivery::routed::RemoteRouteAttach {
+                    route_id,
+                    attach,
+                    destination: destination.to_owned(),
+                    peer: reply_to,
+                });
+            return Ok((route_id, next.frames.clone()));
+        }
+        let (address, direction) = match attach.role {
+            Role::Sender => (
+                attach.target.as_ref().and_then(|t| t.address.clone()),
+                crate::config::LinkDirection::In,
+            ),
+            Role::Receiver => (
+                attach.source.as_ref().and_then(|s| s.address.clone()),
+                crate::config::LinkDirection::Out,
+            ),
+        };
+        let address = address.unwrap_or_default();
+        let route = self
+            .link_routes
+            .matching(&address, direction)
+            .ok_or_else(|| {
+                not_found(format!(
+                    "router {} has no link route for '{address}'",
+                    self.router_id
+                ))
+            })?;
+        let route = Arc::new(route.clone());
+        let container = self.route_containers.pick(&route).ok_or_else(|| {
+            not_found(format!(
+                "no route to '{address}': link route '{}' has no broker connected to router {}",
+                route.name, self.router_id
+            ))
+        })?;
+        tracing::info!(%address, route = %route.name, broker = %container.container_id, route_id, "attach from the mesh link-routed");
+        let broker = container.actor.clone().recipient();
+        super::connection::send_route_attach(&container, route_id, *attach, route, reply_to);
+        Ok((route_id, broker))
+    }
+
+    /// A route-container connection to `container_id` opened: the mesh
+    /// learns this router reaches that broker.
+    pub fn advertise_route_container(&self, container_id: &str) {
+        if let Some(mesh) = &self.mesh {
+            mesh.add_local_address(&container_address(container_id));
+        }
+    }
+
+    /// One closed: the advertisement goes when no other connection to the
+    /// same broker is open.
+    pub fn withdraw_route_container(&self, container_id: &str) {
+        let still = self
+            .route_containers
+            .snapshot()
+            .iter()
+            .any(|(_, id)| id == container_id);
+        if !still && let Some(mesh) = &self.mesh {
+            mesh.remove_local_address(&container_address(container_id));
+        }
+    }
 }

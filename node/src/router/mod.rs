@@ -269,6 +269,21 @@ impl crate::mesh::DataPlane for RouterData {
     fn reroute(&self, deliveries: Vec<delivery::RoutedDelivery>) {
         self.by_address(deliveries, address::Reroute);
     }
+
+    fn route_link(
+        &self,
+        attach: Box<bote_amqp::Attach>,
+        destination: &str,
+        reply_to: Recipient<delivery::routed::RoutedFrame>,
+    ) -> Result<(u64, Recipient<delivery::routed::RoutedFrame>), bote_amqp::AmqpError> {
+        match self.shared.upgrade() {
+            Some(shared) => shared.route_link_from_mesh(attach, destination, reply_to),
+            None => Err(bote_amqp::AmqpError::new(
+                bote_amqp::condition::NOT_FOUND,
+                "the router is stopping",
+            )),
+        }
+    }
 }
 
 impl RouterData {

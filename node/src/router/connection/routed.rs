@@ -24,9 +24,10 @@ use crate::config::{
     ConnectorConfig, LinkDirection, LinkRouteConfig, ListenerConfig, Role as ConfigRole,
 };
 use crate::delivery::ConnId;
+use crate::delivery::routed::{RemoteRouteAttach, Routed, RoutedFrame};
 use crate::model::ConnectionInfo;
 use crate::router::Shared;
-use crate::router::link_route::{RouteAttach, RouteContainer, Routed, RoutedFrame};
+use crate::router::link_route::{RouteAttach, RouteContainer};
 use bote_amqp::{
     AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, IncomingTransfer, LinkConfig,
     LinkDetached, LinkId, Role, SaslConfig, SendDelivery, SessionId, Side, condition,
@@ -46,11 +47,13 @@ pub(in crate::router) struct Outbound {
 /// One end of a routed link pair.
 pub(in crate::router) struct RoutedEnd {
     route_id: u64,
-    /// The connection actor of the other end.
-    peer: Addr<ConnectionActor>,
+    /// The other end: a connection actor, or the peer actor of the
+    /// neighbour the pair continues through.
+    peer: Recipient<RoutedFrame>,
     /// This end's role on its link.
     role: Role,
-    /// On the client's end: the route (address rewriting of the broker's answer).
+    /// On the broker's end: the route (the broker's answer is rewritten
+    /// back with it).
     route: Option<Arc<LinkRouteConfig>>,
     /// Receiving end: deliveries received on the link since it attached.
     received: u32,
@@ -96,6 +99,26 @@ fn link_config(attach: Attach, role: Role) -> LinkConfig {
         desired_capabilities: attach.desired_capabilities,
         properties: attach.properties,
     }
+}
+
+/// Sends a broker's connection the attach of a pair (the address rewritten
+/// for the broker), counting the link in the connection's load.
+pub(in crate::router) fn send_route_attach(
+    container: &RouteContainer,
+    route_id: u64,
+    mut attach: Attach,
+    route: Arc<LinkRouteConfig>,
+    peer: Recipient<RoutedFrame>,
+) {
+    rewrite(&mut attach, |a| route.external_address(a));
+    container.links.fetch_add(1, Ordering::Relaxed);
+    container.actor.do_send(RouteAttach {
+        route_id,
+        attach: Box::new(attach),
+        peer,
+        route,
+        links: container.links.clone(),
+    });
 }
 
 impl ConnectionActor {
@@ -163,6 +186,7 @@ impl ConnectionActor {
                 links: out.links.clone(),
             },
         );
+        self.shared.advertise_route_container(container_id);
         self.shared.route_containers_changed();
     }
 
@@ -171,6 +195,9 @@ impl ConnectionActor {
             self.shared
                 .route_containers
                 .unregister(&out.connector.name, self.id);
+            if let Some(id) = self.info.container.get() {
+                self.shared.withdraw_route_container(id);
+            }
             self.shared.route_containers_changed();
             if let Some(done) = out.done.take() {
                 let _ = done.send(());
@@ -205,7 +232,24 @@ impl ConnectionActor {
             return false;
         };
         let route = Arc::new(route.clone());
+        let route_id = self.shared.next_route_id();
+        let role = opposite(attach.role);
         let Some(container) = self.shared.route_containers.pick(&route) else {
+            // Another router of the mesh may hold the broker.
+            if let Some((destination, next)) = self.shared.remote_route_container(&route) {
+                if role == Role::Sender {
+                    let _ = self.engine.set_manual_drain(link, true);
+                }
+                tracing::info!(conn = %self.id, link = %attach.name, %address, route = %route.name, %destination, route_id, "attach link-routed through the mesh");
+                next.attach.do_send(RemoteRouteAttach {
+                    route_id,
+                    attach: Box::new(attach.clone()),
+                    destination,
+                    peer: self.me().recipient(),
+                });
+                self.insert_routed(link, route_id, next.frames, role, None, None);
+                return true;
+            }
             tracing::info!(conn = %self.id, link = %attach.name, %address, route = %route.name, "attach refused: no broker connected for the link route");
             let error = AmqpError::new(
                 condition::NOT_FOUND,
@@ -217,36 +261,40 @@ impl ConnectionActor {
             let _ = self.engine.refuse_attach(link, error);
             return true;
         };
-        let route_id = self.shared.next_route_id();
-        let role = opposite(attach.role);
         if role == Role::Sender {
             let _ = self.engine.set_manual_drain(link, true);
         }
-        let mut out = attach.clone();
-        rewrite(&mut out, |a| route.external_address(a));
         tracing::info!(conn = %self.id, link = %attach.name, %address, route = %route.name, broker = %container.container_id, route_id, "attach link-routed");
-        container.links.fetch_add(1, Ordering::Relaxed);
-        container.actor.do_send(RouteAttach {
-            route_id,
-            attach: Box::new(out),
-            peer: self.me(),
-            links: container.links.clone(),
-        });
+        let peer = self.me().recipient();
+        let broker = container.actor.clone().recipient();
+        send_route_attach(&container, route_id, attach.clone(), route, peer);
+        self.insert_routed(link, route_id, broker, role, None, None);
+        true
+    }
+
+    fn insert_routed(
+        &mut self,
+        link: LinkId,
+        route_id: u64,
+        peer: Recipient<RoutedFrame>,
+        role: Role,
+        route: Option<Arc<LinkRouteConfig>>,
+        links: Option<Arc<AtomicUsize>>,
+    ) {
         self.routed.insert(
             link,
             RoutedEnd {
                 route_id,
-                peer: container.actor,
+                peer,
                 role,
-                route: Some(route),
+                route,
                 received: 0,
                 drain_requested: false,
-                links: None,
+                links,
                 detaching: false,
             },
         );
         self.routed_ids.insert(route_id, link);
-        true
     }
 
     /// Broker's end: attach a link for a client's.
@@ -255,6 +303,7 @@ impl ConnectionActor {
             route_id,
             attach,
             peer,
+            route,
             links,
         } = msg;
         let session = match self.outbound.as_ref().and_then(|o| o.session) {
@@ -274,20 +323,7 @@ impl ConnectionActor {
                 if role == Role::Sender {
                     let _ = self.engine.set_manual_drain(link, true);
                 }
-                self.routed.insert(
-                    link,
-                    RoutedEnd {
-                        route_id,
-                        peer,
-                        role,
-                        route: None,
-                        received: 0,
-                        drain_requested: false,
-                        links: Some(links),
-                        detaching: false,
-                    },
-                );
-                self.routed_ids.insert(route_id, link);
+                self.insert_routed(link, route_id, peer, role, Some(route), Some(links));
             }
             Err(e) => {
                 links.fetch_sub(1, Ordering::Relaxed);
@@ -316,8 +352,11 @@ impl ConnectionActor {
     }
 
     /// Broker's end: the broker answered an attach.
-    pub(super) fn routed_attached(&mut self, link: LinkId, attach: Box<Attach>) {
-        if self.routed.contains_key(&link) {
+    pub(super) fn routed_attached(&mut self, link: LinkId, mut attach: Box<Attach>) {
+        if let Some(end) = self.routed.get(&link) {
+            if let Some(route) = &end.route {
+                rewrite(&mut attach, |a| route.internal_address(a));
+            }
             self.send_routed(link, Routed::Attached(attach));
         }
     }
@@ -485,10 +524,7 @@ impl ConnectionActor {
         }
         match frame {
             Routed::Attached(attach) => {
-                let mut attach = *attach;
-                if let Some(route) = &end.route {
-                    rewrite(&mut attach, |a| route.internal_address(a));
-                }
+                let attach = *attach;
                 let role = end.role;
                 if let Err(e) = self.engine.accept_attach(link, link_config(attach, role)) {
                     tracing::warn!(conn = %self.id, route_id, "cannot answer a routed attach: {e}");
