@@ -2,7 +2,7 @@
 //! before the router starts; nothing downstream reads raw TOML.
 //!
 //! Sections: `[router]`, `[telemetry]`, `[[listener]]`, `[[connector]]`,
-//! `[[address]]` and `[[link-route]]`.
+//! `[[address]]`, `[[link-route]]` and `[[auto-link]]`.
 //! Keys are kebab-case; the camelCase spellings qdrouterd users know
 //! (`linkCapacity`, `maxFrameSize`, `idleTimeoutSeconds`, `workerThreads`, ...)
 //! are accepted as aliases. Every key has a default except a connector's
@@ -15,6 +15,7 @@
 //! commented example of every setting.
 
 pub mod address;
+pub mod auto_link;
 mod diagnostic;
 pub mod link_route;
 pub mod reload;
@@ -31,6 +32,7 @@ pub use address::{
     AddressEntry, AddressKey, AddressMatch, AddressTable, AddressTableError, Distribution,
     PatternError,
 };
+pub use auto_link::AutoLinkConfig;
 pub use diagnostic::Diagnostic;
 use diagnostic::{PathSeg, Problem, key};
 pub use link_route::{LinkDirection, LinkRouteConfig, LinkRouteTable, RouteDestination};
@@ -86,6 +88,8 @@ pub struct Config {
     pub addresses: AddressTable,
     /// `[[link-route]]`: addresses whose links go to a broker, link for link.
     pub link_routes: LinkRouteTable,
+    /// `[[auto-link]]`: router-owned links to brokers' queues.
+    pub auto_links: Vec<AutoLinkConfig>,
 }
 
 /// `[router]`.
@@ -552,6 +556,8 @@ struct RawConfig {
     address: Vec<RawAddress>,
     #[serde(default, rename = "link-route", alias = "linkRoute")]
     link_route: Vec<link_route::RawLinkRoute>,
+    #[serde(default, rename = "auto-link", alias = "autoLink")]
+    auto_link: Vec<auto_link::RawAutoLink>,
 }
 
 impl Config {
@@ -912,6 +918,67 @@ impl RawConfig {
             ),
         })?;
 
+        let mut auto_links = Vec::with_capacity(self.auto_link.len());
+        for (i, a) in self.auto_link.into_iter().enumerate() {
+            let p = |field: &str| at("auto-link", i, field);
+            if a.address.trim().is_empty() {
+                return Err(Problem::new(p("address"), "must not be empty"));
+            }
+            let destination = match (a.connection, a.container_id) {
+                (Some(name), None) => {
+                    match self.connector.iter().find(|c| c.name == name) {
+                        Some(c) if c.role == Role::RouteContainer => {}
+                        Some(c) => {
+                            return Err(Problem::new(
+                                p("connection"),
+                                format!(
+                                    "[[connector]] \"{name}\" has role {}; an auto-link needs role = \"route-container\"",
+                                    c.role.as_str()
+                                ),
+                            ));
+                        }
+                        None => {
+                            return Err(Problem::new(
+                                p("connection"),
+                                format!("no [[connector]] is named \"{name}\""),
+                            ));
+                        }
+                    }
+                    RouteDestination::Connection(name)
+                }
+                (None, Some(id)) if !id.is_empty() => RouteDestination::ContainerId(id),
+                (None, Some(_)) => {
+                    return Err(Problem::new(p("container-id"), "must not be empty"));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        p("container-id"),
+                        "an auto-link takes a connection or a container-id, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(Problem::new(
+                        vec![key("auto-link"), PathSeg::Index(i)],
+                        "needs a connection (a route-container connector's name) or a container-id",
+                    ));
+                }
+            };
+            let name = a.name.unwrap_or_else(|| format!("autoLink/{i}"));
+            if auto_links.iter().any(|l: &AutoLinkConfig| l.name == name) {
+                return Err(Problem::new(
+                    p("name"),
+                    format!("\"{name}\" is already the name of an [[auto-link]]"),
+                ));
+            }
+            auto_links.push(AutoLinkConfig {
+                name,
+                address: a.address,
+                direction: a.direction,
+                destination,
+                external_address: a.external_address,
+            });
+        }
+
         let telemetry = self.telemetry;
         let t = |field: &str| vec![key("telemetry"), key(field)];
         if !(0.0..=1.0).contains(&telemetry.sampling_ratio) {
@@ -942,6 +1009,7 @@ impl RawConfig {
             connectors: self.connector,
             addresses,
             link_routes,
+            auto_links,
         })
     }
 }

@@ -422,39 +422,7 @@ impl ConnectionActor {
                     tracing::warn!(conn = %self.id, "cannot accept attach of {}: {e}", attach.name);
                     return;
                 }
-                let address: Option<Arc<str>> = address.map(Arc::from);
-                let actor = address.as_ref().map(|a| self.shared.addresses.get(a));
-                tracing::info!(conn = %self.id, link = %attach.name, address = address.as_deref().unwrap_or("<anonymous>"), "sender attached");
-                let anonymous = actor.is_none();
-                let info = self.shared.model.add_link(
-                    &self.info,
-                    &attach.name,
-                    LinkDir::In,
-                    address.clone(),
-                    self.listener.link_capacity,
-                    None,
-                );
-                self.producers.insert(
-                    link,
-                    Producer {
-                        address,
-                        actor: actor.clone(),
-                        has_path: anonymous,
-                        in_flight: 0,
-                        capacity: self.listener.link_capacity,
-                        credit_dirty: anonymous,
-                        beyond_credit: 0,
-                        partial: None,
-                        info,
-                    },
-                );
-                if let Some(actor) = actor {
-                    actor.do_send(AttachProducer {
-                        conn: self.id,
-                        link,
-                        notify: self.me().recipient(),
-                    });
-                }
+                self.register_producer(link, &attach.name, address);
             }
             // The client receives: the router sends on this link.
             Role::Receiver => {
@@ -497,40 +465,84 @@ impl ConnectionActor {
                     tracing::warn!(conn = %self.id, "cannot accept attach of {}: {e}", attach.name);
                     return;
                 }
-                tracing::info!(conn = %self.id, link = %attach.name, %address, "receiver attached");
-                let address: Arc<str> = Arc::from(address);
-                let actor = self.shared.addresses.get(&address);
-                let counters = Arc::new(LinkCounters::default());
-                let info = self.shared.model.add_link(
-                    &self.info,
-                    &attach.name,
-                    LinkDir::Out,
-                    Some(address.clone()),
-                    self.listener.link_capacity,
-                    Some(counters.clone()),
-                );
-                actor.do_send(AttachConsumer {
-                    conn: self.id,
-                    link,
-                    deliver: self.me().recipient(),
-                    counters: counters.clone(),
-                    capacity: self.listener.link_capacity,
-                });
-                self.consumers.insert(
-                    link,
-                    Consumer {
-                        address,
-                        actor,
-                        counters,
-                        queue: VecDeque::new(),
-                        credited: 0,
-                        credited_bytes: 0,
-                        capacity: self.listener.link_capacity as usize,
-                        info,
-                    },
-                );
+                self.register_consumer(link, &attach.name, address);
             }
         }
+    }
+
+    /// A link on which the router receives (a client's sender, or an
+    /// auto-link from a broker's queue) becomes a producer of `address`.
+    fn register_producer(&mut self, link: LinkId, name: &str, address: Option<String>) {
+        let address: Option<Arc<str>> = address.map(Arc::from);
+        let actor = address.as_ref().map(|a| self.shared.addresses.get(a));
+        tracing::info!(conn = %self.id, link = %name, address = address.as_deref().unwrap_or("<anonymous>"), "sender attached");
+        let anonymous = actor.is_none();
+        let info = self.shared.model.add_link(
+            &self.info,
+            name,
+            LinkDir::In,
+            address.clone(),
+            self.listener.link_capacity,
+            None,
+        );
+        self.producers.insert(
+            link,
+            Producer {
+                address,
+                actor: actor.clone(),
+                has_path: anonymous,
+                in_flight: 0,
+                capacity: self.listener.link_capacity,
+                credit_dirty: anonymous,
+                beyond_credit: 0,
+                partial: None,
+                info,
+            },
+        );
+        if let Some(actor) = actor {
+            actor.do_send(AttachProducer {
+                conn: self.id,
+                link,
+                notify: self.me().recipient(),
+            });
+        }
+    }
+
+    /// A link on which the router sends (a client's receiver, or an
+    /// auto-link to a broker's queue) becomes a consumer of `address`.
+    fn register_consumer(&mut self, link: LinkId, name: &str, address: String) {
+        tracing::info!(conn = %self.id, link = %name, %address, "receiver attached");
+        let address: Arc<str> = Arc::from(address);
+        let actor = self.shared.addresses.get(&address);
+        let counters = Arc::new(LinkCounters::default());
+        let info = self.shared.model.add_link(
+            &self.info,
+            name,
+            LinkDir::Out,
+            Some(address.clone()),
+            self.listener.link_capacity,
+            Some(counters.clone()),
+        );
+        actor.do_send(AttachConsumer {
+            conn: self.id,
+            link,
+            deliver: self.me().recipient(),
+            counters: counters.clone(),
+            capacity: self.listener.link_capacity,
+        });
+        self.consumers.insert(
+            link,
+            Consumer {
+                address,
+                actor,
+                counters,
+                queue: VecDeque::new(),
+                credited: 0,
+                credited_bytes: 0,
+                capacity: self.listener.link_capacity as usize,
+                info,
+            },
+        );
     }
 
     fn refuse(&mut self, link: LinkId, attach: &Attach, address: &str) {
