@@ -282,3 +282,64 @@ def test_across_the_mesh_a_broker_restart_detaches_and_not_found_follows_until_i
         assert run(Sender(a.url, "broker.mr", 3)).counts() == {"accepted": 3}
     finally:
         stop_all(a, b, c, broker)
+
+
+# ---------------------------------------------------------------- auto-links
+
+def auto_links(queue="orders"):
+    """`to.orders` feeds the broker's queue (out); the queue feeds
+    `from.orders` (in)."""
+    return (
+        f'[[auto-link]]\nname = "feed"\naddress = "to.{queue}"\ndirection = "out"\n'
+        f'container-id = "broker-1"\nexternal-address = "{queue}"\n'
+        f'[[auto-link]]\nname = "drain"\naddress = "from.{queue}"\ndirection = "in"\n'
+        f'container-id = "broker-1"\nexternal-address = "{queue}"\n'
+    )
+
+
+def test_auto_links_feed_and_drain_a_broker_queue_across_the_mesh():
+    broker = CBroker("broker-1")
+    a = Router("Router.A", inter_router=True)
+    b = Router("Router.B", inter_router=True, connectors=[("to-a", a.inter_router_port, 1)])
+    c = Router("Router.C", connectors=[("to-b", b.inter_router_port, 1)],
+               addresses=DEFAULT_ADDRESSES + "\n" + (
+                   f'[[connector]]\nname = "broker"\nhost = "127.0.0.1"\nport = {broker.port}\n'
+                   f'role = "route-container"\n') + auto_links())
+    try:
+        wait_connected(c, container="broker-1")
+        # The feeding auto-link is a consumer of to.orders on C: A learns it.
+        wait_until(lambda: "to.orders" in a.state().get("addresses", {}),
+                   what="A routes to.orders toward C's auto-link")
+        sender = run(Sender(a.url, "to.orders", 10))
+        assert sender.counts() == {"accepted": 10}, sender.counts()
+        # The messages are in the broker's queue (nobody consumed from.orders
+        # yet, so the draining auto-link had no credit to take them).
+        receiver = run(Receiver(a.url, "from.orders", expect=10, credit=10))
+        assert receiver.refused is None, receiver.refused
+        assert sorted(m.body for m in receiver.messages) == sorted(
+            f"message-{i}" for i in range(10))
+    finally:
+        stop_all(a, b, c, broker)
+
+
+def test_auto_links_attach_again_after_the_broker_restarts():
+    broker = CBroker("broker-1")
+    port = broker.port
+    router = Router("Router.AL", addresses=DEFAULT_ADDRESSES + "\n" + (
+        f'[[connector]]\nname = "broker"\nhost = "127.0.0.1"\nport = {port}\n'
+        f'role = "route-container"\n') + auto_links("jobs"))
+    try:
+        wait_connected(router)
+        assert run(Sender(router.url, "to.jobs", 2)).counts() == {"accepted": 2}
+        broker.stop()  # the example broker keeps nothing: the 2 are gone with it
+        wait_until(lambda: "broker" not in router.state().get("route_containers", {}),
+                   what="the broker connection gone")
+        broker = CBroker("broker-1", port=port)
+        wait_connected(router)
+        # Re-attached: new messages reach the new broker's queue and come back.
+        sender = run(Sender(router.url, "to.jobs", 3))
+        assert sender.counts() == {"accepted": 3}
+        receiver = run(Receiver(router.url, "from.jobs", expect=3, credit=3))
+        assert sorted(m.body for m in receiver.messages) == [f"message-{i}" for i in range(3)]
+    finally:
+        stop_all(router, broker)

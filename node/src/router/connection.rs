@@ -315,7 +315,10 @@ impl ConnectionActor {
                         self.on_attach(link, *attach)
                     }
                 }
-                Event::LinkAttached { link, attach } => self.routed_attached(link, attach),
+                Event::LinkAttached { link, attach } => {
+                    self.auto_link_attached(link, &attach);
+                    self.routed_attached(link, attach)
+                }
                 Event::Flow {
                     link,
                     credit,
@@ -344,6 +347,7 @@ impl ConnectionActor {
                 }
                 Event::LinkDetached(d) => {
                     if !self.routed_detached(&d) {
+                        self.auto_link_detached(&d, ctx);
                         self.on_link_detached(*d)
                     }
                 }

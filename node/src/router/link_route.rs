@@ -160,6 +160,60 @@ pub fn start(config: ConnectorConfig, shared: Arc<Shared>) {
     });
 }
 
+/// An `[[auto-link]]` and its state, which management shows.
+pub struct AutoLink {
+    pub config: Arc<crate::config::AutoLinkConfig>,
+    state: std::sync::Mutex<(AutoLinkState, Option<String>)>,
+}
+
+/// qdrouterd's `linkState` of an auto-link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoLinkState {
+    /// No connection to its broker is open.
+    Inactive,
+    /// Attached by the router, the broker's answer not in yet.
+    Attaching,
+    /// The broker answered with its terminus: the queue takes part.
+    Active,
+    /// The broker refused or detached it (see the last error); the router
+    /// attaches it again after a while.
+    Failed,
+}
+
+impl AutoLinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoLinkState::Inactive => "inactive",
+            AutoLinkState::Attaching => "attaching",
+            AutoLinkState::Active => "active",
+            AutoLinkState::Failed => "failed",
+        }
+    }
+}
+
+impl AutoLink {
+    pub fn new(config: crate::config::AutoLinkConfig) -> AutoLink {
+        AutoLink {
+            config: Arc::new(config),
+            state: std::sync::Mutex::new((AutoLinkState::Inactive, None)),
+        }
+    }
+
+    /// Its state and the last error the broker gave.
+    pub fn state(&self) -> (AutoLinkState, Option<String>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A new state; `error` replaces the last error when given.
+    pub fn set(&self, state: AutoLinkState, error: Option<String>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = state;
+        if error.is_some() {
+            s.1 = error;
+        }
+    }
+}
+
 /// The mobile address a router advertises while it holds an open
 /// route-container connection to the broker with `container_id`.
 pub fn container_address(container_id: &str) -> String {

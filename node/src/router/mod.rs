@@ -82,6 +82,8 @@ pub struct Shared {
     pub route_containers: link_route::RouteContainers,
     /// Numbers the routed link pairs.
     next_route_id: AtomicU64,
+    /// `[[auto-link]]`s and what became of each (management).
+    pub auto_links: Vec<link_route::AutoLink>,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -385,6 +387,11 @@ impl Router {
             link_routes: config.link_routes.clone(),
             route_containers: link_route::RouteContainers::default(),
             next_route_id: AtomicU64::new(0),
+            auto_links: config
+                .auto_links
+                .iter()
+                .map(|c| link_route::AutoLink::new(c.clone()))
+                .collect(),
         });
         {
             let shared = Arc::downgrade(&shared);

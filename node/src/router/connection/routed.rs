@@ -27,7 +27,7 @@ use crate::delivery::ConnId;
 use crate::delivery::routed::{RemoteRouteAttach, Routed, RoutedFrame};
 use crate::model::ConnectionInfo;
 use crate::router::Shared;
-use crate::router::link_route::{RouteAttach, RouteContainer};
+use crate::router::link_route::{AutoLinkState, RouteAttach, RouteContainer};
 use bote_amqp::{
     AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, IncomingTransfer, LinkConfig,
     LinkDetached, LinkId, Role, SaslConfig, SendDelivery, SessionId, Side, condition,
@@ -42,7 +42,13 @@ pub(in crate::router) struct Outbound {
     session: Option<SessionId>,
     /// Routed links on this connection (the balancing load).
     links: Arc<AtomicUsize>,
+    /// The auto-links attached on this connection: link -> index in
+    /// `Shared::auto_links`.
+    auto: crate::delivery::FastMap<LinkId, usize>,
 }
+
+/// How long a failed auto-link waits before the router attaches it again.
+const AUTO_LINK_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One end of a routed link pair.
 pub(in crate::router) struct RoutedEnd {
@@ -167,6 +173,7 @@ impl ConnectionActor {
             done: Some(done),
             session: None,
             links: Arc::new(AtomicUsize::new(0)),
+            auto: Default::default(),
         });
         actor
     }
@@ -188,6 +195,118 @@ impl ConnectionActor {
         );
         self.shared.advertise_route_container(container_id);
         self.shared.route_containers_changed();
+        let connector = out.connector.name.clone();
+        for i in 0..self.shared.auto_links.len() {
+            if self.shared.auto_links[i]
+                .config
+                .is_for(&connector, container_id)
+            {
+                self.attach_auto_link(i);
+            }
+        }
+    }
+
+    /// The session routed links and auto-links are attached on.
+    fn outbound_session(&mut self) -> Result<SessionId, bote_amqp::EngineError> {
+        match self.outbound.as_ref().and_then(|o| o.session) {
+            Some(s) => Ok(s),
+            None => {
+                let s = self.engine.begin()?;
+                if let Some(o) = &mut self.outbound {
+                    o.session = Some(s);
+                }
+                Ok(s)
+            }
+        }
+    }
+
+    /// Attaches auto-link `index` (of `Shared::auto_links`) to its broker's
+    /// queue; it becomes a consumer (`out`) or producer (`in`) of its
+    /// address like a client's link.
+    fn attach_auto_link(&mut self, index: usize) {
+        let shared = self.shared.clone();
+        let auto = &shared.auto_links[index];
+        let c = auto.config.clone();
+        if self.engine.is_closed() {
+            return;
+        }
+        let name = format!("{}.{}", self.shared.router_id, c.name);
+        let config = match c.direction {
+            LinkDirection::Out => LinkConfig {
+                source: Some(bote_amqp::Source {
+                    address: Some(c.address.clone()),
+                    ..Default::default()
+                }),
+                ..LinkConfig::sender(name.clone(), Some(c.broker_address()))
+            },
+            LinkDirection::In => LinkConfig {
+                target: Some(bote_amqp::Target {
+                    address: Some(c.address.clone()),
+                    ..Default::default()
+                }),
+                ..LinkConfig::receiver(name.clone(), Some(c.broker_address()))
+            },
+        };
+        let attached = self
+            .outbound_session()
+            .and_then(|s| self.engine.attach(s, config));
+        match attached {
+            Ok(link) => {
+                tracing::info!(conn = %self.id, auto_link = %c.name, address = %c.address, direction = c.direction.as_str(), queue = %c.broker_address(), "auto-link attaching");
+                auto.set(AutoLinkState::Attaching, None);
+                if let Some(o) = &mut self.outbound {
+                    o.auto.insert(link, index);
+                }
+                match c.direction {
+                    LinkDirection::Out => self.register_consumer(link, &name, c.address.clone()),
+                    LinkDirection::In => self.register_producer(link, &name, Some(c.address.clone())),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(conn = %self.id, auto_link = %c.name, "auto-link not attached: {e}");
+                auto.set(AutoLinkState::Failed, Some(e.to_string()));
+            }
+        }
+    }
+
+    /// The broker answered an auto-link's attach: active, unless it
+    /// refused (null terminus; its detach follows).
+    pub(super) fn auto_link_attached(&mut self, link: LinkId, attach: &Attach) {
+        let Some(&index) = self.outbound.as_ref().and_then(|o| o.auto.get(&link)) else {
+            return;
+        };
+        let auto = &self.shared.auto_links[index];
+        let refused = match auto.config.direction {
+            LinkDirection::Out => attach.target.is_none(),
+            LinkDirection::In => attach.source.is_none(),
+        };
+        if !refused {
+            tracing::info!(conn = %self.id, auto_link = %auto.config.name, "auto-link active");
+            auto.set(AutoLinkState::Active, None);
+        }
+    }
+
+    /// An auto-link ended while its connection stays: failed, attached
+    /// again after [`AUTO_LINK_RETRY`].
+    pub(super) fn auto_link_detached(&mut self, d: &LinkDetached, ctx: &mut Context<Self>) {
+        let Some(index) = self.outbound.as_mut().and_then(|o| o.auto.remove(&d.link)) else {
+            return;
+        };
+        let auto = &self.shared.auto_links[index];
+        let error = d.error.as_ref().map_or_else(
+            || "detached by the broker".to_owned(),
+            |e| format!("{}: {}", e.condition, e.description.as_deref().unwrap_or("")),
+        );
+        if self.engine.is_closed() || !d.closed && d.error.is_none() {
+            auto.set(AutoLinkState::Inactive, None);
+            return;
+        }
+        tracing::info!(conn = %self.id, auto_link = %auto.config.name, "auto-link failed: {error}; attaching again in {:?}", AUTO_LINK_RETRY);
+        auto.set(AutoLinkState::Failed, Some(error));
+        ctx.run_later(AUTO_LINK_RETRY, move |act, ctx| {
+            act.attach_auto_link(index);
+            act.schedule_flush(ctx);
+        });
     }
 
     pub(super) fn route_container_stopped(&mut self) {
@@ -197,6 +316,9 @@ impl ConnectionActor {
                 .unregister(&out.connector.name, self.id);
             if let Some(id) = self.info.container.get() {
                 self.shared.withdraw_route_container(id);
+            }
+            for (_, &index) in out.auto.iter() {
+                self.shared.auto_links[index].set(AutoLinkState::Inactive, None);
             }
             self.shared.route_containers_changed();
             if let Some(done) = out.done.take() {
@@ -306,18 +428,11 @@ impl ConnectionActor {
             route,
             links,
         } = msg;
-        let session = match self.outbound.as_ref().and_then(|o| o.session) {
-            Some(s) => Ok(s),
-            None => self.engine.begin(),
-        };
         let role = attach.role;
         let name = attach.name.clone();
-        let attached = session.and_then(|s| {
-            if let Some(o) = &mut self.outbound {
-                o.session = Some(s);
-            }
-            self.engine.attach(s, link_config(*attach, role))
-        });
+        let attached = self
+            .outbound_session()
+            .and_then(|s| self.engine.attach(s, link_config(*attach, role)));
         match attached {
             Ok(link) => {
                 if role == Role::Sender {
