@@ -15,6 +15,15 @@ from proton.reactor import Container
 from brokers import CBroker, DrainPeer
 from clients import Receiver, Sender
 from conftest import DEFAULT_ADDRESSES, Router, wait_until
+from management import Management
+
+
+def statuses(router, entity, key):
+    """name -> (key attribute, operStatus[, lastError]) as qdstat
+    --linkroutes / --autolinks read them."""
+    with Management(router.url) as m:
+        rows = m.query(entity)
+    return {r["name"]: (r[key], r["operStatus"], r.get("lastError")) for r in rows}
 
 
 def link_routes(port, connector="broker", prefix="broker", extra=""):
@@ -170,6 +179,8 @@ def test_broker_restart_detaches_routed_links_with_an_error_and_the_router_recon
     router = routed_router("Router.LR", port)
     try:
         wait_connected(router)
+        assert statuses(router, "router.config.linkRoute", "prefix") == {
+            "linkRoute/0": ("broker", "active", None), "linkRoute/1": ("broker", "active", None)}
         held = Receiver(router.url, "broker.restart", credit=5, timeout=30).start()
         wait_until(lambda: held.attached.is_set(), what="routed receiver attached")
         assert held.refused is None
@@ -179,6 +190,8 @@ def test_broker_restart_detaches_routed_links_with_an_error_and_the_router_recon
         assert "broker" in held.refused
         wait_until(lambda: "broker" not in router.state().get("route_containers", {}),
                    what="the route container gone from the state")
+        assert {s[1] for s in statuses(
+            router, "router.config.linkRoute", "prefix").values()} == {"inactive"}
         broker = CBroker("broker-1", port=port)
         wait_connected(router)
         assert run(Sender(router.url, "broker.restart", 3)).counts() == {"accepted": 3}
@@ -330,12 +343,22 @@ def test_auto_links_attach_again_after_the_broker_restarts():
         f'role = "route-container"\n') + auto_links("jobs"))
     try:
         wait_connected(router)
+        wait_until(lambda: {s[1] for s in statuses(
+            router, "router.config.autoLink", "address").values()} == {"active"},
+            what="both auto-links active")
+        assert statuses(router, "router.config.autoLink", "address") == {
+            "feed": ("to.jobs", "active", None), "drain": ("from.jobs", "active", None)}
         assert run(Sender(router.url, "to.jobs", 2)).counts() == {"accepted": 2}
         broker.stop()  # the example broker keeps nothing: the 2 are gone with it
         wait_until(lambda: "broker" not in router.state().get("route_containers", {}),
                    what="the broker connection gone")
+        assert {s[1] for s in statuses(
+            router, "router.config.autoLink", "address").values()} == {"inactive"}
         broker = CBroker("broker-1", port=port)
         wait_connected(router)
+        wait_until(lambda: {s[1] for s in statuses(
+            router, "router.config.autoLink", "address").values()} == {"active"},
+            what="both auto-links active again")
         # Re-attached: new messages reach the new broker's queue and come back.
         sender = run(Sender(router.url, "to.jobs", 3))
         assert sender.counts() == {"accepted": 3}

@@ -259,7 +259,9 @@ impl ConnectionActor {
                 }
                 match c.direction {
                     LinkDirection::Out => self.register_consumer(link, &name, c.address.clone()),
-                    LinkDirection::In => self.register_producer(link, &name, Some(c.address.clone())),
+                    LinkDirection::In => {
+                        self.register_producer(link, &name, Some(c.address.clone()))
+                    }
                 }
             }
             Err(e) => {
@@ -295,7 +297,13 @@ impl ConnectionActor {
         let auto = &self.shared.auto_links[index];
         let error = d.error.as_ref().map_or_else(
             || "detached by the broker".to_owned(),
-            |e| format!("{}: {}", e.condition, e.description.as_deref().unwrap_or("")),
+            |e| {
+                format!(
+                    "{}: {}",
+                    e.condition,
+                    e.description.as_deref().unwrap_or("")
+                )
+            },
         );
         if self.engine.is_closed() || !d.closed && d.error.is_none() {
             auto.set(AutoLinkState::Inactive, None);
