@@ -6,9 +6,10 @@ the tests into target/proton-c-broker/ against Debian's `libqpid-proton11`.
 It keeps a queue per address, accepts and settles what it receives and
 sends presettled; it ignores drain and has no transaction coordinator.
 
-`DrainPeer` (drain_peer.py) is a tiny broker written with real Proton
-(Python) for what the C broker does not do: it completes a receiver's
-drain, and writes each flow it sees to its stdout."""
+`DrainPeer` (drain_peer.py) and `TxnPeer` (txn_peer.py) are tiny brokers
+written with real Proton (Python) for what the C broker does not do: the
+first completes a receiver's drain and writes each flow it sees to its
+stdout; the second is a transaction coordinator."""
 
 import os
 import queue
@@ -105,3 +106,19 @@ class DrainPeer(_Process):
     def flows(self):
         """The `flow address credit drain` lines it printed so far."""
         return [line.split() for line in list(self.output) if line.startswith("flow ")]
+
+
+class TxnPeer(_Process):
+    """txn_peer.py: a Proton (Python) broker with a transaction coordinator."""
+
+    def __init__(self, container_id="txn-peer", port=0):
+        self.container_id = container_id
+        if port == 0:
+            port = free_port()
+        super().__init__([sys.executable, os.path.join(HERE, "txn_peer.py"), container_id,
+                          str(port)], what="the transactional peer")
+
+    def events(self):
+        """The declare/message/discharge lines it printed so far, split."""
+        return [line.split() for line in list(self.output)
+                if line.split() and line.split()[0] in ("declare", "message", "discharge")]

@@ -113,7 +113,7 @@ class DrainingReceiver(MessagingHandler):
     def on_start(self, event):
         self.conn = event.container.connect(self.url, reconnect=False)
         self.receiver = event.container.create_receiver(self.conn, self.address)
-        event.container.schedule(15, self)
+        self.timer = event.container.schedule(15, self)
 
     def on_link_opened(self, event):
         if event.receiver == self.receiver:
@@ -125,14 +125,17 @@ class DrainingReceiver(MessagingHandler):
     def on_link_flow(self, event):
         if event.receiver == self.receiver and self.receiver.credit == 0 and not self.drained:
             self.drained = True
+            self.timer.cancel()
             self.conn.close()
 
     def on_link_error(self, event):
         cond = event.link.remote_condition
         self.error = f"{cond.name}: {cond.description}" if cond else "link error"
+        self.timer.cancel()
         self.conn.close()
 
     def on_timer_task(self, event):
+        self.error = self.error or "timed out"
         self.conn.close()
 
 
@@ -366,3 +369,94 @@ def test_auto_links_attach_again_after_the_broker_restarts():
         assert sorted(m.body for m in receiver.messages) == [f"message-{i}" for i in range(3)]
     finally:
         stop_all(router, broker)
+
+
+# ---------------------------------------------------------------- transactions
+
+class TransactionalSender(MessagingHandler):
+    """Declares a transaction, sends `n` messages in it, commits."""
+
+    def __init__(self, url, address, n):
+        super().__init__()
+        self.url, self.address, self.n = url, address, n
+        self.outcomes = []
+        self.committed = False
+        self.error = None
+        self.txn_id = None
+
+    def on_start(self, event):
+        self.conn = event.container.connect(self.url, reconnect=False)
+        self.sender = event.container.create_sender(self.conn, self.address)
+        event.container.declare_transaction(self.conn, handler=self)
+        self.timer = event.container.schedule(15, self)
+
+    def on_transaction_declared(self, event):
+        self.txn_id = event.transaction.id
+        for i in range(self.n):
+            event.transaction.send(self.sender, Message(body=f"tx-{i}"))
+        event.transaction.commit()
+
+    def done(self, error=None):
+        self.error = self.error or error
+        self.timer.cancel()
+        self.conn.close()
+
+    def on_transaction_declare_failed(self, event):
+        self.done("declare failed")
+
+    def on_transaction_committed(self, event):
+        self.committed = True
+        self.done()
+
+    def on_transaction_commit_failed(self, event):
+        self.done("commit failed")
+
+    def on_link_error(self, event):
+        cond = event.link.remote_condition
+        self.done(f"{cond.name}: {cond.description}" if cond else "link error")
+
+    def on_timer_task(self, event):
+        self.error = self.error or "timed out"
+        self.conn.close()
+
+
+def coordinator_route(container="broker-1"):
+    return (f'[[link-route]]\nprefix = "$coordinator"\ndirection = "in"\n'
+            f'container-id = "{container}"\n')
+
+
+def test_a_transactional_send_through_a_coordinator_link_route_across_the_mesh():
+    from brokers import TxnPeer
+
+    peer = TxnPeer("broker-1")
+    a = Router("Router.A", inter_router=True,
+               addresses=DEFAULT_ADDRESSES + "\n" + container_routes() + coordinator_route())
+    b = Router("Router.B", inter_router=True, connectors=[("to-a", a.inter_router_port, 1)])
+    c = Router("Router.C", connectors=[("to-b", b.inter_router_port, 1)],
+               addresses=DEFAULT_ADDRESSES + "\n" + (
+                   f'[[connector]]\nname = "broker"\nhost = "127.0.0.1"\nport = {peer.port}\n'
+                   f'role = "route-container"\n') + container_routes() + coordinator_route())
+    try:
+        wait_connected(c, container="broker-1")
+        wait_until(lambda: "_linkroute/broker-1" in a.state().get("addresses", {}),
+                   what="A learns the broker's link route")
+        client = TransactionalSender(a.url, "broker.tx", 3)
+        Container(client).run()
+        assert client.error is None, client.error
+        assert client.committed
+        events = peer.events()
+        assert events[0] == ["declare", "txn-1"], events
+        # Each message reached the broker inside the transaction (its
+        # transactional-state, 52, with the declared id), then the commit.
+        assert [e for e in events if e[0] == "message"] == [
+            ["message", "broker.tx", f"tx-{i}", "52", "txn-1"] for i in range(3)]
+        assert events[-1] == ["discharge", "txn-1", "False"]
+    finally:
+        stop_all(a, b, c, peer)
+
+
+def test_a_transaction_without_a_coordinator_route_is_refused_not_found(router):
+    client = TransactionalSender(router.url, "queue.tx", 1)
+    Container(client).run()
+    assert client.error is not None and (
+        client.error.startswith("amqp:not-found") or client.error == "declare failed"), client.error

@@ -727,6 +727,19 @@ impl Connection {
     /// session window allow, split into frames of the peer's max-frame-size;
     /// the payload travels as slices of `delivery.payload`.
     pub fn send(&mut self, link: LinkId, delivery: SendDelivery) -> Result<(), EngineError> {
+        self.send_with_state(link, delivery, None)
+    }
+
+    /// [`send`](Self::send), with a delivery state on the first transfer
+    /// frame (a transactional send carries its transaction's
+    /// transactional-state there; a router passing a routed link's
+    /// transfers on keeps the sender's).
+    pub fn send_with_state(
+        &mut self,
+        link: LinkId,
+        delivery: SendDelivery,
+        state: Option<DeliveryState>,
+    ) -> Result<(), EngineError> {
         let l = self.sending_link(link)?;
         if !l.attach_sent || l.detach_sent {
             return Err(EngineError::LinkState(link, "not attached"));
@@ -754,6 +767,7 @@ impl Connection {
             delivery_id: 0,
             aborted: false,
             size,
+            state,
         });
         self.session_mut(link.session)?.schedule_send(link.handle);
         Ok(())

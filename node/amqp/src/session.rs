@@ -794,6 +794,7 @@ impl Session {
                 delivery_tag: first.then(|| d.tag.clone()),
                 message_format: first.then_some(d.message_format),
                 settled: (first || d.aborted).then_some(d.settled || d.aborted),
+                state: if first { d.state.take() } else { None },
                 more: true,
                 aborted: d.aborted,
                 ..Transfer::default()

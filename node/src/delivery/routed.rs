@@ -5,10 +5,36 @@
 //! the broker's connection ([`RemoteRouteAttach`]). A pair's ends are
 //! connection actors (the client's, the broker's) or, across the mesh,
 //! peer actors, one pair per hop.
+//!
+//! The address a routed link is matched on: a sender's target address, a
+//! receiver's source address, and [`COORDINATOR_ADDRESS`] for a sender
+//! whose target is a transaction coordinator (qdrouterd's spelling).
 
 use actix::prelude::*;
 use bote_amqp::{AmqpError, Attach, DeliveryState};
 use bytes::Bytes;
+
+/// What a link route matches a transaction controller's link on.
+pub const COORDINATOR_ADDRESS: &str = "$coordinator";
+
+/// The address a link route matches `attach` on (see the module doc), and
+/// whether the router receives on the link (`true`: a client's sender).
+pub fn routed_address(attach: &Attach) -> (Option<&str>, bool) {
+    match attach.role {
+        bote_amqp::Role::Sender => match &attach.target {
+            Some(t) if t.coordinator => (Some(COORDINATOR_ADDRESS), true),
+            t => (t.as_ref().and_then(|t| t.address.as_deref()), true),
+        },
+        bote_amqp::Role::Receiver => (
+            attach
+                .source
+                .as_ref()
+                .filter(|s| !s.dynamic)
+                .and_then(|s| s.address.as_deref()),
+            false,
+        ),
+    }
+}
 
 /// One performative of a routed link, from one end of a pair to the other.
 #[derive(Message)]
@@ -39,6 +65,9 @@ pub enum Routed {
         settled: bool,
         aborted: bool,
         payload: Bytes,
+        /// The sender's delivery state on the first frame (a transactional
+        /// send's transactional-state).
+        state: Option<DeliveryState>,
     },
     /// The far receiver updated or settled a delivery: `delivery_id` is the
     /// receiving end's.

@@ -105,7 +105,20 @@ pub fn routed_to_frame(route_id: u64, reply: bool, op: RoutedOp) -> pb::Frame {
             settled,
             aborted,
             payload,
+            state,
         }) => Op::Transfer(pb::RoutedTransfer {
+            state: state.map_or_else(bytes::Bytes::new, |state| {
+                amqp_bytes(bote_amqp::Performative::Disposition(
+                    bote_amqp::Disposition {
+                        role: bote_amqp::Role::Sender,
+                        first: delivery_id,
+                        last: None,
+                        settled: false,
+                        state: Some(state),
+                        batchable: false,
+                    },
+                ))
+            }),
             delivery_id,
             tag,
             message_format,
@@ -175,6 +188,14 @@ pub fn routed_from_frame(r: pb::RoutedLink) -> Result<Option<(u64, bool, RoutedO
         }),
         Some(Op::Drained(_)) => RoutedOp::Frame(Routed::Drained),
         Some(Op::Transfer(t)) => RoutedOp::Frame(Routed::Transfer {
+            state: if t.state.is_empty() {
+                None
+            } else {
+                match amqp_performative("transfer.state", t.state)? {
+                    P::Disposition(d) => d.state,
+                    _ => return Err(wrong("transfer.state")),
+                }
+            },
             delivery_id: t.delivery_id,
             tag: t.tag,
             message_format: t.message_format,
@@ -877,6 +898,14 @@ mod tests {
                 settled: false,
                 aborted: false,
                 payload: bytes::Bytes::from_static(b"\x00Sw\xa1\x01x"),
+                state: Some(DeliveryState::Other(bote_amqp::codec::Value::Described(
+                    Box::new((
+                        bote_amqp::codec::Descriptor::Code(0x34),
+                        bote_amqp::codec::Value::List(vec![bote_amqp::codec::Value::Binary(
+                            bytes::Bytes::from_static(b"txn-1"),
+                        )]),
+                    )),
+                ))),
             }),
             RoutedOp::Frame(Routed::Disposition {
                 delivery_id: 3,

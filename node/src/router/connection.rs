@@ -402,6 +402,21 @@ impl ConnectionActor {
         match attach.role {
             // The client sends: the router receives on this link.
             Role::Sender => {
+                if attach.target.as_ref().is_some_and(|t| t.coordinator) {
+                    // Transactions are the broker's: only a `$coordinator`
+                    // link route (tried before this) reaches one.
+                    tracing::info!(conn = %self.id, link = %attach.name, "attach refused: no $coordinator link route");
+                    let error = AmqpError::new(
+                        condition::NOT_FOUND,
+                        format!(
+                            "router {} has no transaction coordinator: transactions need a \
+                             $coordinator link route to a broker",
+                            self.shared.router_id
+                        ),
+                    );
+                    let _ = self.engine.refuse_attach(link, error);
+                    return;
+                }
                 let address = attach
                     .target
                     .as_ref()

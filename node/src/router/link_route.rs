@@ -255,7 +255,7 @@ impl Shared {
         destination: &str,
         reply_to: actix::Recipient<RoutedFrame>,
     ) -> Result<(u64, actix::Recipient<RoutedFrame>), bote_amqp::AmqpError> {
-        use bote_amqp::{AmqpError, Role, condition};
+        use bote_amqp::{AmqpError, condition};
         let not_found = |why: String| AmqpError::new(condition::NOT_FOUND, why);
         let route_id = self.next_route_id();
         if destination != self.router_id {
@@ -284,17 +284,13 @@ impl Shared {
                 });
             return Ok((route_id, next.frames.clone()));
         }
-        let (address, direction) = match attach.role {
-            Role::Sender => (
-                attach.target.as_ref().and_then(|t| t.address.clone()),
-                crate::config::LinkDirection::In,
-            ),
-            Role::Receiver => (
-                attach.source.as_ref().and_then(|s| s.address.clone()),
-                crate::config::LinkDirection::Out,
-            ),
+        let (address, incoming) = crate::delivery::routed::routed_address(&attach);
+        let direction = if incoming {
+            crate::config::LinkDirection::In
+        } else {
+            crate::config::LinkDirection::Out
         };
-        let address = address.unwrap_or_default();
+        let address = address.unwrap_or_default().to_owned();
         let route = self
             .link_routes
             .matching(&address, direction)

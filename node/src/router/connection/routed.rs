@@ -341,19 +341,11 @@ impl ConnectionActor {
         if self.outbound.is_some() || self.shared.link_routes.is_empty() {
             return false;
         }
-        let (address, direction) = match attach.role {
-            Role::Sender => (
-                attach.target.as_ref().and_then(|t| t.address.as_deref()),
-                LinkDirection::In,
-            ),
-            Role::Receiver => (
-                attach
-                    .source
-                    .as_ref()
-                    .filter(|s| !s.dynamic)
-                    .and_then(|s| s.address.as_deref()),
-                LinkDirection::Out,
-            ),
+        let (address, incoming) = crate::delivery::routed::routed_address(attach);
+        let direction = if incoming {
+            LinkDirection::In
+        } else {
+            LinkDirection::Out
         };
         let Some(address) = address.filter(|a| !a.is_empty()) else {
             return false;
@@ -529,6 +521,7 @@ impl ConnectionActor {
                 settled: t.settled,
                 aborted: t.aborted,
                 payload: t.payload,
+                state: t.state,
             },
         );
         None
@@ -677,13 +670,14 @@ impl ConnectionActor {
                 settled,
                 aborted,
                 payload,
+                state,
             } => {
                 let context = u64::from(delivery_id);
                 let sent = if first {
                     if aborted {
                         Ok(())
                     } else {
-                        self.engine.send(
+                        self.engine.send_with_state(
                             link,
                             SendDelivery {
                                 tag,
@@ -693,6 +687,7 @@ impl ConnectionActor {
                                 context,
                                 complete: !more,
                             },
+                            state,
                         )
                     }
                 } else if aborted {
