@@ -927,3 +927,26 @@ fn a_listener_cannot_take_the_route_container_role() {
     let d = diagnostic("[[listener]]\nport = 1\nrole = \"route-container\"\n");
     assert!(d.to_string().contains("connector's role"), "{d}");
 }
+
+#[test]
+fn auto_links_parse_and_their_errors_name_file_line_and_key() {
+    let config = parse(&format!(
+        "{BROKER}[[auto-link]]\naddress = \"to.q\"\ndirection = \"out\"\nconnection = \"broker\"\nexternal-address = \"q\"\n\
+         [[auto-link]]\nname = \"in\"\naddress = \"from.q\"\ndirection = \"in\"\ncontainer-id = \"amq\"\n"
+    ));
+    assert_eq!(config.auto_links.len(), 2);
+    assert_eq!(config.auto_links[0].name, "autoLink/0");
+    assert_eq!(config.auto_links[0].broker_address(), "q");
+    assert_eq!(config.auto_links[1].broker_address(), "from.q");
+    assert!(config.auto_links[1].is_for("any-connector", "amq"));
+    let d = diagnostic(&format!(
+        "{BROKER}[[auto-link]]\naddress = \"q\"\ndirection = \"in\"\nconnection = \"nope\"\n"
+    ));
+    assert!(d.to_string().starts_with("bote.toml:9:"), "{d}");
+    assert!(
+        d.to_string().contains("no [[connector]] is named \"nope\""),
+        "{d}"
+    );
+    let d = diagnostic("[[auto-link]]\naddress = \"q\"\ndirection = \"in\"\n");
+    assert!(d.to_string().contains("needs a connection"), "{d}");
+}
