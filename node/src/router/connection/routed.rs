@@ -70,6 +70,9 @@ pub(in crate::router) struct RoutedEnd {
     links: Option<Arc<AtomicUsize>>,
     /// This end detached because the other did: its end is not passed back.
     detaching: bool,
+    /// The link in the read model (qdstat -l), with its deliveries and
+    /// outcomes.
+    info: Arc<crate::model::LinkInfo>,
 }
 
 fn opposite(role: Role) -> Role {
@@ -369,7 +372,15 @@ impl ConnectionActor {
                     destination,
                     peer: self.me().recipient(),
                 });
-                self.insert_routed(link, route_id, next.frames, role, None, None);
+                self.insert_routed(
+                    link,
+                    route_id,
+                    next.frames,
+                    role,
+                    None,
+                    None,
+                    (&attach.name, address),
+                );
                 return true;
             }
             tracing::info!(conn = %self.id, link = %attach.name, %address, route = %route.name, "attach refused: no broker connected for the link route");
@@ -390,7 +401,15 @@ impl ConnectionActor {
         let peer = self.me().recipient();
         let broker = container.actor.clone().recipient();
         send_route_attach(&container, route_id, attach.clone(), route, peer);
-        self.insert_routed(link, route_id, broker, role, None, None);
+        self.insert_routed(
+            link,
+            route_id,
+            broker,
+            role,
+            None,
+            None,
+            (&attach.name, address),
+        );
         true
     }
 
@@ -402,7 +421,16 @@ impl ConnectionActor {
         role: Role,
         route: Option<Arc<LinkRouteConfig>>,
         links: Option<Arc<AtomicUsize>>,
+        (name, address): (&str, &str),
     ) {
+        let dir = match role {
+            Role::Sender => crate::model::LinkDir::Out,
+            Role::Receiver => crate::model::LinkDir::In,
+        };
+        let info =
+            self.shared
+                .model
+                .add_link(&self.info, name, dir, Some(Arc::from(address)), 0, None);
         self.routed.insert(
             link,
             RoutedEnd {
@@ -414,6 +442,7 @@ impl ConnectionActor {
                 drain_requested: false,
                 links,
                 detaching: false,
+                info,
             },
         );
         self.routed_ids.insert(route_id, link);
@@ -430,6 +459,10 @@ impl ConnectionActor {
         } = msg;
         let role = attach.role;
         let name = attach.name.clone();
+        let address = crate::delivery::routed::routed_address(&attach)
+            .0
+            .unwrap_or_default()
+            .to_owned();
         let attached = self
             .outbound_session()
             .and_then(|s| self.engine.attach(s, link_config(*attach, role)));
@@ -438,7 +471,15 @@ impl ConnectionActor {
                 if role == Role::Sender {
                     let _ = self.engine.set_manual_drain(link, true);
                 }
-                self.insert_routed(link, route_id, peer, role, Some(route), Some(links));
+                self.insert_routed(
+                    link,
+                    route_id,
+                    peer,
+                    role,
+                    Some(route),
+                    Some(links),
+                    (&name, &address),
+                );
             }
             Err(e) => {
                 links.fetch_sub(1, Ordering::Relaxed);
@@ -507,6 +548,7 @@ impl ConnectionActor {
         };
         if t.first {
             end.received = end.received.wrapping_add(1);
+            end.info.stats.delivery(t.settled);
         }
         self.delivered = true;
         let link = t.link;
@@ -541,6 +583,9 @@ impl ConnectionActor {
         // On a receiving end the far sender settled (receiver settle mode
         // second, which the engine answers as first): nothing to pass.
         if end.role == Role::Sender {
+            if settled || state.as_ref().is_some_and(DeliveryState::is_outcome) {
+                end.info.stats.outcome(state.as_ref());
+            }
             self.send_routed(
                 link,
                 Routed::Disposition {
@@ -560,6 +605,7 @@ impl ConnectionActor {
             return false;
         };
         self.routed_ids.remove(&end.route_id);
+        self.shared.model.remove_link(&self.info, &end.info);
         if let Some(links) = &end.links {
             links.fetch_sub(1, Ordering::Relaxed);
         }
@@ -579,7 +625,9 @@ impl ConnectionActor {
             end.peer.do_send(RoutedFrame {
                 route_id: end.route_id,
                 frame: Routed::Detach {
-                    closed: d.closed || error.is_some(),
+                    // A link that ended with its connection is closed for
+                    // good (a broker answers only a closing detach).
+                    closed: d.closed || error.is_some() || self.engine.is_closed(),
                     error,
                 },
             });
@@ -610,6 +658,7 @@ impl ConnectionActor {
             )
         });
         for (_, end) in self.routed.drain() {
+            self.shared.model.remove_link(&self.info, &end.info);
             if let Some(links) = &end.links {
                 links.fetch_sub(1, Ordering::Relaxed);
             }
@@ -673,6 +722,9 @@ impl ConnectionActor {
                 state,
             } => {
                 let context = u64::from(delivery_id);
+                if first && !aborted {
+                    end.info.stats.delivery(settled);
+                }
                 let sent = if first {
                     if aborted {
                         Ok(())
@@ -719,6 +771,9 @@ impl ConnectionActor {
                 state,
                 settled,
             } => {
+                if settled || state.as_ref().is_some_and(DeliveryState::is_outcome) {
+                    end.info.stats.outcome(state.as_ref());
+                }
                 if let Err(e) = self.engine.disposition(link, delivery_id, state, settled) {
                     tracing::debug!(conn = %self.id, route_id, "routed disposition not applied: {e}");
                 }
