@@ -378,7 +378,6 @@ impl ConnectionActor {
                     next.frames,
                     role,
                     None,
-                    None,
                     (&attach.name, address),
                 );
                 return true;
@@ -401,15 +400,7 @@ impl ConnectionActor {
         let peer = self.me().recipient();
         let broker = container.actor.clone().recipient();
         send_route_attach(&container, route_id, attach.clone(), route, peer);
-        self.insert_routed(
-            link,
-            route_id,
-            broker,
-            role,
-            None,
-            None,
-            (&attach.name, address),
-        );
+        self.insert_routed(link, route_id, broker, role, None, (&attach.name, address));
         true
     }
 
@@ -419,10 +410,10 @@ impl ConnectionActor {
         route_id: u64,
         peer: Recipient<RoutedFrame>,
         role: Role,
-        route: Option<Arc<LinkRouteConfig>>,
-        links: Option<Arc<AtomicUsize>>,
+        broker_end: Option<(Arc<LinkRouteConfig>, Arc<AtomicUsize>)>,
         (name, address): (&str, &str),
     ) {
+        let (route, links) = broker_end.unzip();
         let dir = match role {
             Role::Sender => crate::model::LinkDir::Out,
             Role::Receiver => crate::model::LinkDir::In,
@@ -476,8 +467,7 @@ impl ConnectionActor {
                     route_id,
                     peer,
                     role,
-                    Some(route),
-                    Some(links),
+                    Some((route, links)),
                     (&name, &address),
                 );
             }
