@@ -88,12 +88,15 @@ def test_a_receiver_gets_no_more_than_its_credit_the_rest_stays_in_the_broker():
         wait_until(lambda: held.count >= 3, what="3 messages")
         time.sleep(0.5)
         assert held.count == 3
-        # qdstat -l: both ends of the routed link, each with its 3 deliveries.
-        with Management(router.url) as m:
-            links = m.query("router.link", ["linkDir", "owningAddr", "deliveryCount"])
-        routed = sorted((l["linkDir"], l["deliveryCount"]) for l in links
-                        if (l["owningAddr"] or "").endswith("broker.credit"))
-        assert routed == [("in", 3), ("out", 3)], links
+        # qdstat -l: both ends of the routed link, each with its 3 deliveries
+        # (the sender's pair goes once the broker answered its detach).
+        def routed_links():
+            with Management(router.url) as m:
+                links = m.query("router.link", ["linkDir", "owningAddr", "deliveryCount"])
+            return sorted((l["linkDir"], l["deliveryCount"]) for l in links
+                          if (l["owningAddr"] or "").endswith("broker.credit"))
+        wait_until(lambda: routed_links() == [("in", 3), ("out", 3)], timeout=10,
+                   what="the routed receiver's two ends in router.link")
         held.close()
         held.join(10)
         # The other 7 never left the broker (the router buffered none):
