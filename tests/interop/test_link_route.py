@@ -44,7 +44,10 @@ def wait_connected(router, connector="broker", container=None):
         rc = router.state().get("route_containers", {})
         return connector in rc and (container is None or rc[connector] == container)
 
-    wait_until(up, timeout=20, what=f"{router.name} connected to route container {connector}")
+    try:
+        wait_until(up, timeout=20, what=f"{router.name} connected to route container {connector}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{router.log()[-4000:]}") from None
 
 
 def run(client, timeout=30):

@@ -502,6 +502,10 @@ impl Router {
             }
             let writer = StateWriter::start(Arc::downgrade(&self.shared), file);
             let _ = self.shared.state_writer.set(writer);
+            // A change made after the writer's first snapshot but before it
+            // was installed (a route-container connection opening at
+            // start-up) published to no one: write once more.
+            self.shared.publish_state();
         }
     }
 
