@@ -17,7 +17,8 @@
 //!  "listeners": [{"role": "normal", "host": "127.0.0.1", "port": 40123},
 //!                {"role": "inter-router", "host": "127.0.0.1", "port": 40125}],
 //!  "routes": {"Router.B": {"next_hop": "Router.B", "cost": 1}},
-//!  "addresses": {"queue.x": ["Router.B"]}}
+//!  "addresses": {"queue.x": ["Router.B"]},
+//!  "route_containers": {"broker": "broker-1"}}
 //! ```
 //!
 //! `sequence` counts the writes of this run (from 1) and `written_at` is
@@ -68,6 +69,9 @@ pub struct RouterState {
     pub addresses: BTreeMap<String, Vec<String>>,
     /// Where the HTTP API listens, once it does.
     pub http: Option<SocketAddr>,
+    /// Open route-container connections (link routing): connector name ->
+    /// the broker's container-id.
+    pub route_containers: BTreeMap<String, String>,
 }
 
 impl RouterState {
@@ -79,6 +83,7 @@ impl RouterState {
                 "role": match l.role {
                     Role::Normal => "normal",
                     Role::InterRouter => "inter-router",
+                    Role::RouteContainer => "route-container",
                 },
                 "host": l.bound.ip().to_string(),
                 "port": l.bound.port(),
@@ -90,6 +95,7 @@ impl RouterState {
                 (a.clone(), json!(routers))
             }).collect::<serde_json::Map<_, _>>(),
             "http": self.http.map(|h| json!({"host": h.ip().to_string(), "port": h.port()})),
+            "route_containers": self.route_containers,
         })
     }
 }

@@ -915,3 +915,93 @@ proptest! {
         let _ = Config::from_str_named(&text, "fuzz.toml");
     }
 }
+
+// ---------------------------------------------------------------- link routes
+
+const BROKER: &str = "[[connector]]\nname = \"broker\"\nhost = \"127.0.0.1\"\nport = 5673\nrole = \"route-container\"\n";
+
+#[test]
+fn link_routes_parse_with_their_connector_and_match_by_direction() {
+    let config = parse(&format!(
+        "{BROKER}[[link-route]]\nprefix = \"queue\"\ndirection = \"in\"\nconnection = \"broker\"\n\
+         [[link-route]]\npattern = \"topic.*\"\ndirection = \"out\"\ncontainerId = \"amq\"\naddExternalPrefix = \"x/\"\n"
+    ));
+    let routes = &config.link_routes;
+    assert_eq!(routes.routes().len(), 2);
+    let r = routes
+        .matching("queue.a", bote_node::config::LinkDirection::In)
+        .expect("in route");
+    assert_eq!(
+        r.destination,
+        bote_node::config::RouteDestination::Connection("broker".into())
+    );
+    assert!(
+        routes
+            .matching("queue.a", bote_node::config::LinkDirection::Out)
+            .is_none()
+    );
+    let r = routes
+        .matching("topic.t", bote_node::config::LinkDirection::Out)
+        .expect("out route");
+    assert_eq!(r.external_address("topic.t"), "x/topic.t");
+    // qdrouterd's spelling of the section.
+    let config =
+        parse("[[linkRoute]]\nprefix = \"q\"\ndirection = \"in\"\ncontainerId = \"amq\"\n");
+    assert_eq!(config.link_routes.routes().len(), 1);
+}
+
+#[test]
+fn a_link_route_to_an_unknown_or_inter_router_connector_names_file_line_and_key() {
+    let d = diagnostic(&format!(
+        "{BROKER}[[link-route]]\nprefix = \"queue\"\ndirection = \"in\"\nconnection = \"nope\"\n"
+    ));
+    let text = d.to_string();
+    assert!(text.starts_with("bote.toml:9:"), "{text}");
+    assert!(
+        text.contains("no [[connector]] is named \"nope\""),
+        "{text}"
+    );
+    let d = diagnostic(
+        "[[connector]]\nname = \"peer\"\nhost = \"h\"\nport = 1\n\
+         [[link-route]]\nprefix = \"q\"\ndirection = \"out\"\nconnection = \"peer\"\n",
+    );
+    assert!(
+        d.to_string().contains("needs role = \"route-container\""),
+        "{d}"
+    );
+    let d = diagnostic("[[link-route]]\nprefix = \"q\"\ndirection = \"out\"\n");
+    assert!(d.to_string().contains("needs a connection"), "{d}");
+    let d = diagnostic(
+        "[[link-route]]\nprefix = \"q\"\ndirection = \"sideways\"\ncontainer-id = \"b\"\n",
+    );
+    assert_eq!(d.key.as_deref(), Some("direction"), "{d}");
+}
+
+#[test]
+fn a_listener_cannot_take_the_route_container_role() {
+    let d = diagnostic("[[listener]]\nport = 1\nrole = \"route-container\"\n");
+    assert!(d.to_string().contains("connector's role"), "{d}");
+}
+
+#[test]
+fn auto_links_parse_and_their_errors_name_file_line_and_key() {
+    let config = parse(&format!(
+        "{BROKER}[[auto-link]]\naddress = \"to.q\"\ndirection = \"out\"\nconnection = \"broker\"\nexternal-address = \"q\"\n\
+         [[auto-link]]\nname = \"in\"\naddress = \"from.q\"\ndirection = \"in\"\ncontainer-id = \"amq\"\n"
+    ));
+    assert_eq!(config.auto_links.len(), 2);
+    assert_eq!(config.auto_links[0].name, "autoLink/0");
+    assert_eq!(config.auto_links[0].broker_address(), "q");
+    assert_eq!(config.auto_links[1].broker_address(), "from.q");
+    assert!(config.auto_links[1].is_for("any-connector", "amq"));
+    let d = diagnostic(&format!(
+        "{BROKER}[[auto-link]]\naddress = \"q\"\ndirection = \"in\"\nconnection = \"nope\"\n"
+    ));
+    assert!(d.to_string().starts_with("bote.toml:9:"), "{d}");
+    assert!(
+        d.to_string().contains("no [[connector]] is named \"nope\""),
+        "{d}"
+    );
+    let d = diagnostic("[[auto-link]]\naddress = \"q\"\ndirection = \"in\"\n");
+    assert!(d.to_string().contains("needs a connection"), "{d}");
+}

@@ -50,6 +50,12 @@ ATTRIBUTES = {
                        "deliveriesRedirectedToFallback"],
     "router.config.address": ["name", "identity", "type", "prefix", "distribution", "waypoint",
                               "ingressPhase", "egressPhase", "pattern", "priority", "fallback"],
+    "router.config.linkRoute": ["name", "identity", "type", "prefix", "pattern",
+                                "addExternalPrefix", "delExternalPrefix", "containerId",
+                                "connection", "distribution", "direction", "operStatus"],
+    "router.config.autoLink": ["name", "identity", "type", "address", "direction", "phase",
+                               "containerId", "connection", "externalAddress", "fallback",
+                               "linkRef", "operStatus", "lastError"],
 }
 
 

@@ -41,6 +41,7 @@ pub(crate) const DESCRIPTOR_NAMES: &[(&str, u64)] = &[
     ("amqp:modified:list", 0x27),
     ("amqp:source:list", 0x28),
     ("amqp:target:list", 0x29),
+    ("amqp:coordinator:list", 0x30),
     ("amqp:sasl-mechanisms:list", 0x40),
     ("amqp:sasl-init:list", 0x41),
     ("amqp:sasl-challenge:list", 0x42),

@@ -675,6 +675,38 @@ impl Connection {
         Ok(())
     }
 
+    /// Sending link: from now on a receiver's drain is completed only when
+    /// the application calls [`Connection::drained`], not by the engine as
+    /// soon as the link has nothing queued. A router passing a drain on to
+    /// the far sender of a routed link (link routing) completes it when
+    /// that sender has.
+    pub fn set_manual_drain(&mut self, link: LinkId, manual: bool) -> Result<(), EngineError> {
+        let l = self.sending_link(link)?;
+        l.manual_drain = manual;
+        Ok(())
+    }
+
+    /// Sending link with manual drain: the drain the receiver asked for is
+    /// complete. Once every queued delivery is written the engine uses up
+    /// the rest of the credit (advancing delivery-count, §2.6.7) and tells
+    /// the receiver in a flow. Nothing happens if the receiver is not
+    /// draining.
+    pub fn drained(&mut self, link: LinkId) -> Result<(), EngineError> {
+        let l = self.sending_link(link)?;
+        if !l.drain || l.detach_sent {
+            return Ok(());
+        }
+        l.drain_release = true;
+        let queued = !l.queue.is_empty();
+        let s = self.session_mut(link.session)?;
+        if queued {
+            s.schedule_send(link.handle);
+        } else {
+            s.schedule_link_flow(link.handle);
+        }
+        Ok(())
+    }
+
     /// Sets the session's incoming window (in transfer frames) and tells the
     /// peer. This is how an application that configured
     /// `SessionConfig::incoming_window = 0` opens the window itself; with a
@@ -695,6 +727,19 @@ impl Connection {
     /// session window allow, split into frames of the peer's max-frame-size;
     /// the payload travels as slices of `delivery.payload`.
     pub fn send(&mut self, link: LinkId, delivery: SendDelivery) -> Result<(), EngineError> {
+        self.send_with_state(link, delivery, None)
+    }
+
+    /// [`send`](Self::send), with a delivery state on the first transfer
+    /// frame (a transactional send carries its transaction's
+    /// transactional-state there; a router passing a routed link's
+    /// transfers on keeps the sender's).
+    pub fn send_with_state(
+        &mut self,
+        link: LinkId,
+        delivery: SendDelivery,
+        state: Option<DeliveryState>,
+    ) -> Result<(), EngineError> {
         let l = self.sending_link(link)?;
         if !l.attach_sent || l.detach_sent {
             return Err(EngineError::LinkState(link, "not attached"));
@@ -722,6 +767,7 @@ impl Connection {
             delivery_id: 0,
             aborted: false,
             size,
+            state,
         });
         self.session_mut(link.session)?.schedule_send(link.handle);
         Ok(())

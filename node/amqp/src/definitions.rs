@@ -145,6 +145,10 @@ pub struct Source {
 /// `target` (messaging §3.5.4).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Target {
+    /// A transaction coordinator (`amqp:coordinator:list`, 0x30) rather
+    /// than a node: only `capabilities` (the transaction capabilities)
+    /// apply, and the link carries declare and discharge messages.
+    pub coordinator: bool,
     pub address: Option<String>,
     pub durable: TerminusDurability,
     pub expiry_policy: TerminusExpiryPolicy,
@@ -175,6 +179,9 @@ pub mod code {
     pub const MODIFIED: u64 = 0x27;
     pub const SOURCE: u64 = 0x28;
     pub const TARGET: u64 = 0x29;
+    /// `coordinator` (transactions §4.5.1): a target that is a transaction
+    /// coordinator.
+    pub const COORDINATOR: u64 = 0x30;
 }
 
 impl Role {
@@ -495,15 +502,29 @@ impl Target {
     /// `amqp:target:list` (0x29).
     pub fn to_value(&self) -> Value {
         let mut w = ListWriter::new();
+        if self.coordinator {
+            w.opt(self.capabilities.clone(), symbols_value);
+            return w.finish(code::COORDINATOR);
+        }
         terminus_fields!(self).write(&mut w);
         w.opt(self.capabilities.clone(), symbols_value);
         w.finish(code::TARGET)
     }
 
     pub fn from_value(v: Value) -> Result<Self, FrameError> {
+        let (c, body) = split_described(v.clone(), "target")?;
+        if c == code::COORDINATOR {
+            let mut r = ListReader::new("coordinator", body)?;
+            return Ok(Target {
+                coordinator: true,
+                capabilities: r.symbols(0, "capabilities")?,
+                ..Target::default()
+            });
+        }
         let mut r = read_composite(v, "target", code::TARGET)?;
         let t = TerminusFields::read(&mut r)?;
         Ok(Target {
+            coordinator: false,
             address: t.address,
             durable: t.durable,
             expiry_policy: t.expiry_policy,

@@ -31,6 +31,9 @@ pub(crate) struct OutgoingDelivery {
     pub aborted: bool,
     /// Total message bytes given so far (for max-message-size checks).
     pub size: u64,
+    /// The delivery state the first transfer frame carries (e.g. a
+    /// transactional-state naming the transaction), if any.
+    pub state: Option<super::definitions::DeliveryState>,
 }
 
 impl OutgoingDelivery {
@@ -269,6 +272,7 @@ mod tests {
             delivery_id: 0,
             aborted: false,
             size: 7,
+            state: None,
         };
         assert_eq!(&d.take(2)[..], b"ab");
         assert_eq!(&d.take(2)[..], b"c");

@@ -137,6 +137,13 @@ pub struct Link {
     pub(crate) beyond_credit: u32,
     /// Receiving: every transfer taken beyond credit on this link.
     pub(crate) transfers_beyond_credit: u64,
+    /// Sending: the application completes a receiver's drain itself
+    /// ([`Connection::drained`](super::connection::Connection::drained)), as
+    /// a router does on a routed link whose drain travels to the far sender.
+    pub(crate) manual_drain: bool,
+    /// Sending, with `manual_drain`: the application said the drain is
+    /// complete; the engine uses up the credit once the queue is empty.
+    pub(crate) drain_release: bool,
 }
 
 impl Link {
@@ -169,6 +176,8 @@ impl Link {
             credit_margin: 0,
             beyond_credit: 0,
             transfers_beyond_credit: 0,
+            manual_drain: false,
+            drain_release: false,
         }
     }
 

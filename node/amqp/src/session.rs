@@ -423,6 +423,7 @@ impl Session {
                 link.apply_receiver_flow(flow.delivery_count, credit, link.delivery_count);
                 link.drain = flow.drain;
                 let (credit, has_queue) = (link.link_credit, !link.queue.is_empty());
+                let auto_drain = !link.manual_drain;
                 events.push_back(Event::Flow {
                     link: id,
                     credit,
@@ -432,7 +433,7 @@ impl Session {
                 if credit > 0 && has_queue {
                     self.schedule_send(handle);
                 }
-                if flow.echo || (flow.drain && credit > 0) {
+                if flow.echo || (flow.drain && credit > 0 && auto_drain) {
                     self.schedule_link_flow(handle);
                 }
             }
@@ -764,6 +765,7 @@ impl Session {
                     && link.queue.is_empty()
                     && !link.flow_pending
                     && link.role == Role::Sender
+                    && (!link.manual_drain || link.drain_release)
                 {
                     link.flow_pending = true;
                     self.flow_links.push(handle);
@@ -792,6 +794,7 @@ impl Session {
                 delivery_tag: first.then(|| d.tag.clone()),
                 message_format: first.then_some(d.message_format),
                 settled: (first || d.aborted).then_some(d.settled || d.aborted),
+                state: if first { d.state.take() } else { None },
                 more: true,
                 aborted: d.aborted,
                 ..Transfer::default()
@@ -832,11 +835,12 @@ impl Session {
             if link.role == Role::Sender
                 && link.drain
                 && link.queue.is_empty()
-                && link.link_credit > 0
+                && (!link.manual_drain || link.drain_release)
             {
                 // Drain (§2.6.7): use up the credit by advancing delivery-count.
                 link.delivery_count = link.delivery_count.wrapping_add(link.link_credit);
                 link.link_credit = 0;
+                link.drain_release = false;
             }
             let flow = self.links[handle as usize]
                 .as_ref()

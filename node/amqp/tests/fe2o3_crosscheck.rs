@@ -175,6 +175,7 @@ fn target(t: &TargetArchetype) -> Target {
         panic!("coordinator target not used by these tests");
     };
     Target {
+        coordinator: false,
         address: t.address.clone(),
         durable: durability(&t.durable),
         expiry_policy: expiry(&t.expiry_policy),

@@ -67,6 +67,7 @@ fn full_source() -> Source {
 
 fn full_target() -> Target {
     Target {
+        coordinator: false,
         address: Some("topic/b".into()),
         durable: TerminusDurability::Configuration,
         expiry_policy: TerminusExpiryPolicy::LinkDetach,
@@ -144,6 +145,27 @@ fn full_performatives() -> Vec<Performative> {
             offered_capabilities: syms(&["x"]),
             desired_capabilities: syms(&["y"]),
             properties: props(),
+        }),
+        // A transaction controller's link: the target is a coordinator.
+        Performative::Attach(Attach {
+            name: "txn-ctrl".into(),
+            handle: 8,
+            role: Role::Sender,
+            snd_settle_mode: SenderSettleMode::Mixed,
+            rcv_settle_mode: ReceiverSettleMode::First,
+            source: Some(full_source()),
+            target: Some(Target {
+                coordinator: true,
+                capabilities: syms(&["amqp:local-transactions"]),
+                ..Target::default()
+            }),
+            unsettled: None,
+            incomplete_unsettled: false,
+            initial_delivery_count: Some(0),
+            max_message_size: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
         }),
         Performative::Flow(Flow {
             next_incoming_id: Some(10),

@@ -661,6 +661,42 @@ fn drain_uses_up_the_credit_the_sender_cannot_fill() {
 }
 
 #[test]
+fn manual_drain_waits_for_the_application_then_uses_up_the_credit() {
+    let mut pair = Pair::connected();
+    let (sender, receiver) = sender_link(&mut pair);
+    pair.client.set_manual_drain(sender, true).unwrap();
+    pair.client.send(sender, message(0, b"m", true)).unwrap();
+    pair.server.flow(receiver, 5, true).unwrap();
+    pair.drive();
+    assert_eq!(transfers(&pair.server_events).len(), 1);
+    let s = pair.client.link(sender).unwrap();
+    assert_eq!(
+        (s.credit(), s.delivery_count()),
+        (4, 1),
+        "the engine does not complete the drain by itself"
+    );
+    assert!(
+        !pair.server_events.iter().any(
+            |e| matches!(e, Event::Flow { link, credit: 0, drain: true, .. } if *link == receiver)
+        ),
+        "no drained flow yet"
+    );
+    // One more delivery arrives from afar, then the far sender has drained.
+    pair.client.send(sender, message(1, b"n", true)).unwrap();
+    pair.client.drained(sender).unwrap();
+    pair.drive();
+    assert_eq!(transfers(&pair.server_events).len(), 2);
+    let s = pair.client.link(sender).unwrap();
+    assert_eq!((s.credit(), s.delivery_count()), (0, 5));
+    assert!(
+        pair.server_events.iter().any(
+            |e| matches!(e, Event::Flow { link, credit: 0, drain: true, .. } if *link == receiver)
+        ),
+        "the receiver learns the drain completed"
+    );
+}
+
+#[test]
 fn unsettled_delivery_accepted_by_the_receiver_is_seen_accepted_by_the_sender() {
     let mut pair = Pair::connected();
     let (sender, receiver) = sender_link(&mut pair);

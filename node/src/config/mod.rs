@@ -2,7 +2,8 @@
 //! before the router starts; nothing downstream reads raw TOML.
 //!
 //! Sections: `[router]`, `[telemetry]`, `[[listener]]`, `[[connector]]`,
-//! `[[address]]` and `[[vhost]]` (connection and link policy, [`policy`]).
+//! `[[address]]`, `[[link-route]]`, `[[auto-link]]` and `[[vhost]]`
+//! (connection and link policy, [`policy`]).
 //! Keys are kebab-case; the camelCase spellings qdrouterd users know
 //! (`linkCapacity`, `maxFrameSize`, `idleTimeoutSeconds`, `workerThreads`, ...)
 //! are accepted as aliases. Every key has a default except a connector's
@@ -15,7 +16,9 @@
 //! commented example of every setting.
 
 pub mod address;
+pub mod auto_link;
 mod diagnostic;
+pub mod link_route;
 pub mod policy;
 pub mod reload;
 pub mod tls;
@@ -32,8 +35,10 @@ pub use address::{
     AddressEntry, AddressKey, AddressMatch, AddressTable, AddressTableError, Distribution,
     PatternError,
 };
+pub use auto_link::AutoLinkConfig;
 pub use diagnostic::Diagnostic;
 use diagnostic::{PathSeg, Problem, key};
+pub use link_route::{LinkDirection, LinkRouteConfig, LinkRouteTable, RouteDestination};
 
 /// The embedded default configuration (`default.toml`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -87,6 +92,10 @@ pub struct Config {
     /// `[[vhost]]`: per-hostname connection and user-group policy; none =
     /// no vhost policy (the listeners' limits still apply).
     pub vhosts: Vec<policy::VhostConfig>,
+    /// `[[link-route]]`: addresses whose links go to a broker, link for link.
+    pub link_routes: LinkRouteTable,
+    /// `[[auto-link]]`: router-owned links to brokers' queues.
+    pub auto_links: Vec<AutoLinkConfig>,
 }
 
 /// `[router]`.
@@ -250,6 +259,20 @@ pub enum Role {
     Normal,
     /// A peer router of the mesh.
     InterRouter,
+    /// A broker (or any AMQP container) the router connects to for link
+    /// routes (`[[link-route]]`); connectors only.
+    RouteContainer,
+}
+
+impl Role {
+    /// qdrouterd's name of the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Normal => "normal",
+            Role::InterRouter => "inter-router",
+            Role::RouteContainer => "route-container",
+        }
+    }
 }
 
 /// Which way a listener strips the router's message annotations
@@ -556,7 +579,7 @@ impl ListenerConfig {
             require_client_cert: self.require_client_cert,
             alpn: match self.role {
                 Role::InterRouter => vec![b"h2".to_vec()],
-                Role::Normal => Vec::new(),
+                Role::Normal | Role::RouteContainer => Vec::new(),
             },
         })
     }
@@ -648,7 +671,7 @@ impl ConnectorConfig {
             identity: self.tls_cert_file.clone().zip(self.tls_key_file.clone()),
             alpn: match self.role {
                 Role::InterRouter => vec![b"h2".to_vec()],
-                Role::Normal => Vec::new(),
+                Role::Normal | Role::RouteContainer => Vec::new(),
             },
         })
     }
@@ -707,6 +730,10 @@ struct RawConfig {
     address: Vec<RawAddress>,
     #[serde(default)]
     vhost: Vec<policy::VhostConfig>,
+    #[serde(default, rename = "link-route", alias = "linkRoute")]
+    link_route: Vec<link_route::RawLinkRoute>,
+    #[serde(default, rename = "auto-link", alias = "autoLink")]
+    auto_link: Vec<auto_link::RawAutoLink>,
 }
 
 impl Config {
@@ -840,6 +867,12 @@ fn check_connector_tls(
     c: &ConnectorConfig,
     p: &impl Fn(&str) -> Vec<PathSeg>,
 ) -> Result<(), Problem> {
+    if c.role == Role::RouteContainer && c.tls_ca_file.is_some() {
+        return Err(Problem::new(
+            p("tls-ca-file"),
+            "route-container connectors dial brokers without TLS for now",
+        ));
+    }
     if c.tls_ca_file.is_none() {
         for (k, set) in [
             ("tls-cert-file", c.tls_cert_file.is_some()),
@@ -989,6 +1022,12 @@ impl RawConfig {
                      offers ANONYMOUS: remove it",
                 ));
             }
+            if l.role == Role::RouteContainer {
+                return Err(Problem::new(
+                    p("role"),
+                    "route-container is a connector's role (the router connects to the broker)",
+                ));
+            }
             if l.backlog == 0 {
                 return Err(Problem::new(p("backlog"), "must be at least 1"));
             }
@@ -1126,6 +1165,148 @@ impl RawConfig {
                 ),
             })?;
 
+        let mut routes = Vec::with_capacity(self.link_route.len());
+        for (i, r) in self.link_route.into_iter().enumerate() {
+            let p = |field: &str| at("link-route", i, field);
+            let route_key = match (r.prefix, r.pattern) {
+                (Some(prefix), None) => AddressKey::Prefix(prefix),
+                (None, Some(pattern)) => AddressKey::Pattern(pattern),
+                (Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        p("pattern"),
+                        "a link route takes a prefix or a pattern, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(Problem::new(
+                        vec![key("link-route"), PathSeg::Index(i)],
+                        "needs a prefix or a pattern",
+                    ));
+                }
+            };
+            let destination = match (r.connection, r.container_id) {
+                (Some(name), None) => {
+                    match self.connector.iter().find(|c| c.name == name) {
+                        Some(c) if c.role == Role::RouteContainer => {}
+                        Some(c) => {
+                            return Err(Problem::new(
+                                p("connection"),
+                                format!(
+                                    "[[connector]] \"{name}\" has role {}; a link route needs role = \"route-container\"",
+                                    c.role.as_str()
+                                ),
+                            ));
+                        }
+                        None => {
+                            return Err(Problem::new(
+                                p("connection"),
+                                format!("no [[connector]] is named \"{name}\""),
+                            ));
+                        }
+                    }
+                    RouteDestination::Connection(name)
+                }
+                (None, Some(id)) if !id.is_empty() => RouteDestination::ContainerId(id),
+                (None, Some(_)) => {
+                    return Err(Problem::new(p("container-id"), "must not be empty"));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        p("container-id"),
+                        "a link route takes a connection or a container-id, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(Problem::new(
+                        vec![key("link-route"), PathSeg::Index(i)],
+                        "needs a connection (a route-container connector's name) or a container-id",
+                    ));
+                }
+            };
+            routes.push(LinkRouteConfig {
+                name: r.name.unwrap_or_else(|| format!("linkRoute/{i}")),
+                key: route_key,
+                direction: r.direction,
+                destination,
+                add_external_prefix: r.add_external_prefix,
+                del_external_prefix: r.del_external_prefix,
+            });
+        }
+        let link_routes = LinkRouteTable::new(routes).map_err(|(i, e)| match e {
+            AddressTableError::InvalidPattern { key, reason, .. } => Problem::new(
+                at("link-route", i, key.kind()),
+                format!("\"{}\" {reason}", key.as_str()),
+            ),
+            AddressTableError::Duplicate { key, normalized, .. } => Problem::new(
+                at("link-route", i, key.kind()),
+                format!(
+                    "\"{}\" duplicates an earlier [[link-route]] of the same direction (both match the pattern \"{normalized}\")",
+                    key.as_str()
+                ),
+            ),
+        })?;
+
+        let mut auto_links = Vec::with_capacity(self.auto_link.len());
+        for (i, a) in self.auto_link.into_iter().enumerate() {
+            let p = |field: &str| at("auto-link", i, field);
+            if a.address.trim().is_empty() {
+                return Err(Problem::new(p("address"), "must not be empty"));
+            }
+            let destination = match (a.connection, a.container_id) {
+                (Some(name), None) => {
+                    match self.connector.iter().find(|c| c.name == name) {
+                        Some(c) if c.role == Role::RouteContainer => {}
+                        Some(c) => {
+                            return Err(Problem::new(
+                                p("connection"),
+                                format!(
+                                    "[[connector]] \"{name}\" has role {}; an auto-link needs role = \"route-container\"",
+                                    c.role.as_str()
+                                ),
+                            ));
+                        }
+                        None => {
+                            return Err(Problem::new(
+                                p("connection"),
+                                format!("no [[connector]] is named \"{name}\""),
+                            ));
+                        }
+                    }
+                    RouteDestination::Connection(name)
+                }
+                (None, Some(id)) if !id.is_empty() => RouteDestination::ContainerId(id),
+                (None, Some(_)) => {
+                    return Err(Problem::new(p("container-id"), "must not be empty"));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(Problem::new(
+                        p("container-id"),
+                        "an auto-link takes a connection or a container-id, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(Problem::new(
+                        vec![key("auto-link"), PathSeg::Index(i)],
+                        "needs a connection (a route-container connector's name) or a container-id",
+                    ));
+                }
+            };
+            let name = a.name.unwrap_or_else(|| format!("autoLink/{i}"));
+            if auto_links.iter().any(|l: &AutoLinkConfig| l.name == name) {
+                return Err(Problem::new(
+                    p("name"),
+                    format!("\"{name}\" is already the name of an [[auto-link]]"),
+                ));
+            }
+            auto_links.push(AutoLinkConfig {
+                name,
+                address: a.address,
+                direction: a.direction,
+                destination,
+                external_address: a.external_address,
+            });
+        }
+
         let telemetry = self.telemetry;
         let t = |field: &str| vec![key("telemetry"), key(field)];
         if !(0.0..=1.0).contains(&telemetry.sampling_ratio) {
@@ -1181,6 +1362,8 @@ impl RawConfig {
             connectors: self.connector,
             addresses,
             vhosts: self.vhost,
+            link_routes,
+            auto_links,
         })
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod ids;
 pub mod outcome;
+pub mod routed;
 pub mod stream;
 pub mod trace;
 pub mod visited;

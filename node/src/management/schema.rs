@@ -309,6 +309,54 @@ pub const CONFIG_ADDRESS: EntityType = EntityType {
     operations: &["CREATE", "READ", "DELETE", "QUERY"],
 };
 
+/// `[[link-route]]` entries, with whether a broker for each is reachable
+/// (`qdstat --linkroutes`). Read-only here: routes come from the
+/// configuration file.
+pub const CONFIG_LINK_ROUTE: EntityType = EntityType {
+    short: "router.config.linkRoute",
+    name: "org.apache.qpid.dispatch.router.config.linkRoute",
+    extends: CONFIGURATION,
+    attributes: &[
+        "name",
+        "identity",
+        "type",
+        "prefix",
+        "pattern",
+        "addExternalPrefix",
+        "delExternalPrefix",
+        "containerId",
+        "connection",
+        "distribution",
+        "direction",
+        "operStatus",
+    ],
+    operations: READ_ONLY,
+};
+
+/// `[[auto-link]]` entries with their state and last error
+/// (`qdstat --autolinks`). Read-only here.
+pub const CONFIG_AUTO_LINK: EntityType = EntityType {
+    short: "router.config.autoLink",
+    name: "org.apache.qpid.dispatch.router.config.autoLink",
+    extends: CONFIGURATION,
+    attributes: &[
+        "name",
+        "identity",
+        "type",
+        "address",
+        "direction",
+        "phase",
+        "containerId",
+        "connection",
+        "externalAddress",
+        "fallback",
+        "linkRef",
+        "operStatus",
+        "lastError",
+    ],
+    operations: READ_ONLY,
+};
+
 /// qdrouterd's memory pools. Bote has none, so a QUERY returns no rows
 /// (and `qdstat -m` says "No memory statistics available").
 pub const ALLOCATOR: EntityType = EntityType {
@@ -343,6 +391,8 @@ pub const ENTITY_TYPES: &[&EntityType] = &[
     &LISTENER,
     &CONNECTOR,
     &CONFIG_ADDRESS,
+    &CONFIG_LINK_ROUTE,
+    &CONFIG_AUTO_LINK,
     &ALLOCATOR,
 ];
 

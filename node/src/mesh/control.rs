@@ -328,6 +328,17 @@ impl ControlActor {
                 .iter()
                 .map(|(id, p)| (id.clone(), p.addr.clone().recipient()))
                 .collect(),
+            link_peers: self
+                .peers
+                .iter()
+                .map(|(id, p)| {
+                    let peer = crate::delivery::routed::LinkPeer {
+                        frames: p.addr.clone().recipient(),
+                        attach: p.addr.clone().recipient(),
+                    };
+                    (id.clone(), peer)
+                })
+                .collect(),
         });
         match self.view.write() {
             Ok(mut v) => *v = view.clone(),

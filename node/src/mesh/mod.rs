@@ -88,6 +88,8 @@ pub struct MeshView {
     /// actor): the router's address actors know no more of the mesh's
     /// actors than that.
     pub peers: BTreeMap<RouterId, Recipient<data::PeerDeliver>>,
+    /// The same peer actors as ends of routed link pairs (link routing).
+    pub link_peers: BTreeMap<RouterId, crate::delivery::routed::LinkPeer>,
 }
 
 impl MeshView {
@@ -96,6 +98,7 @@ impl MeshView {
         MeshView {
             routes: Arc::new(Routes::empty(local)),
             peers: BTreeMap::new(),
+            link_peers: BTreeMap::new(),
         }
     }
 }
@@ -170,6 +173,23 @@ pub trait DataPlane: Send + Sync + 'static {
     /// through the lost neighbour; without a path they go back to their
     /// senders modified (delivery-failed).
     fn reroute(&self, deliveries: Vec<crate::delivery::RoutedDelivery>);
+    /// A client's attach arrived from a neighbour (link routing) for the
+    /// broker on `destination`: attach it to the broker if that is this
+    /// router, else send it on toward `destination`. `reply_to` is the
+    /// neighbour's peer actor; the answer is the pair's id here and its
+    /// other end, or the error to detach the link with.
+    fn route_link(
+        &self,
+        attach: Box<bote_amqp::Attach>,
+        destination: &str,
+        reply_to: Recipient<crate::delivery::routed::RoutedFrame>,
+    ) -> Result<(u64, Recipient<crate::delivery::routed::RoutedFrame>), bote_amqp::AmqpError> {
+        let _ = (attach, reply_to);
+        Err(bote_amqp::AmqpError::new(
+            bote_amqp::condition::NOT_FOUND,
+            format!("no link route to {destination} here"),
+        ))
+    }
 }
 
 /// Where the control and peer actors find the [`DataPlane`].

@@ -21,6 +21,8 @@
 //! ([`super::dedup`]). Deliveries routed to it meanwhile go back to their
 //! address ([`PeerData::refuse`]).
 
+mod routed;
+
 use std::mem;
 
 use actix::prelude::*;
@@ -98,6 +100,10 @@ pub struct PeerActor {
     /// This stream's counts: its own until the neighbour says who it is,
     /// then the neighbour's (what came before is added to them).
     traffic: std::sync::Arc<super::NeighbourTraffic>,
+    /// Where arriving routed attaches go (the router's data plane).
+    hook: super::DataHook,
+    /// The routed link pairs through this stream (link routing).
+    routed: routed::PeerRouted,
 }
 
 /// What the control actor needs to start a [`PeerActor`] on a new stream.
@@ -130,7 +136,7 @@ impl PeerActor {
     ) -> Addr<PeerActor> {
         PeerActor::create(move |ctx| {
             let inbound = ctx.add_stream(stream.inbound);
-            let mut data = PeerData::new(hook, own_id.clone(), conn, records);
+            let mut data = PeerData::new(hook.clone(), own_id.clone(), conn, records);
             data.started(ctx.address().recipient());
             PeerActor {
                 conn,
@@ -149,6 +155,8 @@ impl PeerActor {
                 closed: stream.closed,
                 stats,
                 traffic: Default::default(),
+                hook,
+                routed: Default::default(),
             }
         })
     }
@@ -272,6 +280,7 @@ impl PeerActor {
             ctx.cancel_future(inbound);
         }
         self.data.lost(self.peer.as_ref());
+        self.routed_lost();
         self.control.do_send(PeerClosed { conn: self.conn });
         if let Some(closed) = self.closed.take() {
             let _ = closed.send(());
@@ -334,6 +343,12 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
                     if self.peer.is_some() {
                         let frames = self.data.inbound(kind);
                         self.queue(frames, ctx);
+                    }
+                    continue;
+                }
+                Ok(Inbound::Routed(r)) => {
+                    if self.peer.is_some() {
+                        self.on_routed(r, ctx);
                     }
                     continue;
                 }

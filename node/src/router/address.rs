@@ -1253,6 +1253,7 @@ mod tests {
         MeshView {
             routes: Arc::new(Routes::compute(&"A".into(), &db)),
             peers: std::collections::BTreeMap::new(),
+            link_peers: std::collections::BTreeMap::new(),
         }
     }
 

@@ -34,6 +34,10 @@
 //! gets qdrouterd's `x-opt-qd.ingress` and `x-opt-qd.trace`
 //! ([`super::annotations`]); elsewhere the received bytes go out untouched.
 
+mod routed;
+
+pub(in crate::router) use routed::send_route_attach;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -233,6 +237,12 @@ pub struct ConnectionActor {
     policy: policy::LinkPolicy,
     /// Sessions the client began that have not ended.
     sessions: Vec<SessionId>,
+    /// Set on a route-container connection (the router dialled a broker).
+    outbound: Option<routed::Outbound>,
+    /// Links routed link for link to a link on another connection (link
+    /// routing), by this side's link id; `routed_ids` maps route ids to them.
+    routed: FastMap<LinkId, routed::RoutedEnd>,
+    routed_ids: FastMap<u64, LinkId>,
 }
 
 impl ConnectionActor {
@@ -279,11 +289,26 @@ impl ConnectionActor {
         };
         let mut engine = Connection::new(config, Side::Server, accepted_at);
         engine.open();
+        let info = ConnectionInfo::new(id, peer.clone());
+        Self::with_engine(id, socket, security, peer, listener, shared, engine, info)
+    }
+
+    /// The actor around an engine, for a socket accepted or dialled.
+    fn with_engine(
+        id: ConnId,
+        socket: Transport,
+        security: auth::TransportSecurity,
+        peer: String,
+        listener: Arc<ListenerConfig>,
+        shared: Arc<Shared>,
+        engine: Connection,
+        info: ConnectionInfo,
+    ) -> Self {
         let annotations = listener
             .strip_annotations
             .annotates_outbound()
             .then(|| RouterAnnotations::new(&shared.router_id));
-        let info = Arc::new(ConnectionInfo::new(id, peer.clone()));
+        let info = Arc::new(info);
         let link_policy = policy::LinkPolicy::of_listener(&listener);
         if let Transport::Tls(_, tls) = &socket {
             let _ = info.tls.set(tls.clone());
@@ -316,6 +341,9 @@ impl ConnectionActor {
             closed: false,
             info,
             delivered: false,
+            outbound: None,
+            routed: FastMap::default(),
+            routed_ids: FastMap::default(),
             read_at: Instant::now(),
             stuck_sweep: false,
             security,
@@ -389,20 +417,55 @@ impl ConnectionActor {
                 Event::Opened { remote } => {
                     tracing::info!(conn = %self.id, peer = %self.peer, container = %remote.container_id, "connection opened");
                     let _ = self.info.container.set(remote.container_id.clone());
+                    self.route_container_opened(&remote.container_id);
                     self.info.opened.store(true, Relaxed);
-                    self.admit(ctx, remote.hostname.as_deref());
+                    if self.outbound.is_none() {
+                        self.admit(ctx, remote.hostname.as_deref());
+                    }
                 }
-                Event::AttachRequested { link, attach } => self.on_attach(link, *attach),
-                Event::Flow { link, .. } => self.pump(link),
-                Event::Transfer(t) => self.on_transfer(t),
+                Event::AttachRequested { link, attach } => {
+                    if let Err(e) = self.attach_policy(&attach) {
+                        self.refuse_by_policy(link, &attach, e);
+                    } else if !self.try_link_route(link, &attach) {
+                        self.on_attach(link, *attach)
+                    }
+                }
+                Event::LinkAttached { link, attach } => {
+                    self.auto_link_attached(link, &attach);
+                    self.routed_attached(link, attach)
+                }
+                Event::Flow {
+                    link,
+                    credit,
+                    drain,
+                    ..
+                } => {
+                    if !self.routed_flow(link, credit, drain) {
+                        self.pump(link)
+                    }
+                }
+                Event::Transfer(t) => {
+                    if let Some(t) = self.routed_transfer(t) {
+                        self.on_transfer(t)
+                    }
+                }
                 Event::Disposition {
                     link,
                     delivery_id,
                     context,
                     state,
                     settled,
-                } => self.on_consumer_disposition(link, delivery_id, context, state, settled),
-                Event::LinkDetached(d) => self.on_link_detached(*d),
+                } => {
+                    if !self.routed_disposition(link, context, &state, settled) {
+                        self.on_consumer_disposition(link, delivery_id, context, state, settled)
+                    }
+                }
+                Event::LinkDetached(d) => {
+                    if !self.routed_detached(&d) {
+                        self.auto_link_detached(&d, ctx);
+                        self.on_link_detached(*d)
+                    }
+                }
                 Event::Closed { error } => {
                     match &error {
                         Some(e) => {
@@ -479,8 +542,9 @@ impl ConnectionActor {
                 }
                 Event::SessionEnded { session, .. } => {
                     self.sessions.retain(|s| *s != session);
+                    self.routed_session_ended(session);
                 }
-                Event::SessionBegun { .. } | Event::LinkAttached { .. } => {}
+                Event::SessionBegun { .. } => {}
             }
         }
     }
@@ -539,18 +603,26 @@ impl ConnectionActor {
         match attach.role {
             // The client sends: the router receives on this link.
             Role::Sender => {
+                if attach.target.as_ref().is_some_and(|t| t.coordinator) {
+                    // Transactions are the broker's: only a `$coordinator`
+                    // link route (tried before this) reaches one.
+                    tracing::info!(conn = %self.id, link = %attach.name, "attach refused: no $coordinator link route");
+                    let error = AmqpError::new(
+                        condition::NOT_FOUND,
+                        format!(
+                            "router {} has no transaction coordinator: transactions need a \
+                             $coordinator link route to a broker",
+                            self.shared.router_id
+                        ),
+                    );
+                    let _ = self.engine.refuse_attach(link, error);
+                    return;
+                }
                 let address = attach
                     .target
                     .as_ref()
                     .and_then(|t| t.address.clone())
                     .filter(|a| !a.is_empty());
-                if let Err(e) = self
-                    .policy
-                    .check_sender(self.producers.len(), address.as_deref())
-                {
-                    self.refuse_by_policy(link, &attach, e);
-                    return;
-                }
                 if let Some(a) = &address
                     && self.shared.addresses.distribution(a) == Distribution::Unavailable
                 {
@@ -576,39 +648,7 @@ impl ConnectionActor {
                     tracing::warn!(conn = %self.id, "cannot accept attach of {}: {e}", attach.name);
                     return;
                 }
-                let address: Option<Arc<str>> = address.map(Arc::from);
-                let actor = address.as_ref().map(|a| self.shared.addresses.get(a));
-                tracing::info!(conn = %self.id, link = %attach.name, address = address.as_deref().unwrap_or("<anonymous>"), "sender attached");
-                let anonymous = actor.is_none();
-                let info = self.shared.model.add_link(
-                    &self.info,
-                    &attach.name,
-                    LinkDir::In,
-                    address.clone(),
-                    self.listener.link_capacity,
-                    None,
-                );
-                self.producers.insert(
-                    link,
-                    Producer {
-                        address,
-                        actor: actor.clone(),
-                        has_path: anonymous,
-                        in_flight: 0,
-                        capacity: self.listener.link_capacity,
-                        credit_dirty: anonymous,
-                        beyond_credit: 0,
-                        partial: None,
-                        info,
-                    },
-                );
-                if let Some(actor) = actor {
-                    actor.do_send(AttachProducer {
-                        conn: self.id,
-                        link,
-                        notify: self.me().recipient(),
-                    });
-                }
+                self.register_producer(link, &attach.name, address);
             }
             // The client receives: the router sends on this link.
             Role::Receiver => {
@@ -629,13 +669,6 @@ impl ConnectionActor {
                     let _ = self.engine.refuse_attach(link, error);
                     return;
                 };
-                if let Err(e) = self.policy.check_receiver(
-                    self.consumers.len(),
-                    (!source.dynamic).then_some(address.as_str()),
-                ) {
-                    self.refuse_by_policy(link, &attach, e);
-                    return;
-                }
                 if !source.dynamic
                     && self.shared.addresses.distribution(&address) == Distribution::Unavailable
                 {
@@ -658,38 +691,120 @@ impl ConnectionActor {
                     tracing::warn!(conn = %self.id, "cannot accept attach of {}: {e}", attach.name);
                     return;
                 }
-                tracing::info!(conn = %self.id, link = %attach.name, %address, "receiver attached");
-                let address: Arc<str> = Arc::from(address);
-                let actor = self.shared.addresses.get(&address);
-                let counters = Arc::new(LinkCounters::default());
-                let info = self.shared.model.add_link(
-                    &self.info,
-                    &attach.name,
-                    LinkDir::Out,
-                    Some(address.clone()),
-                    self.listener.link_capacity,
-                    Some(counters.clone()),
-                );
-                actor.do_send(AttachConsumer {
-                    conn: self.id,
-                    link,
-                    deliver: self.me().recipient(),
-                    counters: counters.clone(),
-                    capacity: self.listener.link_capacity,
-                });
-                self.consumers.insert(
-                    link,
-                    Consumer {
-                        address,
-                        actor,
-                        counters,
-                        queue: VecDeque::new(),
-                        credited: 0,
-                        credited_bytes: 0,
-                        capacity: self.listener.link_capacity as usize,
-                        info,
+                self.register_consumer(link, &attach.name, address);
+            }
+        }
+    }
+
+    /// A link on which the router receives (a client's sender, or an
+    /// auto-link from a broker's queue) becomes a producer of `address`.
+    fn register_producer(&mut self, link: LinkId, name: &str, address: Option<String>) {
+        let address: Option<Arc<str>> = address.map(Arc::from);
+        let actor = address.as_ref().map(|a| self.shared.addresses.get(a));
+        tracing::info!(conn = %self.id, link = %name, address = address.as_deref().unwrap_or("<anonymous>"), "sender attached");
+        let anonymous = actor.is_none();
+        let info = self.shared.model.add_link(
+            &self.info,
+            name,
+            LinkDir::In,
+            address.clone(),
+            self.listener.link_capacity,
+            None,
+        );
+        self.producers.insert(
+            link,
+            Producer {
+                address,
+                actor: actor.clone(),
+                has_path: anonymous,
+                in_flight: 0,
+                capacity: self.listener.link_capacity,
+                credit_dirty: anonymous,
+                beyond_credit: 0,
+                partial: None,
+                info,
+            },
+        );
+        if let Some(actor) = actor {
+            actor.do_send(AttachProducer {
+                conn: self.id,
+                link,
+                notify: self.me().recipient(),
+            });
+        }
+    }
+
+    /// A link on which the router sends (a client's receiver, or an
+    /// auto-link to a broker's queue) becomes a consumer of `address`.
+    fn register_consumer(&mut self, link: LinkId, name: &str, address: String) {
+        tracing::info!(conn = %self.id, link = %name, %address, "receiver attached");
+        let address: Arc<str> = Arc::from(address);
+        let actor = self.shared.addresses.get(&address);
+        let counters = Arc::new(LinkCounters::default());
+        let info = self.shared.model.add_link(
+            &self.info,
+            name,
+            LinkDir::Out,
+            Some(address.clone()),
+            self.listener.link_capacity,
+            Some(counters.clone()),
+        );
+        actor.do_send(AttachConsumer {
+            conn: self.id,
+            link,
+            deliver: self.me().recipient(),
+            counters: counters.clone(),
+            capacity: self.listener.link_capacity,
+        });
+        self.consumers.insert(
+            link,
+            Consumer {
+                address,
+                actor,
+                counters,
+                queue: VecDeque::new(),
+                credited: 0,
+                credited_bytes: 0,
+                capacity: self.listener.link_capacity as usize,
+                info,
+            },
+        );
+    }
+
+    /// The policy's word on a client's attach, link-routed or not: the
+    /// senders or receivers the connection holds (routed links included)
+    /// and the address patterns of the user's group. A `$coordinator`
+    /// link is checked as a sender to `$coordinator`; a receiver with no
+    /// source address that is not dynamic is left to [`Self::on_attach`],
+    /// which refuses it. Connections the router dialled have no policy.
+    fn attach_policy(&self, attach: &Attach) -> Result<(), AmqpError> {
+        if self.outbound.is_some() {
+            return Ok(());
+        }
+        match attach.role {
+            Role::Sender => {
+                let target = attach.target.as_ref();
+                let to = if target.is_some_and(|t| t.coordinator) {
+                    Some("$coordinator")
+                } else {
+                    target
+                        .and_then(|t| t.address.as_deref())
+                        .filter(|a| !a.is_empty())
+                };
+                let senders = self.producers.len() + self.routed_links(Role::Receiver);
+                self.policy.check_sender(senders, to)
+            }
+            Role::Receiver => {
+                let source = attach.source.as_ref();
+                let from = match source {
+                    Some(s) if s.dynamic => None,
+                    _ => match source.and_then(|s| s.address.as_deref()) {
+                        Some(a) if !a.is_empty() => Some(a),
+                        _ => return Ok(()),
                     },
-                );
+                };
+                let receivers = self.consumers.len() + self.routed_links(Role::Sender);
+                self.policy.check_receiver(receivers, from)
             }
         }
     }
@@ -1488,6 +1603,7 @@ impl Actor for ConnectionActor {
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        self.routed_connection_lost();
         self.release_everything();
         Running::Stop
     }
@@ -1496,6 +1612,7 @@ impl Actor for ConnectionActor {
         self.shared.connections.remove(&self.id);
         self.shared.model.remove_connection(self.id);
         self.shared.heap.connection_closed();
+        self.route_container_stopped();
         tracing::debug!(conn = %self.id, peer = %self.peer, "connection actor stopped");
     }
 }

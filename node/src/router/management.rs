@@ -374,6 +374,7 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Normal => "normal",
         Role::InterRouter => "inter-router",
+        Role::RouteContainer => "route-container",
     }
 }
 
@@ -444,6 +445,93 @@ impl Entity for ConnectorEntity {
             ),
             "maxFrameSize" => long(c.max_frame_size),
             "idleTimeoutSeconds" => long(c.idle_timeout_secs),
+            _ => Value::Null,
+        }
+    }
+}
+
+struct LinkRouteEntity {
+    route: crate::config::LinkRouteConfig,
+    active: bool,
+}
+
+impl Entity for LinkRouteEntity {
+    fn get(&self, attribute: &str) -> Value {
+        if let Some(v) = base(
+            attribute,
+            &schema::CONFIG_LINK_ROUTE,
+            || self.route.name.clone(),
+            || self.route.name.clone(),
+        ) {
+            return v;
+        }
+        use crate::config::RouteDestination;
+        let r = &self.route;
+        match attribute {
+            "prefix" => match &r.key {
+                AddressKey::Prefix(p) => text(p),
+                AddressKey::Pattern(_) => Value::Null,
+            },
+            "pattern" => match &r.key {
+                AddressKey::Pattern(p) => text(p),
+                AddressKey::Prefix(_) => Value::Null,
+            },
+            "addExternalPrefix" => r.add_external_prefix.as_deref().map_or(Value::Null, text),
+            "delExternalPrefix" => r.del_external_prefix.as_deref().map_or(Value::Null, text),
+            "containerId" => match &r.destination {
+                RouteDestination::ContainerId(id) => text(id),
+                RouteDestination::Connection(_) => Value::Null,
+            },
+            "connection" => match &r.destination {
+                RouteDestination::Connection(c) => text(c),
+                RouteDestination::ContainerId(_) => Value::Null,
+            },
+            "distribution" => text("linkBalanced"),
+            "direction" => text(r.direction.as_str()),
+            "operStatus" => text(if self.active { "active" } else { "inactive" }),
+            _ => Value::Null,
+        }
+    }
+}
+
+struct AutoLinkEntity {
+    config: std::sync::Arc<crate::config::AutoLinkConfig>,
+    state: super::link_route::AutoLinkState,
+    last_error: Option<String>,
+}
+
+impl Entity for AutoLinkEntity {
+    fn get(&self, attribute: &str) -> Value {
+        if let Some(v) = base(
+            attribute,
+            &schema::CONFIG_AUTO_LINK,
+            || self.config.name.clone(),
+            || self.config.name.clone(),
+        ) {
+            return v;
+        }
+        use crate::config::{LinkDirection, RouteDestination};
+        let c = &self.config;
+        match attribute {
+            "address" => text(&c.address),
+            "direction" => text(c.direction.as_str()),
+            // qdrouterd's default phases: out 0 (toward the queue), in 1.
+            "phase" => long(match c.direction {
+                LinkDirection::Out => 0,
+                LinkDirection::In => 1,
+            }),
+            "containerId" => match &c.destination {
+                RouteDestination::ContainerId(id) => text(id),
+                RouteDestination::Connection(_) => Value::Null,
+            },
+            "connection" => match &c.destination {
+                RouteDestination::Connection(n) => text(n),
+                RouteDestination::ContainerId(_) => Value::Null,
+            },
+            "externalAddress" => c.external_address.as_deref().map_or(Value::Null, text),
+            "fallback" => Value::Bool(false),
+            "operStatus" => text(self.state.as_str()),
+            "lastError" => self.last_error.as_deref().map_or(Value::Null, text),
             _ => Value::Null,
         }
     }
@@ -697,6 +785,31 @@ impl Managed for Shared {
                     Box::new(ConfigAddressEntity {
                         name: config_address_name(i, e),
                         entry: e.clone(),
+                    }) as Box<dyn Entity>
+                })
+                .collect(),
+            "router.config.linkRoute" => self
+                .link_routes
+                .routes()
+                .iter()
+                .map(|r| {
+                    let active = self.route_containers.is_reachable(r)
+                        || self.remote_route_container(r).is_some();
+                    Box::new(LinkRouteEntity {
+                        route: r.clone(),
+                        active,
+                    }) as Box<dyn Entity>
+                })
+                .collect(),
+            "router.config.autoLink" => self
+                .auto_links
+                .iter()
+                .map(|a| {
+                    let (state, last_error) = a.state();
+                    Box::new(AutoLinkEntity {
+                        config: a.config.clone(),
+                        state,
+                        last_error,
                     }) as Box<dyn Entity>
                 })
                 .collect(),

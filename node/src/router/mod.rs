@@ -28,6 +28,7 @@ pub mod annotations;
 pub mod auth;
 pub mod connection;
 pub mod link;
+pub mod link_route;
 pub mod listener;
 pub mod management;
 pub mod memory;
@@ -87,6 +88,14 @@ pub struct Shared {
     /// The TLS contexts of the listeners and connectors (`SIGHUP` reloads
     /// their files).
     pub tls: crate::tls::TlsRegistry,
+    /// `[[link-route]]`: addresses whose links go to a broker.
+    pub link_routes: crate::config::LinkRouteTable,
+    /// The open route-container connections (brokers), by connector name.
+    pub route_containers: link_route::RouteContainers,
+    /// Numbers the routed link pairs.
+    next_route_id: AtomicU64,
+    /// `[[auto-link]]`s and what became of each (management).
+    pub auto_links: Vec<link_route::AutoLink>,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -156,6 +165,11 @@ impl Shared {
         self.workers[i % self.workers.len()].clone()
     }
 
+    /// A new router-wide id for a routed link pair.
+    pub fn next_route_id(&self) -> u64 {
+        self.next_route_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed) + 1)
     }
@@ -176,6 +190,7 @@ impl Shared {
                 })
                 .collect(),
             http: self.http.get().copied(),
+            route_containers: self.route_containers.snapshot().into_iter().collect(),
             ..RouterState::default()
         };
         if let Some(mesh) = &self.mesh {
@@ -214,6 +229,11 @@ impl Shared {
     /// Inter-router connectors in force.
     pub fn connector_count(&self) -> usize {
         self.configured().connectors.len()
+    }
+
+    /// A route-container connection opened or closed: the state file says so.
+    pub fn route_containers_changed(&self) {
+        self.publish_state();
     }
 
     /// The listeners changed (management): the state file says so.
@@ -267,6 +287,21 @@ impl crate::mesh::DataPlane for RouterData {
     /// One `Reroute` per run of deliveries to the same address.
     fn reroute(&self, deliveries: Vec<delivery::RoutedDelivery>) {
         self.by_address(deliveries, address::Reroute);
+    }
+
+    fn route_link(
+        &self,
+        attach: Box<bote_amqp::Attach>,
+        destination: &str,
+        reply_to: Recipient<delivery::routed::RoutedFrame>,
+    ) -> Result<(u64, Recipient<delivery::routed::RoutedFrame>), bote_amqp::AmqpError> {
+        match self.shared.upgrade() {
+            Some(shared) => shared.route_link_from_mesh(attach, destination, reply_to),
+            None => Err(bote_amqp::AmqpError::new(
+                bote_amqp::condition::NOT_FOUND,
+                "the router is stopping",
+            )),
+        }
     }
 }
 
@@ -397,6 +432,14 @@ impl Router {
             connection_counts: Arc::default(),
             vhosts: config.vhosts.clone().into(),
             tls,
+            link_routes: config.link_routes.clone(),
+            route_containers: link_route::RouteContainers::default(),
+            next_route_id: AtomicU64::new(0),
+            auto_links: config
+                .auto_links
+                .iter()
+                .map(|c| link_route::AutoLink::new(c.clone()))
+                .collect(),
         });
         {
             let shared = Arc::downgrade(&shared);
@@ -470,6 +513,14 @@ impl Router {
                 .cloned()
                 .collect();
         }
+        for c in config
+            .connectors
+            .iter()
+            .filter(|c| c.role == Role::RouteContainer)
+        {
+            tracing::info!(router = %shared.router_id, connector = %c.name, "route-container connector to {}", c.socket_address());
+            link_route::start(c.clone(), shared.clone());
+        }
         let management_arbiter = Arbiter::new();
         let management = management::start(shared.clone(), &management_arbiter.handle());
         let mut arbiters = arbiters;
@@ -508,6 +559,10 @@ impl Router {
             }
             let writer = StateWriter::start(Arc::downgrade(&self.shared), file);
             let _ = self.shared.state_writer.set(writer);
+            // A change made after the writer's first snapshot but before it
+            // was installed (a route-container connection opening at
+            // start-up) published to no one: write once more.
+            self.shared.publish_state();
         }
     }
 
