@@ -181,6 +181,20 @@ pub enum Transport {
     ),
 }
 
+impl Transport {
+    /// What SASL may rely on: encrypted or not, the client certificate's
+    /// subject.
+    fn security(&self) -> auth::TransportSecurity {
+        match self {
+            Transport::Plain(_) => auth::TransportSecurity::default(),
+            Transport::Tls(_, tls) => auth::TransportSecurity {
+                encrypted: true,
+                peer_identity: tls.peer_subject.clone(),
+            },
+        }
+    }
+}
+
 pub struct ConnectionActor {
     id: ConnId,
     peer: String,
@@ -260,13 +274,7 @@ impl ConnectionActor {
         shared: Arc<Shared>,
         accepted_at: Instant,
     ) -> Self {
-        let security = match &socket {
-            Transport::Plain(_) => auth::TransportSecurity::default(),
-            Transport::Tls(_, tls) => auth::TransportSecurity {
-                encrypted: true,
-                peer_identity: tls.peer_subject.clone(),
-            },
-        };
+        let security = socket.security();
         let config = ConnectionConfig {
             container_id: shared.router_id.clone(),
             max_frame_size: listener.max_frame_size,
@@ -290,14 +298,13 @@ impl ConnectionActor {
         let mut engine = Connection::new(config, Side::Server, accepted_at);
         engine.open();
         let info = ConnectionInfo::new(id, peer.clone());
-        Self::with_engine(id, socket, security, peer, listener, shared, engine, info)
+        Self::with_engine(id, socket, peer, listener, shared, engine, info)
     }
 
     /// The actor around an engine, for a socket accepted or dialled.
     fn with_engine(
         id: ConnId,
         socket: Transport,
-        security: auth::TransportSecurity,
         peer: String,
         listener: Arc<ListenerConfig>,
         shared: Arc<Shared>,
@@ -308,6 +315,7 @@ impl ConnectionActor {
             .strip_annotations
             .annotates_outbound()
             .then(|| RouterAnnotations::new(&shared.router_id));
+        let security = socket.security();
         let info = Arc::new(info);
         let link_policy = policy::LinkPolicy::of_listener(&listener);
         if let Transport::Tls(_, tls) = &socket {

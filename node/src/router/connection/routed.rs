@@ -173,7 +173,6 @@ impl ConnectionActor {
         let mut actor = Self::with_engine(
             id,
             super::Transport::Plain(socket),
-            super::auth::TransportSecurity::default(),
             peer,
             settings,
             shared,
