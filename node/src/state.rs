@@ -79,6 +79,7 @@ impl RouterState {
                 "role": match l.role {
                     Role::Normal => "normal",
                     Role::InterRouter => "inter-router",
+                    Role::Edge => "edge",
                 },
                 "host": l.bound.ip().to_string(),
                 "port": l.bound.port(),

@@ -124,6 +124,35 @@ pub struct RouterConfig {
     /// `other`. Default 100.
     #[serde(alias = "metricsMaxSeries")]
     pub metrics_max_series: usize,
+    /// `interior` (default: a node of the mesh's link state) or `edge` (a
+    /// leaf that keeps one uplink to an interior router through its
+    /// `role = "edge"` connectors and takes no part in link state),
+    /// qdrouterd's `mode`.
+    pub mode: RouterMode,
+}
+
+/// `[router] mode`: what part the router plays (qdrouterd's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouterMode {
+    /// A node of the mesh: link state, routes, inter-router links, and
+    /// `role = "edge"` listeners for edge routers.
+    #[default]
+    Interior,
+    /// A leaf: one active uplink (`role = "edge"` connectors, alternates
+    /// tried in turn) to an interior router, which proxies its addresses
+    /// into the mesh.
+    Edge,
+}
+
+impl RouterMode {
+    /// The configuration spelling (and qdrouterd's management value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouterMode::Interior => "interior",
+            RouterMode::Edge => "edge",
+        }
+    }
 }
 
 impl Default for RouterConfig {
@@ -138,6 +167,7 @@ impl Default for RouterConfig {
             default_distribution: Distribution::Balanced,
             http: DEFAULT_HTTP.to_owned(),
             metrics_max_series: 100,
+            mode: RouterMode::Interior,
         }
     }
 }
@@ -238,6 +268,9 @@ pub enum Role {
     Normal,
     /// A peer router of the mesh.
     InterRouter,
+    /// The uplink between an edge router and an interior router: an
+    /// interior's listener for edges, an edge's connector to an interior.
+    Edge,
 }
 
 /// Which way a listener strips the router's message annotations
@@ -758,6 +791,35 @@ impl RawConfig {
             }
             check_sasl(&c.sasl_mechanisms, || p("sasl-mechanisms"))?;
             check_frame_size(c.max_frame_size, p("max-frame-size"))?;
+            match (router.mode, c.role) {
+                (RouterMode::Interior, Role::Edge) => {
+                    return Err(Problem::new(
+                        p("role"),
+                        "an edge connector needs [router] mode = \"edge\" (an interior router \
+                         takes edges on a listener with role = \"edge\")",
+                    ));
+                }
+                (RouterMode::Edge, Role::InterRouter) => {
+                    return Err(Problem::new(
+                        p("role"),
+                        "an edge router takes no part in the mesh: its connectors to interior \
+                         routers have role = \"edge\"",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if router.mode == RouterMode::Edge
+            && let Some(i) = self
+                .listener
+                .iter()
+                .position(|l| matches!(l.role, Role::InterRouter | Role::Edge))
+        {
+            return Err(Problem::new(
+                at("listener", i, "role"),
+                "an edge router takes no inter-router or edge listeners (it is a leaf: \
+                     it dials its interior routers with role = \"edge\" connectors)",
+            ));
         }
 
         let mut entries = Vec::with_capacity(self.address.len());

@@ -3,6 +3,10 @@
 //! handed to the control actor, which starts a peer actor on it; the
 //! response stream is fed by that actor through a tokio mpsc channel.
 //!
+//! A `role = "edge"` listener serves the same service to edge routers'
+//! uplinks (their calls carry `bote-role: edge`; each side refuses the
+//! other's), which the control actor keeps outside link state.
+//!
 //! The listening end does not decide the link's cost: it starts from the
 //! cost the dialler sent in the call's `bote-link-cost` metadata and then
 //! follows the cost stated in the dialler's hellos.
@@ -19,9 +23,9 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::LINK_COST_METADATA;
 use super::control::{ControlActor, NewStream};
 use super::peer::{OUTBOUND_BATCHES, PeerStream};
+use super::{LINK_COST_METADATA, ROLE_METADATA};
 use crate::config::ListenerConfig;
 
 /// Binds `listener` and serves the inter-router service on it (on the
@@ -42,9 +46,12 @@ pub async fn serve(
             let _ = stream.set_nodelay(true);
         })
     });
-    let service = InterRouterServer::new(ExchangeService { control })
-        .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
-        .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
+    let service = InterRouterServer::new(ExchangeService {
+        control,
+        edge: listener.role == crate::config::Role::Edge,
+    })
+    .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
+    .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
     actix_rt::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(service)
@@ -60,6 +67,8 @@ pub async fn serve(
 /// The `InterRouter` service.
 struct ExchangeService {
     control: Addr<ControlActor>,
+    /// A `role = "edge"` listener: edge routers' uplinks, outside link state.
+    edge: bool,
 }
 
 type BatchStream = Pin<Box<dyn Stream<Item = Result<Batch, Status>> + Send + 'static>>;
@@ -82,6 +91,17 @@ impl InterRouter for ExchangeService {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(1)
             .max(1);
+        let from_edge = request
+            .metadata()
+            .get(ROLE_METADATA)
+            .is_some_and(|v| v.as_bytes() == b"edge");
+        if from_edge != self.edge {
+            return Err(Status::failed_precondition(if self.edge {
+                "this is an edge listener: only edge routers' uplinks (role = \"edge\" connectors) attach here"
+            } else {
+                "this is an inter-router listener: an edge router's uplink needs a listener with role = \"edge\""
+            }));
+        }
         let (out, rx) = mpsc::channel(OUTBOUND_BATCHES);
         self.control.do_send(NewStream {
             stream: PeerStream {
@@ -92,6 +112,7 @@ impl InterRouter for ExchangeService {
                 closed: None,
             },
             connector: None,
+            edge: self.edge.then(|| remote.clone()),
         });
         let stream: BatchStream = Box::pin(ReceiverStream::new(rx).map(Ok));
         Ok(Response::new(stream))

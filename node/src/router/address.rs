@@ -172,6 +172,9 @@ struct Remote {
     peer: Recipient<PeerDeliver>,
     /// Unsettled deliveries of this address out through `next_hop`.
     outstanding: Arc<std::sync::atomic::AtomicU32>,
+    /// An edge router's uplink, taken only while the address has no local
+    /// consumer (traffic between clients of one edge stays on the edge).
+    uplink: bool,
 }
 
 impl Remote {
@@ -455,8 +458,9 @@ impl AddressActor {
         self.set_watching(!self.routers.is_empty() || !self.parked.is_empty());
         let view = mesh.view();
         self.remote.clear();
+        let uplink = mesh.remote_addresses().default_router();
         for router in &self.routers {
-            let Some(route) = view.routes.route(router) else {
+            let Some(route) = view.route(router) else {
                 continue;
             };
             let Some(peer) = view.peers.get(&route.next_hop) else {
@@ -473,6 +477,7 @@ impl AddressActor {
                 next_hop: route.next_hop.clone(),
                 peer: peer.clone(),
                 outstanding,
+                uplink: uplink.as_ref() == Some(router),
             });
         }
         self.remote
@@ -566,9 +571,20 @@ impl AddressActor {
         let Some(view) = &self.view else {
             return Arc::default();
         };
-        let origin = d.visited.first();
-        let arrived_from = d.visited.last();
-        let routers: Vec<RouterId> = self.remote.iter().map(|r| r.router.clone()).collect();
+        // Routers attached over an edge stream are not in the link state:
+        // the tree is that of the first router of the mesh the copy
+        // visited (the interior an edge's copy entered by), a copy that
+        // came up from an edge goes on as if it entered here, and each
+        // attached router with consumers gets a copy of its own (unless
+        // the copy came from it: `multicast_plan` drops visited hops).
+        let in_mesh = |r: &RouterId| r == view.routes.local() || view.routes.route(r).is_some();
+        let origin = d.visited.iter().find(|r| in_mesh(r));
+        let arrived_from = d.visited.last().filter(|r| in_mesh(r));
+        let (attached, routers): (Vec<RouterId>, Vec<RouterId>) = self
+            .remote
+            .iter()
+            .map(|r| r.router.clone())
+            .partition(|r| view.attached.contains_key(r));
         let tree = origin.and_then(|o| view.routes.multicast_tree(o));
         let plan = policy::multicast(
             &view.routes,
@@ -577,12 +593,17 @@ impl AddressActor {
             arrived_from,
             tree.as_deref(),
         );
-        tracing::trace!(address = %self.address, ?routers, ?arrived_from, next_hops = ?plan.next_hops, "multicast plan");
+        tracing::trace!(address = %self.address, ?routers, ?attached, ?arrived_from, next_hops = ?plan.next_hops, "multicast plan");
         let hops: MulticastHops = Arc::new(
             plan.next_hops
                 .into_iter()
                 .zip(plan.destinations)
                 .map(|(hop, behind)| (hop, Arc::from(behind)))
+                .chain(
+                    attached
+                        .into_iter()
+                        .map(|r| (r.clone(), Arc::from(vec![r]))),
+                )
                 .collect(),
         );
         self.tree_plan = Some((origin.cloned(), arrived_from.cloned(), hops.clone()));
@@ -748,7 +769,7 @@ impl AddressActor {
             }));
         for (candidate, r) in self.remote_candidates.iter_mut().zip(&self.remote) {
             candidate.outstanding = r.outstanding.load(Relaxed);
-            candidate.excluded = r.excluded_for(d);
+            candidate.excluded = r.excluded_for(d) || (r.uplink && !self.consumers.is_empty());
         }
         let (local, remote) = (&self.local_candidates, &self.remote_candidates);
         match self.distribution {
@@ -1117,6 +1138,14 @@ impl AddressRegistry {
         }
     }
 
+    /// Every address may have changed (an edge's uplink came or went):
+    /// tells every actor.
+    pub fn all_changed(&self) {
+        for actor in self.directory.map.iter() {
+            actor.value().do_send(MeshChanged);
+        }
+    }
+
     /// The configured distribution of an address.
     pub fn distribution(&self, address: &str) -> Distribution {
         self.directory.table().lookup(address)
@@ -1253,6 +1282,7 @@ mod tests {
         MeshView {
             routes: Arc::new(Routes::compute(&"A".into(), &db)),
             peers: std::collections::BTreeMap::new(),
+            attached: std::collections::BTreeMap::new(),
         }
     }
 
