@@ -355,6 +355,21 @@ impl AddressActor {
         !self.consumers.is_empty() || !self.remote.is_empty()
     }
 
+    /// An edge router between uplinks (the active one dropped, the next
+    /// alternate not up yet) with no local consumer for this address:
+    /// re-forwarded deliveries wait for the next uplink (at most
+    /// [`REROUTE_WAIT`]) rather than going back at once, so that the
+    /// interior it reaches answers those its consumers already have
+    /// ([`crate::mesh::dedup`]) instead of the sender sending them again.
+    fn awaiting_uplink(&self) -> bool {
+        self.consumers.is_empty()
+            && self.remote.is_empty()
+            && self.mesh.as_ref().is_some_and(|m| {
+                m.mode == crate::config::RouterMode::Edge
+                    && m.remote_addresses().default_router().is_none()
+            })
+    }
+
     /// Counts a handled message; true if the actor is retired (the caller
     /// passes the message on with [`Self::successor`]).
     fn count(&self) -> bool {
@@ -871,10 +886,12 @@ impl AddressActor {
     fn reroute(&mut self, deliveries: Vec<RoutedDelivery>, now: Instant, ctx: &mut Context<Self>) {
         self.parked
             .extend(deliveries.into_iter().map(|d| (now + REROUTE_WAIT, d)));
+        let awaiting_uplink = self.awaiting_uplink();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|(until, d)| {
                 may_reroute(self.view.as_deref(), d.resent_from.as_ref(), *until, now)
+                    && (*until <= now || !awaiting_uplink)
             });
         self.parked = waiting;
         self.set_watching(!self.routers.is_empty() || !self.parked.is_empty());
