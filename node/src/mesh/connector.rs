@@ -248,9 +248,16 @@ async fn dial(
     cost: u32,
     edge: bool,
 ) -> anyhow::Result<(Streaming<Batch>, mpsc::Sender<Batch>)> {
-    let endpoint = Endpoint::from_shared(format!("http://{target}"))?
+    let mut endpoint = Endpoint::from_shared(format!("http://{target}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
+    if edge {
+        // No hellos on an uplink: HTTP/2 pings find a silent interior.
+        endpoint = endpoint
+            .http2_keep_alive_interval(super::EDGE_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(super::EDGE_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+    }
     let channel = endpoint.connect().await?;
     let mut client = InterRouterClient::new(channel)
         .max_decoding_message_size(super::MAX_BATCH_MESSAGE)

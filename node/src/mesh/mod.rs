@@ -84,6 +84,14 @@ pub const MAX_BATCH_MESSAGE: usize = 64 * 1024 * 1024;
 /// carry it afterwards, and carry changes).
 pub const LINK_COST_METADATA: &str = "bote-link-cost";
 
+/// HTTP/2 pings on an edge stream, which carries no hellos: a peer that
+/// answers none within [`EDGE_KEEPALIVE_TIMEOUT`] is lost (its stream
+/// fails), as a silent inter-router neighbour is after the hello timeout.
+pub const EDGE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// See [`EDGE_KEEPALIVE_INTERVAL`].
+pub const EDGE_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// gRPC request metadata key an edge router's uplink dial carries
 /// (`edge`): an interior serves it only on a `role = "edge"` listener, and
 /// serves only such dials there.

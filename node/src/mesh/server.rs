@@ -46,14 +46,19 @@ pub async fn serve(
             let _ = stream.set_nodelay(true);
         })
     });
-    let service = InterRouterServer::new(ExchangeService {
-        control,
-        edge: listener.role == crate::config::Role::Edge,
-    })
-    .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
-    .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
+    let edge = listener.role == crate::config::Role::Edge;
+    let service = InterRouterServer::new(ExchangeService { control, edge })
+        .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
+        .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
     actix_rt::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if edge {
+            // No hellos on edge streams: HTTP/2 pings find a silent edge.
+            server = server
+                .http2_keepalive_interval(Some(super::EDGE_KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(super::EDGE_KEEPALIVE_TIMEOUT));
+        }
+        if let Err(e) = server
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
