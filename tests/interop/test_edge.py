@@ -144,6 +144,11 @@ def test_management_reaches_an_edge_through_the_mesh(mesh_with_edges):
     assert out.returncode == 0, out.stderr
     edge_lines = [line for line in out.stdout.splitlines() if " edge " in f" {line} "]
     assert len(edge_lines) == 2, out.stdout
+    # botectl stat -d EDGE (qdstat's -d): the edge's own view, from I2.
+    out = subprocess.run([botectl, "stat", "-b", f"127.0.0.1:{i2.port}", "-d", "Router.E1",
+                          "-g", "--json"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert '"Router.E1"' in out.stdout and '"edge"' in out.stdout, out.stdout
     # qdrouterd's address keys: the interior shows the edge's management
     # address as H<edge>/..., the edge as its own (L).
     with Management(i1.url) as m:

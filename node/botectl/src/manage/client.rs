@@ -75,6 +75,22 @@ impl Client {
         router: Option<&str>,
         timeout: Duration,
     ) -> Result<Client, ManageError> {
+        let node = match router {
+            Some(r) => format!("_topo/0/{r}/$management"),
+            None => "$management".to_owned(),
+        };
+        Client::connect_node(address, node, router, timeout).await
+    }
+
+    /// Connects to `address` and attaches to the management node `node`
+    /// (an edge router's is `_edge/<id>/$management`); `router` names the
+    /// router for the unreachable error.
+    pub async fn connect_node(
+        address: &str,
+        node: String,
+        router: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Client, ManageError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
             .map_err(|_| ManageError::Connect {
@@ -86,10 +102,6 @@ impl Client {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let node = match router {
-            Some(r) => format!("_topo/0/{r}/$management"),
-            None => "$management".to_owned(),
-        };
         let config = ConnectionConfig {
             container_id: format!("botectl-{}", std::process::id()),
             ..ConnectionConfig::default()
