@@ -228,3 +228,25 @@ def test_edge_configuration_errors_name_file_line_and_key(tmp_path):
                              capture_output=True, text=True, timeout=30)
         assert out.returncode != 0
         assert f"{path}:" in out.stderr and "role" in out.stderr, out.stderr
+
+
+def test_multicast_from_an_edge_reaches_every_subscriber_once(mesh_with_edges):
+    i1, i2, e1, e2 = mesh_with_edges
+    n = 200
+    subscribers = [Receiver(r.url, "multicast.edge", expect=n) for r in (e1, e2, i1, i2)]
+    for s in subscribers:
+        s.start()
+        assert s.attached.wait(10)
+    wait_until(lambda: set(remote(i1, "multicast.edge")) >= {"Router.E1", "Router.E2",
+                                                            "Router.I2"}, 10,
+               "I1 to know every subscriber")
+    wait_until(lambda: remote(i2, "multicast.edge") == ["Router.I1"], 10,
+               "I2 to know I1's")
+    tx = Sender(e1.url, "multicast.edge", n)
+    tx.start()
+    tx.join(60)
+    assert tx.counts() == {"accepted": n}
+    for s in subscribers:
+        s.join(30)
+        # Each exactly once: the copy going up never comes back to E1.
+        assert sorted(m.body for m in s.messages) == sorted(f"message-{i}" for i in range(n))

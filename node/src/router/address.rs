@@ -587,14 +587,16 @@ impl AddressActor {
             return Arc::default();
         };
         // Routers attached over an edge stream are not in the link state:
-        // the tree is that of the first router of the mesh the copy
-        // visited (the interior an edge's copy entered by), a copy that
-        // came up from an edge goes on as if it entered here, and each
+        // a copy that came up from one of this router's edges goes on as
+        // if it entered here (its tree is this router's), and each
         // attached router with consumers gets a copy of its own (unless
         // the copy came from it: `multicast_plan` drops visited hops).
-        let in_mesh = |r: &RouterId| r == view.routes.local() || view.routes.route(r).is_some();
-        let origin = d.visited.iter().find(|r| in_mesh(r));
-        let arrived_from = d.visited.last().filter(|r| in_mesh(r));
+        // Without attached routers this is the ingress router's tree, as
+        // before. (A router further on does not know the edge it entered
+        // by: ARCHITECTURE.md, "Edge routers".)
+        let attached = |r: &&RouterId| view.attached.contains_key(*r);
+        let origin = d.visited.iter().find(|r| !attached(r));
+        let arrived_from = d.visited.last().filter(|r| !attached(r));
         let (attached, routers): (Vec<RouterId>, Vec<RouterId>) = self
             .remote
             .iter()
