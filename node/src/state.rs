@@ -84,6 +84,7 @@ impl RouterState {
                     Role::Normal => "normal",
                     Role::InterRouter => "inter-router",
                     Role::RouteContainer => "route-container",
+                    Role::Edge => "edge",
                 },
                 "host": l.bound.ip().to_string(),
                 "port": l.bound.port(),

@@ -242,7 +242,7 @@ fn the_example_file_users_copy_parses() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bote.toml");
     let config = Config::from_file(path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.router.id, "Router.A");
-    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.listeners.len(), 3);
     assert_eq!(config.listeners[1].role, Role::InterRouter);
     assert_eq!(config.connectors[0].name, "to-router-b");
     assert_eq!(config.addresses.lookup("closest.q"), Distribution::Closest);
@@ -1004,4 +1004,49 @@ fn auto_links_parse_and_their_errors_name_file_line_and_key() {
     );
     let d = diagnostic("[[auto-link]]\naddress = \"q\"\ndirection = \"in\"\n");
     assert!(d.to_string().contains("needs a connection"), "{d}");
+}
+
+// ---------------------------------------------------------------- edges
+
+/// An example file, read whole.
+fn example(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_edge_gateway_examples_parse() {
+    use bote_node::config::RouterMode;
+    let edge = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/edge.toml");
+    let config = Config::from_str_named(&example(edge), edge).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.router.mode, RouterMode::Edge);
+    assert_eq!(config.listeners[0].role, Role::Normal);
+    let uplinks: Vec<(&str, Role)> = config
+        .connectors
+        .iter()
+        .map(|c| (c.name.as_str(), c.role))
+        .collect();
+    assert_eq!(uplinks, [("cloud-a", Role::Edge), ("cloud-b", Role::Edge)]);
+    let interior = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/interior-edges.toml");
+    let config =
+        Config::from_str_named(&example(interior), interior).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.router.mode, RouterMode::Interior);
+    assert_eq!(config.listeners[1].role, Role::Edge);
+}
+
+#[test]
+fn edge_mode_refuses_mesh_roles_and_an_interior_refuses_edge_connectors() {
+    let d = diagnostic("[router]\nmode = \"edge\"\n[[listener]]\nport = 0\nrole = \"edge\"\n");
+    assert_eq!((d.line, d.key.as_deref()), (5, Some("role")), "{d}");
+    assert!(d.message.contains("edge router takes no"), "{d}");
+    let d = diagnostic(
+        "[router]\nmode = \"edge\"\n[[connector]]\nname = \"x\"\nhost = \"h\"\nport = 1\nrole = \"inter-router\"\n",
+    );
+    assert_eq!(d.key.as_deref(), Some("role"), "{d}");
+    let d = diagnostic("[[connector]]\nname = \"x\"\nhost = \"h\"\nport = 1\nrole = \"edge\"\n");
+    assert_eq!(d.key.as_deref(), Some("role"), "{d}");
+    assert!(d.message.contains("mode = \"edge\""), "{d}");
+    let d = diagnostic("[router]\nmode = \"leaf\"\n");
+    assert_eq!(d.key.as_deref(), Some("mode"), "{d}");
+    let config = parse("[router]\nmode = \"edge\"\n[[listener]]\nport = 0\n");
+    assert!(bote_node::mesh::configured(&config));
 }

@@ -66,11 +66,14 @@ class Router:
 
     def __init__(self, name, extra_listener="", addresses=DEFAULT_ADDRESSES, router_extra="",
                  inter_router=False, connectors=(), nofile=None, inter_router_extra="",
-                 connector_extra=""):
+                 connector_extra="", edge_listener=False, edge_connectors=()):
         """`nofile` lowers the router's file descriptor limit
         (RLIMIT_NOFILE) to that many. `inter_router_extra` and
-        `connector_extra` are lines added to the inter-router listener and
-        to every connector (TLS keys, for instance)."""
+        `connector_extra` are lines added to the inter-router (and edge)
+        listener and to every connector (TLS keys, for instance). `edge_listener` adds a
+        listener with role "edge" (for edge routers' uplinks);
+        `edge_connectors` are (name, port) of interiors' edge listeners, and
+        make the router an edge router (mode "edge")."""
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"bote-{name}-")
         self.config = os.path.join(self.dir, "bote.toml")
@@ -79,6 +82,8 @@ class Router:
             f.write(
                 f'[router]\nid = "{name}"\nworkers = 2\nlog-level = "info"\n'
                 f'http = "127.0.0.1:0"\n{router_extra}\n'
+                + ('mode = "edge"\n' if edge_connectors else '') +
+                f'\n'
                 f'[[listener]]\nhost = "127.0.0.1"\nport = 0\n{extra_listener}\n'
                 f"{addresses}\n"
             )
@@ -88,6 +93,12 @@ class Router:
             for (cname, cport, cost) in connectors:
                 f.write(f'[[connector]]\nname = "{cname}"\nhost = "127.0.0.1"\nport = {cport}\n'
                         f'role = "inter-router"\ncost = {cost}\n{connector_extra}\n')
+            if edge_listener:
+                f.write('[[listener]]\nhost = "127.0.0.1"\nport = 0\nrole = "edge"\n'
+                        f'{inter_router_extra}\n')
+            for (cname, cport) in edge_connectors:
+                f.write(f'[[connector]]\nname = "{cname}"\nhost = "127.0.0.1"\nport = {cport}\n'
+                        f'role = "edge"\n{connector_extra}\n')
         self.log_lines = []
 
         def limit_fds():
@@ -121,6 +132,7 @@ class Router:
         ports = {l["role"]: l["port"] for l in reversed(state["listeners"])}
         self.port = ports["normal"]
         self.inter_router_port = ports.get("inter-router")
+        self.edge_port = ports.get("edge")
         self.url = f"amqp://127.0.0.1:{self.port}"
         http = state.get("http")
         self.http_url = f"http://127.0.0.1:{http['port']}" if http else None

@@ -26,9 +26,13 @@ class Management:
     """One connection to `url`; `router` names another router of the mesh
     (its `_topo/0/<router>/$management`), as `qdstat -r` does."""
 
-    def __init__(self, url, router=None, timeout=10):
+    def __init__(self, url, router=None, timeout=10, edge=None):
+        """`edge` names an edge router reached through the mesh (its
+        `_edge/<edge>/$management`)."""
         self.connection = BlockingConnection(url, timeout=timeout)
         path = f"_topo/0/{router}/$management" if router else "$management"
+        if edge:
+            path = f"_edge/{edge}/$management"
         self.client = SyncRequestResponse(self.connection, path)
 
     def close(self):

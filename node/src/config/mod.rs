@@ -144,6 +144,35 @@ pub struct RouterConfig {
     /// SIGHUP. Default none.
     #[serde(alias = "saslUsersFile", alias = "users")]
     pub users_file: Option<PathBuf>,
+    /// `interior` (default: a node of the mesh's link state) or `edge` (a
+    /// leaf that keeps one uplink to an interior router through its
+    /// `role = "edge"` connectors and takes no part in link state),
+    /// qdrouterd's `mode`.
+    pub mode: RouterMode,
+}
+
+/// `[router] mode`: what part the router plays (qdrouterd's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouterMode {
+    /// A node of the mesh: link state, routes, inter-router links, and
+    /// `role = "edge"` listeners for edge routers.
+    #[default]
+    Interior,
+    /// A leaf: one active uplink (`role = "edge"` connectors, alternates
+    /// tried in turn) to an interior router, which proxies its addresses
+    /// into the mesh.
+    Edge,
+}
+
+impl RouterMode {
+    /// The configuration spelling (and qdrouterd's management value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouterMode::Interior => "interior",
+            RouterMode::Edge => "edge",
+        }
+    }
 }
 
 impl Default for RouterConfig {
@@ -159,6 +188,7 @@ impl Default for RouterConfig {
             http: DEFAULT_HTTP.to_owned(),
             metrics_max_series: 100,
             users_file: None,
+            mode: RouterMode::Interior,
         }
     }
 }
@@ -262,6 +292,9 @@ pub enum Role {
     /// A broker (or any AMQP container) the router connects to for link
     /// routes (`[[link-route]]`); connectors only.
     RouteContainer,
+    /// The uplink between an edge router and an interior router: an
+    /// interior's listener for edges, an edge's connector to an interior.
+    Edge,
 }
 
 impl Role {
@@ -271,6 +304,7 @@ impl Role {
             Role::Normal => "normal",
             Role::InterRouter => "inter-router",
             Role::RouteContainer => "route-container",
+            Role::Edge => "edge",
         }
     }
 }
@@ -570,7 +604,7 @@ impl ListenerConfig {
     }
 
     /// The files of the listener's TLS server, `None` when it is not a TLS
-    /// listener. Inter-router listeners offer ALPN `h2` (gRPC).
+    /// listener. Inter-router and edge listeners offer ALPN `h2` (gRPC).
     pub fn tls_files(&self) -> Option<tls::ServerFiles> {
         Some(tls::ServerFiles {
             cert: self.tls_cert_file.clone()?,
@@ -578,7 +612,7 @@ impl ListenerConfig {
             ca: self.tls_ca_file.clone(),
             require_client_cert: self.require_client_cert,
             alpn: match self.role {
-                Role::InterRouter => vec![b"h2".to_vec()],
+                Role::InterRouter | Role::Edge => vec![b"h2".to_vec()],
                 Role::Normal | Role::RouteContainer => Vec::new(),
             },
         })
@@ -664,13 +698,13 @@ pub struct ConnectorConfig {
 
 impl ConnectorConfig {
     /// The files of the connector's TLS client, `None` when it dials
-    /// without TLS. Inter-router connectors offer ALPN `h2` (gRPC).
+    /// without TLS. Inter-router and edge connectors offer ALPN `h2` (gRPC).
     pub fn tls_files(&self) -> Option<tls::ClientFiles> {
         Some(tls::ClientFiles {
             ca: self.tls_ca_file.clone()?,
             identity: self.tls_cert_file.clone().zip(self.tls_key_file.clone()),
             alpn: match self.role {
-                Role::InterRouter => vec![b"h2".to_vec()],
+                Role::InterRouter | Role::Edge => vec![b"h2".to_vec()],
                 Role::Normal | Role::RouteContainer => Vec::new(),
             },
         })
@@ -1117,7 +1151,36 @@ impl RawConfig {
                 }
                 _ => {}
             }
+            match (router.mode, c.role) {
+                (RouterMode::Interior, Role::Edge) => {
+                    return Err(Problem::new(
+                        p("role"),
+                        "an edge connector needs [router] mode = \"edge\" (an interior router \
+                         takes edges on a listener with role = \"edge\")",
+                    ));
+                }
+                (RouterMode::Edge, Role::InterRouter) => {
+                    return Err(Problem::new(
+                        p("role"),
+                        "an edge router takes no part in the mesh: its connectors to interior \
+                         routers have role = \"edge\"",
+                    ));
+                }
+                _ => {}
+            }
             check_connector_tls(c, &p)?;
+        }
+        if router.mode == RouterMode::Edge
+            && let Some(i) = self
+                .listener
+                .iter()
+                .position(|l| matches!(l.role, Role::InterRouter | Role::Edge))
+        {
+            return Err(Problem::new(
+                at("listener", i, "role"),
+                "an edge router takes no inter-router or edge listeners (it is a leaf: \
+                     it dials its interior routers with role = \"edge\" connectors)",
+            ));
         }
 
         let mut entries = Vec::with_capacity(self.address.len());

@@ -175,7 +175,7 @@ fn readiness(shared: &Shared) -> Result<(), String> {
             view.peers.len()
         ));
     }
-    if let Some(peer) = view.peers.keys().find(|p| view.routes.route(p).is_none()) {
+    if let Some(peer) = view.peers.keys().find(|p| view.route(p).is_none()) {
         return Err(format!("no route to neighbour {peer} yet"));
     }
     Ok(())

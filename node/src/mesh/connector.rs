@@ -6,6 +6,14 @@
 //! least [`STABLE_STREAM`] resets the backoff; one refused at once (a
 //! duplicate router id) keeps backing off.
 //!
+//! An edge router's `role = "edge"` connectors are alternates served by
+//! one task ([`start_uplink`]): it dials them in turn until one answers,
+//! keeps that uplink while it is up, and when it drops dials the next one
+//! at once (backing off only after a whole round failed). Edge dials go
+//! through the same [`dial`] as inter-router ones, and say so in the
+//! call's `bote-role: edge` metadata, so an interior refuses an edge on an
+//! inter-router listener and the other way round.
+//!
 //! A connector with `tls-ca-file` dials with TLS (rustls through a tower
 //! connector handed to tonic): the peer's certificate must be signed by
 //! that CA and name `tls-server-name` (default `host`); with
@@ -29,9 +37,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Endpoint;
 
-use super::LINK_COST_METADATA;
 use super::control::{ConnectorCost, ControlActor, NewStream};
 use super::peer::{OUTBOUND_BATCHES, PeerStream};
+use super::{LINK_COST_METADATA, ROLE_METADATA};
 use crate::config::ConnectorConfig;
 use crate::tls::ClientTls;
 
@@ -110,7 +118,7 @@ async fn run(
     let mut failures = 0u64;
     loop {
         let cost = cost.load(Ordering::Relaxed);
-        match dial(&target, cost, &config, tls.as_deref()).await {
+        match dial(&target, cost, &config, tls.as_deref(), false).await {
             Ok((inbound, out)) => {
                 if failures > 0 {
                     tracing::info!(
@@ -130,6 +138,7 @@ async fn run(
                         closed: Some(closed),
                     },
                     connector: Some(config.name.clone()),
+                    edge: None,
                 });
                 let _ = closed_rx.await;
                 // A stream refused at once (duplicate id, our own id) must
@@ -162,19 +171,114 @@ async fn run(
     }
 }
 
-/// Opens the `Exchange` stream to `target`, announcing our link `cost`
-/// and, with `sasl-username`, our credentials (`super::auth`); over TLS
-/// when the connector has `tls`.
+/// Starts an edge router's uplink task on the current actix arbiter: its
+/// `role = "edge"` connectors (`configs`, in configuration order) are
+/// alternates, one uplink up at a time (module doc). Notifying the
+/// returned handle stops it.
+pub fn start_uplink(
+    configs: Vec<(ConnectorConfig, Option<std::sync::Arc<ClientTls>>)>,
+    control: Addr<ControlActor>,
+) -> std::sync::Arc<tokio::sync::Notify> {
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    actix_rt::spawn(async move {
+        tokio::select! {
+            () = run_uplink(configs, control) => {}
+            () = stopped.notified() => tracing::info!("edge uplink: stopped"),
+        }
+    });
+    stop
+}
+
+async fn run_uplink(
+    configs: Vec<(ConnectorConfig, Option<std::sync::Arc<ClientTls>>)>,
+    control: Addr<ControlActor>,
+) {
+    if configs.is_empty() {
+        return;
+    }
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut next = 0usize;
+    let mut failed_in_round = 0usize;
+    loop {
+        let (config, tls) = &configs[next % configs.len()];
+        next += 1;
+        let target = config.socket_address();
+        match dial(&target, config.cost, config, tls.as_deref(), true).await {
+            Ok((inbound, out)) => {
+                failed_in_round = 0;
+                tracing::info!(
+                    "edge uplink: connector {} connected to {target}",
+                    config.name
+                );
+                let opened = Instant::now();
+                let (closed, closed_rx) = oneshot::channel();
+                control.do_send(NewStream {
+                    stream: PeerStream {
+                        inbound,
+                        out,
+                        cost: config.cost,
+                        description: format!("edge connector {} to {target}", config.name),
+                        closed: Some(closed),
+                    },
+                    connector: Some(config.name.clone()),
+                    edge: Some(target.clone()),
+                });
+                let _ = closed_rx.await;
+                if opened.elapsed() >= STABLE_STREAM {
+                    backoff.reset();
+                }
+                tracing::info!(
+                    "edge uplink: stream via connector {} to {target} closed{}",
+                    config.name,
+                    if configs.len() > 1 {
+                        "; failing over to the next alternate"
+                    } else {
+                        "; redialling"
+                    }
+                );
+                if configs.len() > 1 && opened.elapsed() >= STABLE_STREAM {
+                    continue;
+                }
+            }
+            Err(e) => {
+                failed_in_round += 1;
+                tracing::warn!(
+                    "edge uplink: connector {} cannot reach {target}: {e:#}",
+                    config.name
+                );
+                if failed_in_round < configs.len() {
+                    // Try the next alternate at once.
+                    continue;
+                }
+                failed_in_round = 0;
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Opens the `Exchange` stream to `target`, announcing our link `cost`,
+/// with `sasl-username` our credentials (`super::auth`), and for an edge's
+/// uplink that it is one; over TLS when the connector has `tls`.
 async fn dial(
     target: &str,
     cost: u32,
     config: &ConnectorConfig,
     tls: Option<&ClientTls>,
+    edge: bool,
 ) -> anyhow::Result<(Streaming<Batch>, mpsc::Sender<Batch>)> {
     let credentials = super::auth::credentials(config)?;
-    let endpoint = Endpoint::from_shared(format!("http://{target}"))?
+    let mut endpoint = Endpoint::from_shared(format!("http://{target}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
+    if edge {
+        // No hellos on an uplink: HTTP/2 pings find a silent interior.
+        endpoint = endpoint
+            .http2_keep_alive_interval(super::EDGE_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(super::EDGE_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+    }
     let channel = match tls {
         None => endpoint.connect().await?,
         Some(tls) => {
@@ -211,6 +315,11 @@ async fn dial(
         .insert(LINK_COST_METADATA, cost.max(1).to_string().parse()?);
     if let Some(message) = &credentials {
         super::auth::attach(request.metadata_mut(), message);
+    }
+    if edge {
+        request
+            .metadata_mut()
+            .insert(ROLE_METADATA, "edge".parse()?);
     }
     let response = client.exchange(request).await?;
     Ok((response.into_inner(), out))

@@ -24,6 +24,12 @@
 //! only, whatever the number of addresses. A new [`MeshView`] (routes,
 //! neighbours) is published only when routes or neighbours change.
 //!
+//! Edge streams (see [`super::edge`]) are kept apart from the control
+//! plane: on an interior router an edge is an attached router whose
+//! addresses it advertises as its own; on an edge router the uplink's
+//! interior is where every address without a local consumer goes, and the
+//! local addresses are reported up the uplink instead of flooded.
+//!
 //! Logs: neighbour up/down at info (router id and instance); on each route
 //! change a summary (`routes: N routers reachable, next hops: ...`) at info
 //! and the full table at debug; on each route change one `mesh: routes
@@ -34,7 +40,7 @@
 //! each address change at debug (`mesh: addresses <json>`, the changed
 //! addresses with their routers).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -45,8 +51,10 @@ use bote_topology::{
     RouterId,
 };
 
+use super::edge::{EdgeLink, EdgeLinks, EdgeProxy, ProxyChanges, proxied};
 use super::peer::{Close, PeerActor, PeerStream, SendControl};
 use super::{MeshView, RemoteAddresses, SharedView};
+use crate::config::RouterMode;
 
 struct PeerEntry {
     conn: u64,
@@ -61,6 +69,8 @@ struct StreamEntry {
     /// The stream's peer actor (a handle held while the stream is known).
     _addr: Addr<PeerActor>,
     connector: Option<String>,
+    /// For an edge stream, the other end's `host:port`.
+    edge: Option<String>,
 }
 
 /// The cost an inter-router connector dials with, shared between its task
@@ -96,6 +106,18 @@ pub struct ControlActor {
     /// The router-wide record of arrived deliveries, shared by every peer
     /// stream (duplicate suppression after failover, see [`super::dedup`]).
     records: Arc<super::dedup::Records>,
+    /// Interior or edge.
+    mode: RouterMode,
+    /// Edge streams that are up: an interior's edges, an edge's uplink.
+    edges: BTreeMap<RouterId, PeerEntry>,
+    /// The same, for management.
+    edge_links: EdgeLinks,
+    /// An interior's record of its edges' addresses.
+    proxy: EdgeProxy,
+    /// An edge's local addresses (reported up its uplink).
+    uplink_addresses: BTreeSet<Address>,
+    /// The sequence of the last address update sent up the uplink.
+    uplink_sequence: u64,
 }
 
 impl ControlActor {
@@ -128,7 +150,25 @@ impl ControlActor {
             local_changes: Vec::new(),
             data,
             records,
+            mode: RouterMode::Interior,
+            edges: BTreeMap::new(),
+            edge_links: EdgeLinks::default(),
+            proxy: EdgeProxy::default(),
+            uplink_addresses: BTreeSet::new(),
+            uplink_sequence: 0,
         }
+    }
+
+    /// Runs as an edge router (an uplink, no part in link state) or an
+    /// interior one (the default).
+    pub fn with_mode(mut self, mode: RouterMode) -> ControlActor {
+        self.mode = mode;
+        self
+    }
+
+    /// The edge streams that are up (for management).
+    pub fn edge_links(&self) -> EdgeLinks {
+        self.edge_links.clone()
     }
 
     /// What this actor counts for `/metrics`.
@@ -195,10 +235,13 @@ impl ControlActor {
         changed.dedup();
         let table = self.plane.address_table();
         for address in &changed {
-            let routers = table
+            let mut routers = table
                 .get(address)
                 .map(|e| e.routers.clone())
                 .unwrap_or_default();
+            if let Some(edges) = self.proxy.edges_of(address) {
+                routers.extend(edges.iter().cloned());
+            }
             self.addresses.set(address, routers);
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -326,6 +369,7 @@ impl ControlActor {
             peers: self
                 .peers
                 .iter()
+                .chain(&self.edges)
                 .map(|(id, p)| (id.clone(), p.addr.clone().recipient()))
                 .collect(),
             link_peers: self
@@ -339,6 +383,7 @@ impl ControlActor {
                     (id.clone(), peer)
                 })
                 .collect(),
+            attached: self.edges.keys().map(|id| (id.clone(), 1)).collect(),
         });
         match self.view.write() {
             Ok(mut v) => *v = view.clone(),
@@ -368,6 +413,9 @@ pub struct NewStream {
     /// link's cost); None for a stream the listener accepted (the
     /// neighbour decides).
     pub connector: Option<String>,
+    /// For an edge stream (an interior's edge listener, an edge's uplink
+    /// connector), the other end's `host:port`; None for inter-router.
+    pub edge: Option<String>,
 }
 
 impl Handler<NewStream> for ControlActor {
@@ -391,6 +439,7 @@ impl Handler<NewStream> for ControlActor {
             StreamEntry {
                 _addr: addr,
                 connector: msg.connector,
+                edge: msg.edge,
             },
         );
     }
@@ -421,6 +470,10 @@ impl Handler<PeerIdentified> for ControlActor {
     type Result = ();
 
     fn handle(&mut self, msg: PeerIdentified, ctx: &mut Self::Context) {
+        if let Some(host) = self.streams.get(&msg.conn).and_then(|s| s.edge.clone()) {
+            self.edge_identified(msg, host, ctx);
+            return;
+        }
         let now = self.now();
         if let Some(existing) = self.peers.get(&msg.router) {
             if msg.instance <= existing.instance {
@@ -503,6 +556,14 @@ impl Handler<PeerMessages> for ControlActor {
     type Result = ();
 
     fn handle(&mut self, msg: PeerMessages, ctx: &mut Self::Context) {
+        if self
+            .edges
+            .get(&msg.from)
+            .is_some_and(|p| p.conn == msg.conn)
+        {
+            self.edge_messages(&msg.from, msg.messages, ctx);
+            return;
+        }
         if self.peers.get(&msg.from).is_none_or(|p| p.conn != msg.conn) {
             return;
         }
@@ -540,6 +601,15 @@ impl Handler<PeerClosed> for ControlActor {
 
     fn handle(&mut self, msg: PeerClosed, ctx: &mut Self::Context) {
         self.streams.remove(&msg.conn);
+        if let Some(router) = self
+            .edges
+            .iter()
+            .find(|(_, p)| p.conn == msg.conn)
+            .map(|(id, _)| id.clone())
+        {
+            self.edge_closed(&router, ctx);
+            return;
+        }
         let Some(router) = self
             .peers
             .iter()
@@ -599,8 +669,214 @@ impl Handler<ApplyLocalAddresses> for ControlActor {
     fn handle(&mut self, _msg: ApplyLocalAddresses, ctx: &mut Self::Context) {
         let changes = std::mem::take(&mut self.local_changes);
         let now = self.now();
+        let changes: Vec<(Address, bool)> = match self.mode {
+            RouterMode::Interior => changes
+                .into_iter()
+                .filter_map(|(a, present)| self.proxy.local_change(a, present))
+                .collect(),
+            RouterMode::Edge => {
+                self.report_up(&changes);
+                changes
+            }
+        };
         self.plane.change_local_addresses(changes, now);
         self.drive(ctx);
+    }
+}
+
+impl ControlActor {
+    /// An edge stream's first hello arrived: on an interior router an edge
+    /// attached, on an edge router its uplink is up. Neither is given to
+    /// the control plane.
+    fn edge_identified(&mut self, msg: PeerIdentified, host: String, ctx: &mut Context<Self>) {
+        let uplink = self.mode == RouterMode::Edge;
+        let existing = if uplink {
+            self.edges.keys().next().cloned()
+        } else {
+            self.edges
+                .contains_key(&msg.router)
+                .then(|| msg.router.clone())
+        };
+        if let Some(existing) = existing {
+            let old = &self.edges[&existing];
+            if existing == msg.router && msg.instance <= old.instance
+                || uplink && existing != msg.router
+            {
+                msg.addr.do_send(Close(format!(
+                    "duplicate edge stream: {existing} (instance {}) is already attached",
+                    old.instance
+                )));
+                return;
+            }
+            old.addr.do_send(Close(format!(
+                "router {} restarted (instance {} replaces {})",
+                msg.router, msg.instance, old.instance
+            )));
+            self.edge_closed(&existing, ctx);
+        }
+        if self.peers.contains_key(&msg.router) {
+            msg.addr.do_send(Close(format!(
+                "router id {} is a neighbour in the mesh already: an edge needs an id of its own",
+                msg.router
+            )));
+            return;
+        }
+        let connector = self
+            .streams
+            .get(&msg.conn)
+            .and_then(|s| s.connector.clone());
+        tracing::info!(
+            "{} up: {} (instance {}, {})",
+            if uplink { "edge uplink" } else { "edge" },
+            msg.router,
+            msg.instance,
+            msg.description
+        );
+        self.edge_links.insert(EdgeLink {
+            router: msg.router.clone(),
+            host,
+            dir: if uplink { "out" } else { "in" },
+            connector: connector.clone(),
+            since: Instant::now(),
+            addresses: 0,
+            conn: msg.conn,
+        });
+        self.edges.insert(
+            msg.router.clone(),
+            PeerEntry {
+                conn: msg.conn,
+                instance: msg.instance,
+                addr: msg.addr,
+                connector,
+            },
+        );
+        self.publish(false);
+        if uplink {
+            self.addresses.set_default_router(Some(msg.router.clone()));
+            // The whole set first: the interior starts from nothing on
+            // each stream.
+            self.uplink_sequence = 0;
+            let all: Vec<(Address, bool)> = self
+                .uplink_addresses
+                .iter()
+                .map(|a| (a.clone(), true))
+                .collect();
+            self.uplink_addresses.clear();
+            self.report_up(&all);
+            if let Some(data) = self.data.get() {
+                data.all_addresses_changed();
+            }
+        }
+        self.drive(ctx);
+    }
+
+    /// Messages on an edge stream: an edge's address updates (interior
+    /// side); hellos carry nothing the control plane needs.
+    fn edge_messages(
+        &mut self,
+        from: &RouterId,
+        messages: Vec<ControlMessage>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.mode == RouterMode::Edge {
+            return;
+        }
+        let mut changed = false;
+        for message in messages {
+            if let ControlMessage::AddressUpdate(update) = message {
+                let changes = self.proxy.update(
+                    from,
+                    update.added.iter().cloned(),
+                    update.removed.iter().cloned(),
+                );
+                self.apply_proxy(changes);
+                changed = true;
+            }
+        }
+        if changed {
+            self.edge_links.set_addresses(from, self.proxy.count(from));
+            self.drive(ctx);
+        }
+    }
+
+    /// An edge stream closed: the edge's addresses go (interior), or the
+    /// uplink is down (edge; the connector tries the next alternate).
+    fn edge_closed(&mut self, router: &RouterId, ctx: &mut Context<Self>) {
+        let Some(entry) = self.edges.remove(router) else {
+            return;
+        };
+        self.edge_links.remove(router);
+        tracing::info!(
+            "{} down: {router} (instance {}): stream closed",
+            if self.mode == RouterMode::Edge {
+                "edge uplink"
+            } else {
+                "edge"
+            },
+            entry.instance
+        );
+        self.publish(false);
+        match self.mode {
+            RouterMode::Interior => {
+                let changes = self.proxy.remove_edge(router);
+                self.apply_proxy(changes);
+            }
+            RouterMode::Edge => {
+                self.addresses.set_default_router(None);
+                if let Some(data) = self.data.get() {
+                    data.all_addresses_changed();
+                }
+            }
+        }
+        self.drive(ctx);
+    }
+
+    /// Gives the control plane this router's advertisement changes and
+    /// rewrites the remote routers of the addresses whose edges changed.
+    fn apply_proxy(&mut self, changes: ProxyChanges) {
+        if !changes.advertise.is_empty() {
+            let now = self.now();
+            self.plane.change_local_addresses(changes.advertise, now);
+        }
+        if !changes.addresses.is_empty() {
+            self.addresses_changed(changes.addresses);
+        }
+    }
+
+    /// Edge side: records local address changes and sends those the
+    /// interior proxies up the uplink, if it is up.
+    fn report_up(&mut self, changes: &[(Address, bool)]) {
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for (address, present) in changes {
+            if !proxied(address.as_str()) {
+                continue;
+            }
+            if *present {
+                if self.uplink_addresses.insert(address.clone()) {
+                    added.push(address.clone());
+                }
+            } else if self.uplink_addresses.remove(address) {
+                removed.push(address.clone());
+            }
+        }
+        let Some(uplink) = self.edges.values().next() else {
+            return;
+        };
+        if added.is_empty() && removed.is_empty() && self.uplink_sequence > 0 {
+            return;
+        }
+        self.uplink_sequence += 1;
+        uplink
+            .addr
+            .do_send(SendControl(vec![ControlMessage::AddressUpdate(Arc::new(
+                bote_topology::AddressUpdate {
+                    origin: self.plane.id().clone(),
+                    instance: self.plane.instance(),
+                    sequence: self.uplink_sequence,
+                    added,
+                    removed,
+                },
+            ))]));
     }
 }
 

@@ -35,6 +35,13 @@
 //!   inter-router connector dials, at run time (configuration reload; the
 //!   connector's end decides a link's cost and the neighbour adopts it from
 //!   its hellos, see [`control`]).
+//! - Edge routers ([`edge`]): an interior router takes edges on its
+//!   `role = "edge"` listeners and an edge router keeps one uplink through
+//!   its `role = "edge"` connectors; both ends run the same peer actors and
+//!   data plane as inter-router streams, but edges are not nodes of the link
+//!   state: [`MeshView::attached`] lists the routers reached over such a
+//!   stream, and the interior proxies each edge's addresses into the mesh
+//!   as its own.
 //! - Data frames received from a neighbour (transfers, dispositions) are
 //!   turned into routed deliveries and outcomes by the peer actor's
 //!   [`data::PeerData`] and handed to the router through
@@ -50,6 +57,7 @@ pub mod connector;
 pub mod control;
 pub mod data;
 pub mod dedup;
+pub mod edge;
 pub mod peer;
 pub mod server;
 pub mod wire;
@@ -61,7 +69,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use bote_topology::{Address, ProtocolConfig, RouterId, Routes};
 
-use crate::config::{Config, Role};
+use crate::config::{Config, Role, RouterMode};
 use control::{
     AddConnector, AddLocalAddress, ConnectorCost, ControlActor, LinkCostChanged, RemoveConnector,
     RemoveLocalAddress, SetConnectorCost, SetLinkCostError,
@@ -77,6 +85,19 @@ pub const MAX_BATCH_MESSAGE: usize = 64 * 1024 * 1024;
 /// carry it afterwards, and carry changes).
 pub const LINK_COST_METADATA: &str = "bote-link-cost";
 
+/// HTTP/2 pings on an edge stream, which carries no hellos: a peer that
+/// answers none within [`EDGE_KEEPALIVE_TIMEOUT`] is lost (its stream
+/// fails), as a silent inter-router neighbour is after the hello timeout.
+pub const EDGE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// See [`EDGE_KEEPALIVE_INTERVAL`].
+pub const EDGE_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// gRPC request metadata key an edge router's uplink dial carries
+/// (`edge`): an interior serves it only on a `role = "edge"` listener, and
+/// serves only such dials there.
+pub const ROLE_METADATA: &str = "bote-role";
+
 /// What the control plane knows of routes and neighbours, as one immutable
 /// snapshot. Which routers have consumers for each address is kept apart, in
 /// [`RemoteAddresses`].
@@ -90,6 +111,11 @@ pub struct MeshView {
     pub peers: BTreeMap<RouterId, Recipient<data::PeerDeliver>>,
     /// The same peer actors as ends of routed link pairs (link routing).
     pub link_peers: BTreeMap<RouterId, crate::delivery::routed::LinkPeer>,
+    /// Routers reached over an edge stream, outside link state, with the
+    /// cost of reaching them: on an interior router its attached edges, on
+    /// an edge router its uplink's interior (see [`edge`]). Each is in
+    /// `peers` too, and is its own next hop.
+    pub attached: BTreeMap<RouterId, bote_topology::Cost>,
 }
 
 impl MeshView {
@@ -99,7 +125,19 @@ impl MeshView {
             routes: Arc::new(Routes::empty(local)),
             peers: BTreeMap::new(),
             link_peers: BTreeMap::new(),
+            attached: BTreeMap::new(),
         }
+    }
+
+    /// How to reach `router`: by the routes of the link state, or directly
+    /// when it is attached over an edge stream.
+    pub fn route(&self, router: &RouterId) -> Option<bote_topology::Route> {
+        self.routes.route(router).or_else(|| {
+            self.attached.get(router).map(|&cost| bote_topology::Route {
+                next_hop: router.clone(),
+                cost,
+            })
+        })
     }
 }
 
@@ -110,20 +148,49 @@ impl MeshView {
 #[derive(Default)]
 pub struct RemoteAddresses {
     table: dashmap::DashMap<Address, BTreeSet<RouterId>>,
+    /// On an edge router with its uplink up: the interior router, where
+    /// every address goes that has no local consumer (qdrouterd's edge
+    /// behaviour; the address actor keeps it out of the choice while the
+    /// address has local consumers).
+    default: RwLock<Option<RouterId>>,
 }
 
 impl RemoteAddresses {
-    /// The remote routers with consumers for `address` (empty: none).
+    /// The remote routers with consumers for `address` (empty: none); on
+    /// an edge router with its uplink up, its interior router.
     pub fn routers(&self, address: &Address) -> BTreeSet<RouterId> {
-        self.table
+        let mut routers = self
+            .table
             .get(address)
             .map(|e| e.value().clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(default) = self.default_router() {
+            routers.insert(default);
+        }
+        routers
     }
 
-    /// True if some remote router has consumers for `address`.
+    /// True if some remote router has consumers for `address` (always,
+    /// on an edge router with its uplink up).
     pub fn contains(&self, address: &Address) -> bool {
-        self.table.contains_key(address)
+        self.default_router().is_some() || self.table.contains_key(address)
+    }
+
+    /// The router every address is reachable through (an edge router's
+    /// uplink), if any.
+    pub fn default_router(&self) -> Option<RouterId> {
+        match self.default.read() {
+            Ok(d) => d.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Sets (or clears) the router every address is reachable through.
+    pub fn set_default_router(&self, router: Option<RouterId>) {
+        match self.default.write() {
+            Ok(mut d) => *d = router,
+            Err(poisoned) => *poisoned.into_inner() = router,
+        }
     }
 
     /// Sets the routers of `address` (none: removes it).
@@ -164,6 +231,9 @@ pub trait DataPlane: Send + Sync + 'static {
     /// The remote routers of these addresses changed (read them in
     /// [`RemoteAddresses`]).
     fn addresses_changed(&self, _addresses: &[Address]) {}
+    /// Every address may have changed (an edge router's uplink came up or
+    /// went: its default route): every address actor re-reads its entry.
+    fn all_addresses_changed(&self) {}
     /// Deliveries arrived from a neighbour (in arrival order), or given
     /// back released by one: route them like local ones.
     fn route(&self, deliveries: Vec<crate::delivery::RoutedDelivery>);
@@ -219,6 +289,10 @@ pub struct MeshHandle {
     /// The router's TLS contexts (inter-router listeners and connectors
     /// add theirs).
     tls: crate::tls::TlsRegistry,
+    /// Interior or edge.
+    pub mode: RouterMode,
+    /// The edge streams: an interior's attached edges, an edge's uplink.
+    edges: edge::EdgeLinks,
 }
 
 /// What the control plane counts for `/metrics` (the read model has no
@@ -313,6 +387,12 @@ impl MeshHandle {
         &self.addresses
     }
 
+    /// The edge streams up now: on an interior router its attached edges,
+    /// on an edge router its uplink (for management).
+    pub fn edge_links(&self) -> Vec<edge::EdgeLink> {
+        self.edges.snapshot()
+    }
+
     /// Installs the router's data plane (once; later calls are ignored) and
     /// hands it the current view.
     pub fn set_data_plane(&self, data: Arc<dyn DataPlane>) {
@@ -385,14 +465,24 @@ impl MeshHandle {
     }
 }
 
-/// True if `config` has anything to do with a mesh (an inter-router listener
-/// or connector).
+/// True if `config` has anything to do with a mesh (an inter-router or
+/// edge listener or connector, or edge mode).
 pub fn configured(config: &Config) -> bool {
-    config.listeners.iter().any(|l| l.role == Role::InterRouter)
+    config.router.mode == RouterMode::Edge
+        || config
+            .listeners
+            .iter()
+            .any(|l| matches!(l.role, Role::InterRouter | Role::Edge))
         || config
             .connectors
             .iter()
-            .any(|c| c.role == Role::InterRouter)
+            .any(|c| matches!(c.role, Role::InterRouter | Role::Edge))
+}
+
+/// The listeners the mesh serves (gRPC): inter-router and edge ones, in
+/// configuration order ([`MeshHandle::bound`] follows it).
+pub fn serves(listener: &crate::config::ListenerConfig) -> bool {
+    matches!(listener.role, Role::InterRouter | Role::Edge)
 }
 
 /// The instance id of this boot: milliseconds since the Unix epoch, so a
@@ -445,23 +535,33 @@ pub async fn start(
             .collect(),
         records.clone(),
     );
+    let control = control.with_mode(config.router.mode);
     let addresses = control.remote_addresses();
     let stats = control.stats();
+    let edges = control.edge_links();
     let control = control.start();
     let mut bound = Vec::new();
-    for l in config
-        .listeners
-        .iter()
-        .filter(|l| l.role == Role::InterRouter)
-    {
+    for l in config.listeners.iter().filter(|l| serves(l)) {
         let server_tls = tls.listener(l).map_err(|e| {
             anyhow::anyhow!(
-                "inter-router listener {}: {}: {e}",
+                "{} listener {}: {}: {e}",
+                l.role.as_str(),
                 l.socket_address(),
                 e.key()
             )
         })?;
         bound.push(server::serve(l, control.clone(), users.clone(), server_tls).await?);
+    }
+    let mut uplinks = Vec::new();
+    for c in config.connectors.iter().filter(|c| c.role == Role::Edge) {
+        let client_tls = tls
+            .connector(c)
+            .map_err(|e| anyhow::anyhow!("connector {}: {}: {e}", c.name, e.key()))?;
+        uplinks.push((c.clone(), client_tls));
+    }
+    if !uplinks.is_empty() {
+        // One task for all of them: the alternates of one active uplink.
+        let _stop = connector::start_uplink(uplinks, control.clone());
     }
     for (c, cost) in connectors {
         let client_tls = tls
@@ -474,7 +574,7 @@ pub async fn start(
             tls: None,
         });
     }
-    tracing::info!(router = %id, instance, "mesh started");
+    tracing::info!(router = %id, instance, mode = config.router.mode.as_str(), "mesh started");
     Ok(MeshHandle {
         control,
         view,
@@ -486,5 +586,7 @@ pub async fn start(
         records,
         stats,
         tls: tls.clone(),
+        mode: config.router.mode,
+        edges,
     })
 }

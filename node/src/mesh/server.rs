@@ -10,6 +10,10 @@
 //! `require-client-cert` a peer router must present a certificate signed
 //! by `tls-ca-file`: mutual TLS.
 //!
+//! A `role = "edge"` listener serves the same service to edge routers'
+//! uplinks (their calls carry `bote-role: edge`; each side refuses the
+//! other's), which the control actor keeps outside link state.
+//!
 //! The listening end does not decide the link's cost: it starts from the
 //! cost the dialler sent in the call's `bote-link-cost` metadata and then
 //! follows the cost stated in the dialler's hellos.
@@ -28,9 +32,9 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::LINK_COST_METADATA;
 use super::control::{ControlActor, NewStream};
 use super::peer::{OUTBOUND_BATCHES, PeerStream};
+use super::{LINK_COST_METADATA, ROLE_METADATA};
 use crate::config::ListenerConfig;
 use crate::tls::ServerTls;
 
@@ -56,12 +60,22 @@ pub async fn serve(
         users,
         encrypted: tls.is_some(),
     });
+    let edge = listener.role == crate::config::Role::Edge;
     let service = InterRouterServer::new(ExchangeService {
         control,
         authenticate,
+        edge,
     })
     .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
     .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
+    let mut server = tonic::transport::Server::builder();
+    if edge {
+        // No hellos on edge streams: HTTP/2 pings find a silent edge.
+        server = server
+            .http2_keepalive_interval(Some(super::EDGE_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(super::EDGE_KEEPALIVE_TIMEOUT));
+    }
+    let router = server.add_service(service);
     match tls {
         None => {
             let incoming = TcpListenerStream::new(tcp).map(|conn| {
@@ -71,11 +85,7 @@ pub async fn serve(
                 })
             });
             actix_rt::spawn(async move {
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming(incoming)
-                    .await
-                {
+                if let Err(e) = router.serve_with_incoming(incoming).await {
                     tracing::error!("inter-router listener {local} failed: {e}");
                 }
             });
@@ -85,11 +95,7 @@ pub async fn serve(
                 ReceiverStream::new(tls_handshakes(tcp, tls, listener.handshake_timeout()))
                     .map(Ok::<_, std::io::Error>);
             actix_rt::spawn(async move {
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming(incoming)
-                    .await
-                {
+                if let Err(e) = router.serve_with_incoming(incoming).await {
                     tracing::error!("inter-router listener {local} failed: {e}");
                 }
             });
@@ -154,6 +160,8 @@ fn tls_handshakes(
 /// The `InterRouter` service.
 struct ExchangeService {
     control: Addr<ControlActor>,
+    /// A `role = "edge"` listener: edge routers' uplinks, outside link state.
+    edge: bool,
     /// Set when the listener authenticates its peers (`super::auth`).
     authenticate: Option<Authenticate>,
 }
@@ -187,6 +195,17 @@ impl InterRouter for ExchangeService {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(1)
             .max(1);
+        let from_edge = request
+            .metadata()
+            .get(ROLE_METADATA)
+            .is_some_and(|v| v.as_bytes() == b"edge");
+        if from_edge != self.edge {
+            return Err(Status::failed_precondition(if self.edge {
+                "this is an edge listener: only edge routers' uplinks (role = \"edge\" connectors) attach here"
+            } else {
+                "this is an inter-router listener: an edge router's uplink needs a listener with role = \"edge\""
+            }));
+        }
         let mut description = format!("inbound from {remote}");
         if let Some(auth) = &self.authenticate {
             match super::auth::check(
@@ -218,6 +237,7 @@ impl InterRouter for ExchangeService {
                 closed: None,
             },
             connector: None,
+            edge: self.edge.then(|| remote.clone()),
         });
         let stream: BatchStream = Box::pin(ReceiverStream::new(rx).map(Ok));
         Ok(Response::new(stream))

@@ -172,6 +172,9 @@ struct Remote {
     peer: Recipient<PeerDeliver>,
     /// Unsettled deliveries of this address out through `next_hop`.
     outstanding: Arc<std::sync::atomic::AtomicU32>,
+    /// An edge router's uplink, taken only while the address has no local
+    /// consumer (traffic between clients of one edge stays on the edge).
+    uplink: bool,
 }
 
 impl Remote {
@@ -352,6 +355,21 @@ impl AddressActor {
         !self.consumers.is_empty() || !self.remote.is_empty()
     }
 
+    /// An edge router between uplinks (the active one dropped, the next
+    /// alternate not up yet) with no local consumer for this address:
+    /// re-forwarded deliveries wait for the next uplink (at most
+    /// [`REROUTE_WAIT`]) rather than going back at once, so that the
+    /// interior it reaches answers those its consumers already have
+    /// ([`crate::mesh::dedup`]) instead of the sender sending them again.
+    fn awaiting_uplink(&self) -> bool {
+        self.consumers.is_empty()
+            && self.remote.is_empty()
+            && self.mesh.as_ref().is_some_and(|m| {
+                m.mode == crate::config::RouterMode::Edge
+                    && m.remote_addresses().default_router().is_none()
+            })
+    }
+
     /// Counts a handled message; true if the actor is retired (the caller
     /// passes the message on with [`Self::successor`]).
     fn count(&self) -> bool {
@@ -455,8 +473,9 @@ impl AddressActor {
         self.set_watching(!self.routers.is_empty() || !self.parked.is_empty());
         let view = mesh.view();
         self.remote.clear();
+        let uplink = mesh.remote_addresses().default_router();
         for router in &self.routers {
-            let Some(route) = view.routes.route(router) else {
+            let Some(route) = view.route(router) else {
                 continue;
             };
             let Some(peer) = view.peers.get(&route.next_hop) else {
@@ -473,6 +492,7 @@ impl AddressActor {
                 next_hop: route.next_hop.clone(),
                 peer: peer.clone(),
                 outstanding,
+                uplink: uplink.as_ref() == Some(router),
             });
         }
         self.remote
@@ -566,9 +586,22 @@ impl AddressActor {
         let Some(view) = &self.view else {
             return Arc::default();
         };
-        let origin = d.visited.first();
-        let arrived_from = d.visited.last();
-        let routers: Vec<RouterId> = self.remote.iter().map(|r| r.router.clone()).collect();
+        // Routers attached over an edge stream are not in the link state:
+        // a copy that came up from one of this router's edges goes on as
+        // if it entered here (its tree is this router's), and each
+        // attached router with consumers gets a copy of its own (unless
+        // the copy came from it: `multicast_plan` drops visited hops).
+        // Without attached routers this is the ingress router's tree, as
+        // before. (A router further on does not know the edge it entered
+        // by: ARCHITECTURE.md, "Edge routers".)
+        let attached = |r: &&RouterId| view.attached.contains_key(*r);
+        let origin = d.visited.iter().find(|r| !attached(r));
+        let arrived_from = d.visited.last().filter(|r| !attached(r));
+        let (attached, routers): (Vec<RouterId>, Vec<RouterId>) = self
+            .remote
+            .iter()
+            .map(|r| r.router.clone())
+            .partition(|r| view.attached.contains_key(r));
         let tree = origin.and_then(|o| view.routes.multicast_tree(o));
         let plan = policy::multicast(
             &view.routes,
@@ -577,12 +610,17 @@ impl AddressActor {
             arrived_from,
             tree.as_deref(),
         );
-        tracing::trace!(address = %self.address, ?routers, ?arrived_from, next_hops = ?plan.next_hops, "multicast plan");
+        tracing::trace!(address = %self.address, ?routers, ?attached, ?arrived_from, next_hops = ?plan.next_hops, "multicast plan");
         let hops: MulticastHops = Arc::new(
             plan.next_hops
                 .into_iter()
                 .zip(plan.destinations)
                 .map(|(hop, behind)| (hop, Arc::from(behind)))
+                .chain(
+                    attached
+                        .into_iter()
+                        .map(|r| (r.clone(), Arc::from(vec![r]))),
+                )
                 .collect(),
         );
         self.tree_plan = Some((origin.cloned(), arrived_from.cloned(), hops.clone()));
@@ -748,7 +786,7 @@ impl AddressActor {
             }));
         for (candidate, r) in self.remote_candidates.iter_mut().zip(&self.remote) {
             candidate.outstanding = r.outstanding.load(Relaxed);
-            candidate.excluded = r.excluded_for(d);
+            candidate.excluded = r.excluded_for(d) || (r.uplink && !self.consumers.is_empty());
         }
         let (local, remote) = (&self.local_candidates, &self.remote_candidates);
         match self.distribution {
@@ -850,10 +888,12 @@ impl AddressActor {
     fn reroute(&mut self, deliveries: Vec<RoutedDelivery>, now: Instant, ctx: &mut Context<Self>) {
         self.parked
             .extend(deliveries.into_iter().map(|d| (now + REROUTE_WAIT, d)));
+        let awaiting_uplink = self.awaiting_uplink();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|(until, d)| {
                 may_reroute(self.view.as_deref(), d.resent_from.as_ref(), *until, now)
+                    && (*until <= now || !awaiting_uplink)
             });
         self.parked = waiting;
         self.set_watching(!self.routers.is_empty() || !self.parked.is_empty());
@@ -1117,6 +1157,14 @@ impl AddressRegistry {
         }
     }
 
+    /// Every address may have changed (an edge's uplink came or went):
+    /// tells every actor.
+    pub fn all_changed(&self) {
+        for actor in self.directory.map.iter() {
+            actor.value().do_send(MeshChanged);
+        }
+    }
+
     /// The configured distribution of an address.
     pub fn distribution(&self, address: &str) -> Distribution {
         self.directory.table().lookup(address)
@@ -1254,6 +1302,7 @@ mod tests {
             routes: Arc::new(Routes::compute(&"A".into(), &db)),
             peers: std::collections::BTreeMap::new(),
             link_peers: std::collections::BTreeMap::new(),
+            attached: std::collections::BTreeMap::new(),
         }
     }
 

@@ -80,8 +80,15 @@ impl ListenerEntry {
     }
 }
 
-/// qdrouterd's key of an address as router `me` sees it.
+/// qdrouterd's key of an address as router `me` sees it (`_edge/<me>/…`
+/// is local, `L`; another edge's `_edge/<id>/…` is `H<id>/…`).
 pub fn address_key(me: &str, address: &str) -> String {
+    if let Some(rest) = address.strip_prefix("_edge/") {
+        return match rest.strip_prefix(me).and_then(|r| r.strip_prefix('/')) {
+            Some(local) => format!("L{local}"),
+            None => format!("H{rest}"),
+        };
+    }
     match address.strip_prefix("_topo/0/") {
         Some(rest) => match rest.strip_prefix(me).and_then(|r| r.strip_prefix('/')) {
             Some(local) => format!("L{local}"),
@@ -375,6 +382,7 @@ fn role_name(role: Role) -> &'static str {
         Role::Normal => "normal",
         Role::InterRouter => "inter-router",
         Role::RouteContainer => "route-container",
+        Role::Edge => "edge",
     }
 }
 
@@ -589,10 +597,9 @@ impl Shared {
         let view = self.mesh.as_ref().map(|m| m.view());
         RouterEntity {
             id: self.router_id.clone(),
-            mode: if self.mesh.is_some() {
-                "interior"
-            } else {
-                "standalone"
+            mode: match &self.mesh {
+                Some(m) => m.mode.as_str(),
+                None => "standalone",
             },
             addresses: addresses.len(),
             totals: self.model.totals(),
@@ -718,6 +725,35 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The edge streams as connections with role `edge` (qdrouterd lists
+    /// an interior's edge connections and an edge's uplink so): the
+    /// container is the router at the other end; identities are
+    /// [`EDGE_CONNECTION_IDS`] + the stream's number, apart from clients'.
+    fn edge_connections(&self) -> Vec<Arc<ConnectionInfo>> {
+        let Some(mesh) = &self.mesh else {
+            return Vec::new();
+        };
+        mesh.edge_links()
+            .into_iter()
+            .map(|link| {
+                let mut info =
+                    ConnectionInfo::new(ConnId(EDGE_CONNECTION_IDS + link.conn), link.host);
+                info.role = "edge";
+                info.dir = link.dir;
+                info.since = link.since;
+                let _ = info.container.set(link.router.as_str().to_owned());
+                info.opened.store(true, Relaxed);
+                Arc::new(info)
+            })
+            .collect()
+    }
+}
+
+/// Where the management identities of edge connections start (client
+/// connections count from 1).
+pub const EDGE_CONNECTION_IDS: u64 = 1 << 48;
+
 impl RouterEntity {
     fn with_links(mut self) -> RouterEntity {
         self.links = self.totals.links;
@@ -734,6 +770,7 @@ impl Managed for Shared {
                 self.model
                     .connections()
                     .into_iter()
+                    .chain(self.edge_connections())
                     .map(|c| Box::new(ConnectionEntity(c, now)) as Box<dyn Entity>)
                     .collect()
             }
@@ -1192,10 +1229,14 @@ impl Actor for ManagementActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.returns_to = Some(Arc::new(ctx.address().recipient()));
         let me = ctx.address();
-        for (link, address) in [MANAGEMENT.to_owned(), topo_address(&self.shared.router_id)]
-            .into_iter()
-            .enumerate()
-        {
+        let mut addresses = vec![MANAGEMENT.to_owned(), topo_address(&self.shared.router_id)];
+        if self.shared.is_edge() {
+            // Reported up the uplink: the mesh reaches the edge here.
+            addresses.push(crate::mesh::edge::management_address(
+                &self.shared.router_id,
+            ));
+        }
+        for (link, address) in addresses.into_iter().enumerate() {
             self.shared.addresses.get(&address).do_send(AttachConsumer {
                 conn: ConnId(0),
                 link: bote_amqp::LinkId {
@@ -1252,6 +1293,8 @@ mod tests {
         assert_eq!(address_key("A", "_topo/0/A/temp.1"), "Ltemp.1");
         assert_eq!(address_key("A", "_topo/0/B/temp.1"), "TB/temp.1");
         assert_eq!(address_key("A", "_topo/0/AB/temp.1"), "TAB/temp.1");
+        assert_eq!(address_key("E1", "_edge/E1/$management"), "L$management");
+        assert_eq!(address_key("A", "_edge/E1/$management"), "HE1/$management");
     }
 
     #[test]

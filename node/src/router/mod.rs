@@ -226,9 +226,24 @@ impl Shared {
         }
     }
 
-    /// Inter-router connectors in force.
+    /// True if this router runs as an edge router.
+    pub fn is_edge(&self) -> bool {
+        self.mesh
+            .as_ref()
+            .is_some_and(|m| m.mode == crate::config::RouterMode::Edge)
+    }
+
+    /// Inter-router connectors in force (an edge's alternates count once).
     pub fn connector_count(&self) -> usize {
-        self.configured().connectors.len()
+        let configured = self.configured();
+        let inter_router = configured
+            .connectors
+            .iter()
+            .filter(|c| c.role == Role::InterRouter)
+            .count();
+        // An edge's connectors are alternates: one uplink is up at a time.
+        let uplink = configured.connectors.iter().any(|c| c.role == Role::Edge);
+        inter_router + usize::from(uplink)
     }
 
     /// A route-container connection opened or closed: the state file says so.
@@ -275,6 +290,13 @@ impl crate::mesh::DataPlane for RouterData {
     fn addresses_changed(&self, addresses: &[bote_topology::Address]) {
         if let Some(shared) = self.shared.upgrade() {
             shared.addresses.addresses_changed(addresses);
+            shared.publish_state();
+        }
+    }
+
+    fn all_addresses_changed(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.addresses.all_changed();
             shared.publish_state();
         }
     }
@@ -464,12 +486,8 @@ impl Router {
         }
         let mut listeners: Vec<management::ListenerEntry> = Vec::new();
         let mut bound = Vec::new();
-        // Inter-router listeners are the mesh's (gRPC), started above.
-        for l in config
-            .listeners
-            .iter()
-            .filter(|l| l.role != crate::config::Role::InterRouter)
-        {
+        // Inter-router and edge listeners are the mesh's (gRPC), started above.
+        for l in config.listeners.iter().filter(|l| !crate::mesh::serves(l)) {
             let addr = l.socket_address();
             let tls = shared
                 .tls
@@ -492,10 +510,7 @@ impl Router {
             });
         }
         let inter_router = shared.mesh.iter().flat_map(|m| m.bound.iter());
-        let configs = config
-            .listeners
-            .iter()
-            .filter(|l| l.role == Role::InterRouter);
+        let configs = config.listeners.iter().filter(|l| crate::mesh::serves(l));
         for (&bound, l) in inter_router.zip(configs) {
             listeners.push(management::ListenerEntry {
                 config: l.clone(),
@@ -509,7 +524,7 @@ impl Router {
             configured.connectors = config
                 .connectors
                 .iter()
-                .filter(|c| c.role == Role::InterRouter)
+                .filter(|c| matches!(c.role, Role::InterRouter | Role::Edge))
                 .cloned()
                 .collect();
         }

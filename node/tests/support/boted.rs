@@ -177,6 +177,11 @@ impl Router {
         RouterSpec::new(id).start()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     pub fn url(&self) -> String {
         format!("amqp://127.0.0.1:{}", self.port)
     }

@@ -21,6 +21,10 @@ pub struct Target {
     /// Address another router of the mesh (its id) through the one connected to.
     #[arg(short = 'r', long = "router")]
     pub router: Option<String>,
+    /// Address an edge router (its id) through the mesh, at its
+    /// `_edge/<id>/$management` (qdstat's `-d`).
+    #[arg(short = 'd', long = "edge-router", conflicts_with = "router")]
+    pub edge: Option<String>,
     /// Seconds to wait for the router (and each reply).
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
@@ -152,6 +156,16 @@ async fn connect(t: &Target) -> Result<Client, ManageError> {
         }
         None => SaslConfig::None,
     };
+    if let Some(edge) = &t.edge {
+        return Client::connect_node(
+            &t.bus,
+            format!("_edge/{edge}/$management"),
+            None,
+            Duration::from_secs(t.timeout.max(1)),
+            sasl,
+        )
+        .await;
+    }
     Client::connect_with(
         &t.bus,
         t.router.as_deref(),

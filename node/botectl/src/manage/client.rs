@@ -86,6 +86,23 @@ impl Client {
         timeout: Duration,
         sasl: SaslConfig,
     ) -> Result<Client, ManageError> {
+        let node = match router {
+            Some(r) => format!("_topo/0/{r}/$management"),
+            None => "$management".to_owned(),
+        };
+        Client::connect_node(address, node, router, timeout, sasl).await
+    }
+
+    /// Connects to `address` with `sasl` and attaches to the management
+    /// node `node` (an edge router's is `_edge/<id>/$management`); `router`
+    /// names the router for the unreachable error.
+    pub async fn connect_node(
+        address: &str,
+        node: String,
+        router: Option<&str>,
+        timeout: Duration,
+        sasl: SaslConfig,
+    ) -> Result<Client, ManageError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
             .map_err(|_| ManageError::Connect {
@@ -97,10 +114,6 @@ impl Client {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let node = match router {
-            Some(r) => format!("_topo/0/{r}/$management"),
-            None => "$management".to_owned(),
-        };
         let config = ConnectionConfig {
             container_id: format!("botectl-{}", std::process::id()),
             sasl,
