@@ -644,6 +644,10 @@ impl AddressActor {
             }
             None => Fanout::new(copies as u32, d.presettled),
         };
+        if let Some(stream) = &d.stream {
+            // Each copy reads it: its chunks stay until all have.
+            stream.add_readers(copies - 1);
+        }
         // Right after the routes changed, the routers downstream may still
         // see the old tree: copies leaving their ingress router then name
         // their destinations, which each router reaches by its own routes.
