@@ -144,7 +144,9 @@ impl AddressWindow {
 #[rtype(result = "()")]
 pub struct PeerDeliver(pub Vec<RoutedDelivery>);
 
-/// What waits in the outbound queue for room on the stream.
+/// What waits in the outbound queue for room on the stream. (Nearly every
+/// entry is a `Deliver`: boxing it would cost an allocation per delivery.)
+#[allow(clippy::large_enum_variant)]
 enum Outbound {
     /// A delivery routed to the neighbour, not on the stream yet.
     Deliver(RoutedDelivery),
@@ -430,9 +432,8 @@ impl PeerData {
         !self.queued.is_empty()
     }
 
-    /// Enqueues `deliveries` and takes the frames for everything queued
-    /// (tests: the stream has room for all).
-    #[cfg(test)]
+    /// Enqueues `deliveries` and takes the frames for everything queued, as
+    /// when the stream has room for all (tests and benches).
     pub fn send(
         &mut self,
         deliveries: Vec<RoutedDelivery>,

@@ -64,7 +64,8 @@ pub fn header_priority(message: &[u8]) -> Option<u8> {
         return None;
     }
     let after_durable = match fields {
-        [0x40 | 0x41 | 0x42, rest @ ..] => rest,
+        // null, true, false
+        [0x40..=0x42, rest @ ..] => rest,
         [0x56, _, rest @ ..] => rest,
         _ => return None,
     };
