@@ -255,6 +255,10 @@ pub struct AddressActor {
     /// new actor.
     retired: bool,
     distribution: Distribution,
+    /// The configured priority of the address, which its messages get in
+    /// place of their own (read when the actor starts, like the
+    /// distribution).
+    priority: Option<u8>,
     consumers: Vec<Consumer>,
     producers: Vec<Producer>,
     /// Round-robin position (closest; ties of balanced without remote
@@ -329,6 +333,7 @@ impl AddressActor {
             retired: false,
             address,
             distribution,
+            priority: None,
             consumers: Vec::new(),
             producers: Vec::new(),
             cursor: Cursor::default(),
@@ -775,6 +780,9 @@ impl AddressActor {
         batches.resize_with(self.consumers.len(), Vec::new);
         let mut remote_batches: Vec<RemoteBatch> = Vec::new();
         for mut d in deliveries {
+            if let Some(p) = self.priority {
+                d.priority = p;
+            }
             if d.fanout.is_none() && d.tried.is_empty() && d.released_by.is_empty() && !d.resend {
                 if d.visited.is_empty() {
                     self.stats.ingress.fetch_add(1, Relaxed);
@@ -1207,7 +1215,9 @@ impl Directory {
         self.map
             .entry(key.clone())
             .or_insert_with(|| {
-                let distribution = self.table().lookup(address);
+                let table = self.table();
+                let distribution = table.lookup(address);
+                let priority = table.priority(address);
                 let stats = Arc::new(AddressStats::default());
                 let _ = stats.distribution.set(distribution);
                 self.stats.insert(key.clone(), stats.clone());
@@ -1219,7 +1229,9 @@ impl Directory {
                 // after it is in the map: a change written before is read
                 // then, one written after finds it in the map.
                 AddressActor::start_in_arbiter(worker, move |_| {
-                    AddressActor::in_directory(k, distribution, stats, mesh, me)
+                    let mut actor = AddressActor::in_directory(k, distribution, stats, mesh, me);
+                    actor.priority = priority;
+                    actor
                 })
             })
             .clone()
