@@ -162,6 +162,7 @@ cost = 7
 [[address]]
 prefix = "queue"
 distribution = "balanced"
+priority = 7
 
 [[address]]
 name = "gone"
@@ -204,6 +205,8 @@ distribution = "unavailable"
     assert_eq!(a.lookup("queue.1"), Distribution::Balanced);
     assert_eq!(a.lookup("old.stuff"), Distribution::Unavailable);
     assert_eq!(a.lookup("anything.else"), Distribution::Closest);
+    assert_eq!(a.priority("queue.1"), Some(7));
+    assert_eq!(a.priority("old.stuff"), None);
 }
 
 #[test]
@@ -699,6 +702,11 @@ fn invalid_values_are_refused_with_line_and_key() {
             "[[address]]\nprefix = \"a/b\"\n[[address]]\npattern = \"a.b.#\"\n",
             4,
             "\"a.b.#\" duplicates [[address]] #1 (both match the pattern \"a.b.#\")",
+        ),
+        (
+            "[[address]]\nprefix = \"a\"\npriority = 10\n",
+            3,
+            "priority in [[address]] #1: 10 is out of range (expected 0 to 9, or -1 for none)",
         ),
         (
             "[[address]]\npattern = \"a..b\"\n",

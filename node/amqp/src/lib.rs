@@ -71,7 +71,7 @@ pub use link::{Link, LinkConfig};
 pub use message::{
     Body, DataSections, DeliveryAnnotations, Encoded, Entries, Items, MessageAnnotations,
     MessageBuilder, MessageError, MessageId, MessageView, Problem, SectionKind, Spliced,
-    encode_message_annotations, primitive,
+    encode_message_annotations, header_priority, primitive,
 };
 pub use performatives::{
     Attach, Begin, Close, Detach, Disposition, End, Flow, Open, Performative, Transfer,

@@ -138,6 +138,9 @@ pub struct AddressEntry {
     pub key: AddressKey,
     /// The distribution matching addresses get.
     pub distribution: Distribution,
+    /// The priority (0–9) every message to a matching address gets, in
+    /// place of its own (qdrouterd's `priority`); `None`: the message's.
+    pub priority: Option<u8>,
 }
 
 /// The entries cannot form a table.
@@ -235,6 +238,12 @@ impl AddressTable {
     /// The entries in configuration order.
     pub fn entries(&self) -> &[AddressEntry] {
         &self.entries
+    }
+
+    /// The configured priority for `address`: the winning entry's, if it
+    /// sets one.
+    pub fn priority(&self, address: &str) -> Option<u8> {
+        self.matching(address).and_then(|(_, entry)| entry.priority)
     }
 
     /// The distribution for addresses no entry matches.

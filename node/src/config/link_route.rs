@@ -128,6 +128,7 @@ impl LinkRouteTable {
                         name: Some(routes[i].name.clone()),
                         key: routes[i].key.clone(),
                         distribution: Distribution::Balanced,
+                        priority: None,
                     })
                     .collect();
                 let table = AddressTable::new(entries, Distribution::Balanced).map_err(|e| {

@@ -747,6 +747,8 @@ struct RawAddress {
     pattern: Option<String>,
     #[serde(default)]
     distribution: Distribution,
+    /// 0–9, or -1 (the default): each message keeps its own.
+    priority: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1201,10 +1203,21 @@ impl RawConfig {
                     ));
                 }
             };
+            let priority = match a.priority {
+                None | Some(-1) => None,
+                Some(p @ 0..=9) => Some(p as u8),
+                Some(p) => {
+                    return Err(Problem::new(
+                        at("address", i, "priority"),
+                        format!("{p} is out of range (expected 0 to 9, or -1 for none)"),
+                    ));
+                }
+            };
             entries.push(AddressEntry {
                 name: a.name,
                 key,
                 distribution: a.distribution,
+                priority,
             });
         }
         let addresses =

@@ -105,6 +105,7 @@ impl Patterns {
                 name: None,
                 key: AddressKey::Pattern(p.replace("${user}", user)),
                 distribution: Distribution::Closest,
+                priority: None,
             })
             .collect();
         AddressTable::new(entries, Distribution::Unavailable)

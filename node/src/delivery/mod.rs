@@ -12,12 +12,15 @@
 //! - [`outcome`]: [`Returned`] outcomes, batched per ingress connection, and
 //!   the aggregated outcome of multicast copies ([`Fanout`]);
 //! - [`stream`]: a message still arriving frame by frame ([`Stream`]);
+//! - [`priority`]: message priority and the per-priority queues
+//!   ([`PriorityQueues`]) deliveries wait in;
 //! - [`ids`]: connection ids and the maps keyed by router-assigned ids;
 //! - [`trace`]: the spans of a traced delivery ([`MessageTrace`]) and the
 //!   trace context read from and written to messages.
 
 pub mod ids;
 pub mod outcome;
+pub mod priority;
 pub mod routed;
 pub mod stream;
 pub mod trace;
@@ -34,6 +37,7 @@ use bote_amqp::LinkId;
 
 pub use ids::{ConnId, FastMap, FastSet, SeqHasher, SeqMap};
 pub use outcome::{Fanout, OutcomeBatch, Returned};
+pub use priority::PriorityQueues;
 pub use stream::{Stream, StreamProgress, StreamRead};
 pub use trace::MessageTrace;
 pub use visited::VisitedRouters;
@@ -61,6 +65,9 @@ pub struct RoutedDelivery {
     /// The producer sent it settled: no outcome goes back, only the
     /// `Returned { state: None }` that replenishes credit once it is sent.
     pub presettled: bool,
+    /// 0–9 ([`priority`]): from the message's header at ingress, from the
+    /// transfer on the mesh. Where deliveries wait (a neighbour's outbound
+    /// queue, a consumer link's queue) higher goes first.
     pub priority: u8,
     pub origin: Origin,
     /// Set on the copies of a multicast delivery: they share one outcome.
@@ -168,7 +175,11 @@ impl RoutedDelivery {
         returns: &mut OutcomeBatch,
     ) -> Option<RoutedDelivery> {
         match state {
-            Some(DeliveryState::Released) if self.fanout.is_none() => {
+            // (A streamed message whose first chunks are gone cannot be
+            // offered again: it goes home released.)
+            Some(DeliveryState::Released)
+                if self.fanout.is_none() && self.stream.as_ref().is_none_or(|s| s.whole()) =>
+            {
                 if let Some(t) = &mut self.trace {
                     t.settled(Some(&DeliveryState::Released));
                 }

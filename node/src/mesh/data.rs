@@ -4,6 +4,14 @@
 //! outcome sent back as a disposition frame), and large messages crossing
 //! frame by frame.
 //!
+//! Outbound queue: deliveries for the neighbour wait in per-priority queues
+//! ([`PriorityQueues`]) until the peer actor has room on the stream
+//! ([`PeerData::take_transfers`]); higher priorities overtake lower ones
+//! there without starving them, and a message streaming out takes turns of
+//! at most [`STREAM_TURN_BYTES`] with the others. An arriving message in
+//! several parts is routed on its first part, the rest following through
+//! its [`Stream`]: no router holds it whole.
+//!
 //! Failover: when the neighbour is lost, each delivery sent to it and not
 //! settled is re-forwarded on another path if it can be (unsettled, not
 //! still streaming out): marked `resend` and handed back to its address
@@ -77,7 +85,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use bote_proto::v1 as pb;
 use bote_topology::RouterId;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::DataHook;
 use super::dedup::{Checked, MeshId, Records, StreamRecorder, Woken};
@@ -85,8 +93,8 @@ use super::wire::{
     Route, continuation, credit_acks, disposition, dispositions, outcome_from_wire, transfer_frame,
 };
 use crate::delivery::{
-    ConnId, Fanout, MessageTrace, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, SeqMap,
-    Stream, VisitedRouters,
+    ConnId, Fanout, MessageTrace, Origin, OutcomeBatch, PriorityQueues, Reach, Returned,
+    RoutedDelivery, SeqMap, Stream, VisitedRouters,
 };
 use bote_amqp::DeliveryState;
 
@@ -136,17 +144,31 @@ impl AddressWindow {
 #[rtype(result = "()")]
 pub struct PeerDeliver(pub Vec<RoutedDelivery>);
 
-/// A multi-frame delivery arriving from the neighbour.
-struct Assembly {
-    route: ArrivingRoute,
-    /// `Transfer.trace_context` of the first frame.
-    trace_context: Option<pb::TraceContext>,
-    settled: bool,
-    ingress_sequence: u64,
-    resend: bool,
-    destinations: Vec<Bytes>,
-    body: BytesMut,
+/// What waits in the outbound queue for room on the stream. (Nearly every
+/// entry is a `Deliver`: boxing it would cost an allocation per delivery.)
+#[allow(clippy::large_enum_variant)]
+enum Outbound {
+    /// A delivery routed to the neighbour, not on the stream yet.
+    Deliver(RoutedDelivery),
+    /// The streaming delivery with this id has more to send.
+    More(u64),
 }
+
+/// A delivery on the stream whose body is still streaming in.
+struct StreamOut {
+    stream: Arc<Stream>,
+    /// This reader's slot in the stream ([`Stream::open`]).
+    slot: usize,
+    /// Chunks sent so far.
+    sent: usize,
+    priority: u8,
+    /// An [`Outbound::More`] for it is queued.
+    queued: bool,
+}
+
+/// At most about this many bytes of one streaming message go out per turn
+/// in the outbound queue: a large message takes turns with the others.
+pub const STREAM_TURN_BYTES: usize = 256 * 1024;
 
 /// Where an arriving message goes, resolved once per route: a run of
 /// transfers on one route (`Transfer.same_route`) shares it.
@@ -286,11 +308,16 @@ pub struct PeerData {
     /// Arrived deliveries that moved on here, whose acknowledgement waits
     /// to go with other frames ([`PeerData::take_credit_acks`]).
     credit_acks: Vec<u64>,
-    /// Sent deliveries whose body is still streaming in: id -> (stream,
-    /// chunks sent).
-    streams_out: SeqMap<(Arc<Stream>, usize)>,
-    /// Arriving deliveries not complete yet, by the neighbour's id.
-    assembling: SeqMap<Assembly>,
+    /// Deliveries routed to the neighbour and waiting for room on the
+    /// stream, and streaming ones with more to send: per priority, the
+    /// higher first without starving the lower ([`PriorityQueues`]).
+    queued: PriorityQueues<Outbound>,
+    /// Sent deliveries whose body is still streaming in, by id.
+    streams_out: SeqMap<StreamOut>,
+    /// Arriving deliveries routed on their first part whose later parts
+    /// are still to come, by the neighbour's id (`None`: their first part
+    /// was not routed, the rest is dropped).
+    streams_in: SeqMap<Option<Arc<Stream>>>,
     names: Names,
     /// The route of the last message that arrived, and of the last one sent.
     route_in: Option<ArrivingRoute>,
@@ -335,8 +362,9 @@ impl PeerData {
             windows: std::collections::HashMap::new(),
             credit_acks_out: false,
             credit_acks: Vec::new(),
+            queued: PriorityQueues::default(),
             streams_out: SeqMap::default(),
-            assembling: SeqMap::default(),
+            streams_in: SeqMap::default(),
             names: Names::default(),
             route_in: None,
             route_out: None,
@@ -390,89 +418,148 @@ impl PeerData {
         self.returns_to = Some(Arc::new(returns_to));
     }
 
-    /// Frames for deliveries the router forwards to this neighbour.
+    /// Deliveries the router forwards to this neighbour: they wait in the
+    /// outbound queue until [`PeerData::take_transfers`] puts them on the
+    /// stream (their credit goes upstream only then).
+    pub fn enqueue(&mut self, deliveries: Vec<RoutedDelivery>) {
+        for d in deliveries {
+            self.queued.push(d.priority, Outbound::Deliver(d));
+        }
+    }
+
+    /// Something waits in the outbound queue.
+    pub fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
+    /// Enqueues `deliveries` and takes the frames for everything queued, as
+    /// when the stream has room for all (tests and benches).
     pub fn send(
         &mut self,
         deliveries: Vec<RoutedDelivery>,
         progress: impl Fn(u64) -> Recipient<crate::delivery::StreamProgress>,
     ) -> Vec<pb::Frame> {
-        let mut frames = Vec::with_capacity(deliveries.len());
-        for mut d in deliveries {
-            let resendable = re_forwardable(&d);
-            if d.ingress_sequence == 0 && unsettled_unicast(&d) {
-                d.ingress_sequence = self.next_sequence();
-            }
-            let id = self.next_id;
-            self.next_id += 1;
-            let (chunks, complete) = match &d.stream {
-                Some(s) => {
-                    let r = s.read(0, Some((progress(id), dummy_link(), id)));
-                    if r.aborted {
-                        continue;
-                    }
-                    (r.chunks, r.complete)
-                }
-                None => (Vec::new(), true),
+        self.enqueue(deliveries);
+        self.take_transfers(usize::MAX, progress)
+    }
+
+    /// Frames for about `max_bytes` of what waits in the outbound queue,
+    /// taken by priority (higher first, the lower not starved): first
+    /// parts of deliveries, and turns of at most [`STREAM_TURN_BYTES`] of
+    /// messages streaming out.
+    pub fn take_transfers(
+        &mut self,
+        max_bytes: usize,
+        progress: impl Fn(u64) -> Recipient<crate::delivery::StreamProgress>,
+    ) -> Vec<pb::Frame> {
+        let mut frames = Vec::new();
+        let mut bytes = 0;
+        while bytes < max_bytes {
+            let Some((_, item, _)) = self.queued.pop() else {
+                break;
             };
-            let last = chunks.len();
-            // Only now that the transfer goes out may it become the route
-            // the next one shares.
-            let route = self.route_of(&d, d.hops_left.saturating_sub(1));
-            // Only a delivery that may be re-forwarded (see `lost`) keeps
-            // its message; the others' goes with the frame.
-            let message = if resendable {
-                d.message.clone()
-            } else {
-                std::mem::take(&mut d.message)
+            bytes += match item {
+                Outbound::Deliver(d) => self.send_one(d, &progress, &mut frames),
+                Outbound::More(id) => self.more_of(id, &mut frames),
             };
-            let size = message.len();
-            // One send span per inter-router hop; its context rides in the
-            // transfer frame.
-            let context = match (&mut d.trace, &self.neighbour) {
-                (Some(t), Some(n)) => {
-                    Some(t.send_to_neighbour(&d.address, n.as_str(), d.visited.len()))
-                }
-                _ => None,
-            };
-            frames.push(transfer_frame(
-                id,
-                &d,
-                message,
-                route,
-                !(complete && last == 0),
-                context,
-            ));
-            for (i, chunk) in chunks.into_iter().enumerate() {
-                let more = !(complete && i + 1 == last);
-                frames.push(continuation(id, chunk, more, false));
-            }
-            if !complete && let Some(s) = &d.stream {
-                self.streams_out.insert(id, (s.clone(), last));
-            }
-            if d.fanout.is_none() && complete {
-                // Credit hop by hop, within the address's window (module
-                // doc).
-                let window = self.windows.entry(d.address.clone()).or_default();
-                if window.waiting.is_empty() && window.has_room() {
-                    window.early += 1;
-                    window.early_bytes += size;
-                    self.credited.insert(id, (d.address.clone(), size));
-                    self.outcomes.credit(&mut d);
-                    if d.presettled {
-                        // Its credit was all it had to say upstream.
-                        continue;
-                    }
-                } else {
-                    window.waiting.push_back((id, size));
-                }
-            }
-            // Unsettled deliveries wait for their outcome; multicast copies
-            // and streamed messages keep their credit until the neighbour's
-            // acknowledgement or outcome (end to end).
-            self.sent.insert(id, d);
         }
         self.outcomes.send();
         frames
+    }
+
+    /// The frames of one delivery going on the stream; returns their bytes.
+    fn send_one(
+        &mut self,
+        mut d: RoutedDelivery,
+        progress: &impl Fn(u64) -> Recipient<crate::delivery::StreamProgress>,
+        frames: &mut Vec<pb::Frame>,
+    ) -> usize {
+        let resendable = re_forwardable(&d);
+        if d.ingress_sequence == 0 && unsettled_unicast(&d) {
+            d.ingress_sequence = self.next_sequence();
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let (slot, chunks, complete, rest) = match &d.stream {
+            Some(s) => {
+                let (slot, r) = s.open((progress(id), dummy_link(), id), STREAM_TURN_BYTES);
+                if r.aborted {
+                    return 0;
+                }
+                (slot, r.chunks, r.complete, r.rest)
+            }
+            None => (0, Vec::new(), true, false),
+        };
+        let last = chunks.len();
+        // Only now that the transfer goes out may it become the route
+        // the next one shares.
+        let route = self.route_of(&d, d.hops_left.saturating_sub(1));
+        // Only a delivery that may be re-forwarded (see `lost`) keeps
+        // its message; the others' goes with the frame.
+        let message = if resendable {
+            d.message.clone()
+        } else {
+            std::mem::take(&mut d.message)
+        };
+        let size = message.len();
+        let bytes = 64 + size + chunks.iter().map(Bytes::len).sum::<usize>();
+        // One send span per inter-router hop; its context rides in the
+        // transfer frame.
+        let context = match (&mut d.trace, &self.neighbour) {
+            (Some(t), Some(n)) => {
+                Some(t.send_to_neighbour(&d.address, n.as_str(), d.visited.len()))
+            }
+            _ => None,
+        };
+        frames.push(transfer_frame(
+            id,
+            &d,
+            message,
+            route,
+            !(complete && last == 0),
+            context,
+        ));
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let more = !(complete && i + 1 == last);
+            frames.push(continuation(id, chunk, more, false));
+        }
+        if !complete && let Some(s) = &d.stream {
+            self.streams_out.insert(
+                id,
+                StreamOut {
+                    stream: s.clone(),
+                    slot,
+                    sent: last,
+                    priority: d.priority,
+                    queued: rest,
+                },
+            );
+            if rest {
+                self.queued.push(d.priority, Outbound::More(id));
+            }
+        }
+        if d.fanout.is_none() && complete {
+            // Credit hop by hop, within the address's window (module
+            // doc).
+            let window = self.windows.entry(d.address.clone()).or_default();
+            if window.waiting.is_empty() && window.has_room() {
+                window.early += 1;
+                window.early_bytes += size;
+                self.credited.insert(id, (d.address.clone(), size));
+                self.outcomes.credit(&mut d);
+                if d.presettled {
+                    // Its credit was all it had to say upstream.
+                    return bytes;
+                }
+            } else {
+                window.waiting.push_back((id, size));
+            }
+        }
+        // Unsettled deliveries wait for their outcome; multicast copies
+        // and streamed messages keep their credit until the neighbour's
+        // acknowledgement or outcome (end to end).
+        self.sent.insert(id, d);
+        bytes
     }
 
     /// The route fields of a departing transfer: empty with `same_route`
@@ -552,20 +639,30 @@ impl PeerData {
         }
     }
 
-    /// More of a delivery streaming out arrived (or it ended).
-    pub fn stream_progress(&mut self, id: u64) -> Vec<pb::Frame> {
-        let Some((stream, sent)) = self.streams_out.get_mut(&id) else {
-            return Vec::new();
+    /// More of a delivery streaming out arrived (or it ended): it takes a
+    /// turn in the outbound queue.
+    pub fn stream_progress(&mut self, id: u64) {
+        if let Some(out) = self.streams_out.get_mut(&id)
+            && !std::mem::replace(&mut out.queued, true)
+        {
+            self.queued.push(out.priority, Outbound::More(id));
+        }
+    }
+
+    /// One turn of a delivery streaming out: the chunks there are (up to
+    /// [`STREAM_TURN_BYTES`]); it queues again if more are there already.
+    fn more_of(&mut self, id: u64, frames: &mut Vec<pb::Frame>) -> usize {
+        let Some(out) = self.streams_out.get_mut(&id) else {
+            return 0;
         };
-        let r = stream.read(*sent, None);
-        *sent += r.chunks.len();
+        out.queued = false;
+        let r = out.stream.read(out.slot, out.sent, STREAM_TURN_BYTES);
+        out.sent += r.chunks.len();
         let last = r.chunks.len();
-        let mut frames: Vec<pb::Frame> = r
-            .chunks
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| continuation(id, c, !(r.complete && i + 1 == last), false))
-            .collect();
+        let bytes: usize = r.chunks.iter().map(Bytes::len).sum();
+        for (i, c) in r.chunks.into_iter().enumerate() {
+            frames.push(continuation(id, c, !(r.complete && i + 1 == last), false));
+        }
         if r.complete && last == 0 {
             frames.push(continuation(id, Bytes::new(), false, false));
         }
@@ -577,8 +674,11 @@ impl PeerData {
         }
         if r.complete || r.aborted {
             self.streams_out.remove(&id);
+        } else if r.rest {
+            out.queued = true;
+            self.queued.push(out.priority, Outbound::More(id));
         }
-        frames
+        bytes + 64
     }
 
     /// A data frame from the neighbour; returns frames to send back.
@@ -626,7 +726,8 @@ impl PeerData {
             return;
         }
         if let Some(mut delivery) = self.sent.remove(&id) {
-            let streaming = self.streams_out.remove(&id).is_some();
+            let streaming = self.streams_out.remove(&id).is_some()
+                || delivery.stream.as_ref().is_some_and(|s| !s.whole());
             settled_remotely(&delivery);
             if let (Some(DeliveryState::Released), Some(neighbour)) = (state, &self.neighbour)
                 && unsettled_unicast(&delivery)
@@ -676,60 +777,41 @@ impl PeerData {
 
     fn on_transfer(&mut self, t: pb::Transfer) -> Vec<pb::Frame> {
         let id = t.delivery_id;
-        let (route, trace_context, settled, ingress_sequence, resend, destinations, message) =
-            match self.assembling.remove(&id) {
-                Some(mut a) => {
-                    if t.aborted {
-                        return Vec::new();
-                    }
-                    a.body.extend_from_slice(&t.message);
-                    if t.more {
-                        self.assembling.insert(id, a);
-                        return Vec::new();
-                    }
-                    (
-                        a.route,
-                        a.trace_context,
-                        a.settled,
-                        a.ingress_sequence,
-                        a.resend,
-                        a.destinations,
-                        a.body.freeze(),
-                    )
+        if let Some(stream) = self.streams_in.get(&id) {
+            // A later part of a message routed on its first: it goes on
+            // as it comes, through the message's stream.
+            if let Some(stream) = stream {
+                if t.aborted {
+                    stream.abort();
+                } else {
+                    stream.push(t.message, !t.more);
                 }
-                None => {
-                    if t.aborted {
-                        return Vec::new();
-                    }
-                    let route = self.arriving_route(&t);
-                    if t.more {
-                        let mut body = BytesMut::with_capacity(t.message.len() * 4);
-                        body.extend_from_slice(&t.message);
-                        self.assembling.insert(
-                            id,
-                            Assembly {
-                                route,
-                                trace_context: t.trace_context,
-                                settled: t.settled,
-                                ingress_sequence: t.ingress_sequence,
-                                resend: t.resend,
-                                destinations: t.destinations,
-                                body,
-                            },
-                        );
-                        return Vec::new();
-                    }
-                    (
-                        route,
-                        t.trace_context,
-                        t.settled,
-                        t.ingress_sequence,
-                        t.resend,
-                        t.destinations,
-                        t.message,
-                    )
-                }
-            };
+            }
+            if t.aborted || !t.more {
+                self.streams_in.remove(&id);
+            }
+            return Vec::new();
+        }
+        if t.aborted {
+            return Vec::new();
+        }
+        let route = self.arriving_route(&t);
+        // A message in several parts is routed on its first, with a stream
+        // the rest goes into: the router never holds it whole.
+        let stream = t.more.then(|| Arc::new(Stream::default()));
+        let priority = crate::delivery::priority::clamp(t.priority);
+        let (trace_context, settled, ingress_sequence, resend, destinations, message) = (
+            t.trace_context,
+            t.settled,
+            t.ingress_sequence,
+            t.resend,
+            t.destinations,
+            t.message,
+        );
+        if t.more {
+            self.streams_in
+                .insert(id, stream.clone().filter(|_| route.resolved.is_ok()));
+        }
         let hops_left = route.hops_left;
         let (address, trace) = match route.resolved {
             Ok(resolved) => resolved,
@@ -783,7 +865,7 @@ impl PeerData {
             address,
             message,
             presettled: settled,
-            priority: 4,
+            priority,
             origin: Origin {
                 conn: returns_to,
                 conn_id: self.conn,
@@ -792,7 +874,7 @@ impl PeerData {
             fanout: None,
             tried: Vec::new(),
             released_by: Vec::new(),
-            stream: None,
+            stream,
             visited: trace,
             hops_left,
             remote_outstanding: None,
@@ -937,7 +1019,7 @@ impl PeerData {
             fanout: Some(fanout.clone()),
             tried: Vec::new(),
             released_by: Vec::new(),
-            stream: None,
+            stream: delivery.stream.clone().inspect(|s| s.add_readers(1)),
             visited: delivery.visited.clone(),
             hops_left: delivery.hops_left,
             remote_outstanding: None,
@@ -1090,11 +1172,24 @@ impl PeerData {
         // already collected still go home.
         self.route_arrived();
         self.records.close_stream(&mut self.record, Instant::now());
+        // Never sent: back to their addresses, as if routed here too late.
+        let queued: Vec<RoutedDelivery> = self
+            .queued
+            .drain()
+            .into_iter()
+            .filter_map(|o| match o {
+                Outbound::Deliver(d) => Some(d),
+                Outbound::More(_) => None,
+            })
+            .collect();
+        self.refuse(queued, peer);
         let mut reforward = Vec::new();
         let mut failed = 0usize;
         for (id, mut d) in self.sent.drain() {
             settled_remotely(&d);
-            let resendable = re_forwardable(&d) && !self.streams_out.contains_key(&id);
+            let resendable = re_forwardable(&d)
+                && !self.streams_out.contains_key(&id)
+                && d.stream.as_ref().is_none_or(|s| s.whole());
             match peer {
                 Some(peer) if resendable => {
                     d.remote_outstanding = None;
@@ -1110,7 +1205,12 @@ impl PeerData {
             }
         }
         self.streams_out.clear();
-        self.assembling.clear();
+        // Messages still arriving from it will never be complete.
+        for (_, stream) in self.streams_in.drain() {
+            if let Some(stream) = stream {
+                stream.abort();
+            }
+        }
         // Credited upstream already: nothing more to say about them (the
         // unsettled ones were in `sent` too, handled above).
         self.credited.clear();
@@ -1356,6 +1456,138 @@ mod tests {
             trace: None,
             outcome_sent: false,
         }
+    }
+
+    /// The delivery keys of the first parts among `frames`, in order.
+    fn first_parts(frames: &[pb::Frame]) -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|f| match &f.kind {
+                Some(pb::frame::Kind::Transfer(t)) if !t.address.is_empty() || t.same_route => {
+                    Some(t.delivery_id)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn on_the_hop_higher_priority_overtakes_a_queued_backlog_which_still_goes() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            let progress = sink.clone();
+            let mut low: Vec<RoutedDelivery> = (0..300).map(|k| delivery(&sink, k, true)).collect();
+            for d in &mut low {
+                d.priority = 0;
+            }
+            to_b.enqueue(low);
+            // The stream has room for a few only: the backlog waits here.
+            let first = to_b.take_transfers(3 * 71, |_| progress.clone().recipient());
+            assert_eq!(first_parts(&first), vec![0, 1, 2]);
+            let mut high: Vec<RoutedDelivery> =
+                (1000..1020).map(|k| delivery(&sink, k, true)).collect();
+            for d in &mut high {
+                d.priority = 9;
+            }
+            to_b.enqueue(high);
+            let rest = to_b.take_transfers(usize::MAX, |_| progress.clone().recipient());
+            let ids = first_parts(&rest);
+            assert_eq!(ids.len(), 317, "every one goes");
+            // Ids follow send order: the 20 high ones (ids 3..) went first,
+            // then the backlog, in its order.
+            assert_eq!(ids, (3..320).collect::<Vec<u64>>());
+            let priorities: Vec<u32> = rest
+                .iter()
+                .filter_map(|f| match &f.kind {
+                    Some(pb::frame::Kind::Transfer(t)) => Some(t.priority),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(&priorities[..20], &[9; 20]);
+            assert!(priorities[20..].iter().all(|p| *p == 0));
+            assert!(!to_b.has_queued());
+        });
+    }
+
+    #[test]
+    fn a_streaming_message_takes_turns_on_the_hop_with_the_others() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
+            let progress = sink.clone();
+            let stream = Arc::new(Stream::default());
+            // 4 MiB arrived already, in 64 KiB frames.
+            for _ in 0..64 {
+                stream.push(Bytes::from(vec![7u8; 64 * 1024]), false);
+            }
+            let mut big = delivery(&sink, 0, false);
+            big.stream = Some(stream.clone());
+            to_b.enqueue(vec![big]);
+            let first = to_b.take_transfers(1, |_| progress.clone().recipient());
+            let sent: usize = first
+                .iter()
+                .map(|f| match &f.kind {
+                    Some(pb::frame::Kind::Transfer(t)) => t.message.len(),
+                    _ => 0,
+                })
+                .sum();
+            assert!(sent <= STREAM_TURN_BYTES + 64, "one turn: {sent} bytes");
+            // A small message queued now goes after one more turn of the
+            // big one, long before the rest of it.
+            to_b.enqueue(vec![delivery(&sink, 1, false)]);
+            let turn = to_b.take_transfers(1, |_| progress.clone().recipient());
+            assert!(first_parts(&turn).is_empty());
+            let next = to_b.take_transfers(1, |_| progress.clone().recipient());
+            assert_eq!(first_parts(&next), vec![1]);
+            assert!(stream.held() > 32, "most of the big one is still to go");
+            // The rest follows, and what every reader sent is no longer held.
+            stream.push(Bytes::new(), true);
+            to_b.stream_progress(0);
+            let rest = to_b.take_transfers(usize::MAX, |_| progress.clone().recipient());
+            let last = rest.last().and_then(|f| match &f.kind {
+                Some(pb::frame::Kind::Transfer(t)) => Some(t.more),
+                _ => None,
+            });
+            assert_eq!(last, Some(false), "the last part ends it");
+            assert_eq!(stream.held(), 0);
+        });
+    }
+
+    #[test]
+    fn an_arriving_message_in_parts_is_routed_on_its_first_and_streams_on() {
+        actix::System::new().block_on(async {
+            let (_, sink, kept) = harness();
+            let mut data = stream_of(&kept, &sink, "Router.B", 1, &Arc::default());
+            let mut first = arriving(0, 7, false);
+            if let pb::frame::Kind::Transfer(t) = &mut first {
+                t.more = true;
+                t.priority = 7;
+            }
+            assert_eq!(answer(data.inbound(first)), None);
+            data.route_arrived();
+            let routed = std::mem::take(&mut *kept.routed.lock().unwrap());
+            assert_eq!(routed.len(), 1, "routed before it is complete");
+            assert_eq!(routed[0].priority, 7);
+            let stream = routed[0].stream.clone().expect("a stream");
+            let part = |more| {
+                pb::frame::Kind::Transfer(pb::Transfer {
+                    delivery_id: 0,
+                    message: Bytes::from_static(b"part"),
+                    more,
+                    ..pb::Transfer::default()
+                })
+            };
+            assert!(data.inbound(part(true)).is_empty());
+            assert!(data.inbound(part(false)).is_empty());
+            let (_, r) = stream.open((sink.clone().recipient(), dummy_link(), 0), usize::MAX);
+            assert_eq!((r.chunks.len(), r.complete), (2, true));
+            // The id is free again: a new message with it is a new delivery.
+            assert_eq!(answer(data.inbound(arriving(0, 8, false))), None);
+            data.route_arrived();
+            assert_eq!(kept.routed.lock().unwrap().len(), 1);
+            drop(routed);
+        });
     }
 
     #[test]

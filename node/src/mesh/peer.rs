@@ -7,8 +7,14 @@
 //! dropped at once.
 //!
 //! Outbound frames go through a bounded tokio mpsc channel whose receiver is
-//! the gRPC stream's body; when it is full the actor waits (`ctx.wait`) so
-//! frame order is kept and HTTP/2 flow control pushes back on the sender.
+//! the gRPC stream's body. Control frames, dispositions and credit
+//! acknowledgements go first, in order; when the channel is full for them
+//! the actor waits (`ctx.wait`). Transfers wait in the data plane's
+//! priority queues ([`PeerData::take_transfers`]) and are encoded a batch
+//! at a time while the channel has room; when it has none a task waits for
+//! room while the mailbox keeps being read, so later higher-priority
+//! deliveries can overtake them. HTTP/2 flow control pushes back on the
+//! sender.
 //!
 //! When the stream closes (or is closed) the neighbour is lost at once:
 //! the control actor is told, the streams are dropped and what was in
@@ -36,8 +42,10 @@ use super::data::{PeerData, PeerDeliver};
 use super::wire::{self, Inbound};
 use crate::delivery::{Returned, StreamProgress};
 
-/// Capacity, in batches, of each stream's outbound channel.
-pub const OUTBOUND_BATCHES: usize = 64;
+/// Capacity, in batches, of each stream's outbound channel. Deliveries
+/// wait in the peer's priority queues (`PeerData`) until the channel has
+/// room, so this is also how much a higher priority cannot overtake.
+pub const OUTBOUND_BATCHES: usize = 16;
 
 /// A batch is closed once its frames carry about this many bytes, so one gRPC
 /// message stays well under the peer's limit ([`super::MAX_BATCH_MESSAGE`])
@@ -90,6 +98,8 @@ pub struct PeerActor {
     inbound: Option<SpawnHandle>,
     pending: Vec<pb::Frame>,
     flush_queued: bool,
+    /// A task waits for room in the outbound channel, then flushes.
+    room_awaited: bool,
     /// A timer will send the credit acknowledgements still waiting
     /// ([`PeerData::take_credit_acks`]).
     credit_acks_armed: bool,
@@ -150,6 +160,7 @@ impl PeerActor {
                 inbound: Some(inbound),
                 pending: Vec::new(),
                 flush_queued: false,
+                room_awaited: false,
                 credit_acks_armed: false,
                 data,
                 closed: stream.closed,
@@ -167,24 +178,83 @@ impl PeerActor {
             return;
         }
         self.pending.extend(frames);
-        if !self.flush_queued && !self.pending.is_empty() {
+        self.schedule_flush(ctx);
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_queued && (!self.pending.is_empty() || self.data.has_queued()) {
             self.flush_queued = true;
             ctx.notify(Flush);
         }
     }
 
+    /// Sends what is pending: control frames, dispositions and credit
+    /// acknowledgements first, in order; then transfers from the priority
+    /// queues, a batch at a time while the outbound channel has room (when
+    /// it has none they stay queued, where later higher-priority ones can
+    /// overtake them, and a task waits for room).
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_queued = false;
-        if self.pending.is_empty() {
-            return;
-        }
-        let Some(out) = &self.out else {
+        let Some(out) = self.out.clone() else {
             self.pending.clear();
             return;
         };
-        // Credit acknowledgements still waiting go with whatever else goes.
-        self.pending.extend(self.data.take_credit_acks());
-        let mut batches = split_batches(mem::take(&mut self.pending));
+        if !self.pending.is_empty() {
+            // Credit acknowledgements still waiting go with whatever else goes.
+            self.pending.extend(self.data.take_credit_acks());
+            let batches = split_batches(mem::take(&mut self.pending));
+            if !self.send_batches(&out, batches, ctx) {
+                return;
+            }
+        }
+        let me = ctx.address();
+        while self.data.has_queued() {
+            if out.capacity() == 0 {
+                self.await_room(&out, ctx);
+                return;
+            }
+            let mut frames = self
+                .data
+                .take_transfers(BATCH_BYTES, |_| me.clone().recipient());
+            if frames.is_empty() {
+                continue;
+            }
+            frames.extend(self.data.take_credit_acks());
+            let batch = std::collections::VecDeque::from([pb::Batch { frames }]);
+            if !self.send_batches(&out, batch, ctx) {
+                return;
+            }
+        }
+    }
+
+    /// A task waits for room in the outbound channel, then flushes again.
+    fn await_room(&mut self, out: &mpsc::Sender<pb::Batch>, ctx: &mut Context<Self>) {
+        if mem::replace(&mut self.room_awaited, true) {
+            return;
+        }
+        let out = out.clone();
+        ctx.spawn(
+            async move {
+                // The permit is dropped at once: the flush takes the room.
+                let _ = out.reserve().await;
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                act.room_awaited = false;
+                act.flush(ctx);
+            }),
+        );
+    }
+
+    /// Puts batches on the outbound channel, in order; false when the
+    /// actor has to wait (the channel is full: the rest is sent by a
+    /// `ctx.wait`, which holds the mailbox to keep order) or stop.
+    fn send_batches(
+        &mut self,
+        out: &mpsc::Sender<pb::Batch>,
+        mut batches: std::collections::VecDeque<pb::Batch>,
+        ctx: &mut Context<Self>,
+    ) -> bool {
         {
             use prost::Message as _;
             use std::sync::atomic::Ordering::Relaxed;
@@ -208,16 +278,18 @@ impl PeerActor {
                                 }
                             }
                         }
-                        .into_actor(self),
+                        .into_actor(self)
+                        .map(|_, act, ctx| act.schedule_flush(ctx)),
                     );
-                    return;
+                    return false;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     ctx.stop();
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 
     fn close(&mut self, reason: &str, ctx: &mut Context<Self>) {
@@ -470,9 +542,8 @@ impl Handler<PeerDeliver> for PeerActor {
             self.data.refuse(msg.0, self.peer.as_ref());
             return;
         }
-        let me = ctx.address();
-        let frames = self.data.send(msg.0, |_| me.clone().recipient());
-        self.queue(frames, ctx);
+        self.data.enqueue(msg.0);
+        self.schedule_flush(ctx);
     }
 }
 
@@ -501,8 +572,8 @@ impl Handler<StreamProgress> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, msg: StreamProgress, ctx: &mut Self::Context) {
-        let frames = self.data.stream_progress(msg.context);
-        self.queue(frames, ctx);
+        self.data.stream_progress(msg.context);
+        self.schedule_flush(ctx);
     }
 }
 

@@ -258,6 +258,10 @@ pub struct AddressActor {
     /// new actor.
     retired: bool,
     distribution: Distribution,
+    /// The configured priority of the address, which its messages get in
+    /// place of their own (read when the actor starts, like the
+    /// distribution).
+    priority: Option<u8>,
     consumers: Vec<Consumer>,
     producers: Vec<Producer>,
     /// Round-robin position (closest; ties of balanced without remote
@@ -332,6 +336,7 @@ impl AddressActor {
             retired: false,
             address,
             distribution,
+            priority: None,
             consumers: Vec::new(),
             producers: Vec::new(),
             cursor: Cursor::default(),
@@ -682,6 +687,10 @@ impl AddressActor {
             }
             None => Fanout::new(copies as u32, d.presettled),
         };
+        if let Some(stream) = &d.stream {
+            // Each copy reads it: its chunks stay until all have.
+            stream.add_readers(copies - 1);
+        }
         // Right after the routes changed, the routers downstream may still
         // see the old tree: copies leaving their ingress router then name
         // their destinations, which each router reaches by its own routes.
@@ -809,6 +818,9 @@ impl AddressActor {
         batches.resize_with(self.consumers.len(), Vec::new);
         let mut remote_batches: Vec<RemoteBatch> = Vec::new();
         for mut d in deliveries {
+            if let Some(p) = self.priority {
+                d.priority = p;
+            }
             if d.fanout.is_none() && d.tried.is_empty() && d.released_by.is_empty() && !d.resend {
                 if d.visited.is_empty() {
                     self.stats.ingress.fetch_add(1, Relaxed);
@@ -1251,7 +1263,9 @@ impl Directory {
         self.map
             .entry(key.clone())
             .or_insert_with(|| {
-                let distribution = self.table().lookup(address);
+                let table = self.table();
+                let distribution = table.lookup(address);
+                let priority = table.priority(address);
                 let stats = Arc::new(AddressStats::default());
                 let _ = stats.distribution.set(distribution);
                 self.stats.insert(key.clone(), stats.clone());
@@ -1263,7 +1277,9 @@ impl Directory {
                 // after it is in the map: a change written before is read
                 // then, one written after finds it in the map.
                 AddressActor::start_in_arbiter(worker, move |_| {
-                    AddressActor::in_directory(k, distribution, stats, mesh, me)
+                    let mut actor = AddressActor::in_directory(k, distribution, stats, mesh, me);
+                    actor.priority = priority;
+                    actor
                 })
             })
             .clone()

@@ -38,7 +38,6 @@ mod routed;
 
 pub(in crate::router) use routed::send_route_attach;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -59,8 +58,8 @@ use super::link::LinkCounters;
 use super::policy;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
-    ConnId, FastMap, FastSet, MessageTrace, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery,
-    SeqMap, Stream, StreamProgress, trace,
+    ConnId, FastMap, FastSet, MessageTrace, Origin, OutcomeBatch, PriorityQueues, Reach, Returned,
+    RoutedDelivery, SeqMap, Stream, StreamProgress, trace,
 };
 use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use bote_amqp::{
@@ -155,11 +154,13 @@ struct Consumer {
     address: Arc<str>,
     actor: Addr<AddressActor>,
     counters: Arc<LinkCounters>,
-    /// Routed here, waiting for the consumer's credit.
-    queue: VecDeque<RoutedDelivery>,
-    /// The first this many of `queue` had their senders' credit given back
-    /// (the link's window, at most `capacity` and [`LINK_WINDOW_BYTES`]),
-    /// with their message bytes; the rest wait for room.
+    /// Routed here, waiting for the consumer's credit: per priority, the
+    /// higher first without starving the lower ([`PriorityQueues`]).
+    queue: PriorityQueues<RoutedDelivery>,
+    /// This many of `queue` (its marked entries: the oldest of each level,
+    /// marked in service order) had their senders' credit given back (the
+    /// link's window, at most `capacity` and [`LINK_WINDOW_BYTES`]), with
+    /// their message bytes; the rest wait for room.
     credited: usize,
     credited_bytes: usize,
     /// The listener's link capacity: the window of deliveries the router
@@ -219,7 +220,7 @@ pub struct ConnectionActor {
     forwards: Vec<(Addr<AddressActor>, Vec<RoutedDelivery>)>,
     /// Egress deliveries whose body is still streaming in: context -> (link,
     /// stream, chunks sent so far).
-    streaming: SeqMap<(LinkId, Arc<Stream>, usize)>,
+    streaming: SeqMap<(LinkId, Arc<Stream>, usize, usize)>,
     /// Outcomes for other connections' senders, sent at the next flush.
     returns: OutcomeBatch,
     /// Consumer links busy with a streaming delivery: AMQP sends a link's
@@ -770,7 +771,7 @@ impl ConnectionActor {
                 address,
                 actor,
                 counters,
-                queue: VecDeque::new(),
+                queue: PriorityQueues::default(),
                 credited: 0,
                 credited_bytes: 0,
                 capacity: self.listener.link_capacity as usize,
@@ -949,7 +950,6 @@ impl ConnectionActor {
         );
         // The message is only read on anonymous links, for its `to`: a
         // targeted link routes on its target and passes the bytes through.
-        // (The priority matters between routers only; it is read there.)
         let origin = self.origin(key);
         let producer = &self.producers[&link];
         let (address, actor) = match (&producer.address, &producer.actor) {
@@ -1152,7 +1152,7 @@ impl ConnectionActor {
         }
         if let Some(mut c) = self.consumers.remove(&d.link) {
             tracing::info!(conn = %self.id, link = %d.name, address = %c.address, "receiver detached");
-            let mut returned: Vec<RoutedDelivery> = c.queue.drain(..).collect();
+            let mut returned: Vec<RoutedDelivery> = c.queue.drain();
             // Queued in the engine but never started: they go elsewhere too.
             for ctx in &d.undelivered {
                 if let Some((_, rd)) = self.in_flight.remove(ctx) {
@@ -1174,7 +1174,7 @@ impl ConnectionActor {
             }
             // Anything else still mapped to this link was sent presettled.
             self.in_flight.retain(|_, (l, _)| *l != d.link);
-            self.streaming.retain(|_, (l, _, _)| *l != d.link);
+            self.streaming.retain(|_, (l, _, _, _)| *l != d.link);
             self.streaming_links.remove(&d.link);
             c.counters.undelivered.store(0, Relaxed);
             c.counters.unsettled.store(0, Relaxed);
@@ -1202,29 +1202,28 @@ impl ConnectionActor {
         let settled_on_wire = l.snd_settle_mode() == SenderSettleMode::Settled;
         c.counters.credit.store(credit as u32, Relaxed);
         while room > 0 && !self.streaming_links.contains(&link) {
-            let Some(mut d) = c.queue.pop_front() else {
+            let Some((_, mut d, in_window)) = c.queue.pop() else {
                 break;
             };
             // Leaving the queue: out of the window, or moving on past it.
-            match c.credited.checked_sub(1) {
-                Some(n) => {
-                    c.credited = n;
-                    c.credited_bytes = c.credited_bytes.saturating_sub(d.message.len());
-                }
-                None => self.returns.credit(&mut d),
+            if in_window {
+                c.credited = c.credited.saturating_sub(1);
+                c.credited_bytes = c.credited_bytes.saturating_sub(d.message.len());
+            } else {
+                self.returns.credit(&mut d);
             }
             c.counters.undelivered.fetch_sub(1, Relaxed);
             let context = self.next_context;
             self.next_context += 1;
             let read = d.stream.as_ref().map(|s| {
                 let me = self.me.clone().expect("connection actor started");
-                s.read(0, Some((me.recipient(), link, context)))
+                s.open((me.recipient(), link, context), usize::MAX)
             });
-            if read.as_ref().is_some_and(|r| r.aborted) {
+            if read.as_ref().is_some_and(|(_, r)| r.aborted) {
                 // The sender gave up on it before a byte went out.
                 continue;
             }
-            let complete = read.as_ref().is_none_or(|r| r.complete);
+            let complete = read.as_ref().is_none_or(|(_, r)| r.complete);
             // A traced delivery carries its egress span's context in
             // message-annotations (spliced; the bare message is untouched).
             let trace_entries = match &mut d.trace {
@@ -1253,7 +1252,7 @@ impl ConnectionActor {
                 complete: read.is_none(),
             };
             let mut result = self.engine.send(link, send);
-            if let Some(r) = &read {
+            if let Some((_, r)) = &read {
                 for chunk in &r.chunks {
                     if result.is_ok() {
                         result = self.engine.send_more(link, chunk.clone(), false);
@@ -1273,9 +1272,9 @@ impl ConnectionActor {
             room -= 1;
             c.info.stats.delivery(d.presettled);
             self.delivered = true;
-            if let (Some(stream), Some(r), false) = (&d.stream, &read, complete) {
+            if let (Some(stream), Some((slot, r)), false) = (&d.stream, &read, complete) {
                 self.streaming
-                    .insert(context, (link, stream.clone(), r.chunks.len()));
+                    .insert(context, (link, stream.clone(), *slot, r.chunks.len()));
                 self.streaming_links.insert(link);
             }
             if d.presettled || settled_on_wire {
@@ -1300,10 +1299,10 @@ impl ConnectionActor {
 
     /// More of a streaming delivery arrived (or it ended): send it on.
     fn on_stream_progress(&mut self, link: LinkId, context: u64) {
-        let Some((_, stream, sent)) = self.streaming.get_mut(&context) else {
+        let Some((_, stream, slot, sent)) = self.streaming.get_mut(&context) else {
             return;
         };
-        let read = stream.read(*sent, None);
+        let read = stream.read(*slot, *sent, usize::MAX);
         *sent += read.chunks.len();
         let mut result = Ok(());
         for chunk in read.chunks {
@@ -1517,9 +1516,14 @@ fn remote_host(peer: &str) -> &str {
 
 fn credit_window(c: &mut Consumer, returns: &mut OutcomeBatch) {
     while c.credited < c.capacity.min(c.queue.len()) && c.credited_bytes < LINK_WINDOW_BYTES {
-        let d = &mut c.queue[c.credited];
-        returns.credit(d);
-        c.credited_bytes += d.message.len();
+        let mut bytes = 0;
+        if !c.queue.mark_next(|d| {
+            returns.credit(d);
+            bytes = d.message.len();
+        }) {
+            break;
+        }
+        c.credited_bytes += bytes;
         c.credited += 1;
     }
 }
@@ -1535,9 +1539,9 @@ pub(super) fn routed(
     tracing::trace!(%address, key = origin.key, presettled, bytes = message.len(), streaming = stream.is_some(), "delivery received");
     RoutedDelivery {
         address,
+        priority: crate::delivery::priority::of_message(&message),
         message,
         presettled,
-        priority: 4,
         origin,
         fanout: None,
         tried: Vec::new(),
@@ -1675,7 +1679,9 @@ impl Handler<Deliver> for ConnectionActor {
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         match self.consumers.get_mut(&msg.link) {
             Some(c) => {
-                c.queue.extend(msg.deliveries);
+                for d in msg.deliveries {
+                    c.queue.push(d.priority, d);
+                }
                 self.pump(msg.link);
                 self.schedule_flush(ctx);
             }

@@ -571,7 +571,7 @@ impl Entity for ConfigAddressEntity {
             },
             "distribution" => text(self.entry.distribution.as_str()),
             "waypoint" | "fallback" => Value::Bool(false),
-            "priority" => long(-1),
+            "priority" => long(self.entry.priority.map_or(-1, i64::from)),
             _ => Value::Null,
         }
     }
@@ -1011,12 +1011,22 @@ async fn apply(shared: Arc<Shared>, change: &Change) -> Result<(), Reply> {
             let mut prefix = None;
             let mut pattern = None;
             let mut distribution = None;
+            let mut priority = None;
             for (key, value) in &change.attributes {
                 let s = value.as_str().map(str::to_owned);
                 match key.as_str() {
                     "prefix" => prefix = s,
                     "pattern" => pattern = s,
                     "distribution" => distribution = s,
+                    "priority" => match value.as_i64() {
+                        Some(-1) => priority = None,
+                        Some(p @ 0..=9) => priority = Some(p as u8),
+                        _ => {
+                            return Err(bad(format!(
+                                "priority {value:?} is out of range (expected 0 to 9, or -1 for none)"
+                            )));
+                        }
+                    },
                     "waypoint" | "fallback" if value.as_bool() == Some(false) => {}
                     other => {
                         return Err(Reply::error(
@@ -1042,6 +1052,7 @@ async fn apply(shared: Arc<Shared>, change: &Change) -> Result<(), Reply> {
                 name: Some(change.name.clone()),
                 key,
                 distribution,
+                priority,
             });
             let new = AddressTable::new(entries, table.default_distribution())
                 .map_err(|e| bad(e.to_string()))?;

@@ -40,6 +40,41 @@ pub use scan::{Body, SectionKind};
 pub use splice::{DeliveryAnnotations, MessageAnnotations, Spliced, encode_message_annotations};
 pub use view::{DataSections, MessageView};
 
+/// `header.priority` of an encoded message (or of its first part), read by
+/// peeking at its first bytes: `None` when the message does not start with
+/// a header, the header has no priority, or the header is not in one of the
+/// compact forms senders write (`list0`, `list8`, `list32` with a boolean
+/// or null `durable` first). Never fails and never scans further; the
+/// router's per-delivery priority comes from here (the full reader is
+/// [`MessageView::priority`]).
+pub fn header_priority(message: &[u8]) -> Option<u8> {
+    let rest = match message {
+        [0x00, 0x53, 0x70, rest @ ..] => rest,
+        [0x00, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x70, rest @ ..] => rest,
+        _ => return None,
+    };
+    let (count, fields) = match rest {
+        [0xc0, _size, count, fields @ ..] => (u32::from(*count), fields),
+        [0xd0, _, _, _, _, c0, c1, c2, c3, fields @ ..] => {
+            (u32::from_be_bytes([*c0, *c1, *c2, *c3]), fields)
+        }
+        _ => return None,
+    };
+    if count < 2 {
+        return None;
+    }
+    let after_durable = match fields {
+        // null, true, false
+        [0x40..=0x42, rest @ ..] => rest,
+        [0x56, _, rest @ ..] => rest,
+        _ => return None,
+    };
+    match after_durable {
+        [0x50, p, ..] => Some(*p),
+        _ => None,
+    }
+}
+
 /// A message that is not a well-formed AMQP 1.0 message, or a field of it
 /// that does not hold the type the spec requires.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,223 @@
+//! Message priority (AMQP `header.priority`, 0–9, default 4) and the one
+//! queue discipline the router uses wherever deliveries wait: per-priority
+//! FIFO queues served by weighted round robin ([`PriorityQueues`]).
+//!
+//! Neutral ground: the per-neighbour outbound queue of the mesh
+//! (`mesh::data`) and the consumer links' queues (`router::connection`)
+//! both use it. The weight of priority `p` is `2^p`: in one round every
+//! non-empty level is served up to its weight, highest first, so a higher
+//! priority overtakes a lower one (9 against 4: 512 to 16) and the lowest
+//! still gets at least one turn per round (no starvation). Within a level
+//! the order is kept. A queue holding one level only (the common case: all
+//! at the default priority) costs a bit test and a `VecDeque` push/pop per
+//! delivery.
+
+use std::collections::VecDeque;
+
+/// The priority of a message without one.
+pub const DEFAULT_PRIORITY: u8 = 4;
+
+/// Priorities 0..=9.
+pub const PRIORITIES: usize = 10;
+
+/// The priority of a message from its encoded bytes: `header.priority` when
+/// the message starts with a header that has one, else the default. Values
+/// above 9 count as 9, as AMQP says (a router "SHOULD treat" them so). A
+/// peek at the first bytes, not a section scan: no header (most messages)
+/// costs one comparison.
+pub fn of_message(message: &[u8]) -> u8 {
+    bote_amqp::header_priority(message).map_or(DEFAULT_PRIORITY, |p| p.min(PRIORITIES as u8 - 1))
+}
+
+/// The effective priority of a value read from the wire.
+pub fn clamp(p: u32) -> u8 {
+    p.min(PRIORITIES as u32 - 1) as u8
+}
+
+/// FIFO queues per priority, served by weighted round robin (module doc).
+/// Optionally counts, per level, a prefix of *marked* entries (the consumer
+/// links mark those whose senders' credit went back early, and mark in
+/// service order, so the marked ones of a level are always its oldest).
+pub struct PriorityQueues<T> {
+    levels: [VecDeque<T>; PRIORITIES],
+    /// Bit `p` set: level `p` is not empty.
+    nonempty: u16,
+    /// What each level may still take in the current round.
+    quota: [u32; PRIORITIES],
+    /// Per level, how many of the oldest entries are marked.
+    marked: [usize; PRIORITIES],
+    len: usize,
+}
+
+impl<T> Default for PriorityQueues<T> {
+    fn default() -> Self {
+        PriorityQueues {
+            levels: Default::default(),
+            nonempty: 0,
+            quota: WEIGHTS,
+            marked: [0; PRIORITIES],
+            len: 0,
+        }
+    }
+}
+
+const WEIGHTS: [u32; PRIORITIES] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+impl<T> PriorityQueues<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `item` at `priority` (clamped to 9), behind that level's others.
+    pub fn push(&mut self, priority: u8, item: T) {
+        let p = usize::from(priority).min(PRIORITIES - 1);
+        self.levels[p].push_back(item);
+        self.nonempty |= 1 << p;
+        self.len += 1;
+    }
+
+    /// The level the next [`Self::pop`] serves.
+    fn next_level(&mut self) -> Option<usize> {
+        if self.nonempty == 0 {
+            return None;
+        }
+        if self.nonempty.is_power_of_two() {
+            // One level waiting: no round to keep.
+            return Some(self.nonempty.trailing_zeros() as usize);
+        }
+        loop {
+            let mut bits = self.nonempty;
+            while bits != 0 {
+                let p = 15 - bits.leading_zeros() as usize;
+                if self.quota[p] > 0 {
+                    return Some(p);
+                }
+                bits &= !(1 << p);
+            }
+            // Every waiting level used its turns: a new round.
+            self.quota = WEIGHTS;
+        }
+    }
+
+    /// The next item by the discipline, with its priority and whether it was
+    /// marked.
+    pub fn pop(&mut self) -> Option<(u8, T, bool)> {
+        let p = self.next_level()?;
+        let item = self.levels[p].pop_front()?;
+        self.quota[p] = self.quota[p].saturating_sub(1);
+        if self.levels[p].is_empty() {
+            self.nonempty &= !(1 << p);
+        }
+        self.len -= 1;
+        let marked = self.marked[p] > 0;
+        if marked {
+            self.marked[p] -= 1;
+        }
+        Some((p as u8, item, marked))
+    }
+
+    /// How many entries are marked.
+    pub fn marked(&self) -> usize {
+        self.marked.iter().sum()
+    }
+
+    /// Marks the oldest unmarked entry of the highest level that has one,
+    /// giving it to `f` first; false when every entry is marked.
+    pub fn mark_next(&mut self, f: impl FnOnce(&mut T)) -> bool {
+        for p in (0..PRIORITIES).rev() {
+            let m = self.marked[p];
+            if let Some(item) = self.levels[p].get_mut(m) {
+                f(item);
+                self.marked[p] += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes every entry out, highest level first.
+    pub fn drain(&mut self) -> Vec<T> {
+        let mut all = Vec::with_capacity(self.len);
+        for p in (0..PRIORITIES).rev() {
+            all.extend(self.levels[p].drain(..));
+        }
+        *self = Self::default();
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn higher_priority_overtakes_lower_without_starving_it() {
+        let mut q = PriorityQueues::default();
+        for i in 0..2000 {
+            q.push(0, (0u8, i));
+        }
+        for i in 0..100 {
+            q.push(9, (9u8, i));
+        }
+        let order: Vec<(u8, i32)> = std::iter::from_fn(|| q.pop().map(|(_, v, _)| v)).collect();
+        let last_high = order.iter().rposition(|(p, _)| *p == 9).unwrap();
+        // All 100 of priority 9 (fewer than its weight) go first...
+        assert_eq!(last_high, 99);
+        // ...and the backlog then follows, in order.
+        let low: Vec<i32> = order.iter().filter(|(p, _)| *p == 0).map(|v| v.1).collect();
+        assert_eq!(low, (0..2000).collect::<Vec<_>>());
+        assert_eq!(order.len(), 2100);
+    }
+
+    #[test]
+    fn a_busy_high_level_leaves_the_low_one_its_share() {
+        let mut q = PriorityQueues::default();
+        let mut low_served = 0;
+        // A priority 9 queue that never empties, beside a low backlog.
+        for i in 0..10 {
+            q.push(1, i);
+        }
+        for i in 0..5000 {
+            q.push(9, i);
+            q.push(9, i);
+            if let Some((1, _, _)) = q.pop() {
+                low_served += 1;
+            }
+        }
+        assert!(low_served >= 5, "low served {low_served} times");
+    }
+
+    #[test]
+    fn marks_cover_the_oldest_of_each_level_in_service_order() {
+        let mut q = PriorityQueues::default();
+        q.push(4, "a");
+        q.push(4, "b");
+        assert!(q.mark_next(|_| {}));
+        q.push(7, "x");
+        assert!(q.mark_next(|v| assert_eq!(*v, "x")));
+        assert_eq!(q.marked(), 2);
+        assert_eq!(q.pop(), Some((7, "x", true)));
+        assert_eq!(q.pop(), Some((4, "a", true)));
+        assert_eq!(q.pop(), Some((4, "b", false)));
+        assert_eq!(q.pop(), None);
+        assert_eq!(PriorityQueues::<u8>::default().marked(), 0);
+    }
+
+    #[test]
+    fn priorities_read_from_the_header_default_to_four() {
+        // header: described list [durable=true, priority=7]
+        let with = [0x00, 0x53, 0x70, 0xc0, 0x04, 0x02, 0x41, 0x50, 0x07];
+        assert_eq!(of_message(&with), 7);
+        let high = [0x00, 0x53, 0x70, 0xc0, 0x04, 0x02, 0x40, 0x50, 0xc8];
+        assert_eq!(of_message(&high), 9);
+        let none = [0x00, 0x53, 0x70, 0x45];
+        assert_eq!(of_message(&none), DEFAULT_PRIORITY);
+        let body_only = [0x00, 0x53, 0x77, 0xa1, 0x01, b'x'];
+        assert_eq!(of_message(&body_only), DEFAULT_PRIORITY);
+        assert_eq!(clamp(200), 9);
+    }
+}
