@@ -26,6 +26,7 @@ pub mod address;
 mod address_props;
 pub mod annotations;
 pub mod connection;
+pub mod filter;
 pub mod link;
 pub mod listener;
 pub mod management;
