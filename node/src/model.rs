@@ -190,6 +190,8 @@ pub struct ConnectionInfo {
     pub host: String,
     /// `normal` (a client listener).
     pub role: &'static str,
+    /// `amqp` or `mqtt`.
+    pub protocol: &'static str,
     /// `in`: the peer connected to the router.
     pub dir: &'static str,
     /// The peer's container id, once its open arrived.
@@ -209,6 +211,7 @@ impl ConnectionInfo {
             id,
             host,
             role: "normal",
+            protocol: "amqp",
             dir: "in",
             container: OnceLock::new(),
             sasl: OnceLock::new(),

@@ -402,6 +402,31 @@ pub struct ListenerConfig {
     /// `net.core.somaxconn`). At least 1. Default 4096, sized for bursts of
     /// thousands of connects.
     pub backlog: u32,
+    /// `amqp` (default) or `mqtt`: the protocol its clients speak. An MQTT
+    /// listener (port 1883 in the examples) serves MQTT 3.1.1 and 5.0
+    /// clients through the same addresses and mesh (`mqtt` module); of the
+    /// keys above it uses `max-message-size` (largest packet),
+    /// `link-capacity` (QoS 1 messages in flight each way) and
+    /// `handshake-timeout-ms` (CONNECT deadline).
+    pub protocol: Protocol,
+}
+
+/// The protocol a listener's clients speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    #[default]
+    Amqp,
+    Mqtt,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Amqp => "amqp",
+            Protocol::Mqtt => "mqtt",
+        }
+    }
 }
 
 impl Default for ListenerConfig {
@@ -420,6 +445,7 @@ impl Default for ListenerConfig {
             strip_annotations: StripAnnotations::Both,
             handshake_timeout_ms: 5000,
             backlog: 4096,
+            protocol: Protocol::Amqp,
         }
     }
 }
@@ -699,6 +725,12 @@ impl RawConfig {
             }
             if l.backlog == 0 {
                 return Err(Problem::new(p("backlog"), "must be at least 1"));
+            }
+            if l.protocol == Protocol::Mqtt && l.role != Role::Normal {
+                return Err(Problem::new(
+                    p("protocol"),
+                    "an MQTT listener serves clients: its role must be \"normal\"",
+                ));
             }
             check_frame_size(l.max_frame_size, p("max-frame-size"))?;
             if l.link_capacity == 0 {

@@ -119,6 +119,9 @@ pub struct ListenerActor {
     config: Arc<ListenerConfig>,
     shared: Arc<Shared>,
     listener: Option<TcpListener>,
+    /// Starts the connection actor of another protocol (MQTT); `None`:
+    /// AMQP connection actors.
+    accept: Option<super::Accept>,
 }
 
 impl ListenerActor {
@@ -127,7 +130,14 @@ impl ListenerActor {
             config: Arc::new(config),
             shared,
             listener: Some(listener),
+            accept: None,
         }
+    }
+
+    /// Hands accepted sockets to `accept` instead of AMQP connection actors.
+    pub fn with_accept(mut self, accept: Option<super::Accept>) -> Self {
+        self.accept = accept;
+        self
     }
 }
 
@@ -173,6 +183,10 @@ impl StreamHandler<TcpStream> for ListenerActor {
         let conn = self.shared.next_conn_id();
         let config = self.config.clone();
         let shared = self.shared.clone();
+        if let Some(accept) = &self.accept {
+            accept(conn, std_stream, peer, config, shared, &worker);
+            return;
+        }
         ConnectionActor::start_in_arbiter(&worker, move |_ctx| {
             ConnectionActor::accepted(conn, std_stream, peer, config, shared)
         });

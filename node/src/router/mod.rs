@@ -48,6 +48,22 @@ use address::AddressRegistry;
 use connection::{ConnectionActor, Shutdown};
 use listener::{ListenerActor, StopAccepting};
 
+/// Starts the actor for a connection accepted on a listener of another
+/// protocol than AMQP (MQTT): the connection id, the socket, the peer's
+/// address, the listener, the router, and the worker to run on.
+pub type Accept = Arc<
+    dyn Fn(ConnId, std::net::TcpStream, String, Arc<crate::config::ListenerConfig>, Arc<Shared>, &ArbiterHandle)
+        + Send
+        + Sync,
+>;
+
+/// The protocols besides AMQP this router serves (set by `boted`; a router
+/// started without them refuses a listener that needs one).
+#[derive(Clone, Default)]
+pub struct Protocols {
+    pub mqtt: Option<Accept>,
+}
+
 /// What every actor of the router shares.
 pub struct Shared {
     pub router_id: String,
@@ -76,6 +92,10 @@ pub struct Shared {
     state_writer: OnceLock<StateWriter>,
     /// Returns memory to the system after bursts of connections.
     pub heap: memory::HeapTrimmer,
+    /// Clients of protocols with a client identifier (MQTT), by it: a
+    /// second connection with the same id takes over (the first is sent
+    /// `Shutdown`).
+    pub client_ids: DashMap<String, (ConnId, Recipient<Shutdown>)>,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -157,6 +177,7 @@ impl Shared {
                 .map(|l| ListenerState {
                     role: l.config.role,
                     bound: l.bound,
+                    protocol: l.config.protocol,
                 })
                 .collect(),
             http: self.http.get().copied(),
@@ -321,6 +342,12 @@ impl Router {
     /// Starts worker arbiters and binds every listener. Must run inside an
     /// actix system.
     pub async fn start(config: Config) -> anyhow::Result<Router> {
+        Self::start_with(config, Protocols::default()).await
+    }
+
+    /// [`Router::start`], serving `protocols` besides AMQP on the listeners
+    /// configured for them.
+    pub async fn start_with(config: Config, protocols: Protocols) -> anyhow::Result<Router> {
         let in_force = config.clone();
         let threads = config.router.worker_threads();
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
@@ -350,6 +377,7 @@ impl Router {
             state_file: OnceLock::new(),
             state_writer: OnceLock::new(),
             heap: memory::HeapTrimmer::default(),
+            client_ids: DashMap::new(),
         });
         {
             let shared = Arc::downgrade(&shared);
@@ -384,12 +412,22 @@ impl Router {
             let tcp = listener::bind(l)
                 .map_err(|e| anyhow::anyhow!("listener {addr}: cannot bind: {e}"))?;
             let local = tcp.local_addr()?;
-            tracing::info!(router = %shared.router_id, "listening on {local} (amqp, {} workers)", threads);
+            let accept = match l.protocol {
+                crate::config::Protocol::Amqp => None,
+                crate::config::Protocol::Mqtt => Some(protocols.mqtt.clone().ok_or_else(|| {
+                    anyhow::anyhow!("listener {addr}: this router was started without MQTT")
+                })?),
+            };
+            tracing::info!(router = %shared.router_id, "listening on {local} ({}, {} workers)", l.protocol.as_str(), threads);
             bound.push(local);
             listeners.push(management::ListenerEntry {
                 config: l.clone(),
                 bound: local,
-                actor: Some(ListenerActor::new(l.clone(), tcp, shared.clone()).start()),
+                actor: Some(
+                    ListenerActor::new(l.clone(), tcp, shared.clone())
+                        .with_accept(accept)
+                        .start(),
+                ),
             });
         }
         let inter_router = shared.mesh.iter().flat_map(|m| m.bound.iter());
