@@ -38,7 +38,7 @@ class Router:
     """A boted process. `url` is its AMQP listener on 127.0.0.1."""
 
     def __init__(self, name, extra_listener="", addresses=DEFAULT_ADDRESSES, router_extra="",
-                 inter_router=False, connectors=(), nofile=None):
+                 inter_router=False, connectors=(), nofile=None, mqtt=""):
         """`nofile` lowers the router's file descriptor limit
         (RLIMIT_NOFILE) to that many."""
         self.name = name
@@ -52,6 +52,10 @@ class Router:
                 f'[[listener]]\nhost = "127.0.0.1"\nport = 0\n{extra_listener}\n'
                 f"{addresses}\n"
             )
+            if mqtt is not None and mqtt is not False and mqtt != "":
+                # An MQTT listener; `mqtt` is extra keys for it (or True).
+                keys = "" if mqtt is True else mqtt
+                f.write(f'[[listener]]\nhost = "127.0.0.1"\nport = 0\nprotocol = "mqtt"\n{keys}\n')
             if inter_router:
                 f.write('[[listener]]\nhost = "127.0.0.1"\nport = 0\nrole = "inter-router"\n')
             for (cname, cport, cost) in connectors:
@@ -90,6 +94,8 @@ class Router:
         ports = {l["role"]: l["port"] for l in reversed(state["listeners"])}
         self.port = ports["normal"]
         self.inter_router_port = ports.get("inter-router")
+        self.mqtt_port = next((l["port"] for l in state["listeners"]
+                               if l.get("protocol") == "mqtt"), None)
         self.url = f"amqp://127.0.0.1:{self.port}"
         http = state.get("http")
         self.http_url = f"http://127.0.0.1:{http['port']}" if http else None

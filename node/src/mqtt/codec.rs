@@ -76,11 +76,22 @@ pub struct Connect {
 pub enum Inbound {
     Connect(Box<Connect>),
     Publish(Publish),
-    PubAck { pkid: u16, reason: u8 },
-    Subscribe { pkid: u16, filters: Vec<(String, u8)> },
-    Unsubscribe { pkid: u16, filters: Vec<String> },
+    PubAck {
+        pkid: u16,
+        reason: u8,
+    },
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, u8)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
     PingReq,
-    Disconnect { reason: u8 },
+    Disconnect {
+        reason: u8,
+    },
     /// A packet a server never receives (CONNACK, SUBACK, ...), or QoS 2
     /// flow packets (PUBREC/PUBREL/PUBCOMP), by name.
     Unexpected(&'static str),
@@ -217,7 +228,11 @@ fn from_v4(p: v4::Packet) -> Inbound {
         },
         v4::Packet::Subscribe(s) => Inbound::Subscribe {
             pkid: s.pkid,
-            filters: s.filters.into_iter().map(|f| (f.path, qos(f.qos))).collect(),
+            filters: s
+                .filters
+                .into_iter()
+                .map(|f| (f.path, qos(f.qos)))
+                .collect(),
         },
         v4::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
             pkid: u.pkid,
@@ -365,7 +380,10 @@ impl Writer {
                     0x87 => v4::ConnectReturnCode::NotAuthorized,
                     _ => v4::ConnectReturnCode::ServiceUnavailable,
                 };
-                self.put4(v4::Packet::ConnAck(v4::ConnAck::new(code, session_present)), out)
+                self.put4(
+                    v4::Packet::ConnAck(v4::ConnAck::new(code, session_present)),
+                    out,
+                )
             }
             Version::V5 => {
                 let code = match code {
@@ -378,8 +396,8 @@ impl Writer {
                     0x88 => v5::ConnectReturnCode::ServerUnavailable,
                     _ => v5::ConnectReturnCode::UnspecifiedError,
                 };
-                let properties = (code == v5::ConnectReturnCode::Success).then(|| {
-                    v5::ConnAckProperties {
+                let properties =
+                    (code == v5::ConnectReturnCode::Success).then(|| v5::ConnAckProperties {
                         receive_max: Some(receive_max),
                         max_qos: Some(1),
                         retain_available: Some(0),
@@ -397,8 +415,7 @@ impl Writer {
                         server_reference: None,
                         authentication_method: None,
                         authentication_data: None,
-                    }
-                });
+                    });
                 self.put5(
                     v5::Packet::ConnAck(v5::ConnAck {
                         session_present,

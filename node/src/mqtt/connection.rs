@@ -306,8 +306,7 @@ impl MqttConnection {
         if let Some(m) = c.receive_maximum {
             self.max_in_flight = self.max_in_flight.min(m.max(1) as usize);
         }
-        self.keep_alive =
-            (c.keep_alive > 0).then(|| Duration::from_secs(u64::from(c.keep_alive)));
+        self.keep_alive = (c.keep_alive > 0).then(|| Duration::from_secs(u64::from(c.keep_alive)));
         self.will = c.will;
         let me = self.me.clone().expect("started");
         if let Some((_, (old, previous))) = self.shared.client_ids.remove(&self.client_id)
@@ -321,7 +320,12 @@ impl MqttConnection {
             .insert(self.client_id.clone(), (self.id, me.recipient()));
         let _ = self.info.container.set(self.client_id.clone());
         self.info.opened.store(true, Relaxed);
-        w.connack(false, 0, self.listener.link_capacity.min(65535) as u16, &mut self.out);
+        w.connack(
+            false,
+            0,
+            self.listener.link_capacity.min(65535) as u16,
+            &mut self.out,
+        );
         tracing::info!(conn = %self.id, peer = %self.peer, client = %self.client_id, version = c.version.as_str(), clean = c.clean, "MQTT client connected");
         self.w = Some(w);
         if let Some(k) = self.keep_alive {
@@ -363,7 +367,11 @@ impl MqttConnection {
                 return self.fail(0x93, "receive maximum exceeded", ctx);
             }
             if self.incoming.len() >= 2 * self.max_in_flight {
-                return self.fail(0x97, "too many QoS 1 messages awaiting acknowledgement", ctx);
+                return self.fail(
+                    0x97,
+                    "too many QoS 1 messages awaiting acknowledgement",
+                    ctx,
+                );
             }
         }
         let address: Arc<str> = Arc::from(p.topic.as_str());
@@ -548,7 +556,11 @@ impl MqttConnection {
     fn pump(&mut self) {
         while let Some((link, _)) = self.queue.front() {
             let link = *link;
-            let Some(sub) = self.links.get(&link).and_then(|f| self.subscriptions.get(f)) else {
+            let Some(sub) = self
+                .links
+                .get(&link)
+                .and_then(|f| self.subscriptions.get(f))
+            else {
                 self.queue.pop_front();
                 continue;
             };
@@ -625,7 +637,10 @@ impl MqttConnection {
         } else {
             DeliveryState::Rejected { error: None }
         };
-        let sub = self.links.get(&link).and_then(|f| self.subscriptions.get(f));
+        let sub = self
+            .links
+            .get(&link)
+            .and_then(|f| self.subscriptions.get(f));
         if let Some(s) = sub {
             s.counters.unsettled.fetch_sub(1, Relaxed);
             s.info.stats.outcome(Some(&state));
@@ -729,7 +744,9 @@ impl Actor for MqttConnection {
             }
             let _ = write.shutdown().await;
         });
-        ctx.add_stream(tokio_util::io::ReaderStream::with_capacity(read, READ_CHUNK));
+        ctx.add_stream(tokio_util::io::ReaderStream::with_capacity(
+            read, READ_CHUNK,
+        ));
         if let Some(deadline) = self.listener.handshake_timeout() {
             ctx.run_later(deadline, |act, ctx| {
                 if act.w.is_none() && !act.closing {

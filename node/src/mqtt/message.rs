@@ -165,7 +165,10 @@ mod tests {
         let view = MessageView::parse(m.clone()).unwrap();
         assert_eq!(view.to().unwrap(), Some("sensors/kitchen/temp"));
         assert_eq!(view.reply_to().unwrap(), Some("replies/1"));
-        assert_eq!(view.content_type().unwrap(), Some("application/octet-stream"));
+        assert_eq!(
+            view.content_type().unwrap(),
+            Some("application/octet-stream")
+        );
         assert_eq!(
             view.correlation_id().unwrap(),
             Some(MessageId::Binary(b"c-1"))

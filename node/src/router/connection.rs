@@ -1160,7 +1160,7 @@ pub(super) fn routed(
         reach: Reach::Tree,
         trace: None,
         joined: None,
-            outcome_sent: false,
+        outcome_sent: false,
     }
 }
 

@@ -114,10 +114,7 @@ impl FilterIndex {
             return Vec::new();
         }
         let e = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        e.keys()
-            .filter(|f| matches(f, address))
-            .cloned()
-            .collect()
+        e.keys().filter(|f| matches(f, address)).cloned().collect()
     }
 
     /// True if some known filter matches `address`.

@@ -52,8 +52,14 @@ use listener::{ListenerActor, StopAccepting};
 /// protocol than AMQP (MQTT): the connection id, the socket, the peer's
 /// address, the listener, the router, and the worker to run on.
 pub type Accept = Arc<
-    dyn Fn(ConnId, std::net::TcpStream, String, Arc<crate::config::ListenerConfig>, Arc<Shared>, &ArbiterHandle)
-        + Send
+    dyn Fn(
+            ConnId,
+            std::net::TcpStream,
+            String,
+            Arc<crate::config::ListenerConfig>,
+            Arc<Shared>,
+            &ArbiterHandle,
+        ) + Send
         + Sync,
 >;
 

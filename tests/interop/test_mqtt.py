@@ -1,0 +1,309 @@
+"""MQTT clients through real boted processes: paho-mqtt (3.1.1 and 5.0) and
+mosquitto_pub/mosquitto_sub (Debian mosquitto-clients), beside Python Proton
+AMQP clients, on one router and across a 3-router chain A-B-C."""
+
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from proton import Message
+from proton.utils import BlockingConnection
+
+from conftest import Router, wait_until
+
+MOSQ = shutil.which("mosquitto_pub") is not None
+
+
+class Client:
+    """A paho client run by its own network thread; what it receives is
+    kept in `messages` (topic, payload, properties)."""
+
+    def __init__(self, port, version=paho.MQTTv311, client_id="", will=None):
+        self.v5 = version == paho.MQTTv5
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=version)
+        self.messages = []
+        self.acked = set()
+        self.disconnect_reason = None
+        self.connected = threading.Event()
+        self.c.on_connect = lambda c, u, f, rc, p: self.connected.set()
+        self.c.on_message = lambda c, u, m: self.messages.append(
+            (m.topic, m.payload, getattr(m, "properties", None)))
+        self.c.on_publish = lambda c, u, mid, rc, p: self.acked.add(mid)
+        self.c.on_disconnect = self._disconnected
+        if will:
+            self.c.will_set(*will)
+        if self.v5:
+            self.c.connect("127.0.0.1", port, keepalive=30, clean_start=True)
+        else:
+            self.c.connect("127.0.0.1", port, keepalive=30)
+        self.c.loop_start()
+        assert self.connected.wait(10), "no CONNACK"
+
+    def _disconnected(self, c, u, flags, rc, props):
+        self.disconnect_reason = rc
+
+    def subscribe(self, topic, qos=1):
+        done = threading.Event()
+        self.c.on_subscribe = lambda c, u, mid, codes, p: done.set()
+        self.c.subscribe(topic, qos)
+        assert done.wait(10), "no SUBACK"
+
+    def publish(self, topic, payload, qos=1, props=None):
+        return self.c.publish(topic, payload, qos=qos, properties=props)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def wait_for_address(router, address, timeout=20):
+    """The router's state lists `address` among the remote consumers."""
+    wait_until(lambda: address in router.state().get("addresses", {}), timeout,
+               f"{address} to reach {router.name}")
+
+
+@pytest.fixture
+def one():
+    r = Router("Router.M", mqtt="max-message-size = 1048576")
+    yield r
+    assert r.stop() == 0, r.log()
+
+
+@pytest.fixture
+def chain():
+    a = Router("Router.A", inter_router=True, mqtt=True)
+    b = Router("Router.B", inter_router=True, connectors=[("to-a", a.inter_router_port, 1)],
+               mqtt=True)
+    c = Router("Router.C", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True)
+    routers = [a, b, c]
+    wait_until(lambda: all(len(r.state().get("routes", {})) == 2 for r in routers), 20,
+               "the chain to converge")
+    yield routers
+    for r in routers:
+        assert r.stop() == 0, r.log()
+
+
+def test_mqtt5_publish_reaches_a_proton_consumer_as_data_with_properties(one):
+    conn = BlockingConnection(one.url, timeout=10)
+    rcv = conn.create_receiver("sensors/kitchen/temp", credit=10)
+    pub = Client(one.mqtt_port, paho.MQTTv5)
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = "application/json"
+    props.ResponseTopic = "replies/kitchen"
+    props.CorrelationData = b"corr-1"
+    props.UserProperty = [("room", "kitchen"), ("unit", "C")]
+    info = pub.publish("sensors/kitchen/temp", b'{"t": 21.5}', qos=1, props=props)
+    m = rcv.receive(timeout=10)
+    rcv.accept()
+    assert m.body == b'{"t": 21.5}'
+    assert m.address == "sensors/kitchen/temp"
+    assert m.content_type == "application/json"
+    assert m.reply_to == "replies/kitchen"
+    assert bytes(m.correlation_id) == b"corr-1"
+    assert m.properties == {"room": "kitchen", "unit": "C"}
+    # (Proton's blocking API sends the disposition while it waits.)
+    conn.wait(lambda: info.mid in pub.acked, timeout=10, msg="the PUBACK")
+    pub.close()
+    conn.close()
+
+
+def test_amqp_sender_reaches_mqtt_subscribers_exact_and_wildcard(one):
+    exact = Client(one.mqtt_port, paho.MQTTv5)
+    exact.subscribe("plant/line1/speed", 1)
+    wild = Client(one.mqtt_port)
+    wild.subscribe("plant/+/speed", 1)
+    conn = BlockingConnection(one.url, timeout=10)
+    snd = conn.create_sender("plant/line1/speed")
+    m = Message(body=b"42", address="plant/line1/speed", content_type="text/plain",
+                correlation_id=b"c-7", reply_to="plant/replies", properties={"k": "v"})
+    snd.send(m)  # blocks until settled: accepted
+    wait_until(lambda: exact.messages and wild.messages, 10, "both subscribers")
+    topic, payload, props = exact.messages[0]
+    assert (topic, payload) == ("plant/line1/speed", b"42")
+    assert props.ContentType == "text/plain"
+    assert props.CorrelationData == b"c-7"
+    assert props.ResponseTopic == "plant/replies"
+    assert props.UserProperty == [("k", "v")]
+    assert wild.messages[0][:2] == ("plant/line1/speed", b"42")
+    # AMQP's dotted addresses match the same filter.
+    snd2 = conn.create_sender("plant.line2.speed")
+    snd2.send(Message(body=b"7", address="plant.line2.speed"))
+    wait_until(lambda: len(wild.messages) == 2, 10, "the dotted address")
+    assert wild.messages[1][:2] == ("plant.line2.speed", b"7")
+    assert len(exact.messages) == 1
+    conn.close()
+    exact.close()
+    wild.close()
+
+
+@pytest.mark.skipif(not MOSQ, reason="mosquitto-clients not installed")
+def test_mosquitto_clients_across_the_chain_and_paho_back(chain):
+    a, b, c = chain
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(c.mqtt_port), "-t", "mesh/#",
+         "-q", "1", "-C", "3", "-v", "-V", "mqttv5"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for_address(a, "mesh/#")
+        for i in range(3):
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(a.mqtt_port),
+                            "-t", f"mesh/dev{i}/state", "-m", f"on{i}", "-q", "1"],
+                           check=True, timeout=10)
+        out, _ = sub.communicate(timeout=15)
+    finally:
+        sub.kill()
+    assert out.splitlines() == [f"mesh/dev{i}/state on{i}" for i in range(3)]
+    # And back: a paho subscriber on A, a paho publisher on C.
+    back = Client(a.mqtt_port)
+    back.subscribe("reply/+", 1)
+    wait_for_address(c, "reply/+")
+    p = Client(c.mqtt_port, paho.MQTTv5)
+    p.publish("reply/1", b"pong", qos=1).wait_for_publish(10)
+    wait_until(lambda: back.messages, 10, "the message from C")
+    assert back.messages[0][:2] == ("reply/1", b"pong")
+    back.close()
+    p.close()
+
+
+def test_qos1_is_not_acknowledged_until_a_consumer_accepts(one):
+    pub = Client(one.mqtt_port)
+    info = pub.publish("orders/new", b"order-1", qos=1)
+    time.sleep(1.5)  # no consumer: released, retried, never acknowledged
+    assert info.mid not in pub.acked
+    conn = BlockingConnection(one.url, timeout=10)
+    rcv = conn.create_receiver("orders/new", credit=1)
+    m = rcv.receive(timeout=10)
+    assert m.body == b"order-1"
+    assert info.mid not in pub.acked  # not before the consumer settles
+    rcv.accept()
+    conn.wait(lambda: info.mid in pub.acked, timeout=10, msg="the PUBACK after accepted")
+    conn.close()
+    pub.close()
+
+
+def test_mqtt_subscriber_settles_amqp_delivery_and_a_gone_one_gets_modified(one):
+    sub = Client(one.mqtt_port)
+    sub.subscribe("jobs", 1)
+    conn = BlockingConnection(one.url, timeout=10)
+    snd = conn.create_sender("jobs")
+    snd.send(Message(body=b"j1"))  # accepted by the subscriber's PUBACK
+    wait_until(lambda: sub.messages, 10, "the job")
+    sub.close()
+    conn.close()
+
+
+@pytest.mark.skipif(not MOSQ, reason="mosquitto-clients not installed")
+def test_will_is_published_when_a_client_is_killed(one):
+    watcher = Client(one.mqtt_port)
+    watcher.subscribe("status/+", 1)
+    dev = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(one.mqtt_port), "-t", "nothing",
+         "--will-topic", "status/dev1", "--will-payload", "offline", "--will-qos", "1",
+         "-i", "dev1"], stdout=subprocess.DEVNULL)
+    wait_until(lambda: "client=dev1" in one.log(), 10, "dev1 to connect")
+    time.sleep(0.2)
+    assert watcher.messages == []
+    dev.kill()
+    dev.wait()
+    wait_until(lambda: watcher.messages, 10, "the will")
+    assert watcher.messages[0][:2] == ("status/dev1", b"offline")
+    # A clean DISCONNECT publishes no will.
+    polite = Client(one.mqtt_port, client_id="dev2", will=("status/dev2", b"offline", 1))
+    polite.close()
+    time.sleep(0.5)
+    assert [m[0] for m in watcher.messages] == ["status/dev1"]
+    watcher.close()
+
+
+def raw(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return s
+
+
+def connect_packet(client_id, level=5):
+    cid = client_id.encode()
+    vh = b"\x00\x04MQTT" + bytes([level, 0x02]) + struct.pack(">H", 30)
+    if level == 5:
+        vh += b"\x00"  # no properties
+    body = vh + struct.pack(">H", len(cid)) + cid
+    return bytes([0x10, len(body)]) + body
+
+
+def read_all(s):
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                return data, True
+            data += chunk
+    except socket.timeout:
+        return data, False
+
+
+def test_bad_input_gets_the_spec_error_and_others_carry_on(one):
+    watcher = Client(one.mqtt_port)
+    watcher.subscribe("ok/#", 1)
+    # Not CONNECT first: closed.
+    s = raw(one.mqtt_port)
+    s.sendall(b"\x30\x05\x00\x01xyz")
+    data, closed = read_all(s)
+    assert closed and data == b""
+    # Garbage remaining length: closed.
+    s = raw(one.mqtt_port)
+    s.sendall(b"\x10\xff\xff\xff\xff\xff")
+    data, closed = read_all(s)
+    assert closed
+    # 5.0, QoS 2 PUBLISH: DISCONNECT 0x9B, closed.
+    s = raw(one.mqtt_port)
+    s.sendall(connect_packet("q2"))
+    time.sleep(0.2)
+    topic = b"ok/x"
+    body = struct.pack(">H", len(topic)) + topic + b"\x00\x01" + b"\x00" + b"x"
+    s.sendall(bytes([0x34, len(body)]) + body)
+    data, closed = read_all(s)
+    assert data[:2] == b"\x20\x00" or data[0] == 0x20  # CONNACK first
+    assert b"\xe0" in data and data[data.index(b"\xe0") + 2] == 0x9B
+    assert closed
+    # Oversized (max-message-size is 1 MiB here): DISCONNECT 0x95.
+    big = Client(one.mqtt_port, paho.MQTTv5)
+    big.publish("ok/big", b"x" * (2 * 1024 * 1024), qos=0)
+    wait_until(lambda: big.disconnect_reason is not None, 10, "the disconnect")
+    assert int(big.disconnect_reason.value) == 0x95
+    big.c.loop_stop()
+    # A wildcard in a PUBLISH topic: 3.1.1 just closes.
+    s = raw(one.mqtt_port)
+    s.sendall(connect_packet("wild", level=4))
+    topic = b"ok/+"
+    body = struct.pack(">H", len(topic)) + topic + b"x"
+    s.sendall(bytes([0x30, len(body)]) + body)
+    data, closed = read_all(s)
+    assert data == b"\x20\x02\x00\x00" and closed  # CONNACK, then closed
+    # Nothing else was affected.
+    good = Client(one.mqtt_port)
+    good.publish("ok/fine", b"fine", qos=1).wait_for_publish(10)
+    wait_until(lambda: watcher.messages, 10, "the good message")
+    assert [m[:2] for m in watcher.messages] == [("ok/fine", b"fine")]
+    good.close()
+    watcher.close()
+
+
+def test_mqtt_connections_show_in_management_with_their_protocol(one):
+    import json
+    import urllib.request
+    c = Client(one.mqtt_port, client_id="meter-7")
+    c.subscribe("m/#", 1)
+    with urllib.request.urlopen(one.http_url + "/api/v1/connections", timeout=5) as r:
+        rows = json.load(r)
+    rows = rows.get("results", rows) if isinstance(rows, dict) else rows
+    text = json.dumps(rows)
+    assert "meter-7" in text and "mqtt" in text
+    c.close()
