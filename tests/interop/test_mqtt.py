@@ -13,7 +13,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from proton import Message
+from proton import Disposition, Message
 from proton.utils import BlockingConnection
 
 from conftest import Router, wait_until
@@ -307,3 +307,104 @@ def test_mqtt_connections_show_in_management_with_their_protocol(one):
     text = json.dumps(rows)
     assert "meter-7" in text and "mqtt" in text
     c.close()
+
+
+def test_retained_message_reaches_a_late_subscriber_on_another_router(chain):
+    a, b, c = chain
+    # Every router's retained store listens on _mqtt/retain.
+    wait_until(lambda: len(a.state().get("addresses", {}).get("_mqtt/retain", [])) == 2, 20,
+               "A to see the retained stores of B and C")
+    pub = Client(a.mqtt_port)
+    pub.c.publish("home/door", b"locked", qos=1, retain=True).wait_for_publish(10)
+    pub.c.publish("home/window", b"open", qos=0, retain=True)
+    # An AMQP client retains a message the same way.
+    conn = BlockingConnection(a.url, timeout=10)
+    conn.create_sender("_mqtt/retain").send(Message(body=b"on", address="home/light"))
+    conn.close()
+    late = Client(c.mqtt_port, paho.MQTTv5)
+    time.sleep(0.5)
+    late.subscribe("home/#", 1)
+    wait_until(lambda: len(late.messages) == 3, 10, "the retained messages")
+    assert sorted(m[:2] for m in late.messages) == [
+        ("home/door", b"locked"), ("home/light", b"on"), ("home/window", b"open")]
+    # Cleared by an empty retained publish.
+    pub.c.publish("home/door", b"", qos=1, retain=True).wait_for_publish(10)
+    time.sleep(0.5)
+    later = Client(b.mqtt_port)
+    later.subscribe("home/door", 1)
+    time.sleep(0.5)
+    assert later.messages == []
+    # A live subscriber gets new messages as usual.
+    pub.c.publish("home/door", b"unlocked", qos=1).wait_for_publish(10)
+    wait_until(lambda: later.messages, 10, "the live message")
+    assert later.messages[0][:2] == ("home/door", b"unlocked")
+    for cl in (pub, late, later):
+        cl.close()
+
+
+def test_persistent_session_queues_qos1_while_away_and_resumes():
+    r = Router("Router.S", mqtt="mqtt-session-max-messages = 3")
+    try:
+        s = Client(r.mqtt_port, client_id="s1")
+        s.c.disconnect()
+        s.c.loop_stop()
+        s = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="s1", clean_session=False)
+        got, present = [], []
+        s.on_connect = lambda c, u, f, rc, p: present.append(f.session_present)
+        s.on_message = lambda c, u, m: got.append(m.payload)
+        s.connect("127.0.0.1", r.mqtt_port)
+        s.loop_start()
+        wait_until(lambda: present, 10, "CONNACK")
+        assert present == [False]
+        done = threading.Event()
+        s.on_subscribe = lambda *a: done.set()
+        s.subscribe("inbox/s1", 1)
+        assert done.wait(10)
+        s.disconnect()
+        s.loop_stop()
+        # Away: three QoS 1 messages queue, a fourth goes back released.
+        conn = BlockingConnection(r.url, timeout=10)
+        snd = conn.create_sender("inbox/s1")
+        from proton.utils import SendException
+        results = []
+
+        def send(i):
+            try:
+                snd.send(Message(body=f"m{i}".encode()), timeout=3)
+                results.append((i, "accepted"))
+            except SendException as e:
+                results.append((i, "released" if e.state == Disposition.RELEASED else str(e)))
+            except Exception as e:  # timeout: still waiting for the client
+                results.append((i, type(e).__name__))
+        for i in range(4):
+            send(i)
+        assert [x[1] for x in results] == ["Timeout"] * 3 + ["released"], results
+        # Back: session present, the queued messages delivered.
+        s2 = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="s1", clean_session=False)
+        present2 = []
+        s2.on_connect = lambda c, u, f, rc, p: present2.append(f.session_present)
+        s2.on_message = lambda c, u, m: got.append(m.payload)
+        s2.connect("127.0.0.1", r.mqtt_port)
+        s2.loop_start()
+        wait_until(lambda: present2, 10, "CONNACK")
+        assert present2 == [True]
+        wait_until(lambda: len(got) >= 3, 10, "the queued messages")
+        assert got[:3] == [b"m0", b"m1", b"m2"]
+        # A clean session with the same id ends the old one.
+        s2.disconnect()
+        s2.loop_stop()
+        s3 = Client(r.mqtt_port, client_id="s1")
+        assert s3.connected.is_set()
+        s3.close()
+        conn.close()
+    finally:
+        assert r.stop() == 0, r.log()
+
+
+def test_second_connection_with_the_same_client_id_takes_over(one):
+    first = Client(one.mqtt_port, paho.MQTTv5, client_id="twin")
+    second = Client(one.mqtt_port, paho.MQTTv5, client_id="twin")
+    wait_until(lambda: first.disconnect_reason is not None, 10, "the first to be closed")
+    assert int(first.disconnect_reason.value) == 0x8E
+    first.c.loop_stop()
+    second.close()

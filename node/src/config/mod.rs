@@ -409,6 +409,17 @@ pub struct ListenerConfig {
     /// `link-capacity` (QoS 1 messages in flight each way) and
     /// `handshake-timeout-ms` (CONNECT deadline).
     pub protocol: Protocol,
+    /// MQTT: how long a persistent session (3.1.1 clean-session 0; 5.0 a
+    /// session expiry interval, capped by this) outlives its connection, in
+    /// seconds. Default 3600.
+    pub mqtt_session_expiry_secs: u32,
+    /// MQTT: QoS 1 messages a session queues while its client is away (or
+    /// waiting for the client's receive maximum); past it (or past
+    /// `mqtt-session-max-bytes`) a message is given back `released`.
+    /// Default 1000.
+    pub mqtt_session_max_messages: u32,
+    /// MQTT: bytes of queued messages per session. Default 4194304 (4 MiB).
+    pub mqtt_session_max_bytes: u64,
 }
 
 /// The protocol a listener's clients speak.
@@ -446,6 +457,9 @@ impl Default for ListenerConfig {
             handshake_timeout_ms: 5000,
             backlog: 4096,
             protocol: Protocol::Amqp,
+            mqtt_session_expiry_secs: 3600,
+            mqtt_session_max_messages: 1000,
+            mqtt_session_max_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -18,6 +18,7 @@
 pub mod codec;
 pub mod connection;
 pub mod message;
+pub mod retain;
 
 use std::sync::Arc;
 
@@ -32,5 +33,8 @@ pub fn protocols() -> Protocols {
             connection::MqttConnection::accepted(id, socket, peer, listener, shared)
         });
     });
-    Protocols { mqtt: Some(accept) }
+    Protocols {
+        mqtt: Some(accept),
+        mqtt_started: Some(Arc::new(retain::start)),
+    }
 }

@@ -1251,7 +1251,9 @@ impl Directory {
     fn distribution(&self, address: &str) -> Distribution {
         match self.table().lookup(address) {
             Distribution::Unavailable => Distribution::Unavailable,
-            _ if super::filter::is_filter(address) => Distribution::Multicast,
+            _ if super::filter::is_filter(address) || address == super::filter::RETAIN_ADDRESS => {
+                Distribution::Multicast
+            }
             d => d,
         }
     }

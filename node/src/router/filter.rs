@@ -33,6 +33,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::delivery::{Fanout, RoutedDelivery};
 
+/// The address MQTT's retained messages travel on to every router with an
+/// MQTT listener (`mqtt::retain`): multicast, and matched by no filter.
+pub const RETAIN_ADDRESS: &str = "_mqtt/retain";
+
 /// True if `address` holds a wildcard level (`+` or `#`): it is a
 /// subscription filter, not a topic.
 pub fn is_filter(address: &str) -> bool {
@@ -63,7 +67,10 @@ pub fn valid_filter(filter: &str) -> bool {
 
 /// True if `filter` matches `address` (levels split on `/` or `.`).
 pub fn matches(filter: &str, address: &str) -> bool {
-    if address.starts_with("_topo/") || address.starts_with("_edge/") {
+    if address.starts_with("_topo/")
+        || address.starts_with("_edge/")
+        || address.starts_with("_mqtt/")
+    {
         return false;
     }
     if address.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {

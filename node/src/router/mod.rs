@@ -63,11 +63,17 @@ pub type Accept = Arc<
         + Sync,
 >;
 
+/// Run once when the router has started.
+pub type Started = Arc<dyn Fn(&Arc<Shared>) + Send + Sync>;
+
 /// The protocols besides AMQP this router serves (set by `boted`; a router
 /// started without them refuses a listener that needs one).
 #[derive(Clone, Default)]
 pub struct Protocols {
     pub mqtt: Option<Accept>,
+    /// Run once when a router with an MQTT listener has started (its
+    /// router-wide MQTT state: retained messages).
+    pub mqtt_started: Option<Started>,
 }
 
 /// What every actor of the router shares.
@@ -101,7 +107,19 @@ pub struct Shared {
     /// Clients of protocols with a client identifier (MQTT), by it: a
     /// second connection with the same id takes over (the first is sent
     /// `Shutdown`).
-    pub client_ids: DashMap<String, (ConnId, Recipient<Shutdown>)>,
+    pub client_ids: DashMap<String, ClientEntry>,
+    /// Router-wide state of another protocol (MQTT's retained messages),
+    /// set once by it.
+    pub protocol_state: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// A client known by its client identifier (MQTT): its connection or
+/// session, to close it, and the protocol's own handle on it.
+pub struct ClientEntry {
+    pub conn: ConnId,
+    pub shutdown: Recipient<Shutdown>,
+    /// The protocol's handle (MQTT: the session actor's address).
+    pub session: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -384,6 +402,7 @@ impl Router {
             state_writer: OnceLock::new(),
             heap: memory::HeapTrimmer::default(),
             client_ids: DashMap::new(),
+            protocol_state: OnceLock::new(),
         });
         {
             let shared = Arc::downgrade(&shared);
@@ -457,6 +476,14 @@ impl Router {
                 .filter(|c| c.role == Role::InterRouter)
                 .cloned()
                 .collect();
+        }
+        if config
+            .listeners
+            .iter()
+            .any(|l| l.protocol == crate::config::Protocol::Mqtt)
+            && let Some(start) = &protocols.mqtt_started
+        {
+            start(&shared);
         }
         let management_arbiter = Arbiter::new();
         let management = management::start(shared.clone(), &management_arbiter.handle());
