@@ -296,16 +296,25 @@ def test_bad_input_gets_the_spec_error_and_others_carry_on(one):
     watcher.close()
 
 
-def test_mqtt_connections_show_in_management_with_their_protocol(one):
+def test_mqtt_connections_show_in_botectl_stat_and_metrics(one):
     import json
     import urllib.request
+    from test_botectl import botectl, table
     c = Client(one.mqtt_port, client_id="meter-7")
     c.subscribe("m/#", 1)
-    with urllib.request.urlopen(one.http_url + "/api/v1/connections", timeout=5) as r:
-        rows = json.load(r)
-    rows = rows.get("results", rows) if isinstance(rows, dict) else rows
-    text = json.dumps(rows)
-    assert "meter-7" in text and "mqtt" in text
+    c.publish("m/1", b"x", qos=1).wait_for_publish(10)
+    rows = table(botectl("stat", "-b", f"127.0.0.1:{one.port}", "-c").stdout)
+    mine = [r for r in rows if r.get("container") == "meter-7"]
+    assert len(mine) == 1 and mine[0]["proto"] == "mqtt", rows
+    links = json.loads(botectl("stat", "-b", f"127.0.0.1:{one.port}", "-l", "--json").stdout)
+    assert "m/#" in json.dumps(links)
+    with urllib.request.urlopen(one.http_url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    metrics = dict(l.rsplit(" ", 1) for l in text.splitlines() if l.startswith("bote_mqtt"))
+    assert int(metrics["bote_mqtt_connections_total"]) >= 1
+    assert int(metrics["bote_mqtt_sessions"]) == 1
+    assert int(metrics["bote_mqtt_publish_received_total"]) == 1
+    assert int(metrics["bote_mqtt_publish_sent_total"]) == 1
     c.close()
 
 
