@@ -417,3 +417,83 @@ def test_second_connection_with_the_same_client_id_takes_over(one):
     assert int(first.disconnect_reason.value) == 0x8E
     first.c.loop_stop()
     second.close()
+
+
+def test_mqtt5_request_is_answered_by_an_amqp_responder_through_reply_to(chain):
+    a, b, c = chain
+    requester = Client(a.mqtt_port, paho.MQTTv5, client_id="requester")
+    requester.subscribe("replies/requester", 1)
+    conn = BlockingConnection(c.url, timeout=10)
+    service = conn.create_receiver("service/echo", credit=10)
+    replies = conn.create_sender(None)  # anonymous: each reply's `to`
+    wait_for_address(a, "service/echo")
+    wait_for_address(c, "replies/requester")
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "replies/requester"
+    props.CorrelationData = b"req-42"
+    requester.publish("service/echo", b"ping", qos=1, props=props)
+    req = service.receive(timeout=10)
+    service.accept()
+    assert req.reply_to == "replies/requester", req
+    replies.send(Message(address=req.reply_to, body=bytes(req.body).upper(),
+                         # (Proton hands a binary id over as a memoryview)
+                         correlation_id=bytes(req.correlation_id)))
+    wait_until(lambda: requester.messages, 10, "the reply")
+    topic, payload, rprops = requester.messages[0]
+    assert (topic, payload, rprops.CorrelationData) == ("replies/requester", b"PING", b"req-42")
+    conn.close()
+    requester.close()
+
+
+def test_an_amqp_receiver_on_a_filter_gets_matching_mqtt_and_amqp_messages(chain):
+    a, b, c = chain
+    conn = BlockingConnection(c.url, timeout=10)
+    rcv = conn.create_receiver("fleet/+/position", credit=10)
+    wait_for_address(a, "fleet/+/position")
+    pub = Client(a.mqtt_port)
+    info = pub.publish("fleet/truck1/position", b"1,2", qos=1)
+    got = []
+    m = rcv.receive(timeout=10)
+    rcv.accept()
+    got.append((m.address, bytes(m.body)))
+    conn.wait(lambda: info.mid in pub.acked, timeout=10, msg="the PUBACK")
+    # An AMQP sender's dotted address matches too (sent from a thread: each
+    # blocking connection does its I/O only while it is called).
+    amqp = BlockingConnection(a.url, timeout=10)
+    snd = amqp.create_sender("fleet.truck2.position")
+    result = []
+    t = threading.Thread(target=lambda: result.append(
+        snd.send(Message(address="fleet.truck2.position", body=b"3,4")).remote_state))
+    t.start()
+    m = rcv.receive(timeout=10)
+    rcv.accept()
+    got.append((m.address, bytes(m.body)))
+    conn.wait(lambda: bool(result), timeout=10, msg="the sender's outcome")
+    t.join()
+    assert result == [Disposition.ACCEPTED]
+    assert sorted(got) == [("fleet.truck2.position", b"3,4"), ("fleet/truck1/position", b"1,2")]
+    amqp.close()
+    conn.close()
+    pub.close()
+
+
+def test_a_connect_flood_is_cut_at_the_handshake_deadline_and_clients_are_served():
+    r = Router("Router.F", mqtt="handshake-timeout-ms = 1000")
+    try:
+        idle = [raw(r.mqtt_port) for _ in range(300)]
+        # Half-sent CONNECTs too.
+        for s in idle[:100]:
+            s.sendall(b"\x10\x20\x00\x04MQ")
+        good = Client(r.mqtt_port)
+        good.subscribe("f/x", 1)
+        good.publish("f/x", b"served", qos=1).wait_for_publish(10)
+        wait_until(lambda: good.messages, 10, "the message")
+        # Every idle connection is closed by the router (no CONNECT in time).
+        deadline = time.time() + 10
+        for s in idle:
+            s.settimeout(max(0.1, deadline - time.time()))
+            assert s.recv(16) == b""
+            s.close()
+        good.close()
+    finally:
+        assert r.stop() == 0, r.log()

@@ -1191,6 +1191,12 @@ impl AddressRegistry {
         super::filter::split(&self.directory.filters, d)
     }
 
+    /// True if some subscription filter has consumers in the mesh (one
+    /// atomic load: while none has, [`Self::split`] need not be called).
+    pub fn has_filters(&self) -> bool {
+        self.directory.filters.any()
+    }
+
     /// The address table in force.
     pub fn table(&self) -> Arc<crate::config::address::AddressTable> {
         self.directory.table()

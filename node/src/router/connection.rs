@@ -666,6 +666,10 @@ impl ConnectionActor {
     /// for each subscription filter its address matches
     /// ([`super::filter`]).
     fn queue_ingress(&mut self, actor: &Addr<AddressActor>, delivery: RoutedDelivery) {
+        if !self.shared.addresses.has_filters() {
+            queue_forward(&mut self.forwards, actor, delivery);
+            return;
+        }
         let mut parts = self.shared.addresses.split(delivery).into_iter();
         if let Some(d) = parts.next() {
             queue_forward(&mut self.forwards, actor, d);

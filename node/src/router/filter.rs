@@ -115,6 +115,11 @@ impl FilterIndex {
         (before.0 || before.1) != (after.0 || after.1)
     }
 
+    /// True if some filter is known (one atomic load).
+    pub fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
     /// The known filters that match `address`.
     pub fn matching(&self, address: &str) -> Vec<Arc<str>> {
         if !self.any.load(Ordering::Acquire) {
@@ -139,7 +144,7 @@ impl FilterIndex {
 /// from neighbours, deliveries to a filter, and deliveries when no filter
 /// matches pass unchanged.
 pub fn split(index: &FilterIndex, mut d: RoutedDelivery) -> Vec<RoutedDelivery> {
-    if !d.visited.is_empty() || is_filter(&d.address) {
+    if !index.any() || !d.visited.is_empty() || is_filter(&d.address) {
         return vec![d];
     }
     let filters = index.matching(&d.address);
