@@ -599,3 +599,108 @@ impl Writer {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(level: u8) -> BytesMut {
+        let mut b = BytesMut::new();
+        match level {
+            4 => v4::Packet::Connect(v4::Connect::new("c1"))
+                .write(&mut b, usize::MAX)
+                .map(|_| ())
+                .unwrap(),
+            _ => v5::Packet::Connect(
+                v5::Connect {
+                    keep_alive: 30,
+                    client_id: "c1".into(),
+                    clean_start: false,
+                    properties: Some(v5::ConnectProperties {
+                        session_expiry_interval: Some(60),
+                        receive_maximum: Some(5),
+                        ..v5::ConnectProperties::new()
+                    }),
+                },
+                None,
+                None,
+            )
+            .write(&mut b, None)
+            .map(|_| ())
+            .unwrap(),
+        }
+        b
+    }
+
+    #[test]
+    fn the_connect_level_picks_the_codec() {
+        let mut b = connect(4);
+        let Some(Inbound::Connect(c)) = read(&mut b, None, 1024).unwrap() else {
+            panic!("not a connect")
+        };
+        assert_eq!((c.version, c.client_id.as_str()), (Version::V311, "c1"));
+        let mut b = connect(5);
+        let Some(Inbound::Connect(c)) = read(&mut b, None, 1024).unwrap() else {
+            panic!("not a connect")
+        };
+        assert_eq!(c.version, Version::V5);
+        assert_eq!((c.session_expiry, c.receive_maximum), (60, Some(5)));
+        assert!(!c.clean);
+    }
+
+    #[test]
+    fn partial_packets_wait_and_bad_ones_are_named() {
+        let full = connect(4);
+        let mut part = BytesMut::from(&full[..full.len() - 1]);
+        assert!(read(&mut part, None, 1024).unwrap().is_none());
+        let mut publish = BytesMut::from(&b"\x30\x03\x00\x01a"[..]);
+        assert!(matches!(
+            read(&mut publish, None, 1024),
+            Err(ReadError::NotConnect)
+        ));
+        let mut level3 = BytesMut::from(&b"\x10\x0c\x00\x06MQIsdp\x03\x02\x00\x1e"[..]);
+        assert!(matches!(
+            read(&mut level3, None, 1024),
+            Err(ReadError::UnsupportedLevel(3))
+        ));
+        let mut big = BytesMut::from(&b"\x30\xff\xff\x03"[..]);
+        assert!(matches!(
+            read(&mut big, Some(Version::V311), 1024),
+            Err(ReadError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn a_v5_disconnect_without_reason_code_is_read() {
+        let mut b = BytesMut::from(&b"\xe0\x00"[..]);
+        assert!(matches!(
+            read(&mut b, Some(Version::V5), 1024).unwrap(),
+            Some(Inbound::Disconnect { reason: 0 })
+        ));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_publish_written_for_each_version_reads_back() {
+        for version in [Version::V311, Version::V5] {
+            let p = Publish {
+                topic: "a/b".into(),
+                payload: Bytes::from_static(b"payload"),
+                qos: 1,
+                retain: false,
+                dup: true,
+                pkid: 9,
+                properties: Properties {
+                    content_type: (version == Version::V5).then(|| "text/plain".into()),
+                    ..Properties::default()
+                },
+            };
+            let mut out = BytesMut::new();
+            Writer { version }.publish(p.clone(), &mut out);
+            let Some(Inbound::Publish(back)) = read(&mut out, Some(version), 1024).unwrap() else {
+                panic!("not a publish")
+            };
+            assert_eq!(back, p);
+        }
+    }
+}
