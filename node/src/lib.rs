@@ -15,6 +15,7 @@ pub mod http;
 pub mod management;
 pub mod mesh;
 pub mod model;
+pub mod mqtt;
 pub mod router;
 pub mod state;
 pub mod telemetry;

@@ -296,6 +296,8 @@ pub struct ConnectionInfo {
     pub host: String,
     /// `normal` (a client listener).
     pub role: &'static str,
+    /// `amqp` or `mqtt`.
+    pub protocol: &'static str,
     /// `in`: the peer connected to the router.
     pub dir: &'static str,
     /// The peer's container id, once its open arrived.
@@ -336,6 +338,7 @@ impl ConnectionInfo {
             id,
             host,
             role: "normal",
+            protocol: "amqp",
             dir: "in",
             container: OnceLock::new(),
             sasl: OnceLock::new(),

@@ -44,6 +44,8 @@ pub struct ListenerState {
     pub role: Role,
     /// The address it is bound to (the port the OS chose for port 0).
     pub bound: SocketAddr,
+    /// The protocol its clients speak (written to the file only for MQTT).
+    pub protocol: crate::config::Protocol,
 }
 
 /// This router's route to another router of the mesh.
@@ -79,16 +81,22 @@ impl RouterState {
     pub fn to_json(&self) -> Value {
         json!({
             "router": self.router,
-            "listeners": self.listeners.iter().map(|l| json!({
-                "role": match l.role {
-                    Role::Normal => "normal",
-                    Role::InterRouter => "inter-router",
-                    Role::RouteContainer => "route-container",
-                    Role::Edge => "edge",
-                },
-                "host": l.bound.ip().to_string(),
-                "port": l.bound.port(),
-            })).collect::<Vec<_>>(),
+            "listeners": self.listeners.iter().map(|l| {
+                let mut j = json!({
+                    "role": match l.role {
+                        Role::Normal => "normal",
+                        Role::InterRouter => "inter-router",
+                        Role::RouteContainer => "route-container",
+                        Role::Edge => "edge",
+                    },
+                    "host": l.bound.ip().to_string(),
+                    "port": l.bound.port(),
+                });
+                if l.protocol != crate::config::Protocol::Amqp {
+                    j["protocol"] = json!(l.protocol.as_str());
+                }
+                j
+            }).collect::<Vec<_>>(),
             "routes": self.routes.iter().map(|(dest, r)| {
                 (dest.clone(), json!({"next_hop": r.next_hop, "cost": r.cost}))
             }).collect::<serde_json::Map<_, _>>(),
@@ -194,6 +202,7 @@ mod tests {
             listeners: vec![ListenerState {
                 role: Role::Normal,
                 bound: "127.0.0.1:40123".parse().unwrap(),
+                protocol: crate::config::Protocol::Amqp,
             }],
             ..RouterState::default()
         };

@@ -247,6 +247,11 @@ fn the_example_file_users_copy_parses() {
     assert_eq!(config.router.id, "Router.A");
     assert_eq!(config.listeners.len(), 3);
     assert_eq!(config.listeners[1].role, Role::InterRouter);
+    assert_eq!(
+        config.listeners[2].protocol,
+        bote_node::config::Protocol::Mqtt
+    );
+    assert_eq!(config.listeners[2].port, 1883);
     assert_eq!(config.connectors[0].name, "to-router-b");
     assert_eq!(config.addresses.lookup("closest.q"), Distribution::Closest);
     assert_eq!(

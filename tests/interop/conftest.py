@@ -66,7 +66,7 @@ class Router:
 
     def __init__(self, name, extra_listener="", addresses=DEFAULT_ADDRESSES, router_extra="",
                  inter_router=False, connectors=(), nofile=None, inter_router_extra="",
-                 connector_extra="", edge_listener=False, edge_connectors=()):
+                 connector_extra="", edge_listener=False, edge_connectors=(), mqtt=""):
         """`nofile` lowers the router's file descriptor limit
         (RLIMIT_NOFILE) to that many. `inter_router_extra` and
         `connector_extra` are lines added to the inter-router (and edge)
@@ -87,6 +87,10 @@ class Router:
                 f'[[listener]]\nhost = "127.0.0.1"\nport = 0\n{extra_listener}\n'
                 f"{addresses}\n"
             )
+            if mqtt is not None and mqtt is not False and mqtt != "":
+                # An MQTT listener; `mqtt` is extra keys for it (or True).
+                keys = "" if mqtt is True else mqtt
+                f.write(f'[[listener]]\nhost = "127.0.0.1"\nport = 0\nprotocol = "mqtt"\n{keys}\n')
             if inter_router:
                 f.write('[[listener]]\nhost = "127.0.0.1"\nport = 0\nrole = "inter-router"\n'
                         f"{inter_router_extra}\n")
@@ -133,6 +137,8 @@ class Router:
         self.port = ports["normal"]
         self.inter_router_port = ports.get("inter-router")
         self.edge_port = ports.get("edge")
+        self.mqtt_port = next((l["port"] for l in state["listeners"]
+                               if l.get("protocol") == "mqtt"), None)
         self.url = f"amqp://127.0.0.1:{self.port}"
         http = state.get("http")
         self.http_url = f"http://127.0.0.1:{http['port']}" if http else None

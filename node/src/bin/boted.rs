@@ -105,7 +105,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let result = async {
             let http = config.router.http_address();
             let metrics_max_series = config.router.metrics_max_series;
-            let mut router = Router::start(config).await?;
+            let mut router = Router::start_with(config, bote_node::mqtt::protocols()).await?;
             if let Some(address) = http {
                 match bote_node::http::start(&router, address, metrics_max_series).await {
                     Ok(bound) => tracing::info!("http api on http://{bound}"),

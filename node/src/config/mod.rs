@@ -549,6 +549,42 @@ pub struct ListenerConfig {
     /// `tls-ca-file` (mutual TLS). Default false.
     #[serde(alias = "requireClientCert")]
     pub require_client_cert: bool,
+    /// `amqp` (default) or `mqtt`: the protocol its clients speak. An MQTT
+    /// listener (port 1883 in the examples) serves MQTT 3.1.1 and 5.0
+    /// clients through the same addresses and mesh (`mqtt` module); of the
+    /// keys above it uses `max-message-size` (largest packet),
+    /// `link-capacity` (QoS 1 messages in flight each way) and
+    /// `handshake-timeout-ms` (CONNECT deadline).
+    pub protocol: Protocol,
+    /// MQTT: how long a persistent session (3.1.1 clean-session 0; 5.0 a
+    /// session expiry interval, capped by this) outlives its connection, in
+    /// seconds. Default 3600.
+    pub mqtt_session_expiry_secs: u32,
+    /// MQTT: QoS 1 messages a session queues while its client is away (or
+    /// waiting for the client's receive maximum); past it (or past
+    /// `mqtt-session-max-bytes`) a message is given back `released`.
+    /// Default 1000.
+    pub mqtt_session_max_messages: u32,
+    /// MQTT: bytes of queued messages per session. Default 4194304 (4 MiB).
+    pub mqtt_session_max_bytes: u64,
+}
+
+/// The protocol a listener's clients speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    #[default]
+    Amqp,
+    Mqtt,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Amqp => "amqp",
+            Protocol::Mqtt => "mqtt",
+        }
+    }
 }
 
 impl Default for ListenerConfig {
@@ -580,6 +616,10 @@ impl Default for ListenerConfig {
             tls_key_file: None,
             tls_ca_file: None,
             require_client_cert: false,
+            protocol: Protocol::Amqp,
+            mqtt_session_expiry_secs: 3600,
+            mqtt_session_max_messages: 1000,
+            mqtt_session_max_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -1066,6 +1106,27 @@ impl RawConfig {
             }
             if l.backlog == 0 {
                 return Err(Problem::new(p("backlog"), "must be at least 1"));
+            }
+            if l.protocol == Protocol::Mqtt && l.role != Role::Normal {
+                return Err(Problem::new(
+                    p("protocol"),
+                    "an MQTT listener serves clients: its role must be \"normal\"",
+                ));
+            }
+            if l.protocol == Protocol::Mqtt && l.tls_cert_file.is_some() {
+                return Err(Problem::new(
+                    p("tls-cert-file"),
+                    "MQTT over TLS is not supported yet: put the MQTT listener on plain TCP \
+                     (an edge router's TLS uplink can carry its traffic)",
+                ));
+            }
+            if l.protocol == Protocol::Mqtt && l.sasl_required() {
+                return Err(Problem::new(
+                    p("protocol"),
+                    "MQTT clients are not authenticated yet (CONNECT's user name and password \
+                     are not checked against users-file): an MQTT listener cannot require \
+                     authentication (authenticate-peer, or sasl-mechanisms without ANONYMOUS)",
+                ));
             }
             check_frame_size(l.max_frame_size, p("max-frame-size"))?;
             if l.link_capacity == 0 {

@@ -118,6 +118,10 @@ pub struct RoutedDelivery {
     /// Its spans, when the message is traced (`None` with tracing off or
     /// sampled out: no allocation).
     pub trace: Option<Box<MessageTrace>>,
+    /// Set on a delivery and its copies for the subscription filters its
+    /// address matched at its ingress router (`router::filter::split`):
+    /// they share one outcome, as multicast copies do.
+    pub joined: Option<Arc<Fanout>>,
     /// Its outcome has been sent home (see `Drop`).
     pub(crate) outcome_sent: bool,
 }
@@ -193,6 +197,35 @@ impl RoutedDelivery {
         }
     }
 
+    /// A copy of this delivery, which has not left its ingress router yet,
+    /// for `address` (a subscription filter it matches): same message,
+    /// origin and settlement, nothing of its routing so far.
+    pub fn ingress_copy(&self, address: Arc<str>) -> RoutedDelivery {
+        RoutedDelivery {
+            address,
+            message: self.message.clone(),
+            presettled: self.presettled,
+            priority: self.priority,
+            origin: self.origin.clone(),
+            fanout: None,
+            tried: Vec::new(),
+            released_by: Vec::new(),
+            // One more reader of the stream: its chunks wait for it too.
+            stream: self.stream.clone().inspect(|s| s.add_readers(1)),
+            visited: VisitedRouters::default(),
+            hops_left: self.hops_left,
+            remote_outstanding: None,
+            ingress_sequence: 0,
+            resend: false,
+            resent_from: None,
+            credited: false,
+            reach: Reach::Tree,
+            trace: None,
+            joined: None,
+            outcome_sent: false,
+        }
+    }
+
     /// The delivery ends here with no outcome of its own: a multicast
     /// original once its copies are made (they carry the outcome).
     pub fn consumed(mut self) {
@@ -220,6 +253,12 @@ impl RoutedDelivery {
         }
         if let Some(t) = &mut self.trace {
             t.settled(state.as_ref());
+        }
+        if self.fanout.is_none()
+            && let Some(joined) = self.joined.take()
+        {
+            joined.complete(&self.origin, state);
+            return None;
         }
         match self.fanout.take() {
             Some(fanout) => {

@@ -44,7 +44,7 @@ impl OutcomeBatch {
     /// Multicast copies share their credit with the outcome (the fan-out's,
     /// end to end); a delivery credited already says nothing more.
     pub fn credit(&mut self, d: &mut RoutedDelivery) {
-        if d.fanout.is_some() || d.credited || d.outcome_sent {
+        if d.fanout.is_some() || d.joined.is_some() || d.credited || d.outcome_sent {
             return;
         }
         d.credited = true;
@@ -112,6 +112,10 @@ pub struct Fanout {
     remaining: AtomicU32,
     presettled: bool,
     outcome: std::sync::Mutex<FanoutOutcome>,
+    /// The outcome this one is part of (a multicast delivery that is one of
+    /// the copies made for subscription filters at ingress): the aggregate
+    /// goes there instead of home.
+    parent: Option<Arc<Fanout>>,
 }
 
 struct FanoutOutcome {
@@ -126,7 +130,13 @@ impl Fanout {
     /// `copies` copies share the outcome; a presettled fan-out only
     /// replenishes the sender's credit once, when the last copy is sent.
     pub fn new(copies: u32, presettled: bool) -> Arc<Fanout> {
+        Self::under(copies, presettled, None)
+    }
+
+    /// Like [`Fanout::new`], its aggregate one outcome of `parent`'s.
+    pub fn under(copies: u32, presettled: bool, parent: Option<Arc<Fanout>>) -> Arc<Fanout> {
         Arc::new(Fanout {
+            parent,
             remaining: AtomicU32::new(copies),
             presettled,
             outcome: std::sync::Mutex::new(FanoutOutcome {
@@ -168,6 +178,11 @@ impl Fanout {
                 (false, Outcome::Accepted, _) => Some(DeliveryState::Accepted),
                 _ => Some(DeliveryState::Released),
             };
+            drop(o);
+            if let Some(parent) = &self.parent {
+                parent.complete(origin, state);
+                return;
+            }
             origin.conn.do_send(Returned {
                 outcomes: vec![(origin.key, state)],
                 moved: Vec::new(),

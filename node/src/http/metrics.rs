@@ -476,6 +476,48 @@ impl Collector for RouterCollector {
                 &cost,
             )?;
         }
+        if shared.protocol_state.get().is_some() {
+            // MQTT (a router with an MQTT listener): counters of the
+            // process, kept by the MQTT connections.
+            use std::sync::atomic::Ordering::Relaxed;
+            let c = &crate::mqtt::connection::COUNTERS;
+            counter(
+                &mut enc,
+                "bote_mqtt_connections_total",
+                "MQTT connections that sent CONNECT",
+                c.connections.load(Relaxed),
+            )?;
+            gauge(
+                &mut enc,
+                "bote_mqtt_sessions",
+                "MQTT sessions now (connected or persistent and waiting)",
+                c.sessions.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "bote_mqtt_publish_received_total",
+                "PUBLISH packets from MQTT clients routed",
+                c.publish_in.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "bote_mqtt_publish_sent_total",
+                "PUBLISH packets sent to MQTT subscribers",
+                c.publish_out.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "bote_mqtt_protocol_errors_total",
+                "MQTT connections closed for bad input",
+                c.protocol_errors.load(Relaxed),
+            )?;
+            gauge(
+                &mut enc,
+                "bote_mqtt_retained_messages",
+                "retained messages this router holds",
+                crate::mqtt::retain::state(shared).retained.len() as i64,
+            )?;
+        }
         Ok(())
     }
 }

@@ -884,6 +884,7 @@ impl PeerData {
             credited: false,
             reach,
             trace: message_trace,
+            joined: None,
             outcome_sent: false,
         };
         // Unsettled deliveries (and multicast copies) have an identity in
@@ -1030,6 +1031,7 @@ impl PeerData {
             credited: false,
             reach: Reach::Toward(Arc::from([self.own.clone()])),
             trace: delivery.trace.as_ref().map(|t| t.copy()),
+            joined: None,
             outcome_sent: false,
         };
         delivery.reach = Reach::Toward(others);
@@ -1454,6 +1456,7 @@ mod tests {
             credited: false,
             reach: Reach::Tree,
             trace: None,
+            joined: None,
             outcome_sent: false,
         }
     }

@@ -295,6 +295,9 @@ pub struct AddressActor {
     /// When the routes last changed (multicast copies name their
     /// destinations for a while after, see [`EXPLICIT_AFTER_ROUTES_CHANGE`]).
     routes_changed: Option<Instant>,
+    /// A subscription filter with consumers somewhere matches this address
+    /// (`router::filter`): its producers have a path through the filter.
+    filter_path: bool,
 }
 
 /// For this long after the routes change, the copies of a multicast
@@ -352,12 +355,39 @@ impl AddressActor {
             sequences: 0..0,
             tree_plan: None,
             routes_changed: None,
+            filter_path: false,
         }
     }
 
     /// A consumer exists here or on a reachable router of the mesh.
     fn has_path(&self) -> bool {
-        !self.consumers.is_empty() || !self.remote.is_empty()
+        !self.consumers.is_empty() || !self.remote.is_empty() || self.filter_path
+    }
+
+    /// Re-reads whether a known subscription filter matches the address;
+    /// tells the producers if that changed whether it has a path.
+    fn refresh_filters(&mut self) {
+        let had_path = self.has_path();
+        self.filter_path = !super::filter::is_filter(&self.address)
+            && self
+                .directory
+                .upgrade()
+                .is_some_and(|d| d.filters.any_match(&self.address));
+        if had_path != self.has_path() {
+            self.notify_producers();
+        }
+    }
+
+    /// The address is a subscription filter whose local consumers came or
+    /// went: the router's filter index says so, and the addresses it
+    /// matches hear of it.
+    fn local_filter_changed(&self, has_consumers: bool) {
+        if !super::filter::is_filter(&self.address) {
+            return;
+        }
+        if let Some(d) = self.directory.upgrade() {
+            d.filter_changed(&self.address, Some(has_consumers), None);
+        }
     }
 
     /// An edge router between uplinks (the active one dropped, the next
@@ -685,7 +715,7 @@ impl AddressActor {
                 f.add(copies as u32 - 1);
                 f
             }
-            None => Fanout::new(copies as u32, d.presettled),
+            None => Fanout::under(copies as u32, d.presettled, d.joined.take()),
         };
         if let Some(stream) = &d.stream {
             // Each copy reads it: its chunks stay until all have.
@@ -722,6 +752,7 @@ impl AddressActor {
             reach,
             // Sibling send spans under the one receive span.
             trace: d.trace.as_ref().map(|t| t.copy()),
+            joined: None,
             outcome_sent: false,
         };
         for (i, batch) in batches.iter_mut().enumerate().take(local) {
@@ -947,6 +978,7 @@ impl Actor for AddressActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.refresh_filters();
         self.refresh(ctx);
         self.maybe_reclaim(ctx);
     }
@@ -1008,6 +1040,7 @@ impl Handler<AttachConsumer> for AddressActor {
                 mesh.add_local_address(&self.address);
             }
             self.notify_producers();
+            self.local_filter_changed(true);
         }
     }
 }
@@ -1041,6 +1074,7 @@ impl Handler<DetachConsumer> for AddressActor {
                 mesh.remove_local_address(&self.address);
             }
             self.notify_producers();
+            self.local_filter_changed(false);
         }
         self.maybe_reclaim(ctx);
     }
@@ -1057,6 +1091,22 @@ impl Handler<MeshChanged> for AddressActor {
             .mesh_changes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.refresh(ctx);
+    }
+}
+
+/// The subscription filters known to the router changed: the actor
+/// re-reads whether one matches its address.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FiltersChanged;
+
+impl Handler<FiltersChanged> for AddressActor {
+    type Result = ();
+    fn handle(&mut self, _msg: FiltersChanged, _ctx: &mut Context<Self>) {
+        if self.count() {
+            return;
+        }
+        self.refresh_filters();
     }
 }
 
@@ -1110,6 +1160,8 @@ pub struct Directory {
     /// Addresses whose actor routes through the mesh (remote routers, or
     /// deliveries waiting for routes): a route change reaches these only.
     watchers: DashMap<Arc<str>, ()>,
+    /// The subscription filters with consumers in the mesh.
+    filters: super::filter::FilterIndex,
     /// [`RECLAIM_AFTER`], in milliseconds (tests may change it).
     reclaim_after_ms: std::sync::atomic::AtomicU64,
     me: std::sync::Weak<Directory>,
@@ -1139,6 +1191,7 @@ impl AddressRegistry {
                 stats: DashMap::new(),
                 mesh,
                 watchers: DashMap::new(),
+                filters: super::filter::FilterIndex::default(),
                 reclaim_after_ms: std::sync::atomic::AtomicU64::new(
                     RECLAIM_AFTER.as_millis() as u64
                 ),
@@ -1162,6 +1215,15 @@ impl AddressRegistry {
     /// The remote routers of these addresses changed: tells their actors
     /// (those that exist; a new one reads the table when it starts).
     pub fn addresses_changed(&self, addresses: &[bote_topology::Address]) {
+        if let Some(mesh) = &self.directory.mesh {
+            for address in addresses {
+                if super::filter::is_filter(address.as_str()) {
+                    let remote = !mesh.remote_routers(address).is_empty();
+                    self.directory
+                        .filter_changed(&Arc::from(address.as_str()), None, Some(remote));
+                }
+            }
+        }
         for address in addresses {
             if let Some(actor) = self.directory.map.get(address.as_str()) {
                 actor.do_send(MeshChanged);
@@ -1177,9 +1239,22 @@ impl AddressRegistry {
         }
     }
 
-    /// The configured distribution of an address.
+    /// The configured distribution of an address (a subscription filter
+    /// is multicast whatever the table says).
     pub fn distribution(&self, address: &str) -> Distribution {
-        self.directory.table().lookup(address)
+        self.directory.distribution(address)
+    }
+
+    /// A delivery entering the mesh here, with a copy for every known
+    /// subscription filter its address matches (`router::filter`).
+    pub fn split(&self, d: RoutedDelivery) -> Vec<RoutedDelivery> {
+        super::filter::split(&self.directory.filters, d)
+    }
+
+    /// True if some subscription filter has consumers in the mesh (one
+    /// atomic load: while none has, [`Self::split`] need not be called).
+    pub fn has_filters(&self) -> bool {
+        self.directory.filters.any()
     }
 
     /// The address table in force.
@@ -1239,6 +1314,29 @@ impl AddressRegistry {
 }
 
 impl Directory {
+    fn distribution(&self, address: &str) -> Distribution {
+        match self.table().lookup(address) {
+            Distribution::Unavailable => Distribution::Unavailable,
+            _ if super::filter::is_filter(address) || address == super::filter::RETAIN_ADDRESS => {
+                Distribution::Multicast
+            }
+            d => d,
+        }
+    }
+
+    /// Records a filter's local consumers or remote routers; if whether it
+    /// is known changed, the addresses it matches re-read the index.
+    fn filter_changed(&self, filter: &Arc<str>, local: Option<bool>, remote: Option<bool>) {
+        if !self.filters.set(filter, local, remote) {
+            return;
+        }
+        for e in self.map.iter() {
+            if super::filter::matches(filter, e.key()) && !super::filter::is_filter(e.key()) {
+                e.value().do_send(FiltersChanged);
+            }
+        }
+    }
+
     /// The address table in force.
     fn table(&self) -> Arc<crate::config::address::AddressTable> {
         match self.table.read() {
@@ -1263,9 +1361,8 @@ impl Directory {
         self.map
             .entry(key.clone())
             .or_insert_with(|| {
-                let table = self.table();
-                let distribution = table.lookup(address);
-                let priority = table.priority(address);
+                let distribution = self.distribution(address);
+                let priority = self.table().priority(address);
                 let stats = Arc::new(AddressStats::default());
                 let _ = stats.distribution.set(distribution);
                 self.stats.insert(key.clone(), stats.clone());

@@ -1000,7 +1000,7 @@ impl ConnectionActor {
                     delivery.trace =
                         MessageTrace::at_ingress(&delivery.address, &delivery.message, &self.peer);
                 }
-                queue_forward(&mut self.forwards, &actor, delivery);
+                self.queue_ingress(&actor, delivery);
                 return Some(key);
             }
         };
@@ -1009,8 +1009,27 @@ impl ConnectionActor {
             delivery.trace =
                 MessageTrace::at_ingress(&delivery.address, &delivery.message, &self.peer);
         }
-        queue_forward(&mut self.forwards, actor, delivery);
+        let actor = actor.clone();
+        self.queue_ingress(&actor, delivery);
         Some(key)
+    }
+
+    /// Queues a delivery from a client for its address actor, with a copy
+    /// for each subscription filter its address matches
+    /// ([`super::filter`]).
+    fn queue_ingress(&mut self, actor: &Addr<AddressActor>, delivery: RoutedDelivery) {
+        if !self.shared.addresses.has_filters() {
+            queue_forward(&mut self.forwards, actor, delivery);
+            return;
+        }
+        let mut parts = self.shared.addresses.split(delivery).into_iter();
+        if let Some(d) = parts.next() {
+            queue_forward(&mut self.forwards, actor, d);
+        }
+        for d in parts {
+            let filter = self.shared.addresses.get(&d.address);
+            queue_forward(&mut self.forwards, &filter, d);
+        }
     }
 
     fn origin(&self, key: u64) -> Origin {
@@ -1556,6 +1575,7 @@ pub(super) fn routed(
         credited: false,
         reach: Reach::Tree,
         trace: None,
+        joined: None,
         outcome_sent: false,
     }
 }

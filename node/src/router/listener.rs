@@ -134,6 +134,9 @@ pub struct ListenerActor {
     rate: Option<RateLimit>,
     /// Set on a TLS (amqps) listener.
     tls: Option<Arc<ServerTls>>,
+    /// Starts the connection actor of another protocol (MQTT); `None`:
+    /// AMQP connection actors.
+    accept: Option<super::Accept>,
 }
 
 impl ListenerActor {
@@ -149,7 +152,14 @@ impl ListenerActor {
             shared,
             listener: Some(listener),
             tls,
+            accept: None,
         }
+    }
+
+    /// Hands accepted sockets to `accept` instead of AMQP connection actors.
+    pub fn with_accept(mut self, accept: Option<super::Accept>) -> Self {
+        self.accept = accept;
+        self
     }
 }
 
@@ -211,6 +221,16 @@ impl StreamHandler<TcpStream> for ListenerActor {
         let conn = self.shared.next_conn_id();
         let config = self.config.clone();
         let shared = self.shared.clone();
+        if let Some(accept) = &self.accept {
+            // Another protocol has no AMQP close to carry the refusal:
+            // the socket is closed at once.
+            if let Some(e) = refusal {
+                tracing::info!(%peer, "connection refused: {}", e.description.as_deref().unwrap_or(""));
+                return;
+            }
+            accept(conn, std_stream, peer, config, shared, &worker);
+            return;
+        }
         let accepted_at = Instant::now();
         let Some(tls) = &self.tls else {
             ConnectionActor::start_in_arbiter(&worker, move |_ctx| {

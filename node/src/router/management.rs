@@ -206,7 +206,7 @@ impl Entity for ConnectionEntity {
         match attribute {
             "host" => text(&c.host),
             "role" => text(c.role),
-            "protocol" => text("amqp"),
+            "protocol" => text(c.protocol),
             "dir" => text(c.dir),
             "container" => opt_text(c.container.get().map(String::as_str)),
             "sasl" => opt_text(c.sasl.get().map(String::as_str)),

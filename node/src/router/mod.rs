@@ -27,6 +27,7 @@ mod address_props;
 pub mod annotations;
 pub mod auth;
 pub mod connection;
+pub mod filter;
 pub mod link;
 pub mod link_route;
 pub mod listener;
@@ -49,6 +50,34 @@ use crate::state::{ListenerState, RouteState, RouterState, StateFile};
 use address::AddressRegistry;
 use connection::{ConnectionActor, Shutdown};
 use listener::{ListenerActor, StopAccepting};
+
+/// Starts the actor for a connection accepted on a listener of another
+/// protocol than AMQP (MQTT): the connection id, the socket, the peer's
+/// address, the listener, the router, and the worker to run on.
+pub type Accept = Arc<
+    dyn Fn(
+            ConnId,
+            std::net::TcpStream,
+            String,
+            Arc<crate::config::ListenerConfig>,
+            Arc<Shared>,
+            &ArbiterHandle,
+        ) + Send
+        + Sync,
+>;
+
+/// Run once when the router has started.
+pub type Started = Arc<dyn Fn(&Arc<Shared>) + Send + Sync>;
+
+/// The protocols besides AMQP this router serves (set by `boted`; a router
+/// started without them refuses a listener that needs one).
+#[derive(Clone, Default)]
+pub struct Protocols {
+    pub mqtt: Option<Accept>,
+    /// Run once when a router with an MQTT listener has started (its
+    /// router-wide MQTT state: retained messages).
+    pub mqtt_started: Option<Started>,
+}
 
 /// What every actor of the router shares.
 pub struct Shared {
@@ -96,6 +125,22 @@ pub struct Shared {
     next_route_id: AtomicU64,
     /// `[[auto-link]]`s and what became of each (management).
     pub auto_links: Vec<link_route::AutoLink>,
+    /// Clients of protocols with a client identifier (MQTT), by it: a
+    /// second connection with the same id takes over (the first is sent
+    /// `Shutdown`).
+    pub client_ids: DashMap<String, ClientEntry>,
+    /// Router-wide state of another protocol (MQTT's retained messages),
+    /// set once by it.
+    pub protocol_state: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// A client known by its client identifier (MQTT): its connection or
+/// session, to close it, and the protocol's own handle on it.
+pub struct ClientEntry {
+    pub conn: ConnId,
+    pub shutdown: Recipient<Shutdown>,
+    /// The protocol's handle (MQTT: the session actor's address).
+    pub session: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 /// Writes the state file on a thread of its own, coalescing changes: a
@@ -187,6 +232,7 @@ impl Shared {
                 .map(|l| ListenerState {
                     role: l.config.role,
                     bound: l.bound,
+                    protocol: l.config.protocol,
                 })
                 .collect(),
             http: self.http.get().copied(),
@@ -406,6 +452,12 @@ impl Router {
     /// Starts worker arbiters and binds every listener. Must run inside an
     /// actix system.
     pub async fn start(config: Config) -> anyhow::Result<Router> {
+        Self::start_with(config, Protocols::default()).await
+    }
+
+    /// [`Router::start`], serving `protocols` besides AMQP on the listeners
+    /// configured for them.
+    pub async fn start_with(config: Config, protocols: Protocols) -> anyhow::Result<Router> {
         let in_force = config.clone();
         let users = Arc::new(bote_auth::SharedUsers::new(load_users(&config)?));
         for l in &config.listeners {
@@ -462,6 +514,8 @@ impl Router {
                 .iter()
                 .map(|c| link_route::AutoLink::new(c.clone()))
                 .collect(),
+            client_ids: DashMap::new(),
+            protocol_state: OnceLock::new(),
         });
         {
             let shared = Arc::downgrade(&shared);
@@ -496,17 +550,30 @@ impl Router {
             let tcp = listener::bind(l)
                 .map_err(|e| anyhow::anyhow!("listener {addr}: cannot bind: {e}"))?;
             let local = tcp.local_addr()?;
+            let accept = match l.protocol {
+                crate::config::Protocol::Amqp => None,
+                crate::config::Protocol::Mqtt => Some(protocols.mqtt.clone().ok_or_else(|| {
+                    anyhow::anyhow!("listener {addr}: this router was started without MQTT")
+                })?),
+            };
             tracing::info!(
                 router = %shared.router_id,
                 "listening on {local} ({}, {} workers)",
-                if tls.is_some() { "amqps" } else { "amqp" },
+                match (l.protocol, tls.is_some()) {
+                    (crate::config::Protocol::Amqp, true) => "amqps",
+                    (protocol, _) => protocol.as_str(),
+                },
                 threads
             );
             bound.push(local);
             listeners.push(management::ListenerEntry {
                 config: l.clone(),
                 bound: local,
-                actor: Some(ListenerActor::new(l.clone(), tcp, shared.clone(), tls).start()),
+                actor: Some(
+                    ListenerActor::new(l.clone(), tcp, shared.clone(), tls)
+                        .with_accept(accept)
+                        .start(),
+                ),
             });
         }
         let inter_router = shared.mesh.iter().flat_map(|m| m.bound.iter());
@@ -535,6 +602,14 @@ impl Router {
         {
             tracing::info!(router = %shared.router_id, connector = %c.name, "route-container connector to {}", c.socket_address());
             link_route::start(c.clone(), shared.clone());
+        }
+        if config
+            .listeners
+            .iter()
+            .any(|l| l.protocol == crate::config::Protocol::Mqtt)
+            && let Some(start) = &protocols.mqtt_started
+        {
+            start(&shared);
         }
         let management_arbiter = Arbiter::new();
         let management = management::start(shared.clone(), &management_arbiter.handle());

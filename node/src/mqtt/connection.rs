@@ -1,0 +1,1257 @@
+//! One actor per MQTT session, on a worker arbiter: while its client is
+//! connected it owns the connection (socket reads and writes, packets
+//! through [`super::codec`]); a persistent session outlives it. To the
+//! router it looks like a connection with links:
+//!
+//! - **Publishing** (the client's PUBLISH): one routed delivery per
+//!   message to the topic's address, with a copy per matching subscription
+//!   filter (`router::filter`). QoS 0 goes presettled. QoS 1 goes
+//!   unsettled and its PUBACK is sent only when the outcome is `accepted`;
+//!   `released` or `modified` (nobody took it, or a consumer failed) is
+//!   routed again after a pause (100 ms doubling to 2 s) for as long as the
+//!   connection lasts, never acknowledged early. `rejected` is a PUBACK
+//!   with reason 0x80 in 5.0; 3.1.1 has no negative acknowledgement, so it
+//!   is acknowledged and logged. QoS 1 messages awaiting their outcome are
+//!   bounded by the listener's link capacity (5.0 announces it as receive
+//!   maximum, and more is DISCONNECT 0x93; a 3.1.1 client past twice that
+//!   is disconnected). A retained PUBLISH also goes to every router's
+//!   retained store ([`super::retain`]); being stored there, its PUBACK
+//!   does not wait for a live subscriber (5.0 reason 0x10 if none took
+//!   it).
+//! - **Subscribing**: each filter is a consumer link of its address actor
+//!   (`AttachConsumer`, like an AMQP receiver), granted QoS at most 1. The
+//!   topic's retained messages go first (retain flag set), then deliveries
+//!   as PUBLISH: QoS 1 when both the subscription and the delivery are,
+//!   at most the client's receive maximum (5.0) or link capacity
+//!   unacknowledged, the rest queued; the client's PUBACK settles them
+//!   `accepted`. A subscription that ends gives back what it never sent.
+//! - **Sessions**: a clean session ends with its connection: what was sent
+//!   and not acknowledged goes back `modified`, what was queued goes back
+//!   `released`. A persistent one (3.1.1 clean-session 0; 5.0 a session
+//!   expiry interval) stays, with its subscriptions, for
+//!   `mqtt-session-expiry-secs` (5.0: its own interval, capped by that):
+//!   QoS 1 deliveries queue for it, at most `mqtt-session-max-messages` and
+//!   `mqtt-session-max-bytes` (past either, a delivery goes back
+//!   `released`, so its sender sees that nobody took it; QoS 0 deliveries
+//!   for an absent client are dropped). A client that connects again with
+//!   the same id to the same router and does not ask for a clean session
+//!   gets it back (CONNACK session-present 1): the unacknowledged messages
+//!   again (DUP), then the queue. The new connection's actor hands its
+//!   socket's reader and writer to the session's actor ([`Resume`]); the
+//!   reader reads one chunk per request, so no input is in flight during
+//!   the handover.
+//! - **Keep-alive**: no packet within 1.5 times the keep-alive ends the
+//!   connection (5.0: DISCONNECT 0x8D). **Will**: published when the
+//!   connection ends without DISCONNECT (or with 5.0 reason 0x04), at
+//!   once (a 5.0 will delay is not applied).
+//! - **Bad input** ends only this connection: a first packet that is not
+//!   CONNECT, a malformed packet, a packet over `max-message-size`, QoS 2,
+//!   a wildcard in a PUBLISH topic (5.0: DISCONNECT with the reason code
+//!   first: 0x81, 0x95, 0x9B, 0x90, ...).
+//! - A second connection with the same client id takes over: with a clean
+//!   session the old session ends (its connection closed, 5.0 0x8E); else
+//!   the session moves to the new connection.
+//!
+//! Not done: QoS 2 (5.0 CONNACK says maximum QoS 1; a SUBSCRIBE asking 2
+//! is granted 1, as both versions allow); sessions are kept by the router
+//! the client was connected to, in memory (a client reconnecting to
+//! another router, or after a restart, starts a new session).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::codec::{self, Inbound, Publish, ReadError, Version, Writer};
+use super::{message, retain};
+use crate::config::{Distribution, ListenerConfig};
+use crate::delivery::{
+    ConnId, FastMap, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, StreamProgress,
+};
+use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
+use crate::router::address::{AddressActor, AttachConsumer, Deliver, DetachConsumer, Forward};
+use crate::router::connection::Shutdown;
+use crate::router::filter;
+use crate::router::link::LinkCounters;
+use crate::router::{ClientEntry, Shared};
+use bote_amqp::{DeliveryState, LinkId, SessionId};
+
+/// Bytes read from the socket per read call, at most.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The first and the longest pause before a QoS 1 message that came back
+/// released or modified is routed again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Counters of the router's MQTT traffic (`/metrics`).
+#[derive(Default)]
+pub struct MqttCounters {
+    pub connections: std::sync::atomic::AtomicU64,
+    pub sessions: std::sync::atomic::AtomicI64,
+    pub publish_in: std::sync::atomic::AtomicU64,
+    pub publish_out: std::sync::atomic::AtomicU64,
+    pub protocol_errors: std::sync::atomic::AtomicU64,
+}
+
+/// The process's MQTT counters.
+pub static COUNTERS: MqttCounters = MqttCounters {
+    connections: std::sync::atomic::AtomicU64::new(0),
+    sessions: std::sync::atomic::AtomicI64::new(0),
+    publish_in: std::sync::atomic::AtomicU64::new(0),
+    publish_out: std::sync::atomic::AtomicU64::new(0),
+    protocol_errors: std::sync::atomic::AtomicU64::new(0),
+};
+
+/// A QoS 1 PUBLISH of the client awaiting its outcome (or a retry).
+struct Pending {
+    pkid: u16,
+    /// A retained message: the retained stores have it, so nobody taking
+    /// the live copy is no reason to hold its PUBACK.
+    retained: bool,
+    address: Arc<str>,
+    message: Bytes,
+    retry_after: Duration,
+}
+
+/// A subscription: a consumer link of its filter's address.
+struct Subscription {
+    link: LinkId,
+    qos: u8,
+    actor: Addr<AddressActor>,
+    counters: Arc<LinkCounters>,
+    info: Arc<LinkInfo>,
+}
+
+/// Asks the socket's reader for one more chunk, for `generation` at `to`.
+type ReadRequest = (u64, Recipient<Input>);
+
+/// A chunk the socket's reader read (`None`: the socket is done), for the
+/// connection generation `generation`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Input {
+    generation: u64,
+    data: Option<Bytes>,
+}
+
+/// A new connection takes over this persistent session (see the module
+/// doc): its socket's reader and writer, the CONNECT, and what it read
+/// after the CONNECT.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume {
+    reader: mpsc::UnboundedSender<ReadRequest>,
+    writer: mpsc::UnboundedSender<Bytes>,
+    connect: codec::Connect,
+    leftover: BytesMut,
+    peer: String,
+}
+
+pub struct MqttConnection {
+    id: ConnId,
+    peer: String,
+    shared: Arc<Shared>,
+    listener: Arc<ListenerConfig>,
+    socket: Option<std::net::TcpStream>,
+    writer: Option<mpsc::UnboundedSender<Bytes>>,
+    reader: Option<mpsc::UnboundedSender<ReadRequest>>,
+    /// The connection's generation: input of an earlier one is ignored.
+    generation: u64,
+    input: BytesMut,
+    out: BytesMut,
+    /// Set once CONNECT is in.
+    w: Option<Writer>,
+    client_id: String,
+    will: Option<Publish>,
+    keep_alive: Option<Duration>,
+    last_input: Instant,
+    /// A client is connected (false before CONNECT is handled, and while
+    /// a persistent session waits for its client).
+    attached: bool,
+    /// The session outlives its connection, for this long.
+    persistent: Option<Duration>,
+    /// This actor handed its connection to an existing session and ends.
+    handed_off: bool,
+    /// The session is registered under its client id.
+    registered: bool,
+    next_key: u64,
+    incoming: FastMap<u64, Pending>,
+    subscriptions: BTreeMap<String, Subscription>,
+    links: FastMap<LinkId, String>,
+    next_link: u32,
+    /// Deliveries for subscriptions, waiting for room in `in_flight`.
+    queue: VecDeque<(LinkId, RoutedDelivery)>,
+    /// The front of `queue` while it is still streaming in: its stream,
+    /// this reader's slot in it, and the chunks gathered so far (an MQTT
+    /// PUBLISH goes whole, so the chunks are joined here as they come).
+    front_read: Option<(Arc<crate::delivery::stream::Stream>, usize, Vec<Bytes>)>,
+    queue_bytes: usize,
+    /// QoS 1 PUBLISH sent and not acknowledged, by packet id.
+    in_flight: BTreeMap<u16, (LinkId, RoutedDelivery)>,
+    next_pkid: u16,
+    max_in_flight: usize,
+    returns: OutcomeBatch,
+    returns_to: Option<Arc<Recipient<Returned>>>,
+    me: Option<Addr<MqttConnection>>,
+    info: Arc<ConnectionInfo>,
+    flush_scheduled: bool,
+    retained: Arc<retain::MqttState>,
+    keep_alive_timer: Option<SpawnHandle>,
+}
+
+/// Write what is pending (once per mailbox run).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl MqttConnection {
+    pub fn accepted(
+        id: ConnId,
+        socket: std::net::TcpStream,
+        peer: String,
+        listener: Arc<ListenerConfig>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let mut info = ConnectionInfo::new(id, peer.clone());
+        info.protocol = "mqtt";
+        MqttConnection {
+            id,
+            peer,
+            retained: retain::state(&shared),
+            shared,
+            max_in_flight: listener.link_capacity as usize,
+            listener,
+            socket: Some(socket),
+            writer: None,
+            reader: None,
+            generation: 0,
+            input: BytesMut::new(),
+            out: BytesMut::new(),
+            w: None,
+            client_id: String::new(),
+            will: None,
+            keep_alive: None,
+            last_input: Instant::now(),
+            attached: false,
+            persistent: None,
+            handed_off: false,
+            registered: false,
+            next_key: 0,
+            incoming: FastMap::default(),
+            subscriptions: BTreeMap::new(),
+            links: FastMap::default(),
+            next_link: 0,
+            queue: VecDeque::new(),
+            front_read: None,
+            queue_bytes: 0,
+            in_flight: BTreeMap::new(),
+            next_pkid: 0,
+            returns: OutcomeBatch::default(),
+            returns_to: None,
+            me: None,
+            info: Arc::new(info),
+            flush_scheduled: false,
+            keep_alive_timer: None,
+        }
+    }
+
+    fn me(&self) -> Addr<MqttConnection> {
+        self.me.clone().expect("started")
+    }
+
+    fn max_packet(&self) -> usize {
+        match self.listener.max_message_size_limit() {
+            Some(n) => n.min(256 * 1024 * 1024) as usize,
+            None => 256 * 1024 * 1024,
+        }
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+    }
+
+    fn flush(&mut self) {
+        self.flush_scheduled = false;
+        self.returns.send();
+        if !self.out.is_empty() {
+            let bytes = std::mem::take(&mut self.out).freeze();
+            match &self.writer {
+                Some(w) => {
+                    let _ = w.send(bytes);
+                }
+                // Nobody to write to (the session waits for its client).
+                None => drop(bytes),
+            }
+        }
+    }
+
+    /// Asks the reader for the next chunk of the current connection.
+    fn read_more(&self) {
+        if let Some(r) = &self.reader {
+            let _ = r.send((self.generation, self.me().recipient()));
+        }
+    }
+
+    /// Ends the connection for a protocol error: 5.0 gets DISCONNECT with
+    /// `reason` first; 3.1.1 has none, the socket just closes.
+    fn fail(&mut self, reason: u8, why: &str, ctx: &mut Context<Self>) {
+        tracing::info!(conn = %self.id, peer = %self.peer, client = %self.client_id, "MQTT connection closed: {why}");
+        if reason != 0x8E && reason != 0x8B {
+            COUNTERS.protocol_errors.fetch_add(1, Relaxed);
+        }
+        if let Some(w) = &self.w {
+            w.disconnect(reason, why, &mut self.out);
+        }
+        self.end_connection(ctx);
+    }
+
+    /// The connection ends (the session may not): what is written goes, the
+    /// socket closes, the will (if any) is published; a persistent session
+    /// stays for its expiry, any other ends.
+    fn end_connection(&mut self, ctx: &mut Context<Self>) {
+        self.flush();
+        // The writer ends (and shuts the socket) once its queue drains.
+        self.writer = None;
+        self.reader = None;
+        self.generation += 1;
+        let was_attached = std::mem::replace(&mut self.attached, false);
+        self.info.opened.store(false, Relaxed);
+        self.publish_will();
+        self.incoming.clear();
+        match self.persistent {
+            Some(expiry) if was_attached && !self.handed_off => {
+                tracing::info!(conn = %self.id, client = %self.client_id, "MQTT session kept for {}s", expiry.as_secs());
+                let generation = self.generation;
+                ctx.run_later(expiry, move |act, ctx| {
+                    if !act.attached && act.generation == generation {
+                        tracing::info!(conn = %act.id, client = %act.client_id, "MQTT session expired");
+                        ctx.stop();
+                    }
+                });
+            }
+            _ => ctx.stop(),
+        }
+    }
+
+    fn publish_will(&mut self) {
+        if let Some(will) = self.will.take() {
+            tracing::info!(conn = %self.id, client = %self.client_id, topic = %will.topic, "MQTT will published");
+            let address: Arc<str> = Arc::from(will.topic.as_str());
+            let message = message::to_amqp(&will);
+            if will.retain {
+                self.route_retained(&message);
+            }
+            // Sent once: its outcome is not waited for.
+            self.route(u64::MAX, address, message, will.qos == 0);
+        }
+    }
+
+    fn on_input(&mut self, ctx: &mut Context<Self>) {
+        self.last_input = Instant::now();
+        while self.reader.is_some() && !self.handed_off {
+            let version = self.w.as_ref().map(|w| w.version);
+            let max = self.max_packet();
+            match codec::read(&mut self.input, version, max) {
+                Ok(None) => break,
+                Ok(Some(p)) => self.on_packet(p, ctx),
+                Err(e) => {
+                    let reason = match e {
+                        ReadError::TooLarge(_) => 0x95,
+                        ReadError::UnsupportedLevel(_) => 0x84,
+                        _ => 0x81,
+                    };
+                    if let (None, ReadError::UnsupportedLevel(_)) = (&self.w, &e) {
+                        // 3.1.1 answers an unknown level with CONNACK 0x01.
+                        Writer {
+                            version: Version::V311,
+                        }
+                        .connack(false, 0x84, 0, &mut self.out);
+                    }
+                    self.fail(reason, &e.to_string(), ctx);
+                }
+            }
+        }
+        self.schedule_flush(ctx);
+    }
+
+    fn on_packet(&mut self, p: Inbound, ctx: &mut Context<Self>) {
+        if self.w.is_none() {
+            match p {
+                Inbound::Connect(c) => self.on_connect(*c, ctx),
+                _ => self.fail(0x82, "the first packet is not CONNECT", ctx),
+            }
+            return;
+        }
+        match p {
+            Inbound::Connect(_) => self.fail(0x82, "second CONNECT", ctx),
+            Inbound::Publish(p) => self.on_publish(p, ctx),
+            Inbound::PubAck { pkid, reason } => self.on_puback(pkid, reason),
+            Inbound::Subscribe { pkid, filters } => self.on_subscribe(pkid, filters),
+            Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters),
+            Inbound::PingReq => {
+                if let Some(w) = &self.w {
+                    w.pingresp(&mut self.out);
+                }
+            }
+            Inbound::Disconnect { reason } => {
+                // 5.0 reason 0x04: disconnect with will message.
+                if reason != 0x04 {
+                    self.will = None;
+                }
+                tracing::info!(conn = %self.id, client = %self.client_id, "MQTT client disconnected");
+                self.end_connection(ctx);
+            }
+            Inbound::Unexpected(name) => {
+                let why = if name.starts_with("PUB") {
+                    format!("{name}: QoS 2 is not supported")
+                } else {
+                    format!("{name} is not a packet a client sends")
+                };
+                self.fail(0x82, &why, ctx);
+            }
+        }
+    }
+
+    /// How long the session of `c` outlives its connection (`None`: not).
+    fn session_expiry(&self, c: &codec::Connect) -> Option<Duration> {
+        let cap = u64::from(self.listener.mqtt_session_expiry_secs);
+        let secs = match c.version {
+            Version::V311 if !c.clean => cap,
+            Version::V311 => 0,
+            Version::V5 => u64::from(c.session_expiry).min(cap),
+        };
+        (secs > 0).then(|| Duration::from_secs(secs))
+    }
+
+    fn on_connect(&mut self, c: codec::Connect, ctx: &mut Context<Self>) {
+        let w = Writer { version: c.version };
+        if c.client_id.is_empty() && !c.clean {
+            w.connack(false, 0x85, 0, &mut self.out);
+            self.w = Some(w);
+            self.fail(0x85, "empty client id with a persistent session", ctx);
+            return;
+        }
+        if let Some(will) = &c.will
+            && (will.qos > 1 || filter::is_filter(&will.topic) || will.topic.is_empty())
+        {
+            let code = if will.qos > 1 { 0x9B } else { 0x90 };
+            w.connack(false, code, 0, &mut self.out);
+            self.w = Some(w);
+            self.fail(code, "will refused (QoS 2, or not a topic name)", ctx);
+            return;
+        }
+        COUNTERS.connections.fetch_add(1, Relaxed);
+        let client_id = if c.client_id.is_empty() {
+            format!("bote-{}-{}", self.shared.router_id, self.id.0)
+        } else {
+            c.client_id.clone()
+        };
+        let existing = self.shared.client_ids.get(&client_id).and_then(|e| {
+            let session = e.session.clone().downcast::<Addr<MqttConnection>>().ok()?;
+            Some((e.conn, e.shutdown.clone(), session))
+        });
+        if let Some((conn, shutdown, session)) = existing
+            && conn != self.id
+        {
+            if c.clean {
+                tracing::info!(conn = %self.id, client = %client_id, "MQTT clean session: the session of connection {conn} ends");
+                self.shared.client_ids.remove(&client_id);
+                shutdown.do_send(Shutdown);
+            } else if session.connected() {
+                // The session moves to this connection: its actor takes the
+                // socket over, this one ends.
+                tracing::info!(conn = %self.id, client = %client_id, "MQTT session resumed on connection {conn}");
+                if let (Some(reader), Some(writer)) = (self.reader.take(), self.writer.take()) {
+                    session.do_send(Resume {
+                        reader,
+                        writer,
+                        connect: c,
+                        leftover: std::mem::take(&mut self.input),
+                        peer: self.peer.clone(),
+                    });
+                }
+                self.handed_off = true;
+                ctx.stop();
+                return;
+            }
+        }
+        self.client_id = client_id;
+        self.shared.client_ids.insert(
+            self.client_id.clone(),
+            ClientEntry {
+                conn: self.id,
+                shutdown: self.me().recipient(),
+                session: Arc::new(self.me()),
+            },
+        );
+        self.registered = true;
+        COUNTERS.sessions.fetch_add(1, Relaxed);
+        let _ = self.info.container.set(self.client_id.clone());
+        self.w = Some(w);
+        self.adopt(c, false, ctx);
+    }
+
+    /// A connection with its CONNECT becomes this session's (new, or
+    /// resumed with `session_present`).
+    fn adopt(&mut self, c: codec::Connect, session_present: bool, ctx: &mut Context<Self>) {
+        self.persistent = self.session_expiry(&c);
+        self.max_in_flight = self.listener.link_capacity as usize;
+        if let Some(m) = c.receive_maximum {
+            self.max_in_flight = self.max_in_flight.min(m.max(1) as usize);
+        }
+        self.keep_alive = (c.keep_alive > 0).then(|| Duration::from_secs(u64::from(c.keep_alive)));
+        self.will = c.will;
+        self.attached = true;
+        self.last_input = Instant::now();
+        self.info.opened.store(true, Relaxed);
+        let w = Writer { version: c.version };
+        w.connack(
+            session_present,
+            0,
+            self.listener.link_capacity.min(65535) as u16,
+            &mut self.out,
+        );
+        tracing::info!(conn = %self.id, peer = %self.peer, client = %self.client_id, version = c.version.as_str(), clean = c.clean, session_present, "MQTT client connected");
+        // Unacknowledged messages go again, marked DUP.
+        let resend: Vec<u16> = self.in_flight.keys().copied().collect();
+        for pkid in resend {
+            if let Some((link, d)) = self.in_flight.get(&pkid) {
+                let (topic, payload, properties) = message::from_amqp(&d.message, &d.address);
+                let _ = link;
+                w.publish(
+                    Publish {
+                        topic,
+                        payload,
+                        qos: 1,
+                        retain: false,
+                        dup: true,
+                        pkid,
+                        properties,
+                    },
+                    &mut self.out,
+                );
+            }
+        }
+        self.w = Some(w);
+        if let Some(timer) = self.keep_alive_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(k) = self.keep_alive {
+            let generation = self.generation;
+            self.keep_alive_timer = Some(ctx.run_interval(k / 2, move |act, ctx| {
+                if act.generation != generation || !act.attached {
+                    return;
+                }
+                let k = act.keep_alive.unwrap_or_default();
+                if act.last_input.elapsed() > k + k / 2 {
+                    act.fail(0x8D, "keep-alive timeout", ctx);
+                }
+            }));
+        }
+        self.pump();
+        self.schedule_flush(ctx);
+    }
+
+    fn origin(&self, key: u64) -> Origin {
+        Origin {
+            conn: self.returns_to.clone().expect("started"),
+            conn_id: self.id,
+            key,
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish, ctx: &mut Context<Self>) {
+        if p.qos > 1 {
+            return self.fail(0x9B, "QoS 2 is not supported (maximum QoS 1)", ctx);
+        }
+        if p.topic.is_empty() || p.topic.contains(['+', '#']) {
+            return self.fail(0x90, &format!("'{}' is not a topic name", p.topic), ctx);
+        }
+        let version = self.w.as_ref().map(|w| w.version);
+        if p.qos == 1 && self.incoming.values().any(|i| i.pkid == p.pkid) {
+            // A retransmission of a message still awaiting its outcome: its
+            // PUBACK comes with that outcome.
+            return;
+        }
+        if p.qos == 1 && self.incoming.len() >= self.listener.link_capacity as usize {
+            if version == Some(Version::V5) {
+                return self.fail(0x93, "receive maximum exceeded", ctx);
+            }
+            if self.incoming.len() >= 2 * self.listener.link_capacity as usize {
+                return self.fail(
+                    0x97,
+                    "too many QoS 1 messages awaiting acknowledgement",
+                    ctx,
+                );
+            }
+        }
+        let address: Arc<str> = Arc::from(p.topic.as_str());
+        if self.shared.addresses.distribution(&address) == Distribution::Unavailable {
+            tracing::info!(conn = %self.id, %address, "publish to an unavailable address");
+            if p.qos == 1
+                && let Some(w) = &self.w
+            {
+                w.puback(p.pkid, 0x87, &mut self.out);
+            }
+            if version == Some(Version::V311) {
+                self.fail(0x87, "address unavailable", ctx);
+            }
+            return;
+        }
+        COUNTERS.publish_in.fetch_add(1, Relaxed);
+        let message = message::to_amqp(&p);
+        if p.retain {
+            self.route_retained(&message);
+            if p.payload.is_empty() {
+                // Only clears the topic's retained message.
+                if p.qos == 1
+                    && let Some(w) = &self.w
+                {
+                    w.puback(p.pkid, 0, &mut self.out);
+                }
+                return;
+            }
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        self.info.touched();
+        if p.qos == 1 {
+            self.incoming.insert(
+                key,
+                Pending {
+                    pkid: p.pkid,
+                    retained: p.retain,
+                    address: address.clone(),
+                    message: message.clone(),
+                    retry_after: RETRY_FIRST,
+                },
+            );
+        }
+        self.route(key, address, message, p.qos == 0);
+    }
+
+    /// A retained message (or a clearing one) goes to every router's store.
+    fn route_retained(&self, message: &Bytes) {
+        let d = delivery(
+            Arc::from(retain::RETAIN_ADDRESS),
+            message.clone(),
+            true,
+            self.origin(u64::MAX),
+        );
+        self.shared
+            .addresses
+            .get(retain::RETAIN_ADDRESS)
+            .do_send(Forward(vec![d]));
+    }
+
+    fn route(&self, key: u64, address: Arc<str>, message: Bytes, presettled: bool) {
+        let d = delivery(address, message, presettled, self.origin(key));
+        for d in self.shared.addresses.split(d) {
+            self.shared
+                .addresses
+                .get(&d.address)
+                .do_send(Forward(vec![d]));
+        }
+    }
+
+    /// The outcome of one of the client's QoS 1 messages.
+    fn on_outcome(&mut self, key: u64, state: Option<DeliveryState>, ctx: &mut Context<Self>) {
+        let Some(p) = self.incoming.get_mut(&key) else {
+            return;
+        };
+        let reason = match state {
+            None | Some(DeliveryState::Accepted) => 0,
+            Some(DeliveryState::Rejected { error }) => {
+                tracing::info!(conn = %self.id, address = %p.address, "message rejected: {:?}", error.map(|e| e.condition));
+                0x80
+            }
+            // Released or modified, but kept by the retained stores.
+            _ if p.retained => 0x10,
+            _ => {
+                // Released or modified: nobody took it. Again, later.
+                let after = p.retry_after;
+                p.retry_after = (after * 2).min(RETRY_MAX);
+                let generation = self.generation;
+                ctx.run_later(after, move |act, _ctx| {
+                    if act.generation != generation {
+                        return;
+                    }
+                    if let Some(p) = act.incoming.get(&key) {
+                        let (address, message) = (p.address.clone(), p.message.clone());
+                        act.route(key, address, message, false);
+                    }
+                });
+                return;
+            }
+        };
+        if let Some(p) = self.incoming.remove(&key)
+            && let Some(w) = &self.w
+        {
+            w.puback(p.pkid, reason, &mut self.out);
+        }
+    }
+
+    fn on_subscribe(&mut self, pkid: u16, filters: Vec<(String, u8)>) {
+        let mut codes = Vec::with_capacity(filters.len());
+        let mut retained = Vec::new();
+        for (f, qos) in filters {
+            let code = self.subscribe(&f, qos);
+            if let Ok(granted) = code {
+                for m in self.retained.retained.matching(&f) {
+                    retained.push((m, granted));
+                }
+            }
+            codes.push(code);
+        }
+        if let Some(w) = &self.w {
+            w.suback(pkid, &codes, &mut self.out);
+            // Retained messages first (QoS 0: they are copies, nobody
+            // waits for their acknowledgement).
+            for (m, _) in retained {
+                let (topic, payload, properties) = message::from_amqp(&m, "");
+                w.publish(
+                    Publish {
+                        topic,
+                        payload,
+                        qos: 0,
+                        retain: true,
+                        dup: false,
+                        pkid: 0,
+                        properties,
+                    },
+                    &mut self.out,
+                );
+            }
+        }
+        self.pump();
+    }
+
+    /// One filter of a SUBSCRIBE: the granted QoS, or a 5.0 reason code.
+    fn subscribe(&mut self, f: &str, qos: u8) -> Result<u8, u8> {
+        if f.starts_with("$share/") {
+            return Err(0x9E);
+        }
+        if !filter::valid_filter(f) {
+            return Err(0x8F);
+        }
+        let granted = qos.min(1);
+        if let Some(s) = self.subscriptions.get_mut(f) {
+            s.qos = granted;
+            return Ok(granted);
+        }
+        if self.shared.addresses.distribution(f) == Distribution::Unavailable {
+            return Err(0x87);
+        }
+        let link = LinkId {
+            session: SessionId(0),
+            handle: self.next_link,
+        };
+        self.next_link += 1;
+        let address: Arc<str> = Arc::from(f);
+        let actor = self.shared.addresses.get(&address);
+        let counters = Arc::new(LinkCounters::default());
+        let info = self.shared.model.add_link(
+            &self.info,
+            &format!("mqtt:{f}"),
+            LinkDir::Out,
+            Some(address.clone()),
+            self.listener.link_capacity,
+            Some(counters.clone()),
+        );
+        actor.do_send(AttachConsumer {
+            conn: self.id,
+            link,
+            deliver: self.me().recipient(),
+            counters: counters.clone(),
+            capacity: self.listener.link_capacity,
+        });
+        tracing::info!(conn = %self.id, client = %self.client_id, filter = %f, qos = granted, "MQTT subscription");
+        self.links.insert(link, f.to_owned());
+        self.subscriptions.insert(
+            f.to_owned(),
+            Subscription {
+                link,
+                qos: granted,
+                actor,
+                counters,
+                info,
+            },
+        );
+        Ok(granted)
+    }
+
+    fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>) {
+        let existed: Vec<bool> = filters.iter().map(|f| self.unsubscribe(f)).collect();
+        if let Some(w) = &self.w {
+            w.unsuback(pkid, &existed, &mut self.out);
+        }
+    }
+
+    /// Ends a subscription: what was queued for it and never sent goes back
+    /// to its address.
+    fn unsubscribe(&mut self, f: &str) -> bool {
+        let Some(s) = self.subscriptions.remove(f) else {
+            return false;
+        };
+        self.links.remove(&s.link);
+        let mut returned = Vec::new();
+        for (l, d) in std::mem::take(&mut self.queue) {
+            if l == s.link {
+                self.queue_bytes -= d.message.len();
+                returned.push(d);
+            } else {
+                self.queue.push_back((l, d));
+            }
+        }
+        s.counters.undelivered.store(0, Relaxed);
+        self.shared.model.remove_link(&self.info, &s.info);
+        s.actor.do_send(DetachConsumer {
+            conn: self.id,
+            link: s.link,
+            returned,
+        });
+        true
+    }
+
+    fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid != 0 && !self.in_flight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    /// Takes deliveries for a subscription: queued (within the session's
+    /// bounds) for the client; with no client, QoS 0 ones are dropped.
+    fn take(&mut self, link: LinkId, deliveries: Vec<RoutedDelivery>) {
+        let Some(sub) = self
+            .links
+            .get(&link)
+            .and_then(|f| self.subscriptions.get(f))
+        else {
+            return;
+        };
+        let (qos, counters) = (sub.qos, sub.counters.clone());
+        let max_messages = self.listener.mqtt_session_max_messages as usize;
+        let max_bytes = self.listener.mqtt_session_max_bytes as usize;
+        for d in deliveries {
+            let qos1 = qos == 1 && !d.presettled;
+            if !self.attached && !qos1 {
+                counters.undelivered.fetch_sub(1, Relaxed);
+                // Not for a client that is away (at most once).
+                let state = (!d.presettled).then_some(DeliveryState::Released);
+                let mut returns = std::mem::take(&mut self.returns);
+                returns.push(d, state);
+                self.returns = returns;
+                continue;
+            }
+            if qos1
+                && (self.queue.len() >= max_messages
+                    || self.queue_bytes + d.message.len() > max_bytes)
+            {
+                counters.undelivered.fetch_sub(1, Relaxed);
+                tracing::debug!(conn = %self.id, client = %self.client_id, "MQTT session queue full: delivery released");
+                d.return_to_sender(Some(DeliveryState::Released));
+                continue;
+            }
+            self.queue_bytes += d.message.len();
+            self.queue.push_back((link, d));
+        }
+    }
+
+    /// Sends queued deliveries as PUBLISH while there is room for QoS 1.
+    fn pump(&mut self) {
+        while self.attached {
+            let Some((link, _)) = self.queue.front() else {
+                break;
+            };
+            let link = *link;
+            let Some(sub) = self
+                .links
+                .get(&link)
+                .and_then(|f| self.subscriptions.get(f))
+            else {
+                if let Some((_, d)) = self.queue.pop_front() {
+                    self.queue_bytes -= d.message.len();
+                }
+                continue;
+            };
+            let sub_qos = sub.qos;
+            let (counters, info) = (sub.counters.clone(), sub.info.clone());
+            let presettled = self.queue[0].1.presettled;
+            let qos = if presettled { 0 } else { sub_qos };
+            if qos == 1 && self.in_flight.len() >= self.max_in_flight {
+                break;
+            }
+            // A message still streaming in goes when it is whole.
+            let message = {
+                let d = &self.queue[0].1;
+                match &d.stream {
+                    None => d.message.clone(),
+                    Some(s) => {
+                        // Open the stream once, then read on from where
+                        // this reader is: chunks every reader has read are
+                        // dropped by the stream.
+                        let read = match &mut self.front_read {
+                            Some((open, slot, got)) if Arc::ptr_eq(open, s) => {
+                                s.read(*slot, got.len(), usize::MAX)
+                            }
+                            _ => {
+                                let (slot, read) =
+                                    s.open((self.me().recipient(), link, 0), usize::MAX);
+                                self.front_read = Some((s.clone(), slot, Vec::new()));
+                                read
+                            }
+                        };
+                        let got = &mut self.front_read.as_mut().expect("opened").2;
+                        got.extend(read.chunks);
+                        if read.aborted {
+                            self.front_read = None;
+                            let (_, d) = self.queue.pop_front().expect("front");
+                            self.queue_bytes -= d.message.len();
+                            counters.undelivered.fetch_sub(1, Relaxed);
+                            d.return_to_sender(Some(DeliveryState::Released));
+                            continue;
+                        }
+                        if !read.complete {
+                            break;
+                        }
+                        let (_, _, got) = self.front_read.take().expect("opened");
+                        let mut all = d.message.to_vec();
+                        for c in got {
+                            all.extend_from_slice(&c);
+                        }
+                        Bytes::from(all)
+                    }
+                }
+            };
+            let (_, mut d) = self.queue.pop_front().expect("front");
+            self.queue_bytes -= d.message.len();
+            if d.stream.is_some() {
+                // Whole now: kept so a resent DUP has all of it.
+                d.message = message.clone();
+                d.stream = None;
+            }
+            counters.undelivered.fetch_sub(1, Relaxed);
+            self.returns.credit(&mut d);
+            let (topic, payload, properties) = message::from_amqp(&message, &d.address);
+            let pkid = if qos == 1 { self.next_pkid() } else { 0 };
+            if let Some(w) = &self.w {
+                w.publish(
+                    Publish {
+                        topic,
+                        payload,
+                        qos,
+                        retain: false,
+                        dup: false,
+                        pkid,
+                        properties,
+                    },
+                    &mut self.out,
+                );
+            }
+            COUNTERS.publish_out.fetch_add(1, Relaxed);
+            info.stats.delivery(d.presettled);
+            self.info.touched();
+            if qos == 1 {
+                counters.unsettled.fetch_add(1, Relaxed);
+                self.in_flight.insert(pkid, (link, d));
+            } else {
+                let state = (!d.presettled).then_some(DeliveryState::Accepted);
+                self.returns.push(d, state);
+            }
+        }
+    }
+
+    /// The client acknowledged a QoS 1 PUBLISH.
+    fn on_puback(&mut self, pkid: u16, reason: u8) {
+        let Some((link, d)) = self.in_flight.remove(&pkid) else {
+            return;
+        };
+        let state = if reason < 0x80 {
+            DeliveryState::Accepted
+        } else {
+            DeliveryState::Rejected { error: None }
+        };
+        let sub = self
+            .links
+            .get(&link)
+            .and_then(|f| self.subscriptions.get(f));
+        if let Some(s) = sub {
+            s.counters.unsettled.fetch_sub(1, Relaxed);
+            s.info.stats.outcome(Some(&state));
+        }
+        if let Some(d) = d.settled_by_consumer((self.id, link), Some(state), &mut self.returns)
+            && let Some(s) = sub
+        {
+            s.actor.do_send(Forward(vec![d]));
+        }
+        self.pump();
+    }
+
+    /// The session ends: subscriptions end, what was sent and not
+    /// acknowledged comes back modified, the will goes out.
+    fn end_session(&mut self) {
+        self.end_session_state();
+        self.publish_will();
+        if self.registered {
+            COUNTERS.sessions.fetch_sub(1, Relaxed);
+            self.shared
+                .client_ids
+                .remove_if(&self.client_id, |_, e| e.conn == self.id);
+        }
+    }
+
+    /// Subscriptions end, what was sent and not acknowledged comes back
+    /// modified, what was queued released.
+    fn end_session_state(&mut self) {
+        let filters: Vec<String> = self.subscriptions.keys().cloned().collect();
+        for f in filters {
+            self.unsubscribe(&f);
+        }
+        for (_, (_, d)) in std::mem::take(&mut self.in_flight) {
+            d.return_to_sender(Some(DeliveryState::delivery_failed()));
+        }
+        for (_, d) in self.queue.drain(..) {
+            d.return_to_sender(Some(DeliveryState::Released));
+        }
+        self.queue_bytes = 0;
+        self.returns.send();
+    }
+}
+
+/// A delivery as it leaves an MQTT connection for its address.
+fn delivery(address: Arc<str>, message: Bytes, presettled: bool, origin: Origin) -> RoutedDelivery {
+    RoutedDelivery {
+        address,
+        message,
+        presettled,
+        priority: 4,
+        origin,
+        fanout: None,
+        tried: Vec::new(),
+        released_by: Vec::new(),
+        stream: None,
+        visited: crate::delivery::VisitedRouters::default(),
+        hops_left: crate::delivery::HOP_LIMIT,
+        remote_outstanding: None,
+        ingress_sequence: 0,
+        resend: false,
+        resent_from: None,
+        credited: false,
+        reach: Reach::Tree,
+        trace: None,
+        joined: None,
+        outcome_sent: false,
+    }
+}
+
+/// Reads the socket one chunk per request (see the module doc).
+async fn read_loop(
+    mut read: tokio::net::tcp::OwnedReadHalf,
+    mut requests: mpsc::UnboundedReceiver<ReadRequest>,
+) {
+    while let Some((generation, to)) = requests.recv().await {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let data = match read.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(buf.freeze()),
+        };
+        let end = data.is_none();
+        to.do_send(Input { generation, data });
+        if end {
+            break;
+        }
+    }
+}
+
+impl Actor for MqttConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(ctx.address());
+        self.returns_to = Some(Arc::new(ctx.address().recipient()));
+        self.shared.model.add_connection(self.info.clone());
+        let Some(socket) = self.socket.take() else {
+            ctx.stop();
+            return;
+        };
+        let stream = match tokio::net::TcpStream::from_std(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(conn = %self.id, peer = %self.peer, "cannot register socket: {e}");
+                ctx.stop();
+                return;
+            }
+        };
+        let (read, mut write) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        self.writer = Some(tx);
+        let conn = self.id;
+        actix::spawn(async move {
+            while let Some(buf) = rx.recv().await {
+                if let Err(e) = write.write_all(&buf).await {
+                    tracing::debug!(%conn, "write failed: {e}");
+                    break;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        let (requests, pending) = mpsc::unbounded_channel::<ReadRequest>();
+        actix::spawn(read_loop(read, pending));
+        self.reader = Some(requests);
+        self.read_more();
+        if let Some(deadline) = self.listener.handshake_timeout() {
+            ctx.run_later(deadline, |act, ctx| {
+                if act.w.is_none() && act.reader.is_some() {
+                    act.fail(0x82, "no CONNECT within the handshake deadline", ctx);
+                }
+            });
+        }
+        tracing::debug!(conn = %self.id, peer = %self.peer, "MQTT connection accepted");
+    }
+
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        self.flush();
+        if !self.handed_off {
+            self.end_session();
+        }
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.shared.model.remove_connection(self.id);
+        self.shared.heap.connection_closed();
+    }
+}
+
+impl Handler<Input> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, msg: Input, ctx: &mut Context<Self>) {
+        if msg.generation != self.generation || self.reader.is_none() {
+            return;
+        }
+        match msg.data {
+            Some(data) => {
+                self.input.extend_from_slice(&data);
+                self.on_input(ctx);
+                if self.reader.is_some() && !self.handed_off {
+                    self.read_more();
+                }
+            }
+            None => {
+                tracing::info!(conn = %self.id, peer = %self.peer, client = %self.client_id, "MQTT connection dropped by the client");
+                self.end_connection(ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Resume> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) {
+        if self.attached {
+            // Taken over while connected: the old connection ends (its will
+            // goes out), the session stays.
+            let expiry = self.persistent;
+            if let Some(w) = &self.w {
+                w.disconnect(0x8E, "session taken over", &mut self.out);
+            }
+            self.flush();
+            self.writer = None;
+            self.reader = None;
+            self.publish_will();
+            self.persistent = expiry;
+        }
+        // Only a persistent session carries over.
+        let present = self.persistent.is_some() && !msg.connect.clean;
+        if !present {
+            self.end_session_state();
+        }
+        self.generation += 1;
+        self.peer = msg.peer;
+        self.writer = Some(msg.writer);
+        self.reader = Some(msg.reader);
+        self.input = msg.leftover;
+        self.incoming.clear();
+        self.adopt(msg.connect, present, ctx);
+        self.on_input(ctx);
+        if self.reader.is_some() {
+            self.read_more();
+        }
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<Flush> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, _: Flush, _ctx: &mut Context<Self>) {
+        self.flush();
+    }
+}
+
+impl Handler<Returned> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, msg: Returned, ctx: &mut Context<Self>) {
+        for (key, state) in msg.outcomes {
+            self.on_outcome(key, state, ctx);
+        }
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<Deliver> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        if !self.links.contains_key(&msg.link) {
+            // The subscription ended while these were on their way.
+            for mut d in msg.deliveries {
+                d.tried.push((self.id, msg.link));
+                self.shared
+                    .addresses
+                    .get(&d.address)
+                    .do_send(Forward(vec![d]));
+            }
+            return;
+        }
+        self.take(msg.link, msg.deliveries);
+        self.pump();
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<StreamProgress> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, _msg: StreamProgress, ctx: &mut Context<Self>) {
+        self.pump();
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<Shutdown> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        // The session ends: router shutdown, or a clean session took the id.
+        self.persistent = None;
+        let (reason, why) = if self.shared.shutting_down.load(Relaxed) {
+            (0x8B, "the router is shutting down")
+        } else {
+            (0x8E, "session taken over by another connection")
+        };
+        if self.attached {
+            self.fail(reason, why, ctx);
+        } else {
+            ctx.stop();
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! MQTT clients on a router: a listener with `protocol = "mqtt"` hands its
+//! connections to [`connection::MqttConnection`] actors, which turn MQTT
+//! into the router's own delivery paths, so MQTT and AMQP clients share
+//! addresses, distributions, credit, settlement and the mesh:
+//!
+//! - a PUBLISH becomes a [`crate::delivery::RoutedDelivery`] to the
+//!   address named by its topic (QoS 0 presettled, QoS 1 unsettled; the
+//!   PUBACK waits for the outcome, `accepted`), its message built once
+//!   here ([`message`]);
+//! - a SUBSCRIBE becomes a consumer link of the filter's address actor
+//!   (wildcard filters: `router::filter`), and deliveries to it go out as
+//!   PUBLISH packets (QoS 1 settled by the client's PUBACK).
+//!
+//! [`codec`] reads and writes the packets (3.1.1 and 5.0, over rumqttc's
+//! codecs); [`message`] maps an application message to AMQP and back.
+//! ARCHITECTURE.md ("MQTT") states the mapping and what is not done.
+
+pub mod codec;
+pub mod connection;
+pub mod message;
+pub mod retain;
+
+use std::sync::Arc;
+
+use actix::Actor;
+
+use crate::router::{Accept, Protocols};
+
+/// The protocols `boted` serves besides AMQP: MQTT.
+pub fn protocols() -> Protocols {
+    let accept: Accept = Arc::new(|id, socket, peer, listener, shared, worker| {
+        connection::MqttConnection::start_in_arbiter(worker, move |_| {
+            connection::MqttConnection::accepted(id, socket, peer, listener, shared)
+        });
+    });
+    Protocols {
+        mqtt: Some(accept),
+        mqtt_started: Some(Arc::new(retain::start)),
+    }
+}

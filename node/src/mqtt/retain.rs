@@ -1,0 +1,192 @@
+//! Retained messages: the last retained message of each topic, on every
+//! router with an MQTT listener, given to a new subscription before
+//! anything else.
+//!
+//! A retained PUBLISH goes to its topic as usual and, as a presettled copy
+//! of the same AMQP message (`to` = the topic), to the multicast address
+//! [`RETAIN_ADDRESS`] (`_mqtt/retain`). Every router with an MQTT listener
+//! has one consumer on that address, [`RetainConsumer`], which keeps the
+//! message in its router's [`RetainStore`] (replacing the topic's previous
+//! one; an empty payload clears the topic). So each router answers a new
+//! subscription from its own store, whichever router the message was
+//! published on. An AMQP client retains a message the same way: send it to
+//! `_mqtt/retain` with `to` set to the topic (the body as MQTT subscribers
+//! would get it, `mqtt::message`; an empty one clears).
+//!
+//! Held in memory only: a router that starts (or restarts) after a message
+//! was retained does not have it until it is published again; the store
+//! takes at most [`MAX_TOPICS`] topics and [`MAX_BYTES`] bytes, past which
+//! a new topic is not retained (logged; replacing or clearing a topic
+//! already retained still works).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use crate::delivery::{ConnId, OutcomeBatch};
+use crate::router::Shared;
+use crate::router::address::{AttachConsumer, Deliver};
+pub use crate::router::filter::RETAIN_ADDRESS;
+use crate::router::link::LinkCounters;
+use bote_amqp::{LinkId, MessageView, SessionId};
+
+/// Topics a router retains at most.
+pub const MAX_TOPICS: usize = 100_000;
+/// Bytes of retained messages a router keeps at most.
+pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// A router's retained messages: topic -> the AMQP message.
+#[derive(Default)]
+pub struct RetainStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_topic: BTreeMap<String, Bytes>,
+    bytes: usize,
+}
+
+impl RetainStore {
+    /// Keeps `message` as `topic`'s retained message, or clears the topic
+    /// when `clear`. False if it was not kept (the store is full).
+    pub fn set(&self, topic: &str, message: Bytes, clear: bool) -> bool {
+        let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = i.by_topic.remove(topic) {
+            i.bytes -= old.len();
+        }
+        if clear {
+            return true;
+        }
+        if i.by_topic.len() >= MAX_TOPICS || i.bytes + message.len() > MAX_BYTES {
+            return false;
+        }
+        i.bytes += message.len();
+        i.by_topic.insert(topic.to_owned(), message);
+        true
+    }
+
+    /// The retained messages whose topic `filter` matches, by topic.
+    pub fn matching(&self, filter: &str) -> Vec<Bytes> {
+        let i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !crate::router::filter::is_filter(filter) {
+            return i.by_topic.get(filter).cloned().into_iter().collect();
+        }
+        i.by_topic
+            .iter()
+            .filter(|(t, _)| crate::router::filter::matches(filter, t))
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_topic
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The router's MQTT state, in `Shared::protocol_state`.
+#[derive(Default)]
+pub struct MqttState {
+    pub retained: RetainStore,
+}
+
+/// The router's MQTT state (set when the router started with an MQTT
+/// listener; a new empty one otherwise, for a router without).
+pub fn state(shared: &Shared) -> Arc<MqttState> {
+    let any = shared
+        .protocol_state
+        .get_or_init(|| Arc::new(MqttState::default()))
+        .clone();
+    any.downcast::<MqttState>()
+        .unwrap_or_else(|_| Arc::new(MqttState::default()))
+}
+
+/// Starts the router's retained-message consumer on [`RETAIN_ADDRESS`].
+pub fn start(shared: &Arc<Shared>) {
+    let state = state(shared);
+    let worker = shared.next_worker();
+    let shared = shared.clone();
+    RetainConsumer::start_in_arbiter(&worker, move |_| RetainConsumer {
+        conn: shared.next_conn_id(),
+        shared,
+        state,
+        counters: Arc::new(LinkCounters::default()),
+    });
+}
+
+/// The router's consumer of [`RETAIN_ADDRESS`]: keeps what arrives in the
+/// store.
+pub struct RetainConsumer {
+    conn: ConnId,
+    shared: Arc<Shared>,
+    state: Arc<MqttState>,
+    counters: Arc<LinkCounters>,
+}
+
+const LINK: LinkId = LinkId {
+    session: SessionId(0),
+    handle: 0,
+};
+
+impl Actor for RetainConsumer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.shared
+            .addresses
+            .get(RETAIN_ADDRESS)
+            .do_send(AttachConsumer {
+                conn: self.conn,
+                link: LINK,
+                deliver: ctx.address().recipient(),
+                counters: self.counters.clone(),
+                capacity: u32::MAX,
+            });
+    }
+}
+
+impl Handler<Deliver> for RetainConsumer {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
+        let mut returns = OutcomeBatch::default();
+        for mut d in msg.deliveries {
+            self.counters
+                .undelivered
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            returns.credit(&mut d);
+            let kept = MessageView::parse(d.message.clone())
+                .ok()
+                .and_then(|v| v.to().ok().flatten().map(str::to_owned))
+                .map(|topic| {
+                    let (_, payload, _) = super::message::from_amqp(&d.message, &topic);
+                    (topic, payload.is_empty())
+                });
+            let state = match kept {
+                Some((topic, empty)) => {
+                    if !self.state.retained.set(&topic, d.message.clone(), empty) {
+                        tracing::warn!(%topic, "retained message not kept: the store is full ({MAX_TOPICS} topics, {MAX_BYTES} bytes)");
+                    }
+                    bote_amqp::DeliveryState::Accepted
+                }
+                None => bote_amqp::DeliveryState::Rejected {
+                    error: Some(bote_amqp::AmqpError::new(
+                        bote_amqp::condition::INVALID_FIELD,
+                        "a retained message needs properties.to (its topic)",
+                    )),
+                },
+            };
+            returns.push(d, Some(state));
+        }
+        returns.send();
+    }
+}

@@ -1,0 +1,520 @@
+"""MQTT clients through real boted processes: paho-mqtt (3.1.1 and 5.0) and
+mosquitto_pub/mosquitto_sub (Debian mosquitto-clients), beside Python Proton
+AMQP clients, on one router and across a 3-router chain A-B-C."""
+
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from proton import Disposition, Message
+from proton.utils import BlockingConnection
+
+from conftest import Router, wait_until
+
+MOSQ = shutil.which("mosquitto_pub") is not None
+
+
+class Client:
+    """A paho client run by its own network thread; what it receives is
+    kept in `messages` (topic, payload, properties)."""
+
+    def __init__(self, port, version=paho.MQTTv311, client_id="", will=None):
+        self.v5 = version == paho.MQTTv5
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=version)
+        self.messages = []
+        self.acked = set()
+        self.disconnect_reason = None
+        self.connected = threading.Event()
+        self.c.on_connect = lambda c, u, f, rc, p: self.connected.set()
+        self.c.on_message = lambda c, u, m: self.messages.append(
+            (m.topic, m.payload, getattr(m, "properties", None)))
+        self.c.on_publish = lambda c, u, mid, rc, p: self.acked.add(mid)
+        self.c.on_disconnect = self._disconnected
+        if will:
+            self.c.will_set(*will)
+        if self.v5:
+            self.c.connect("127.0.0.1", port, keepalive=30, clean_start=True)
+        else:
+            self.c.connect("127.0.0.1", port, keepalive=30)
+        self.c.loop_start()
+        assert self.connected.wait(10), "no CONNACK"
+
+    def _disconnected(self, c, u, flags, rc, props):
+        self.disconnect_reason = rc
+
+    def subscribe(self, topic, qos=1):
+        done = threading.Event()
+        self.c.on_subscribe = lambda c, u, mid, codes, p: done.set()
+        self.c.subscribe(topic, qos)
+        assert done.wait(10), "no SUBACK"
+
+    def publish(self, topic, payload, qos=1, props=None):
+        return self.c.publish(topic, payload, qos=qos, properties=props)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def wait_for_address(router, address, timeout=20):
+    """The router's state lists `address` among the remote consumers."""
+    wait_until(lambda: address in router.state().get("addresses", {}), timeout,
+               f"{address} to reach {router.name}")
+
+
+@pytest.fixture
+def one():
+    r = Router("Router.M", mqtt="max-message-size = 1048576")
+    yield r
+    assert r.stop() == 0, r.log()
+
+
+@pytest.fixture
+def chain():
+    a = Router("Router.A", inter_router=True, mqtt=True)
+    b = Router("Router.B", inter_router=True, connectors=[("to-a", a.inter_router_port, 1)],
+               mqtt=True)
+    c = Router("Router.C", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True)
+    routers = [a, b, c]
+    wait_until(lambda: all(len(r.state().get("routes", {})) == 2 for r in routers), 20,
+               "the chain to converge")
+    yield routers
+    for r in routers:
+        assert r.stop() == 0, r.log()
+
+
+def test_mqtt5_publish_reaches_a_proton_consumer_as_data_with_properties(one):
+    conn = BlockingConnection(one.url, timeout=10)
+    rcv = conn.create_receiver("sensors/kitchen/temp", credit=10)
+    pub = Client(one.mqtt_port, paho.MQTTv5)
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = "application/json"
+    props.ResponseTopic = "replies/kitchen"
+    props.CorrelationData = b"corr-1"
+    props.UserProperty = [("room", "kitchen"), ("unit", "C")]
+    info = pub.publish("sensors/kitchen/temp", b'{"t": 21.5}', qos=1, props=props)
+    m = rcv.receive(timeout=10)
+    rcv.accept()
+    assert m.body == b'{"t": 21.5}'
+    assert m.address == "sensors/kitchen/temp"
+    assert m.content_type == "application/json"
+    assert m.reply_to == "replies/kitchen"
+    assert bytes(m.correlation_id) == b"corr-1"
+    assert m.properties == {"room": "kitchen", "unit": "C"}
+    # (Proton's blocking API sends the disposition while it waits.)
+    conn.wait(lambda: info.mid in pub.acked, timeout=10, msg="the PUBACK")
+    pub.close()
+    conn.close()
+
+
+def test_amqp_sender_reaches_mqtt_subscribers_exact_and_wildcard(one):
+    exact = Client(one.mqtt_port, paho.MQTTv5)
+    exact.subscribe("plant/line1/speed", 1)
+    wild = Client(one.mqtt_port)
+    wild.subscribe("plant/+/speed", 1)
+    conn = BlockingConnection(one.url, timeout=10)
+    snd = conn.create_sender("plant/line1/speed")
+    m = Message(body=b"42", address="plant/line1/speed", content_type="text/plain",
+                correlation_id=b"c-7", reply_to="plant/replies", properties={"k": "v"})
+    snd.send(m)  # blocks until settled: accepted
+    wait_until(lambda: exact.messages and wild.messages, 10, "both subscribers")
+    topic, payload, props = exact.messages[0]
+    assert (topic, payload) == ("plant/line1/speed", b"42")
+    assert props.ContentType == "text/plain"
+    assert props.CorrelationData == b"c-7"
+    assert props.ResponseTopic == "plant/replies"
+    assert props.UserProperty == [("k", "v")]
+    assert wild.messages[0][:2] == ("plant/line1/speed", b"42")
+    # AMQP's dotted addresses match the same filter.
+    snd2 = conn.create_sender("plant.line2.speed")
+    snd2.send(Message(body=b"7", address="plant.line2.speed"))
+    wait_until(lambda: len(wild.messages) == 2, 10, "the dotted address")
+    assert wild.messages[1][:2] == ("plant.line2.speed", b"7")
+    assert len(exact.messages) == 1
+    conn.close()
+    exact.close()
+    wild.close()
+
+
+
+def test_a_large_amqp_message_streams_to_mqtt_subscribers_whole(one):
+    """A message far larger than a frame comes in frame by frame and the
+    router streams it (issue 17); each MQTT subscriber (one exact, one on
+    a filter: two readers of one stream) gets it as one PUBLISH, byte for
+    byte, and the sender's delivery is accepted."""
+    exact = Client(one.mqtt_port)
+    exact.subscribe("bulk/file", 1)
+    wild = Client(one.mqtt_port, paho.MQTTv5)
+    wild.subscribe("bulk/#", 1)
+    body = bytes(range(256)) * 2048  # 512 KiB, ~32 frames of 16 KiB
+    conn = BlockingConnection(one.url, timeout=20)
+    snd = conn.create_sender("bulk/file")
+    snd.send(Message(body=body, address="bulk/file"))  # blocks until accepted
+    wait_until(lambda: exact.messages and wild.messages, 20, "both subscribers")
+    assert exact.messages[0][0] == "bulk/file" and exact.messages[0][1] == body
+    assert wild.messages[0][1] == body
+    conn.close()
+    exact.close()
+    wild.close()
+
+@pytest.mark.skipif(not MOSQ, reason="mosquitto-clients not installed")
+def test_mosquitto_clients_across_the_chain_and_paho_back(chain):
+    a, b, c = chain
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(c.mqtt_port), "-t", "mesh/#",
+         "-q", "1", "-C", "3", "-v", "-V", "mqttv5"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for_address(a, "mesh/#")
+        for i in range(3):
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(a.mqtt_port),
+                            "-t", f"mesh/dev{i}/state", "-m", f"on{i}", "-q", "1"],
+                           check=True, timeout=10)
+        out, _ = sub.communicate(timeout=15)
+    finally:
+        sub.kill()
+    assert out.splitlines() == [f"mesh/dev{i}/state on{i}" for i in range(3)]
+    # And back: a paho subscriber on A, a paho publisher on C.
+    back = Client(a.mqtt_port)
+    back.subscribe("reply/+", 1)
+    wait_for_address(c, "reply/+")
+    p = Client(c.mqtt_port, paho.MQTTv5)
+    p.publish("reply/1", b"pong", qos=1).wait_for_publish(10)
+    wait_until(lambda: back.messages, 10, "the message from C")
+    assert back.messages[0][:2] == ("reply/1", b"pong")
+    back.close()
+    p.close()
+
+
+def test_qos1_is_not_acknowledged_until_a_consumer_accepts(one):
+    pub = Client(one.mqtt_port)
+    info = pub.publish("orders/new", b"order-1", qos=1)
+    time.sleep(1.5)  # no consumer: released, retried, never acknowledged
+    assert info.mid not in pub.acked
+    conn = BlockingConnection(one.url, timeout=10)
+    rcv = conn.create_receiver("orders/new", credit=1)
+    m = rcv.receive(timeout=10)
+    assert m.body == b"order-1"
+    assert info.mid not in pub.acked  # not before the consumer settles
+    rcv.accept()
+    conn.wait(lambda: info.mid in pub.acked, timeout=10, msg="the PUBACK after accepted")
+    conn.close()
+    pub.close()
+
+
+def test_mqtt_subscriber_settles_amqp_delivery_and_a_gone_one_gets_modified(one):
+    sub = Client(one.mqtt_port)
+    sub.subscribe("jobs", 1)
+    conn = BlockingConnection(one.url, timeout=10)
+    snd = conn.create_sender("jobs")
+    snd.send(Message(body=b"j1"))  # accepted by the subscriber's PUBACK
+    wait_until(lambda: sub.messages, 10, "the job")
+    sub.close()
+    conn.close()
+
+
+@pytest.mark.skipif(not MOSQ, reason="mosquitto-clients not installed")
+def test_will_is_published_when_a_client_is_killed(one):
+    watcher = Client(one.mqtt_port)
+    watcher.subscribe("status/+", 1)
+    dev = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(one.mqtt_port), "-t", "nothing",
+         "--will-topic", "status/dev1", "--will-payload", "offline", "--will-qos", "1",
+         "-i", "dev1"], stdout=subprocess.DEVNULL)
+    wait_until(lambda: "client=dev1" in one.log(), 10, "dev1 to connect")
+    time.sleep(0.2)
+    assert watcher.messages == []
+    dev.kill()
+    dev.wait()
+    wait_until(lambda: watcher.messages, 10, "the will")
+    assert watcher.messages[0][:2] == ("status/dev1", b"offline")
+    # A clean DISCONNECT publishes no will.
+    polite = Client(one.mqtt_port, client_id="dev2", will=("status/dev2", b"offline", 1))
+    polite.close()
+    time.sleep(0.5)
+    assert [m[0] for m in watcher.messages] == ["status/dev1"]
+    watcher.close()
+
+
+def raw(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return s
+
+
+def connect_packet(client_id, level=5):
+    cid = client_id.encode()
+    vh = b"\x00\x04MQTT" + bytes([level, 0x02]) + struct.pack(">H", 30)
+    if level == 5:
+        vh += b"\x00"  # no properties
+    body = vh + struct.pack(">H", len(cid)) + cid
+    return bytes([0x10, len(body)]) + body
+
+
+def read_all(s):
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                return data, True
+            data += chunk
+    except socket.timeout:
+        return data, False
+
+
+def test_bad_input_gets_the_spec_error_and_others_carry_on(one):
+    watcher = Client(one.mqtt_port)
+    watcher.subscribe("ok/#", 1)
+    # Not CONNECT first: closed.
+    s = raw(one.mqtt_port)
+    s.sendall(b"\x30\x05\x00\x01xyz")
+    data, closed = read_all(s)
+    assert closed and data == b""
+    # Garbage remaining length: closed.
+    s = raw(one.mqtt_port)
+    s.sendall(b"\x10\xff\xff\xff\xff\xff")
+    data, closed = read_all(s)
+    assert closed
+    # 5.0, QoS 2 PUBLISH: DISCONNECT 0x9B, closed.
+    s = raw(one.mqtt_port)
+    s.sendall(connect_packet("q2"))
+    time.sleep(0.2)
+    topic = b"ok/x"
+    body = struct.pack(">H", len(topic)) + topic + b"\x00\x01" + b"\x00" + b"x"
+    s.sendall(bytes([0x34, len(body)]) + body)
+    data, closed = read_all(s)
+    assert data[:2] == b"\x20\x00" or data[0] == 0x20  # CONNACK first
+    assert b"\xe0" in data and data[data.index(b"\xe0") + 2] == 0x9B
+    assert closed
+    # Oversized (max-message-size is 1 MiB here): DISCONNECT 0x95.
+    big = Client(one.mqtt_port, paho.MQTTv5)
+    big.publish("ok/big", b"x" * (2 * 1024 * 1024), qos=0)
+    wait_until(lambda: big.disconnect_reason is not None, 10, "the disconnect")
+    assert int(big.disconnect_reason.value) == 0x95
+    big.c.loop_stop()
+    # A wildcard in a PUBLISH topic: 3.1.1 just closes.
+    s = raw(one.mqtt_port)
+    s.sendall(connect_packet("wild", level=4))
+    topic = b"ok/+"
+    body = struct.pack(">H", len(topic)) + topic + b"x"
+    s.sendall(bytes([0x30, len(body)]) + body)
+    data, closed = read_all(s)
+    assert data == b"\x20\x02\x00\x00" and closed  # CONNACK, then closed
+    # Nothing else was affected.
+    good = Client(one.mqtt_port)
+    good.publish("ok/fine", b"fine", qos=1).wait_for_publish(10)
+    wait_until(lambda: watcher.messages, 10, "the good message")
+    assert [m[:2] for m in watcher.messages] == [("ok/fine", b"fine")]
+    good.close()
+    watcher.close()
+
+
+def test_mqtt_connections_show_in_botectl_stat_and_metrics(one):
+    import json
+    import urllib.request
+    from test_botectl import botectl, table
+    c = Client(one.mqtt_port, client_id="meter-7")
+    c.subscribe("m/#", 1)
+    c.publish("m/1", b"x", qos=1).wait_for_publish(10)
+    rows = table(botectl("stat", "-b", f"127.0.0.1:{one.port}", "-c").stdout)
+    mine = [r for r in rows if r.get("container") == "meter-7"]
+    assert len(mine) == 1 and mine[0]["proto"] == "mqtt", rows
+    links = json.loads(botectl("stat", "-b", f"127.0.0.1:{one.port}", "-l", "--json").stdout)
+    assert "m/#" in json.dumps(links)
+    with urllib.request.urlopen(one.http_url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    metrics = dict(l.rsplit(" ", 1) for l in text.splitlines() if l.startswith("bote_mqtt"))
+    assert int(metrics["bote_mqtt_connections_total"]) >= 1
+    assert int(metrics["bote_mqtt_sessions"]) == 1
+    assert int(metrics["bote_mqtt_publish_received_total"]) == 1
+    assert int(metrics["bote_mqtt_publish_sent_total"]) == 1
+    c.close()
+
+
+def test_retained_message_reaches_a_late_subscriber_on_another_router(chain):
+    a, b, c = chain
+    # Every router's retained store listens on _mqtt/retain.
+    wait_until(lambda: len(a.state().get("addresses", {}).get("_mqtt/retain", [])) == 2, 20,
+               "A to see the retained stores of B and C")
+    pub = Client(a.mqtt_port)
+    pub.c.publish("home/door", b"locked", qos=1, retain=True).wait_for_publish(10)
+    pub.c.publish("home/window", b"open", qos=0, retain=True)
+    # An AMQP client retains a message the same way.
+    conn = BlockingConnection(a.url, timeout=10)
+    conn.create_sender("_mqtt/retain").send(Message(body=b"on", address="home/light"))
+    conn.close()
+    late = Client(c.mqtt_port, paho.MQTTv5)
+    time.sleep(0.5)
+    late.subscribe("home/#", 1)
+    wait_until(lambda: len(late.messages) == 3, 10, "the retained messages")
+    assert sorted(m[:2] for m in late.messages) == [
+        ("home/door", b"locked"), ("home/light", b"on"), ("home/window", b"open")]
+    # Cleared by an empty retained publish.
+    pub.c.publish("home/door", b"", qos=1, retain=True).wait_for_publish(10)
+    time.sleep(0.5)
+    later = Client(b.mqtt_port)
+    later.subscribe("home/door", 1)
+    time.sleep(0.5)
+    assert later.messages == []
+    # A live subscriber gets new messages as usual.
+    pub.c.publish("home/door", b"unlocked", qos=1).wait_for_publish(10)
+    wait_until(lambda: later.messages, 10, "the live message")
+    assert later.messages[0][:2] == ("home/door", b"unlocked")
+    for cl in (pub, late, later):
+        cl.close()
+
+
+def test_persistent_session_queues_qos1_while_away_and_resumes():
+    r = Router("Router.S", mqtt="mqtt-session-max-messages = 3")
+    try:
+        s = Client(r.mqtt_port, client_id="s1")
+        s.c.disconnect()
+        s.c.loop_stop()
+        s = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="s1", clean_session=False)
+        got, present = [], []
+        s.on_connect = lambda c, u, f, rc, p: present.append(f.session_present)
+        s.on_message = lambda c, u, m: got.append(m.payload)
+        s.connect("127.0.0.1", r.mqtt_port)
+        s.loop_start()
+        wait_until(lambda: present, 10, "CONNACK")
+        assert present == [False]
+        done = threading.Event()
+        s.on_subscribe = lambda *a: done.set()
+        s.subscribe("inbox/s1", 1)
+        assert done.wait(10)
+        s.disconnect()
+        s.loop_stop()
+        # Away: three QoS 1 messages queue, a fourth goes back released.
+        conn = BlockingConnection(r.url, timeout=10)
+        snd = conn.create_sender("inbox/s1")
+        from proton.utils import SendException
+        results = []
+
+        def send(i):
+            try:
+                snd.send(Message(body=f"m{i}".encode()), timeout=3)
+                results.append((i, "accepted"))
+            except SendException as e:
+                results.append((i, "released" if e.state == Disposition.RELEASED else str(e)))
+            except Exception as e:  # timeout: still waiting for the client
+                results.append((i, type(e).__name__))
+        for i in range(4):
+            send(i)
+        assert [x[1] for x in results] == ["Timeout"] * 3 + ["released"], results
+        # Back: session present, the queued messages delivered.
+        s2 = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="s1", clean_session=False)
+        present2 = []
+        s2.on_connect = lambda c, u, f, rc, p: present2.append(f.session_present)
+        s2.on_message = lambda c, u, m: got.append(m.payload)
+        s2.connect("127.0.0.1", r.mqtt_port)
+        s2.loop_start()
+        wait_until(lambda: present2, 10, "CONNACK")
+        assert present2 == [True]
+        wait_until(lambda: len(got) >= 3, 10, "the queued messages")
+        assert got[:3] == [b"m0", b"m1", b"m2"]
+        # A clean session with the same id ends the old one.
+        s2.disconnect()
+        s2.loop_stop()
+        s3 = Client(r.mqtt_port, client_id="s1")
+        assert s3.connected.is_set()
+        s3.close()
+        conn.close()
+    finally:
+        assert r.stop() == 0, r.log()
+
+
+def test_second_connection_with_the_same_client_id_takes_over(one):
+    first = Client(one.mqtt_port, paho.MQTTv5, client_id="twin")
+    second = Client(one.mqtt_port, paho.MQTTv5, client_id="twin")
+    wait_until(lambda: first.disconnect_reason is not None, 10, "the first to be closed")
+    assert int(first.disconnect_reason.value) == 0x8E
+    first.c.loop_stop()
+    second.close()
+
+
+def test_mqtt5_request_is_answered_by_an_amqp_responder_through_reply_to(chain):
+    a, b, c = chain
+    requester = Client(a.mqtt_port, paho.MQTTv5, client_id="requester")
+    requester.subscribe("replies/requester", 1)
+    conn = BlockingConnection(c.url, timeout=10)
+    service = conn.create_receiver("service/echo", credit=10)
+    replies = conn.create_sender(None)  # anonymous: each reply's `to`
+    wait_for_address(a, "service/echo")
+    wait_for_address(c, "replies/requester")
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "replies/requester"
+    props.CorrelationData = b"req-42"
+    requester.publish("service/echo", b"ping", qos=1, props=props)
+    req = service.receive(timeout=10)
+    service.accept()
+    assert req.reply_to == "replies/requester", req
+    replies.send(Message(address=req.reply_to, body=bytes(req.body).upper(),
+                         # (Proton hands a binary id over as a memoryview)
+                         correlation_id=bytes(req.correlation_id)))
+    wait_until(lambda: requester.messages, 10, "the reply")
+    topic, payload, rprops = requester.messages[0]
+    assert (topic, payload, rprops.CorrelationData) == ("replies/requester", b"PING", b"req-42")
+    conn.close()
+    requester.close()
+
+
+def test_an_amqp_receiver_on_a_filter_gets_matching_mqtt_and_amqp_messages(chain):
+    a, b, c = chain
+    conn = BlockingConnection(c.url, timeout=10)
+    rcv = conn.create_receiver("fleet/+/position", credit=10)
+    wait_for_address(a, "fleet/+/position")
+    pub = Client(a.mqtt_port)
+    info = pub.publish("fleet/truck1/position", b"1,2", qos=1)
+    got = []
+    m = rcv.receive(timeout=10)
+    rcv.accept()
+    got.append((m.address, bytes(m.body)))
+    conn.wait(lambda: info.mid in pub.acked, timeout=10, msg="the PUBACK")
+    # An AMQP sender's dotted address matches too (sent from a thread: each
+    # blocking connection does its I/O only while it is called).
+    amqp = BlockingConnection(a.url, timeout=10)
+    snd = amqp.create_sender("fleet.truck2.position")
+    result = []
+    t = threading.Thread(target=lambda: result.append(
+        snd.send(Message(address="fleet.truck2.position", body=b"3,4")).remote_state))
+    t.start()
+    m = rcv.receive(timeout=10)
+    rcv.accept()
+    got.append((m.address, bytes(m.body)))
+    conn.wait(lambda: bool(result), timeout=10, msg="the sender's outcome")
+    t.join()
+    assert result == [Disposition.ACCEPTED]
+    assert sorted(got) == [("fleet.truck2.position", b"3,4"), ("fleet/truck1/position", b"1,2")]
+    amqp.close()
+    conn.close()
+    pub.close()
+
+
+def test_a_connect_flood_is_cut_at_the_handshake_deadline_and_clients_are_served():
+    r = Router("Router.F", mqtt="handshake-timeout-ms = 1000")
+    try:
+        idle = [raw(r.mqtt_port) for _ in range(300)]
+        # Half-sent CONNECTs too.
+        for s in idle[:100]:
+            s.sendall(b"\x10\x20\x00\x04MQ")
+        good = Client(r.mqtt_port)
+        good.subscribe("f/x", 1)
+        good.publish("f/x", b"served", qos=1).wait_for_publish(10)
+        wait_until(lambda: good.messages, 10, "the message")
+        # Every idle connection is closed by the router (no CONNECT in time).
+        deadline = time.time() + 10
+        for s in idle:
+            s.settimeout(max(0.1, deadline - time.time()))
+            assert s.recv(16) == b""
+            s.close()
+        good.close()
+    finally:
+        assert r.stop() == 0, r.log()
