@@ -245,13 +245,14 @@ fn the_example_file_users_copy_parses() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bote.toml");
     let config = Config::from_file(path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.router.id, "Router.A");
-    assert_eq!(config.listeners.len(), 3);
+    assert_eq!(config.listeners.len(), 4);
     assert_eq!(config.listeners[1].role, Role::InterRouter);
+    assert_eq!(config.listeners[2].role, Role::Edge);
     assert_eq!(
-        config.listeners[2].protocol,
+        config.listeners[3].protocol,
         bote_node::config::Protocol::Mqtt
     );
-    assert_eq!(config.listeners[2].port, 1883);
+    assert_eq!(config.listeners[3].port, 1883);
     assert_eq!(config.connectors[0].name, "to-router-b");
     assert_eq!(config.addresses.lookup("closest.q"), Distribution::Closest);
     assert_eq!(
@@ -1021,9 +1022,16 @@ fn auto_links_parse_and_their_errors_name_file_line_and_key() {
 
 // ---------------------------------------------------------------- edges
 
-/// An example file, read whole.
+/// An example file, read whole, its `certs/` paths pointing at fresh test
+/// certificates (`botectl certs` writes the files the examples name).
 fn example(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let dir = std::env::temp_dir().join(format!("bote-config-certs-{}", std::process::id()));
+    if !dir.join("ca.pem").exists() {
+        botectl::certs::write(&dir, &[], "client").expect("test certificates");
+    }
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .replace("\"certs/", &format!("\"{}/", dir.display()))
 }
 
 #[test]
