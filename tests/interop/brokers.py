@@ -96,12 +96,13 @@ class CBroker(_Process):
 class DrainPeer(_Process):
     """drain_peer.py: a Proton (Python) broker that completes drains."""
 
-    def __init__(self, container_id="drain-peer", port=0):
+    def __init__(self, container_id="drain-peer", port=0, certs=None):
+        """With `certs` (a `botectl certs` directory) it listens with TLS."""
         self.container_id = container_id
         if port == 0:
             port = free_port()
         super().__init__([sys.executable, os.path.join(HERE, "drain_peer.py"), container_id,
-                          str(port)], what="the drain peer")
+                          str(port)] + ([certs] if certs else []), what="the drain peer")
 
     def flows(self):
         """The `flow address credit drain` lines it printed so far."""

@@ -5,24 +5,35 @@ completes a receiver's drain (the Proton C example broker ignores drain).
 It prints `listening on PORT` once listening and `flow ADDRESS CREDIT
 DRAIN` for every flow on a sending link.
 
-    python drain_peer.py CONTAINER_ID PORT"""
+With a certificate directory (from `botectl certs`) it listens with TLS,
+presenting server.pem.
+
+    python drain_peer.py CONTAINER_ID PORT [CERT_DIR]"""
 
 import collections
 import sys
 
+from proton import SSLDomain
 from proton.handlers import MessagingHandler
 from proton.reactor import Container
 
 
 class Peer(MessagingHandler):
-    def __init__(self, container_id, port):
+    def __init__(self, container_id, port, certs=None):
         super().__init__(auto_accept=True)
+        self.certs = certs
         self.container_id = container_id
         self.port = port
         self.queues = collections.defaultdict(collections.deque)
 
     def on_start(self, event):
-        event.container.listen(f"127.0.0.1:{self.port}")
+        if self.certs:
+            domain = SSLDomain(SSLDomain.MODE_SERVER)
+            domain.set_credentials(f"{self.certs}/server.pem", f"{self.certs}/server-key.pem",
+                                   None)
+            event.container.listen(f"amqps://127.0.0.1:{self.port}", ssl_domain=domain)
+        else:
+            event.container.listen(f"127.0.0.1:{self.port}")
         print(f"listening on {self.port}", flush=True)
 
     def on_connection_init(self, event):
@@ -66,4 +77,4 @@ class Peer(MessagingHandler):
 
 
 if __name__ == "__main__":
-    Container(Peer(sys.argv[1], int(sys.argv[2]))).run()
+    Container(Peer(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)).run()

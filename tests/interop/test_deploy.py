@@ -95,3 +95,35 @@ def test_each_pod_of_the_statefulset_gets_a_valid_config_wired_by_ordinal(tmp_pa
         assert r.stdout.count("[[connector]]") == ordinal
         for host in dialled:
             assert f'host = "{host}"\nport = 55672' in r.stdout
+
+
+def test_tls_secrets_become_an_amqps_listener_and_mutual_tls_between_pods(tmp_path):
+    """The chart's TLS Secrets (tls.crt, tls.key, ca.crt, as Kubernetes
+    mounts them) through BOTE_TLS_DIR and BOTE_INTER_ROUTER_TLS_DIR: boted
+    accepts the configuration, which reads the files, and the connectors to
+    the pod's predecessors are mutual TLS."""
+    from conftest import make_certs
+    certs = make_certs()
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    for src, dst in [("server.pem", "tls.crt"), ("server-key.pem", "tls.key"), ("ca.pem", "ca.crt")]:
+        shutil.copy(os.path.join(certs, src), secret / dst)
+    shutil.rmtree(certs, ignore_errors=True)
+    _, env = manifest_env()
+    pod_env = dict(env, BOTE_ROUTER_ID="bote-2", BOTE_TLS_DIR=str(secret),
+                   BOTE_INTER_ROUTER_TLS_DIR=str(secret), PATH=os.environ["PATH"])
+    r = subprocess.run([botectl_path(), "config-from-env"], capture_output=True, text=True, env=pod_env,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    config = tmp_path / "bote-2.toml"
+    config.write_text(r.stdout)
+    check = subprocess.run([boted_path(), "--check-config", str(config)], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check.stderr + r.stdout
+    assert r.stdout.count("require-client-cert = true") == 1  # the inter-router listener
+    assert r.stdout.count(f'tls-cert-file = "{secret}/tls.crt"') == 2 + r.stdout.count("[[connector]]")
+    # A key file that is not there is refused, naming it.
+    (secret / "tls.key").unlink()
+    check = subprocess.run([boted_path(), "--check-config", str(config)], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode != 0 and "tls.key" in check.stderr, check.stderr

@@ -504,3 +504,85 @@ def test_vhost_address_patterns_apply_to_link_routed_attaches_too():
         conn.close()
     finally:
         stop_all(router, broker)
+
+
+def test_a_route_container_connector_dials_the_broker_over_tls():
+    """A route-container connector with tls-ca-file (issue 17 item 1)
+    dials the broker with TLS, verifying its certificate: the broker here
+    is a Proton (Python) peer listening on amqps; messages reach it and
+    come back through the link route, and management shows the broker's
+    connection encrypted."""
+    import shutil
+    from conftest import make_certs
+    certs = make_certs()
+    peer = DrainPeer("tls-broker", certs=certs)
+    extra = (f'tls-ca-file = "{certs}/ca.pem"\ntls-server-name = "localhost"\n')
+    connector = (f'[[connector]]\nname = "broker"\nhost = "127.0.0.1"\nport = {peer.port}\n'
+                 f'role = "route-container"\n{extra}')
+    routes = ('[[link-route]]\nprefix = "broker"\ndirection = "in"\nconnection = "broker"\n'
+              '[[link-route]]\nprefix = "broker"\ndirection = "out"\nconnection = "broker"\n')
+    router = Router("Router.LRTLS", addresses=DEFAULT_ADDRESSES + "\n" + connector + routes)
+    try:
+        wait_connected(router, container="tls-broker")
+        sender = run(Sender(router.url, "broker.tls", 5))
+        assert sender.counts() == {"accepted": 5}, (sender.refused, sender.error)
+        receiver = run(Receiver(router.url, "broker.tls", expect=5, credit=5))
+        assert [m.body for m in receiver.messages] == [f"message-{i}" for i in range(5)]
+        with Management(router.url) as m:
+            rows = m.query("connection", ["role", "isEncrypted", "sslProto"])
+        broker = [r for r in rows if r["role"] == "route-container"]
+        assert broker and broker[0]["isEncrypted"] is True, rows
+        assert broker[0]["sslProto"].startswith("TLSv1."), rows
+    finally:
+        stop_all(router, peer)
+        shutil.rmtree(certs, ignore_errors=True)
+
+
+def test_a_route_container_connector_logs_in_with_sasl_plain():
+    """A route-container connector with sasl-username and a password file
+    logs in with SASL PLAIN. The container is another boted here (Proton's
+    Python build cannot check PLAIN on a server), whose amqps listener
+    offers PLAIN only against a users file written by `botectl user add`;
+    Proton clients on both routers exchange messages through the route,
+    and the container shows the connection as the user, over TLS."""
+    import os
+    import shutil
+    import tempfile
+    from conftest import make_certs
+    from test_sasl import PASSWORD, add_user
+    certs = make_certs()
+    d = tempfile.mkdtemp(prefix="bote-users-")
+    users, password_file = os.path.join(d, "users"), os.path.join(d, "password")
+    add_user(users, "router-a", PASSWORD)
+    with open(password_file, "w") as f:
+        f.write(PASSWORD + "\n")
+    container = Router(
+        "Router.Container", router_extra=f'users-file = "{users}"\n',
+        extra_listener=(f'\n[[listener]]\nhost = "127.0.0.1"\nport = 0\n'
+                        f'tls-cert-file = "{certs}/server.pem"\n'
+                        f'tls-key-file = "{certs}/server-key.pem"\n'
+                        f'sasl-mechanisms = ["PLAIN"]\n'))
+    routed = None
+    try:
+        normal = [l["port"] for l in container.state()["listeners"] if l["role"] == "normal"]
+        connector = (f'[[connector]]\nname = "broker"\nhost = "127.0.0.1"\nport = {normal[1]}\n'
+                     f'role = "route-container"\ntls-ca-file = "{certs}/ca.pem"\n'
+                     f'tls-server-name = "localhost"\nsasl-username = "router-a"\n'
+                     f'sasl-password-file = "{password_file}"\n')
+        routes = ('[[link-route]]\nprefix = "shared"\ndirection = "in"\nconnection = "broker"\n'
+                  '[[link-route]]\nprefix = "shared"\ndirection = "out"\nconnection = "broker"\n')
+        routed = Router("Router.Dialler", addresses=DEFAULT_ADDRESSES + "\n" + connector + routes)
+        wait_connected(routed, container="Router.Container")
+        rx = Receiver(container.url, "shared.q", expect=5).start()
+        assert rx.attached.wait(10)
+        sender = run(Sender(routed.url, "shared.q", 5))
+        rx.join(20)
+        assert rx.count == 5 and sender.counts() == {"accepted": 5}, (rx.count, sender.counts())
+        with Management(container.url) as m:
+            rows = m.query("connection", ["sasl", "user", "isEncrypted"])
+        assert ("PLAIN", "router-a", True) in [(r["sasl"], r["user"], r["isEncrypted"])
+                                               for r in rows], rows
+    finally:
+        stop_all(*[r for r in (routed, container) if r is not None])
+        shutil.rmtree(certs, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)

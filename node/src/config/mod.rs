@@ -943,12 +943,6 @@ fn check_connector_tls(
     c: &ConnectorConfig,
     p: &impl Fn(&str) -> Vec<PathSeg>,
 ) -> Result<(), Problem> {
-    if c.role == Role::RouteContainer && c.tls_ca_file.is_some() {
-        return Err(Problem::new(
-            p("tls-ca-file"),
-            "route-container connectors dial brokers without TLS for now",
-        ));
-    }
     if c.tls_ca_file.is_none() {
         for (k, set) in [
             ("tls-cert-file", c.tls_cert_file.is_some()),

@@ -170,14 +170,15 @@ struct Consumer {
     info: Arc<LinkInfo>,
 }
 
-/// What a connection runs over: the accepted socket, or a TLS session on
-/// it whose handshake is done (with what it negotiated).
+/// What a connection runs over: the socket, or a TLS session on it whose
+/// handshake is done (with what it negotiated): the server side of an
+/// amqps listener's, or the client side of a route-container connector's.
 pub enum Transport {
     /// Plain TCP, not yet registered with the worker's runtime.
     Plain(std::net::TcpStream),
-    /// TLS (amqps), registered with the worker's runtime.
+    /// TLS, registered with the worker's runtime.
     Tls(
-        Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+        Box<tokio_rustls::TlsStream<tokio::net::TcpStream>>,
         crate::model::TlsInfo,
     ),
 }
@@ -1782,7 +1783,7 @@ async fn write_out<W: tokio::io::AsyncWrite + Unpin>(
 /// own like [`ReadChunks`]; the buffer is kept across a read that would
 /// block, so an idle session allocates nothing new.
 struct TlsReadChunks {
-    read: tokio::io::ReadHalf<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    read: tokio::io::ReadHalf<tokio_rustls::TlsStream<tokio::net::TcpStream>>,
     buf: Option<BytesMut>,
 }
 

@@ -109,15 +109,28 @@ pub struct RouteAttach {
     pub links: Arc<AtomicUsize>,
 }
 
-/// Starts the dialling task of a route-container connector: it connects,
-/// starts a connection actor for the socket on a worker, waits until that
-/// connection ends and connects again, forever, with the inter-router
-/// connectors' backoff (a connection up for [`STABLE_STREAM`] resets it).
+/// Starts the dialling task of a route-container connector on a worker
+/// arbiter: it connects (over TLS when the connector has `tls-ca-file`,
+/// the handshake bounded by [`TLS_HANDSHAKE`]), runs a connection actor
+/// for the socket on that worker (logging in with SASL PLAIN when the
+/// connector has `sasl-username`), waits until that connection ends and
+/// connects again, forever, with the inter-router connectors' backoff (a
+/// connection up for [`STABLE_STREAM`] resets it). A TLS configuration
+/// that cannot be built is logged and the connector stays down.
 pub fn start(config: ConnectorConfig, shared: Arc<Shared>) {
-    actix::spawn(async move {
+    let tls = match shared.tls.connector(&config) {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(connector = %config.name, "route-container connector: {}: {e}", e.key());
+            return;
+        }
+    };
+    let worker = shared.next_worker();
+    worker.spawn(async move {
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let target = config.socket_address();
         let config = Arc::new(config);
+        let mut failures = 0u64;
         loop {
             if shared
                 .shutting_down
@@ -125,39 +138,74 @@ pub fn start(config: ConnectorConfig, shared: Arc<Shared>) {
             {
                 return;
             }
-            match tokio::net::TcpStream::connect(&target).await {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    let started = Instant::now();
+            let started = Instant::now();
+            match dial(&target, &config, tls.as_deref()).await {
+                Ok((socket, credentials)) => {
+                    failures = 0;
                     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                    match stream.into_std() {
-                        Ok(socket) => {
-                            let shared2 = shared.clone();
-                            let config2 = config.clone();
-                            let id = shared.next_conn_id();
-                            ConnectionActor::start_in_arbiter(&shared.next_worker(), move |_| {
-                                ConnectionActor::route_container(
-                                    id, socket, config2, shared2, done_tx,
-                                )
-                            });
-                            let _ = done_rx.await;
-                            tracing::info!(connector = %config.name, "route-container connection to {target} ended; reconnecting");
-                        }
-                        Err(e) => {
-                            tracing::warn!(connector = %config.name, "socket to {target}: {e}");
-                        }
-                    }
+                    let (shared2, config2) = (shared.clone(), config.clone());
+                    let id = shared.next_conn_id();
+                    ConnectionActor::create(move |_| {
+                        ConnectionActor::route_container(
+                            id,
+                            socket,
+                            config2,
+                            credentials,
+                            shared2,
+                            done_tx,
+                        )
+                    });
+                    let _ = done_rx.await;
+                    tracing::info!(connector = %config.name, "route-container connection to {target} ended; reconnecting");
                     if started.elapsed() >= STABLE_STREAM {
                         backoff.reset();
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(connector = %config.name, "cannot reach route container {target}: {e}; retrying with backoff");
+                    // Said at once, then every 20th attempt: a broker that
+                    // stays down does not flood the log.
+                    failures += 1;
+                    if failures % 20 == 1 {
+                        tracing::warn!(connector = %config.name, failures, "cannot reach route container {target}: {e:#}; retrying with backoff");
+                    } else {
+                        tracing::debug!(connector = %config.name, "cannot reach route container {target}: {e:#}; retrying with backoff");
+                    }
                 }
             }
             tokio::time::sleep(backoff.next_delay().min(Duration::from_secs(5))).await;
         }
     });
+}
+
+/// How long a route-container connector's TLS handshake may take.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// Connects to `target` (with TLS when `tls`) and reads the connector's
+/// SASL PLAIN credentials, if it has a user name (the password file is
+/// read at each dial, so a rotated one applies at the next).
+async fn dial(
+    target: &str,
+    config: &ConnectorConfig,
+    tls: Option<&crate::tls::ClientTls>,
+) -> anyhow::Result<(super::connection::Transport, Option<Vec<u8>>)> {
+    let credentials = crate::mesh::auth::credentials(config)?;
+    let stream = tokio::net::TcpStream::connect(target).await?;
+    let _ = stream.set_nodelay(true);
+    let socket = match tls {
+        None => super::connection::Transport::Plain(stream.into_std()?),
+        Some(tls) => {
+            let session = tokio::time::timeout(
+                TLS_HANDSHAKE,
+                tls.connector().connect(tls.server_name(), stream),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("TLS handshake not done within {TLS_HANDSHAKE:?}"))?
+            .map_err(|e| anyhow::anyhow!("TLS handshake: {e}"))?;
+            let info = crate::tls::session_info(session.get_ref().1);
+            super::connection::Transport::Tls(Box::new(session.into()), info)
+        }
+    };
+    Ok((socket, credentials))
 }
 
 /// An `[[auto-link]]` and its state, which management shows.

@@ -276,7 +276,7 @@ impl StreamHandler<TcpStream> for ListenerActor {
                     ConnectionActor::create(move |_ctx| {
                         ConnectionActor::accepted(
                             conn,
-                            Transport::Tls(Box::new(session), info),
+                            Transport::Tls(Box::new(session.into()), info),
                             peer,
                             config,
                             shared,

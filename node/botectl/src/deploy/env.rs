@@ -16,6 +16,9 @@
 //! | `BOTE_NAMESPACE` | | appended to peers' names (`bote-0.bote-mesh.<ns>.svc`) |
 //! | `BOTE_LOG_LEVEL` | `info` | |
 //! | `BOTE_OTLP_ENDPOINT` | | OpenTelemetry trace export |
+//! | `BOTE_TLS_DIR` | | the client listener speaks TLS (amqps) with `tls.crt` and `tls.key` of this directory (a Kubernetes TLS Secret); with `ca.crt`, client certificates are verified against it |
+//! | `BOTE_TLS_REQUIRE_CLIENT_CERT` | `false` | `true`: clients must present a certificate signed by `ca.crt` |
+//! | `BOTE_INTER_ROUTER_TLS_DIR` | | inter-router links are mutual TLS: the listener and every connector use `tls.crt`, `tls.key` and `ca.crt` of this directory; a peer's certificate must name the host dialled (its DNS name) |
 
 use std::fmt::Write as _;
 
@@ -51,6 +54,30 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<String, Strin
         c,
         "\n[[listener]]\nhost = \"{host}\"\nport = {port}\nrole = \"normal\"\n"
     );
+    if let Some(dir) = var("BOTE_TLS_DIR") {
+        let dir = dir.trim_end_matches('/');
+        let _ = write!(
+            c,
+            "tls-cert-file = \"{dir}/tls.crt\"\ntls-key-file = \"{dir}/tls.key\"\n"
+        );
+        let require = match var("BOTE_TLS_REQUIRE_CLIENT_CERT").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(format!(
+                    "BOTE_TLS_REQUIRE_CLIENT_CERT=\"{other}\" is not true or false"
+                ));
+            }
+        };
+        let ca = format!("{dir}/ca.crt");
+        if require || std::path::Path::new(&ca).exists() {
+            let _ = writeln!(c, "tls-ca-file = \"{ca}\"");
+        }
+        if require {
+            c.push_str("require-client-cert = true\n");
+        }
+    }
+    let inter_tls = var("BOTE_INTER_ROUTER_TLS_DIR").map(|d| d.trim_end_matches('/').to_owned());
     let mut inter_port = 55672;
     if var("BOTE_INTER_ROUTER_LISTEN").as_deref() != Some("off") {
         let (host, port) = split("BOTE_INTER_ROUTER_LISTEN", "0.0.0.0:55672")?;
@@ -59,6 +86,13 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<String, Strin
             c,
             "\n[[listener]]\nhost = \"{host}\"\nport = {port}\nrole = \"inter-router\"\n"
         );
+        if let Some(dir) = &inter_tls {
+            let _ = write!(
+                c,
+                "tls-cert-file = \"{dir}/tls.crt\"\ntls-key-file = \"{dir}/tls.key\"\n\
+                 tls-ca-file = \"{dir}/ca.crt\"\nrequire-client-cert = true\n"
+            );
+        }
     }
     let mut connectors: Vec<(String, u16, u32)> = Vec::new();
     if let Some(list) = var("BOTE_CONNECTORS") {
@@ -111,6 +145,13 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<String, Strin
             c,
             "\n[[connector]]\nname = \"{host}:{port}\"\nhost = \"{host}\"\nport = {port}\nrole = \"inter-router\"\ncost = {cost}\n"
         );
+        if let Some(dir) = &inter_tls {
+            let _ = write!(
+                c,
+                "tls-ca-file = \"{dir}/ca.crt\"\ntls-cert-file = \"{dir}/tls.crt\"\n\
+                 tls-key-file = \"{dir}/tls.key\"\n"
+            );
+        }
     }
     Ok(c)
 }
@@ -171,5 +212,39 @@ mod tests {
                 .unwrap_err()
                 .contains("BOTE_LISTEN")
         );
+    }
+
+    #[test]
+    fn tls_directories_make_the_client_listener_amqps_and_the_mesh_mutual_tls() {
+        let c = config(&[
+            ("BOTE_ROUTER_ID", "bote-1"),
+            ("BOTE_MESH_SERVICE", "bote-mesh"),
+            ("BOTE_TLS_DIR", "/etc/bote/tls/client/"),
+            ("BOTE_TLS_REQUIRE_CLIENT_CERT", "true"),
+            ("BOTE_INTER_ROUTER_TLS_DIR", "/etc/bote/tls/inter-router"),
+        ])
+        .unwrap();
+        assert!(c.contains(
+            "role = \"normal\"\ntls-cert-file = \"/etc/bote/tls/client/tls.crt\"\n\
+             tls-key-file = \"/etc/bote/tls/client/tls.key\"\n\
+             tls-ca-file = \"/etc/bote/tls/client/ca.crt\"\nrequire-client-cert = true\n"
+        ));
+        assert!(c.contains(
+            "role = \"inter-router\"\ntls-cert-file = \"/etc/bote/tls/inter-router/tls.crt\"\n"
+        ));
+        assert_eq!(c.matches("require-client-cert = true").count(), 2);
+        // The connector to bote-0 verifies it and presents this pod's certificate.
+        assert!(c.contains(
+            "host = \"bote-0.bote-mesh\"\nport = 55672\nrole = \"inter-router\"\ncost = 1\n\
+             tls-ca-file = \"/etc/bote/tls/inter-router/ca.crt\"\n\
+             tls-cert-file = \"/etc/bote/tls/inter-router/tls.crt\"\n"
+        ));
+        let e = config(&[
+            ("BOTE_ROUTER_ID", "r"),
+            ("BOTE_TLS_DIR", "/t"),
+            ("BOTE_TLS_REQUIRE_CLIENT_CERT", "yes"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("BOTE_TLS_REQUIRE_CLIENT_CERT"), "{e}");
     }
 }

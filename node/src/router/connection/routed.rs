@@ -132,11 +132,14 @@ pub(in crate::router) fn send_route_attach(
 
 impl ConnectionActor {
     /// A connection the router dialled to a broker (route-container
-    /// connector `connector`); `done` is told when it ends.
+    /// connector `connector`) over `socket`, logging in with SASL PLAIN
+    /// when `credentials` (the PLAIN message) are given, else ANONYMOUS;
+    /// `done` is told when it ends.
     pub fn route_container(
         id: ConnId,
-        socket: std::net::TcpStream,
+        socket: super::Transport,
         connector: Arc<ConnectorConfig>,
+        credentials: Option<Vec<u8>>,
         shared: Arc<Shared>,
         done: tokio::sync::oneshot::Sender<()>,
     ) -> Self {
@@ -159,8 +162,13 @@ impl ConnectionActor {
             // The far sender's transfers are within the credit its
             // receiver granted end to end: no margin of our own.
             sasl: SaslConfig::Client {
-                mechanism: "ANONYMOUS".to_owned(),
-                initial_response: None,
+                mechanism: if credentials.is_some() {
+                    "PLAIN"
+                } else {
+                    "ANONYMOUS"
+                }
+                .to_owned(),
+                initial_response: credentials.map(bytes::Bytes::from),
                 hostname: Some(connector.host.clone()),
             },
             ..ConnectionConfig::default()
@@ -172,7 +180,7 @@ impl ConnectionActor {
         info.dir = "out";
         let mut actor = Self::with_engine(
             id,
-            super::Transport::Plain(socket),
+            socket,
             peer,
             settings,
             shared,
