@@ -178,15 +178,7 @@ impl ConnectionActor {
         let mut info = ConnectionInfo::new(id, peer.clone());
         info.role = "route-container";
         info.dir = "out";
-        let mut actor = Self::with_engine(
-            id,
-            socket,
-            peer,
-            settings,
-            shared,
-            engine,
-            info,
-        );
+        let mut actor = Self::with_engine(id, socket, peer, settings, shared, engine, info);
         actor.outbound = Some(Outbound {
             connector,
             done: Some(done),
