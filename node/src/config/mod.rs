@@ -939,6 +939,44 @@ fn check_listener_tls(
 
 /// A connector's TLS keys go together (`tls-ca-file` turns TLS on), and
 /// the files they name are read and checked now.
+/// Where a `[[link-route]]` or `[[auto-link]]` (`section` entry `i`, "a
+/// link route" or "an auto-link" in messages) goes: the route-container
+/// connector named by `connection`, or any broker with `container_id`.
+fn route_destination(
+    connectors: &[ConnectorConfig],
+    connection: Option<String>,
+    container_id: Option<String>,
+    (section, i, what): (&str, usize, &str),
+) -> Result<RouteDestination, Problem> {
+    let p = |field: &str| at(section, i, field);
+    match (connection, container_id) {
+        (Some(name), None) => match connectors.iter().find(|c| c.name == name) {
+            Some(c) if c.role == Role::RouteContainer => Ok(RouteDestination::Connection(name)),
+            Some(c) => Err(Problem::new(
+                p("connection"),
+                format!(
+                    "[[connector]] \"{name}\" has role {}; {what} needs role = \"route-container\"",
+                    c.role.as_str()
+                ),
+            )),
+            None => Err(Problem::new(
+                p("connection"),
+                format!("no [[connector]] is named \"{name}\""),
+            )),
+        },
+        (None, Some(id)) if !id.is_empty() => Ok(RouteDestination::ContainerId(id)),
+        (None, Some(_)) => Err(Problem::new(p("container-id"), "must not be empty")),
+        (Some(_), Some(_)) => Err(Problem::new(
+            p("container-id"),
+            format!("{what} takes a connection or a container-id, not both"),
+        )),
+        (None, None) => Err(Problem::new(
+            vec![key(section), PathSeg::Index(i)],
+            "needs a connection (a route-container connector's name) or a container-id",
+        )),
+    }
+}
+
 fn check_connector_tls(
     c: &ConnectorConfig,
     p: &impl Fn(&str) -> Vec<PathSeg>,
@@ -1315,45 +1353,12 @@ impl RawConfig {
                     ));
                 }
             };
-            let destination = match (r.connection, r.container_id) {
-                (Some(name), None) => {
-                    match self.connector.iter().find(|c| c.name == name) {
-                        Some(c) if c.role == Role::RouteContainer => {}
-                        Some(c) => {
-                            return Err(Problem::new(
-                                p("connection"),
-                                format!(
-                                    "[[connector]] \"{name}\" has role {}; a link route needs role = \"route-container\"",
-                                    c.role.as_str()
-                                ),
-                            ));
-                        }
-                        None => {
-                            return Err(Problem::new(
-                                p("connection"),
-                                format!("no [[connector]] is named \"{name}\""),
-                            ));
-                        }
-                    }
-                    RouteDestination::Connection(name)
-                }
-                (None, Some(id)) if !id.is_empty() => RouteDestination::ContainerId(id),
-                (None, Some(_)) => {
-                    return Err(Problem::new(p("container-id"), "must not be empty"));
-                }
-                (Some(_), Some(_)) => {
-                    return Err(Problem::new(
-                        p("container-id"),
-                        "a link route takes a connection or a container-id, not both",
-                    ));
-                }
-                (None, None) => {
-                    return Err(Problem::new(
-                        vec![key("link-route"), PathSeg::Index(i)],
-                        "needs a connection (a route-container connector's name) or a container-id",
-                    ));
-                }
-            };
+            let destination = route_destination(
+                &self.connector,
+                r.connection,
+                r.container_id,
+                ("link-route", i, "a link route"),
+            )?;
             routes.push(LinkRouteConfig {
                 name: r.name.unwrap_or_else(|| format!("linkRoute/{i}")),
                 key: route_key,
@@ -1383,45 +1388,12 @@ impl RawConfig {
             if a.address.trim().is_empty() {
                 return Err(Problem::new(p("address"), "must not be empty"));
             }
-            let destination = match (a.connection, a.container_id) {
-                (Some(name), None) => {
-                    match self.connector.iter().find(|c| c.name == name) {
-                        Some(c) if c.role == Role::RouteContainer => {}
-                        Some(c) => {
-                            return Err(Problem::new(
-                                p("connection"),
-                                format!(
-                                    "[[connector]] \"{name}\" has role {}; an auto-link needs role = \"route-container\"",
-                                    c.role.as_str()
-                                ),
-                            ));
-                        }
-                        None => {
-                            return Err(Problem::new(
-                                p("connection"),
-                                format!("no [[connector]] is named \"{name}\""),
-                            ));
-                        }
-                    }
-                    RouteDestination::Connection(name)
-                }
-                (None, Some(id)) if !id.is_empty() => RouteDestination::ContainerId(id),
-                (None, Some(_)) => {
-                    return Err(Problem::new(p("container-id"), "must not be empty"));
-                }
-                (Some(_), Some(_)) => {
-                    return Err(Problem::new(
-                        p("container-id"),
-                        "an auto-link takes a connection or a container-id, not both",
-                    ));
-                }
-                (None, None) => {
-                    return Err(Problem::new(
-                        vec![key("auto-link"), PathSeg::Index(i)],
-                        "needs a connection (a route-container connector's name) or a container-id",
-                    ));
-                }
-            };
+            let destination = route_destination(
+                &self.connector,
+                a.connection,
+                a.container_id,
+                ("auto-link", i, "an auto-link"),
+            )?;
             let name = a.name.unwrap_or_else(|| format!("autoLink/{i}"));
             if auto_links.iter().any(|l: &AutoLinkConfig| l.name == name) {
                 return Err(Problem::new(
