@@ -937,8 +937,6 @@ fn check_listener_tls(
     Ok(())
 }
 
-/// A connector's TLS keys go together (`tls-ca-file` turns TLS on), and
-/// the files they name are read and checked now.
 /// Where a `[[link-route]]` or `[[auto-link]]` (`section` entry `i`, "a
 /// link route" or "an auto-link" in messages) goes: the route-container
 /// connector named by `connection`, or any broker with `container_id`.
@@ -977,6 +975,8 @@ fn route_destination(
     }
 }
 
+/// A connector's TLS keys go together (`tls-ca-file` turns TLS on), and
+/// the files they name are read and checked now.
 fn check_connector_tls(
     c: &ConnectorConfig,
     p: &impl Fn(&str) -> Vec<PathSeg>,
