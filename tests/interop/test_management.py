@@ -276,6 +276,17 @@ def test_a_listener_created_at_run_time_takes_connections_until_deleted(chain):
         assert e.value.status == 404
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    # Listeners served by something other than AMQP connection actors are
+    # the file's: created here they would speak the wrong protocol.
+    with Management(a.url) as m:
+        for role in ("edge", "inter-router"):
+            with pytest.raises(ManagementError) as e:
+                m.create("listener", "other", host="127.0.0.1", port="0", role=role)
+            assert e.value.status == 501, e.value
+            assert f"{role} listeners cannot be created at run time" in e.value.description, e.value
+        with pytest.raises(ManagementError) as e:
+            m.create("listener", "other", host="127.0.0.1", port="0", protocol="mqtt")
+        assert e.value.status == 400 and "'protocol'" in e.value.description, e.value
 
 
 def test_an_address_configured_at_run_time_gives_new_addresses_its_distribution(chain):

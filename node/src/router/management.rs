@@ -887,10 +887,13 @@ async fn apply(shared: Arc<Shared>, change: &Change) -> Result<(), Reply> {
                     m.as_str()
                 )));
             }
-            if config.role == Role::InterRouter {
+            if config.role != Role::Normal {
                 return Err(Reply::error(
                     501,
-                    "inter-router listeners cannot be created at run time (configure them in the file)",
+                    format!(
+                        "{} listeners cannot be created at run time (configure them in the file)",
+                        config.role.as_str()
+                    ),
                 ));
             }
             let addr = config.socket_address();
