@@ -128,7 +128,7 @@ pub fn read(
             if buf[0] >> 4 != 1 {
                 return Err(ReadError::NotConnect);
             }
-            match connect_level(buf) {
+            match connect_level(buf)? {
                 None => return Ok(None),
                 Some(4) => Version::V311,
                 Some(5) => Version::V5,
@@ -160,18 +160,31 @@ pub fn read(
 }
 
 /// The protocol level of a CONNECT at the start of `buf`, once its bytes
-/// are in: fixed header, remaining length, protocol name, level.
-fn connect_level(buf: &[u8]) -> Option<u8> {
+/// are in: fixed header, remaining length, protocol name, level. A
+/// remaining length whose fourth byte still has its continuation bit set
+/// is malformed (MQTT 3.1.1 §2.2.3, 5.0 §1.5.5): it can never complete, so
+/// it is refused at once rather than waited on until the handshake deadline.
+fn connect_level(buf: &[u8]) -> Result<Option<u8>, ReadError> {
     let mut i = 1;
     loop {
-        let b = *buf.get(i)?;
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
         i += 1;
-        if b & 0x80 == 0 || i > 4 {
+        if b & 0x80 == 0 {
             break;
         }
+        if i > 4 {
+            return Err(ReadError::Malformed(
+                "CONNECT remaining length runs past four bytes".into(),
+            ));
+        }
     }
-    let name_len = u16::from_be_bytes([*buf.get(i)?, *buf.get(i + 1)?]) as usize;
-    buf.get(i + 2 + name_len).copied()
+    let (Some(&hi), Some(&lo)) = (buf.get(i), buf.get(i + 1)) else {
+        return Ok(None);
+    };
+    let name_len = u16::from_be_bytes([hi, lo]) as usize;
+    Ok(buf.get(i + 2 + name_len).copied())
 }
 
 fn qos(q: QoS) -> u8 {
@@ -663,6 +676,15 @@ mod tests {
             read(&mut level3, None, 1024),
             Err(ReadError::UnsupportedLevel(3))
         ));
+        // A fifth remaining-length byte can never be valid: refused now,
+        // not waited on; four bytes still in flight are waited on.
+        let mut endless = BytesMut::from(&b"\x10\xff\xff\xff\xff\xff"[..]);
+        assert!(matches!(
+            read(&mut endless, None, 1024),
+            Err(ReadError::Malformed(_))
+        ));
+        let mut four = BytesMut::from(&b"\x10\xff\xff\xff\x7f"[..]);
+        assert!(read(&mut four, None, 1024).unwrap().is_none());
         let mut big = BytesMut::from(&b"\x30\xff\xff\x03"[..]);
         assert!(matches!(
             read(&mut big, Some(Version::V311), 1024),
