@@ -8,7 +8,10 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import time
+
+import pytest
 
 from proton import Message
 from proton.utils import BlockingConnection
@@ -193,6 +196,16 @@ def test_a_truncated_frame_at_end_of_stream_drops_only_that_connection(router):
 class _AbortCountingReceiver(Receiver):
     aborted = 0
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.partial_seen = threading.Event()
+
+    def on_delivery(self, event):
+        # Proton dispatches the event to the handler's own handlers (which
+        # read messages and call on_aborted) after this.
+        if event.delivery.partial and not event.delivery.aborted:
+            self.partial_seen.set()
+
     def on_aborted(self, event):
         self.aborted += 1
 
@@ -206,11 +219,12 @@ def _str8(text):
     return b"\xa1" + bytes([len(text)]) + text.encode()
 
 
-def _oversized_raw_sender(router, address, frames, frame_payload=16000):
+def _oversized_raw_sender(router, address, frames, frame_payload=16000, after_first=None):
     """A raw AMQP sender that streams `frames` transfer frames of one
     delivery (more = true throughout) and never answers the router's
-    detach: only the router can end that delivery. Returns the socket
-    (still open) and what the router wrote."""
+    detach: only the router can end that delivery. `after_first` is called
+    once the first four frames are sent (well under any size limit), before
+    the rest. Returns the socket (still open) and what the router wrote."""
     s = socket.create_connection((router.host, router.port), timeout=5)
     begin = b"\x00\x53\x11" + _list8(b"\x40", b"\x43", b"\x70\x00\x00\x03\xe8", b"\x70\x00\x00\x03\xe8")
     target = b"\x00\x53\x29" + _list8(_str8(address))
@@ -229,6 +243,8 @@ def _oversized_raw_sender(router, address, frames, frame_payload=16000):
     for i in range(frames):
         chunk = os.urandom(frame_payload)
         s.sendall(_frame(0, (first + data if i == 0 else more) + chunk))
+        if i == 3 and after_first is not None:
+            after_first()
     s.settimeout(5)
     deadline = time.time() + 10
     while b"amqp:link:message-size-exceeded" not in got and time.time() < deadline:
@@ -244,7 +260,11 @@ def test_an_oversized_multi_frame_message_is_aborted_toward_the_consumer_whose_l
     try:
         rx = _AbortCountingReceiver(r.url, "queue.big", expect=1, timeout=30).start()
         assert rx.attached.wait(10)
-        big, got = _oversized_raw_sender(r, "queue.big", 80)
+        # The consumer has part of the delivery before it grows too large
+        # (a delivery aborted before a byte of it went out is not sent).
+        big, got = _oversized_raw_sender(
+            r, "queue.big", 80,
+            after_first=lambda: rx.partial_seen.wait(10) or pytest.fail("no part of it reached the consumer"))
         assert b"amqp:link:message-size-exceeded" in got, "the sender's link is detached for size"
         # The consumer had frames of it: it is told the delivery is aborted
         # while the offending sender's connection is still open...
