@@ -29,6 +29,13 @@ use actix::Actor;
 
 use crate::router::{Accept, Protocols};
 
+/// The router's MQTT store writer, if it has one (`boted` waits for its
+/// last commits when it stops).
+pub fn store_writer(shared: &crate::router::Shared) -> Option<store::StoreWriter> {
+    let state = shared.protocol_state.get()?.clone();
+    state.downcast::<retain::MqttState>().ok()?.store.clone()
+}
+
 /// The protocols `boted` serves besides AMQP: MQTT.
 pub fn protocols() -> Protocols {
     let accept: Accept = Arc::new(|id, socket, peer, listener, shared, worker| {

@@ -129,23 +129,27 @@ pub fn state(shared: &Shared) -> Arc<MqttState> {
 }
 
 /// Sets up the router's MQTT state: opens its store on disk if `[router]
-/// data-dir` is set and reads the retained messages back, and starts the
+/// data-dir` is set and reads the retained messages back, restores the
+/// persistent sessions ([`super::connection::restore`]), and starts the
 /// retained-message consumer on [`RETAIN_ADDRESS`].
 pub fn start(shared: &Arc<Shared>, config: &Config) -> anyhow::Result<()> {
     let mut state = MqttState::default();
+    let mut sessions = Vec::new();
     match &config.router.data_dir {
         None => tracing::info!(
             "MQTT retained messages and sessions are kept in memory only ([router] data-dir is not set)"
         ),
         Some(dir) => {
-            let store = MqttStore::open(dir, &shared.router_id)?;
+            let mut store = MqttStore::open(dir, &shared.router_id)?;
             for (topic, message) in store.retained(MAX_TOPICS, MAX_BYTES)? {
                 state.retained.set(&topic, message, false);
             }
+            sessions = store.sessions()?;
             tracing::info!(
-                "MQTT store {}: {} retained message(s) read",
+                "MQTT store {}: {} retained message(s), {} persistent session(s) read",
                 store.path().display(),
                 state.retained.len(),
+                sessions.len()
             );
             state.store = Some(StoreWriter::start(store));
         }
@@ -154,6 +158,7 @@ pub fn start(shared: &Arc<Shared>, config: &Config) -> anyhow::Result<()> {
     if shared.protocol_state.set(state.clone()).is_err() {
         anyhow::bail!("the router's MQTT state was set up twice");
     }
+    super::connection::restore(shared, config, &state, sessions);
     let worker = shared.next_worker();
     let shared = shared.clone();
     RetainConsumer::start_in_arbiter(&worker, move |_| RetainConsumer {

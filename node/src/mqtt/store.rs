@@ -126,6 +126,8 @@ pub enum Change {
     /// The session of `client_id` ended (removed unless another owner
     /// wrote it since).
     SessionEnded { client_id: String, owner: u64 },
+    /// Nothing: answered once what was sent before it is committed.
+    Sync,
 }
 
 /// The router's redb file.
@@ -323,6 +325,7 @@ impl MqttStore {
                         )?;
                         *seq += 1;
                     }
+                    Change::Sync => {}
                     Change::SessionEnded { client_id, owner } => {
                         if owners.get(client_id).is_some_and(|o| o != owner) {
                             continue;
@@ -378,6 +381,11 @@ impl StoreWriter {
     /// Queues `change` for the next commit.
     pub fn send(&self, change: Change) {
         let _ = self.tx.send((change, None));
+    }
+
+    /// Waits until every change sent before is committed (or failed).
+    pub async fn sync(&self) {
+        let _ = self.send_committed(Change::Sync).await;
     }
 
     /// Queues `change`; the receiver is answered once it is committed (or
