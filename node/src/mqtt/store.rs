@@ -31,25 +31,26 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// [`QueuedMessage`] (encoded).
 const SESSION_QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("session-queue");
 
-/// A store operation failed; each names the file and what was done.
+/// A store operation failed; each names the file and what was done (the
+/// cause is its `source`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory could not be created.
-    #[error("cannot create the data directory {}: {source}", .path.display())]
+    #[error("cannot create the data directory {}", .path.display())]
     CreateDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The store file could not be opened or created.
-    #[error("cannot open the MQTT store {}: {source}", .path.display())]
+    #[error("cannot open the MQTT store {}", .path.display())]
     Open {
         path: PathBuf,
         #[source]
         source: redb::DatabaseError,
     },
     /// A read or write of the store failed.
-    #[error("MQTT store {}: cannot {what}: {source}", .path.display())]
+    #[error("MQTT store {}: cannot {what}", .path.display())]
     Io {
         path: PathBuf,
         what: &'static str,
@@ -367,7 +368,10 @@ impl StoreWriter {
                     }
                     let (changes, done): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                     if let Err(e) = store.apply(&changes) {
-                        tracing::error!("{e} ({} change(s) not stored)", changes.len());
+                        let why = std::error::Error::source(&e)
+                            .map(|s| format!(": {s}"))
+                            .unwrap_or_default();
+                        tracing::error!("{e}{why} ({} change(s) not stored)", changes.len());
                     }
                     for d in done.into_iter().flatten() {
                         let _ = d.send(());
