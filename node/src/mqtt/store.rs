@@ -269,9 +269,12 @@ impl MqttStore {
 
     /// Applies `changes` in one transaction, committed (durable) on return.
     pub fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
-        let mut owners = self.owners.clone();
-        let mut next_seq = self.next_seq.clone();
-        self.write("write changes", |tx| {
+        // (Taken out for the transaction and put back; after a failed
+        // commit they may be ahead of the file, which only matters to a
+        // session that ends or is written again later.)
+        let mut owners = std::mem::take(&mut self.owners);
+        let mut next_seq = std::mem::take(&mut self.next_seq);
+        let result = self.write("write changes", |tx| {
             let mut retained = tx.open_table(RETAINED)?;
             let mut sessions = tx.open_table(SESSIONS)?;
             let mut queue = tx.open_table(SESSION_QUEUE)?;
@@ -339,10 +342,10 @@ impl MqttStore {
                 }
             }
             Ok(())
-        })?;
+        });
         self.owners = owners;
         self.next_seq = next_seq;
-        Ok(())
+        result
     }
 }
 
