@@ -518,3 +518,147 @@ def test_a_connect_flood_is_cut_at_the_handshake_deadline_and_clients_are_served
         good.close()
     finally:
         assert r.stop() == 0, r.log()
+
+
+def retained_on_subscribe(port, topic, timeout=20):
+    """Subscribes a new client to `topic` until it is given a message with
+    the retain flag (a new client per try, each waiting up to 2 s); returns
+    (topic, payload, retain flag)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = []
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        c.on_message = lambda cl, u, m: got.append((m.topic, m.payload, m.retain))
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        c.subscribe(topic, 1)
+        until = time.time() + 2
+        while not got and time.time() < until:
+            time.sleep(0.02)
+        c.disconnect()
+        c.loop_stop()
+        if got:
+            return got[0]
+    raise AssertionError(f"no retained message for {topic} within {timeout}s")
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_a_retained_message_survives_a_restart_with_the_same_data_dir(tmp_path, stop):
+    data = tmp_path / "data"
+    extra = f'data-dir = "{data}"'
+    r = Router("Router.D", mqtt=True, router_extra=extra)
+    try:
+        wait_until(lambda: f"MQTT store {data}/Router.D.redb" in r.log(), 10, "the store's log line")
+        pub = Client(r.mqtt_port)
+        pub.c.publish("plant/valve", b"shut", qos=1, retain=True).wait_for_publish(10)
+        pub.c.publish("plant/pump", b"on", qos=1, retain=True).wait_for_publish(10)
+        pub.c.publish("plant/pump", b"", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        # A subscriber given the message means it is on disk (a change is
+        # committed before the router's retained store has it), so even
+        # SIGKILL keeps it from here on.
+        assert retained_on_subscribe(r.mqtt_port, "plant/valve") == ("plant/valve", b"shut", True)
+    finally:
+        if stop == "sigkill":
+            r.proc.kill()
+            r.proc.wait()
+            r._pump.join(5)
+        else:
+            assert r.stop() == 0, r.log()
+    r2 = Router("Router.D", mqtt=True, router_extra=extra)
+    try:
+        wait_until(lambda: "1 retained message(s), 0 persistent session(s) read" in r2.log(), 10, "the store read back")
+        late = Client(r2.mqtt_port, paho.MQTTv5)
+        late.subscribe("plant/#", 1)
+        wait_until(lambda: late.messages, 10, "the retained message after the restart")
+        late.close()
+        assert [m[:2] for m in late.messages] == [("plant/valve", b"shut")]
+        assert retained_on_subscribe(r2.mqtt_port, "plant/valve") == ("plant/valve", b"shut", True)
+    finally:
+        assert r2.stop() == 0, r2.log()
+
+
+def test_a_data_dir_that_cannot_be_created_fails_the_start_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(RuntimeError) as e:
+        Router("Router.E", mqtt=True, router_extra=f'data-dir = "{blocker}/data"')
+    assert f"{blocker}/data" in str(e.value), str(e.value)
+
+
+def test_without_a_data_dir_the_log_says_mqtt_state_is_in_memory_only(one):
+    wait_until(lambda: "kept in memory only ([router] data-dir is not set)" in one.log(), 10,
+               "the in-memory log line")
+
+
+def test_a_persistent_session_and_its_queue_survive_a_restart_with_the_same_data_dir(tmp_path):
+    extra = f'data-dir = "{tmp_path / "data"}"'
+    listener = "mqtt-session-max-messages = 3"
+    r = Router("Router.Q", mqtt=listener, router_extra=extra)
+    conn = None
+    try:
+        s = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="away", clean_session=False)
+        present = []
+        s.on_connect = lambda c, u, f, rc, p: present.append(f.session_present)
+        s.connect("127.0.0.1", r.mqtt_port)
+        s.loop_start()
+        wait_until(lambda: present, 10, "CONNACK")
+        assert present == [False]
+        done = threading.Event()
+        s.on_subscribe = lambda *a: done.set()
+        s.subscribe("inbox/away", 1)
+        assert done.wait(10), "no SUBACK"
+        s.disconnect()
+        s.loop_stop()
+        # Away: three QoS 1 messages queue (unsettled: nobody acknowledged
+        # them), a fourth goes back released: the session took the three
+        # (and sent them to the store) before it.
+        conn = BlockingConnection(r.url, timeout=10)
+        snd = conn.create_sender("inbox/away")
+        from proton.utils import SendException
+        outcomes = []
+        for i in range(4):
+            try:
+                snd.send(Message(body=f"m{i}".encode()), timeout=10 if i == 3 else 0.5)
+                outcomes.append("accepted")
+            except SendException as e:
+                outcomes.append("released" if e.state == Disposition.RELEASED else str(e))
+            except Exception as e:  # not settled: queued for the client
+                outcomes.append(type(e).__name__)
+        assert outcomes == ["Timeout"] * 3 + ["released"], outcomes
+    finally:
+        assert r.stop() == 0, r.log()
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass  # the router is gone
+    r2 = Router("Router.Q", mqtt=listener, router_extra=extra)
+    try:
+        wait_until(lambda: "1 persistent session(s) read" in r2.log(), 10, "the store read back")
+        # The restored session is subscribed again: a message published
+        # while its client is still away queues for it too.
+        pub = Client(r2.mqtt_port, client_id="publisher")
+        pub.publish("inbox/away", b"m4", qos=1)
+        got, present = [], []
+        s = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="away", clean_session=False)
+        s.on_connect = lambda c, u, f, rc, p: present.append(f.session_present)
+        s.on_message = lambda c, u, m: got.append(m.payload)
+        s.connect("127.0.0.1", r2.mqtt_port)
+        s.loop_start()
+        wait_until(lambda: present, 10, "CONNACK")
+        assert present == [True]
+        wait_until(lambda: len(got) >= 4, 20, "the queued messages")
+        assert got[:3] == [b"m0", b"m1", b"m2"] and b"m4" in got, got
+        s.disconnect()
+        s.loop_stop()
+        pub.close()
+        # A clean session with the same id ends it, on disk too.
+        Client(r2.mqtt_port, client_id="away").close()
+    finally:
+        assert r2.stop() == 0, r2.log()
+    r3 = Router("Router.Q", mqtt=listener, router_extra=extra)
+    try:
+        wait_until(lambda: "0 persistent session(s) read" in r3.log(), 10, "the store read back")
+    finally:
+        assert r3.stop() == 0, r3.log()

@@ -116,7 +116,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 router.write_state_to(file);
             }
             serve_signals(&mut router, args.config.as_deref(), args.id.as_deref()).await?;
+            let mqtt_store = bote_node::mqtt::store_writer(&router.shared);
             router.shutdown().await;
+            // The MQTT store's last changes are committed before the end.
+            if let Some(store) = mqtt_store {
+                store.sync().await;
+            }
             anyhow::Ok(())
         }
         .await;

@@ -149,6 +149,12 @@ pub struct RouterConfig {
     /// `role = "edge"` connectors and takes no part in link state),
     /// qdrouterd's `mode`.
     pub mode: RouterMode,
+    /// The directory of the router's store on disk: MQTT retained messages
+    /// and persistent sessions, in `<data-dir>/<id>.redb` (created if
+    /// missing; relative paths are from the router's working directory).
+    /// Default none: they are kept in memory only and lost on restart.
+    #[serde(alias = "dataDir")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// `[router] mode`: what part the router plays (qdrouterd's `mode`).
@@ -189,6 +195,7 @@ impl Default for RouterConfig {
             metrics_max_series: 100,
             users_file: None,
             mode: RouterMode::Interior,
+            data_dir: None,
         }
     }
 }
@@ -1094,6 +1101,16 @@ impl RawConfig {
                 ),
             ));
         }
+        if router
+            .data_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(Problem::new(
+                r("data-dir"),
+                "is empty (a directory path, or leave it out to keep MQTT state in memory only)",
+            ));
+        }
         if router.hello_interval_ms == 0 {
             return Err(Problem::new(r("hello-interval-ms"), "must be at least 1"));
         }
@@ -1520,6 +1537,19 @@ mod tests {
         for bad in ["", "bote_node=loud", "very verbose"] {
             assert!(check_log_level(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn data_dir_is_unset_by_default_and_not_empty_when_set() {
+        let c = Config::from_str_named("", "t.toml").expect("empty config");
+        assert_eq!(c.router.data_dir, None);
+        let c = Config::from_str_named("[router]\ndata-dir = \"/var/lib/bote\"\n", "t.toml")
+            .expect("a data-dir");
+        assert_eq!(c.router.data_dir, Some(PathBuf::from("/var/lib/bote")));
+        let e = Config::from_str_named("[router]\ndata-dir = \"\"\n", "t.toml")
+            .expect_err("empty data-dir")
+            .to_string();
+        assert!(e.contains("t.toml:2") && e.contains("data-dir"), "{e}");
     }
 
     #[test]

@@ -99,6 +99,11 @@ fn router_changes(running: &Config, new: &Config, out: &mut Vec<String>) {
         format!("{:?}", a.log_format),
         format!("{:?}", b.log_format),
     );
+    field(
+        "data-dir",
+        format!("{:?}", a.data_dir),
+        format!("{:?}", b.data_dir),
+    );
     if running.telemetry != new.telemetry {
         out.push(format!(
             "[telemetry] {:?} -> {:?}",

@@ -52,10 +52,23 @@
 //!   session the old session ends (its connection closed, 5.0 0x8E); else
 //!   the session moves to the new connection.
 //!
+//! - **On disk** (`[router] data-dir`, [`super::store`]): a persistent
+//!   session's record (client id, subscriptions, expiry) is written when
+//!   its client connects and when its subscriptions change; when the
+//!   client goes away, with what the session holds for it (QoS 1 messages
+//!   sent and not acknowledged, then queued); each QoS 1 message queued
+//!   while it is away is appended. Resumed, the stored queue is emptied
+//!   (the messages are in memory again); ended (clean connect, expiry,
+//!   persistence turned off), it is removed. At start, [`restore`] starts
+//!   an actor per unexpired stored session, subscribed and waiting with
+//!   its queue. A restored message's sender is gone, so its PUBACK
+//!   settles nothing upstream. Writes go through the store's writer
+//!   thread, batched, off this actor.
+//!
 //! Not done: QoS 2 (5.0 CONNACK says maximum QoS 1; a SUBSCRIBE asking 2
 //! is granted 1, as both versions allow); sessions are kept by the router
-//! the client was connected to, in memory (a client reconnecting to
-//! another router, or after a restart, starts a new session).
+//! the client was connected to (a client reconnecting to another router
+//! starts a new session); the will is not stored.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -68,8 +81,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::codec::{self, Inbound, Publish, ReadError, Version, Writer};
+use super::store::{Change, QueuedMessage, SessionRecord, StoredSession};
 use super::{message, retain};
-use crate::config::{Distribution, ListenerConfig};
+use crate::config::{Config, Distribution, ListenerConfig, Protocol};
 use crate::delivery::{
     ConnId, FastMap, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, StreamProgress,
 };
@@ -203,6 +217,10 @@ pub struct MqttConnection {
     flush_scheduled: bool,
     retained: Arc<retain::MqttState>,
     keep_alive_timer: Option<SpawnHandle>,
+    /// The session is in the store on disk (written by this actor).
+    stored: bool,
+    /// A session read from the store at start, set up once started.
+    restored: Option<StoredSession>,
 }
 
 /// Write what is pending (once per mailbox run).
@@ -218,6 +236,17 @@ impl MqttConnection {
         listener: Arc<ListenerConfig>,
         shared: Arc<Shared>,
     ) -> Self {
+        let mut c = Self::from_parts(id, peer, listener, shared);
+        c.socket = Some(socket);
+        c
+    }
+
+    fn from_parts(
+        id: ConnId,
+        peer: String,
+        listener: Arc<ListenerConfig>,
+        shared: Arc<Shared>,
+    ) -> Self {
         let mut info = ConnectionInfo::new(id, peer.clone());
         info.protocol = "mqtt";
         MqttConnection {
@@ -227,7 +256,7 @@ impl MqttConnection {
             shared,
             max_in_flight: listener.link_capacity as usize,
             listener,
-            socket: Some(socket),
+            socket: None,
             writer: None,
             reader: None,
             generation: 0,
@@ -258,7 +287,33 @@ impl MqttConnection {
             info: Arc::new(info),
             flush_scheduled: false,
             keep_alive_timer: None,
+            stored: false,
+            restored: None,
         }
+    }
+
+    /// A persistent session read from the store at start, waiting for its
+    /// client (see [`restore`]).
+    fn restored(
+        id: ConnId,
+        session: StoredSession,
+        expiry: Duration,
+        listener: Arc<ListenerConfig>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let mut c = Self::from_parts(id, "(stored session)".to_owned(), listener, shared);
+        c.client_id = session.client_id.clone();
+        c.persistent = Some(expiry);
+        c.registered = true;
+        c.w = Some(Writer {
+            version: if session.record.protocol_level == 5 {
+                Version::V5
+            } else {
+                Version::V311
+            },
+        });
+        c.restored = Some(session);
+        c
     }
 
     fn me(&self) -> Addr<MqttConnection> {
@@ -330,16 +385,133 @@ impl MqttConnection {
         match self.persistent {
             Some(expiry) if was_attached && !self.handed_off => {
                 tracing::info!(conn = %self.id, client = %self.client_id, "MQTT session kept for {}s", expiry.as_secs());
-                let generation = self.generation;
-                ctx.run_later(expiry, move |act, ctx| {
-                    if !act.attached && act.generation == generation {
-                        tracing::info!(conn = %act.id, client = %act.client_id, "MQTT session expired");
-                        ctx.stop();
-                    }
-                });
+                let queue = self.stored_queue();
+                self.store_session(Some(queue));
+                self.expire_after(expiry, ctx);
             }
             _ => ctx.stop(),
         }
+    }
+
+    /// The session ends after `expiry` unless a client takes it before.
+    fn expire_after(&mut self, expiry: Duration, ctx: &mut Context<Self>) {
+        let generation = self.generation;
+        ctx.run_later(expiry, move |act, ctx| {
+            if !act.attached && act.generation == generation {
+                tracing::info!(conn = %act.id, client = %act.client_id, "MQTT session expired");
+                ctx.stop();
+            }
+        });
+    }
+
+    /// The session as the store keeps it (`None`: not persistent).
+    fn session_record(&self) -> Option<SessionRecord> {
+        let expiry = self.persistent?;
+        Some(SessionRecord {
+            protocol_level: match self.w.as_ref().map(|w| w.version) {
+                Some(Version::V5) => 5,
+                _ => 4,
+            },
+            expiry_secs: expiry.as_secs(),
+            disconnected_at: (!self.attached).then(unix_now),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(f, s)| (f.clone(), s.qos))
+                .collect(),
+        })
+    }
+
+    /// Writes the session to the store on disk, if the router has one:
+    /// a persistent session's record (`queue`, when set, replaces its
+    /// stored queue); a session no longer persistent is removed.
+    fn store_session(&mut self, queue: Option<Vec<QueuedMessage>>) {
+        let Some(store) = &self.retained.store else {
+            return;
+        };
+        if !self.registered {
+            return;
+        }
+        match self.session_record() {
+            Some(record) => {
+                store.send(Change::Session {
+                    client_id: self.client_id.clone(),
+                    owner: self.id.0,
+                    record,
+                    queue,
+                });
+                self.stored = true;
+            }
+            None if self.stored => {
+                store.send(Change::SessionEnded {
+                    client_id: self.client_id.clone(),
+                    owner: self.id.0,
+                });
+                self.stored = false;
+            }
+            None => {}
+        }
+    }
+
+    /// What the session holds for its client, as the store keeps it: the
+    /// QoS 1 messages sent and not acknowledged, then those queued (a
+    /// message still streaming in is not stored).
+    fn stored_queue(&self) -> Vec<QueuedMessage> {
+        let sent = self.in_flight.values();
+        let queued = self.queue.iter().filter(|(link, d)| {
+            !d.presettled
+                && d.stream.is_none()
+                && self
+                    .links
+                    .get(link)
+                    .and_then(|f| self.subscriptions.get(f))
+                    .is_some_and(|s| s.qos == 1)
+        });
+        sent.chain(queued)
+            .filter_map(|(link, d)| {
+                Some(QueuedMessage {
+                    filter: self.links.get(link)?.clone(),
+                    address: d.address.to_string(),
+                    message: d.message.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Sets up a session read from the store: its subscriptions attach
+    /// (so the mesh routes to it again), its queue waits for its client,
+    /// and it expires as it would have.
+    fn start_restored(&mut self, session: StoredSession, ctx: &mut Context<Self>) {
+        COUNTERS.sessions.fetch_add(1, Relaxed);
+        let _ = self.info.container.set(self.client_id.clone());
+        for (f, qos) in &session.record.subscriptions {
+            if let Err(code) = self.subscribe(f, *qos) {
+                tracing::warn!(conn = %self.id, client = %self.client_id, filter = %f, "stored MQTT subscription not restored (reason {code:#04x})");
+            }
+        }
+        let queued = session.queue.len();
+        for m in session.queue {
+            let Some(sub) = self.subscriptions.get(&m.filter) else {
+                continue;
+            };
+            sub.counters.undelivered.fetch_add(1, Relaxed);
+            let link = sub.link;
+            // Its sender is gone with the router's previous run: the
+            // client's PUBACK settles nothing upstream.
+            let d = delivery(
+                Arc::from(m.address.as_str()),
+                m.message,
+                false,
+                self.origin(u64::MAX),
+            );
+            self.queue_bytes += d.message.len();
+            self.queue.push_back((link, d));
+        }
+        // This actor owns the stored session from now on.
+        self.store_session(None);
+        let expiry = self.persistent.unwrap_or_default();
+        tracing::info!(conn = %self.id, client = %self.client_id, subscriptions = self.subscriptions.len(), queued, "MQTT session restored from the store, kept for {}s", expiry.as_secs());
+        self.expire_after(expiry, ctx);
     }
 
     fn publish_will(&mut self) {
@@ -542,6 +714,8 @@ impl MqttConnection {
             }
         }
         self.w = Some(w);
+        // The stored queue is in memory now (sent or queued again).
+        self.store_session(Some(Vec::new()));
         if let Some(timer) = self.keep_alive_timer.take() {
             ctx.cancel_future(timer);
         }
@@ -732,6 +906,9 @@ impl MqttConnection {
                 );
             }
         }
+        if self.persistent.is_some() {
+            self.store_session(None);
+        }
         self.pump();
     }
 
@@ -793,6 +970,9 @@ impl MqttConnection {
         let existed: Vec<bool> = filters.iter().map(|f| self.unsubscribe(f)).collect();
         if let Some(w) = &self.w {
             w.unsuback(pkid, &existed, &mut self.out);
+        }
+        if self.persistent.is_some() {
+            self.store_session(None);
         }
     }
 
@@ -863,6 +1043,21 @@ impl MqttConnection {
                 tracing::debug!(conn = %self.id, client = %self.client_id, "MQTT session queue full: delivery released");
                 d.return_to_sender(Some(DeliveryState::Released));
                 continue;
+            }
+            if !self.attached
+                && self.stored
+                && d.stream.is_none()
+                && let (Some(store), Some(filter)) = (&self.retained.store, self.links.get(&link))
+            {
+                store.send(Change::Queued {
+                    client_id: self.client_id.clone(),
+                    owner: self.id.0,
+                    message: QueuedMessage {
+                        filter: filter.clone(),
+                        address: d.address.to_string(),
+                        message: d.message.clone(),
+                    },
+                });
             }
             self.queue_bytes += d.message.len();
             self.queue.push_back((link, d));
@@ -1004,6 +1199,11 @@ impl MqttConnection {
     fn end_session(&mut self) {
         self.end_session_state();
         self.publish_will();
+        // A router shutting down keeps its stored sessions for its restart.
+        if self.stored && !self.shared.shutting_down.load(Relaxed) {
+            self.persistent = None;
+            self.store_session(None);
+        }
         if self.registered {
             COUNTERS.sessions.fetch_sub(1, Relaxed);
             self.shared
@@ -1082,6 +1282,10 @@ impl Actor for MqttConnection {
         self.me = Some(ctx.address());
         self.returns_to = Some(Arc::new(ctx.address().recipient()));
         self.shared.model.add_connection(self.info.clone());
+        if let Some(session) = self.restored.take() {
+            self.start_restored(session, ctx);
+            return;
+        }
         let Some(socket) = self.socket.take() else {
             ctx.stop();
             return;
@@ -1253,5 +1457,66 @@ impl Handler<Shutdown> for MqttConnection {
         } else {
             ctx.stop();
         }
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Starts an actor for each persistent session read from the store at the
+/// router's start, registered under its client id (before the listeners
+/// accept), waiting for its client for what is left of its expiry
+/// (capped by the first MQTT listener's `mqtt-session-expiry-secs`); a
+/// session whose expiry ran out while the router was down is removed.
+pub fn restore(
+    shared: &Arc<Shared>,
+    config: &Config,
+    state: &retain::MqttState,
+    sessions: Vec<StoredSession>,
+) {
+    let Some(listener) = config
+        .listeners
+        .iter()
+        .find(|l| l.protocol == Protocol::Mqtt)
+    else {
+        return;
+    };
+    let listener = Arc::new(listener.clone());
+    let now = unix_now();
+    let cap = u64::from(listener.mqtt_session_expiry_secs);
+    for s in sessions {
+        let expiry = s.record.expiry_secs.min(cap);
+        let left = match s.record.disconnected_at {
+            Some(at) => expiry.saturating_sub(now.saturating_sub(at)),
+            None => expiry,
+        };
+        if left == 0 {
+            tracing::info!(client = %s.client_id, "stored MQTT session expired while the router was down: removed");
+            if let Some(store) = &state.store {
+                store.send(Change::SessionEnded {
+                    client_id: s.client_id,
+                    owner: 0,
+                });
+            }
+            continue;
+        }
+        let id = shared.next_conn_id();
+        let client_id = s.client_id.clone();
+        let (sh, l) = (shared.clone(), listener.clone());
+        let addr = MqttConnection::start_in_arbiter(&shared.next_worker(), move |_| {
+            MqttConnection::restored(id, s, Duration::from_secs(left), l, sh)
+        });
+        shared.client_ids.insert(
+            client_id,
+            ClientEntry {
+                conn: id,
+                shutdown: addr.clone().recipient(),
+                session: Arc::new(addr),
+            },
+        );
     }
 }

@@ -12,19 +12,29 @@
 //!   PUBLISH packets (QoS 1 settled by the client's PUBACK).
 //!
 //! [`codec`] reads and writes the packets (3.1.1 and 5.0, over rumqttc's
-//! codecs); [`message`] maps an application message to AMQP and back.
+//! codecs); [`message`] maps an application message to AMQP and back;
+//! [`retain`] keeps retained messages; [`store`] keeps them and the
+//! persistent sessions on disk (`[router] data-dir`).
 //! ARCHITECTURE.md ("MQTT") states the mapping and what is not done.
 
 pub mod codec;
 pub mod connection;
 pub mod message;
 pub mod retain;
+pub mod store;
 
 use std::sync::Arc;
 
 use actix::Actor;
 
 use crate::router::{Accept, Protocols};
+
+/// The router's MQTT store writer, if it has one (`boted` waits for its
+/// last commits when it stops).
+pub fn store_writer(shared: &crate::router::Shared) -> Option<store::StoreWriter> {
+    let state = shared.protocol_state.get()?.clone();
+    state.downcast::<retain::MqttState>().ok()?.store.clone()
+}
 
 /// The protocols `boted` serves besides AMQP: MQTT.
 pub fn protocols() -> Protocols {

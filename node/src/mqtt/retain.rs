@@ -13,11 +13,14 @@
 //! `_mqtt/retain` with `to` set to the topic (the body as MQTT subscribers
 //! would get it, `mqtt::message`; an empty one clears).
 //!
-//! Held in memory only: a router that starts (or restarts) after a message
-//! was retained does not have it until it is published again; the store
-//! takes at most [`MAX_TOPICS`] topics and [`MAX_BYTES`] bytes, past which
-//! a new topic is not retained (logged; replacing or clearing a topic
-//! already retained still works).
+//! Held in memory and, with `[router] data-dir`, in the router's store on
+//! disk ([`super::store`]): each change is committed there before it is
+//! applied in memory (so a message a subscriber was given is on disk), and
+//! the store is read back at start. Without a data-dir, a router that
+//! starts (or restarts) after a message was retained does not have it
+//! until it is published again. The store takes at most [`MAX_TOPICS`]
+//! topics and [`MAX_BYTES`] bytes, past which a new topic is not retained
+//! (logged; replacing or clearing a topic already retained still works).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,8 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use bytes::Bytes;
 
+use super::store::{Change, MqttStore, StoreWriter};
+use crate::config::Config;
 use crate::delivery::{ConnId, OutcomeBatch};
 use crate::router::Shared;
 use crate::router::address::{AttachConsumer, Deliver};
@@ -68,6 +73,16 @@ impl RetainStore {
         true
     }
 
+    /// Whether [`Self::set`] would keep a `len`-byte message for `topic`.
+    pub fn admits(&self, topic: &str, len: usize) -> bool {
+        let i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (topics, bytes) = match i.by_topic.get(topic) {
+            Some(old) => (i.by_topic.len() - 1, i.bytes - old.len()),
+            None => (i.by_topic.len(), i.bytes),
+        };
+        topics < MAX_TOPICS && bytes + len <= MAX_BYTES
+    }
+
     /// The retained messages whose topic `filter` matches, by topic.
     pub fn matching(&self, filter: &str) -> Vec<Bytes> {
         let i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -98,6 +113,8 @@ impl RetainStore {
 #[derive(Default)]
 pub struct MqttState {
     pub retained: RetainStore,
+    /// The store on disk (`[router] data-dir`), if any.
+    pub store: Option<StoreWriter>,
 }
 
 /// The router's MQTT state (set when the router started with an MQTT
@@ -111,9 +128,37 @@ pub fn state(shared: &Shared) -> Arc<MqttState> {
         .unwrap_or_else(|_| Arc::new(MqttState::default()))
 }
 
-/// Starts the router's retained-message consumer on [`RETAIN_ADDRESS`].
-pub fn start(shared: &Arc<Shared>) {
-    let state = state(shared);
+/// Sets up the router's MQTT state: opens its store on disk if `[router]
+/// data-dir` is set and reads the retained messages back, restores the
+/// persistent sessions ([`super::connection::restore`]), and starts the
+/// retained-message consumer on [`RETAIN_ADDRESS`].
+pub fn start(shared: &Arc<Shared>, config: &Config) -> anyhow::Result<()> {
+    let mut state = MqttState::default();
+    let mut sessions = Vec::new();
+    match &config.router.data_dir {
+        None => tracing::info!(
+            "MQTT retained messages and sessions are kept in memory only ([router] data-dir is not set)"
+        ),
+        Some(dir) => {
+            let mut store = MqttStore::open(dir, &shared.router_id)?;
+            for (topic, message) in store.retained(MAX_TOPICS, MAX_BYTES)? {
+                state.retained.set(&topic, message, false);
+            }
+            sessions = store.sessions()?;
+            tracing::info!(
+                "MQTT store {}: {} retained message(s), {} persistent session(s) read",
+                store.path().display(),
+                state.retained.len(),
+                sessions.len()
+            );
+            state.store = Some(StoreWriter::start(store));
+        }
+    }
+    let state = Arc::new(state);
+    if shared.protocol_state.set(state.clone()).is_err() {
+        anyhow::bail!("the router's MQTT state was set up twice");
+    }
+    super::connection::restore(shared, config, &state, sessions);
     let worker = shared.next_worker();
     let shared = shared.clone();
     RetainConsumer::start_in_arbiter(&worker, move |_| RetainConsumer {
@@ -122,6 +167,7 @@ pub fn start(shared: &Arc<Shared>) {
         state,
         counters: Arc::new(LinkCounters::default()),
     });
+    Ok(())
 }
 
 /// The router's consumer of [`RETAIN_ADDRESS`]: keeps what arrives in the
@@ -157,8 +203,9 @@ impl Actor for RetainConsumer {
 
 impl Handler<Deliver> for RetainConsumer {
     type Result = ();
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         let mut returns = OutcomeBatch::default();
+        let mut changes = Vec::new();
         for mut d in msg.deliveries {
             self.counters
                 .undelivered
@@ -173,7 +220,9 @@ impl Handler<Deliver> for RetainConsumer {
                 });
             let state = match kept {
                 Some((topic, empty)) => {
-                    if !self.state.retained.set(&topic, d.message.clone(), empty) {
+                    if empty || self.state.retained.admits(&topic, d.message.len()) {
+                        changes.push((topic, (!empty).then(|| d.message.clone())));
+                    } else {
                         tracing::warn!(%topic, "retained message not kept: the store is full ({MAX_TOPICS} topics, {MAX_BYTES} bytes)");
                     }
                     bote_amqp::DeliveryState::Accepted
@@ -188,5 +237,46 @@ impl Handler<Deliver> for RetainConsumer {
             returns.push(d, Some(state));
         }
         returns.send();
+        let Some(store) = &self.state.store else {
+            self.keep(changes);
+            return;
+        };
+        // On disk first, then in memory: this actor waits for the commit
+        // (it is the only writer of retained messages, so they stay in
+        // order).
+        let committed: Vec<_> = changes
+            .iter()
+            .map(|(topic, message)| {
+                store.send_committed(Change::Retain {
+                    topic: topic.clone(),
+                    message: message.clone(),
+                })
+            })
+            .collect();
+        ctx.wait(
+            async move {
+                for c in committed {
+                    let _ = c.await;
+                }
+            }
+            .into_actor(self)
+            .map(move |(), act, _| act.keep(changes)),
+        );
+    }
+}
+
+impl RetainConsumer {
+    /// Applies retained-message changes in memory (`None`: clear).
+    fn keep(&self, changes: Vec<(String, Option<Bytes>)>) {
+        for (topic, message) in changes {
+            let clear = message.is_none();
+            if !self
+                .state
+                .retained
+                .set(&topic, message.unwrap_or_default(), clear)
+            {
+                tracing::warn!(%topic, "retained message not kept: the store is full ({MAX_TOPICS} topics, {MAX_BYTES} bytes)");
+            }
+        }
     }
 }

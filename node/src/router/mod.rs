@@ -66,16 +66,18 @@ pub type Accept = Arc<
         + Sync,
 >;
 
-/// Run once when the router has started.
-pub type Started = Arc<dyn Fn(&Arc<Shared>) + Send + Sync>;
+/// Run once when the router starts, before its listeners accept (an error
+/// fails the start).
+pub type Started = Arc<dyn Fn(&Arc<Shared>, &Config) -> anyhow::Result<()> + Send + Sync>;
 
 /// The protocols besides AMQP this router serves (set by `boted`; a router
 /// started without them refuses a listener that needs one).
 #[derive(Clone, Default)]
 pub struct Protocols {
     pub mqtt: Option<Accept>,
-    /// Run once when a router with an MQTT listener has started (its
-    /// router-wide MQTT state: retained messages).
+    /// Run once when a router with an MQTT listener starts, before its
+    /// listeners accept (its router-wide MQTT state: retained messages and
+    /// persistent sessions, from `[router] data-dir` if set).
     pub mqtt_started: Option<Started>,
 }
 
@@ -538,6 +540,18 @@ impl Router {
                 shared: Arc::downgrade(&shared),
             }));
         }
+        let mqtt = config
+            .listeners
+            .iter()
+            .any(|l| l.protocol == crate::config::Protocol::Mqtt);
+        if mqtt && let Some(start) = &protocols.mqtt_started {
+            start(&shared, &config)?;
+        } else if let Some(dir) = &config.router.data_dir {
+            tracing::info!(
+                "[router] data-dir {}: nothing to store (it holds MQTT state; no MQTT listener)",
+                dir.display()
+            );
+        }
         let mut listeners: Vec<management::ListenerEntry> = Vec::new();
         let mut bound = Vec::new();
         // Inter-router and edge listeners are the mesh's (gRPC), started above.
@@ -602,14 +616,6 @@ impl Router {
         {
             tracing::info!(router = %shared.router_id, connector = %c.name, "route-container connector to {}", c.socket_address());
             link_route::start(c.clone(), shared.clone());
-        }
-        if config
-            .listeners
-            .iter()
-            .any(|l| l.protocol == crate::config::Protocol::Mqtt)
-            && let Some(start) = &protocols.mqtt_started
-        {
-            start(&shared);
         }
         let management_arbiter = Arbiter::new();
         let management = management::start(shared.clone(), &management_arbiter.handle());
