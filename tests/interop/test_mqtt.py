@@ -372,26 +372,36 @@ def test_retained_message_reaches_a_late_subscriber_on_another_router(chain):
         cl.close()
 
 
+def subscribe_persistently_and_leave(port, client_id, topic, on_message=None):
+    """A paho client with a persistent session (clean_session=False) that
+    connects as new (session present 0), subscribes to `topic` at QoS 1 and
+    disconnects; `on_message` gets the payloads of anything it receives
+    meanwhile."""
+    s = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    present = []
+    s.on_connect = lambda c, u, f, rc, p: present.append(f.session_present)
+    if on_message is not None:
+        s.on_message = lambda c, u, m: on_message(m.payload)
+    s.connect("127.0.0.1", port)
+    s.loop_start()
+    wait_until(lambda: present, 10, "CONNACK")
+    assert present == [False]
+    done = threading.Event()
+    s.on_subscribe = lambda *a: done.set()
+    s.subscribe(topic, 1)
+    assert done.wait(10), "no SUBACK"
+    s.disconnect()
+    s.loop_stop()
+
+
 def test_persistent_session_queues_qos1_while_away_and_resumes():
     r = Router("Router.S", mqtt="mqtt-session-max-messages = 3")
     try:
         s = Client(r.mqtt_port, client_id="s1")
         s.c.disconnect()
         s.c.loop_stop()
-        s = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="s1", clean_session=False)
-        got, present = [], []
-        s.on_connect = lambda c, u, f, rc, p: present.append(f.session_present)
-        s.on_message = lambda c, u, m: got.append(m.payload)
-        s.connect("127.0.0.1", r.mqtt_port)
-        s.loop_start()
-        wait_until(lambda: present, 10, "CONNACK")
-        assert present == [False]
-        done = threading.Event()
-        s.on_subscribe = lambda *a: done.set()
-        s.subscribe("inbox/s1", 1)
-        assert done.wait(10)
-        s.disconnect()
-        s.loop_stop()
+        got = []
+        subscribe_persistently_and_leave(r.mqtt_port, "s1", "inbox/s1", on_message=got.append)
         # Away: three QoS 1 messages queue, a fourth goes back released.
         conn = BlockingConnection(r.url, timeout=10)
         snd = conn.create_sender("inbox/s1")
@@ -597,19 +607,7 @@ def test_a_persistent_session_and_its_queue_survive_a_restart_with_the_same_data
     r = Router("Router.Q", mqtt=listener, router_extra=extra)
     conn = None
     try:
-        s = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="away", clean_session=False)
-        present = []
-        s.on_connect = lambda c, u, f, rc, p: present.append(f.session_present)
-        s.connect("127.0.0.1", r.mqtt_port)
-        s.loop_start()
-        wait_until(lambda: present, 10, "CONNACK")
-        assert present == [False]
-        done = threading.Event()
-        s.on_subscribe = lambda *a: done.set()
-        s.subscribe("inbox/away", 1)
-        assert done.wait(10), "no SUBACK"
-        s.disconnect()
-        s.loop_stop()
+        subscribe_persistently_and_leave(r.mqtt_port, "away", "inbox/away")
         # Away: three QoS 1 messages queue (unsettled: nobody acknowledged
         # them), a fourth goes back released: the session took the three
         # (and sent them to the store) before it.
