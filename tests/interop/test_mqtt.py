@@ -372,11 +372,10 @@ def test_retained_message_reaches_a_late_subscriber_on_another_router(chain):
         cl.close()
 
 
-def subscribe_persistently_and_leave(port, client_id, topic, on_message=None):
-    """A paho client with a persistent session (clean_session=False) that
-    connects as new (session present 0), subscribes to `topic` at QoS 1 and
-    disconnects; `on_message` gets the payloads of anything it receives
-    meanwhile."""
+def connect_persistent(port, client_id, session_present, on_message=None):
+    """A paho client with a persistent session (clean_session=False),
+    connected and looping, whose CONNACK said `session_present`;
+    `on_message` gets the payloads it receives."""
     s = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
     present = []
     s.on_connect = lambda c, u, f, rc, p: present.append(f.session_present)
@@ -385,7 +384,20 @@ def subscribe_persistently_and_leave(port, client_id, topic, on_message=None):
     s.connect("127.0.0.1", port)
     s.loop_start()
     wait_until(lambda: present, 10, "CONNACK")
-    assert present == [False]
+    assert present == [session_present]
+    return s
+
+
+def resume_persistent_session(port, client_id, on_message=None):
+    """Reconnects a persistent session's client: CONNACK session present 1."""
+    return connect_persistent(port, client_id, True, on_message)
+
+
+def subscribe_persistently_and_leave(port, client_id, topic, on_message=None):
+    """A persistent session's client that connects as new (session present
+    0), subscribes to `topic` at QoS 1 and disconnects; `on_message` gets
+    the payloads of anything it receives meanwhile."""
+    s = connect_persistent(port, client_id, False, on_message)
     done = threading.Event()
     s.on_subscribe = lambda *a: done.set()
     s.subscribe(topic, 1)
@@ -420,14 +432,7 @@ def test_persistent_session_queues_qos1_while_away_and_resumes():
             send(i)
         assert [x[1] for x in results] == ["Timeout"] * 3 + ["released"], results
         # Back: session present, the queued messages delivered.
-        s2 = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="s1", clean_session=False)
-        present2 = []
-        s2.on_connect = lambda c, u, f, rc, p: present2.append(f.session_present)
-        s2.on_message = lambda c, u, m: got.append(m.payload)
-        s2.connect("127.0.0.1", r.mqtt_port)
-        s2.loop_start()
-        wait_until(lambda: present2, 10, "CONNACK")
-        assert present2 == [True]
+        s2 = resume_persistent_session(r.mqtt_port, "s1", on_message=got.append)
         wait_until(lambda: len(got) >= 3, 10, "the queued messages")
         assert got[:3] == [b"m0", b"m1", b"m2"]
         # A clean session with the same id ends the old one.
@@ -638,14 +643,8 @@ def test_a_persistent_session_and_its_queue_survive_a_restart_with_the_same_data
         # while its client is still away queues for it too.
         pub = Client(r2.mqtt_port, client_id="publisher")
         pub.publish("inbox/away", b"m4", qos=1)
-        got, present = [], []
-        s = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="away", clean_session=False)
-        s.on_connect = lambda c, u, f, rc, p: present.append(f.session_present)
-        s.on_message = lambda c, u, m: got.append(m.payload)
-        s.connect("127.0.0.1", r2.mqtt_port)
-        s.loop_start()
-        wait_until(lambda: present, 10, "CONNACK")
-        assert present == [True]
+        got = []
+        s = resume_persistent_session(r2.mqtt_port, "away", on_message=got.append)
         wait_until(lambda: len(got) >= 4, 20, "the queued messages")
         assert got[:3] == [b"m0", b"m1", b"m2"] and b"m4" in got, got
         s.disconnect()
