@@ -127,3 +127,47 @@ def test_tls_secrets_become_an_amqps_listener_and_mutual_tls_between_pods(tmp_pa
     check = subprocess.run([boted_path(), "--check-config", str(config)], capture_output=True, text=True,
                            timeout=30)
     assert check.returncode != 0 and "tls.key" in check.stderr, check.stderr
+
+
+@pytest.mark.parametrize("persistence", [True, False])
+def test_chart_with_mqtt_gives_each_router_a_data_dir_on_a_volume(tmp_path, persistence):
+    """mqtt.enabled: the listener on the pod and the client Service, and
+    [router] data-dir on a volume mounted where BOTE_DATA_DIR points (a
+    PersistentVolumeClaim per pod, or an emptyDir without persistence);
+    the pod's environment makes a configuration boted accepts."""
+    import yaml
+    values = f"mqtt.enabled=true,persistence.enabled={str(persistence).lower()},persistence.size=2Gi"
+    r = subprocess.run([helm(), "template", "bote", CHART, "--set", values], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "rendered.yaml"
+    out.write_text(r.stdout)
+    v = validate(str(out))
+    assert v.returncode == 0, v.stdout + v.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    client = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "bote")
+    assert {"name": "mqtt", "port": 1883, "targetPort": "mqtt"} in client["spec"]["ports"]
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert env["BOTE_MQTT_LISTEN"] == "0.0.0.0:1883"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["data"] == env["BOTE_DATA_DIR"]
+    claims = [c["metadata"]["name"] for c in sts["spec"].get("volumeClaimTemplates", [])]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    if persistence:
+        assert claims == ["data"] and "data" not in volumes
+        assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    else:
+        assert claims == [] and volumes["data"] == {"name": "data", "emptyDir": {}}
+    pod_env = dict(env, BOTE_ROUTER_ID="bote-1", PATH=os.environ["PATH"])
+    c = subprocess.run([botectl_path(), "config-from-env"], capture_output=True, text=True, env=pod_env,
+                       timeout=30)
+    assert c.returncode == 0, c.stderr
+    assert 'data-dir = "/var/lib/bote"' in c.stdout and 'protocol = "mqtt"' in c.stdout
+    config = tmp_path / "bote-1.toml"
+    config.write_text(c.stdout)
+    check = subprocess.run([boted_path(), "--check-config", str(config)], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check.stderr + c.stdout

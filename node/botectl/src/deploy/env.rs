@@ -9,6 +9,8 @@
 //! | `BOTE_LISTEN` | `0.0.0.0:5672` | the client (normal) listener |
 //! | `BOTE_INTER_ROUTER_LISTEN` | `0.0.0.0:55672` | the inter-router listener (`off`: none) |
 //! | `BOTE_HTTP` | `0.0.0.0:8672` | the HTTP API (`/healthz`, `/readyz`) |
+//! | `BOTE_MQTT_LISTEN` | | an MQTT listener (`0.0.0.0:1883`); unset: none |
+//! | `BOTE_DATA_DIR` | | `[router] data-dir`: where MQTT retained messages and persistent sessions are kept (a volume); unset: memory only |
 //! | `BOTE_CONNECTORS` | | `host:port[/cost],…` inter-router connectors |
 //! | `BOTE_MESH_SERVICE` | | headless Service: wire from the ordinal of the id (`<name>-<N>`) |
 //! | `BOTE_MESH_DEGREE` | `0` | predecessors dialled (0: all, a full mesh) |
@@ -46,6 +48,9 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<String, Strin
         var("BOTE_LOG_LEVEL").unwrap_or_else(|| "info".into()),
         var("BOTE_HTTP").unwrap_or_else(|| "0.0.0.0:8672".into()),
     );
+    if let Some(dir) = var("BOTE_DATA_DIR") {
+        let _ = writeln!(c, "data-dir = \"{}\"", dir.trim_end_matches('/'));
+    }
     if let Some(endpoint) = var("BOTE_OTLP_ENDPOINT") {
         let _ = write!(c, "\n[telemetry]\notlp-endpoint = \"{endpoint}\"\n");
     }
@@ -76,6 +81,13 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<String, Strin
         if require {
             c.push_str("require-client-cert = true\n");
         }
+    }
+    if var("BOTE_MQTT_LISTEN").is_some() {
+        let (host, port) = split("BOTE_MQTT_LISTEN", "")?;
+        let _ = write!(
+            c,
+            "\n[[listener]]\nhost = \"{host}\"\nport = {port}\nrole = \"normal\"\nprotocol = \"mqtt\"\n"
+        );
     }
     let inter_tls = var("BOTE_INTER_ROUTER_TLS_DIR").map(|d| d.trim_end_matches('/').to_owned());
     let mut inter_port = 55672;
@@ -212,6 +224,24 @@ mod tests {
                 .unwrap_err()
                 .contains("BOTE_LISTEN")
         );
+    }
+
+    #[test]
+    fn an_mqtt_listener_and_a_data_dir_for_its_state() {
+        let c = config(&[
+            ("BOTE_ROUTER_ID", "bote-0"),
+            ("BOTE_MQTT_LISTEN", "0.0.0.0:1883"),
+            ("BOTE_DATA_DIR", "/var/lib/bote/"),
+        ])
+        .unwrap();
+        assert!(c.contains("[router]\nid = \"bote-0\"\n"));
+        assert!(c.contains("data-dir = \"/var/lib/bote\"\n"));
+        assert!(c.contains("port = 1883\nrole = \"normal\"\nprotocol = \"mqtt\"\n"));
+        assert_eq!(c.matches("[[listener]]").count(), 3);
+        let plain = config(&[("BOTE_ROUTER_ID", "bote-0")]).unwrap();
+        assert!(!plain.contains("mqtt") && !plain.contains("data-dir"));
+        let e = config(&[("BOTE_ROUTER_ID", "r"), ("BOTE_MQTT_LISTEN", "1883")]).unwrap_err();
+        assert!(e.contains("BOTE_MQTT_LISTEN"), "{e}");
     }
 
     #[test]
