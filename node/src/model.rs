@@ -363,6 +363,14 @@ impl ConnectionInfo {
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
+
+    /// How many links the connection has (without copying the list).
+    pub fn link_count(&self) -> usize {
+        match self.links.lock() {
+            Ok(l) => l.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        }
+    }
 }
 
 /// The router's registry of connections and links, and the totals of
@@ -378,7 +386,15 @@ pub struct ReadModel {
     pub started: Instant,
     /// Arrival to outcome of the unsettled deliveries senders gave the router.
     pub settle_latency: SettleLatency,
+    /// The sorted connection ids of the last listing that started at the
+    /// first entity, and when it was made: the later pages of the same
+    /// listing are cut from it ([`ReadModel::listing`]).
+    listing: Mutex<Option<(Instant, Arc<[ConnId]>)>>,
 }
+
+/// How long the later pages of a paged listing reuse the ids its first
+/// page listed (qdstat asks for its pages back to back).
+const LISTING_REUSE: Duration = Duration::from_secs(2);
 
 impl Default for ReadModel {
     fn default() -> Self {
@@ -389,6 +405,7 @@ impl Default for ReadModel {
             retired_out: LinkStats::default(),
             started: Instant::now(),
             settle_latency: SettleLatency::default(),
+            listing: Mutex::new(None),
         }
     }
 }
@@ -495,6 +512,45 @@ impl ReadModel {
         all
     }
 
+    /// The ids of every connection, in order: what a page of
+    /// [`ReadModel::connections`] is cut from without touching (or
+    /// counting references to) the connections themselves.
+    pub fn connection_ids(&self) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self.connections.iter().map(|e| *e.key()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The sorted connection ids a page from `offset` is cut from: listed
+    /// afresh for the first page (`offset` 0); for a later one, those of
+    /// the first page when it was listed within [`LISTING_REUSE`], so the
+    /// pages of one paged listing are cut from one list (a connection that
+    /// opens meanwhile does not shift the later pages; one that closes is
+    /// left out of them) and 10,000 connections are not sorted again for
+    /// each page of 500.
+    pub fn listing(&self, offset: usize) -> Arc<[ConnId]> {
+        let mut last = match self.listing.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if offset > 0
+            && let Some((at, ids)) = last.as_ref()
+            && at.elapsed() < LISTING_REUSE
+        {
+            return ids.clone();
+        }
+        let ids: Arc<[ConnId]> = self.connection_ids().into();
+        *last = Some((Instant::now(), ids.clone()));
+        ids
+    }
+
+    /// The connections of `ids` that are still open, in that order.
+    pub fn connections_of(&self, ids: &[ConnId]) -> Vec<Arc<ConnectionInfo>> {
+        ids.iter()
+            .filter_map(|id| self.connections.get(id).map(|c| c.value().clone()))
+            .collect()
+    }
+
     /// The router's clock for [`LinkInfo::zero_credit_since`]: ms since it
     /// started, plus one (never 0).
     pub fn clock_ms(&self) -> u64 {
@@ -539,6 +595,30 @@ pub fn unix_seconds() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn later_pages_of_a_listing_are_cut_from_the_ids_its_first_page_listed() {
+        let model = ReadModel::default();
+        let open = |id| model.add_connection(Arc::new(ConnectionInfo::new(ConnId(id), "h".into())));
+        for id in [3, 1, 2] {
+            open(id);
+        }
+        assert_eq!(&*model.listing(0), &[ConnId(1), ConnId(2), ConnId(3)]);
+        open(0);
+        model.remove_connection(ConnId(2));
+        // The next page of the same listing: the new connection does not
+        // shift it; the closed one is left out when its entity is read.
+        let ids = model.listing(2);
+        assert_eq!(&*ids, &[ConnId(1), ConnId(2), ConnId(3)]);
+        let page: Vec<ConnId> = model
+            .connections_of(&ids[1..])
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(page, [ConnId(3)]);
+        // A new listing sees both changes.
+        assert_eq!(&*model.listing(0), &[ConnId(0), ConnId(1), ConnId(3)]);
+    }
 
     #[test]
     fn router_totals_keep_the_counts_of_links_that_are_gone() {

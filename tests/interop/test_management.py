@@ -342,3 +342,37 @@ def test_unknown_types_attributes_operations_and_entities_get_a_status_and_a_des
         assert e.value.state == Delivery.REJECTED
     finally:
         conn.close()
+
+
+def test_query_pages_of_connections_and_links_are_slices_of_the_whole_listing(router):
+    """qdstat pages by `offset` and `count`: the router cuts each page from
+    the sorted connections (and their links) without listing them all, so
+    every page must still be exactly the same slice of the full listing."""
+    clients = []
+    try:
+        for i in range(7):
+            conn = BlockingConnection(router.url, timeout=10)
+            for j in range(i % 3):
+                conn.create_receiver(f"paging.{i}.{j}")
+            clients.append(conn)
+        with Management(router.url) as m:
+            for short, key in [("connection", "identity"), ("router.link", "identity")]:
+                attrs = [key, "name"]
+                whole = m.query_page(short, attrs, 0, 1000)["results"]
+                expected = 8 if short == "connection" else 2 + sum(i % 3 for i in range(7))
+                assert len(whole) == expected, (short, whole)
+                for size in (1, 3, 5):
+                    pages, offset = [], 0
+                    while True:
+                        rows = m.query_page(short, attrs, offset, size)["results"]
+                        assert len(rows) <= size
+                        pages += rows
+                        if len(rows) < size:
+                            break
+                        offset += size
+                    assert pages == whole, (short, size)
+                assert m.query_page(short, attrs, len(whole), 10)["results"] == []
+                assert m.query_page(short, attrs, 10_000, 10)["results"] == []
+    finally:
+        for conn in clients:
+            conn.close()

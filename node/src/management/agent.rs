@@ -27,6 +27,16 @@ pub trait Managed {
     /// Every entity of type `ty`, in a stable order (QUERY pages through
     /// it with `offset` and `count`).
     fn entities(&self, ty: &'static EntityType) -> Vec<Box<dyn Entity>>;
+    /// The `count` entities of type `ty` from `offset` in the order of
+    /// [`Managed::entities`] (a QUERY's page). Types with many entities
+    /// override it so that a page costs its size, not the whole listing.
+    fn page(&self, ty: &'static EntityType, offset: usize, count: usize) -> Vec<Box<dyn Entity>> {
+        self.entities(ty)
+            .into_iter()
+            .skip(offset)
+            .take(count)
+            .collect()
+    }
     /// The addresses of every management node of the mesh
     /// (`amqp:/_topo/0/<id>/$management`), this router's included.
     fn mgmt_nodes(&self) -> Vec<String>;
@@ -180,11 +190,13 @@ fn query(managed: &dyn Managed, request: &Request) -> Result<Reply, Reply> {
     if offset < 0 || count < 0 {
         return Err(Reply::error(400, "offset and count must not be negative"));
     }
-    let entities = managed.entities(ty);
-    let results: Vec<Value> = entities
+    let page = managed.page(
+        ty,
+        usize::try_from(offset).unwrap_or(usize::MAX),
+        usize::try_from(count).unwrap_or(usize::MAX),
+    );
+    let results: Vec<Value> = page
         .iter()
-        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-        .take(usize::try_from(count).unwrap_or(usize::MAX))
         .map(|e| Value::List(columns.iter().map(|c| e.get(c)).collect()))
         .collect();
     Ok(Reply::ok(

@@ -4,7 +4,8 @@
 //! ([`crate::management`]) from the read model, and the router's entities
 //! as management shows them (qdrouterd's types and attribute names).
 //!
-//! The node is an actor on an arbiter of its own, so that a QUERY of
+//! The node is an actor on an arbiter of its own, whose thread runs at a
+//! lower priority than the forwarding workers (nice 5), so that a QUERY of
 //! thousands of connections never holds up a connection or address actor:
 //! it reads the shared registries ([`crate::model::ReadModel`], the address
 //! registry's counters, the mesh view) without asking any actor. Requests
@@ -198,7 +199,7 @@ impl Entity for ConnectionEntity {
         if let Some(v) = base(
             attribute,
             &schema::CONNECTION,
-            || format!("connection/{}", c.host),
+            || ["connection/", c.host.as_str()].concat(),
             || c.id.0.to_string(),
         ) {
             return v;
@@ -854,6 +855,72 @@ impl Managed for Shared {
         }
     }
 
+    /// Connections and links are paged from the sorted connection ids:
+    /// a QUERY page of 500 reads 500 connections (and their link lists),
+    /// not all 10,000 of them as [`Managed::entities`] would.
+    fn page(&self, ty: &'static EntityType, offset: usize, count: usize) -> Vec<Box<dyn Entity>> {
+        match ty.short {
+            "connection" => {
+                let now = unix_seconds();
+                let ids = self.model.listing(offset);
+                let end = offset.saturating_add(count).min(ids.len());
+                let clients = self
+                    .model
+                    .connections_of(ids.get(offset..end).unwrap_or(&[]));
+                // Edge connections are listed after the clients'.
+                let edge_offset = offset.saturating_sub(ids.len());
+                let edge_count = count - (end.max(offset) - offset);
+                let edges = if edge_count == 0 {
+                    Vec::new()
+                } else {
+                    self.edge_connections()
+                };
+                clients
+                    .into_iter()
+                    .chain(edges.into_iter().skip(edge_offset).take(edge_count))
+                    .map(|c| Box::new(ConnectionEntity(c, now)) as Box<dyn Entity>)
+                    .collect()
+            }
+            "router.link" => {
+                let now_ms = self.model.clock_ms();
+                let mut skip = offset;
+                let mut out: Vec<Box<dyn Entity>> = Vec::new();
+                for &id in self.model.listing(offset).iter() {
+                    if out.len() >= count {
+                        break;
+                    }
+                    let Some(c) = self.model.connections.get(&id) else {
+                        continue;
+                    };
+                    let n = c.link_count();
+                    if skip >= n {
+                        skip -= n;
+                        continue;
+                    }
+                    for link in c.links().into_iter().skip(skip).take(count - out.len()) {
+                        let owning = link
+                            .address
+                            .as_deref()
+                            .map(|a| address_key(&self.router_id, a));
+                        out.push(Box::new(LinkEntity {
+                            link,
+                            owning,
+                            now_ms,
+                        }));
+                    }
+                    skip = 0;
+                }
+                out
+            }
+            _ => self
+                .entities(ty)
+                .into_iter()
+                .skip(offset)
+                .take(count)
+                .collect(),
+        }
+    }
+
     fn mgmt_nodes(&self) -> Vec<String> {
         let mut routers = vec![self.router_id.clone()];
         if let Some(mesh) = &self.mesh {
@@ -1290,9 +1357,36 @@ impl Handler<Returned> for ManagementActor {
     fn handle(&mut self, _msg: Returned, _ctx: &mut Context<Self>) {}
 }
 
-/// Starts the management node on an arbiter of its own.
+/// The nice value of the management thread: when the cores are busy, the
+/// forwarding workers (nice 0) get ~3 times its share of a core, so an
+/// operator's QUERYs slow down before the traffic does (a QUERY of 10,000
+/// connections needs ~30 ms of CPU; BENCHMARKS.md, "Management").
+const MANAGEMENT_NICE: libc::c_int = 5;
+
+/// Starts the management node on an arbiter of its own, whose thread
+/// yields to the data plane ([`MANAGEMENT_NICE`]).
 pub fn start(shared: Arc<Shared>, arbiter: &actix::dev::ArbiterHandle) -> Addr<ManagementActor> {
+    arbiter.spawn_fn(lower_thread_priority);
     ManagementActor::start_in_arbiter(arbiter, move |_| ManagementActor::new(shared))
+}
+
+/// Sets the calling thread's nice value to [`MANAGEMENT_NICE`] (Linux
+/// keeps one per thread, set through its thread id).
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers.
+        let result = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, MANAGEMENT_NICE)
+        };
+        if result != 0 {
+            tracing::debug!(
+                "management thread: nice {MANAGEMENT_NICE} not set: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 #[cfg(test)]
