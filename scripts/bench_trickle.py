@@ -9,8 +9,13 @@ direct, each against its own direct run), the attack's effect on the
 router's throughput, the router's RSS (peak while attacked) and how many
 trickling connections the router closed.
 
-    scripts/bench_trickle.py [--conns 5000] [--runs 2] [--messages 2000000]
-    (BOTED, BOTECTL: the binaries; default target/release)
+    scripts/bench_trickle.py [--conns 5000] [--runs 2] [--messages 2000000] [--attacker rust|python]
+    (BOTED, BOTECTL: the binaries; default target/release; the Rust attacker
+    is `cargo build --release -p bote-node --example trickle`)
+
+It also prints the CPU the attack alone costs the router and the attacker
+(% of one core, 5 s after each attacked bench): the attacker shares the
+machine's cores, and the Python one takes ~30 % of a core, the Rust one ~4 %.
 """
 
 import argparse
@@ -79,6 +84,13 @@ def trickler(port, conns):
     asyncio.run(main())
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
@@ -99,6 +111,10 @@ def main():
     ap.add_argument("--conns", type=int, default=5000)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--messages", type=int, default=2_000_000)
+    ap.add_argument("--attacker", choices=["rust", "python"], default="rust",
+                    help="rust: target/release/examples/trickle (cargo build --release -p bote-node "
+                         "--example trickle), a few %% of a core; python: this script's asyncio "
+                         "trickler, ~30 %% of a core for 5,000 connections")
     ap.add_argument("--trickler", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.trickler:
@@ -112,9 +128,13 @@ def main():
         print(f"router RSS at start {rss_kib(r.proc.pid) / 1024:.1f} MiB")
         for run in range(args.runs):
             quiet_ratio, quiet_rates = bench(botectl, r, args.messages)
-            child = subprocess.Popen([sys.executable, __file__, "--trickler", str(r.port),
-                                      "--conns", str(args.conns)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            if args.attacker == "rust":
+                command = [os.path.join(ROOT, "target", "release", "examples", "trickle"), str(r.port),
+                           str(args.conns)]
+            else:
+                command = [sys.executable, __file__, "--trickler", str(r.port), "--conns", str(args.conns)]
+            child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            cpu_at = {}
             latest = {}
             peak = [0]
 
@@ -136,8 +156,18 @@ def main():
             # again, as in a sustained attack.
             time.sleep(6)
             opened = latest.get("open", 0)
+            cpu_at["start"] = (time.time(), cpu_seconds(r.proc.pid), cpu_seconds(child.pid))
             attacked_ratio, attacked_rates = bench(botectl, r, args.messages)
+            cpu_at["end"] = (time.time(), cpu_seconds(r.proc.pid), cpu_seconds(child.pid))
             still = latest.get("open", 0)
+            # The attack alone (no bench traffic): what it costs the router
+            # and what the attacker itself takes, in % of one core.
+            t0, r0, a0 = time.time(), cpu_seconds(r.proc.pid), cpu_seconds(child.pid)
+            time.sleep(5)
+            t1, r1, a1 = time.time(), cpu_seconds(r.proc.pid), cpu_seconds(child.pid)
+            idle_router, idle_attacker = 100 * (r1 - r0) / (t1 - t0), 100 * (a1 - a0) / (t1 - t0)
+            (s0, _, sa0), (s1, _, sa1) = cpu_at["start"], cpu_at["end"]
+            attacker_during = 100 * (sa1 - sa0) / (s1 - s0)
             child.stdin.close()
             child.wait(60)
             time.sleep(1)
@@ -147,7 +177,9 @@ def main():
                   f"x{attacked_ratio:.3f} | router under attack / without: "
                   f"{attacked_ratio / quiet_ratio:.3f} | RSS peak {peak[0] / 1024:.1f} MiB, "
                   f"after {rss_kib(r.proc.pid) / 1024:.1f} MiB | closed at the deadline "
-                  f"{latest.get('closed_by_router', 0)}", flush=True)
+                  f"{latest.get('closed_by_router', 0)} | attack alone: router {idle_router:.1f} % "
+                  f"of a core, attacker {idle_attacker:.1f} % ({attacker_during:.1f} % during the "
+                  f"attacked bench)", flush=True)
     finally:
         r.stop()
 
