@@ -307,3 +307,69 @@ def test_sasl_over_tls_plain_without_the_insecure_flag_and_external_as_the_certi
     finally:
         assert r.stop() == 0, r.log()
         shutil.rmtree(users_dir, ignore_errors=True)
+
+
+def test_mqtt_over_tls_carries_paho_clients_to_amqp_and_refuses_plain_mqtt(certs):
+    """An MQTT listener with a certificate (MQTT over TLS, 8883 in the
+    examples): paho clients verifying the router against the test CA
+    publish at QoS 1 to a TLS subscriber and to an AMQP receiver; the
+    connection shows as encrypted in management; a client speaking plain
+    MQTT to that port gets no CONNACK and is closed."""
+    import ssl
+    import threading
+
+    import paho.mqtt.client as paho
+
+    from management import Management
+
+    r = Router("Router.MQTTS", mqtt=f'tls-cert-file = "{certs}/server.pem"\n'
+                                    f'tls-key-file = "{certs}/server-key.pem"\n')
+    try:
+        def tls_client(name):
+            c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=name)
+            c.tls_set(ca_certs=f"{certs}/ca.pem", tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            got, subscribed, connected = [], threading.Event(), threading.Event()
+            c.on_connect = lambda *a: connected.set()
+            c.on_message = lambda cl, u, m: got.append((m.topic, m.payload))
+            c.on_subscribe = lambda *a: subscribed.set()
+            c.connect("localhost", r.mqtt_port, keepalive=30)
+            c.loop_start()
+            assert connected.wait(10), f"{name}: no CONNACK over TLS"
+            return c, got, subscribed
+
+        sub, got, subscribed = tls_client("mqtts-sub")
+        sub.subscribe("sensors/tls", qos=1)
+        assert subscribed.wait(10), "no SUBACK"
+        amqp_rx = Receiver(r.url, "sensors/amqp", expect=1).start()
+        assert amqp_rx.attached.wait(10)
+        pub, _, _ = tls_client("mqtts-pub")
+        infos = [pub.publish("sensors/tls", f"t{i}".encode(), qos=1) for i in range(3)]
+        for info in infos:
+            info.wait_for_publish(10)
+            assert info.is_published(), "no PUBACK over TLS"
+        wait_until(lambda: len(got) == 3, 10, "the TLS subscriber's messages")
+        assert got == [("sensors/tls", f"t{i}".encode()) for i in range(3)]
+        # To an AMQP receiver: the PUBACK follows its accept.
+        to_amqp = pub.publish("sensors/amqp", b"to-amqp", qos=1)
+        amqp_rx.join(10)
+        assert [bytes(m.body) for m in amqp_rx.messages] == [b"to-amqp"]
+        to_amqp.wait_for_publish(10)
+        assert to_amqp.is_published()
+        with Management(r.url) as m:
+            mqtt_conns = [c for c in m.query("connection") if c["protocol"] == "mqtt"]
+            assert sorted(c["container"] for c in mqtt_conns) == ["mqtts-pub", "mqtts-sub"]
+            assert all(c["isEncrypted"] and c["sslProto"] in ("TLSv1.2", "TLSv1.3") for c in mqtt_conns)
+        # Plain MQTT to the TLS port: a CONNECT is not a TLS client hello.
+        with socket.create_connection(("127.0.0.1", r.mqtt_port), timeout=10) as s:
+            s.sendall(bytes.fromhex("101000044d5154540402003c0004706c61696e"))
+            s.settimeout(10)
+            try:
+                data = s.recv(1024)
+            except ConnectionResetError:
+                data = b""
+            assert not data.startswith(b"\x20"), "a CONNACK over plain TCP on a TLS port"
+        for c in (sub, pub):
+            c.loop_stop()
+            c.disconnect()
+    finally:
+        r.stop()

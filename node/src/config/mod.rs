@@ -1162,13 +1162,6 @@ impl RawConfig {
                     "an MQTT listener serves clients: its role must be \"normal\"",
                 ));
             }
-            if l.protocol == Protocol::Mqtt && l.tls_cert_file.is_some() {
-                return Err(Problem::new(
-                    p("tls-cert-file"),
-                    "MQTT over TLS is not supported yet: put the MQTT listener on plain TCP \
-                     (an edge router's TLS uplink can carry its traffic)",
-                ));
-            }
             if l.protocol == Protocol::Mqtt && l.sasl_required() {
                 return Err(Problem::new(
                     p("protocol"),

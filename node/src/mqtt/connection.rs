@@ -77,7 +77,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::codec::{self, Inbound, Publish, ReadError, Version, Writer};
@@ -89,7 +89,7 @@ use crate::delivery::{
 };
 use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use crate::router::address::{AddressActor, AttachConsumer, Deliver, DetachConsumer, Forward};
-use crate::router::connection::Shutdown;
+use crate::router::connection::{Shutdown, Transport};
 use crate::router::filter;
 use crate::router::link::LinkCounters;
 use crate::router::{ClientEntry, Shared};
@@ -172,7 +172,7 @@ pub struct MqttConnection {
     peer: String,
     shared: Arc<Shared>,
     listener: Arc<ListenerConfig>,
-    socket: Option<std::net::TcpStream>,
+    socket: Option<Transport>,
     writer: Option<mpsc::UnboundedSender<Bytes>>,
     reader: Option<mpsc::UnboundedSender<ReadRequest>>,
     /// The connection's generation: input of an earlier one is ignored.
@@ -231,12 +231,15 @@ struct Flush;
 impl MqttConnection {
     pub fn accepted(
         id: ConnId,
-        socket: std::net::TcpStream,
+        socket: Transport,
         peer: String,
         listener: Arc<ListenerConfig>,
         shared: Arc<Shared>,
     ) -> Self {
         let mut c = Self::from_parts(id, peer, listener, shared);
+        if let Transport::Tls(_, tls) = &socket {
+            let _ = c.info.tls.set(tls.clone());
+        }
         c.socket = Some(socket);
         c
     }
@@ -1256,9 +1259,25 @@ fn delivery(address: Arc<str>, message: Bytes, presettled: bool, origin: Origin)
     }
 }
 
+/// Writes what the connection hands it, in order, then shuts the socket
+/// (or the TLS session: close_notify) once the connection drops its end.
+async fn write_loop(
+    mut write: impl AsyncWrite + Unpin,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    conn: ConnId,
+) {
+    while let Some(buf) = rx.recv().await {
+        if let Err(e) = write.write_all(&buf).await {
+            tracing::debug!(%conn, "write failed: {e}");
+            break;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
 /// Reads the socket one chunk per request (see the module doc).
 async fn read_loop(
-    mut read: tokio::net::tcp::OwnedReadHalf,
+    mut read: impl AsyncRead + Unpin,
     mut requests: mpsc::UnboundedReceiver<ReadRequest>,
 ) {
     while let Some((generation, to)) = requests.recv().await {
@@ -1290,29 +1309,30 @@ impl Actor for MqttConnection {
             ctx.stop();
             return;
         };
-        let stream = match tokio::net::TcpStream::from_std(socket) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(conn = %self.id, peer = %self.peer, "cannot register socket: {e}");
-                ctx.stop();
-                return;
-            }
-        };
-        let (read, mut write) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-        self.writer = Some(tx);
-        let conn = self.id;
-        actix::spawn(async move {
-            while let Some(buf) = rx.recv().await {
-                if let Err(e) = write.write_all(&buf).await {
-                    tracing::debug!(%conn, "write failed: {e}");
-                    break;
-                }
-            }
-            let _ = write.shutdown().await;
-        });
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
         let (requests, pending) = mpsc::unbounded_channel::<ReadRequest>();
-        actix::spawn(read_loop(read, pending));
+        let conn = self.id;
+        match socket {
+            Transport::Plain(socket) => {
+                let stream = match tokio::net::TcpStream::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(conn = %self.id, peer = %self.peer, "cannot register socket: {e}");
+                        ctx.stop();
+                        return;
+                    }
+                };
+                let (read, write) = stream.into_split();
+                actix::spawn(write_loop(write, rx, conn));
+                actix::spawn(read_loop(read, pending));
+            }
+            Transport::Tls(session, _) => {
+                let (read, write) = tokio::io::split(*session);
+                actix::spawn(write_loop(write, rx, conn));
+                actix::spawn(read_loop(read, pending));
+            }
+        }
+        self.writer = Some(tx);
         self.reader = Some(requests);
         self.read_more();
         if let Some(deadline) = self.listener.handshake_timeout() {

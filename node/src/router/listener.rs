@@ -221,18 +221,27 @@ impl StreamHandler<TcpStream> for ListenerActor {
         let conn = self.shared.next_conn_id();
         let config = self.config.clone();
         let shared = self.shared.clone();
-        if let Some(accept) = &self.accept {
+        if self.accept.is_some() && refusal.is_some() {
             // Another protocol has no AMQP close to carry the refusal:
             // the socket is closed at once.
             if let Some(e) = refusal {
                 tracing::info!(%peer, "connection refused: {}", e.description.as_deref().unwrap_or(""));
-                return;
             }
-            accept(conn, std_stream, peer, config, shared, &worker);
             return;
         }
         let accepted_at = Instant::now();
         let Some(tls) = &self.tls else {
+            if let Some(accept) = &self.accept {
+                accept(
+                    conn,
+                    Transport::Plain(std_stream),
+                    peer,
+                    config,
+                    shared,
+                    &worker,
+                );
+                return;
+            }
             ConnectionActor::start_in_arbiter(&worker, move |_ctx| {
                 ConnectionActor::accepted(
                     conn,
@@ -247,36 +256,19 @@ impl StreamHandler<TcpStream> for ListenerActor {
             return;
         };
         let acceptor = tls.acceptor();
+        let accept = self.accept.clone();
+        let on_worker = worker.clone();
         worker.spawn(async move {
-            let stream = match TcpStream::from_std(std_stream) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(%peer, "cannot register socket: {e}");
-                    return;
-                }
+            let Some(transport) = tls_handshake(acceptor, std_stream, &config, &peer).await else {
+                return;
             };
-            let handshake = acceptor.accept(stream);
-            let session = match config.handshake_timeout() {
-                Some(limit) => match tokio::time::timeout(limit, handshake).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        tracing::info!(
-                            %peer,
-                            "TLS handshake not done within {} ms: connection closed",
-                            limit.as_millis()
-                        );
-                        return;
-                    }
-                },
-                None => handshake.await,
-            };
-            match session {
-                Ok(session) => {
-                    let info = crate::tls::session_info(session.get_ref().1);
+            match accept {
+                Some(accept) => accept(conn, transport, peer, config, shared, &on_worker),
+                None => {
                     ConnectionActor::create(move |_ctx| {
                         ConnectionActor::accepted(
                             conn,
-                            Transport::Tls(Box::new(session.into()), info),
+                            transport,
                             peer,
                             config,
                             shared,
@@ -285,13 +277,55 @@ impl StreamHandler<TcpStream> for ListenerActor {
                         .refusing(refusal)
                     });
                 }
-                // Dropping the half-open session closes the socket.
-                Err(e) => tracing::info!(%peer, "TLS handshake failed: {e}: connection closed"),
             }
         });
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+/// Runs the server side of the TLS handshake on the worker (registering
+/// the socket with its runtime), bounded by the listener's handshake
+/// deadline; `None` (logged, socket closed) when it fails or times out.
+async fn tls_handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: std::net::TcpStream,
+    config: &ListenerConfig,
+    peer: &str,
+) -> Option<Transport> {
+    let stream = match TcpStream::from_std(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%peer, "cannot register socket: {e}");
+            return None;
+        }
+    };
+    let handshake = acceptor.accept(stream);
+    let session = match config.handshake_timeout() {
+        Some(limit) => match tokio::time::timeout(limit, handshake).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::info!(
+                    %peer,
+                    "TLS handshake not done within {} ms: connection closed",
+                    limit.as_millis()
+                );
+                return None;
+            }
+        },
+        None => handshake.await,
+    };
+    match session {
+        Ok(session) => {
+            let info = crate::tls::session_info(session.get_ref().1);
+            Some(Transport::Tls(Box::new(session.into()), info))
+        }
+        // Dropping the half-open session closes the socket.
+        Err(e) => {
+            tracing::info!(%peer, "TLS handshake failed: {e}: connection closed");
+            None
+        }
+    }
 }
 
 impl Handler<StopAccepting> for ListenerActor {

@@ -52,12 +52,13 @@ use connection::{ConnectionActor, Shutdown};
 use listener::{ListenerActor, StopAccepting};
 
 /// Starts the actor for a connection accepted on a listener of another
-/// protocol than AMQP (MQTT): the connection id, the socket, the peer's
+/// protocol than AMQP (MQTT): the connection id, the socket (or the TLS
+/// session on it, handshake done, on a listener with TLS), the peer's
 /// address, the listener, the router, and the worker to run on.
 pub type Accept = Arc<
     dyn Fn(
             ConnId,
-            std::net::TcpStream,
+            connection::Transport,
             String,
             Arc<crate::config::ListenerConfig>,
             Arc<Shared>,

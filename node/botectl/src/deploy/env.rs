@@ -9,7 +9,7 @@
 //! | `BOTE_LISTEN` | `0.0.0.0:5672` | the client (normal) listener |
 //! | `BOTE_INTER_ROUTER_LISTEN` | `0.0.0.0:55672` | the inter-router listener (`off`: none) |
 //! | `BOTE_HTTP` | `0.0.0.0:8672` | the HTTP API (`/healthz`, `/readyz`) |
-//! | `BOTE_MQTT_LISTEN` | | an MQTT listener (`0.0.0.0:1883`); unset: none |
+//! | `BOTE_MQTT_LISTEN` | | an MQTT listener (`0.0.0.0:1883`); unset: none; with `BOTE_TLS_DIR`, MQTT over TLS |
 //! | `BOTE_DATA_DIR` | | `[router] data-dir`: where MQTT retained messages and persistent sessions are kept (a volume); unset: memory only |
 //! | `BOTE_CONNECTORS` | | `host:port[/cost],…` inter-router connectors |
 //! | `BOTE_MESH_SERVICE` | | headless Service: wire from the ordinal of the id (`<name>-<N>`) |
@@ -18,7 +18,7 @@
 //! | `BOTE_NAMESPACE` | | appended to peers' names (`bote-0.bote-mesh.<ns>.svc`) |
 //! | `BOTE_LOG_LEVEL` | `info` | |
 //! | `BOTE_OTLP_ENDPOINT` | | OpenTelemetry trace export |
-//! | `BOTE_TLS_DIR` | | the client listener speaks TLS (amqps) with `tls.crt` and `tls.key` of this directory (a Kubernetes TLS Secret); with `ca.crt`, client certificates are verified against it |
+//! | `BOTE_TLS_DIR` | | the client listeners speak TLS (amqps, and MQTT over TLS) with `tls.crt` and `tls.key` of this directory (a Kubernetes TLS Secret); with `ca.crt`, client certificates are verified against it |
 //! | `BOTE_TLS_REQUIRE_CLIENT_CERT` | `false` | `true`: clients must present a certificate signed by `ca.crt` |
 //! | `BOTE_INTER_ROUTER_TLS_DIR` | | inter-router links are mutual TLS: the listener and every connector use `tls.crt`, `tls.key` and `ca.crt` of this directory; a peer's certificate must name the host dialled (its DNS name) |
 
@@ -59,10 +59,13 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<String, Strin
         c,
         "\n[[listener]]\nhost = \"{host}\"\nport = {port}\nrole = \"normal\"\n"
     );
+    // The client listeners' TLS (amqps, and MQTT over TLS): the same lines
+    // for both.
+    let mut client_tls = String::new();
     if let Some(dir) = var("BOTE_TLS_DIR") {
         let dir = dir.trim_end_matches('/');
         let _ = write!(
-            c,
+            client_tls,
             "tls-cert-file = \"{dir}/tls.crt\"\ntls-key-file = \"{dir}/tls.key\"\n"
         );
         let require = match var("BOTE_TLS_REQUIRE_CLIENT_CERT").as_deref() {
@@ -76,17 +79,18 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<String, Strin
         };
         let ca = format!("{dir}/ca.crt");
         if require || std::path::Path::new(&ca).exists() {
-            let _ = writeln!(c, "tls-ca-file = \"{ca}\"");
+            let _ = writeln!(client_tls, "tls-ca-file = \"{ca}\"");
         }
         if require {
-            c.push_str("require-client-cert = true\n");
+            client_tls.push_str("require-client-cert = true\n");
         }
     }
+    c.push_str(&client_tls);
     if var("BOTE_MQTT_LISTEN").is_some() {
         let (host, port) = split("BOTE_MQTT_LISTEN", "")?;
         let _ = write!(
             c,
-            "\n[[listener]]\nhost = \"{host}\"\nport = {port}\nrole = \"normal\"\nprotocol = \"mqtt\"\n"
+            "\n[[listener]]\nhost = \"{host}\"\nport = {port}\nrole = \"normal\"\nprotocol = \"mqtt\"\n{client_tls}"
         );
     }
     let inter_tls = var("BOTE_INTER_ROUTER_TLS_DIR").map(|d| d.trim_end_matches('/').to_owned());
@@ -240,6 +244,17 @@ mod tests {
         assert_eq!(c.matches("[[listener]]").count(), 3);
         let plain = config(&[("BOTE_ROUTER_ID", "bote-0")]).unwrap();
         assert!(!plain.contains("mqtt") && !plain.contains("data-dir"));
+        let tls = config(&[
+            ("BOTE_ROUTER_ID", "bote-0"),
+            ("BOTE_MQTT_LISTEN", "0.0.0.0:8883"),
+            ("BOTE_TLS_DIR", "/etc/bote/tls/client"),
+        ])
+        .unwrap();
+        assert!(tls.contains(
+            "port = 8883\nrole = \"normal\"\nprotocol = \"mqtt\"\n\
+             tls-cert-file = \"/etc/bote/tls/client/tls.crt\"\n"
+        ));
+        assert_eq!(tls.matches("tls-cert-file").count(), 2);
         let e = config(&[("BOTE_ROUTER_ID", "r"), ("BOTE_MQTT_LISTEN", "1883")]).unwrap_err();
         assert!(e.contains("BOTE_MQTT_LISTEN"), "{e}");
     }
