@@ -40,7 +40,7 @@ use bote_amqp::{
     SendDelivery, Side, Source,
 };
 
-use super::proc::ProcSample;
+use super::proc::{ProcSample, threads_cpu_ns};
 use super::{BenchError, BenchOptions, Mode};
 use crate::spawn::SpawnedRouter;
 
@@ -71,6 +71,16 @@ pub struct ScaleRun {
     /// Attach rate over the first and the last [`RATE_WINDOW`] completions.
     pub first_per_sec: f64,
     pub last_per_sec: f64,
+    /// The measured process's CPU per attach (µs) over about the first
+    /// and the last [`RATE_WINDOW`] completions ([`cpu_per_attach`]):
+    /// what the work per attach is, whatever else the machine does.
+    pub first_cpu_us: Option<f64>,
+    pub last_cpu_us: Option<f64>,
+    /// The same over the first and the last tenth of the attaches: windows
+    /// long enough (~0.3 s at 100,000) that batching and scheduling
+    /// average out.
+    pub first_tenth_cpu_us: Option<f64>,
+    pub last_tenth_cpu_us: Option<f64>,
     /// The router (first of a chain for connections, last for addresses)
     /// before the run and with everything open and idle (kB).
     pub rss_before_kb: Option<u64>,
@@ -112,6 +122,14 @@ impl ScaleRun {
         }
     }
 
+    /// CPU per attach over the last [`RATE_WINDOW`] / over the first.
+    pub fn cpu_per_attach_growth(&self) -> Option<f64> {
+        match (self.first_cpu_us, self.last_cpu_us) {
+            (Some(f), Some(l)) if f > 0.0 => Some(l / f),
+            _ => None,
+        }
+    }
+
     fn to_json(&self) -> String {
         let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.3}"));
         let optu = |v: Option<u64>| v.map_or("null".to_owned(), |v| v.to_string());
@@ -120,7 +138,9 @@ impl ScaleRun {
              \"elapsed_s\":{:.3},\"per_sec\":{:.1},\"first_per_sec\":{:.1},\
              \"last_per_sec\":{:.1},\"rss_before_kb\":{},\"rss_after_kb\":{},\
              \"rss_per_connection_kib\":{},\"cpu_seconds\":{},\"reachable_after_s\":{},\
-             \"listed_after_s\":{},\"probes_accepted\":{},\"probes_sent\":{},\"problems\":{}}}",
+             \"listed_after_s\":{},\"probes_accepted\":{},\"probes_sent\":{},\
+             \"first_cpu_per_attach_us\":{},\"last_cpu_per_attach_us\":{},\
+             \"first_tenth_cpu_per_attach_us\":{},\"last_tenth_cpu_per_attach_us\":{},\"problems\":{}}}",
             serde_json::Value::from(self.path.clone()),
             self.mode,
             self.connections,
@@ -137,6 +157,10 @@ impl ScaleRun {
             opt(self.listed_after.map(|d| d.as_secs_f64())),
             optu(self.probes.map(|p| p.0)),
             optu(self.probes.map(|p| p.1)),
+            opt(self.first_cpu_us),
+            opt(self.last_cpu_us),
+            opt(self.first_tenth_cpu_us),
+            opt(self.last_tenth_cpu_us),
             serde_json::Value::from(self.problems.clone()),
         )
     }
@@ -189,6 +213,32 @@ impl std::fmt::Display for ScaleReport {
                     0.0
                 }
             )?;
+            if let (Some(first), Some(last)) = (r.first_cpu_us, r.last_cpu_us) {
+                writeln!(
+                    f,
+                    "  {} CPU per attach: first {RATE_WINDOW} {first:.1} µs, last {RATE_WINDOW} \
+                     {last:.1} µs, last/first {:.2}",
+                    if r.path == "direct" {
+                        "acceptor"
+                    } else {
+                        "router"
+                    },
+                    r.cpu_per_attach_growth().unwrap_or(0.0)
+                )?;
+            }
+            if let (Some(first), Some(last)) = (r.first_tenth_cpu_us, r.last_tenth_cpu_us) {
+                writeln!(
+                    f,
+                    "  {} CPU per attach: first tenth {first:.1} µs, last tenth {last:.1} µs, \
+                     last/first {:.2}",
+                    if r.path == "direct" {
+                        "acceptor"
+                    } else {
+                        "router"
+                    },
+                    if first > 0.0 { last / first } else { 0.0 }
+                )?;
+            }
             if let (Some(b), Some(a)) = (r.rss_before_kb, r.rss_after_kb) {
                 let who = if r.path == "direct" {
                     "acceptor"
@@ -341,6 +391,8 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
     let start: Arc<std::sync::OnceLock<Instant>> = Arc::new(std::sync::OnceLock::new());
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (go_tx, go_rx) = watch::channel(false);
+    // (attaches done, the measured process's CPU ns), every 2 ms.
+    let mut cpu_samples: Vec<(usize, u64)> = Vec::new();
     let barrier = o.mode == Mode::Addresses;
     if !barrier {
         let _ = start.set(Instant::now());
@@ -386,7 +438,13 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
                 let _ = go_tx.send(true);
             }
             loop {
-                if times.lock().unwrap_or_else(|e| e.into_inner()).len() >= receivers {
+                let count = times.lock().unwrap_or_else(|e| e.into_inner()).len();
+                if let Some(pid) = pid
+                    && let Ok(ns) = threads_cpu_ns(pid, CPU_EXCLUDED)
+                {
+                    cpu_samples.push((count, ns));
+                }
+                if count >= receivers {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -491,7 +549,13 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
     } else {
         first_per_sec
     };
+    let (first_cpu_us, last_cpu_us) = cpu_per_attach(&cpu_samples, RATE_WINDOW);
+    let (first_tenth_cpu_us, last_tenth_cpu_us) = cpu_per_attach(&cpu_samples, receivers / 10);
     Ok(ScaleRun {
+        first_cpu_us,
+        last_cpu_us,
+        first_tenth_cpu_us,
+        last_tenth_cpu_us,
         path: match target {
             Target::Direct => "direct".into(),
             Target::Routed { label, .. } => label.clone(),
@@ -518,6 +582,37 @@ pub(super) fn run_scale(o: &BenchOptions, target: &Target<'_>) -> Result<ScaleRu
         probes,
         problems,
     })
+}
+
+/// Threads left out of the CPU per attach: the state file's writer (it
+/// snapshots every address at most a quarter of the time, for the bench's
+/// reachability check and `botectl`; not work an attach does).
+const CPU_EXCLUDED: &[&str] = &["state-file"];
+
+/// CPU per attach (µs) over the samples spanning about the first `window`
+/// attaches and about the last `window`: from the last sample before the
+/// window to the first sample past it, divided by the attaches between
+/// them. Samples are (attaches done, CPU ns), in order.
+pub fn cpu_per_attach(samples: &[(usize, u64)], window: usize) -> (Option<f64>, Option<f64>) {
+    let per = |a: (usize, u64), b: (usize, u64)| {
+        (b.0 > a.0).then(|| b.1.saturating_sub(a.1) as f64 / 1e3 / (b.0 - a.0) as f64)
+    };
+    let (Some(&start), Some(&end)) = (samples.first(), samples.last()) else {
+        return (None, None);
+    };
+    if end.0 < 2 * window {
+        return (None, None);
+    }
+    let first_end = samples.iter().find(|s| s.0 >= start.0 + window).copied();
+    let last_start = samples
+        .iter()
+        .rev()
+        .find(|s| s.0 <= end.0 - window)
+        .copied();
+    (
+        first_end.and_then(|e| per(start, e)),
+        last_start.and_then(|s| per(s, end)),
+    )
 }
 
 /// Reads the first router's state file until it lists every address
@@ -982,5 +1077,30 @@ async fn serve(stream: TcpStream, mut stop: watch::Receiver<bool>) {
             let _ = lean.flush().await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_attach_spans_the_first_and_last_windows() {
+        // 10 µs per attach for the first 1,000, 20 µs for the rest.
+        let mut samples = Vec::new();
+        let mut cpu = 0;
+        for done in (0..=5_000).step_by(250) {
+            samples.push((done, cpu));
+            cpu += if done < 1_000 {
+                250 * 10_000
+            } else {
+                250 * 20_000
+            };
+        }
+        let (first, last) = cpu_per_attach(&samples, 1_000);
+        assert_eq!(first, Some(10.0));
+        assert_eq!(last, Some(20.0));
+        assert_eq!(cpu_per_attach(&samples[..5], 1_000), (None, None));
+        assert_eq!(cpu_per_attach(&[], 1_000), (None, None));
     }
 }
