@@ -659,3 +659,91 @@ def test_a_persistent_session_and_its_queue_survive_a_restart_with_the_same_data
         wait_until(lambda: "0 persistent session(s) read" in r3.log(), 10, "the store read back")
     finally:
         assert r3.stop() == 0, r3.log()
+
+
+def retained_set(port, topic_filter, count, timeout=20):
+    """Subscribes a new client to `topic_filter` until it is given `count`
+    messages with the retain flag (a new client per try, each waiting up
+    to 2 s); returns them sorted as (topic, payload)."""
+    deadline = time.time() + timeout
+    best = []
+    while time.time() < deadline:
+        got = []
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        c.on_message = lambda cl, u, m: got.append((m.topic, m.payload)) if m.retain else None
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        c.subscribe(topic_filter, 1)
+        until = time.time() + 2
+        while len(got) < count and time.time() < until:
+            time.sleep(0.02)
+        c.disconnect()
+        c.loop_stop()
+        best = sorted(got)
+        if len(got) >= count:
+            return best
+    raise AssertionError(f"{count} retained messages for {topic_filter} not given within "
+                         f"{timeout}s (last try: {best})")
+
+
+def test_a_router_started_later_with_an_empty_data_dir_syncs_the_retained_messages(tmp_path):
+    a = Router("Router.RA", inter_router=True, mqtt=True,
+               router_extra=f'data-dir = "{tmp_path / "a"}"')
+    b = None
+    try:
+        pub = Client(a.mqtt_port)
+        pub.c.publish("site/gate", b"closed", qos=1, retain=True).wait_for_publish(10)
+        pub.c.publish("site/lamp", b"on", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        want = [("site/gate", b"closed"), ("site/lamp", b"on")]
+        assert retained_set(a.mqtt_port, "site/#", 2) == want
+        b = Router("Router.RB", connectors=[("to-a", a.inter_router_port, 1)], mqtt=True,
+                   router_extra=f'data-dir = "{tmp_path / "b"}"')
+        assert retained_set(b.mqtt_port, "site/#", 2) == want
+        assert "MQTT retained messages synced" in b.log(), b.log()
+        # A live clear after the sync reaches B as before.
+        pub = Client(a.mqtt_port)
+        pub.c.publish("site/lamp", b"", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        wait_until(lambda: retained_set(b.mqtt_port, "site/#", 1) == want[:1], 20,
+                   "the clear to reach B")
+    finally:
+        for r in (b, a):
+            if r is not None:
+                assert r.stop() == 0, r.log()
+
+
+def test_a_router_killed_and_restarted_empty_gets_the_retained_messages_back(tmp_path):
+    b = Router("Router.KB", inter_router=True, mqtt=True,
+               router_extra=f'data-dir = "{tmp_path / "b"}"')
+    data_a = tmp_path / "a"
+    a_extra = f'data-dir = "{data_a}"'
+    a = Router("Router.KA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+               router_extra=a_extra)
+    a2 = None
+    try:
+        wait_until(lambda: "_mqtt/retain" in b.state().get("addresses", {}), 20,
+                   "B to see A's retained store")
+        wait_until(lambda: "_mqtt/retain" in a.state().get("addresses", {}), 20,
+                   "A to see B's retained store")
+        pub = Client(a.mqtt_port)
+        pub.c.publish("yard/door", b"open", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        pub = Client(b.mqtt_port)
+        pub.c.publish("yard/light", b"off", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        want = [("yard/door", b"open"), ("yard/light", b"off")]
+        assert retained_set(a.mqtt_port, "yard/#", 2) == want
+        assert retained_set(b.mqtt_port, "yard/#", 2) == want
+        a.proc.kill()
+        a.proc.wait()
+        a._pump.join(5)
+        shutil.rmtree(data_a)
+        a2 = Router("Router.KA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+                    router_extra=a_extra)
+        assert "0 retained message(s)" in a2.log(), a2.log()
+        assert retained_set(a2.mqtt_port, "yard/#", 2) == want
+    finally:
+        for r in (a2, b):
+            if r is not None:
+                assert r.stop() == 0, r.log()

@@ -221,7 +221,41 @@ pub struct MqttConnection {
     stored: bool,
     /// A session read from the store at start, set up once started.
     restored: Option<StoredSession>,
+    /// The CONNECT waits for the mesh's answer about its session
+    /// ([`super::mesh::FetchSession`]); input waits meanwhile.
+    fetching: bool,
+    /// The session was handed to another router, which has not confirmed
+    /// yet: the QoS 1 messages it was given, kept until then.
+    handing: Option<Handing>,
 }
+
+/// What a session handed over keeps until the other router confirms:
+/// the deliveries sent and not acknowledged, and those queued.
+struct Handing {
+    sent: Vec<(LinkId, RoutedDelivery)>,
+    queued: Vec<(LinkId, RoutedDelivery)>,
+}
+
+/// Another router asks for this persistent session (see
+/// [`super::mesh`]): its client, if connected, is disconnected (5.0
+/// reason 0x8E), and the session's record and QoS 1 messages are handed
+/// over. `None`: not a persistent session, or one being handed already.
+#[derive(Message)]
+#[rtype(result = "Option<HandOff>")]
+pub struct HandOver;
+
+/// A session as it is handed over; `token` names the session actor.
+pub struct HandOff {
+    pub record: SessionRecord,
+    pub queue: Vec<QueuedMessage>,
+    pub token: u64,
+}
+
+/// The router the session was handed to took it: the handed messages are
+/// settled `accepted` and the session ends here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandedOver;
 
 /// Write what is pending (once per mailbox run).
 #[derive(Message)]
@@ -289,6 +323,8 @@ impl MqttConnection {
             keep_alive_timer: None,
             stored: false,
             restored: None,
+            fetching: false,
+            handing: None,
         }
     }
 
@@ -484,20 +520,32 @@ impl MqttConnection {
     fn start_restored(&mut self, session: StoredSession, ctx: &mut Context<Self>) {
         COUNTERS.sessions.fetch_add(1, Relaxed);
         let _ = self.info.container.set(self.client_id.clone());
-        for (f, qos) in &session.record.subscriptions {
+        let queued = self.take_session(&session.record, session.queue);
+        // This actor owns the stored session from now on.
+        self.store_session(None);
+        let expiry = self.persistent.unwrap_or_default();
+        tracing::info!(conn = %self.id, client = %self.client_id, subscriptions = self.subscriptions.len(), queued, "MQTT session restored from the store, kept for {}s", expiry.as_secs());
+        self.expire_after(expiry, ctx);
+    }
+
+    /// Takes a session's subscriptions and queue (from the store or from
+    /// another router); returns how many messages were queued.
+    fn take_session(&mut self, record: &SessionRecord, queue: Vec<QueuedMessage>) -> usize {
+        for (f, qos) in &record.subscriptions {
             if let Err(code) = self.subscribe(f, *qos) {
-                tracing::warn!(conn = %self.id, client = %self.client_id, filter = %f, "stored MQTT subscription not restored (reason {code:#04x})");
+                tracing::warn!(conn = %self.id, client = %self.client_id, filter = %f, "MQTT subscription of a stored or handed-over session not restored (reason {code:#04x})");
             }
         }
-        let queued = session.queue.len();
-        for m in session.queue {
+        let queued = queue.len();
+        for m in queue {
             let Some(sub) = self.subscriptions.get(&m.filter) else {
                 continue;
             };
             sub.counters.undelivered.fetch_add(1, Relaxed);
             let link = sub.link;
-            // Its sender is gone with the router's previous run: the
-            // client's PUBACK settles nothing upstream.
+            // Its sender was answered by the router that had the message
+            // (or is gone with its previous run): the client's PUBACK
+            // settles nothing upstream.
             let d = delivery(
                 Arc::from(m.address.as_str()),
                 m.message,
@@ -507,11 +555,133 @@ impl MqttConnection {
             self.queue_bytes += d.message.len();
             self.queue.push_back((link, d));
         }
-        // This actor owns the stored session from now on.
-        self.store_session(None);
-        let expiry = self.persistent.unwrap_or_default();
-        tracing::info!(conn = %self.id, client = %self.client_id, subscriptions = self.subscriptions.len(), queued, "MQTT session restored from the store, kept for {}s", expiry.as_secs());
-        self.expire_after(expiry, ctx);
+        queued
+    }
+
+    /// Hands this persistent session over to another router (see
+    /// [`HandOver`]); its QoS 1 messages are kept aside until confirmed.
+    fn hand_over(&mut self, ctx: &mut Context<Self>) -> Option<HandOff> {
+        if self.persistent.is_none()
+            || !self.registered
+            || self.handed_off
+            || self.fetching
+            || self.handing.is_some()
+        {
+            return None;
+        }
+        if self.attached {
+            tracing::info!(conn = %self.id, client = %self.client_id, "MQTT session taken over by a connection on another router");
+            if let Some(w) = &self.w {
+                w.disconnect(0x8E, "session taken over", &mut self.out);
+            }
+            self.end_connection(ctx);
+        }
+        let record = self.session_record()?;
+        let (sent, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|(_, (link, _))| self.links.contains_key(link));
+        self.in_flight = kept.into_iter().collect();
+        let sent: Vec<_> = sent.into_iter().map(|(_, e)| e).collect();
+        let (queued, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|(link, d)| {
+                !d.presettled
+                    && d.stream.is_none()
+                    && self
+                        .links
+                        .get(link)
+                        .and_then(|f| self.subscriptions.get(f))
+                        .is_some_and(|s| s.qos == 1)
+            });
+        self.queue = kept.into_iter().collect();
+        self.queue_bytes -= queued.iter().map(|(_, d)| d.message.len()).sum::<usize>();
+        let queue = sent
+            .iter()
+            .chain(queued.iter())
+            .filter_map(|(link, d)| {
+                Some(QueuedMessage {
+                    filter: self.links.get(link)?.clone(),
+                    address: d.address.to_string(),
+                    message: d.message.clone(),
+                })
+            })
+            .collect();
+        self.handing = Some(Handing { sent, queued });
+        ctx.run_later(super::mesh::CONFIRM_TIMEOUT, |act, _| {
+            if act.handing.is_some() {
+                tracing::info!(conn = %act.id, client = %act.client_id, "MQTT session hand-over not confirmed within {:?}: the session stays here", super::mesh::CONFIRM_TIMEOUT);
+                act.keep_handed();
+            }
+        });
+        Some(HandOff {
+            record,
+            queue,
+            token: self.id.0,
+        })
+    }
+
+    /// A hand-over that was not confirmed: the messages handed go back to
+    /// the front of the queue (those sent before go again).
+    fn keep_handed(&mut self) {
+        let Some(h) = self.handing.take() else {
+            return;
+        };
+        for (link, d) in h.queued.into_iter().rev() {
+            self.queue_bytes += d.message.len();
+            self.queue.push_front((link, d));
+        }
+        for (link, d) in h.sent.into_iter().rev() {
+            if let Some(s) = self
+                .links
+                .get(&link)
+                .and_then(|f| self.subscriptions.get(f))
+            {
+                s.counters.unsettled.fetch_sub(1, Relaxed);
+                s.counters.undelivered.fetch_add(1, Relaxed);
+            }
+            self.queue_bytes += d.message.len();
+            self.queue.push_front((link, d));
+        }
+        self.pump();
+    }
+
+    /// The other router took the session: the messages handed are settled
+    /// `accepted` (it has them now) and the session ends here.
+    fn handed_over(&mut self, ctx: &mut Context<Self>) {
+        let Some(h) = self.handing.take() else {
+            return;
+        };
+        let counters = |link: &LinkId| {
+            self.links
+                .get(link)
+                .and_then(|f| self.subscriptions.get(f))
+                .map(|s| s.counters.clone())
+        };
+        for (link, d) in h.sent {
+            if let Some(c) = counters(&link) {
+                c.unsettled.fetch_sub(1, Relaxed);
+            }
+            let _ = d.settled_by_consumer(
+                (self.id, link),
+                Some(DeliveryState::Accepted),
+                &mut self.returns,
+            );
+        }
+        for (link, mut d) in h.queued {
+            if let Some(c) = counters(&link) {
+                c.undelivered.fetch_sub(1, Relaxed);
+            }
+            self.returns.credit(&mut d);
+            self.returns.push(d, Some(DeliveryState::Accepted));
+        }
+        self.returns.send();
+        tracing::info!(conn = %self.id, client = %self.client_id, "MQTT session handed over to another router: ended here");
+        self.persistent = None;
+        if self.attached {
+            self.fail(0x8E, "session taken over", ctx);
+        } else {
+            ctx.stop();
+        }
     }
 
     fn publish_will(&mut self) {
@@ -529,7 +699,7 @@ impl MqttConnection {
 
     fn on_input(&mut self, ctx: &mut Context<Self>) {
         self.last_input = Instant::now();
-        while self.reader.is_some() && !self.handed_off {
+        while self.reader.is_some() && !self.handed_off && !self.fetching {
             let version = self.w.as_ref().map(|w| w.version);
             let max = self.max_packet();
             match codec::read(&mut self.input, version, max) {
@@ -657,6 +827,47 @@ impl MqttConnection {
             }
         }
         self.client_id = client_id;
+        self.w = Some(w);
+        // A persistent session not on this router may be on another one of
+        // the mesh: asked first (bounded by mesh::FETCH_TIMEOUT); input
+        // waits meanwhile.
+        if !c.clean
+            && self.shared.mesh.is_some()
+            && !self.shared.client_ids.contains_key(&self.client_id)
+            && let Some(node) = self.retained.node.get().cloned()
+        {
+            self.fetching = true;
+            let fetch = node.send(super::mesh::FetchSession {
+                client_id: self.client_id.clone(),
+            });
+            ctx.spawn(fetch.into_actor(self).map(move |handed, act, ctx| {
+                act.fetching = false;
+                if act.reader.is_none() {
+                    // The client went away meanwhile; a session handed
+                    // over is not confirmed, so its owner keeps it.
+                    return;
+                }
+                act.connected(c, handed.ok().flatten(), ctx);
+                act.on_input(ctx);
+                if act.reader.is_some() && !act.handed_off {
+                    act.read_more();
+                }
+            }));
+            return;
+        }
+        self.connected(c, None, ctx);
+    }
+
+    /// The CONNECT is accepted: the session is registered under its client
+    /// id, new or `handed` over by another router (then subscribed and
+    /// queued as it was there, CONNACK says session present, and that
+    /// router is told it can end its copy).
+    fn connected(
+        &mut self,
+        c: codec::Connect,
+        handed: Option<super::mesh::HandedSession>,
+        ctx: &mut Context<Self>,
+    ) {
         self.shared.client_ids.insert(
             self.client_id.clone(),
             ClientEntry {
@@ -668,8 +879,20 @@ impl MqttConnection {
         self.registered = true;
         COUNTERS.sessions.fetch_add(1, Relaxed);
         let _ = self.info.container.set(self.client_id.clone());
-        self.w = Some(w);
-        self.adopt(c, false, ctx);
+        let present = handed.is_some();
+        let confirm = handed.map(|h| {
+            let queued = self.take_session(&h.record, h.queue);
+            tracing::info!(conn = %self.id, client = %self.client_id, from = %h.owner, subscriptions = self.subscriptions.len(), queued, "MQTT session handed over from another router");
+            (h.owner, h.token)
+        });
+        self.adopt(c, present, ctx);
+        if let (Some((owner, token)), Some(node)) = (confirm, self.retained.node.get()) {
+            node.do_send(super::mesh::ConfirmSession {
+                owner,
+                client_id: self.client_id.clone(),
+                token,
+            });
+        }
     }
 
     /// A connection with its CONNECT becomes this session's (new, or
@@ -1231,7 +1454,12 @@ impl MqttConnection {
 }
 
 /// A delivery as it leaves an MQTT connection for its address.
-fn delivery(address: Arc<str>, message: Bytes, presettled: bool, origin: Origin) -> RoutedDelivery {
+pub(super) fn delivery(
+    address: Arc<str>,
+    message: Bytes,
+    presettled: bool,
+    origin: Origin,
+) -> RoutedDelivery {
     RoutedDelivery {
         address,
         message,
@@ -1349,7 +1577,7 @@ impl Handler<Input> for MqttConnection {
             Some(data) => {
                 self.input.extend_from_slice(&data);
                 self.on_input(ctx);
-                if self.reader.is_some() && !self.handed_off {
+                if self.reader.is_some() && !self.handed_off && !self.fetching {
                     self.read_more();
                 }
             }
@@ -1364,6 +1592,8 @@ impl Handler<Input> for MqttConnection {
 impl Handler<Resume> for MqttConnection {
     type Result = ();
     fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) {
+        // Its client came back here: a hand-over under way is undone.
+        self.keep_handed();
         if self.attached {
             // Taken over while connected: the old connection ends (its will
             // goes out), the session stays.
@@ -1394,6 +1624,22 @@ impl Handler<Resume> for MqttConnection {
             self.read_more();
         }
         self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<HandOver> for MqttConnection {
+    type Result = Option<HandOff>;
+    fn handle(&mut self, _: HandOver, ctx: &mut Context<Self>) -> Option<HandOff> {
+        let handed = self.hand_over(ctx);
+        self.schedule_flush(ctx);
+        handed
+    }
+}
+
+impl Handler<HandedOver> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, _: HandedOver, ctx: &mut Context<Self>) {
+        self.handed_over(ctx);
     }
 }
 

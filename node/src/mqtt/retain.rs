@@ -16,13 +16,15 @@
 //! Held in memory and, with `[router] data-dir`, in the router's store on
 //! disk ([`super::store`]): each change is committed there before it is
 //! applied in memory (so a message a subscriber was given is on disk), and
-//! the store is read back at start. Without a data-dir, a router that
-//! starts (or restarts) after a message was retained does not have it
-//! until it is published again. The store takes at most [`MAX_TOPICS`]
+//! the store is read back at start. A router that starts (or restarts)
+//! after a message was retained gets it from another MQTT router of the
+//! mesh (anti-entropy, [`super::mesh`]): it fills the topics it lacks,
+//! and a live change that arrives meanwhile wins ([`RetainStore::fill`]).
+//! The store takes at most [`MAX_TOPICS`]
 //! topics and [`MAX_BYTES`] bytes, past which a new topic is not retained
 //! (logged; replacing or clearing a topic already retained still works).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
@@ -52,6 +54,10 @@ pub struct RetainStore {
 struct Inner {
     by_topic: BTreeMap<String, Bytes>,
     bytes: usize,
+    /// While this router has not finished its anti-entropy sync
+    /// ([`super::mesh`]): the topics with a live change (set or clear)
+    /// since it started, whose synced copies are ignored.
+    touched: Option<HashSet<String>>,
 }
 
 impl RetainStore {
@@ -71,6 +77,51 @@ impl RetainStore {
         i.bytes += message.len();
         i.by_topic.insert(topic.to_owned(), message);
         true
+    }
+
+    /// A live change (set or clear) of `topic` arrived: while a sync is
+    /// under way, the topic's synced copy is ignored from now on.
+    pub fn touch(&self, topic: &str) {
+        let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = &mut i.touched {
+            t.insert(topic.to_owned());
+        }
+    }
+
+    /// Starts tracking live changes for a sync (see [`Self::fill`]).
+    pub fn begin_sync(&self) {
+        let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        i.touched.get_or_insert_with(HashSet::new);
+    }
+
+    /// The sync is over: live changes are no longer tracked.
+    pub fn end_sync(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).touched = None;
+    }
+
+    /// A copy of `topic`'s retained message from another router's store
+    /// (anti-entropy): kept only if this router has no message for the
+    /// topic and has seen no live change of it since the sync began (a
+    /// live set or clear is newer than any synced copy), within the
+    /// bounds. True if it was kept.
+    pub fn fill(&self, topic: &str, message: Bytes) -> bool {
+        let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if i.by_topic.contains_key(topic)
+            || i.touched.as_ref().is_some_and(|t| t.contains(topic))
+            || i.by_topic.len() >= MAX_TOPICS
+            || i.bytes + message.len() > MAX_BYTES
+        {
+            return false;
+        }
+        i.bytes += message.len();
+        i.by_topic.insert(topic.to_owned(), message);
+        true
+    }
+
+    /// Every retained message (for a peer's sync), by topic.
+    pub fn all(&self) -> Vec<Bytes> {
+        let i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        i.by_topic.values().cloned().collect()
     }
 
     /// Whether [`Self::set`] would keep a `len`-byte message for `topic`.
@@ -115,6 +166,8 @@ pub struct MqttState {
     pub retained: RetainStore,
     /// The store on disk (`[router] data-dir`), if any.
     pub store: Option<StoreWriter>,
+    /// The router's MQTT node ([`super::mesh`]), once started.
+    pub node: std::sync::OnceLock<Addr<super::mesh::MqttNode>>,
 }
 
 /// The router's MQTT state (set when the router started with an MQTT
@@ -131,7 +184,8 @@ pub fn state(shared: &Shared) -> Arc<MqttState> {
 /// Sets up the router's MQTT state: opens its store on disk if `[router]
 /// data-dir` is set and reads the retained messages back, restores the
 /// persistent sessions ([`super::connection::restore`]), and starts the
-/// retained-message consumer on [`RETAIN_ADDRESS`].
+/// router's MQTT node ([`super::mesh`]) and the retained-message consumer
+/// on [`RETAIN_ADDRESS`].
 pub fn start(shared: &Arc<Shared>, config: &Config) -> anyhow::Result<()> {
     let mut state = MqttState::default();
     let mut sessions = Vec::new();
@@ -159,6 +213,11 @@ pub fn start(shared: &Arc<Shared>, config: &Config) -> anyhow::Result<()> {
         anyhow::bail!("the router's MQTT state was set up twice");
     }
     super::connection::restore(shared, config, &state, sessions);
+    let (sh, st) = (shared.clone(), state.clone());
+    let node = super::mesh::MqttNode::start_in_arbiter(&shared.next_worker(), move |_| {
+        super::mesh::MqttNode::new(sh, st)
+    });
+    let _ = state.node.set(node);
     let worker = shared.next_worker();
     let shared = shared.clone();
     RetainConsumer::start_in_arbiter(&worker, move |_| RetainConsumer {
@@ -220,6 +279,8 @@ impl Handler<Deliver> for RetainConsumer {
                 });
             let state = match kept {
                 Some((topic, empty)) => {
+                    // Newer than any copy a sync under way brings.
+                    self.state.retained.touch(&topic);
                     if empty || self.state.retained.admits(&topic, d.message.len()) {
                         changes.push((topic, (!empty).then(|| d.message.clone())));
                     } else {
@@ -278,5 +339,48 @@ impl RetainConsumer {
                 tracing::warn!(%topic, "retained message not kept: the store is full ({MAX_TOPICS} topics, {MAX_BYTES} bytes)");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn a_synced_copy_fills_only_topics_without_a_message_or_a_live_change() {
+        let s = RetainStore::default();
+        s.set("have", msg("mine"), false);
+        s.begin_sync();
+        // A live set and a live clear during the sync: both newer.
+        s.touch("set-live");
+        s.set("set-live", msg("live"), false);
+        s.touch("cleared-live");
+        assert!(s.fill("new", msg("synced")));
+        assert!(!s.fill("have", msg("synced")));
+        assert!(!s.fill("set-live", msg("synced")));
+        assert!(!s.fill("cleared-live", msg("synced")));
+        assert_eq!(s.matching("have"), vec![msg("mine")]);
+        assert_eq!(s.matching("set-live"), vec![msg("live")]);
+        assert!(s.matching("cleared-live").is_empty());
+        assert_eq!(s.matching("new"), vec![msg("synced")]);
+        // After the sync, nothing is tracked: a later fill of a topic
+        // cleared meanwhile is a new topic again.
+        s.end_sync();
+        s.touch("other");
+        assert!(s.fill("other", msg("synced")));
+        assert_eq!(s.all().len(), 4);
+    }
+
+    #[test]
+    fn a_synced_copy_stays_within_the_bounds() {
+        let s = RetainStore::default();
+        let big = Bytes::from(vec![0u8; MAX_BYTES]);
+        assert!(s.fill("big", big));
+        assert!(!s.fill("one-more", msg("x")));
+        assert_eq!(s.len(), 1);
     }
 }

@@ -429,7 +429,7 @@ fn get_u64(input: &mut &[u8]) -> Option<u64> {
 
 /// Version 1: level, expiry, disconnected-at (0 = connected), then
 /// (filter, qos) per subscription.
-fn encode_record(r: &SessionRecord) -> Vec<u8> {
+pub(crate) fn encode_record(r: &SessionRecord) -> Vec<u8> {
     let mut out = vec![1, r.protocol_level];
     out.extend_from_slice(&r.expiry_secs.to_be_bytes());
     out.extend_from_slice(&r.disconnected_at.unwrap_or(0).to_be_bytes());
@@ -440,7 +440,7 @@ fn encode_record(r: &SessionRecord) -> Vec<u8> {
     out
 }
 
-fn decode_record(mut input: &[u8]) -> Option<SessionRecord> {
+pub(crate) fn decode_record(mut input: &[u8]) -> Option<SessionRecord> {
     let input = &mut input;
     let head = get(input, 2)?;
     if head[0] != 1 {
@@ -462,7 +462,7 @@ fn decode_record(mut input: &[u8]) -> Option<SessionRecord> {
     })
 }
 
-fn encode_queued(m: &QueuedMessage) -> Vec<u8> {
+pub(crate) fn encode_queued(m: &QueuedMessage) -> Vec<u8> {
     let mut out = Vec::with_capacity(9 + m.filter.len() + m.address.len() + m.message.len());
     out.push(1);
     put_str(&mut out, &m.filter);
@@ -471,7 +471,7 @@ fn encode_queued(m: &QueuedMessage) -> Vec<u8> {
     out
 }
 
-fn decode_queued(mut input: &[u8]) -> Option<QueuedMessage> {
+pub(crate) fn decode_queued(mut input: &[u8]) -> Option<QueuedMessage> {
     let input = &mut input;
     if get(input, 1)? != [1] {
         return None;
