@@ -747,3 +747,101 @@ def test_a_router_killed_and_restarted_empty_gets_the_retained_messages_back(tmp
         for r in (a2, b):
             if r is not None:
                 assert r.stop() == 0, r.log()
+
+
+def metric(router, name):
+    """The value of one sample of the router's /metrics (None: absent)."""
+    import urllib.request
+    with urllib.request.urlopen(router.http_url + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return None
+
+
+@pytest.fixture
+def pair():
+    """Two MQTT routers, B connected to A."""
+    a = Router("Router.PA", inter_router=True, mqtt=True)
+    b = Router("Router.PB", connectors=[("to-a", a.inter_router_port, 1)], mqtt=True)
+    for r in (a, b):
+        wait_until(lambda r=r: "_mqtt/retain" in r.state().get("addresses", {}), 20,
+                   f"{r.name} to see the other MQTT router")
+    yield a, b
+    for r in (a, b):
+        assert r.stop() == 0, r.log()
+
+
+def test_a_persistent_session_reconnecting_to_another_router_is_handed_over(pair):
+    a, b = pair
+    got = []
+    subscribe_persistently_and_leave(a.mqtt_port, "roamer", "inbox/roamer")
+    wait_for_address(b, "inbox/roamer")
+    # Away: QoS 1 messages published on B queue in the session on A; their
+    # publisher gets no PUBACK yet (nobody accepted them).
+    pub = Client(b.mqtt_port, client_id="roamer-pub")
+    infos = [pub.publish("inbox/roamer", f"m{i}".encode(), qos=1) for i in range(3)]
+    wait_until(lambda: metric(a, 'bote_address_undelivered{address="inbox/roamer"}') == 3, 10,
+               "the three messages queued in the session on A")
+    assert not pub.acked, pub.acked
+    # Back, on B: session present, the queued messages, the subscription.
+    s = resume_persistent_session(b.mqtt_port, "roamer", on_message=got.append)
+    wait_until(lambda: len(got) >= 3, 10, "the queued messages on B")
+    assert got[:3] == [b"m0", b"m1", b"m2"], got
+    # A settled them accepted once B confirmed: the publisher has its PUBACKs.
+    wait_until(lambda: len(pub.acked) == 3, 10, "the publisher's PUBACKs")
+    wait_until(lambda: "MQTT session handed over to another router: ended here" in a.log(), 10,
+               "A to end its copy")
+    assert "MQTT session handed over from another router" in b.log(), b.log()
+    # The subscription is B's now: a message published on A reaches it.
+    wait_until(lambda: a.state().get("addresses", {}).get("inbox/roamer") == ["Router.PB"], 20,
+               "A to route inbox/roamer to B only")
+    pub_a = Client(a.mqtt_port, client_id="roamer-pub-a")
+    pub_a.publish("inbox/roamer", b"live", qos=1).wait_for_publish(10)
+    wait_until(lambda: b"live" in got, 10, "the live message")
+    assert got.count(b"live") == 1 and len(got) == 4, got
+    s.disconnect()
+    s.loop_stop()
+    pub.close()
+    pub_a.close()
+
+
+def test_a_connected_mqtt5_session_is_taken_over_by_a_connection_on_another_router(pair):
+    a, b = pair
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 600
+
+    def connect(port, clean):
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="mover",
+                        protocol=paho.MQTTv5)
+        present, reasons, got = [], [], []
+        c.on_connect = lambda cl, u, f, rc, p: present.append(f.session_present)
+        c.on_disconnect = lambda cl, u, f, rc, p: reasons.append(rc)
+        c.on_message = lambda cl, u, m: got.append(m.payload)
+        c.connect("127.0.0.1", port, clean_start=clean, properties=props)
+        c.loop_start()
+        wait_until(lambda: present, 10, "CONNACK")
+        return c, present, reasons, got
+
+    first, present, reasons, _ = connect(a.mqtt_port, True)
+    assert present == [False]
+    done = threading.Event()
+    first.on_subscribe = lambda *x: done.set()
+    first.subscribe("moves/#", 1)
+    assert done.wait(10)
+    wait_for_address(b, "moves/#")
+    second, present2, _, got = connect(b.mqtt_port, False)
+    assert present2 == [True]
+    wait_until(lambda: reasons, 10, "the first connection to be closed")
+    assert int(reasons[0].value) == 0x8E, reasons
+    first.loop_stop()
+    # Subscribed on B as it was on A.
+    pub = Client(a.mqtt_port, paho.MQTTv5, client_id="mover-pub")
+    wait_until(lambda: "Router.PB" in a.state().get("addresses", {}).get("moves/#", []), 20,
+               "A to route moves/# to B")
+    pub.publish("moves/1", b"here", qos=1).wait_for_publish(10)
+    wait_until(lambda: got, 10, "the message on B")
+    assert got == [b"here"]
+    second.disconnect()
+    second.loop_stop()
+    pub.close()
