@@ -845,3 +845,66 @@ def test_a_connected_mqtt5_session_is_taken_over_by_a_connection_on_another_rout
     second.disconnect()
     second.loop_stop()
     pub.close()
+
+
+def log_line(router, *parts):
+    """True if a line of the router's log holds every one of `parts`."""
+    return any(all(p in line for p in parts) for line in list(router.log_lines))
+
+
+def test_a_session_outlives_its_router_through_its_replica_and_the_stale_copy_is_dropped(tmp_path):
+    b = Router("Router.VB", inter_router=True, mqtt=True,
+               router_extra=f'data-dir = "{tmp_path / "b"}"')
+    a_extra = f'data-dir = "{tmp_path / "a"}"'
+    a = Router("Router.VA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+               router_extra=a_extra)
+    a2 = None
+    clients = []
+    try:
+        for r in (a, b):
+            wait_until(lambda r=r: "_mqtt/session" in r.state().get("addresses", {}), 20,
+                       f"{r.name} to see the other router's session replicas")
+        subscribe_persistently_and_leave(a.mqtt_port, "keeper", "inbox/keeper")
+        wait_until(lambda: log_line(b, "MQTT session replica kept", "client=keeper",
+                                    "owner=Router.VA", "subscriptions=1"), 10,
+                   "B to keep the replica of the session with its subscription")
+        # The session's router dies: the client reconnects to B and gets its
+        # session back from the replica (subscribed; what was queued on A
+        # only is not here).
+        a.proc.kill()
+        a.proc.wait()
+        a._pump.join(5)
+        got = []
+        s = resume_persistent_session(b.mqtt_port, "keeper", on_message=got.append)
+        assert log_line(b, "restored from its replica", "client=keeper"), b.log()
+        pub = Client(b.mqtt_port, client_id="keeper-pub")
+        clients.append(pub)
+        pub.publish("inbox/keeper", b"after", qos=1).wait_for_publish(10)
+        wait_until(lambda: got == [b"after"], 10, "the message on B")
+        s.disconnect()
+        s.loop_stop()
+        # A comes back with its stale copy on disk: it learns the session
+        # is newer on B and drops its copy.
+        a2 = Router("Router.VA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+                    router_extra=a_extra)
+        assert "1 persistent session(s) read" in a2.log(), a2.log()
+        wait_until(lambda: "superseded by a newer copy on another router" in a2.log(), 20,
+                   "A to drop its stale copy")
+        wait_until(lambda: a2.state().get("addresses", {}).get("inbox/keeper") == ["Router.VB"],
+                   20, "A to route inbox/keeper to B only")
+        # A message published on A queues in the session on B.
+        pub_a = Client(a2.mqtt_port, client_id="keeper-pub-a")
+        clients.append(pub_a)
+        info = pub_a.publish("inbox/keeper", b"later", qos=1)
+        got2 = []
+        s2 = resume_persistent_session(b.mqtt_port, "keeper", on_message=got2.append)
+        wait_until(lambda: got2 == [b"later"], 10, "the message queued on B")
+        info.wait_for_publish(10)
+        s2.disconnect()
+        s2.loop_stop()
+    finally:
+        for c in clients:
+            c.close()
+        for r in (a2, b):
+            if r is not None:
+                assert r.stop() == 0, r.log()

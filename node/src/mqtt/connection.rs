@@ -227,6 +227,10 @@ pub struct MqttConnection {
     /// The session was handed to another router, which has not confirmed
     /// yet: the QoS 1 messages it was given, kept until then.
     handing: Option<Handing>,
+    /// The session record's version ([`SessionRecord::version`]).
+    version: u64,
+    /// The record was announced to the mesh's replicas (an end is too).
+    replicated: bool,
 }
 
 /// What a session handed over keeps until the other router confirms:
@@ -325,6 +329,8 @@ impl MqttConnection {
             restored: None,
             fetching: false,
             handing: None,
+            version: 0,
+            replicated: false,
         }
     }
 
@@ -348,6 +354,7 @@ impl MqttConnection {
                 Version::V311
             },
         });
+        c.version = session.record.version;
         c.restored = Some(session);
         c
     }
@@ -455,20 +462,53 @@ impl MqttConnection {
                 .iter()
                 .map(|(f, s)| (f.clone(), s.qos))
                 .collect(),
+            version: self.version,
         })
     }
 
     /// Writes the session to the store on disk, if the router has one:
     /// a persistent session's record (`queue`, when set, replaces its
     /// stored queue); a session no longer persistent is removed.
+    /// The session changed: its version goes up, the record goes to the
+    /// mesh's replicas ([`super::mesh`]) and to the store on disk.
     fn store_session(&mut self, queue: Option<Vec<QueuedMessage>>) {
-        let Some(store) = &self.retained.store else {
-            return;
-        };
         if !self.registered {
             return;
         }
-        match self.session_record() {
+        let record = self.session_record().map(|mut r| {
+            r.version = self.version.saturating_add(1).max(unix_micros());
+            r
+        });
+        if let Some(r) = &record {
+            self.version = r.version;
+        }
+        self.replicate(record.clone());
+        self.write_session(record, queue);
+    }
+
+    /// Announces the session record (`None`: its end, if it was announced)
+    /// to the mesh's replicas, through the router's MQTT node.
+    fn replicate(&mut self, record: Option<SessionRecord>) {
+        let Some(node) = self.retained.node.get() else {
+            return;
+        };
+        if record.is_none() && !self.replicated {
+            return;
+        }
+        self.replicated = record.is_some();
+        node.do_send(super::mesh::Replicate {
+            client_id: self.client_id.clone(),
+            record,
+        });
+    }
+
+    /// Writes `record` to the store on disk, if the router has one (see
+    /// [`Self::store_session`]).
+    fn write_session(&mut self, record: Option<SessionRecord>, queue: Option<Vec<QueuedMessage>>) {
+        let Some(store) = &self.retained.store else {
+            return;
+        };
+        match record {
             Some(record) => {
                 store.send(Change::Session {
                     client_id: self.client_id.clone(),
@@ -521,8 +561,11 @@ impl MqttConnection {
         COUNTERS.sessions.fetch_add(1, Relaxed);
         let _ = self.info.container.set(self.client_id.clone());
         let queued = self.take_session(&session.record, session.queue);
-        // This actor owns the stored session from now on.
-        self.store_session(None);
+        // This actor owns the stored session from now on (same version: a
+        // copy taken by another router while this one was down is newer).
+        let record = self.session_record();
+        self.replicate(record.clone());
+        self.write_session(record, None);
         let expiry = self.persistent.unwrap_or_default();
         tracing::info!(conn = %self.id, client = %self.client_id, subscriptions = self.subscriptions.len(), queued, "MQTT session restored from the store, kept for {}s", expiry.as_secs());
         self.expire_after(expiry, ctx);
@@ -880,10 +923,14 @@ impl MqttConnection {
         COUNTERS.sessions.fetch_add(1, Relaxed);
         let _ = self.info.container.set(self.client_id.clone());
         let present = handed.is_some();
-        let confirm = handed.map(|h| {
+        let confirm = handed.and_then(|h| {
+            self.version = h.record.version;
             let queued = self.take_session(&h.record, h.queue);
-            tracing::info!(conn = %self.id, client = %self.client_id, from = %h.owner, subscriptions = self.subscriptions.len(), queued, "MQTT session handed over from another router");
-            (h.owner, h.token)
+            match h.token {
+                Some(_) => tracing::info!(conn = %self.id, client = %self.client_id, from = %h.owner, subscriptions = self.subscriptions.len(), queued, "MQTT session handed over from another router"),
+                None => tracing::info!(conn = %self.id, client = %self.client_id, owner = %h.owner, subscriptions = self.subscriptions.len(), "MQTT session restored from its replica (its router did not answer; the messages queued there are not here)"),
+            }
+            Some((h.owner, h.token?))
         });
         self.adopt(c, present, ctx);
         if let (Some((owner, token)), Some(node)) = (confirm, self.retained.node.get()) {
@@ -1422,8 +1469,9 @@ impl MqttConnection {
     fn end_session(&mut self) {
         self.end_session_state();
         self.publish_will();
-        // A router shutting down keeps its stored sessions for its restart.
-        if self.stored && !self.shared.shutting_down.load(Relaxed) {
+        // A router shutting down keeps its stored sessions (and the mesh its
+        // replicas) for its restart.
+        if (self.stored || self.replicated) && !self.shared.shutting_down.load(Relaxed) {
             self.persistent = None;
             self.store_session(None);
         }
@@ -1643,6 +1691,28 @@ impl Handler<HandedOver> for MqttConnection {
     }
 }
 
+/// A newer copy of this session (`version`) is on another router (see
+/// [`super::mesh`]): a session waiting for its client, and not being
+/// handed over, is stale and ends here (its queue is dropped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Superseded {
+    pub version: u64,
+    pub owner: String,
+}
+
+impl Handler<Superseded> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, msg: Superseded, ctx: &mut Context<Self>) {
+        if self.attached || self.handing.is_some() || self.version >= msg.version {
+            return;
+        }
+        tracing::info!(conn = %self.id, client = %self.client_id, owner = %msg.owner, dropped = self.queue.len() + self.in_flight.len(), "MQTT session superseded by a newer copy on another router: ended here");
+        self.persistent = None;
+        ctx.stop();
+    }
+}
+
 impl Handler<Flush> for MqttConnection {
     type Result = ();
     fn handle(&mut self, _: Flush, _ctx: &mut Context<Self>) {
@@ -1706,8 +1776,15 @@ impl Handler<Shutdown> for MqttConnection {
     }
 }
 
+/// Microseconds since the Unix epoch (session versions).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -48,12 +48,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 
-use super::connection::{HandOver, HandedOver, MqttConnection};
+use super::connection::{HandOver, HandedOver, MqttConnection, Superseded};
 use super::retain::{MqttState, RETAIN_ADDRESS};
-use super::store::{self, Change, QueuedMessage, SessionRecord};
+use super::store::{self, Change, QueuedMessage, SessionRecord, StoredReplica};
 use crate::delivery::{ConnId, Origin, OutcomeBatch, Returned};
 use crate::router::Shared;
 use crate::router::address::{AttachConsumer, Deliver, Forward};
+pub use crate::router::filter::SESSION_ADDRESS;
 use crate::router::link::LinkCounters;
 use bote_amqp::{MessageBuilder, MessageId, MessageView, primitive};
 
@@ -63,6 +64,9 @@ const RETAINED: &str = "retained";
 const SESSION_FETCH: &str = "session-fetch";
 const SESSION: &str = "session";
 const SESSION_CONFIRM: &str = "session-confirm";
+const SESSION_REPLICA: &str = "session-replica";
+const SESSION_ENDED: &str = "session-ended";
+const SESSION_REPLICAS: &str = "session-replicas";
 
 /// A `retained` answer's batches hold at most this many bytes of messages
 /// (a larger message goes alone).
@@ -129,8 +133,9 @@ pub fn batches(messages: Vec<Bytes>, max: usize) -> Vec<Vec<Bytes>> {
 pub struct HandedSession {
     /// The router that had it (it waits for `session-confirm`).
     pub owner: String,
-    /// Its session actor (echoed in the confirmation).
-    pub token: u64,
+    /// Its session actor (echoed in the confirmation); `None`: restored
+    /// from this router's replica, nobody to confirm to.
+    pub token: Option<u64>,
     pub record: SessionRecord,
     pub queue: Vec<QueuedMessage>,
 }
@@ -209,6 +214,7 @@ struct SyncRound {
 
 /// A session fetch under way.
 struct Fetch {
+    client_id: String,
     answers_left: usize,
     reply: tokio::sync::oneshot::Sender<Option<HandedSession>>,
 }
@@ -228,11 +234,72 @@ pub struct MqttNode {
     /// Peers asked so far (the next sync asks the next one).
     attempts: usize,
     fetches: HashMap<u64, Fetch>,
+    /// The newest session record known per client id: this router's own
+    /// sessions and the replicas of other routers'.
+    replicas: HashMap<String, Replica>,
+}
+
+/// A session record and the router that owns the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub owner: String,
+    pub record: SessionRecord,
+}
+
+/// What to do with a session record from another router, given the one
+/// known for its client id (see [`MqttNode`]'s `replicas`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReplicaStep {
+    /// Not newer than what is known: ignored.
+    Ignore,
+    /// Newer: kept as the replica.
+    Keep,
+    /// Newer than this router's own session, which is stale: kept, and
+    /// the local session ends.
+    Supersede,
+}
+
+/// The rule for a record `incoming` from another router against `known`:
+/// a higher version wins.
+pub fn replica_step(me: &str, known: Option<&Replica>, incoming: &Replica) -> ReplicaStep {
+    match known {
+        Some(k) if k.record.version >= incoming.record.version => ReplicaStep::Ignore,
+        Some(k) if k.owner == me => ReplicaStep::Supersede,
+        _ => ReplicaStep::Keep,
+    }
+}
+
+/// Whether a session record's expiry ran out (seconds since the epoch).
+pub fn expired(record: &SessionRecord, now: u64) -> bool {
+    record
+        .disconnected_at
+        .is_some_and(|at| now.saturating_sub(at) >= record.expiry_secs)
+}
+
+/// Announces a local session's record to the mesh (`None`: it ended).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replicate {
+    pub client_id: String,
+    pub record: Option<SessionRecord>,
 }
 
 impl MqttNode {
-    pub fn new(shared: Arc<Shared>, state: Arc<MqttState>) -> MqttNode {
+    pub fn new(shared: Arc<Shared>, state: Arc<MqttState>, stored: Vec<StoredReplica>) -> MqttNode {
+        let replicas = stored
+            .into_iter()
+            .map(|r| {
+                (
+                    r.client_id,
+                    Replica {
+                        owner: r.owner,
+                        record: r.record,
+                    },
+                )
+            })
+            .collect();
         MqttNode {
+            replicas,
             address: node_address(&shared.router_id),
             conn: shared.next_conn_id(),
             shared,
@@ -246,6 +313,103 @@ impl MqttNode {
             attempts: 0,
             fetches: HashMap::new(),
         }
+    }
+
+    /// A session record from another router (multicast on
+    /// [`SESSION_ADDRESS`], or in a sync's answer).
+    fn on_replica(&mut self, client_id: String, incoming: Replica) {
+        let me = self.shared.router_id.clone();
+        if incoming.owner == me {
+            return;
+        }
+        match replica_step(&me, self.replicas.get(&client_id), &incoming) {
+            ReplicaStep::Ignore => return,
+            ReplicaStep::Keep => {}
+            ReplicaStep::Supersede => self.supersede(&client_id, &incoming),
+        }
+        tracing::info!(client = %client_id, owner = %incoming.owner, version = incoming.record.version, subscriptions = incoming.record.subscriptions.len(), "MQTT session replica kept");
+        if let Some(store) = &self.state.store {
+            store.send(Change::Replica {
+                client_id: client_id.clone(),
+                owner: incoming.owner.clone(),
+                record: Some(incoming.record.clone()),
+            });
+        }
+        self.replicas.insert(client_id, incoming);
+    }
+
+    /// The local session of `client_id` is older than `newer`: it ends
+    /// (unless its client is connected or it is being handed over).
+    fn supersede(&self, client_id: &str, newer: &Replica) {
+        let session = self.shared.client_ids.get(client_id).and_then(|e| {
+            e.session
+                .clone()
+                .downcast::<Addr<MqttConnection>>()
+                .ok()
+                .map(|a| (*a).clone())
+        });
+        if let Some(s) = session {
+            s.do_send(Superseded {
+                version: newer.record.version,
+                owner: newer.owner.clone(),
+            });
+        }
+    }
+
+    /// A session of `owner` ended: its replica goes (a replica owned by
+    /// another router since is kept).
+    fn on_replica_ended(&mut self, client_id: &str, owner: &str) {
+        if owner == self.shared.router_id
+            || self
+                .replicas
+                .get(client_id)
+                .is_none_or(|r| r.owner != owner)
+        {
+            return;
+        }
+        self.replicas.remove(client_id);
+        tracing::info!(client = %client_id, %owner, "MQTT session replica removed (the session ended)");
+        if let Some(store) = &self.state.store {
+            store.send(Change::Replica {
+                client_id: client_id.to_owned(),
+                owner: owner.to_owned(),
+                record: None,
+            });
+        }
+    }
+
+    /// The session of `client_id` from its replica, if another router owns
+    /// it and it has not expired.
+    fn session_from_replica(&self, client_id: &str) -> Option<HandedSession> {
+        let r = self.replicas.get(client_id)?;
+        if r.owner == self.shared.router_id || expired(&r.record, super::connection::unix_now()) {
+            return None;
+        }
+        Some(HandedSession {
+            owner: r.owner.clone(),
+            token: None,
+            record: r.record.clone(),
+            queue: Vec::new(),
+        })
+    }
+
+    /// A fetch ends: the handed session, else the replica, else none.
+    fn finish_fetch(&mut self, request: u64, handed: Option<HandedSession>) {
+        let Some(fetch) = self.fetches.remove(&request) else {
+            return;
+        };
+        let session = handed.or_else(|| self.session_from_replica(&fetch.client_id));
+        let _ = fetch.reply.send(session);
+    }
+
+    fn replica_message(&self, to: &str, client_id: &str, replica: &Replica) -> Bytes {
+        MessageBuilder::new()
+            .to(to)
+            .subject(SESSION_REPLICA)
+            .application_property_str("client-id", client_id)
+            .application_property_str("router", &replica.owner)
+            .data(&store::encode_record(&replica.record))
+            .build()
     }
 
     /// The other MQTT routers this one can reach now: those with a
@@ -278,6 +442,23 @@ impl MqttNode {
         };
         let d = super::connection::delivery(Arc::from(to), message, false, origin);
         self.shared.addresses.get(to).do_send(Forward(vec![d]));
+    }
+
+    /// Sends presettled to a multicast address (every MQTT router's node).
+    fn send_multicast(&self, message: Bytes) {
+        let Some(conn) = self.returns_to.clone() else {
+            return;
+        };
+        let origin = Origin {
+            conn,
+            conn_id: self.conn,
+            key: 0,
+        };
+        let d = super::connection::delivery(Arc::from(SESSION_ADDRESS), message, true, origin);
+        self.shared
+            .addresses
+            .get(SESSION_ADDRESS)
+            .do_send(Forward(vec![d]));
     }
 
     fn request_id(&mut self) -> u64 {
@@ -334,9 +515,9 @@ impl MqttNode {
         };
         let all = self.state.retained.all();
         let count = all.len();
-        let batches = batches(all, BATCH_BYTES);
-        let total = batches.len() as u64;
-        for (i, batch) in batches.into_iter().enumerate() {
+        let retained = batches(all, BATCH_BYTES);
+        let total = retained.len() as u64;
+        for (i, batch) in retained.into_iter().enumerate() {
             let body = encode_records(batch.iter().map(|b| b.as_ref()));
             let message = MessageBuilder::new()
                 .to(reply_to)
@@ -349,6 +530,56 @@ impl MqttNode {
             self.send(reply_to, message);
         }
         tracing::info!(to = %reply_to, messages = count, batches = total, "MQTT retained messages sent for a peer's sync");
+        // The session records known here (own and replicas), in batches
+        // of (client id, owner, record).
+        let records: Vec<Bytes> = self
+            .replicas
+            .iter()
+            .map(|(id, r)| {
+                let record = store::encode_record(&r.record);
+                Bytes::from(encode_records([
+                    id.as_bytes(),
+                    r.owner.as_bytes(),
+                    record.as_slice(),
+                ]))
+            })
+            .collect();
+        for batch in batches(records, BATCH_BYTES) {
+            let body = encode_records(batch.iter().map(|b| b.as_ref()));
+            let message = MessageBuilder::new()
+                .to(reply_to)
+                .subject(SESSION_REPLICAS)
+                .correlation_id(MessageId::Ulong(request))
+                .data(&body)
+                .build();
+            self.send(reply_to, message);
+        }
+    }
+
+    /// Session records in a sync's answer.
+    fn on_replicas(&mut self, m: &Inbound) {
+        for entry in decode_records(&m.body).unwrap_or_default() {
+            let Some(parts) = decode_records(&entry) else {
+                continue;
+            };
+            let [id, owner, record] = parts.as_slice() else {
+                continue;
+            };
+            let (Ok(id), Ok(owner), Some(record)) = (
+                std::str::from_utf8(id),
+                std::str::from_utf8(owner),
+                store::decode_record(record),
+            ) else {
+                continue;
+            };
+            self.on_replica(
+                id.to_owned(),
+                Replica {
+                    owner: owner.to_owned(),
+                    record,
+                },
+            );
+        }
     }
 
     /// A batch of the answer to this router's sync.
@@ -460,6 +691,7 @@ impl MqttNode {
             return;
         };
         let handed = m.ulong("token").and_then(|token| {
+            let token = Some(token);
             let records = decode_records(&m.body)?;
             let (record, queued) = records.split_first()?;
             Some(HandedSession {
@@ -474,8 +706,7 @@ impl MqttNode {
         });
         fetch.answers_left = fetch.answers_left.saturating_sub(1);
         if handed.is_some() || fetch.answers_left == 0 {
-            let fetch = self.fetches.remove(&request).expect("there");
-            let _ = fetch.reply.send(handed);
+            self.finish_fetch(request, handed);
         }
     }
 
@@ -503,19 +734,21 @@ impl Actor for MqttNode {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.returns_to = Some(Arc::new(ctx.address().recipient()));
-        self.shared
-            .addresses
-            .get(&self.address)
-            .do_send(AttachConsumer {
+        for (handle, address) in [self.address.as_str(), SESSION_ADDRESS]
+            .into_iter()
+            .enumerate()
+        {
+            self.shared.addresses.get(address).do_send(AttachConsumer {
                 conn: self.conn,
                 link: bote_amqp::LinkId {
                     session: bote_amqp::SessionId(0),
-                    handle: 0,
+                    handle: handle as u32,
                 },
                 deliver: ctx.address().recipient(),
                 counters: self.counters.clone(),
                 capacity: u32::MAX / 2,
             });
+        }
         ctx.run_interval(SYNC_POLL, |act, _| act.tick());
     }
 }
@@ -551,6 +784,22 @@ impl Handler<Deliver> for MqttNode {
                 SESSION_FETCH => self.answer_fetch(&m, ctx),
                 SESSION => self.on_session(&m),
                 SESSION_CONFIRM => self.on_confirm(&m),
+                SESSION_REPLICAS => self.on_replicas(&m),
+                SESSION_REPLICA => {
+                    let (Some(id), Some(owner), Some(record)) = (
+                        m.text("client-id"),
+                        m.text("router"),
+                        store::decode_record(&m.body),
+                    ) else {
+                        continue;
+                    };
+                    self.on_replica(id, Replica { owner, record });
+                }
+                SESSION_ENDED => {
+                    if let (Some(id), Some(owner)) = (m.text("client-id"), m.text("router")) {
+                        self.on_replica_ended(&id, &owner);
+                    }
+                }
                 other => tracing::debug!(subject = %other, "MQTT node: unknown operation ignored"),
             }
         }
@@ -569,13 +818,15 @@ impl Handler<FetchSession> for MqttNode {
     fn handle(&mut self, msg: FetchSession, ctx: &mut Context<Self>) -> Self::Result {
         let peers = self.peers();
         if peers.is_empty() {
-            return Box::pin(async { None });
+            let replica = self.session_from_replica(&msg.client_id);
+            return Box::pin(async { replica });
         }
         let request = self.request_id();
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.fetches.insert(
             request,
             Fetch {
+                client_id: msg.client_id.clone(),
                 answers_left: peers.len(),
                 reply,
             },
@@ -591,11 +842,62 @@ impl Handler<FetchSession> for MqttNode {
                 .build();
             self.send(&to, message);
         }
-        // Unanswered by then: dropped, the connection starts a new session.
-        ctx.run_later(FETCH_TIMEOUT, move |act, _| {
-            act.fetches.remove(&request);
-        });
+        // Unanswered by then: the replica, if any, else a new session.
+        ctx.run_later(FETCH_TIMEOUT, move |act, _| act.finish_fetch(request, None));
         Box::pin(async move { rx.await.ok().flatten() })
+    }
+}
+
+impl Handler<Replicate> for MqttNode {
+    type Result = ();
+    fn handle(&mut self, msg: Replicate, _ctx: &mut Context<Self>) {
+        let me = self.shared.router_id.clone();
+        match msg.record {
+            Some(record) => {
+                let mine = Replica {
+                    owner: me.clone(),
+                    record,
+                };
+                let known = self.replicas.get(&msg.client_id);
+                if let Some(k) = known
+                    && k.owner != me
+                {
+                    if k.record.version > mine.record.version {
+                        // Another router has a newer copy: this one is
+                        // stale (a restored session after a takeover).
+                        let k = k.clone();
+                        self.supersede(&msg.client_id, &k);
+                        return;
+                    }
+                    if let Some(store) = &self.state.store {
+                        store.send(Change::Replica {
+                            client_id: msg.client_id.clone(),
+                            owner: k.owner.clone(),
+                            record: None,
+                        });
+                    }
+                }
+                let message = self.replica_message(SESSION_ADDRESS, &msg.client_id, &mine);
+                self.replicas.insert(msg.client_id, mine);
+                self.send_multicast(message);
+            }
+            None => {
+                if self
+                    .replicas
+                    .get(&msg.client_id)
+                    .is_some_and(|r| r.owner == me)
+                {
+                    self.replicas.remove(&msg.client_id);
+                }
+                let message = MessageBuilder::new()
+                    .to(SESSION_ADDRESS)
+                    .subject(SESSION_ENDED)
+                    .application_property_str("client-id", &msg.client_id)
+                    .application_property_str("router", &me)
+                    .build();
+                self.send_multicast(message);
+            }
+        }
     }
 }
 
@@ -637,6 +939,52 @@ mod tests {
             .map(|b| b.iter().map(Bytes::len).collect())
             .collect();
         assert_eq!(sizes, vec![vec![4, 4], vec![4], vec![30], vec![1]]);
+    }
+
+    fn replica(owner: &str, version: u64) -> Replica {
+        Replica {
+            owner: owner.into(),
+            record: SessionRecord {
+                protocol_level: 4,
+                expiry_secs: 60,
+                disconnected_at: Some(1_000),
+                subscriptions: vec![("a/#".into(), 1)],
+                version,
+            },
+        }
+    }
+
+    #[test]
+    fn a_higher_version_wins_and_supersedes_a_stale_local_session() {
+        // Nothing known: kept.
+        assert_eq!(replica_step("A", None, &replica("B", 5)), ReplicaStep::Keep);
+        // Older or the same: ignored (whoever owns the known one).
+        for known in [replica("B", 5), replica("A", 5), replica("C", 9)] {
+            assert_eq!(
+                replica_step("A", Some(&known), &replica("B", 5)),
+                ReplicaStep::Ignore
+            );
+        }
+        // Newer than another router's: kept; than this router's own
+        // session: the local one is stale.
+        assert_eq!(
+            replica_step("A", Some(&replica("C", 4)), &replica("B", 5)),
+            ReplicaStep::Keep
+        );
+        assert_eq!(
+            replica_step("A", Some(&replica("A", 4)), &replica("B", 5)),
+            ReplicaStep::Supersede
+        );
+    }
+
+    #[test]
+    fn a_replica_expires_from_when_its_client_left() {
+        let mut r = replica("B", 1).record;
+        assert!(!expired(&r, 1_059));
+        assert!(expired(&r, 1_060));
+        // Connected when last announced: not expired.
+        r.disconnected_at = None;
+        assert!(!expired(&r, u64::MAX));
     }
 
     #[test]

@@ -189,6 +189,7 @@ pub fn state(shared: &Shared) -> Arc<MqttState> {
 pub fn start(shared: &Arc<Shared>, config: &Config) -> anyhow::Result<()> {
     let mut state = MqttState::default();
     let mut sessions = Vec::new();
+    let mut replicas = Vec::new();
     match &config.router.data_dir {
         None => tracing::info!(
             "MQTT retained messages and sessions are kept in memory only ([router] data-dir is not set)"
@@ -199,11 +200,13 @@ pub fn start(shared: &Arc<Shared>, config: &Config) -> anyhow::Result<()> {
                 state.retained.set(&topic, message, false);
             }
             sessions = store.sessions()?;
+            replicas = store.replicas()?;
             tracing::info!(
-                "MQTT store {}: {} retained message(s), {} persistent session(s) read",
+                "MQTT store {}: {} retained message(s), {} persistent session(s) read, and {} replica(s) of other routers' sessions",
                 store.path().display(),
                 state.retained.len(),
-                sessions.len()
+                sessions.len(),
+                replicas.len()
             );
             state.store = Some(StoreWriter::start(store));
         }
@@ -212,12 +215,13 @@ pub fn start(shared: &Arc<Shared>, config: &Config) -> anyhow::Result<()> {
     if shared.protocol_state.set(state.clone()).is_err() {
         anyhow::bail!("the router's MQTT state was set up twice");
     }
-    super::connection::restore(shared, config, &state, sessions);
+    // The node first: restored sessions announce themselves to it.
     let (sh, st) = (shared.clone(), state.clone());
     let node = super::mesh::MqttNode::start_in_arbiter(&shared.next_worker(), move |_| {
-        super::mesh::MqttNode::new(sh, st)
+        super::mesh::MqttNode::new(sh, st, replicas)
     });
     let _ = state.node.set(node);
+    super::connection::restore(shared, config, &state, sessions);
     let worker = shared.next_worker();
     let shared = shared.clone();
     RetainConsumer::start_in_arbiter(&worker, move |_| RetainConsumer {
