@@ -39,7 +39,13 @@
 //!   again (DUP), then the queue. The new connection's actor hands its
 //!   socket's reader and writer to the session's actor ([`Resume`]); the
 //!   reader reads one chunk per request, so no input is in flight during
-//!   the handover.
+//!   the handover. A session not on this router is asked of the mesh
+//!   first ([`super::mesh`]): handed over by the router that has it
+//!   ([`HandOver`], [`HandedOver`]), or restored from its replica; the
+//!   CONNECT waits for that (input is not read meanwhile). Each change of
+//!   a persistent session's record raises its version and is announced
+//!   to the other MQTT routers' replicas; a newer copy elsewhere ends a
+//!   stale one here ([`Superseded`]).
 //! - **Keep-alive**: no packet within 1.5 times the keep-alive ends the
 //!   connection (5.0: DISCONNECT 0x8D). **Will**: published when the
 //!   connection ends without DISCONNECT (or with 5.0 reason 0x04), at
@@ -66,9 +72,8 @@
 //!   thread, batched, off this actor.
 //!
 //! Not done: QoS 2 (5.0 CONNACK says maximum QoS 1; a SUBSCRIBE asking 2
-//! is granted 1, as both versions allow); sessions are kept by the router
-//! the client was connected to (a client reconnecting to another router
-//! starts a new session); the will is not stored.
+//! is granted 1, as both versions allow); the will is not stored or
+//! replicated.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! The router's MQTT node: the in-process endpoint through which the MQTT
-//! routers of a mesh exchange their MQTT state, as AMQP messages routed
+//! routers of a mesh exchange their MQTT state (retained messages,
+//! persistent sessions and their replicas), as AMQP messages routed
 //! like any other. It owns the node address `_topo/0/<router-id>/_mqtt`
 //! (a consumer of it, attached as the management node attaches to
 //! `$management`; the mesh advertises it, so any router can send to it),
@@ -40,6 +41,20 @@
 //!   then does it settle the handed messages `accepted` and end its
 //!   session (on disk too). Without a confirmation within
 //!   [`CONFIRM_TIMEOUT`] it keeps the session as it was.
+//! - **Session replicas** (`session-replica`, `session-ended` on the
+//!   multicast address [`SESSION_ADDRESS`], `_mqtt/session`; and
+//!   `session-replicas` batches in a sync's answer): the owner of a
+//!   persistent session announces its record (subscriptions, QoS, expiry,
+//!   owner, version) at each change; every MQTT router keeps the newest
+//!   record per client id ([`replica_step`]: a higher version wins), in
+//!   memory and in its store. A fetch that no router answers with the
+//!   session (within [`FETCH_TIMEOUT`], or with no other MQTT router
+//!   reachable) restores it from the replica, unless the replica's owner
+//!   answered it has none (stale) or it expired: subscriptions and
+//!   session present, without the QoS 1 messages queued on the lost
+//!   router. A local session older than another router's record, waiting
+//!   for its client and not being handed over, ends ([`Superseded`]):
+//!   so a router that comes back with a stale copy drops it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -216,6 +231,8 @@ struct SyncRound {
 struct Fetch {
     client_id: String,
     answers_left: usize,
+    /// The routers that answered they have no session to hand over.
+    declined: HashSet<String>,
     reply: tokio::sync::oneshot::Sender<Option<HandedSession>>,
 }
 
@@ -393,12 +410,17 @@ impl MqttNode {
         })
     }
 
-    /// A fetch ends: the handed session, else the replica, else none.
+    /// A fetch ends: the handed session, else the replica (unless its
+    /// owner answered it has none to hand over: then the replica is
+    /// stale, or the session is being handed elsewhere), else none.
     fn finish_fetch(&mut self, request: u64, handed: Option<HandedSession>) {
         let Some(fetch) = self.fetches.remove(&request) else {
             return;
         };
-        let session = handed.or_else(|| self.session_from_replica(&fetch.client_id));
+        let session = handed.or_else(|| {
+            self.session_from_replica(&fetch.client_id)
+                .filter(|r| !fetch.declined.contains(&r.owner))
+        });
         let _ = fetch.reply.send(session);
     }
 
@@ -705,6 +727,11 @@ impl MqttNode {
             })
         });
         fetch.answers_left = fetch.answers_left.saturating_sub(1);
+        if handed.is_none()
+            && let Some(router) = m.text("router")
+        {
+            fetch.declined.insert(router);
+        }
         if handed.is_some() || fetch.answers_left == 0 {
             self.finish_fetch(request, handed);
         }
@@ -828,6 +855,7 @@ impl Handler<FetchSession> for MqttNode {
             Fetch {
                 client_id: msg.client_id.clone(),
                 answers_left: peers.len(),
+                declined: HashSet::new(),
                 reply,
             },
         );
