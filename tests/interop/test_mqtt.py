@@ -700,7 +700,7 @@ def test_a_router_started_later_with_an_empty_data_dir_syncs_the_retained_messag
         b = Router("Router.RB", connectors=[("to-a", a.inter_router_port, 1)], mqtt=True,
                    router_extra=f'data-dir = "{tmp_path / "b"}"')
         assert retained_set(b.mqtt_port, "site/#", 2) == want
-        assert "MQTT retained messages synced" in b.log(), b.log()
+        wait_until(lambda: "MQTT retained messages synced" in b.log(), 10, "B's log to say so")
         # A live clear after the sync reaches B as before.
         pub = Client(a.mqtt_port)
         pub.c.publish("site/lamp", b"", qos=1, retain=True).wait_for_publish(10)
@@ -741,7 +741,7 @@ def test_a_router_killed_and_restarted_empty_gets_the_retained_messages_back(tmp
         shutil.rmtree(data_a)
         a2 = Router("Router.KA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
                     router_extra=a_extra)
-        assert "0 retained message(s)" in a2.log(), a2.log()
+        wait_until(lambda: "0 retained message(s)" in a2.log(), 10, "A's empty store read")
         assert retained_set(a2.mqtt_port, "yard/#", 2) == want
     finally:
         for r in (a2, b):
@@ -792,7 +792,8 @@ def test_a_persistent_session_reconnecting_to_another_router_is_handed_over(pair
     wait_until(lambda: len(pub.acked) == 3, 10, "the publisher's PUBACKs")
     wait_until(lambda: "MQTT session handed over to another router: ended here" in a.log(), 10,
                "A to end its copy")
-    assert "MQTT session handed over from another router" in b.log(), b.log()
+    wait_until(lambda: "MQTT session handed over from another router" in b.log(), 10,
+               "B's log to say so")
     # The subscription is B's now: a message published on A reaches it.
     wait_until(lambda: a.state().get("addresses", {}).get("inbox/roamer") == ["Router.PB"], 20,
                "A to route inbox/roamer to B only")
@@ -876,7 +877,8 @@ def test_a_session_outlives_its_router_through_its_replica_and_the_stale_copy_is
         a._pump.join(5)
         got = []
         s = resume_persistent_session(b.mqtt_port, "keeper", on_message=got.append)
-        assert log_line(b, "restored from its replica", "client=keeper"), b.log()
+        wait_until(lambda: log_line(b, "restored from its replica", "client=keeper"), 10,
+                   "B's log to say so")
         pub = Client(b.mqtt_port, client_id="keeper-pub")
         clients.append(pub)
         pub.publish("inbox/keeper", b"after", qos=1).wait_for_publish(10)
@@ -887,7 +889,7 @@ def test_a_session_outlives_its_router_through_its_replica_and_the_stale_copy_is
         # is newer on B and drops its copy.
         a2 = Router("Router.VA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
                     router_extra=a_extra)
-        assert "1 persistent session(s) read" in a2.log(), a2.log()
+        wait_until(lambda: "1 persistent session(s) read" in a2.log(), 10, "A's stored copy read")
         wait_until(lambda: "superseded by a newer copy on another router" in a2.log(), 20,
                    "A to drop its stale copy")
         wait_until(lambda: a2.state().get("addresses", {}).get("inbox/keeper") == ["Router.VB"],
@@ -908,3 +910,26 @@ def test_a_session_outlives_its_router_through_its_replica_and_the_stale_copy_is
         for r in (a2, b):
             if r is not None:
                 assert r.stop() == 0, r.log()
+
+
+def test_a_clean_start_on_another_router_discards_the_session_and_takes_over_its_client(pair):
+    a, b = pair
+    # A persistent session waiting on A; a clean start on B discards it.
+    subscribe_persistently_and_leave(a.mqtt_port, "cleaner", "inbox/cleaner")
+    wait_until(lambda: log_line(b, "MQTT session replica kept", "client=cleaner",
+                                "subscriptions=1"), 10, "B to keep the replica")
+    Client(b.mqtt_port, client_id="cleaner").close()
+    wait_until(lambda: log_line(a, "MQTT session discarded", "client=cleaner"), 10,
+               "A to discard the session")
+    # Nothing to resume anywhere now (neither handed over nor a replica).
+    s = connect_persistent(b.mqtt_port, "cleaner", False)
+    s.disconnect()
+    s.loop_stop()
+    # A connected client is taken over by a connection on another router,
+    # clean or not (5.0 reason 0x8E).
+    first = Client(a.mqtt_port, paho.MQTTv5, client_id="twin-mesh")
+    second = Client(b.mqtt_port, paho.MQTTv5, client_id="twin-mesh")
+    wait_until(lambda: first.disconnect_reason is not None, 10, "the first to be closed")
+    assert int(first.disconnect_reason.value) == 0x8E
+    first.c.loop_stop()
+    second.close()

@@ -609,6 +609,16 @@ impl MqttConnection {
     /// Hands this persistent session over to another router (see
     /// [`HandOver`]); its QoS 1 messages are kept aside until confirmed.
     fn hand_over(&mut self, ctx: &mut Context<Self>) -> Option<HandOff> {
+        if self.persistent.is_none() && self.attached && self.registered && !self.handed_off {
+            // Not a persistent session: nothing to hand over, but its
+            // client id is taken by a connection on another router.
+            self.fail(
+                0x8E,
+                "session taken over by a connection on another router",
+                ctx,
+            );
+            return None;
+        }
         if self.persistent.is_none()
             || !self.registered
             || self.handed_off
@@ -876,6 +886,16 @@ impl MqttConnection {
         }
         self.client_id = client_id;
         self.w = Some(w);
+        if c.clean
+            && self.shared.mesh.is_some()
+            && let Some(node) = self.retained.node.get()
+        {
+            // A clean start discards the client's session on any router.
+            node.do_send(super::mesh::DiscardSession {
+                client_id: self.client_id.clone(),
+                at: unix_micros(),
+            });
+        }
         // A persistent session not on this router may be on another one of
         // the mesh: asked first (bounded by mesh::FETCH_TIMEOUT); input
         // waits meanwhile.
@@ -1704,6 +1724,36 @@ impl Handler<HandedOver> for MqttConnection {
 pub struct Superseded {
     pub version: u64,
     pub owner: String,
+}
+
+/// A connection with a clean start took this session's client id on
+/// another router at `at` (µs since the epoch): a session older than that
+/// ends, its client (if connected) disconnected (5.0 reason 0x8E).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Discarded {
+    pub at: u64,
+}
+
+impl Handler<Discarded> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, msg: Discarded, ctx: &mut Context<Self>) {
+        if self.version >= msg.at || self.handed_off || !self.registered {
+            return;
+        }
+        tracing::info!(conn = %self.id, client = %self.client_id, "MQTT session discarded: a clean session of its client id started on another router");
+        self.persistent = None;
+        self.keep_handed();
+        if self.attached {
+            self.fail(
+                0x8E,
+                "session taken over by a connection on another router",
+                ctx,
+            );
+        } else {
+            ctx.stop();
+        }
+    }
 }
 
 impl Handler<Superseded> for MqttConnection {

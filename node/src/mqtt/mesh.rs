@@ -55,6 +55,12 @@
 //!   router. A local session older than another router's record, waiting
 //!   for its client and not being handed over, ends ([`Superseded`]):
 //!   so a router that comes back with a stale copy drops it.
+//! - **Clean start** (`session-discard`, multicast on
+//!   [`SESSION_ADDRESS`]): a connection with a clean start discards the
+//!   client's session wherever it is: each router ends its session of
+//!   that client id if older than the clean start ([`Discarded`]; a
+//!   connected client is disconnected, 5.0 reason 0x8E) and drops its
+//!   replica.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -63,7 +69,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 
-use super::connection::{HandOver, HandedOver, MqttConnection, Superseded};
+use super::connection::{Discarded, HandOver, HandedOver, MqttConnection, Superseded};
 use super::retain::{MqttState, RETAIN_ADDRESS};
 use super::store::{self, Change, QueuedMessage, SessionRecord, StoredReplica};
 use crate::delivery::{ConnId, Origin, OutcomeBatch, Returned};
@@ -82,6 +88,7 @@ const SESSION_CONFIRM: &str = "session-confirm";
 const SESSION_REPLICA: &str = "session-replica";
 const SESSION_ENDED: &str = "session-ended";
 const SESSION_REPLICAS: &str = "session-replicas";
+const SESSION_DISCARD: &str = "session-discard";
 
 /// A `retained` answer's batches hold at most this many bytes of messages
 /// (a larger message goes alone).
@@ -293,6 +300,16 @@ pub fn expired(record: &SessionRecord, now: u64) -> bool {
         .is_some_and(|at| now.saturating_sub(at) >= record.expiry_secs)
 }
 
+/// A connection with a clean start took `client_id` here at `at` (µs
+/// since the epoch): its session on any other router, and its replicas,
+/// older than that are discarded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DiscardSession {
+    pub client_id: String,
+    pub at: u64,
+}
+
 /// Announces a local session's record to the mesh (`None`: it ended).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -392,6 +409,37 @@ impl MqttNode {
                 owner: owner.to_owned(),
                 record: None,
             });
+        }
+    }
+
+    /// A clean start on `router` at `at` discards the client's session.
+    fn on_discard(&mut self, client_id: &str, router: &str, at: u64) {
+        if router == self.shared.router_id {
+            return;
+        }
+        if let Some(r) = self.replicas.get(client_id)
+            && r.record.version < at
+        {
+            if r.owner != self.shared.router_id
+                && let Some(store) = &self.state.store
+            {
+                store.send(Change::Replica {
+                    client_id: client_id.to_owned(),
+                    owner: r.owner.clone(),
+                    record: None,
+                });
+            }
+            self.replicas.remove(client_id);
+        }
+        let session = self.shared.client_ids.get(client_id).and_then(|e| {
+            e.session
+                .clone()
+                .downcast::<Addr<MqttConnection>>()
+                .ok()
+                .map(|a| (*a).clone())
+        });
+        if let Some(s) = session {
+            s.do_send(Discarded { at });
         }
     }
 
@@ -822,6 +870,13 @@ impl Handler<Deliver> for MqttNode {
                     };
                     self.on_replica(id, Replica { owner, record });
                 }
+                SESSION_DISCARD => {
+                    if let (Some(id), Some(router), Some(at)) =
+                        (m.text("client-id"), m.text("router"), m.ulong("at"))
+                    {
+                        self.on_discard(&id, &router, at);
+                    }
+                }
                 SESSION_ENDED => {
                     if let (Some(id), Some(owner)) = (m.text("client-id"), m.text("router")) {
                         self.on_replica_ended(&id, &owner);
@@ -926,6 +981,33 @@ impl Handler<Replicate> for MqttNode {
                 self.send_multicast(message);
             }
         }
+    }
+}
+
+impl Handler<DiscardSession> for MqttNode {
+    type Result = ();
+    fn handle(&mut self, msg: DiscardSession, _ctx: &mut Context<Self>) {
+        let me = self.shared.router_id.clone();
+        if let Some(r) = self.replicas.get(&msg.client_id)
+            && r.owner != me
+        {
+            if let Some(store) = &self.state.store {
+                store.send(Change::Replica {
+                    client_id: msg.client_id.clone(),
+                    owner: r.owner.clone(),
+                    record: None,
+                });
+            }
+            self.replicas.remove(&msg.client_id);
+        }
+        let message = MessageBuilder::new()
+            .to(SESSION_ADDRESS)
+            .subject(SESSION_DISCARD)
+            .application_property_str("client-id", &msg.client_id)
+            .application_property_str("router", &me)
+            .application_property("at", ulong(msg.at))
+            .build();
+        self.send_multicast(message);
     }
 }
 
