@@ -100,6 +100,8 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Sync rounds per process start, and the pause between them.
 pub const SYNC_ROUNDS: u32 = 2;
 pub const SYNC_AGAIN_AFTER: Duration = Duration::from_secs(2);
+/// How often replicas of expired sessions are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How long a connecting client waits for a session from the mesh.
 pub const FETCH_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an owner keeps a handed-over session for the confirmation.
@@ -387,6 +389,30 @@ impl MqttNode {
                 version: newer.record.version,
                 owner: newer.owner.clone(),
             });
+        }
+    }
+
+    /// Removes the replicas of other routers' sessions whose expiry ran
+    /// out (their owner died, and their client did not come back).
+    fn prune(&mut self) {
+        let now = super::connection::unix_now();
+        let me = self.shared.router_id.clone();
+        let gone: Vec<(String, String)> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.owner != me && expired(&r.record, now))
+            .map(|(id, r)| (id.clone(), r.owner.clone()))
+            .collect();
+        for (client_id, owner) in gone {
+            tracing::info!(client = %client_id, %owner, "MQTT session replica expired: removed");
+            self.replicas.remove(&client_id);
+            if let Some(store) = &self.state.store {
+                store.send(Change::Replica {
+                    client_id,
+                    owner,
+                    record: None,
+                });
+            }
         }
     }
 
@@ -825,6 +851,7 @@ impl Actor for MqttNode {
             });
         }
         ctx.run_interval(SYNC_POLL, |act, _| act.tick());
+        ctx.run_interval(PRUNE_EVERY, |act, _| act.prune());
     }
 }
 
