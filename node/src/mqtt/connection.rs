@@ -471,11 +471,9 @@ impl MqttConnection {
         })
     }
 
-    /// Writes the session to the store on disk, if the router has one:
-    /// a persistent session's record (`queue`, when set, replaces its
-    /// stored queue); a session no longer persistent is removed.
     /// The session changed: its version goes up, the record goes to the
-    /// mesh's replicas ([`super::mesh`]) and to the store on disk.
+    /// mesh's replicas ([`super::mesh`]) and to the store on disk (see
+    /// [`Self::write_session`]).
     fn store_session(&mut self, queue: Option<Vec<QueuedMessage>>) {
         if !self.registered {
             return;
@@ -507,8 +505,9 @@ impl MqttConnection {
         });
     }
 
-    /// Writes `record` to the store on disk, if the router has one (see
-    /// [`Self::store_session`]).
+    /// Writes the session to the store on disk, if the router has one:
+    /// a persistent session's `record` (`queue`, when set, replaces its
+    /// stored queue); a session no longer persistent (`None`) is removed.
     fn write_session(&mut self, record: Option<SessionRecord>, queue: Option<Vec<QueuedMessage>>) {
         let Some(store) = &self.retained.store else {
             return;
