@@ -933,3 +933,23 @@ def test_a_clean_start_on_another_router_discards_the_session_and_takes_over_its
     assert int(first.disconnect_reason.value) == 0x8E
     first.c.loop_stop()
     second.close()
+
+
+def test_a_persistent_session_is_handed_over_across_the_chain(chain):
+    a, b, c = chain
+    for r in (a, c):
+        wait_until(lambda r=r: len(r.state().get("addresses", {}).get("_mqtt/retain", [])) == 2,
+                   20, f"{r.name} to see the other MQTT routers")
+    subscribe_persistently_and_leave(a.mqtt_port, "traveller", "inbox/traveller")
+    wait_for_address(c, "inbox/traveller")
+    pub = Client(c.mqtt_port, client_id="traveller-pub")
+    pub.publish("inbox/traveller", b"while-away", qos=1)
+    wait_until(lambda: metric(a, 'bote_address_undelivered{address="inbox/traveller"}') == 1,
+               10, "the message queued in the session on A")
+    got = []
+    s = resume_persistent_session(c.mqtt_port, "traveller", on_message=got.append)
+    wait_until(lambda: got == [b"while-away"], 10, "the queued message on C, across B")
+    wait_until(lambda: len(pub.acked) == 1, 10, "the publisher's PUBACK")
+    s.disconnect()
+    s.loop_stop()
+    pub.close()
