@@ -953,3 +953,41 @@ def test_a_persistent_session_is_handed_over_across_the_chain(chain):
     s.disconnect()
     s.loop_stop()
     pub.close()
+
+
+def test_a_message_sent_and_not_acknowledged_is_handed_over_with_a_connected_session(pair):
+    a, b = pair
+    # A 3.1.1 client with a persistent session on A that never acknowledges.
+    s = raw(a.mqtt_port)
+    cid, topic = b"unacked", b"inbox/unacked"
+    body = b"\x00\x04MQTT\x04\x00" + struct.pack(">H", 30) + struct.pack(">H", len(cid)) + cid
+    s.sendall(bytes([0x10, len(body)]) + body)
+    sub = struct.pack(">HH", 1, len(topic)) + topic + b"\x01"
+    s.sendall(bytes([0x82, len(sub)]) + sub)
+    seen = b""
+
+    def received(what):
+        nonlocal seen
+        try:
+            seen += s.recv(4096)
+        except socket.timeout:
+            pass
+        return what in seen
+    wait_until(lambda: received(b"\x90\x03\x00\x01\x01"), 10, "the SUBACK")
+    wait_for_address(b, "inbox/unacked")
+    pub = Client(b.mqtt_port, client_id="unacked-pub")
+    pub.publish("inbox/unacked", b"first", qos=1)
+    wait_until(lambda: received(b"first"), 10, "the PUBLISH on A (left unacknowledged)")
+    assert not pub.acked
+    # Its client id connects to B: A closes the raw connection (3.1.1 has
+    # no DISCONNECT from the server) and hands the unacknowledged message.
+    got = []
+    c = resume_persistent_session(b.mqtt_port, "unacked", on_message=got.append)
+    wait_until(lambda: got == [b"first"], 10, "the unacknowledged message again, on B")
+    wait_until(lambda: len(pub.acked) == 1, 10, "the publisher's PUBACK once B has it")
+    s.settimeout(5)
+    assert read_all(s)[1], "the connection on A was not closed"
+    s.close()
+    c.disconnect()
+    c.loop_stop()
+    pub.close()
