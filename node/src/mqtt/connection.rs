@@ -502,6 +502,9 @@ impl MqttConnection {
         node.do_send(super::mesh::Replicate {
             client_id: self.client_id.clone(),
             record,
+            // An end is newer than the session's last record (and than
+            // a record it was taken from).
+            ended_version: self.version.saturating_add(1),
         });
     }
 
@@ -949,6 +952,9 @@ impl MqttConnection {
         let present = handed.is_some();
         let confirm = handed.and_then(|h| {
             self.version = h.record.version;
+            // Its replicas elsewhere are to be ended with it, even if this
+            // connection does not keep it (5.0 without expiry).
+            self.replicated = true;
             let queued = self.take_session(&h.record, h.queue);
             match h.token {
                 Some(_) => tracing::info!(conn = %self.id, client = %self.client_id, from = %h.owner, subscriptions = self.subscriptions.len(), queued, "MQTT session handed over from another router"),

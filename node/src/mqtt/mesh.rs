@@ -318,6 +318,16 @@ pub struct DiscardSession {
 pub struct Replicate {
     pub client_id: String,
     pub record: Option<SessionRecord>,
+    /// For an end: its version (above the session's last record).
+    pub ended_version: u64,
+}
+
+/// Whether the end of `client_id`'s session on `owner`, at version
+/// `version`, removes the replica `known`: it does if that router owned
+/// it, or if the replica is older (the session ended was taken from it:
+/// a session restored from a replica or handed over, then ended).
+pub fn ended_removes(known: &Replica, owner: &str, version: u64) -> bool {
+    known.owner == owner || known.record.version < version
 }
 
 impl MqttNode {
@@ -418,21 +428,23 @@ impl MqttNode {
 
     /// A session of `owner` ended: its replica goes (a replica owned by
     /// another router since is kept).
-    fn on_replica_ended(&mut self, client_id: &str, owner: &str) {
-        if owner == self.shared.router_id
-            || self
-                .replicas
-                .get(client_id)
-                .is_none_or(|r| r.owner != owner)
-        {
+    fn on_replica_ended(&mut self, client_id: &str, owner: &str, version: u64) {
+        if owner == self.shared.router_id {
             return;
         }
+        let Some(known) = self.replicas.get(client_id) else {
+            return;
+        };
+        if known.owner == self.shared.router_id || !ended_removes(known, owner, version) {
+            return;
+        }
+        let known_owner = known.owner.clone();
         self.replicas.remove(client_id);
         tracing::info!(client = %client_id, %owner, "MQTT session replica removed (the session ended)");
         if let Some(store) = &self.state.store {
             store.send(Change::Replica {
                 client_id: client_id.to_owned(),
-                owner: owner.to_owned(),
+                owner: known_owner,
                 record: None,
             });
         }
@@ -906,7 +918,8 @@ impl Handler<Deliver> for MqttNode {
                 }
                 SESSION_ENDED => {
                     if let (Some(id), Some(owner)) = (m.text("client-id"), m.text("router")) {
-                        self.on_replica_ended(&id, &owner);
+                        let version = m.ulong("version").unwrap_or(0);
+                        self.on_replica_ended(&id, &owner, version);
                     }
                 }
                 other => tracing::debug!(subject = %other, "MQTT node: unknown operation ignored"),
@@ -992,11 +1005,18 @@ impl Handler<Replicate> for MqttNode {
                 self.send_multicast(message);
             }
             None => {
-                if self
-                    .replicas
-                    .get(&msg.client_id)
-                    .is_some_and(|r| r.owner == me)
+                if let Some(r) = self.replicas.get(&msg.client_id)
+                    && ended_removes(r, &me, msg.ended_version)
                 {
+                    if r.owner != me
+                        && let Some(store) = &self.state.store
+                    {
+                        store.send(Change::Replica {
+                            client_id: msg.client_id.clone(),
+                            owner: r.owner.clone(),
+                            record: None,
+                        });
+                    }
                     self.replicas.remove(&msg.client_id);
                 }
                 let message = MessageBuilder::new()
@@ -1004,6 +1024,7 @@ impl Handler<Replicate> for MqttNode {
                     .subject(SESSION_ENDED)
                     .application_property_str("client-id", &msg.client_id)
                     .application_property_str("router", &me)
+                    .application_property("version", ulong(msg.ended_version))
                     .build();
                 self.send_multicast(message);
             }
@@ -1112,6 +1133,18 @@ mod tests {
             replica_step("A", Some(&replica("A", 4)), &replica("B", 5)),
             ReplicaStep::Supersede
         );
+    }
+
+    #[test]
+    fn an_end_removes_a_replica_of_its_router_or_an_older_one() {
+        // The owner's end.
+        assert!(ended_removes(&replica("A", 5), "A", 1));
+        // A session taken from the replica (version 5), then ended.
+        assert!(ended_removes(&replica("A", 5), "B", 6));
+        // The old owner's end after a hand-over: the new owner's record
+        // (higher version) stays.
+        assert!(!ended_removes(&replica("B", 9), "A", 6));
+        assert!(!ended_removes(&replica("B", 6), "A", 6));
     }
 
     #[test]
