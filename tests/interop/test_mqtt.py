@@ -991,3 +991,35 @@ def test_a_message_sent_and_not_acknowledged_is_handed_over_with_a_connected_ses
     c.disconnect()
     c.loop_stop()
     pub.close()
+
+
+def test_a_router_back_with_its_data_dir_learns_the_retained_changes_it_missed(tmp_path):
+    b = Router("Router.WB", inter_router=True, mqtt=True,
+               router_extra=f'data-dir = "{tmp_path / "b"}"')
+    a_extra = f'data-dir = "{tmp_path / "a"}"'
+    a = Router("Router.WA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+               router_extra=a_extra)
+    a2 = None
+    try:
+        for r in (a, b):
+            wait_until(lambda r=r: "_mqtt/retain" in r.state().get("addresses", {}), 20,
+                       f"{r.name} to see the other retained store")
+        pub = Client(b.mqtt_port)
+        pub.c.publish("farm/silo", b"full", qos=1, retain=True).wait_for_publish(10)
+        pub.c.publish("farm/gate", b"open", qos=1, retain=True).wait_for_publish(10)
+        assert retained_set(a.mqtt_port, "farm/#", 2) == [("farm/gate", b"open"),
+                                                          ("farm/silo", b"full")]
+        assert a.stop() == 0, a.log()
+        # While A is down: one topic replaced, the other cleared.
+        pub.c.publish("farm/silo", b"empty", qos=1, retain=True).wait_for_publish(10)
+        pub.c.publish("farm/gate", b"", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        a2 = Router("Router.WA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+                    router_extra=a_extra)
+        wait_until(lambda: "2 retained message(s)" in a2.log(), 10, "A's old copies read back")
+        wait_until(lambda: retained_set(a2.mqtt_port, "farm/#", 1) == [("farm/silo", b"empty")],
+                   20, "A to learn the replacement and the clear it missed")
+    finally:
+        for r in (a2, b):
+            if r is not None:
+                assert r.stop() == 0, r.log()

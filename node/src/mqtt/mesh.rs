@@ -15,14 +15,16 @@
 //! - **Retained anti-entropy** (`retain-sync` -> `retained`): once this
 //!   router sees another MQTT router (a remote consumer of
 //!   [`RETAIN_ADDRESS`], with its node address known), it asks one of
-//!   them for its retained messages. The peer answers with all of them
-//!   (its store's bounds: 100,000 topics, 64 MiB), in `retained` batches
-//!   of at most [`BATCH_BYTES`] (each batch says its index and how many
-//!   there are); this router fills each topic it lacks
-//!   ([`super::retain::RetainStore::fill`]) and writes it to its store on
-//!   disk. A live change (set or clear) of a topic that arrives after the
-//!   sync began wins over the synced copy, which is then ignored; a topic
-//!   this router already has keeps its own message. A sync not answered
+//!   them for its retained messages. The peer answers with its last
+//!   change of each topic (the message, or a clear it remembers, with
+//!   the change's version: when the router took it, in µs), within its
+//!   store's bounds (100,000 topics, 64 MiB), in `retained` batches of at
+//!   most [`BATCH_BYTES`] (each batch says its index and how many there
+//!   are); this router applies each change newer than its own for the
+//!   topic ([`super::retain::RetainStore::fill`]) and writes it to its
+//!   store on disk. A live change (set or clear) of a topic that arrives
+//!   after the sync began wins over the synced copy, which is then
+//!   ignored. A sync not answered
 //!   whole within [`SYNC_TIMEOUT`] is asked of the next peer. It runs
 //!   twice ([`SYNC_ROUNDS`], [`SYNC_AGAIN_AFTER`] apart), so a message
 //!   retained while the peers were still learning this router's
@@ -621,7 +623,20 @@ impl MqttNode {
         let (Some(reply_to), Some(request)) = (&m.reply_to, m.correlation) else {
             return;
         };
-        let all = self.state.retained.all();
+        // Per topic: (topic, version, the message or nothing for a clear).
+        let all: Vec<Bytes> = self
+            .state
+            .retained
+            .all()
+            .into_iter()
+            .map(|(topic, message, version)| {
+                Bytes::from(encode_records([
+                    topic.as_bytes(),
+                    &version.to_be_bytes()[..],
+                    message.as_deref().unwrap_or_default(),
+                ]))
+            })
+            .collect();
         let count = all.len();
         let retained = batches(all, BATCH_BYTES);
         let total = retained.len() as u64;
@@ -706,19 +721,28 @@ impl MqttNode {
             return;
         }
         round.batches = Some(total);
-        for message in decode_records(&m.body).unwrap_or_default() {
-            let Some(topic) = MessageView::parse(message.clone())
-                .ok()
-                .and_then(|v| v.to().ok().flatten().map(str::to_owned))
-            else {
+        for entry in decode_records(&m.body).unwrap_or_default() {
+            let Some(parts) = decode_records(&entry) else {
                 continue;
             };
-            if self.state.retained.fill(&topic, message.clone()) {
+            let [topic, version, message] = parts.as_slice() else {
+                continue;
+            };
+            let (Ok(topic), Ok(version)) = (
+                std::str::from_utf8(topic),
+                <[u8; 8]>::try_from(version.as_ref()).map(u64::from_be_bytes),
+            ) else {
+                continue;
+            };
+            // (An AMQP message is never empty: empty is a clear.)
+            let message = (!message.is_empty()).then(|| message.clone());
+            if self.state.retained.fill(topic, message.clone(), version) {
                 round.filled += 1;
                 if let Some(store) = &self.state.store {
                     store.send(Change::Retain {
-                        topic,
-                        message: Some(message),
+                        topic: topic.to_owned(),
+                        message,
+                        version,
                     });
                 }
             }

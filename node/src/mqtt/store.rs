@@ -25,6 +25,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// Retained messages: topic -> AMQP message.
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+/// The version of each topic's last retained change (set or clear):
+/// topic -> µs since the epoch (`mqtt::retain`); a topic without a
+/// retained message is a clear's tombstone.
+const RETAINED_VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("retained-versions");
 /// Persistent sessions: client id -> [`SessionRecord`] (encoded).
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// Messages queued for absent clients: (client id, sequence) ->
@@ -113,10 +117,12 @@ pub struct StoredSession {
 /// One change to the store.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// `topic`'s retained message is `message`, or none (cleared).
+    /// `topic`'s retained message is `message`, or none (cleared), as
+    /// the change of version `version`.
     Retain {
         topic: String,
         message: Option<Bytes>,
+        version: u64,
     },
     /// The session of `client_id` (owned by the session actor `owner`) is
     /// `record`; `queue` replaces its stored queue when set.
@@ -191,6 +197,7 @@ impl MqttStore {
             tx.open_table(SESSIONS)?;
             tx.open_table(SESSION_QUEUE)?;
             tx.open_table(SESSION_REPLICAS)?;
+            tx.open_table(RETAINED_VERSIONS)?;
             Ok(())
         })?;
         Ok(store)
@@ -244,6 +251,22 @@ impl MqttStore {
             Ok(out)
         };
         read().map_err(self.io("read the retained messages"))
+    }
+
+    /// The version of each topic's last retained change (tombstones of
+    /// clears included).
+    pub fn retained_versions(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let read = || -> Result<HashMap<String, u64>, redb::Error> {
+            let tx = self.db.begin_read()?;
+            let table = tx.open_table(RETAINED_VERSIONS)?;
+            let mut out = HashMap::new();
+            for entry in table.iter()? {
+                let (topic, version) = entry?;
+                out.insert(topic.value().to_owned(), version.value());
+            }
+            Ok(out)
+        };
+        read().map_err(self.io("read the retained messages' versions"))
     }
 
     /// The replicas of other routers' sessions.
@@ -334,6 +357,7 @@ impl MqttStore {
             let mut sessions = tx.open_table(SESSIONS)?;
             let mut queue = tx.open_table(SESSION_QUEUE)?;
             let mut replicas = tx.open_table(SESSION_REPLICAS)?;
+            let mut versions = tx.open_table(RETAINED_VERSIONS)?;
             let clear_queue = |queue: &mut redb::Table<(&str, u64), &[u8]>, id: &str| {
                 queue.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
             };
@@ -341,15 +365,14 @@ impl MqttStore {
                 match c {
                     Change::Retain {
                         topic,
-                        message: Some(m),
+                        message,
+                        version,
                     } => {
-                        retained.insert(topic.as_str(), m.as_ref())?;
-                    }
-                    Change::Retain {
-                        topic,
-                        message: None,
-                    } => {
-                        retained.remove(topic.as_str())?;
+                        match message {
+                            Some(m) => retained.insert(topic.as_str(), m.as_ref())?,
+                            None => retained.remove(topic.as_str())?,
+                        };
+                        versions.insert(topic.as_str(), *version)?;
                     }
                     Change::Session {
                         client_id,
@@ -593,14 +616,17 @@ mod tests {
                 Change::Retain {
                     topic: "a/1".into(),
                     message: Some(Bytes::from_static(b"one")),
+                    version: 1,
                 },
                 Change::Retain {
                     topic: "a/2".into(),
                     message: Some(Bytes::from_static(b"two")),
+                    version: 2,
                 },
                 Change::Retain {
                     topic: "a/3".into(),
                     message: Some(Bytes::from_static(b"three")),
+                    version: 3,
                 },
             ])
             .unwrap();
@@ -608,15 +634,23 @@ mod tests {
                 Change::Retain {
                     topic: "a/2".into(),
                     message: None,
+                    version: 4,
                 },
                 Change::Retain {
                     topic: "a/1".into(),
                     message: Some(Bytes::from_static(b"uno")),
+                    version: 5,
                 },
             ])
             .unwrap();
         }
         let s = MqttStore::open(&d, "R1").unwrap();
+        // Each topic's last change, a clear's tombstone included.
+        let versions = s.retained_versions().unwrap();
+        assert_eq!(
+            versions,
+            HashMap::from([("a/1".into(), 5), ("a/2".into(), 4), ("a/3".into(), 3)])
+        );
         let all = s.retained(usize::MAX, usize::MAX).unwrap();
         assert_eq!(
             all,
