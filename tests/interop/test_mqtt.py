@@ -659,3 +659,367 @@ def test_a_persistent_session_and_its_queue_survive_a_restart_with_the_same_data
         wait_until(lambda: "0 persistent session(s) read" in r3.log(), 10, "the store read back")
     finally:
         assert r3.stop() == 0, r3.log()
+
+
+def retained_set(port, topic_filter, count, timeout=20):
+    """Subscribes a new client to `topic_filter` until it is given `count`
+    messages with the retain flag (a new client per try, each waiting up
+    to 2 s); returns them sorted as (topic, payload)."""
+    deadline = time.time() + timeout
+    best = []
+    while time.time() < deadline:
+        got = []
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        c.on_message = lambda cl, u, m: got.append((m.topic, m.payload)) if m.retain else None
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        c.subscribe(topic_filter, 1)
+        until = time.time() + 2
+        while len(got) < count and time.time() < until:
+            time.sleep(0.02)
+        c.disconnect()
+        c.loop_stop()
+        best = sorted(got)
+        if len(got) >= count:
+            return best
+    raise AssertionError(f"{count} retained messages for {topic_filter} not given within "
+                         f"{timeout}s (last try: {best})")
+
+
+def test_a_router_started_later_with_an_empty_data_dir_syncs_the_retained_messages(tmp_path):
+    a = Router("Router.RA", inter_router=True, mqtt=True,
+               router_extra=f'data-dir = "{tmp_path / "a"}"')
+    b = None
+    try:
+        pub = Client(a.mqtt_port)
+        pub.c.publish("site/gate", b"closed", qos=1, retain=True).wait_for_publish(10)
+        pub.c.publish("site/lamp", b"on", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        want = [("site/gate", b"closed"), ("site/lamp", b"on")]
+        assert retained_set(a.mqtt_port, "site/#", 2) == want
+        b = Router("Router.RB", connectors=[("to-a", a.inter_router_port, 1)], mqtt=True,
+                   router_extra=f'data-dir = "{tmp_path / "b"}"')
+        assert retained_set(b.mqtt_port, "site/#", 2) == want
+        wait_until(lambda: "MQTT retained messages synced" in b.log(), 10, "B's log to say so")
+        # A live clear after the sync reaches B as before.
+        pub = Client(a.mqtt_port)
+        pub.c.publish("site/lamp", b"", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        wait_until(lambda: retained_set(b.mqtt_port, "site/#", 1) == want[:1], 20,
+                   "the clear to reach B")
+    finally:
+        for r in (b, a):
+            if r is not None:
+                assert r.stop() == 0, r.log()
+
+
+def test_a_router_killed_and_restarted_empty_gets_the_retained_messages_back(tmp_path):
+    b = Router("Router.KB", inter_router=True, mqtt=True,
+               router_extra=f'data-dir = "{tmp_path / "b"}"')
+    data_a = tmp_path / "a"
+    a_extra = f'data-dir = "{data_a}"'
+    a = Router("Router.KA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+               router_extra=a_extra)
+    a2 = None
+    try:
+        wait_until(lambda: "_mqtt/retain" in b.state().get("addresses", {}), 20,
+                   "B to see A's retained store")
+        wait_until(lambda: "_mqtt/retain" in a.state().get("addresses", {}), 20,
+                   "A to see B's retained store")
+        pub = Client(a.mqtt_port)
+        pub.c.publish("yard/door", b"open", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        pub = Client(b.mqtt_port)
+        pub.c.publish("yard/light", b"off", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        want = [("yard/door", b"open"), ("yard/light", b"off")]
+        assert retained_set(a.mqtt_port, "yard/#", 2) == want
+        assert retained_set(b.mqtt_port, "yard/#", 2) == want
+        a.proc.kill()
+        a.proc.wait()
+        a._pump.join(5)
+        shutil.rmtree(data_a)
+        a2 = Router("Router.KA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+                    router_extra=a_extra)
+        wait_until(lambda: "0 retained message(s)" in a2.log(), 10, "A's empty store read")
+        assert retained_set(a2.mqtt_port, "yard/#", 2) == want
+    finally:
+        for r in (a2, b):
+            if r is not None:
+                assert r.stop() == 0, r.log()
+
+
+def metric(router, name):
+    """The value of one sample of the router's /metrics (None: absent)."""
+    import urllib.request
+    with urllib.request.urlopen(router.http_url + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return None
+
+
+@pytest.fixture
+def pair():
+    """Two MQTT routers, B connected to A."""
+    a = Router("Router.PA", inter_router=True, mqtt=True)
+    b = Router("Router.PB", connectors=[("to-a", a.inter_router_port, 1)], mqtt=True)
+    for r in (a, b):
+        wait_until(lambda r=r: "_mqtt/retain" in r.state().get("addresses", {}), 20,
+                   f"{r.name} to see the other MQTT router")
+    yield a, b
+    for r in (a, b):
+        assert r.stop() == 0, r.log()
+
+
+def test_a_persistent_session_reconnecting_to_another_router_is_handed_over(pair):
+    a, b = pair
+    got = []
+    subscribe_persistently_and_leave(a.mqtt_port, "roamer", "inbox/roamer")
+    wait_for_address(b, "inbox/roamer")
+    # Away: QoS 1 messages published on B queue in the session on A; their
+    # publisher gets no PUBACK yet (nobody accepted them).
+    pub = Client(b.mqtt_port, client_id="roamer-pub")
+    infos = [pub.publish("inbox/roamer", f"m{i}".encode(), qos=1) for i in range(3)]
+    wait_until(lambda: metric(a, 'bote_address_undelivered{address="inbox/roamer"}') == 3, 10,
+               "the three messages queued in the session on A")
+    assert not pub.acked, pub.acked
+    # Back, on B: session present, the queued messages, the subscription.
+    s = resume_persistent_session(b.mqtt_port, "roamer", on_message=got.append)
+    wait_until(lambda: len(got) >= 3, 10, "the queued messages on B")
+    assert got[:3] == [b"m0", b"m1", b"m2"], got
+    # A settled them accepted once B confirmed: the publisher has its PUBACKs.
+    wait_until(lambda: len(pub.acked) == 3, 10, "the publisher's PUBACKs")
+    wait_until(lambda: "MQTT session handed over to another router: ended here" in a.log(), 10,
+               "A to end its copy")
+    wait_until(lambda: "MQTT session handed over from another router" in b.log(), 10,
+               "B's log to say so")
+    # The subscription is B's now: a message published on A reaches it.
+    wait_until(lambda: a.state().get("addresses", {}).get("inbox/roamer") == ["Router.PB"], 20,
+               "A to route inbox/roamer to B only")
+    pub_a = Client(a.mqtt_port, client_id="roamer-pub-a")
+    pub_a.publish("inbox/roamer", b"live", qos=1).wait_for_publish(10)
+    wait_until(lambda: b"live" in got, 10, "the live message")
+    assert got.count(b"live") == 1 and len(got) == 4, got
+    s.disconnect()
+    s.loop_stop()
+    pub.close()
+    pub_a.close()
+
+
+def test_a_connected_mqtt5_session_is_taken_over_by_a_connection_on_another_router(pair):
+    a, b = pair
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 600
+
+    def connect(port, clean):
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="mover",
+                        protocol=paho.MQTTv5)
+        present, reasons, got = [], [], []
+        c.on_connect = lambda cl, u, f, rc, p: present.append(f.session_present)
+        c.on_disconnect = lambda cl, u, f, rc, p: reasons.append(rc)
+        c.on_message = lambda cl, u, m: got.append(m.payload)
+        c.connect("127.0.0.1", port, clean_start=clean, properties=props)
+        c.loop_start()
+        wait_until(lambda: present, 10, "CONNACK")
+        return c, present, reasons, got
+
+    first, present, reasons, _ = connect(a.mqtt_port, True)
+    assert present == [False]
+    done = threading.Event()
+    first.on_subscribe = lambda *x: done.set()
+    first.subscribe("moves/#", 1)
+    assert done.wait(10)
+    wait_for_address(b, "moves/#")
+    second, present2, _, got = connect(b.mqtt_port, False)
+    assert present2 == [True]
+    wait_until(lambda: reasons, 10, "the first connection to be closed")
+    assert int(reasons[0].value) == 0x8E, reasons
+    first.loop_stop()
+    # Subscribed on B as it was on A.
+    pub = Client(a.mqtt_port, paho.MQTTv5, client_id="mover-pub")
+    wait_until(lambda: "Router.PB" in a.state().get("addresses", {}).get("moves/#", []), 20,
+               "A to route moves/# to B")
+    pub.publish("moves/1", b"here", qos=1).wait_for_publish(10)
+    wait_until(lambda: got, 10, "the message on B")
+    assert got == [b"here"]
+    second.disconnect()
+    second.loop_stop()
+    pub.close()
+
+
+def log_line(router, *parts):
+    """True if a line of the router's log holds every one of `parts`."""
+    return any(all(p in line for p in parts) for line in list(router.log_lines))
+
+
+def test_a_session_outlives_its_router_through_its_replica_and_the_stale_copy_is_dropped(tmp_path):
+    b = Router("Router.VB", inter_router=True, mqtt=True,
+               router_extra=f'data-dir = "{tmp_path / "b"}"')
+    a_extra = f'data-dir = "{tmp_path / "a"}"'
+    a = Router("Router.VA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+               router_extra=a_extra)
+    a2 = None
+    clients = []
+    try:
+        for r in (a, b):
+            wait_until(lambda r=r: "_mqtt/session" in r.state().get("addresses", {}), 20,
+                       f"{r.name} to see the other router's session replicas")
+        subscribe_persistently_and_leave(a.mqtt_port, "keeper", "inbox/keeper")
+        wait_until(lambda: log_line(b, "MQTT session replica kept", "client=keeper",
+                                    "owner=Router.VA", "subscriptions=1"), 10,
+                   "B to keep the replica of the session with its subscription")
+        # The session's router dies: the client reconnects to B and gets its
+        # session back from the replica (subscribed; what was queued on A
+        # only is not here).
+        a.proc.kill()
+        a.proc.wait()
+        a._pump.join(5)
+        got = []
+        s = resume_persistent_session(b.mqtt_port, "keeper", on_message=got.append)
+        wait_until(lambda: log_line(b, "restored from its replica", "client=keeper"), 10,
+                   "B's log to say so")
+        pub = Client(b.mqtt_port, client_id="keeper-pub")
+        clients.append(pub)
+        pub.publish("inbox/keeper", b"after", qos=1).wait_for_publish(10)
+        wait_until(lambda: got == [b"after"], 10, "the message on B")
+        s.disconnect()
+        s.loop_stop()
+        # A comes back with its stale copy on disk: it learns the session
+        # is newer on B and drops its copy.
+        a2 = Router("Router.VA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+                    router_extra=a_extra)
+        wait_until(lambda: "1 persistent session(s) read" in a2.log(), 10, "A's stored copy read")
+        wait_until(lambda: "superseded by a newer copy on another router" in a2.log(), 20,
+                   "A to drop its stale copy")
+        wait_until(lambda: a2.state().get("addresses", {}).get("inbox/keeper") == ["Router.VB"],
+                   20, "A to route inbox/keeper to B only")
+        # A message published on A queues in the session on B.
+        pub_a = Client(a2.mqtt_port, client_id="keeper-pub-a")
+        clients.append(pub_a)
+        info = pub_a.publish("inbox/keeper", b"later", qos=1)
+        got2 = []
+        s2 = resume_persistent_session(b.mqtt_port, "keeper", on_message=got2.append)
+        wait_until(lambda: got2 == [b"later"], 10, "the message queued on B")
+        info.wait_for_publish(10)
+        s2.disconnect()
+        s2.loop_stop()
+    finally:
+        for c in clients:
+            c.close()
+        for r in (a2, b):
+            if r is not None:
+                assert r.stop() == 0, r.log()
+
+
+def test_a_clean_start_on_another_router_discards_the_session_and_takes_over_its_client(pair):
+    a, b = pair
+    # A persistent session waiting on A; a clean start on B discards it.
+    subscribe_persistently_and_leave(a.mqtt_port, "cleaner", "inbox/cleaner")
+    wait_until(lambda: log_line(b, "MQTT session replica kept", "client=cleaner",
+                                "subscriptions=1"), 10, "B to keep the replica")
+    Client(b.mqtt_port, client_id="cleaner").close()
+    wait_until(lambda: log_line(a, "MQTT session discarded", "client=cleaner"), 10,
+               "A to discard the session")
+    # Nothing to resume anywhere now (neither handed over nor a replica).
+    s = connect_persistent(b.mqtt_port, "cleaner", False)
+    s.disconnect()
+    s.loop_stop()
+    # A connected client is taken over by a connection on another router,
+    # clean or not (5.0 reason 0x8E).
+    first = Client(a.mqtt_port, paho.MQTTv5, client_id="twin-mesh")
+    second = Client(b.mqtt_port, paho.MQTTv5, client_id="twin-mesh")
+    wait_until(lambda: first.disconnect_reason is not None, 10, "the first to be closed")
+    assert int(first.disconnect_reason.value) == 0x8E
+    first.c.loop_stop()
+    second.close()
+
+
+def test_a_persistent_session_is_handed_over_across_the_chain(chain):
+    a, b, c = chain
+    for r in (a, c):
+        wait_until(lambda r=r: len(r.state().get("addresses", {}).get("_mqtt/retain", [])) == 2,
+                   20, f"{r.name} to see the other MQTT routers")
+    subscribe_persistently_and_leave(a.mqtt_port, "traveller", "inbox/traveller")
+    wait_for_address(c, "inbox/traveller")
+    pub = Client(c.mqtt_port, client_id="traveller-pub")
+    pub.publish("inbox/traveller", b"while-away", qos=1)
+    wait_until(lambda: metric(a, 'bote_address_undelivered{address="inbox/traveller"}') == 1,
+               10, "the message queued in the session on A")
+    got = []
+    s = resume_persistent_session(c.mqtt_port, "traveller", on_message=got.append)
+    wait_until(lambda: got == [b"while-away"], 10, "the queued message on C, across B")
+    wait_until(lambda: len(pub.acked) == 1, 10, "the publisher's PUBACK")
+    s.disconnect()
+    s.loop_stop()
+    pub.close()
+
+
+def test_a_message_sent_and_not_acknowledged_is_handed_over_with_a_connected_session(pair):
+    a, b = pair
+    # A 3.1.1 client with a persistent session on A that never acknowledges.
+    s = raw(a.mqtt_port)
+    cid, topic = b"unacked", b"inbox/unacked"
+    body = b"\x00\x04MQTT\x04\x00" + struct.pack(">H", 30) + struct.pack(">H", len(cid)) + cid
+    s.sendall(bytes([0x10, len(body)]) + body)
+    sub = struct.pack(">HH", 1, len(topic)) + topic + b"\x01"
+    s.sendall(bytes([0x82, len(sub)]) + sub)
+    seen = b""
+
+    def received(what):
+        nonlocal seen
+        try:
+            seen += s.recv(4096)
+        except socket.timeout:
+            pass
+        return what in seen
+    wait_until(lambda: received(b"\x90\x03\x00\x01\x01"), 10, "the SUBACK")
+    wait_for_address(b, "inbox/unacked")
+    pub = Client(b.mqtt_port, client_id="unacked-pub")
+    pub.publish("inbox/unacked", b"first", qos=1)
+    wait_until(lambda: received(b"first"), 10, "the PUBLISH on A (left unacknowledged)")
+    assert not pub.acked
+    # Its client id connects to B: A closes the raw connection (3.1.1 has
+    # no DISCONNECT from the server) and hands the unacknowledged message.
+    got = []
+    c = resume_persistent_session(b.mqtt_port, "unacked", on_message=got.append)
+    wait_until(lambda: got == [b"first"], 10, "the unacknowledged message again, on B")
+    wait_until(lambda: len(pub.acked) == 1, 10, "the publisher's PUBACK once B has it")
+    s.settimeout(5)
+    assert read_all(s)[1], "the connection on A was not closed"
+    s.close()
+    c.disconnect()
+    c.loop_stop()
+    pub.close()
+
+
+def test_a_router_back_with_its_data_dir_learns_the_retained_changes_it_missed(tmp_path):
+    b = Router("Router.WB", inter_router=True, mqtt=True,
+               router_extra=f'data-dir = "{tmp_path / "b"}"')
+    a_extra = f'data-dir = "{tmp_path / "a"}"'
+    a = Router("Router.WA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+               router_extra=a_extra)
+    a2 = None
+    try:
+        for r in (a, b):
+            wait_until(lambda r=r: "_mqtt/retain" in r.state().get("addresses", {}), 20,
+                       f"{r.name} to see the other retained store")
+        pub = Client(b.mqtt_port)
+        pub.c.publish("farm/silo", b"full", qos=1, retain=True).wait_for_publish(10)
+        pub.c.publish("farm/gate", b"open", qos=1, retain=True).wait_for_publish(10)
+        assert retained_set(a.mqtt_port, "farm/#", 2) == [("farm/gate", b"open"),
+                                                          ("farm/silo", b"full")]
+        assert a.stop() == 0, a.log()
+        # While A is down: one topic replaced, the other cleared.
+        pub.c.publish("farm/silo", b"empty", qos=1, retain=True).wait_for_publish(10)
+        pub.c.publish("farm/gate", b"", qos=1, retain=True).wait_for_publish(10)
+        pub.close()
+        a2 = Router("Router.WA", connectors=[("to-b", b.inter_router_port, 1)], mqtt=True,
+                    router_extra=a_extra)
+        wait_until(lambda: "2 retained message(s)" in a2.log(), 10, "A's old copies read back")
+        wait_until(lambda: retained_set(a2.mqtt_port, "farm/#", 1) == [("farm/silo", b"empty")],
+                   20, "A to learn the replacement and the clear it missed")
+    finally:
+        for r in (a2, b):
+            if r is not None:
+                assert r.stop() == 0, r.log()

@@ -39,7 +39,13 @@
 //!   again (DUP), then the queue. The new connection's actor hands its
 //!   socket's reader and writer to the session's actor ([`Resume`]); the
 //!   reader reads one chunk per request, so no input is in flight during
-//!   the handover.
+//!   the handover. A session not on this router is asked of the mesh
+//!   first ([`super::mesh`]): handed over by the router that has it
+//!   ([`HandOver`], [`HandedOver`]), or restored from its replica; the
+//!   CONNECT waits for that (input is not read meanwhile). Each change of
+//!   a persistent session's record raises its version and is announced
+//!   to the other MQTT routers' replicas; a newer copy elsewhere ends a
+//!   stale one here ([`Superseded`]).
 //! - **Keep-alive**: no packet within 1.5 times the keep-alive ends the
 //!   connection (5.0: DISCONNECT 0x8D). **Will**: published when the
 //!   connection ends without DISCONNECT (or with 5.0 reason 0x04), at
@@ -66,9 +72,8 @@
 //!   thread, batched, off this actor.
 //!
 //! Not done: QoS 2 (5.0 CONNACK says maximum QoS 1; a SUBSCRIBE asking 2
-//! is granted 1, as both versions allow); sessions are kept by the router
-//! the client was connected to (a client reconnecting to another router
-//! starts a new session); the will is not stored.
+//! is granted 1, as both versions allow); the will is not stored or
+//! replicated.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -221,7 +226,45 @@ pub struct MqttConnection {
     stored: bool,
     /// A session read from the store at start, set up once started.
     restored: Option<StoredSession>,
+    /// The CONNECT waits for the mesh's answer about its session
+    /// ([`super::mesh::FetchSession`]); input waits meanwhile.
+    fetching: bool,
+    /// The session was handed to another router, which has not confirmed
+    /// yet: the QoS 1 messages it was given, kept until then.
+    handing: Option<Handing>,
+    /// The session record's version ([`SessionRecord::version`]).
+    version: u64,
+    /// The record was announced to the mesh's replicas (an end is too).
+    replicated: bool,
 }
+
+/// What a session handed over keeps until the other router confirms:
+/// the deliveries sent and not acknowledged, and those queued.
+struct Handing {
+    sent: Vec<(LinkId, RoutedDelivery)>,
+    queued: Vec<(LinkId, RoutedDelivery)>,
+}
+
+/// Another router asks for this persistent session (see
+/// [`super::mesh`]): its client, if connected, is disconnected (5.0
+/// reason 0x8E), and the session's record and QoS 1 messages are handed
+/// over. `None`: not a persistent session, or one being handed already.
+#[derive(Message)]
+#[rtype(result = "Option<HandOff>")]
+pub struct HandOver;
+
+/// A session as it is handed over; `token` names the session actor.
+pub struct HandOff {
+    pub record: SessionRecord,
+    pub queue: Vec<QueuedMessage>,
+    pub token: u64,
+}
+
+/// The router the session was handed to took it: the handed messages are
+/// settled `accepted` and the session ends here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandedOver;
 
 /// Write what is pending (once per mailbox run).
 #[derive(Message)]
@@ -292,6 +335,10 @@ impl MqttConnection {
             keep_alive_timer: None,
             stored: false,
             restored: None,
+            fetching: false,
+            handing: None,
+            version: 0,
+            replicated: false,
         }
     }
 
@@ -315,6 +362,7 @@ impl MqttConnection {
                 Version::V311
             },
         });
+        c.version = session.record.version;
         c.restored = Some(session);
         c
     }
@@ -422,20 +470,55 @@ impl MqttConnection {
                 .iter()
                 .map(|(f, s)| (f.clone(), s.qos))
                 .collect(),
+            version: self.version,
         })
     }
 
-    /// Writes the session to the store on disk, if the router has one:
-    /// a persistent session's record (`queue`, when set, replaces its
-    /// stored queue); a session no longer persistent is removed.
+    /// The session changed: its version goes up, the record goes to the
+    /// mesh's replicas ([`super::mesh`]) and to the store on disk (see
+    /// [`Self::write_session`]).
     fn store_session(&mut self, queue: Option<Vec<QueuedMessage>>) {
-        let Some(store) = &self.retained.store else {
-            return;
-        };
         if !self.registered {
             return;
         }
-        match self.session_record() {
+        let record = self.session_record().map(|mut r| {
+            r.version = self.version.saturating_add(1).max(unix_micros());
+            r
+        });
+        if let Some(r) = &record {
+            self.version = r.version;
+        }
+        self.replicate(record.clone());
+        self.write_session(record, queue);
+    }
+
+    /// Announces the session record (`None`: its end, if it was announced)
+    /// to the mesh's replicas, through the router's MQTT node.
+    fn replicate(&mut self, record: Option<SessionRecord>) {
+        let Some(node) = self.retained.node.get() else {
+            return;
+        };
+        if record.is_none() && !self.replicated {
+            return;
+        }
+        self.replicated = record.is_some();
+        node.do_send(super::mesh::Replicate {
+            client_id: self.client_id.clone(),
+            record,
+            // An end is newer than the session's last record (and than
+            // a record it was taken from).
+            ended_version: self.version.saturating_add(1),
+        });
+    }
+
+    /// Writes the session to the store on disk, if the router has one:
+    /// a persistent session's `record` (`queue`, when set, replaces its
+    /// stored queue); a session no longer persistent (`None`) is removed.
+    fn write_session(&mut self, record: Option<SessionRecord>, queue: Option<Vec<QueuedMessage>>) {
+        let Some(store) = &self.retained.store else {
+            return;
+        };
+        match record {
             Some(record) => {
                 store.send(Change::Session {
                     client_id: self.client_id.clone(),
@@ -487,20 +570,35 @@ impl MqttConnection {
     fn start_restored(&mut self, session: StoredSession, ctx: &mut Context<Self>) {
         COUNTERS.sessions.fetch_add(1, Relaxed);
         let _ = self.info.container.set(self.client_id.clone());
-        for (f, qos) in &session.record.subscriptions {
+        let queued = self.take_session(&session.record, session.queue);
+        // This actor owns the stored session from now on (same version: a
+        // copy taken by another router while this one was down is newer).
+        let record = self.session_record();
+        self.replicate(record.clone());
+        self.write_session(record, None);
+        let expiry = self.persistent.unwrap_or_default();
+        tracing::info!(conn = %self.id, client = %self.client_id, subscriptions = self.subscriptions.len(), queued, "MQTT session restored from the store, kept for {}s", expiry.as_secs());
+        self.expire_after(expiry, ctx);
+    }
+
+    /// Takes a session's subscriptions and queue (from the store or from
+    /// another router); returns how many messages were queued.
+    fn take_session(&mut self, record: &SessionRecord, queue: Vec<QueuedMessage>) -> usize {
+        for (f, qos) in &record.subscriptions {
             if let Err(code) = self.subscribe(f, *qos) {
-                tracing::warn!(conn = %self.id, client = %self.client_id, filter = %f, "stored MQTT subscription not restored (reason {code:#04x})");
+                tracing::warn!(conn = %self.id, client = %self.client_id, filter = %f, "MQTT subscription of a stored or handed-over session not restored (reason {code:#04x})");
             }
         }
-        let queued = session.queue.len();
-        for m in session.queue {
+        let queued = queue.len();
+        for m in queue {
             let Some(sub) = self.subscriptions.get(&m.filter) else {
                 continue;
             };
             sub.counters.undelivered.fetch_add(1, Relaxed);
             let link = sub.link;
-            // Its sender is gone with the router's previous run: the
-            // client's PUBACK settles nothing upstream.
+            // Its sender was answered by the router that had the message
+            // (or is gone with its previous run): the client's PUBACK
+            // settles nothing upstream.
             let d = delivery(
                 Arc::from(m.address.as_str()),
                 m.message,
@@ -510,11 +608,143 @@ impl MqttConnection {
             self.queue_bytes += d.message.len();
             self.queue.push_back((link, d));
         }
-        // This actor owns the stored session from now on.
-        self.store_session(None);
-        let expiry = self.persistent.unwrap_or_default();
-        tracing::info!(conn = %self.id, client = %self.client_id, subscriptions = self.subscriptions.len(), queued, "MQTT session restored from the store, kept for {}s", expiry.as_secs());
-        self.expire_after(expiry, ctx);
+        queued
+    }
+
+    /// Hands this persistent session over to another router (see
+    /// [`HandOver`]); its QoS 1 messages are kept aside until confirmed.
+    fn hand_over(&mut self, ctx: &mut Context<Self>) -> Option<HandOff> {
+        if self.persistent.is_none() && self.attached && self.registered && !self.handed_off {
+            // Not a persistent session: nothing to hand over, but its
+            // client id is taken by a connection on another router.
+            self.fail(
+                0x8E,
+                "session taken over by a connection on another router",
+                ctx,
+            );
+            return None;
+        }
+        if self.persistent.is_none()
+            || !self.registered
+            || self.handed_off
+            || self.fetching
+            || self.handing.is_some()
+        {
+            return None;
+        }
+        if self.attached {
+            tracing::info!(conn = %self.id, client = %self.client_id, "MQTT session taken over by a connection on another router");
+            if let Some(w) = &self.w {
+                w.disconnect(0x8E, "session taken over", &mut self.out);
+            }
+            self.end_connection(ctx);
+        }
+        let record = self.session_record()?;
+        let (sent, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|(_, (link, _))| self.links.contains_key(link));
+        self.in_flight = kept.into_iter().collect();
+        let sent: Vec<_> = sent.into_iter().map(|(_, e)| e).collect();
+        let (queued, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|(link, d)| {
+                !d.presettled
+                    && d.stream.is_none()
+                    && self
+                        .links
+                        .get(link)
+                        .and_then(|f| self.subscriptions.get(f))
+                        .is_some_and(|s| s.qos == 1)
+            });
+        self.queue = kept.into_iter().collect();
+        self.queue_bytes -= queued.iter().map(|(_, d)| d.message.len()).sum::<usize>();
+        let queue = sent
+            .iter()
+            .chain(queued.iter())
+            .filter_map(|(link, d)| {
+                Some(QueuedMessage {
+                    filter: self.links.get(link)?.clone(),
+                    address: d.address.to_string(),
+                    message: d.message.clone(),
+                })
+            })
+            .collect();
+        self.handing = Some(Handing { sent, queued });
+        ctx.run_later(super::mesh::CONFIRM_TIMEOUT, |act, _| {
+            if act.handing.is_some() {
+                tracing::info!(conn = %act.id, client = %act.client_id, "MQTT session hand-over not confirmed within {:?}: the session stays here", super::mesh::CONFIRM_TIMEOUT);
+                act.keep_handed();
+            }
+        });
+        Some(HandOff {
+            record,
+            queue,
+            token: self.id.0,
+        })
+    }
+
+    /// A hand-over that was not confirmed: the messages handed go back to
+    /// the front of the queue (those sent before go again).
+    fn keep_handed(&mut self) {
+        let Some(h) = self.handing.take() else {
+            return;
+        };
+        for (link, d) in h.queued.into_iter().rev() {
+            self.queue_bytes += d.message.len();
+            self.queue.push_front((link, d));
+        }
+        for (link, d) in h.sent.into_iter().rev() {
+            if let Some(s) = self
+                .links
+                .get(&link)
+                .and_then(|f| self.subscriptions.get(f))
+            {
+                s.counters.unsettled.fetch_sub(1, Relaxed);
+                s.counters.undelivered.fetch_add(1, Relaxed);
+            }
+            self.queue_bytes += d.message.len();
+            self.queue.push_front((link, d));
+        }
+        self.pump();
+    }
+
+    /// The other router took the session: the messages handed are settled
+    /// `accepted` (it has them now) and the session ends here.
+    fn handed_over(&mut self, ctx: &mut Context<Self>) {
+        let Some(h) = self.handing.take() else {
+            return;
+        };
+        let counters = |link: &LinkId| {
+            self.links
+                .get(link)
+                .and_then(|f| self.subscriptions.get(f))
+                .map(|s| s.counters.clone())
+        };
+        for (link, d) in h.sent {
+            if let Some(c) = counters(&link) {
+                c.unsettled.fetch_sub(1, Relaxed);
+            }
+            let _ = d.settled_by_consumer(
+                (self.id, link),
+                Some(DeliveryState::Accepted),
+                &mut self.returns,
+            );
+        }
+        for (link, mut d) in h.queued {
+            if let Some(c) = counters(&link) {
+                c.undelivered.fetch_sub(1, Relaxed);
+            }
+            self.returns.credit(&mut d);
+            self.returns.push(d, Some(DeliveryState::Accepted));
+        }
+        self.returns.send();
+        tracing::info!(conn = %self.id, client = %self.client_id, "MQTT session handed over to another router: ended here");
+        self.persistent = None;
+        if self.attached {
+            self.fail(0x8E, "session taken over", ctx);
+        } else {
+            ctx.stop();
+        }
     }
 
     fn publish_will(&mut self) {
@@ -532,7 +762,7 @@ impl MqttConnection {
 
     fn on_input(&mut self, ctx: &mut Context<Self>) {
         self.last_input = Instant::now();
-        while self.reader.is_some() && !self.handed_off {
+        while self.reader.is_some() && !self.handed_off && !self.fetching {
             let version = self.w.as_ref().map(|w| w.version);
             let max = self.max_packet();
             match codec::read(&mut self.input, version, max) {
@@ -660,6 +890,57 @@ impl MqttConnection {
             }
         }
         self.client_id = client_id;
+        self.w = Some(w);
+        if c.clean
+            && self.shared.mesh.is_some()
+            && let Some(node) = self.retained.node.get()
+        {
+            // A clean start discards the client's session on any router.
+            node.do_send(super::mesh::DiscardSession {
+                client_id: self.client_id.clone(),
+                at: unix_micros(),
+            });
+        }
+        // A persistent session not on this router may be on another one of
+        // the mesh: asked first (bounded by mesh::FETCH_TIMEOUT); input
+        // waits meanwhile.
+        if !c.clean
+            && self.shared.mesh.is_some()
+            && !self.shared.client_ids.contains_key(&self.client_id)
+            && let Some(node) = self.retained.node.get().cloned()
+        {
+            self.fetching = true;
+            let fetch = node.send(super::mesh::FetchSession {
+                client_id: self.client_id.clone(),
+            });
+            ctx.spawn(fetch.into_actor(self).map(move |handed, act, ctx| {
+                act.fetching = false;
+                if act.reader.is_none() {
+                    // The client went away meanwhile; a session handed
+                    // over is not confirmed, so its owner keeps it.
+                    return;
+                }
+                act.connected(c, handed.ok().flatten(), ctx);
+                act.on_input(ctx);
+                if act.reader.is_some() && !act.handed_off {
+                    act.read_more();
+                }
+            }));
+            return;
+        }
+        self.connected(c, None, ctx);
+    }
+
+    /// The CONNECT is accepted: the session is registered under its client
+    /// id, new or `handed` over by another router (then subscribed and
+    /// queued as it was there, CONNACK says session present, and that
+    /// router is told it can end its copy).
+    fn connected(
+        &mut self,
+        c: codec::Connect,
+        handed: Option<super::mesh::HandedSession>,
+        ctx: &mut Context<Self>,
+    ) {
         self.shared.client_ids.insert(
             self.client_id.clone(),
             ClientEntry {
@@ -671,8 +952,27 @@ impl MqttConnection {
         self.registered = true;
         COUNTERS.sessions.fetch_add(1, Relaxed);
         let _ = self.info.container.set(self.client_id.clone());
-        self.w = Some(w);
-        self.adopt(c, false, ctx);
+        let present = handed.is_some();
+        let confirm = handed.and_then(|h| {
+            self.version = h.record.version;
+            // Its replicas elsewhere are to be ended with it, even if this
+            // connection does not keep it (5.0 without expiry).
+            self.replicated = true;
+            let queued = self.take_session(&h.record, h.queue);
+            match h.token {
+                Some(_) => tracing::info!(conn = %self.id, client = %self.client_id, from = %h.owner, subscriptions = self.subscriptions.len(), queued, "MQTT session handed over from another router"),
+                None => tracing::info!(conn = %self.id, client = %self.client_id, owner = %h.owner, subscriptions = self.subscriptions.len(), "MQTT session restored from its replica (its router did not answer; the messages queued there are not here)"),
+            }
+            Some((h.owner, h.token?))
+        });
+        self.adopt(c, present, ctx);
+        if let (Some((owner, token)), Some(node)) = (confirm, self.retained.node.get()) {
+            node.do_send(super::mesh::ConfirmSession {
+                owner,
+                client_id: self.client_id.clone(),
+                token,
+            });
+        }
     }
 
     /// A connection with its CONNECT becomes this session's (new, or
@@ -1202,8 +1502,9 @@ impl MqttConnection {
     fn end_session(&mut self) {
         self.end_session_state();
         self.publish_will();
-        // A router shutting down keeps its stored sessions for its restart.
-        if self.stored && !self.shared.shutting_down.load(Relaxed) {
+        // A router shutting down keeps its stored sessions (and the mesh its
+        // replicas) for its restart.
+        if (self.stored || self.replicated) && !self.shared.shutting_down.load(Relaxed) {
             self.persistent = None;
             self.store_session(None);
         }
@@ -1234,7 +1535,12 @@ impl MqttConnection {
 }
 
 /// A delivery as it leaves an MQTT connection for its address.
-fn delivery(address: Arc<str>, message: Bytes, presettled: bool, origin: Origin) -> RoutedDelivery {
+pub(super) fn delivery(
+    address: Arc<str>,
+    message: Bytes,
+    presettled: bool,
+    origin: Origin,
+) -> RoutedDelivery {
     RoutedDelivery {
         address,
         message,
@@ -1369,7 +1675,7 @@ impl Handler<Input> for MqttConnection {
             Some(data) => {
                 self.input.extend_from_slice(&data);
                 self.on_input(ctx);
-                if self.reader.is_some() && !self.handed_off {
+                if self.reader.is_some() && !self.handed_off && !self.fetching {
                     self.read_more();
                 }
             }
@@ -1384,6 +1690,8 @@ impl Handler<Input> for MqttConnection {
 impl Handler<Resume> for MqttConnection {
     type Result = ();
     fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) {
+        // Its client came back here: a hand-over under way is undone.
+        self.keep_handed();
         if self.attached {
             // Taken over while connected: the old connection ends (its will
             // goes out), the session stays.
@@ -1414,6 +1722,74 @@ impl Handler<Resume> for MqttConnection {
             self.read_more();
         }
         self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<HandOver> for MqttConnection {
+    type Result = Option<HandOff>;
+    fn handle(&mut self, _: HandOver, ctx: &mut Context<Self>) -> Option<HandOff> {
+        let handed = self.hand_over(ctx);
+        self.schedule_flush(ctx);
+        handed
+    }
+}
+
+impl Handler<HandedOver> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, _: HandedOver, ctx: &mut Context<Self>) {
+        self.handed_over(ctx);
+    }
+}
+
+/// A newer copy of this session (`version`) is on another router (see
+/// [`super::mesh`]): a session waiting for its client, and not being
+/// handed over, is stale and ends here (its queue is dropped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Superseded {
+    pub version: u64,
+    pub owner: String,
+}
+
+/// A connection with a clean start took this session's client id on
+/// another router at `at` (µs since the epoch): a session older than that
+/// ends, its client (if connected) disconnected (5.0 reason 0x8E).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Discarded {
+    pub at: u64,
+}
+
+impl Handler<Discarded> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, msg: Discarded, ctx: &mut Context<Self>) {
+        if self.version >= msg.at || self.handed_off || !self.registered {
+            return;
+        }
+        tracing::info!(conn = %self.id, client = %self.client_id, "MQTT session discarded: a clean session of its client id started on another router");
+        self.persistent = None;
+        self.keep_handed();
+        if self.attached {
+            self.fail(
+                0x8E,
+                "session taken over by a connection on another router",
+                ctx,
+            );
+        } else {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Superseded> for MqttConnection {
+    type Result = ();
+    fn handle(&mut self, msg: Superseded, ctx: &mut Context<Self>) {
+        if self.attached || self.handing.is_some() || self.version >= msg.version {
+            return;
+        }
+        tracing::info!(conn = %self.id, client = %self.client_id, owner = %msg.owner, dropped = self.queue.len() + self.in_flight.len(), "MQTT session superseded by a newer copy on another router: ended here");
+        self.persistent = None;
+        ctx.stop();
     }
 }
 
@@ -1480,8 +1856,15 @@ impl Handler<Shutdown> for MqttConnection {
     }
 }
 
+/// Microseconds since the Unix epoch (session versions).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -14,11 +14,14 @@
 //! [`codec`] reads and writes the packets (3.1.1 and 5.0, over rumqttc's
 //! codecs); [`message`] maps an application message to AMQP and back;
 //! [`retain`] keeps retained messages; [`store`] keeps them and the
-//! persistent sessions on disk (`[router] data-dir`).
+//! persistent sessions on disk (`[router] data-dir`); [`mesh`] syncs the
+//! retained messages between the MQTT routers of a mesh and hands
+//! persistent sessions over to the router their client reconnects to.
 //! ARCHITECTURE.md ("MQTT") states the mapping and what is not done.
 
 pub mod codec;
 pub mod connection;
+pub mod mesh;
 pub mod message;
 pub mod retain;
 pub mod store;

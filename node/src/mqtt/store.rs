@@ -25,11 +25,18 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// Retained messages: topic -> AMQP message.
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+/// The version of each topic's last retained change (set or clear):
+/// topic -> µs since the epoch (`mqtt::retain`); a topic without a
+/// retained message is a clear's tombstone.
+const RETAINED_VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("retained-versions");
 /// Persistent sessions: client id -> [`SessionRecord`] (encoded).
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// Messages queued for absent clients: (client id, sequence) ->
 /// [`QueuedMessage`] (encoded).
 const SESSION_QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("session-queue");
+/// Replicas of other routers' persistent sessions: client id -> (owner
+/// router id, [`SessionRecord`]) (encoded).
+const SESSION_REPLICAS: TableDefinition<&str, &[u8]> = TableDefinition::new("session-replicas");
 
 /// A store operation failed; each names the file and what was done (the
 /// cause is its `source`).
@@ -80,6 +87,11 @@ pub struct SessionRecord {
     pub disconnected_at: Option<u64>,
     /// Its subscriptions: filter and granted QoS.
     pub subscriptions: Vec<(String, u8)>,
+    /// Its version: raised by its owner on each change, above any version
+    /// it had on another router (`mqtt::mesh`: a replica or a stale copy
+    /// with a lower version is superseded). 0 in records written before
+    /// versions were.
+    pub version: u64,
 }
 
 /// A QoS 1 message queued for an absent client: what rebuilds its PUBLISH
@@ -105,10 +117,12 @@ pub struct StoredSession {
 /// One change to the store.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// `topic`'s retained message is `message`, or none (cleared).
+    /// `topic`'s retained message is `message`, or none (cleared), as
+    /// the change of version `version`.
     Retain {
         topic: String,
         message: Option<Bytes>,
+        version: u64,
     },
     /// The session of `client_id` (owned by the session actor `owner`) is
     /// `record`; `queue` replaces its stored queue when set.
@@ -127,8 +141,24 @@ pub enum Change {
     /// The session of `client_id` ended (removed unless another owner
     /// wrote it since).
     SessionEnded { client_id: String, owner: u64 },
+    /// The replica of `client_id`'s session owned by the router `owner`
+    /// is `record`, or none (removed).
+    Replica {
+        client_id: String,
+        owner: String,
+        record: Option<SessionRecord>,
+    },
     /// Nothing: answered once what was sent before it is committed.
     Sync,
+}
+
+/// A replica of another router's persistent session, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReplica {
+    pub client_id: String,
+    /// The router that owns the session.
+    pub owner: String,
+    pub record: SessionRecord,
 }
 
 /// The router's redb file.
@@ -166,6 +196,8 @@ impl MqttStore {
             tx.open_table(RETAINED)?;
             tx.open_table(SESSIONS)?;
             tx.open_table(SESSION_QUEUE)?;
+            tx.open_table(SESSION_REPLICAS)?;
+            tx.open_table(RETAINED_VERSIONS)?;
             Ok(())
         })?;
         Ok(store)
@@ -219,6 +251,52 @@ impl MqttStore {
             Ok(out)
         };
         read().map_err(self.io("read the retained messages"))
+    }
+
+    /// The version of each topic's last retained change (tombstones of
+    /// clears included).
+    pub fn retained_versions(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let read = || -> Result<HashMap<String, u64>, redb::Error> {
+            let tx = self.db.begin_read()?;
+            let table = tx.open_table(RETAINED_VERSIONS)?;
+            let mut out = HashMap::new();
+            for entry in table.iter()? {
+                let (topic, version) = entry?;
+                out.insert(topic.value().to_owned(), version.value());
+            }
+            Ok(out)
+        };
+        read().map_err(self.io("read the retained messages' versions"))
+    }
+
+    /// The replicas of other routers' sessions.
+    pub fn replicas(&self) -> Result<Vec<StoredReplica>, StoreError> {
+        let read = || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+            let tx = self.db.begin_read()?;
+            let table = tx.open_table(SESSION_REPLICAS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (id, v) = entry?;
+                out.push((id.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
+        };
+        let raw = read().map_err(self.io("read the session replicas"))?;
+        raw.into_iter()
+            .map(|(client_id, v)| {
+                decode_replica(&v)
+                    .map(|(owner, record)| StoredReplica {
+                        client_id: client_id.clone(),
+                        owner,
+                        record,
+                    })
+                    .ok_or_else(|| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        what: "the session replica",
+                        client_id,
+                    })
+            })
+            .collect()
     }
 
     /// The persistent sessions, each with its queue in order.
@@ -278,6 +356,8 @@ impl MqttStore {
             let mut retained = tx.open_table(RETAINED)?;
             let mut sessions = tx.open_table(SESSIONS)?;
             let mut queue = tx.open_table(SESSION_QUEUE)?;
+            let mut replicas = tx.open_table(SESSION_REPLICAS)?;
+            let mut versions = tx.open_table(RETAINED_VERSIONS)?;
             let clear_queue = |queue: &mut redb::Table<(&str, u64), &[u8]>, id: &str| {
                 queue.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
             };
@@ -285,15 +365,14 @@ impl MqttStore {
                 match c {
                     Change::Retain {
                         topic,
-                        message: Some(m),
+                        message,
+                        version,
                     } => {
-                        retained.insert(topic.as_str(), m.as_ref())?;
-                    }
-                    Change::Retain {
-                        topic,
-                        message: None,
-                    } => {
-                        retained.remove(topic.as_str())?;
+                        match message {
+                            Some(m) => retained.insert(topic.as_str(), m.as_ref())?,
+                            None => retained.remove(topic.as_str())?,
+                        };
+                        versions.insert(topic.as_str(), *version)?;
                     }
                     Change::Session {
                         client_id,
@@ -330,6 +409,21 @@ impl MqttStore {
                         *seq += 1;
                     }
                     Change::Sync => {}
+                    Change::Replica {
+                        client_id,
+                        owner,
+                        record: Some(record),
+                    } => {
+                        replicas
+                            .insert(client_id.as_str(), encode_replica(owner, record).as_slice())?;
+                    }
+                    Change::Replica {
+                        client_id,
+                        record: None,
+                        ..
+                    } => {
+                        replicas.remove(client_id.as_str())?;
+                    }
                     Change::SessionEnded { client_id, owner } => {
                         if owners.get(client_id).is_some_and(|o| o != owner) {
                             continue;
@@ -427,12 +521,14 @@ fn get_u64(input: &mut &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(get(input, 8)?.try_into().ok()?))
 }
 
-/// Version 1: level, expiry, disconnected-at (0 = connected), then
-/// (filter, qos) per subscription.
-fn encode_record(r: &SessionRecord) -> Vec<u8> {
-    let mut out = vec![1, r.protocol_level];
+/// Version 2: level, expiry, disconnected-at (0 = connected), the
+/// session's version, then (filter, qos) per subscription (version 1 had
+/// no session version).
+pub(crate) fn encode_record(r: &SessionRecord) -> Vec<u8> {
+    let mut out = vec![2, r.protocol_level];
     out.extend_from_slice(&r.expiry_secs.to_be_bytes());
     out.extend_from_slice(&r.disconnected_at.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&r.version.to_be_bytes());
     for (f, qos) in &r.subscriptions {
         put_str(&mut out, f);
         out.push(*qos);
@@ -440,14 +536,15 @@ fn encode_record(r: &SessionRecord) -> Vec<u8> {
     out
 }
 
-fn decode_record(mut input: &[u8]) -> Option<SessionRecord> {
+pub(crate) fn decode_record(mut input: &[u8]) -> Option<SessionRecord> {
     let input = &mut input;
     let head = get(input, 2)?;
-    if head[0] != 1 {
+    if head[0] != 1 && head[0] != 2 {
         return None;
     }
     let expiry_secs = get_u64(input)?;
     let at = get_u64(input)?;
+    let version = if head[0] == 2 { get_u64(input)? } else { 0 };
     let mut subscriptions = Vec::new();
     while !input.is_empty() {
         let f = get_str(input)?.to_owned();
@@ -459,10 +556,24 @@ fn decode_record(mut input: &[u8]) -> Option<SessionRecord> {
         expiry_secs,
         disconnected_at: (at != 0).then_some(at),
         subscriptions,
+        version,
     })
 }
 
-fn encode_queued(m: &QueuedMessage) -> Vec<u8> {
+fn encode_replica(owner: &str, r: &SessionRecord) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_str(&mut out, owner);
+    out.extend_from_slice(&encode_record(r));
+    out
+}
+
+fn decode_replica(mut input: &[u8]) -> Option<(String, SessionRecord)> {
+    let input = &mut input;
+    let owner = get_str(input)?.to_owned();
+    Some((owner, decode_record(input)?))
+}
+
+pub(crate) fn encode_queued(m: &QueuedMessage) -> Vec<u8> {
     let mut out = Vec::with_capacity(9 + m.filter.len() + m.address.len() + m.message.len());
     out.push(1);
     put_str(&mut out, &m.filter);
@@ -471,7 +582,7 @@ fn encode_queued(m: &QueuedMessage) -> Vec<u8> {
     out
 }
 
-fn decode_queued(mut input: &[u8]) -> Option<QueuedMessage> {
+pub(crate) fn decode_queued(mut input: &[u8]) -> Option<QueuedMessage> {
     let input = &mut input;
     if get(input, 1)? != [1] {
         return None;
@@ -505,14 +616,17 @@ mod tests {
                 Change::Retain {
                     topic: "a/1".into(),
                     message: Some(Bytes::from_static(b"one")),
+                    version: 1,
                 },
                 Change::Retain {
                     topic: "a/2".into(),
                     message: Some(Bytes::from_static(b"two")),
+                    version: 2,
                 },
                 Change::Retain {
                     topic: "a/3".into(),
                     message: Some(Bytes::from_static(b"three")),
+                    version: 3,
                 },
             ])
             .unwrap();
@@ -520,15 +634,23 @@ mod tests {
                 Change::Retain {
                     topic: "a/2".into(),
                     message: None,
+                    version: 4,
                 },
                 Change::Retain {
                     topic: "a/1".into(),
                     message: Some(Bytes::from_static(b"uno")),
+                    version: 5,
                 },
             ])
             .unwrap();
         }
         let s = MqttStore::open(&d, "R1").unwrap();
+        // Each topic's last change, a clear's tombstone included.
+        let versions = s.retained_versions().unwrap();
+        assert_eq!(
+            versions,
+            HashMap::from([("a/1".into(), 5), ("a/2".into(), 4), ("a/3".into(), 3)])
+        );
         let all = s.retained(usize::MAX, usize::MAX).unwrap();
         assert_eq!(
             all,
@@ -550,6 +672,60 @@ mod tests {
     }
 
     #[test]
+    fn session_replicas_survive_reopening_and_old_records_read_as_version_0() {
+        let d = dir("replicas");
+        let record = SessionRecord {
+            protocol_level: 5,
+            expiry_secs: 600,
+            disconnected_at: None,
+            subscriptions: vec![("a/#".into(), 1)],
+            version: 7,
+        };
+        {
+            let mut s = MqttStore::open(&d, "R1").unwrap();
+            s.apply(&[
+                Change::Replica {
+                    client_id: "c1".into(),
+                    owner: "R2".into(),
+                    record: Some(record.clone()),
+                },
+                Change::Replica {
+                    client_id: "c2".into(),
+                    owner: "R3".into(),
+                    record: Some(record.clone()),
+                },
+                Change::Replica {
+                    client_id: "c2".into(),
+                    owner: "R3".into(),
+                    record: None,
+                },
+            ])
+            .unwrap();
+        }
+        let s = MqttStore::open(&d, "R1").unwrap();
+        assert_eq!(
+            s.replicas().unwrap(),
+            vec![StoredReplica {
+                client_id: "c1".into(),
+                owner: "R2".into(),
+                record: record.clone(),
+            }]
+        );
+        // A version 1 record (no session version) reads as version 0.
+        let mut v1 = encode_record(&record);
+        v1[0] = 1;
+        v1.drain(18..26);
+        assert_eq!(
+            decode_record(&v1),
+            Some(SessionRecord {
+                version: 0,
+                ..record
+            })
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn a_directory_that_cannot_be_created_is_named() {
         let d = dir("bad");
         std::fs::create_dir_all(&d).unwrap();
@@ -568,6 +744,7 @@ mod tests {
             expiry_secs: 60,
             disconnected_at: Some(1_000),
             subscriptions: vec![("s/+".into(), 1), ("t".into(), 0)],
+            version: 42,
         };
         let m = |n: &str| QueuedMessage {
             filter: "s/+".into(),

@@ -1317,7 +1317,10 @@ impl Directory {
     fn distribution(&self, address: &str) -> Distribution {
         match self.table().lookup(address) {
             Distribution::Unavailable => Distribution::Unavailable,
-            _ if super::filter::is_filter(address) || address == super::filter::RETAIN_ADDRESS => {
+            _ if super::filter::is_filter(address)
+                || address == super::filter::RETAIN_ADDRESS
+                || address == super::filter::SESSION_ADDRESS =>
+            {
                 Distribution::Multicast
             }
             d => d,

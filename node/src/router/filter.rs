@@ -37,6 +37,10 @@ use crate::delivery::{Fanout, RoutedDelivery};
 /// MQTT listener (`mqtt::retain`): multicast, and matched by no filter.
 pub const RETAIN_ADDRESS: &str = "_mqtt/retain";
 
+/// The address the MQTT routers' session replicas travel on (`mqtt::mesh`):
+/// multicast, and matched by no filter.
+pub const SESSION_ADDRESS: &str = "_mqtt/session";
+
 /// True if `address` holds a wildcard level (`+` or `#`): it is a
 /// subscription filter, not a topic.
 pub fn is_filter(address: &str) -> bool {
