@@ -57,6 +57,15 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// Exports the spans buffered so far and waits for the export.
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider
+            && let Err(e) = provider.force_flush()
+        {
+            eprintln!("boted: flushing spans: {e}");
+        }
+    }
+
     /// Exports the spans still buffered and stops the exporter.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider

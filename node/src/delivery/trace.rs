@@ -272,11 +272,11 @@ impl MessageTrace {
             messaging.system = "amqp",
             messaging.operation.type = "receive",
             messaging.operation.name = "receive",
-            messaging.destination.name = %address,
-            messaging.message.id = message_id.as_deref().unwrap_or(""),
-            network.peer.address = %host,
+            messaging.destination.name = address,
+            messaging.message.id = message_id.as_deref(),
+            network.peer.address = host,
             network.peer.port = port,
-            bote.router.id = %router_id(),
+            bote.router.id = router_id(),
             bote.hop.count = 0i64,
             bote.trace.context.source = incoming.as_ref().map_or("none", |(_, s)| source_name(*s)),
         );
@@ -322,10 +322,10 @@ impl MessageTrace {
             messaging.system = "amqp",
             messaging.operation.type = "receive",
             messaging.operation.name = "receive",
-            messaging.destination.name = %address,
-            messaging.message.id = message_id.as_deref().unwrap_or(""),
-            bote.router.id = %router_id(),
-            bote.peer.router.id = %neighbour,
+            messaging.destination.name = address,
+            messaging.message.id = message_id.as_deref(),
+            bote.router.id = router_id(),
+            bote.peer.router.id = neighbour,
             bote.hop.count = hops as i64,
         );
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(cx));
@@ -350,33 +350,44 @@ impl MessageTrace {
     }
 
     fn start_send(&mut self, address: &str, fields: SendTo<'_>, hops: usize) -> WireContext {
-        let span = tracing::info_span!(
-            target: TARGET,
-            parent: &self.receive,
-            "send",
-            otel.name = %format_args!("send {address}"),
-            otel.kind = "producer",
-            messaging.system = "amqp",
-            messaging.operation.type = "send",
-            messaging.operation.name = "send",
-            messaging.destination.name = %address,
-            messaging.message.id = self.message_id.as_deref().unwrap_or(""),
-            network.peer.address = tracing::field::Empty,
-            network.peer.port = tracing::field::Empty,
-            bote.router.id = %router_id(),
-            bote.peer.router.id = tracing::field::Empty,
-            bote.hop.count = hops as i64,
-        );
-        match fields {
+        // Every field is given when the span is made: a field recorded
+        // later costs a registry lookup and a lock per field.
+        let span = match fields {
             SendTo::Client(peer) => {
                 let (host, port) = split_peer(peer);
-                span.record("network.peer.address", host);
-                span.record("network.peer.port", port);
+                tracing::info_span!(
+                    target: TARGET,
+                    parent: &self.receive,
+                    "send",
+                    otel.name = %format_args!("send {address}"),
+                    otel.kind = "producer",
+                    messaging.system = "amqp",
+                    messaging.operation.type = "send",
+                    messaging.operation.name = "send",
+                    messaging.destination.name = address,
+                    messaging.message.id = self.message_id.as_deref(),
+                    network.peer.address = host,
+                    network.peer.port = port,
+                    bote.router.id = router_id(),
+                    bote.hop.count = hops as i64,
+                )
             }
-            SendTo::Neighbour(router) => {
-                span.record("bote.peer.router.id", router);
-            }
-        }
+            SendTo::Neighbour(router) => tracing::info_span!(
+                target: TARGET,
+                parent: &self.receive,
+                "send",
+                otel.name = %format_args!("send {address}"),
+                otel.kind = "producer",
+                messaging.system = "amqp",
+                messaging.operation.type = "send",
+                messaging.operation.name = "send",
+                messaging.destination.name = address,
+                messaging.message.id = self.message_id.as_deref(),
+                bote.router.id = router_id(),
+                bote.peer.router.id = router,
+                bote.hop.count = hops as i64,
+            ),
+        };
         let wire = wire_context(span.context().span().span_context());
         record_ids(&span);
         // A copy sent again (resend released) ends the previous send span.
@@ -430,7 +441,11 @@ impl MessageTrace {
             ],
         );
         span.set_attribute("bote.delivery.outcome", outcome);
-        span.in_scope(|| tracing::debug!(outcome, "delivery settled"));
+        // Entering the span (for the log line's trace and span ids) costs
+        // the layer a context activation: only when the line is written.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            span.in_scope(|| tracing::debug!(outcome, "delivery settled"));
+        }
     }
 }
 

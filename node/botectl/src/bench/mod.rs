@@ -97,9 +97,13 @@ pub struct BenchOptions {
     /// Run direct, then through the router(s), and print the ratio.
     #[arg(long)]
     pub compare: bool,
-    /// With `--spawn`: after the routed run, one more run per sampling ratio
-    /// given (e.g. `0,0.01,1`) on freshly spawned routers with message
-    /// tracing on (`[telemetry]`), exporting to `--otlp-endpoint`.
+    /// With `--spawn`: besides the untraced routed run, one run per
+    /// sampling ratio given (e.g. `0,0.01,1`) on freshly spawned routers
+    /// with message tracing on (`[telemetry]`), exporting to
+    /// `--otlp-endpoint`. With `--runs N` the untraced and traced runs are
+    /// interleaved N times (each round in the opposite order to the one
+    /// before: untraced, 0, 0.01, then 0.01, 0, untraced, ...), and each
+    /// traced run is compared with the untraced run of its own round.
     #[arg(
         long,
         value_name = "RATIO,..",
@@ -107,6 +111,11 @@ pub struct BenchOptions {
         requires = "spawn"
     )]
     pub tracing: Vec<f64>,
+    /// Rounds to run: each round is the direct run (with `--compare`), the
+    /// routed run and the traced runs (`--tracing`), on freshly spawned
+    /// routers; the report gives each round's ratios and their medians.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub runs: usize,
     /// The OTLP/gRPC receiver the traced runs export to.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4317")]
     pub otlp_endpoint: String,
@@ -220,7 +229,10 @@ enum Path {
         senders: String,
         receivers: String,
         label: String,
+        /// The router whose CPU and memory are reported (the first).
         pid: Option<u32>,
+        /// Every router of the path whose CPU is summed.
+        pids: Vec<u32>,
     },
 }
 
@@ -331,54 +343,87 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     };
     let tls = tls.as_deref();
     let mut runs = Vec::new();
-    if options.direct || options.compare {
-        runs.push(run_path(options, &Path::Direct, tls)?);
-    }
+    // The runs of one round: `None` the untraced routed run, `Some(r)` a
+    // traced one at sampling ratio `r`. Odd rounds run them in reverse, so
+    // that a drift of the machine over the invocation does not favour one.
+    let mut kinds: Vec<Option<f64>> = Vec::new();
     if routed {
-        let _spawned;
-        let path = if options.spawn {
-            let (path, routers) = spawned_path(options, "", "", tls)?;
-            _spawned = routers;
-            path
-        } else if let Some(r) = &options.router {
-            Path::Routed {
-                senders: r.clone(),
-                receivers: r.clone(),
-                label: format!("router {r}"),
-                pid: options.router_pid,
-            }
-        } else {
-            let first = options.routers[0].clone();
-            let last = options.routers[options.routers.len() - 1].clone();
-            Path::Routed {
-                senders: first,
-                receivers: last,
-                label: format!("routers {}", options.routers.join(" -> ")),
-                pid: options.router_pid,
-            }
-        };
-        runs.push(run_path(options, &path, tls)?);
+        kinds.push(None);
     }
-    for ratio in &options.tracing {
-        let telemetry = format!(
-            "\n[telemetry]\notlp-endpoint = \"{}\"\nsampling-ratio = {ratio:?}\n",
-            options.otlp_endpoint
-        );
-        let (path, _routers) = spawned_path(
-            options,
-            &telemetry,
-            &format!(", tracing at sampling-ratio {ratio}"),
-            tls,
-        )?;
-        runs.push(run_path(options, &path, tls)?);
-    }
-    let ratio = match runs.as_slice() {
-        [direct, routed, ..] if options.compare && direct.msgs_per_sec > 0.0 => {
-            Some(routed.msgs_per_sec / direct.msgs_per_sec)
+    kinds.extend(options.tracing.iter().copied().map(Some));
+    let mut direct_ratios = Vec::new();
+    for round in 0..options.runs.max(1) {
+        let mut direct_rate = None;
+        if options.direct || options.compare {
+            let mut run = run_path(options, &Path::Direct, tls)?;
+            run.round = round;
+            direct_rate = Some(run.msgs_per_sec);
+            runs.push(run);
         }
-        _ => None,
-    };
+        let order: Vec<Option<f64>> = if round % 2 == 1 {
+            kinds.iter().rev().copied().collect()
+        } else {
+            kinds.clone()
+        };
+        for kind in order {
+            let mut run = match kind {
+                None => routed_run(options, tls)?,
+                Some(ratio) => {
+                    let telemetry = format!(
+                        "\n[telemetry]\notlp-endpoint = \"{}\"\nsampling-ratio = {ratio:?}\n",
+                        options.otlp_endpoint
+                    );
+                    let (path, _routers) = spawned_path(
+                        options,
+                        &telemetry,
+                        &format!(", tracing at sampling-ratio {ratio}"),
+                        tls,
+                    )?;
+                    run_path(options, &path, tls)?
+                }
+            };
+            run.round = round;
+            run.tracing = kind;
+            if kind.is_none()
+                && let Some(direct) = direct_rate.filter(|d| *d > 0.0)
+                && options.compare
+            {
+                direct_ratios.push(run.msgs_per_sec / direct);
+            }
+            runs.push(run);
+        }
+    }
+    let ratio = report::median(&mut direct_ratios);
     Ok(BenchReport { runs, ratio })
+}
+
+/// The untraced routed run: on freshly spawned router(s) with `--spawn`,
+/// else on the running one(s) named.
+fn routed_run(options: &BenchOptions, tls: Option<&BenchTls>) -> Result<RunReport, BenchError> {
+    if options.spawn {
+        let (path, _routers) = spawned_path(options, "", "", tls)?;
+        return run_path(options, &path, tls);
+    }
+    let path = if let Some(r) = &options.router {
+        Path::Routed {
+            senders: r.clone(),
+            receivers: r.clone(),
+            label: format!("router {r}"),
+            pid: options.router_pid,
+            pids: options.router_pid.into_iter().collect(),
+        }
+    } else {
+        let first = options.routers[0].clone();
+        let last = options.routers[options.routers.len() - 1].clone();
+        Path::Routed {
+            senders: first,
+            receivers: last,
+            label: format!("routers {}", options.routers.join(" -> ")),
+            pid: options.router_pid,
+            pids: options.router_pid.into_iter().collect(),
+        }
+    };
+    run_path(options, &path, tls)
 }
 
 /// Runs a scale mode (`--mode connections` or `addresses`): the direct
@@ -498,6 +543,7 @@ fn spawned_path(
             format!("spawned boted {}{note}", first.addr())
         },
         pid: first.pid(),
+        pids: routers.iter().filter_map(SpawnedRouter::pid).collect(),
     };
     Ok((path, routers))
 }
@@ -564,6 +610,9 @@ fn validate(o: &BenchOptions) -> Result<(), BenchError> {
     }
     if o.credit == 0 {
         return bad("--credit must be at least 1");
+    }
+    if o.runs == 0 {
+        return bad("--runs must be at least 1");
     }
     if o.timeout == 0 {
         return bad("--timeout must be at least 1 second");
@@ -738,7 +787,13 @@ fn run_path(
         Path::Routed { pid, .. } => *pid,
         Path::Direct => None,
     };
+    let all_pids = match path {
+        Path::Routed { pids, .. } => pids.clone(),
+        Path::Direct => Vec::new(),
+    };
     let before = pid.map(ProcSample::read).transpose()?;
+    let routers_before = cpu_of(&all_pids)?;
+    let clients_before = ProcSample::read(std::process::id())?.cpu_seconds;
     let tag = std::process::id();
     let template = Template::new(o.size, None);
     let message_bytes = match o.mode {
@@ -904,6 +959,8 @@ fn run_path(
         }
     }
     let after = pid.map(ProcSample::read).transpose()?;
+    let routers_cpu_seconds = cpu_of(&all_pids)? - routers_before;
+    let clients_cpu_seconds = ProcSample::read(std::process::id())?.cpu_seconds - clients_before;
 
     let sent = shared.sent.load(Ordering::Acquire);
     let received = shared.received.load(Ordering::Acquire);
@@ -950,6 +1007,8 @@ fn run_path(
             },
             rss_before_kb: b.rss_kb,
             peak_rss_kb: a.hwm_kb,
+            routers: all_pids.len(),
+            all_cpu_seconds: routers_cpu_seconds,
         }),
         _ => None,
     };
@@ -979,8 +1038,20 @@ fn run_path(
         mb_per_sec: rate(received as f64 * message_bytes as f64) / 1e6,
         latency: Latency::from_nanos(samples),
         router,
+        clients_cpu_seconds,
+        round: 0,
+        tracing: None,
         problems,
     })
+}
+
+/// The CPU time the processes `pids` used so far, summed.
+fn cpu_of(pids: &[u32]) -> Result<f64, BenchError> {
+    let mut total = 0.0;
+    for &pid in pids {
+        total += ProcSample::read(pid)?.cpu_seconds;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
