@@ -87,6 +87,44 @@ fn throughput(addr: Option<&str>) -> f64 {
     report.runs[0].msgs_per_sec
 }
 
+/// This thread's CPU time so far (ns, `/proc/thread-self/schedstat`).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU ns of the router's threads: (all, the management thread's), the
+/// latter found by its nice value (5, see `router::management`).
+fn router_cpu_ns(pid: u32) -> (u64, u64) {
+    let (mut all, mut management) = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let ns: u64 = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        // stat's field 19 is the nice value; fields after the ')' of the
+        // command name start at field 3.
+        let nice = std::fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|s| {
+                let after = &s[s.rfind(')')? + 1..];
+                after.split_whitespace().nth(16)?.parse::<i64>().ok()
+            })
+            .unwrap_or(0);
+        all += ns;
+        if nice == 5 {
+            management += ns;
+        }
+    }
+    (all, management)
+}
+
 fn query_all(connections: usize) -> Vec<(&'static str, Value)> {
     vec![
         ("operation", Value::from("QUERY")),
@@ -228,6 +266,11 @@ fn main() {
         let mut quiet = Vec::new();
         let mut loaded = Vec::new();
         let mut per_query = Vec::new();
+        // Share of one core while the loaded runs lasted: the querying
+        // client's thread, the router's management thread, the router.
+        let (mut client_cpu, mut management_cpu, mut router_cpu, mut wall) =
+            (0u64, 0u64, 0u64, 0.0);
+        let pid = router.pid().unwrap_or(0);
         for _ in 0..PAIRS {
             quiet.push(throughput(Some(&addr)));
             stop.store(false, Ordering::SeqCst);
@@ -238,7 +281,8 @@ fn main() {
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(async {
+                let cpu_at_start = thread_cpu_ns();
+                let times = rt.block_on(async {
                     let mut client = Client::connect(&addr2, None, Duration::from_secs(30))
                         .await
                         .unwrap();
@@ -254,13 +298,21 @@ fn main() {
                         }
                     }
                     times
-                })
+                });
+                (times, thread_cpu_ns() - cpu_at_start)
             });
             let t = Instant::now();
+            let (router_before, management_before) = router_cpu_ns(pid);
             loaded.push(throughput(Some(&addr)));
             let secs = t.elapsed().as_secs_f64();
+            let (router_after, management_after) = router_cpu_ns(pid);
             stop.store(true, Ordering::SeqCst);
-            per_query.extend(querier.join().unwrap());
+            let (times, cpu) = querier.join().unwrap();
+            per_query.extend(times);
+            client_cpu += cpu;
+            router_cpu += router_after - router_before;
+            management_cpu += management_after - management_before;
+            wall += secs;
             println!(
                 "  {label}: {} full paged QUERYs during a {secs:.1} s run",
                 queries.load(Ordering::SeqCst) - before
@@ -280,6 +332,13 @@ fn main() {
             (pairs[pairs.len() / 2] - 1.0) * 100.0
         );
         println!("  QUERY time while forwarding: {}", stats(per_query));
+        let share = |ns: u64| ns as f64 / 1e9 / wall * 100.0;
+        println!(
+            "  CPU while the loaded runs lasted, % of one core: querying client {:.1}, router's management thread {:.1}, router in all {:.1}",
+            share(client_cpu),
+            share(management_cpu),
+            share(router_cpu)
+        );
     }
     let _ = router.stop(Duration::from_secs(10));
 }
