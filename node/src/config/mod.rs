@@ -53,13 +53,13 @@ pub const MIN_MAX_FRAME_SIZE: u32 = 512;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {}: {source}", .path.display())]
+    #[error("cannot read config file {}: {error}", .path.display())]
     Read {
         /// The path given.
         path: PathBuf,
-        /// Why reading failed.
-        #[source]
-        source: std::io::Error,
+        /// Why reading failed (in the message, so not also a `source`:
+        /// an error chain would print it twice).
+        error: std::io::Error,
     },
     /// The file is not valid TOML or not a valid Bote configuration.
     #[error(transparent)]
@@ -824,9 +824,9 @@ impl Config {
     /// as given.
     pub fn from_file(path: impl AsRef<FsPath>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Config::from_str_named(&text, &path.display().to_string())
     }
