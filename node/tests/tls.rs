@@ -202,7 +202,11 @@ fn the_tls_example_parses_once_its_certificates_exist() {
     let config = Config::from_str_named(&text, "tls.toml").expect("the TLS example parses");
     assert_eq!(config.listeners[1].port, 5671);
     assert!(config.listeners[1].tls_files().is_some());
-    assert!(config.listeners[2].require_client_cert);
+    // MQTT over TLS, then the mesh's mutual TLS listener.
+    assert_eq!(config.listeners[2].port, 8883);
+    assert_eq!(config.listeners[2].protocol.as_str(), "mqtt");
+    assert!(config.listeners[2].tls_files().is_some());
+    assert!(config.listeners[3].require_client_cert);
     assert!(config.connectors[0].tls_files().is_some());
     // Without the files it names, it is refused, naming the file.
     let e = Config::from_str_named(include_str!("../examples/tls.toml"), "tls.toml")
