@@ -230,11 +230,17 @@ impl ControlActor {
 
     /// Writes the remote routers of each changed address into the table,
     /// then tells the data plane which addresses changed.
+    ///
+    /// An address whose remote routers are what the table already holds
+    /// is not passed on: the control plane also reports an address whose
+    /// only change is this router's own consumers (every local attach of
+    /// a new address), and telling its actor would cost a message, a
+    /// look-up in the registry and a refresh per attach for nothing.
     fn addresses_changed(&mut self, mut changed: Vec<Address>) {
         changed.sort_unstable();
         changed.dedup();
         let table = self.plane.address_table();
-        for address in &changed {
+        changed.retain(|address| {
             let mut routers = table
                 .get(address)
                 .map(|e| e.routers.clone())
@@ -242,7 +248,10 @@ impl ControlActor {
             if let Some(edges) = self.proxy.edges_of(address) {
                 routers.extend(edges.iter().cloned());
             }
-            self.addresses.set(address, routers);
+            self.addresses.set(address, routers)
+        });
+        if changed.is_empty() {
+            return;
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let json: serde_json::Map<String, serde_json::Value> = changed

@@ -193,13 +193,24 @@ impl RemoteAddresses {
         }
     }
 
-    /// Sets the routers of `address` (none: removes it).
-    pub fn set(&self, address: &Address, routers: BTreeSet<RouterId>) {
+    /// Sets the routers of `address` (none: removes it); false if they
+    /// were already these (nothing changed).
+    pub fn set(&self, address: &Address, routers: BTreeSet<RouterId>) -> bool {
         if routers.is_empty() {
-            self.table.remove(address);
-        } else {
-            self.table.insert(address.clone(), routers);
+            return self.table.remove(address).is_some();
         }
+        match self.table.entry(address.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(mut e) => {
+                if *e.get() == routers {
+                    return false;
+                }
+                e.insert(routers);
+            }
+            dashmap::mapref::entry::Entry::Vacant(e) => {
+                e.insert(routers);
+            }
+        }
+        true
     }
 
     /// Every address with its routers, sorted by address (for the state
@@ -589,4 +600,28 @@ pub async fn start(
         mode: config.router.mode,
         edges,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_the_routers_an_address_already_has_is_no_change() {
+        let table = RemoteAddresses::default();
+        let a = Address::from("a");
+        let routers = |ids: &[&str]| -> BTreeSet<RouterId> {
+            ids.iter().map(|id| RouterId::from(*id)).collect()
+        };
+        // A local consumer came: the control plane reports the address,
+        // but it has no remote routers, before or after.
+        assert!(!table.set(&a, routers(&[])));
+        assert!(table.set(&a, routers(&["B"])));
+        assert!(!table.set(&a, routers(&["B"])));
+        assert!(table.set(&a, routers(&["B", "C"])));
+        assert_eq!(table.routers(&a), routers(&["B", "C"]));
+        assert!(table.set(&a, routers(&[])));
+        assert!(!table.set(&a, routers(&[])));
+        assert!(table.is_empty());
+    }
 }

@@ -268,7 +268,11 @@ pub struct AddressActor {
     /// routers).
     cursor: Cursor,
     stats: Arc<AddressStats>,
-    mesh: Option<MeshHandle>,
+    /// The router's mesh, one handle shared by every address actor (a
+    /// copy of the handle per actor was an allocation (its `bound` list)
+    /// and about ten reference counts per address, and `refresh` copied
+    /// it again on every attach).
+    mesh: Option<Arc<MeshHandle>>,
     /// Remote routers with consumers, cheapest first.
     remote: Vec<Remote>,
     /// `remote` as the forwarding policy weighs it (same order; rebuilt
@@ -320,18 +324,24 @@ impl AddressActor {
         stats: Arc<AddressStats>,
         mesh: Option<MeshHandle>,
     ) -> Self {
-        Self::in_directory(address, distribution, stats, mesh, std::sync::Weak::new())
+        Self::in_directory(
+            address,
+            distribution,
+            stats,
+            mesh.map(Arc::new),
+            std::sync::Weak::new(),
+        )
     }
 
     fn in_directory(
         address: Arc<str>,
         distribution: Distribution,
         stats: Arc<AddressStats>,
-        mesh: Option<MeshHandle>,
+        mesh: Option<Arc<MeshHandle>>,
         directory: std::sync::Weak<Directory>,
     ) -> Self {
         AddressActor {
-            key: bote_topology::Address::from(&*address),
+            key: bote_topology::Address::new(address.clone()),
             directory,
             routers: std::collections::BTreeSet::new(),
             watching: false,
@@ -1156,7 +1166,7 @@ pub struct Directory {
     /// before keep their distribution.
     table: std::sync::RwLock<Arc<crate::config::address::AddressTable>>,
     stats: DashMap<Arc<str>, Arc<AddressStats>>,
-    mesh: Option<MeshHandle>,
+    mesh: Option<Arc<MeshHandle>>,
     /// Addresses whose actor routes through the mesh (remote routers, or
     /// deliveries waiting for routes): a route change reaches these only.
     watchers: DashMap<Arc<str>, ()>,
@@ -1189,7 +1199,7 @@ impl AddressRegistry {
                 workers,
                 table: std::sync::RwLock::new(Arc::new(table)),
                 stats: DashMap::new(),
-                mesh,
+                mesh: mesh.map(Arc::new),
                 watchers: DashMap::new(),
                 filters: super::filter::FilterIndex::default(),
                 reclaim_after_ms: std::sync::atomic::AtomicU64::new(
