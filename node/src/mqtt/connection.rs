@@ -1,4 +1,6 @@
-//! One actor per MQTT session, on a worker arbiter: while its client is
+//! One actor per MQTT session, on a worker arbiter (on the mesh's arbiter
+//! for a plain-TCP connection on a router in a mesh, see
+//! `router::listener::connection_arbiter`): while its client is
 //! connected it owns the connection (socket reads and writes, packets
 //! through [`super::codec`]); a persistent session outlives it. To the
 //! router it looks like a connection with links:

@@ -217,7 +217,7 @@ impl StreamHandler<TcpStream> for ListenerActor {
                 ),
             )
         });
-        let worker = self.shared.next_worker();
+        let worker = connection_arbiter(&self.shared, self.accept.is_some(), self.tls.is_some());
         let conn = self.shared.next_conn_id();
         let config = self.config.clone();
         let shared = self.shared.clone();
@@ -284,6 +284,32 @@ impl StreamHandler<TcpStream> for ListenerActor {
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
+/// Where an accepted connection's actor runs: a worker, in turn, except a
+/// plain-TCP MQTT connection on a router in a mesh, which runs on the mesh's
+/// arbiter with the address and peer actors. An MQTT connection's work per
+/// message is small (a PUBLISH in, a PUBLISH or PUBACK out), and on a worker
+/// every delivery and every outcome crossed threads twice, each crossing an
+/// eventfd write and a wake-up: on the MQTT chain A-B-C at QoS 1 (20 in
+/// flight) that was about one wake-up per two messages each way on A and C
+/// (`strace -c -f`), and the round trip, which bounds QoS 1 throughput since
+/// the PUBACK waits for the outcome, paid for them (BENCHMARKS.md, MQTT
+/// chain round trip). What it costs: a router's MQTT clients share one
+/// thread with its mesh, so MQTT-heavy routers in a mesh use one core for
+/// MQTT. AMQP connections (their frames cost more to decode and encode)
+/// and TLS ones (the handshake and the record crypto) stay on the workers.
+fn connection_arbiter(shared: &super::Shared, mqtt: bool, tls: bool) -> actix::dev::ArbiterHandle {
+    match &shared.mesh {
+        Some(mesh) if on_mesh_arbiter(true, mqtt, tls) => mesh.arbiter.clone(),
+        _ => shared.next_worker(),
+    }
+}
+
+/// The rule of [`connection_arbiter`]: whether a connection runs on the
+/// mesh's arbiter rather than a worker.
+fn on_mesh_arbiter(in_mesh: bool, mqtt: bool, tls: bool) -> bool {
+    in_mesh && mqtt && !tls
+}
+
 /// Runs the server side of the TLS handshake on the worker (registering
 /// the socket with its runtime), bounded by the listener's handshake
 /// deadline; `None` (logged, socket closed) when it fails or times out.
@@ -333,5 +359,21 @@ impl Handler<StopAccepting> for ListenerActor {
     fn handle(&mut self, _: StopAccepting, ctx: &mut Context<Self>) {
         tracing::info!(listener = %self.config.socket_address(), "listener closed");
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_mesh_arbiter;
+
+    #[test]
+    fn only_plain_mqtt_connections_in_a_mesh_run_on_the_mesh_arbiter() {
+        assert!(on_mesh_arbiter(true, true, false));
+        // TLS: the handshake and the record crypto stay on the workers.
+        assert!(!on_mesh_arbiter(true, true, true));
+        // AMQP connections stay on the workers.
+        assert!(!on_mesh_arbiter(true, false, false));
+        // No mesh: everything on the workers.
+        assert!(!on_mesh_arbiter(false, true, false));
     }
 }
