@@ -417,14 +417,25 @@ impl MqttNode {
             .collect();
         for (client_id, owner) in gone {
             tracing::info!(client = %client_id, %owner, "MQTT session replica expired: removed");
-            self.replicas.remove(&client_id);
-            if let Some(store) = &self.state.store {
-                store.send(Change::Replica {
-                    client_id,
-                    owner,
-                    record: None,
-                });
-            }
+            self.forget_replica(&client_id);
+        }
+    }
+
+    /// Removes the replica of `client_id` from memory and, when it is
+    /// another router's, from the store (this router keeps its own
+    /// sessions' records as sessions, not replicas).
+    fn forget_replica(&mut self, client_id: &str) {
+        let Some(replica) = self.replicas.remove(client_id) else {
+            return;
+        };
+        if replica.owner != self.shared.router_id
+            && let Some(store) = &self.state.store
+        {
+            store.send(Change::Replica {
+                client_id: client_id.to_owned(),
+                owner: replica.owner,
+                record: None,
+            });
         }
     }
 
@@ -440,16 +451,8 @@ impl MqttNode {
         if known.owner == self.shared.router_id || !ended_removes(known, owner, version) {
             return;
         }
-        let known_owner = known.owner.clone();
-        self.replicas.remove(client_id);
         tracing::info!(client = %client_id, %owner, "MQTT session replica removed (the session ended)");
-        if let Some(store) = &self.state.store {
-            store.send(Change::Replica {
-                client_id: client_id.to_owned(),
-                owner: known_owner,
-                record: None,
-            });
-        }
+        self.forget_replica(client_id);
     }
 
     /// A clean start on `router` at `at` discards the client's session.
@@ -457,19 +460,12 @@ impl MqttNode {
         if router == self.shared.router_id {
             return;
         }
-        if let Some(r) = self.replicas.get(client_id)
-            && r.record.version < at
+        if self
+            .replicas
+            .get(client_id)
+            .is_some_and(|r| r.record.version < at)
         {
-            if r.owner != self.shared.router_id
-                && let Some(store) = &self.state.store
-            {
-                store.send(Change::Replica {
-                    client_id: client_id.to_owned(),
-                    owner: r.owner.clone(),
-                    record: None,
-                });
-            }
-            self.replicas.remove(client_id);
+            self.forget_replica(client_id);
         }
         let session = self.shared.client_ids.get(client_id).and_then(|e| {
             e.session
@@ -1016,32 +1012,20 @@ impl Handler<Replicate> for MqttNode {
                         self.supersede(&msg.client_id, &k);
                         return;
                     }
-                    if let Some(store) = &self.state.store {
-                        store.send(Change::Replica {
-                            client_id: msg.client_id.clone(),
-                            owner: k.owner.clone(),
-                            record: None,
-                        });
-                    }
+                    // This router's record replaces the other's replica.
+                    self.forget_replica(&msg.client_id);
                 }
                 let message = self.replica_message(SESSION_ADDRESS, &msg.client_id, &mine);
                 self.replicas.insert(msg.client_id, mine);
                 self.send_multicast(message);
             }
             None => {
-                if let Some(r) = self.replicas.get(&msg.client_id)
-                    && ended_removes(r, &me, msg.ended_version)
+                if self
+                    .replicas
+                    .get(&msg.client_id)
+                    .is_some_and(|r| ended_removes(r, &me, msg.ended_version))
                 {
-                    if r.owner != me
-                        && let Some(store) = &self.state.store
-                    {
-                        store.send(Change::Replica {
-                            client_id: msg.client_id.clone(),
-                            owner: r.owner.clone(),
-                            record: None,
-                        });
-                    }
-                    self.replicas.remove(&msg.client_id);
+                    self.forget_replica(&msg.client_id);
                 }
                 let message = MessageBuilder::new()
                     .to(SESSION_ADDRESS)
@@ -1060,17 +1044,12 @@ impl Handler<DiscardSession> for MqttNode {
     type Result = ();
     fn handle(&mut self, msg: DiscardSession, _ctx: &mut Context<Self>) {
         let me = self.shared.router_id.clone();
-        if let Some(r) = self.replicas.get(&msg.client_id)
-            && r.owner != me
+        if self
+            .replicas
+            .get(&msg.client_id)
+            .is_some_and(|r| r.owner != me)
         {
-            if let Some(store) = &self.state.store {
-                store.send(Change::Replica {
-                    client_id: msg.client_id.clone(),
-                    owner: r.owner.clone(),
-                    record: None,
-                });
-            }
-            self.replicas.remove(&msg.client_id);
+            self.forget_replica(&msg.client_id);
         }
         let message = MessageBuilder::new()
             .to(SESSION_ADDRESS)
