@@ -84,7 +84,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use super::codec::{self, Inbound, Publish, ReadError, Version, Writer};
@@ -96,7 +96,7 @@ use crate::delivery::{
 };
 use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use crate::router::address::{AddressActor, AttachConsumer, Deliver, DetachConsumer, Forward};
-use crate::router::connection::{Shutdown, Transport};
+use crate::router::connection::{Shutdown, Transport, write_out};
 use crate::router::filter;
 use crate::router::link::LinkCounters;
 use crate::router::{ClientEntry, Shared};
@@ -1567,22 +1567,6 @@ pub(super) fn delivery(
     }
 }
 
-/// Writes what the connection hands it, in order, then shuts the socket
-/// (or the TLS session: close_notify) once the connection drops its end.
-async fn write_loop(
-    mut write: impl AsyncWrite + Unpin,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    conn: ConnId,
-) {
-    while let Some(buf) = rx.recv().await {
-        if let Err(e) = write.write_all(&buf).await {
-            tracing::debug!(%conn, "write failed: {e}");
-            break;
-        }
-    }
-    let _ = write.shutdown().await;
-}
-
 /// Reads the socket one chunk per request (see the module doc).
 async fn read_loop(
     mut read: impl AsyncRead + Unpin,
@@ -1631,12 +1615,12 @@ impl Actor for MqttConnection {
                     }
                 };
                 let (read, write) = stream.into_split();
-                actix::spawn(write_loop(write, rx, conn));
+                actix::spawn(write_out(conn, rx, write));
                 actix::spawn(read_loop(read, pending));
             }
             Transport::Tls(session, _) => {
                 let (read, write) = tokio::io::split(*session);
-                actix::spawn(write_loop(write, rx, conn));
+                actix::spawn(write_out(conn, rx, write));
                 actix::spawn(read_loop(read, pending));
             }
         }

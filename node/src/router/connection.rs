@@ -1759,7 +1759,7 @@ impl Handler<Shutdown> for ConnectionActor {
 /// Writes what the actor queues, in order; flushes whenever the queue is
 /// empty (a TLS session holds the last record until then); shuts the
 /// writing side when the actor drops its end.
-async fn write_out<W: tokio::io::AsyncWrite + Unpin>(
+pub(crate) async fn write_out<W: tokio::io::AsyncWrite + Unpin>(
     conn: ConnId,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     mut write: W,
