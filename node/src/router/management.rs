@@ -731,6 +731,20 @@ impl Shared {
     /// an interior's edge connections and an edge's uplink so): the
     /// container is the router at the other end; identities are
     /// [`EDGE_CONNECTION_IDS`] + the stream's number, apart from clients'.
+    /// A link as management shows it, its owning address keyed as
+    /// qdrouterd keys it.
+    fn link_entity(&self, link: Arc<LinkInfo>, now_ms: u64) -> Box<dyn Entity> {
+        let owning = link
+            .address
+            .as_deref()
+            .map(|a| address_key(&self.router_id, a));
+        Box::new(LinkEntity {
+            link,
+            owning,
+            now_ms,
+        })
+    }
+
     fn edge_connections(&self) -> Vec<Arc<ConnectionInfo>> {
         let Some(mesh) = &self.mesh else {
             return Vec::new();
@@ -780,15 +794,7 @@ impl Managed for Shared {
                 let now_ms = self.model.clock_ms();
                 for c in self.model.connections() {
                     for link in c.links() {
-                        let owning = link
-                            .address
-                            .as_deref()
-                            .map(|a| address_key(&self.router_id, a));
-                        out.push(Box::new(LinkEntity {
-                            link,
-                            owning,
-                            now_ms,
-                        }));
+                        out.push(self.link_entity(link, now_ms));
                     }
                 }
                 out
@@ -898,15 +904,7 @@ impl Managed for Shared {
                         continue;
                     }
                     for link in c.links().into_iter().skip(skip).take(count - out.len()) {
-                        let owning = link
-                            .address
-                            .as_deref()
-                            .map(|a| address_key(&self.router_id, a));
-                        out.push(Box::new(LinkEntity {
-                            link,
-                            owning,
-                            now_ms,
-                        }));
+                        out.push(self.link_entity(link, now_ms));
                     }
                     skip = 0;
                 }
