@@ -194,6 +194,33 @@ def test_mosquitto_clients_across_the_chain_and_paho_back(chain):
     p.close()
 
 
+def test_mqtt_connections_on_the_workers_still_cross_the_mesh():
+    """`mqtt-on-mesh-thread = false`: MQTT connections of a router in a
+    mesh run on the workers, as AMQP ones do; QoS 1 both ways across two
+    routers with every PUBACK."""
+    knob = "mqtt-on-mesh-thread = false"
+    a = Router("Router.WA", inter_router=True, mqtt=knob)
+    b = Router("Router.WB", connectors=[("to-a", a.inter_router_port, 1)], mqtt=knob)
+    try:
+        wait_until(lambda: all(len(r.state().get("routes", {})) == 1 for r in (a, b)), 20,
+                   "the two routers to converge")
+        sub = Client(b.mqtt_port)
+        sub.subscribe("workers/+", 1)
+        wait_for_address(a, "workers/+")
+        pub = Client(a.mqtt_port, paho.MQTTv5)
+        infos = [pub.publish(f"workers/{i}", f"w{i}".encode(), qos=1) for i in range(20)]
+        for info in infos:
+            info.wait_for_publish(10)
+            assert info.is_published()
+        wait_until(lambda: len(sub.messages) == 20, 10, "the 20 messages on B")
+        assert sorted(m[1] for m in sub.messages) == sorted(f"w{i}".encode() for i in range(20))
+        sub.close()
+        pub.close()
+    finally:
+        for r in (b, a):
+            assert r.stop() == 0, r.log()
+
+
 def test_qos1_is_not_acknowledged_until_a_consumer_accepts(one):
     pub = Client(one.mqtt_port)
     info = pub.publish("orders/new", b"order-1", qos=1)

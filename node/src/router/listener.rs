@@ -217,7 +217,11 @@ impl StreamHandler<TcpStream> for ListenerActor {
                 ),
             )
         });
-        let worker = connection_arbiter(&self.shared, self.accept.is_some(), self.tls.is_some());
+        let worker = connection_arbiter(
+            &self.shared,
+            self.accept.is_some() && self.config.mqtt_on_mesh_thread,
+            self.tls.is_some(),
+        );
         let conn = self.shared.next_conn_id();
         let config = self.config.clone();
         let shared = self.shared.clone();
@@ -296,7 +300,9 @@ impl StreamHandler<TcpStream> for ListenerActor {
 /// chain round trip). What it costs: a router's MQTT clients share one
 /// thread with its mesh, so MQTT-heavy routers in a mesh use one core for
 /// MQTT. AMQP connections (their frames cost more to decode and encode)
-/// and TLS ones (the handshake and the record crypto) stay on the workers.
+/// and TLS ones (the handshake and the record crypto) stay on the workers,
+/// as do a listener's MQTT connections with `mqtt-on-mesh-thread = false`.
+/// `mqtt`: an MQTT connection of a listener that wants the mesh's thread.
 fn connection_arbiter(shared: &super::Shared, mqtt: bool, tls: bool) -> actix::dev::ArbiterHandle {
     match &shared.mesh {
         Some(mesh) if on_mesh_arbiter(true, mqtt, tls) => mesh.arbiter.clone(),
