@@ -542,19 +542,27 @@ impl MqttConnection {
     }
 
     /// What the session holds for its client, as the store keeps it: the
+    /// A queued delivery that goes with the session when it is stored or
+    /// handed over: unsettled, whole (not still streaming in), for a QoS 1
+    /// subscription.
+    fn is_storable_qos1(&self, link: LinkId, d: &RoutedDelivery) -> bool {
+        !d.presettled
+            && d.stream.is_none()
+            && self
+                .links
+                .get(&link)
+                .and_then(|f| self.subscriptions.get(f))
+                .is_some_and(|s| s.qos == 1)
+    }
+
     /// QoS 1 messages sent and not acknowledged, then those queued (a
     /// message still streaming in is not stored).
     fn stored_queue(&self) -> Vec<QueuedMessage> {
         let sent = self.in_flight.values();
-        let queued = self.queue.iter().filter(|(link, d)| {
-            !d.presettled
-                && d.stream.is_none()
-                && self
-                    .links
-                    .get(link)
-                    .and_then(|f| self.subscriptions.get(f))
-                    .is_some_and(|s| s.qos == 1)
-        });
+        let queued = self
+            .queue
+            .iter()
+            .filter(|(link, d)| self.is_storable_qos1(*link, d));
         sent.chain(queued)
             .filter_map(|(link, d)| {
                 Some(QueuedMessage {
@@ -649,15 +657,7 @@ impl MqttConnection {
         let sent: Vec<_> = sent.into_iter().map(|(_, e)| e).collect();
         let (queued, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
             .into_iter()
-            .partition(|(link, d)| {
-                !d.presettled
-                    && d.stream.is_none()
-                    && self
-                        .links
-                        .get(link)
-                        .and_then(|f| self.subscriptions.get(f))
-                        .is_some_and(|s| s.qos == 1)
-            });
+            .partition(|(link, d)| self.is_storable_qos1(*link, d));
         self.queue = kept.into_iter().collect();
         self.queue_bytes -= queued.iter().map(|(_, d)| d.message.len()).sum::<usize>();
         let queue = sent
