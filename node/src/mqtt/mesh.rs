@@ -76,7 +76,7 @@ use super::retain::{MqttState, RETAIN_ADDRESS};
 use super::store::{self, Change, QueuedMessage, SessionRecord, StoredReplica};
 use crate::delivery::{ConnId, Origin, OutcomeBatch, Returned};
 use crate::router::Shared;
-use crate::router::address::{AttachConsumer, Deliver, Forward};
+use crate::router::address::{Deliver, Forward};
 pub use crate::router::filter::SESSION_ADDRESS;
 use crate::router::link::LinkCounters;
 use bote_amqp::{MessageBuilder, MessageId, MessageView, primitive};
@@ -867,21 +867,12 @@ impl Actor for MqttNode {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.returns_to = Some(Arc::new(ctx.address().recipient()));
-        for (handle, address) in [self.address.as_str(), SESSION_ADDRESS]
-            .into_iter()
-            .enumerate()
-        {
-            self.shared.addresses.get(address).do_send(AttachConsumer {
-                conn: self.conn,
-                link: bote_amqp::LinkId {
-                    session: bote_amqp::SessionId(0),
-                    handle: handle as u32,
-                },
-                deliver: ctx.address().recipient(),
-                counters: self.counters.clone(),
-                capacity: u32::MAX / 2,
-            });
-        }
+        self.shared.addresses.attach_in_process(
+            self.conn,
+            [self.address.as_str(), SESSION_ADDRESS],
+            &ctx.address().recipient(),
+            &self.counters,
+        );
         ctx.run_interval(SYNC_POLL, |act, _| act.tick());
         ctx.run_interval(PRUNE_EVERY, |act, _| act.prune());
     }

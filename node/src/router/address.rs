@@ -1298,6 +1298,30 @@ impl AddressRegistry {
         self.directory.get(address)
     }
 
+    /// Attaches a node of the router itself (the management node, the MQTT
+    /// node) as a consumer of each of `addresses`, with link handles 0, 1,
+    /// ... of session 0 on `conn`, and room for whatever it is sent.
+    pub fn attach_in_process<'a>(
+        &self,
+        conn: ConnId,
+        addresses: impl IntoIterator<Item = &'a str>,
+        deliver: &Recipient<Deliver>,
+        counters: &Arc<LinkCounters>,
+    ) {
+        for (handle, address) in addresses.into_iter().enumerate() {
+            self.get(address).do_send(AttachConsumer {
+                conn,
+                link: LinkId {
+                    session: bote_amqp::SessionId(0),
+                    handle: handle as u32,
+                },
+                deliver: deliver.clone(),
+                counters: counters.clone(),
+                capacity: u32::MAX / 2,
+            });
+        }
+    }
+
     /// The counters of `address`, while it has an actor.
     pub fn stats(&self, address: &str) -> Option<Arc<AddressStats>> {
         self.directory.stats.get(address).map(|s| s.value().clone())

@@ -36,7 +36,7 @@ use bote_amqp::DeliveryState;
 use bote_amqp::codec::Value;
 
 use super::Shared;
-use super::address::{AddressStats, AttachConsumer, Deliver, Forward};
+use super::address::{AddressStats, Deliver, Forward};
 use super::link::LinkCounters;
 use super::listener::{ListenerActor, StopAccepting};
 use crate::config::address::{AddressEntry, AddressKey, AddressTable};
@@ -1315,18 +1315,12 @@ impl Actor for ManagementActor {
                 &self.shared.router_id,
             ));
         }
-        for (link, address) in addresses.into_iter().enumerate() {
-            self.shared.addresses.get(&address).do_send(AttachConsumer {
-                conn: ConnId(0),
-                link: bote_amqp::LinkId {
-                    session: bote_amqp::SessionId(0),
-                    handle: link as u32,
-                },
-                deliver: me.clone().recipient(),
-                counters: self.counters.clone(),
-                capacity: u32::MAX / 2,
-            });
-        }
+        self.shared.addresses.attach_in_process(
+            ConnId(0),
+            addresses.iter().map(String::as_str),
+            &me.recipient(),
+            &self.counters,
+        );
     }
 }
 
