@@ -427,6 +427,20 @@ pub struct Totals {
     pub blocked: u64,
 }
 
+impl Totals {
+    /// Adds the outcomes of deliveries that came in over inter-router
+    /// streams (their `delivered` and `presettled` are not ingress, and
+    /// stay out): qdrouterd counts a router's outcomes on every incoming
+    /// link.
+    pub fn add_inter_router_outcomes(&mut self, row: StatsRow) {
+        let i = &mut self.incoming;
+        i.accepted += row.accepted;
+        i.rejected += row.rejected;
+        i.released += row.released;
+        i.modified += row.modified;
+    }
+}
+
 /// A link at zero credit for longer than this is blocked (qdrouterd's
 /// production age).
 pub const BLOCKED_SECONDS: u64 = 10;

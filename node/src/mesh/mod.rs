@@ -317,6 +317,12 @@ pub struct MeshStats {
     pub route_recompute: prometheus_client::metrics::histogram::Histogram,
     /// Frames and bytes each way per neighbour router, across its streams.
     neighbours: std::sync::Mutex<BTreeMap<RouterId, Arc<NeighbourTraffic>>>,
+    /// Outcomes of the unsettled deliveries that arrived from neighbours
+    /// (interior or edge), counted when this router sends the outcome
+    /// back: qdrouterd counts the router's accepted/rejected/released/
+    /// modified deliveries on every incoming link, inter-router ones
+    /// included, so a transit or egress router counts each outcome once.
+    pub incoming_outcomes: crate::model::LinkStats,
 }
 
 /// Frames and bytes (protobuf-encoded) exchanged with one neighbour.
@@ -375,6 +381,7 @@ impl Default for MeshStats {
                 prometheus_client::metrics::histogram::exponential_buckets(1e-5, 4.0, 10),
             ),
             neighbours: std::sync::Mutex::new(BTreeMap::new()),
+            incoming_outcomes: crate::model::LinkStats::default(),
         }
     }
 }

@@ -551,6 +551,12 @@ impl Handler<Returned> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Returned, ctx: &mut Self::Context) {
+        for (_, state) in &msg.outcomes {
+            // `None`: a presettled delivery moved on; no outcome to count.
+            if let Some(state) = state {
+                self.stats.incoming_outcomes.outcome(Some(state));
+            }
+        }
         let frames = self.data.returned(msg.outcomes, msg.moved);
         self.queue(frames, ctx);
         if self.data.credit_acks_wait() && !self.credit_acks_armed {

@@ -596,6 +596,10 @@ impl Shared {
     fn router_entity(&self) -> RouterEntity {
         let addresses = self.addresses.addresses();
         let view = self.mesh.as_ref().map(|m| m.view());
+        let mut totals = self.model.totals();
+        if let Some(m) = &self.mesh {
+            totals.add_inter_router_outcomes(m.stats.incoming_outcomes.read());
+        }
         RouterEntity {
             id: self.router_id.clone(),
             mode: match &self.mesh {
@@ -603,7 +607,7 @@ impl Shared {
                 None => "standalone",
             },
             addresses: addresses.len(),
-            totals: self.model.totals(),
+            totals,
             links: 0,
             nodes: view.as_ref().map_or(0, |v| v.routes.reachable_count()),
             connections: self.model.connections.len(),
