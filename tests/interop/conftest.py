@@ -191,11 +191,16 @@ def router():
 
 
 def wait_until(pred, timeout=20, what="condition"):
+    """Polls `pred` until it holds or `timeout` seconds pass. `what` names
+    the condition in the error; a callable is called then, so the error
+    can say what was seen."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
             return
         time.sleep(0.02)
+    if callable(what):
+        what = what()
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 

@@ -198,8 +198,12 @@ def test_stuck_deliveries_and_blocked_links(pair):
         tx = Sender(a.url, address, 1, timeout=60).start()
         wait_until(lambda: rx.count == 1, 10, "B's consumer to hold the delivery")
         # Stuck after 10 s, found by a sweep every 5 s.
-        wait_until(lambda: series(scrape(a))[0]["qdr_deliveries_stuck_total"] == 1, 25,
-                   "A to count the delivery stuck")
+        seen = []
+        wait_until(lambda: seen.append(series(scrape(a))[0]["qdr_deliveries_stuck_total"])
+                   or seen[-1] == 1, 25,
+                   lambda: f"A to count the delivery stuck (gauge read {sorted(set(seen))}, "
+                           f"sender {tx.counts()}, B's consumer {rx.count}; "
+                           f"A's log ends {a.log()[-2000:]!r})")
         links = json.load(urllib.request.urlopen(a.http_url + "/api/v1/links", timeout=10))
         stuck = [(l["linkDir"], l["owningAddr"], l["deliveriesStuck"]) for l in links
                  if l["deliveriesStuck"]]
