@@ -122,11 +122,18 @@ async fn kill_under_multicast_load(
         .find(|(i, _)| *i == watched)
         .expect("watched")
         .1;
-    wait_until(
-        "the watched subscriber to get its share before the kill",
-        || watch.seen.load(Ordering::SeqCst) as f64 >= kill_at * N as f64,
-    )
-    .await;
+    let share = async {
+        while (watch.seen.load(Ordering::SeqCst) as f64) < kill_at * N as f64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(boted::WAIT, share).await.is_err() {
+        panic!(
+            "timed out waiting for the watched subscriber to get its share before the \
+             fault; {}",
+            before_the_fault(routers, &subscribers, tx.is_finished())
+        );
+    }
     if batch {
         watch.hold.store(true, Ordering::SeqCst);
         wait_until("the subscriber to hold deliveries", || {
@@ -159,6 +166,56 @@ async fn kill_under_multicast_load(
         assert_each_received_once_and_accepted(&ids, &heard, N);
     }
     re_forwarded(&routers[0], lost)
+}
+
+/// What a run looked like when it did not reach its fault: what each
+/// subscriber had received and held, whether the sender had finished, and
+/// the neighbours each router lost (a router silent for the hello timeout
+/// under load is dropped, and its subscribers miss what is sent meanwhile:
+/// that, not a stalled flow, also keeps a subscriber below its share).
+fn before_the_fault(
+    routers: &[Router],
+    subscribers: &[(usize, AcceptingConsumer)],
+    sender_finished: bool,
+) -> String {
+    let counts: Vec<String> = subscribers
+        .iter()
+        .map(|(i, s)| {
+            format!(
+                "{} received {} (holding {})",
+                routers[*i].id,
+                s.seen.load(Ordering::SeqCst),
+                s.held.load(Ordering::SeqCst)
+            )
+        })
+        .collect();
+    let losses: Vec<String> = routers
+        .iter()
+        .flat_map(|r| {
+            r.lines()
+                .into_iter()
+                .filter(|l| {
+                    l.contains("neighbour down")
+                        || l.contains("lost Router")
+                        || l.contains("hello timeout")
+                })
+                .map(move |l| format!("{}: {l}", r.id))
+        })
+        .collect();
+    format!(
+        "{}; the sender {}; neighbours lost: {}",
+        counts.join(", "),
+        if sender_finished {
+            "had finished"
+        } else {
+            "had not finished"
+        },
+        if losses.is_empty() {
+            "none".to_owned()
+        } else {
+            losses.join("\n")
+        }
+    )
 }
 
 fn stop_all_but(routers: Vec<Router>, killed: usize) {
