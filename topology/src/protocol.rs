@@ -15,7 +15,8 @@
 //!   [`Hello`] at once and then every `hello_interval`; an adjacency is
 //!   *two-way* once the peer's hello lists us, and only two-way neighbours go
 //!   into our link-state record. A neighbour silent for `hello_timeout` (any
-//!   message counts) loses its adjacency until it is heard again.
+//!   message counts, and so does data the transport reports through
+//!   [`ControlPlane::heard`]) loses its adjacency until it is heard again.
 //! - **Link cost**: one end of each link decides its cost
 //!   ([`CostAuthority`]): in a router, the end that dialled (its connector
 //!   has the configured cost). That end states the cost in its hellos; the
@@ -854,6 +855,16 @@ impl ControlPlane {
             self.recompute(now);
         }
         self.flush(now, false);
+    }
+
+    /// Neighbour `from` was heard from by other means than a control
+    /// message (the transport saw data from it): it is alive, as a
+    /// message would show. A hello queued behind a flood of data arrives
+    /// late; this keeps the adjacency meanwhile.
+    pub fn heard(&mut self, from: &RouterId, now: Duration) {
+        if let Some(n) = self.neighbours.get_mut(from) {
+            n.last_heard = n.last_heard.max(now);
+        }
     }
 
     /// A control message from neighbour `from`. Messages from routers that

@@ -491,6 +491,30 @@ fn a_silent_neighbour_is_dropped_after_the_hello_timeout() {
 }
 
 #[test]
+fn a_neighbour_whose_hellos_are_late_but_whose_data_arrives_keeps_its_adjacency() {
+    let mut mesh = ring(6, ProtocolConfig::default());
+    mesh.run_for(Duration::from_millis(100));
+    let (a, b) = (id(0), id(1));
+    // No control message crosses A-B for 4 s (past the 3 s timeout), but
+    // each end's transport reports data from the other every 500 ms.
+    mesh.drop_rule = Some(Box::new(move |_, f, t, _| {
+        (*f == a && *t == b) || (*f == b && *t == a)
+    }));
+    for _ in 0..8 {
+        mesh.run_for(Duration::from_millis(500));
+        let now = mesh.now;
+        mesh.nodes.get_mut(&id(0)).unwrap().heard(&id(1), now);
+        mesh.nodes.get_mut(&id(1)).unwrap().heard(&id(0), now);
+    }
+    assert!(mesh.nodes[&id(0)].neighbour(&id(1)).unwrap().two_way);
+    assert_eq!(mesh.nodes[&id(0)].routes().next_hop(&id(1)), Some(&id(1)));
+    // Data stops too: the adjacency goes after the timeout.
+    mesh.run_for(Duration::from_millis(3500));
+    assert!(!mesh.nodes[&id(0)].neighbour(&id(1)).unwrap().two_way);
+    assert_eq!(mesh.nodes[&id(0)].routes().next_hop(&id(1)), Some(&id(5)));
+}
+
+#[test]
 fn a_restarted_router_with_a_new_instance_supersedes_its_old_record_and_addresses() {
     let mut mesh = ring(8, ProtocolConfig::default());
     let r3 = id(3);

@@ -549,7 +549,8 @@ impl Handler<PeerIdentified> for ControlActor {
     }
 }
 
-/// Control messages received on a stream.
+/// Control messages received on a stream (none: it carried only data,
+/// which shows the neighbour is alive).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PeerMessages {
@@ -578,6 +579,8 @@ impl Handler<PeerMessages> for ControlActor {
         }
         let now = self.now();
         let cost_before = self.plane.neighbour(&msg.from).map(|n| n.cost);
+        // Anything from the neighbour (data alone comes as no messages).
+        self.plane.heard(&msg.from, now);
         for message in msg.messages {
             self.plane.handle_message(&msg.from, message, now);
         }

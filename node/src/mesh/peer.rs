@@ -114,7 +114,16 @@ pub struct PeerActor {
     hook: super::DataHook,
     /// The routed link pairs through this stream (link routing).
     routed: routed::PeerRouted,
+    /// When the control actor was last told the neighbour was heard from
+    /// (control messages, or data alone at most every [`HEARD_REPORT`]).
+    heard_reported: Option<std::time::Instant>,
 }
+
+/// How often a stream that carries only data tells the control actor the
+/// neighbour is alive: a hello queued behind a flood of transfers arrives
+/// late, but the transfers show the neighbour is there (well inside the
+/// hello timeout, 3 s by default).
+const HEARD_REPORT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What the control actor needs to start a [`PeerActor`] on a new stream.
 pub struct PeerStream {
@@ -168,6 +177,7 @@ impl PeerActor {
                 traffic: Default::default(),
                 hook,
                 routed: Default::default(),
+                heard_reported: None,
             }
         })
     }
@@ -469,14 +479,22 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
                 act.data.expire_waiting()
             });
         }
-        if let Some(from) = &self.peer
-            && !messages.is_empty()
-        {
-            self.control.do_send(PeerMessages {
-                conn: self.conn,
-                from: from.clone(),
-                messages,
-            });
+        if let Some(from) = &self.peer {
+            // Data alone says the neighbour is alive too (an empty list),
+            // told at most every HEARD_REPORT.
+            let now = std::time::Instant::now();
+            if !messages.is_empty()
+                || self
+                    .heard_reported
+                    .is_none_or(|at| now.duration_since(at) >= HEARD_REPORT)
+            {
+                self.heard_reported = Some(now);
+                self.control.do_send(PeerMessages {
+                    conn: self.conn,
+                    from: from.clone(),
+                    messages,
+                });
+            }
         }
     }
 }
