@@ -11,10 +11,11 @@
 //! batches of 200 messages, each flushed before the next, so that none is
 //! dropped by a full queue.
 //!
-//! With `sdk` it measures an alternative the router does not use: the
-//! same two spans (names, kinds, attributes, the settle event, the egress
-//! annotation entries) made with the OpenTelemetry SDK's tracer directly,
-//! without `tracing` and `tracing-opentelemetry`, exported the same way.
+//! With `sdk` it measures the OpenTelemetry SDK's pipeline instead of the
+//! router's span records (`bote_node::otlp`): the same two spans (names,
+//! kinds, attributes, the settle event, the egress annotation entries)
+//! made with the SDK's tracer and exported through its
+//! `BatchSpanProcessor` and `opentelemetry-otlp`, as the router did before.
 
 use std::time::Duration;
 

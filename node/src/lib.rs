@@ -16,6 +16,7 @@ pub mod management;
 pub mod mesh;
 pub mod model;
 pub mod mqtt;
+pub mod otlp;
 pub mod router;
 pub mod state;
 pub mod telemetry;

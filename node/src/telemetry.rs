@@ -1,36 +1,28 @@
 //! The router's log and trace output: the `tracing` subscriber `boted`
 //! installs (text or JSON log lines on stderr, filtered by `log-level`) and,
-//! when `[telemetry] otlp-endpoint` is set, the OpenTelemetry layer that
-//! exports message spans ([`crate::delivery::trace`]) over OTLP/gRPC with
-//! `service.name` and the router id (`bote.router.id`) as resource
-//! attributes.
+//! when `[telemetry] otlp-endpoint` is set, the span exporter
+//! ([`crate::otlp`]) that sends message spans ([`crate::delivery::trace`])
+//! over OTLP/gRPC with `service.name` and the router id (`bote.router.id`)
+//! as resource attributes.
 //!
 //! JSON log lines written inside a traced delivery carry its OpenTelemetry
-//! `trace_id` and `span_id`: message spans record their ids in the span's
-//! registry extensions (`delivery::trace::record_ids`) and the JSON formatter reads them
-//! from the current span scope.
+//! `trace_id` and `span_id`: the delivery writes them in a `tracing` span
+//! holding the ids in its registry extensions (`delivery::trace::record_ids`)
+//! and the JSON formatter reads them from the current span scope.
 
 use std::fmt;
-use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
-};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, filter::Targets};
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, TelemetryConfig};
 use crate::delivery::trace::{self as message_trace, TraceIds};
-
-/// How often batched spans are exported.
-const EXPORT_INTERVAL: Duration = Duration::from_millis(500);
+use crate::otlp::{ExporterError, SpanExporter};
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,37 +33,30 @@ pub enum TelemetryError {
         #[source]
         source: tracing_subscriber::filter::ParseError,
     },
-    #[error("[telemetry] otlp-endpoint {endpoint:?}: {source}")]
-    Exporter {
-        endpoint: String,
-        #[source]
-        source: opentelemetry_otlp::ExporterBuildError,
-    },
+    #[error("[telemetry] otlp-endpoint: {0}")]
+    Exporter(#[from] ExporterError),
     #[error("installing the tracing subscriber: {0}")]
     Install(#[from] tracing_subscriber::util::TryInitError),
 }
 
 /// Keeps the span exporter; [`Telemetry::shutdown`] flushes it.
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    exporter: Option<SpanExporter>,
 }
 
 impl Telemetry {
-    /// Exports the spans buffered so far and waits for the export.
+    /// Exports the spans queued so far and waits for the export (blocks:
+    /// not from a task of the runtime `init` ran in).
     pub fn flush(&self) {
-        if let Some(provider) = &self.provider
-            && let Err(e) = provider.force_flush()
-        {
-            eprintln!("boted: flushing spans: {e}");
+        if let Some(exporter) = &self.exporter {
+            exporter.flush();
         }
     }
 
-    /// Exports the spans still buffered and stops the exporter.
+    /// Exports the spans still queued and stops the exporter.
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider
-            && let Err(e) = provider.shutdown()
-        {
-            eprintln!("boted: flushing spans: {e}");
+        if let Some(exporter) = self.exporter {
+            exporter.shutdown();
         }
     }
 }
@@ -90,9 +75,9 @@ pub fn init(
         Ok(v) if !v.is_empty() => v,
         _ => log_level.to_owned(),
     };
-    // Text logs leave message spans out (formatting their fields for every
-    // traced delivery would cost more than exporting them); JSON logs keep
-    // them, for the trace and span ids of lines written inside them.
+    // Text logs leave out the span a traced delivery writes its settle line
+    // in (they show no ids); JSON logs keep it, for the trace and span ids
+    // of the lines written inside it.
     let directives = match format {
         LogFormat::Text => format!("{level},{}=off", message_trace::TARGET),
         LogFormat::Json => level.clone(),
@@ -120,64 +105,19 @@ pub fn init(
             .with_filter(filter)
             .boxed(),
     };
-    let (otel, provider) = match &telemetry.otlp_endpoint {
-        None => (None, None),
-        Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()
-                .map_err(|source| TelemetryError::Exporter {
-                    endpoint: endpoint.clone(),
-                    source,
-                })?;
-            let batch = BatchSpanProcessor::builder(exporter)
-                .with_batch_config(
-                    BatchConfigBuilder::default()
-                        .with_scheduled_delay(EXPORT_INTERVAL)
-                        .build(),
-                )
-                .build();
-            let resource = opentelemetry_sdk::Resource::builder()
-                .with_service_name(telemetry.service_name.clone())
-                .with_attribute(opentelemetry::KeyValue::new(
-                    "bote.router.id",
-                    router_id.to_owned(),
-                ))
-                .build();
-            // The sampling decision is the router's (delivery::trace): a
-            // span is only created for a sampled delivery.
-            let provider = SdkTracerProvider::builder()
-                .with_span_processor(batch)
-                .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
-                .with_resource(resource)
-                .build();
-            let tracer = provider.tracer("bote");
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_location(false)
-                .with_threads(false)
-                .with_tracked_inactivity(false)
-                .with_target(false)
-                .with_level(false)
-                .with_filter(
-                    Targets::new().with_target(message_trace::TARGET, tracing::Level::TRACE),
-                );
-            (Some(layer), Some(provider))
-        }
-    };
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(otel)
-        .try_init()?;
-    if provider.is_some() {
-        message_trace::enable(
-            telemetry.sampling_ratio,
+    tracing_subscriber::registry().with(logs).try_init()?;
+    let exporter = match &telemetry.otlp_endpoint {
+        None => None,
+        Some(endpoint) => Some(SpanExporter::start(
+            endpoint,
+            &telemetry.service_name,
             router_id,
-            format == LogFormat::Json,
-        );
+        )?),
+    };
+    if exporter.is_some() {
+        message_trace::enable(telemetry.sampling_ratio, format == LogFormat::Json);
     }
-    Ok(Telemetry { provider })
+    Ok(Telemetry { exporter })
 }
 
 /// A JSON event format that adds `trace_id` and `span_id` to lines written
@@ -224,7 +164,7 @@ where
 mod tests {
     use super::*;
     use crate::delivery::trace::record_ids;
-    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry::trace::{SpanId, TraceId};
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -243,24 +183,23 @@ mod tests {
     fn json_lines_inside_a_traced_span_carry_its_trace_and_span_ids() {
         let out = Captured::default();
         let writer = out.clone();
-        let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(move || writer.clone())
-                    .event_format(WithTraceIds(tracing_subscriber::fmt::format().json()))
-                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new()),
-            )
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        let (trace_id, span_id) = tracing::subscriber::with_default(subscriber, || {
-            use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .event_format(WithTraceIds(tracing_subscriber::fmt::format().json()))
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new()),
+        );
+        let (trace_id, span_id) = (
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
             tracing::info!("outside");
-            let span = tracing::info_span!("receive");
-            record_ids(&span);
+            let span = tracing::info_span!("delivery");
+            record_ids(&span, trace_id, span_id);
             span.in_scope(|| tracing::info!(outcome = "accepted", "delivery settled"));
-            let sc = span.context().span().span_context().clone();
-            (sc.trace_id().to_string(), sc.span_id().to_string())
         });
+        let (trace_id, span_id) = (trace_id.to_string(), span_id.to_string());
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

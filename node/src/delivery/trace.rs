@@ -30,16 +30,17 @@
 //! atomic load at ingress and carries `None`; sampled out, it also pays the
 //! context lookup in the message.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bote_amqp::{DeliveryState, Encoded, MessageView};
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The `tracing` target of message spans: the OpenTelemetry layer takes
-/// these, the log output leaves them out.
+use crate::otlp::{self, MessageSpans, Peer, Settle, SpanRecord};
+
+/// The `tracing` target of the span a settle log line is written in (JSON
+/// logs show its trace and span ids); text logs leave it out.
 pub const TARGET: &str = "bote::message";
 
 /// The message annotation Qpid JMS and Qpid Proton C++ carry the context in.
@@ -62,15 +63,13 @@ static CARRIER_KEYS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
     });
 /// The sampling ratio as `f64` bits.
 static RATIO: AtomicU64 = AtomicU64::new(0);
-static ROUTER_ID: OnceLock<String> = OnceLock::new();
-/// Log lines are JSON: message spans record their ids for them.
+/// Log lines are JSON: the settle line carries the span's ids.
 static IDS_IN_LOGS: AtomicBool = AtomicBool::new(false);
 
-/// Turns message tracing on (the binary does, once the OTLP exporter and
-/// its `tracing` layer are installed); `ids_in_logs` when log lines show
-/// trace and span ids (JSON).
-pub fn enable(sampling_ratio: f64, router_id: &str, ids_in_logs: bool) {
-    let _ = ROUTER_ID.set(router_id.to_owned());
+/// Turns message tracing on (the binary does, once the span exporter,
+/// `crate::otlp`, runs); `ids_in_logs` when log lines show trace and span
+/// ids (JSON).
+pub fn enable(sampling_ratio: f64, ids_in_logs: bool) {
     IDS_IN_LOGS.store(ids_in_logs, Relaxed);
     RATIO.store(sampling_ratio.to_bits(), Relaxed);
     ENABLED.store(true, Relaxed);
@@ -80,10 +79,6 @@ pub fn enable(sampling_ratio: f64, router_id: &str, ids_in_logs: bool) {
 #[inline]
 pub fn enabled() -> bool {
     ENABLED.load(Relaxed)
-}
-
-fn router_id() -> &'static str {
-    ROUTER_ID.get().map_or("", String::as_str)
 }
 
 /// Where an incoming context was found.
@@ -143,14 +138,17 @@ pub fn parse_traceparent(traceparent: &str, tracestate: &str) -> Option<SpanCont
 /// `span`'s `traceparent` and `tracestate`.
 pub fn wire_context(span: &SpanContext) -> WireContext {
     WireContext {
-        traceparent: format!(
-            "00-{}-{}-{:02x}",
-            span.trace_id(),
-            span.span_id(),
-            span.trace_flags().to_u8()
+        traceparent: traceparent(
+            u128::from_be_bytes(span.trace_id().to_bytes()),
+            u64::from_be_bytes(span.span_id().to_bytes()),
+            span.trace_flags().to_u8(),
         ),
         tracestate: span.trace_state().header(),
     }
+}
+
+fn traceparent(trace_id: u128, span_id: u64, flags: u8) -> String {
+    format!("00-{trace_id:032x}-{span_id:016x}-{flags:02x}")
 }
 
 fn text<'a>(v: Option<Encoded<'a>>) -> Option<&'a str> {
@@ -191,11 +189,11 @@ pub fn incoming_context(message: &MessageView) -> Option<(SpanContext, ContextSo
     None
 }
 
-fn message_id(message: &MessageView) -> Option<String> {
+fn message_id(message: &MessageView) -> Option<Box<str>> {
     use bote_amqp::MessageId;
     Some(match message.message_id().ok()?? {
-        MessageId::Ulong(v) => v.to_string(),
-        MessageId::String(s) => s.to_owned(),
+        MessageId::Ulong(v) => v.to_string().into(),
+        MessageId::String(s) => s.into(),
         MessageId::Uuid(u) => {
             let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
             format!(
@@ -206,36 +204,146 @@ fn message_id(message: &MessageView) -> Option<String> {
                 &h[16..20],
                 &h[20..]
             )
+            .into()
         }
-        MessageId::Binary(b) => b.iter().map(|b| format!("{b:02x}")).collect(),
+        MessageId::Binary(b) => b
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into(),
     })
 }
 
-/// `host:port` split for `network.peer.address` / `network.peer.port`.
-fn split_peer(peer: &str) -> (&str, i64) {
-    match peer.rsplit_once(':') {
-        Some((host, port)) => (
-            host.trim_start_matches('[').trim_end_matches(']'),
-            port.parse().unwrap_or(0),
-        ),
-        None => (peer, 0),
+/// A random non-zero id.
+fn random_id<T: PartialEq + Default>() -> T
+where
+    rand::distr::StandardUniform: rand::distr::Distribution<T>,
+{
+    loop {
+        let id = rand::random::<T>();
+        if id != T::default() {
+            return id;
+        }
+    }
+}
+
+/// `receive {address}` while the delivery (or one of its multicast
+/// copies) is on this router; queued for export when the last copy goes.
+#[derive(Debug)]
+struct ReceiveSpan(Mutex<Option<ReceiveOpen>>);
+
+#[derive(Debug)]
+struct ReceiveOpen {
+    message: Arc<MessageSpans>,
+    start: u64,
+    from: Peer,
+    hops: i64,
+    source: Option<&'static str>,
+    settles: Vec<Settle>,
+}
+
+impl Drop for ReceiveSpan {
+    fn drop(&mut self) {
+        let open = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = open.take() {
+            otlp::submit(SpanRecord::Receive {
+                message: r.message,
+                start: r.start,
+                end: otlp::now(),
+                from: r.from,
+                hops: r.hops,
+                source: r.source,
+                settles: r.settles,
+            });
+        }
+    }
+}
+
+/// `send {address}` of the copy in flight; queued for export when it ends.
+#[derive(Debug)]
+struct SendSpan {
+    message: Arc<MessageSpans>,
+    span_id: u64,
+    start: u64,
+    to: Option<Peer>,
+    hops: i64,
+    settle: Option<Settle>,
+}
+
+impl Drop for SendSpan {
+    fn drop(&mut self) {
+        if let Some(to) = self.to.take() {
+            otlp::submit(SpanRecord::Send {
+                message: self.message.clone(),
+                span_id: self.span_id,
+                start: self.start,
+                end: otlp::now(),
+                to,
+                hops: self.hops,
+                settle: self.settle,
+            });
+        }
     }
 }
 
 /// The spans of one traced delivery on this router.
+///
+/// They are compact records (ids, timestamps, the address, the peer, the
+/// outcome), not SDK spans: they become OTLP spans on the export thread
+/// (`crate::otlp`), which is what keeps a sampled message cheap.
+#[derive(Debug)]
 pub struct MessageTrace {
-    /// `receive {address}`: the delivery's time on this router.
-    receive: tracing::Span,
+    /// `receive {address}`: shared by multicast copies.
+    receive: Arc<ReceiveSpan>,
+    /// The fields all this message's spans share.
+    message: Arc<MessageSpans>,
     /// `send {address}` of the copy in flight, until it settles.
-    send: Option<tracing::Span>,
+    send: Option<SendSpan>,
     /// The message came with W3C keys in its message-annotations: egress
     /// writes them too.
     w3c_annotations: bool,
-    /// `messaging.message.id`, if the message has one.
-    message_id: Option<Box<str>>,
 }
 
 impl MessageTrace {
+    fn start(
+        address: &str,
+        parent: Option<&SpanContext>,
+        message_id: Option<Box<str>>,
+        from: Peer,
+        hops: i64,
+        source: Option<&'static str>,
+        w3c_annotations: bool,
+    ) -> Box<Self> {
+        let message = Arc::new(MessageSpans {
+            trace_id: parent.map_or_else(random_id::<u128>, |p| {
+                u128::from_be_bytes(p.trace_id().to_bytes())
+            }),
+            receive_id: random_id::<u64>(),
+            parent: parent.map(|p| u64::from_be_bytes(p.span_id().to_bytes())),
+            // A sampled-out context never gets here.
+            trace_flags: 1,
+            trace_state: parent.map_or_else(Default::default, |p| {
+                p.trace_state().header().into_boxed_str()
+            }),
+            address: address.into(),
+            message_id,
+        });
+        let receive = Arc::new(ReceiveSpan(Mutex::new(Some(ReceiveOpen {
+            message: message.clone(),
+            start: otlp::now(),
+            from,
+            hops,
+            source,
+            settles: Vec::new(),
+        }))));
+        Box::new(MessageTrace {
+            receive,
+            message,
+            send: None,
+            w3c_annotations,
+        })
+    }
+
     /// A delivery arriving from a client on connection `peer` (`host:port`):
     /// `Some` if it is sampled (its context says so, or it has none and the
     /// sampling ratio picks it).
@@ -261,36 +369,16 @@ impl MessageTrace {
                 }
             }
         }
-        let (host, port) = split_peer(peer);
         let view = view.or_else(|| MessageView::parse(message.clone()).ok());
-        let message_id = view.as_ref().and_then(message_id);
-        let span = tracing::info_span!(
-            target: TARGET,
-            "receive",
-            otel.name = %format_args!("receive {address}"),
-            otel.kind = "consumer",
-            messaging.system = "amqp",
-            messaging.operation.type = "receive",
-            messaging.operation.name = "receive",
-            messaging.destination.name = address,
-            messaging.message.id = message_id.as_deref(),
-            network.peer.address = host,
-            network.peer.port = port,
-            bote.router.id = router_id(),
-            bote.hop.count = 0i64,
-            bote.trace.context.source = incoming.as_ref().map_or("none", |(_, s)| source_name(*s)),
-        );
-        if let Some((cx, _)) = &incoming {
-            let _ =
-                span.set_parent(opentelemetry::Context::new().with_remote_span_context(cx.clone()));
-        }
-        record_ids(&span);
-        Some(Box::new(MessageTrace {
-            receive: span,
-            send: None,
-            w3c_annotations: matches!(incoming, Some((_, ContextSource::MessageAnnotations))),
-            message_id: message_id.map(String::into_boxed_str),
-        }))
+        Some(Self::start(
+            address,
+            incoming.as_ref().map(|(cx, _)| cx),
+            view.as_ref().and_then(message_id),
+            Peer::Client(peer.into()),
+            0,
+            Some(incoming.as_ref().map_or("none", |(_, s)| source_name(*s))),
+            matches!(incoming, Some((_, ContextSource::MessageAnnotations))),
+        ))
     }
 
     /// A delivery arriving from neighbour `neighbour` with the context of
@@ -313,29 +401,15 @@ impl MessageTrace {
             .as_ref()
             .and_then(incoming_context)
             .is_some_and(|(_, s)| s == ContextSource::MessageAnnotations);
-        let message_id = view.as_ref().and_then(message_id);
-        let span = tracing::info_span!(
-            target: TARGET,
-            "receive",
-            otel.name = %format_args!("receive {address}"),
-            otel.kind = "consumer",
-            messaging.system = "amqp",
-            messaging.operation.type = "receive",
-            messaging.operation.name = "receive",
-            messaging.destination.name = address,
-            messaging.message.id = message_id.as_deref(),
-            bote.router.id = router_id(),
-            bote.peer.router.id = neighbour,
-            bote.hop.count = hops as i64,
-        );
-        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(cx));
-        record_ids(&span);
-        Some(Box::new(MessageTrace {
-            receive: span,
-            send: None,
+        Some(Self::start(
+            address,
+            Some(&cx),
+            view.as_ref().and_then(message_id),
+            Peer::Neighbour(neighbour.into()),
+            hops as i64,
+            None,
             w3c_annotations,
-            message_id: message_id.map(String::into_boxed_str),
-        }))
+        ))
     }
 
     /// The trace of a multicast copy: the same `receive` span (copies'
@@ -343,56 +417,27 @@ impl MessageTrace {
     pub fn copy(&self) -> Box<Self> {
         Box::new(MessageTrace {
             receive: self.receive.clone(),
+            message: self.message.clone(),
             send: None,
             w3c_annotations: self.w3c_annotations,
-            message_id: self.message_id.clone(),
         })
     }
 
-    fn start_send(&mut self, address: &str, fields: SendTo<'_>, hops: usize) -> WireContext {
-        // Every field is given when the span is made: a field recorded
-        // later costs a registry lookup and a lock per field.
-        let span = match fields {
-            SendTo::Client(peer) => {
-                let (host, port) = split_peer(peer);
-                tracing::info_span!(
-                    target: TARGET,
-                    parent: &self.receive,
-                    "send",
-                    otel.name = %format_args!("send {address}"),
-                    otel.kind = "producer",
-                    messaging.system = "amqp",
-                    messaging.operation.type = "send",
-                    messaging.operation.name = "send",
-                    messaging.destination.name = address,
-                    messaging.message.id = self.message_id.as_deref(),
-                    network.peer.address = host,
-                    network.peer.port = port,
-                    bote.router.id = router_id(),
-                    bote.hop.count = hops as i64,
-                )
-            }
-            SendTo::Neighbour(router) => tracing::info_span!(
-                target: TARGET,
-                parent: &self.receive,
-                "send",
-                otel.name = %format_args!("send {address}"),
-                otel.kind = "producer",
-                messaging.system = "amqp",
-                messaging.operation.type = "send",
-                messaging.operation.name = "send",
-                messaging.destination.name = address,
-                messaging.message.id = self.message_id.as_deref(),
-                bote.router.id = router_id(),
-                bote.peer.router.id = router,
-                bote.hop.count = hops as i64,
-            ),
-        };
-        let wire = wire_context(span.context().span().span_context());
-        record_ids(&span);
+    fn start_send(&mut self, to: Peer, hops: usize) -> WireContext {
+        let span_id = random_id::<u64>();
         // A copy sent again (resend released) ends the previous send span.
-        self.send = Some(span);
-        wire
+        self.send = Some(SendSpan {
+            message: self.message.clone(),
+            span_id,
+            start: otlp::now(),
+            to: Some(to),
+            hops: hops as i64,
+            settle: None,
+        });
+        WireContext {
+            traceparent: traceparent(self.message.trace_id, span_id, self.message.trace_flags),
+            tracestate: self.message.trace_state.to_string(),
+        }
     }
 
     /// Egress to a client on connection `peer`: starts the `send` span and
@@ -401,11 +446,11 @@ impl MessageTrace {
     /// and `tracestate` when the message came with those.
     pub fn send_to_client(
         &mut self,
-        address: &str,
+        _address: &str,
         peer: &str,
         hops: usize,
     ) -> Vec<(&'static str, Vec<u8>)> {
-        let wire = self.start_send(address, SendTo::Client(peer), hops);
+        let wire = self.start_send(Peer::Client(peer.into()), hops);
         annotation_entries(&wire, self.w3c_annotations)
     }
 
@@ -413,11 +458,11 @@ impl MessageTrace {
     /// returns its context for the transfer frame.
     pub fn send_to_neighbour(
         &mut self,
-        address: &str,
+        _address: &str,
         neighbour: &str,
         hops: usize,
     ) -> WireContext {
-        self.start_send(address, SendTo::Neighbour(neighbour), hops)
+        self.start_send(Peer::Neighbour(neighbour.into()), hops)
     }
 
     /// The delivery settled here with `state` (`None`: no outcome, e.g.
@@ -432,56 +477,60 @@ impl MessageTrace {
             Some(DeliveryState::Modified { .. }) => "modified",
             Some(_) => "other",
         };
-        let span = self.send.take().unwrap_or_else(|| self.receive.clone());
-        span.add_event(
-            "settle",
-            vec![
-                opentelemetry::KeyValue::new("messaging.operation.type", "settle"),
-                opentelemetry::KeyValue::new("bote.delivery.outcome", outcome),
-            ],
-        );
-        span.set_attribute("bote.delivery.outcome", outcome);
-        // Entering the span (for the log line's trace and span ids) costs
-        // the layer a context activation: only when the line is written.
+        let settle = (otlp::now(), outcome);
+        let span_id = match self.send.take() {
+            Some(mut send) => {
+                send.settle = Some(settle);
+                send.span_id
+            }
+            None => {
+                let mut open = self
+                    .receive
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some(open) = open.as_mut() {
+                    open.settles.push(settle);
+                }
+                self.message.receive_id
+            }
+        };
         if tracing::enabled!(tracing::Level::DEBUG) {
-            span.in_scope(|| tracing::debug!(outcome, "delivery settled"));
+            if IDS_IN_LOGS.load(Relaxed) {
+                // A span to write the line in, holding the ids the JSON
+                // format adds to it.
+                let span = tracing::debug_span!(target: TARGET, "delivery");
+                record_ids(
+                    &span,
+                    TraceId::from_bytes(self.message.trace_id.to_be_bytes()),
+                    SpanId::from_bytes(span_id.to_be_bytes()),
+                );
+                span.in_scope(|| tracing::debug!(outcome, "delivery settled"));
+            } else {
+                tracing::debug!(outcome, "delivery settled");
+            }
         }
     }
 }
 
-/// The OpenTelemetry ids of a message span, kept in its registry
-/// extensions for log lines written inside it.
+/// The OpenTelemetry ids of a message span, kept in the registry
+/// extensions of a `tracing` span for log lines written inside it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TraceIds {
     pub(crate) trace_id: TraceId,
     pub(crate) span_id: SpanId,
 }
 
-/// Records `span`'s OpenTelemetry ids where the JSON log format finds them.
-pub fn record_ids(span: &tracing::Span) {
-    if !IDS_IN_LOGS.load(Relaxed) && !cfg!(test) {
-        return;
-    }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    if !sc.is_valid() {
-        return;
-    }
+/// Records the OpenTelemetry ids `trace_id`/`span_id` on `span`, where the
+/// JSON log format finds them.
+pub fn record_ids(span: &tracing::Span, trace_id: TraceId, span_id: SpanId) {
     span.with_subscriber(|(id, dispatch)| {
         if let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>()
             && let Some(span) = registry.span(id)
         {
-            span.extensions_mut().insert(TraceIds {
-                trace_id: sc.trace_id(),
-                span_id: sc.span_id(),
-            });
+            span.extensions_mut().insert(TraceIds { trace_id, span_id });
         }
     });
-}
-
-enum SendTo<'a> {
-    Client(&'a str),
-    Neighbour(&'a str),
 }
 
 fn source_name(s: ContextSource) -> &'static str {
