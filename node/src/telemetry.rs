@@ -1,9 +1,17 @@
 //! The router's log and trace output: the `tracing` subscriber `boted`
 //! installs (text or JSON log lines on stderr, filtered by `log-level`) and,
-//! when `[telemetry] otlp-endpoint` is set, the span exporter
-//! ([`crate::otlp`]) that sends message spans ([`crate::delivery::trace`])
-//! over OTLP/gRPC with `service.name` and the router id (`bote.router.id`)
-//! as resource attributes.
+//! when `[telemetry] otlp-endpoint` is set, two span pipelines to that
+//! endpoint, both over OTLP/gRPC with `service.name` and the router id
+//! (`bote.router.id`) as resource attributes:
+//! - message spans ([`crate::delivery::trace`]), one or more per traced
+//!   delivery, through the span-record exporter ([`crate::otlp`]): the hot
+//!   path, where the SDK's pipeline cost too much (ARCHITECTURE.md,
+//!   "Message tracing");
+//! - the router's operation spans (target [`OPS_TARGET`]: management
+//!   requests, route recomputes), a few a second at most, as `tracing`
+//!   spans through `tracing-opentelemetry`, the OpenTelemetry SDK's batch
+//!   processor and `opentelemetry-otlp`. Without an endpoint no layer
+//!   wants them and their callsites stay disabled.
 //!
 //! JSON log lines written inside a traced delivery carry its OpenTelemetry
 //! `trace_id` and `span_id`: the delivery writes them in a `tracing` span
@@ -11,14 +19,20 @@
 //! and the JSON formatter reads them from the current span scope.
 
 use std::fmt;
+use std::time::Duration;
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, filter::Targets};
 
 use crate::config::{LogFormat, TelemetryConfig};
 use crate::delivery::trace::{self as message_trace, TraceIds};
@@ -35,13 +49,28 @@ pub enum TelemetryError {
     },
     #[error("[telemetry] otlp-endpoint: {0}")]
     Exporter(#[from] ExporterError),
+    #[error("[telemetry] otlp-endpoint {endpoint:?} (operation spans): {source}")]
+    OpsExporter {
+        endpoint: String,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
     #[error("installing the tracing subscriber: {0}")]
     Install(#[from] tracing_subscriber::util::TryInitError),
 }
 
-/// Keeps the span exporter; [`Telemetry::shutdown`] flushes it.
+/// The `tracing` target of the router's operation spans (management
+/// requests, route recomputes): exported through `tracing-opentelemetry`
+/// when an OTLP endpoint is set, left out of log lines.
+pub const OPS_TARGET: &str = "bote::ops";
+
+/// How often the operation spans' batch processor exports.
+const OPS_EXPORT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Keeps the span exporters; [`Telemetry::shutdown`] flushes them.
 pub struct Telemetry {
     exporter: Option<SpanExporter>,
+    ops: Option<SdkTracerProvider>,
 }
 
 impl Telemetry {
@@ -51,12 +80,22 @@ impl Telemetry {
         if let Some(exporter) = &self.exporter {
             exporter.flush();
         }
+        if let Some(ops) = &self.ops
+            && let Err(e) = ops.force_flush()
+        {
+            eprintln!("boted: flushing operation spans: {e}");
+        }
     }
 
     /// Exports the spans still queued and stops the exporter.
     pub fn shutdown(self) {
         if let Some(exporter) = self.exporter {
             exporter.shutdown();
+        }
+        if let Some(ops) = self.ops
+            && let Err(e) = ops.shutdown()
+        {
+            eprintln!("boted: flushing operation spans: {e}");
         }
     }
 }
@@ -78,9 +117,11 @@ pub fn init(
     // Text logs leave out the span a traced delivery writes its settle line
     // in (they show no ids); JSON logs keep it, for the trace and span ids
     // of the lines written inside it.
+    // Operation spans are for the trace exporter only: log lines written
+    // inside them look as they would without them.
     let directives = match format {
-        LogFormat::Text => format!("{level},{}=off", message_trace::TARGET),
-        LogFormat::Json => level.clone(),
+        LogFormat::Text => format!("{level},{}=off,{OPS_TARGET}=off", message_trace::TARGET),
+        LogFormat::Json => format!("{level},{OPS_TARGET}=off"),
     };
     let filter = EnvFilter::try_new(&directives).map_err(|source| TelemetryError::LogLevel {
         level: level.clone(),
@@ -105,7 +146,25 @@ pub fn init(
             .with_filter(filter)
             .boxed(),
     };
-    tracing_subscriber::registry().with(logs).try_init()?;
+    let (ops_layer, ops) = match &telemetry.otlp_endpoint {
+        None => (None, None),
+        Some(endpoint) => {
+            let provider = ops_provider(endpoint, &telemetry.service_name, router_id)?;
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("bote"))
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_target(false)
+                .with_level(false)
+                .with_filter(Targets::new().with_target(OPS_TARGET, tracing::Level::INFO));
+            (Some(layer), Some(provider))
+        }
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(ops_layer)
+        .try_init()?;
     let exporter = match &telemetry.otlp_endpoint {
         None => None,
         Some(endpoint) => Some(SpanExporter::start(
@@ -117,7 +176,44 @@ pub fn init(
     if exporter.is_some() {
         message_trace::enable(telemetry.sampling_ratio, format == LogFormat::Json);
     }
-    Ok(Telemetry { exporter })
+    Ok(Telemetry { exporter, ops })
+}
+
+/// The OpenTelemetry SDK pipeline of the operation spans: a batch
+/// processor exporting through `opentelemetry-otlp` (gRPC) to `endpoint`.
+/// Every operation span is kept (they are few; sampling is for messages).
+fn ops_provider(
+    endpoint: &str,
+    service_name: &str,
+    router_id: &str,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|source| TelemetryError::OpsExporter {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+    let batch = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_scheduled_delay(OPS_EXPORT_INTERVAL)
+                .build(),
+        )
+        .build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "bote.router.id",
+            router_id.to_owned(),
+        ))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(batch)
+        .with_sampler(Sampler::AlwaysOn)
+        .with_resource(resource)
+        .build())
 }
 
 /// A JSON event format that adds `trace_id` and `span_id` to lines written

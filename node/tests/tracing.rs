@@ -108,6 +108,36 @@ fn hex(s: &str) -> Bytes {
     )
 }
 
+/// What the receiver got once `messages` spans of messages to `address`
+/// are in, or 20 s have passed: those spans, and the others (the routers'
+/// operation spans, the spans of the management request's messages).
+async fn split_spans(
+    collector: &mut FakeCollectorServer,
+    address: &str,
+    messages: usize,
+) -> (Vec<ExportedSpan>, Vec<ExportedSpan>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (mut wanted, mut others) = (Vec::new(), Vec::new());
+    while wanted.len() < messages && std::time::Instant::now() < deadline {
+        for s in collector
+            .exported_spans(1, Duration::from_millis(500))
+            .await
+        {
+            if s.attributes
+                .get("messaging.destination.name")
+                .is_some_and(|v| is_str(v, address))
+            {
+                wanted.push(s);
+            } else {
+                others.push(s);
+            }
+        }
+    }
+    // The operation spans flushed in the same exports are in by now.
+    others.extend(collector.exported_spans(0, Duration::ZERO).await);
+    (wanted, others)
+}
+
 /// The span of `operation` on `router` among one message's spans.
 fn span<'a>(spans: &'a [ExportedSpan], operation: &str, router: &str) -> &'a ExportedSpan {
     spans
@@ -157,13 +187,46 @@ async fn a_message_across_three_routers_is_one_trace_and_continues_the_callers_c
         assert_eq!(s["outcome"], "accepted", "{s}");
     }
 
+    // A management request from A to C through the mesh: an operation span
+    // on C.
+    let a_url = a.url();
+    let managed =
+        tokio::task::spawn_blocking(move || lines_of(python(&["manage", &a_url, "Router.C"])))
+            .await
+            .expect("management client joined");
+    assert_eq!(managed, [serde_json::json!({"id": "Router.C"})]);
+
     // Stopping flushes every router's spans.
     tokio::task::block_in_place(|| {
         for r in [a, b, c] {
             r.stop_cleanly();
         }
     });
-    let spans = collector.exported_spans(18, Duration::from_secs(20)).await;
+    let (spans, operations) = split_spans(&mut collector, ADDRESS, 18).await;
+    // The routers' operation spans (tracing-opentelemetry): each computed
+    // routes reaching the other two, and C answered the management request.
+    for router in ["Router.A", "Router.B", "Router.C"] {
+        assert!(
+            operations.iter().any(|s| s.name == "route recompute"
+                && s.kind == "SPAN_KIND_INTERNAL"
+                && is_str(attr(s, "bote.router.id"), router)
+                && s.attributes
+                    .get("bote.routers.reachable")
+                    .is_some_and(|v| is_int(v, 2))),
+            "a route recompute span of {router} reaching the 2 others: {operations:#?}"
+        );
+    }
+    let query = operations
+        .iter()
+        .find(|s| s.name == "management QUERY")
+        .unwrap_or_else(|| panic!("no management QUERY span: {operations:#?}"));
+    assert_eq!(query.kind, "SPAN_KIND_SERVER");
+    assert!(is_str(attr(query, "bote.router.id"), "Router.C"));
+    assert!(is_str(
+        attr(query, "bote.management.entity_type"),
+        "org.apache.qpid.dispatch.router"
+    ));
+    assert!(is_int(attr(query, "bote.management.status"), 200));
     let mut by_message: BTreeMap<String, Vec<ExportedSpan>> = BTreeMap::new();
     for s in spans {
         let id = attr(&s, "messaging.message.id").to_owned();
@@ -301,7 +364,7 @@ async fn multicast_copies_are_sibling_send_spans_under_one_receive() {
     );
     tokio::task::block_in_place(|| router.stop_cleanly());
 
-    let spans = collector.exported_spans(9, Duration::from_secs(20)).await;
+    let (spans, _) = split_spans(&mut collector, address, 9).await;
     let plain: Vec<ExportedSpan> = spans
         .into_iter()
         .filter(|s| is_str(attr(s, "messaging.message.id"), "plain"))

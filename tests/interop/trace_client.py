@@ -9,6 +9,9 @@ starts a 3-router mesh and an OTLP receiver and runs this script twice:
                                         as raw bytes, waits for each outcome,
                                         and prints one JSON line per message:
                                         {"id", "sent": hex, "bare": hex, "outcome"}
+  trace_client.py manage URL ROUTER     one management QUERY of the `router`
+                                        entity of ROUTER (through the mesh, as
+                                        `qdstat -r`), printed as {"id": ...}
 
 Cases (message-id): "plain" (no trace context), "qpid" (the caller's context
 in the message annotation x-opt-qpid-tracestate, as Qpid JMS and Proton C++
@@ -151,6 +154,11 @@ class Send(MessagingHandler):
 
 def main():
     mode, url, address = sys.argv[1:4]
+    if mode == "manage":
+        from management import Management
+        with Management(url, router=address, timeout=TIMEOUT) as m:
+            print(json.dumps({"id": m.query("router", ["id"])[0]["id"]}), flush=True)
+        return
     if mode == "recv":
         handler = Recv(url, address, int(sys.argv[4]))
     else:

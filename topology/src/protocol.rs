@@ -621,6 +621,12 @@ impl ControlPlane {
         self.recompute_at.is_some()
     }
 
+    /// True when a route recompute is due at `now` ([`Self::handle_timeout`]
+    /// then runs it).
+    pub fn recompute_due(&self, now: Duration) -> bool {
+        self.recompute_at.is_some_and(|t| now >= t)
+    }
+
     /// True while the routes may still change without new input: a
     /// recompute is pending, or a change of our own adjacencies waits to be
     /// originated (which schedules one).

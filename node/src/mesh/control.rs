@@ -291,14 +291,36 @@ impl ControlActor {
             act.timer = None;
             let now = act.now();
             let recomputes = act.plane.recompute_count();
+            // An operation span for a recompute that is due (exported when
+            // tracing is on, see `crate::telemetry::OPS_TARGET`).
+            let span = act.plane.recompute_due(now).then(|| {
+                tracing::info_span!(
+                    target: crate::telemetry::OPS_TARGET,
+                    "route recompute",
+                    otel.kind = "internal",
+                    bote.router.id = %act.plane.id(),
+                    bote.routers.reachable = tracing::field::Empty,
+                )
+            });
             let began = Instant::now();
-            act.plane.handle_timeout(now);
+            {
+                let _entered = span.as_ref().map(tracing::Span::enter);
+                act.plane.handle_timeout(now);
+            }
             if act.plane.recompute_count() != recomputes {
                 // Route recomputes run from timeouts only (they are
                 // scheduled, never run inline with a message).
                 act.stats
                     .route_recompute
                     .observe(began.elapsed().as_secs_f64());
+                if let Some(span) = &span {
+                    // i64: tracing-opentelemetry exports u64 as a string.
+                    let reachable = act.plane.routes().reachable_count();
+                    span.record(
+                        "bote.routers.reachable",
+                        i64::try_from(reachable).unwrap_or(i64::MAX),
+                    );
+                }
             }
             act.close_silent_streams(now);
             act.drive(ctx);

@@ -1267,9 +1267,25 @@ impl ManagementActor {
         d.return_to_sender(Some(DeliveryState::Accepted));
         tracing::debug!(operation = ?request.operation, r#type = ?request.type_name, entity_type = ?request.entity_type, "management request");
         let started = std::time::Instant::now();
+        // An operation span (exported when tracing is on, see
+        // `crate::telemetry::OPS_TARGET`); a change's span lasts until it
+        // is applied.
+        let span = tracing::info_span!(
+            target: crate::telemetry::OPS_TARGET,
+            "management request",
+            otel.name = %format_args!("management {}", request.operation.as_deref().unwrap_or("?")),
+            otel.kind = "server",
+            bote.router.id = %self.shared.router_id,
+            bote.management.operation = request.operation.as_deref(),
+            bote.management.entity_type = request.entity_type.as_deref().or(request.type_name.as_deref()),
+            bote.management.name = request.name.as_deref(),
+            bote.management.status = tracing::field::Empty,
+        );
+        let entered = span.enter();
         match agent::handle(self.shared.as_ref(), &request) {
             Step::Reply(reply) => {
                 let answered = started.elapsed();
+                span.record("bote.management.status", i64::from(reply.status));
                 self.send(&request, &reply);
                 tracing::debug!(
                     operation = ?request.operation,
@@ -1280,7 +1296,9 @@ impl ManagementActor {
                 );
             }
             Step::Change(change) => {
+                drop(entered);
                 let shared = self.shared.clone();
+                let change_span = span.clone();
                 ctx.spawn(
                     async move {
                         let result = apply(shared.clone(), &change).await;
@@ -1296,6 +1314,7 @@ impl ManagementActor {
                             }
                             Err(reply) => reply,
                         };
+                        change_span.record("bote.management.status", i64::from(reply.status));
                         (request, reply)
                     }
                     .into_actor(self)
