@@ -197,6 +197,30 @@ impl Shared {
 }
 
 impl Sender {
+    /// Opens the gRPC connection with an empty export request (valid OTLP:
+    /// no resource spans); a receiver not up yet is retried at the first
+    /// export.
+    fn connect(&mut self) {
+        let grpc = &mut self.grpc;
+        let result = self.runtime.block_on(async {
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            grpc.unary(
+                tonic::Request::new(Bytes::new()),
+                tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH),
+                RawCodec,
+            )
+            .await
+        });
+        if let Err(status) = result {
+            tracing::warn!(
+                endpoint = self.endpoint.as_str(),
+                "connecting to the OTLP receiver: {status}"
+            );
+        }
+    }
+
     fn send_batch(&mut self) {
         let request = Bytes::from(self.encoder.request(
             &self.batch,
@@ -294,6 +318,13 @@ impl SpanExporter {
             .spawn({
                 let shared = shared.clone();
                 move || {
+                    // Connect now rather than at the first export, in the
+                    // middle of traffic.
+                    shared
+                        .sender
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .connect();
                     loop {
                         let queue = &shared.queue;
                         let spans = queue.spans.lock().unwrap_or_else(PoisonError::into_inner);

@@ -104,6 +104,9 @@ pub struct BenchOptions {
     /// interleaved N times (each round in the opposite order to the one
     /// before: untraced, 0, 0.01, then 0.01, 0, untraced, ...), and each
     /// traced run is compared with the untraced run of its own round.
+    /// Traced routers are stopped cleanly after their run (SIGTERM), so
+    /// they flush the spans still queued: the receiver's count is what
+    /// they made.
     #[arg(
         long,
         value_name = "RATIO,..",
@@ -373,13 +376,20 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
                         "\n[telemetry]\notlp-endpoint = \"{}\"\nsampling-ratio = {ratio:?}\n",
                         options.otlp_endpoint
                     );
-                    let (path, _routers) = spawned_path(
+                    let (path, mut routers) = spawned_path(
                         options,
                         &telemetry,
                         &format!(", tracing at sampling-ratio {ratio}"),
                         tls,
                     )?;
-                    run_path(options, &path, tls)?
+                    let run = run_path(options, &path, tls)?;
+                    // Measured: now stop them cleanly, so that they flush
+                    // the spans still queued (a SIGKILL would lose them and
+                    // the receiver's count would not say what was made).
+                    for router in &mut routers {
+                        router.stop(Duration::from_secs(10))?;
+                    }
+                    run
                 }
             };
             run.round = round;
