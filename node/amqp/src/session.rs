@@ -88,7 +88,8 @@ pub struct Session {
     /// session with thousands of links would scan them on every attach).
     free_handles: BTreeSet<u32>,
     remote_handles: Vec<u32>,
-    names: HashMap<(String, Role), u32>,
+    /// The handles of our links by their name and role ([`LinkNames`]).
+    names: LinkNames,
     /// Sending links that may have something to write.
     pub(crate) ready: VecDeque<u32>,
     /// Links with a flow frame due.
@@ -122,7 +123,7 @@ impl Session {
             links: Vec::new(),
             free_handles: BTreeSet::new(),
             remote_handles: Vec::new(),
-            names: HashMap::new(),
+            names: LinkNames::default(),
             ready: VecDeque::new(),
             flow_links: Vec::new(),
             next_delivery_id: 0,
@@ -185,7 +186,12 @@ impl Session {
 
     /// Creates a link endpoint under the lowest free handle.
     pub(crate) fn add_link(&mut self, name: String, role: Role) -> Option<u32> {
-        if self.names.contains_key(&(name.clone(), role)) {
+        let links = &self.links;
+        if self
+            .names
+            .find(role, &name, |h| is_link(links, h, role, &name))
+            .is_some()
+        {
             return None;
         }
         let limit = self.remote_handle_max.min(u32::MAX - 1) as usize;
@@ -198,7 +204,7 @@ impl Session {
             None => return None,
         };
         let handle = slot as u32;
-        self.names.insert((name.clone(), role), handle);
+        self.names.insert(role, &name, handle);
         let mut link = Link::new(name, role, handle);
         if role == Role::Receiver {
             link.credit_margin = self.config.credit_margin;
@@ -211,7 +217,7 @@ impl Session {
     pub(crate) fn remove_link(&mut self, handle: u32) -> Option<Link> {
         let link = self.links.get_mut(handle as usize)?.take()?;
         self.free_handles.insert(handle);
-        self.names.remove(&(link.name.clone(), link.role));
+        self.names.remove(link.role, &link.name, handle);
         if let Some(r) = link.remote_handle
             && let Some(slot) = self.remote_handles.get_mut(r as usize)
         {
@@ -333,7 +339,10 @@ impl Session {
             Role::Sender => Role::Receiver,
             Role::Receiver => Role::Sender,
         };
-        let existing = self.names.get(&(attach.name.clone(), our_role)).copied();
+        let links = &self.links;
+        let existing = self.names.find(our_role, &attach.name, |h| {
+            is_link(links, h, our_role, &attach.name)
+        });
         let (handle, answered) = match existing {
             Some(h) => {
                 let link = self
@@ -897,6 +906,112 @@ pub(crate) fn refusal_attach(link: &Link) -> Attach {
     }
 }
 
+/// True if `handle` holds our link `name` of `role`.
+fn is_link(links: &[Option<Link>], handle: u32, role: Role, name: &str) -> bool {
+    links
+        .get(handle as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|l| l.role == role && l.name == name)
+}
+
+/// The handles of a session's links by (role of our end, link name), for
+/// an attach that names an existing link and to refuse a duplicate name.
+///
+/// Keyed by the SipHash of role and name (the session's own random key,
+/// so a peer cannot choose colliding names), not by the name itself: the
+/// name is compared on the link ([`is_link`]), the map holds no copy of
+/// it, and growing the map moves 16-byte entries without reading a name
+/// (keyed by `String`, a session growing to a thousand links re-hashed
+/// every name, a cache miss each, once per doubling).
+#[derive(Debug, Default)]
+struct LinkNames {
+    key: std::collections::hash_map::RandomState,
+    by_hash: HashMap<u64, u32, std::hash::BuildHasherDefault<Prehashed>>,
+    /// Further handles whose hash is in `by_hash` under another handle
+    /// (two names with one 64-bit hash: practically never).
+    collided: Vec<(u64, u32)>,
+}
+
+impl LinkNames {
+    fn hash(&self, role: Role, name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.key.hash_one((role == Role::Sender, name))
+    }
+
+    /// The handle of the link `name` of `role`, `is` telling whether a
+    /// handle holds it.
+    fn find(&self, role: Role, name: &str, is: impl Fn(u32) -> bool) -> Option<u32> {
+        self.find_hashed(self.hash(role, name), is)
+    }
+
+    fn insert(&mut self, role: Role, name: &str, handle: u32) {
+        self.insert_hashed(self.hash(role, name), handle);
+    }
+
+    fn remove(&mut self, role: Role, name: &str, handle: u32) {
+        self.remove_hashed(self.hash(role, name), handle);
+    }
+
+    fn find_hashed(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
+        // A hash is in `collided` only while `by_hash` holds it too.
+        let first = *self.by_hash.get(&hash)?;
+        if is(first) {
+            return Some(first);
+        }
+        self.collided
+            .iter()
+            .find(|&&(h, handle)| h == hash && is(handle))
+            .map(|&(_, handle)| handle)
+    }
+
+    fn insert_hashed(&mut self, hash: u64, handle: u32) {
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(handle);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.collided.push((hash, handle)),
+        }
+    }
+
+    fn remove_hashed(&mut self, hash: u64, handle: u32) {
+        if let Some(i) = self.collided.iter().position(|&e| e == (hash, handle)) {
+            self.collided.swap_remove(i);
+        } else if self.by_hash.get(&hash) == Some(&handle) {
+            match self.collided.iter().position(|&(h, _)| h == hash) {
+                Some(i) => {
+                    let (_, other) = self.collided.swap_remove(i);
+                    self.by_hash.insert(hash, other);
+                }
+                None => {
+                    self.by_hash.remove(&hash);
+                }
+            }
+        }
+    }
+}
+
+/// The hasher of [`LinkNames`]' map, whose keys are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are u64); any other input is
+        // folded in rather than lost.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 fn unattached(what: &str, handle: u32) -> Fault {
     Fault::Session(AmqpError::new(
         condition::UNATTACHED_HANDLE,
@@ -914,6 +1029,52 @@ fn internal(what: &str) -> Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_one_link_per_role_and_free_again_once_removed() {
+        let mut s = Session::new(SessionId(0), SessionConfig::default());
+        let r = s.add_link("x".into(), Role::Receiver).unwrap();
+        let t = s.add_link("x".into(), Role::Sender).unwrap();
+        assert_ne!(r, t);
+        assert!(s.add_link("x".into(), Role::Sender).is_none());
+        let links = &s.links;
+        let find = |role| s.names.find(role, "x", |h| is_link(links, h, role, "x"));
+        assert_eq!(find(Role::Receiver), Some(r));
+        assert_eq!(find(Role::Sender), Some(t));
+        s.remove_link(r).unwrap();
+        let links = &s.links;
+        let find = |role| s.names.find(role, "x", |h| is_link(links, h, role, "x"));
+        assert_eq!(find(Role::Receiver), None);
+        assert_eq!(find(Role::Sender), Some(t));
+        assert_eq!(s.add_link("x".into(), Role::Receiver), Some(r));
+    }
+
+    #[test]
+    fn names_with_one_hash_are_told_apart_by_the_link() {
+        let mut n = LinkNames::default();
+        // Handles 1, 2 and 3 share hash 7; `is` says which handle is meant.
+        for h in [1, 2, 3] {
+            n.insert_hashed(7, h);
+        }
+        n.insert_hashed(8, 4);
+        for h in [1, 2, 3] {
+            assert_eq!(n.find_hashed(7, |x| x == h), Some(h));
+        }
+        assert_eq!(n.find_hashed(7, |x| x == 4), None);
+        assert_eq!(n.find_hashed(8, |x| x == 4), Some(4));
+        // Removing the one in the map promotes a collided one.
+        n.remove_hashed(7, 1);
+        assert_eq!(n.find_hashed(7, |x| x == 1), None);
+        assert_eq!(n.find_hashed(7, |x| x == 2), Some(2));
+        assert_eq!(n.find_hashed(7, |x| x == 3), Some(3));
+        n.remove_hashed(7, 3);
+        n.remove_hashed(7, 2);
+        assert_eq!(n.find_hashed(7, |_| true), None);
+        assert!(n.collided.is_empty());
+        // Removing a handle that is not there changes nothing.
+        n.remove_hashed(8, 9);
+        assert_eq!(n.find_hashed(8, |_| true), Some(4));
+    }
 
     #[test]
     fn a_new_link_takes_the_lowest_free_handle_and_trailing_slots_are_dropped() {

@@ -211,7 +211,10 @@ pub struct ConnectionActor {
     flush_scheduled: bool,
     timer: Option<(Instant, SpawnHandle)>,
     producers: FastMap<LinkId, Producer>,
-    consumers: FastMap<LinkId, Consumer>,
+    /// Boxed: a connection may hold thousands of consumer links, and the
+    /// map then moves (and, when it grows, faults in) 16-byte entries
+    /// rather than the ~90-byte links.
+    consumers: FastMap<LinkId, Box<Consumer>>,
     incoming: SeqMap<Incoming>,
     next_key: u64,
     /// Deliveries sent on consumer links and not settled yet, by context.
@@ -768,7 +771,7 @@ impl ConnectionActor {
         });
         self.consumers.insert(
             link,
-            Consumer {
+            Box::new(Consumer {
                 address,
                 actor,
                 counters,
@@ -777,7 +780,7 @@ impl ConnectionActor {
                 credited_bytes: 0,
                 capacity: self.listener.link_capacity as usize,
                 info,
-            },
+            }),
         );
     }
 
