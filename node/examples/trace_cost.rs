@@ -11,12 +11,19 @@
 //! batches of 200 messages, each flushed before the next, so that none is
 //! dropped by a full queue.
 //!
+//! With `transit` it measures a router in the middle of a chain instead:
+//! `from_neighbour` (the context from the transfer frame), a
+//! `send_to_neighbour` (the context for the next frame), the settlement.
+//! Both modes also print the allocations per traced message made on the
+//! calling thread (a counting global allocator).
+//!
 //! With `sdk` it measures the OpenTelemetry SDK's pipeline instead of the
 //! router's span records (`bote_node::otlp`): the same two spans (names,
 //! kinds, attributes, the settle event, the egress annotation entries)
 //! made with the SDK's tracer and exported through its
 //! `BatchSpanProcessor` and `opentelemetry-otlp`, as the router did before.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -81,7 +88,7 @@ fn sdk_message(
         .with_attributes(attrs)
         .start_with_context(tracer, &cx);
     let entries = annotation_entries(&wire_context(send.span_context()), false);
-    std::hint::black_box(&entries);
+    std::hint::black_box(&entries.entries());
     send.add_event(
         "settle",
         vec![
@@ -92,6 +99,38 @@ fn sdk_message(
     send.set_attribute(KeyValue::new("bote.delivery.outcome", "accepted"));
     send.end();
     cx.span().end();
+}
+
+/// The system allocator, counting the allocations each thread makes.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
 }
 
 fn cpu(clock: libc::clockid_t) -> Duration {
@@ -117,7 +156,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let sdk = std::env::args().nth(3).as_deref() == Some("sdk");
+    let mode = std::env::args().nth(3);
+    let sdk = mode.as_deref() == Some("sdk");
+    let transit = mode.as_deref() == Some("transit");
     let config = TelemetryConfig {
         otlp_endpoint: Some(endpoint.clone()),
         sampling_ratio: 1.0,
@@ -154,25 +195,47 @@ fn main() {
         .message_id(MessageId::String("m-1"))
         .data(&[b'x'; 100])
         .build();
-    let address = "bench";
+    let address: Arc<str> = "bench".into();
+    let (client_in, client_out): (Arc<str>, Arc<str>) =
+        ("127.0.0.1:40000".into(), "127.0.0.1:40001".into());
+    let (upstream, downstream): (Arc<str>, Arc<str>) = ("Router.A".into(), "Router.C".into());
+    let upstream_context = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let (mut make, mut export) = (Duration::ZERO, Duration::ZERO);
+    let mut allocated = 0;
     let (mut done, mut round) = (0, 0);
     while done < messages {
         let n = 200.min(messages - done);
+        let a0 = allocations();
         let t0 = cpu(libc::CLOCK_THREAD_CPUTIME_ID);
         for _ in 0..n {
             if let Some(tracer) = &tracer {
-                sdk_message(tracer, address, &message, &router);
+                sdk_message(tracer, &address, &message, &router);
                 continue;
             }
-            let mut trace = MessageTrace::at_ingress(address, &message, "127.0.0.1:40000")
-                .expect("sampled at ratio 1");
-            let entries = trace.send_to_client(address, "127.0.0.1:40001", 0);
-            std::hint::black_box(&entries);
+            let mut trace = if transit {
+                let mut trace = MessageTrace::from_neighbour(
+                    &address,
+                    Some((upstream_context, "")),
+                    &upstream,
+                    1,
+                    &message,
+                )
+                .expect("a sampled context");
+                let wire = trace.send_to_neighbour(&address, &downstream, 1);
+                std::hint::black_box(&wire);
+                trace
+            } else {
+                let mut trace = MessageTrace::at_ingress(&address, &message, &client_in)
+                    .expect("sampled at ratio 1");
+                let entries = trace.send_to_client(&address, &client_out, 0);
+                std::hint::black_box(&entries);
+                trace
+            };
             trace.settled(Some(&DeliveryState::Accepted));
             drop(trace);
         }
         let made = cpu(libc::CLOCK_THREAD_CPUTIME_ID) - t0;
+        let made_allocations = allocations() - a0;
         let t1 = cpu(libc::CLOCK_PROCESS_CPUTIME_ID);
         match (&telemetry, &provider) {
             (Some(t), _) => t.flush(),
@@ -184,15 +247,17 @@ fn main() {
         if round >= 5 {
             make += made;
             export += exported;
+            allocated += made_allocations;
             done += n;
         }
         round += 1;
     }
     let per = |d: Duration| d.as_secs_f64() * 1e6 / messages as f64;
     println!(
-        "{}{messages} traced messages: making spans {:.2} us, exporting {:.2} us, total {:.2} us CPU per message",
-        if sdk { "sdk: " } else { "" },
+        "{}{messages} traced messages: making spans {:.2} us ({:.1} allocations), exporting {:.2} us, total {:.2} us CPU per message",
+        mode.as_deref().map_or(String::new(), |m| format!("{m}: ")),
         per(make),
+        allocated as f64 / messages as f64,
         per(export),
         per(make + export)
     );

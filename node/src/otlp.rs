@@ -48,7 +48,7 @@ pub(crate) struct MessageSpans {
     pub(crate) parent: Option<u64>,
     pub(crate) trace_flags: u8,
     pub(crate) trace_state: Box<str>,
-    pub(crate) address: Box<str>,
+    pub(crate) address: Arc<str>,
     pub(crate) message_id: Option<Box<str>>,
 }
 
@@ -56,9 +56,9 @@ pub(crate) struct MessageSpans {
 #[derive(Debug)]
 pub(crate) enum Peer {
     /// A client connection, `host:port`.
-    Client(Box<str>),
+    Client(Arc<str>),
     /// A neighbour router, by id.
-    Neighbour(Box<str>),
+    Neighbour(Arc<str>),
 }
 
 /// A settlement: when (Unix ns) and its outcome.

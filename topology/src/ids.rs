@@ -49,6 +49,11 @@ impl Ord for RouterId {
 }
 
 impl RouterId {
+    /// The id's shared string (cloning it shares, not copies).
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
+
     /// A router id from its name.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
         RouterId(name.into())

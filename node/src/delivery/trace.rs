@@ -148,7 +148,57 @@ pub fn wire_context(span: &SpanContext) -> WireContext {
 }
 
 fn traceparent(trace_id: u128, span_id: u64, flags: u8) -> String {
-    format!("00-{trace_id:032x}-{span_id:016x}-{flags:02x}")
+    // Safe to unwrap: the buffer is ASCII hex digits and dashes.
+    std::str::from_utf8(&traceparent_bytes(trace_id, span_id, flags))
+        .expect("traceparent is ASCII")
+        .to_owned()
+}
+
+/// The length of a version-00 `traceparent`.
+const TRACEPARENT_LEN: usize = 55;
+
+/// `00-<trace-id>-<span-id>-<flags>` in lowercase hex, on the stack.
+fn traceparent_bytes(trace_id: u128, span_id: u64, flags: u8) -> [u8; TRACEPARENT_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn hex(out: &mut [u8], v: u128) {
+        let n = out.len();
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = HEX[((v >> (4 * (n - 1 - i))) & 0xf) as usize];
+        }
+    }
+    let mut out = [b'-'; TRACEPARENT_LEN];
+    out[0] = b'0';
+    out[1] = b'0';
+    hex(&mut out[3..35], trace_id);
+    hex(&mut out[36..52], u128::from(span_id));
+    hex(&mut out[53..55], u128::from(flags));
+    out
+}
+
+/// A version-00 `traceparent`'s ids and flags, without building a
+/// [`SpanContext`] (a neighbour's context, as this router's upstream
+/// wrote it); `None` if malformed or zero ids. Other versions go through
+/// [`parse_traceparent`].
+fn traceparent_ids(traceparent: &str) -> Option<(u128, u64, u8)> {
+    let b = traceparent.as_bytes();
+    if b.len() != TRACEPARENT_LEN || &b[..3] != b"00-" || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let hex = |s: &[u8]| -> Option<u128> {
+        s.iter().try_fold(0u128, |acc, &c| {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return None,
+            };
+            Some(acc << 4 | u128::from(d))
+        })
+    };
+    let trace_id = hex(&b[3..35])?;
+    let span_id = hex(&b[36..52])? as u64;
+    let flags = hex(&b[53..55])? as u8;
+    (trace_id != 0 && span_id != 0).then_some((trace_id, span_id, flags))
 }
 
 fn text<'a>(v: Option<Encoded<'a>>) -> Option<&'a str> {
@@ -224,6 +274,23 @@ where
         if id != T::default() {
             return id;
         }
+    }
+}
+
+/// A `traceparent`'s ids and its `tracestate`: the parent of a `receive`.
+struct Parent<'a> {
+    trace_id: u128,
+    span_id: u64,
+    trace_state: std::borrow::Cow<'a, str>,
+}
+
+/// `tracestate` as this router passes it on (validated and normalised by
+/// [`TraceState`]; empty, the common case, without building one).
+fn tracestate_header(ts: &str) -> std::borrow::Cow<'_, str> {
+    if ts.trim().is_empty() {
+        std::borrow::Cow::Borrowed("")
+    } else {
+        std::borrow::Cow::Owned(ts.parse::<TraceState>().unwrap_or_default().header())
     }
 }
 
@@ -306,8 +373,8 @@ pub struct MessageTrace {
 
 impl MessageTrace {
     fn start(
-        address: &str,
-        parent: Option<&SpanContext>,
+        address: &Arc<str>,
+        parent: Option<Parent<'_>>,
         message_id: Option<Box<str>>,
         from: Peer,
         hops: i64,
@@ -315,17 +382,17 @@ impl MessageTrace {
         w3c_annotations: bool,
     ) -> Box<Self> {
         let message = Arc::new(MessageSpans {
-            trace_id: parent.map_or_else(random_id::<u128>, |p| {
-                u128::from_be_bytes(p.trace_id().to_bytes())
-            }),
+            trace_id: parent
+                .as_ref()
+                .map_or_else(random_id::<u128>, |p| p.trace_id),
             receive_id: random_id::<u64>(),
-            parent: parent.map(|p| u64::from_be_bytes(p.span_id().to_bytes())),
+            parent: parent.as_ref().map(|p| p.span_id),
             // A sampled-out context never gets here.
             trace_flags: 1,
-            trace_state: parent.map_or_else(Default::default, |p| {
-                p.trace_state().header().into_boxed_str()
-            }),
-            address: address.into(),
+            trace_state: parent
+                .as_ref()
+                .map_or_else(Default::default, |p| Box::from(&*p.trace_state)),
+            address: address.clone(),
             message_id,
         });
         let receive = Arc::new(ReceiveSpan(Mutex::new(Some(ReceiveOpen {
@@ -347,7 +414,11 @@ impl MessageTrace {
     /// A delivery arriving from a client on connection `peer` (`host:port`):
     /// `Some` if it is sampled (its context says so, or it has none and the
     /// sampling ratio picks it).
-    pub fn at_ingress(address: &str, message: &bytes::Bytes, peer: &str) -> Option<Box<Self>> {
+    pub fn at_ingress(
+        address: &Arc<str>,
+        message: &bytes::Bytes,
+        peer: &Arc<str>,
+    ) -> Option<Box<Self>> {
         let ratio = f64::from_bits(RATIO.load(Relaxed));
         // Every carrier of a context has a `traceparent` key or a
         // `Diagnostic-Id` property: a message with neither has none, and
@@ -372,9 +443,13 @@ impl MessageTrace {
         let view = view.or_else(|| MessageView::parse(message.clone()).ok());
         Some(Self::start(
             address,
-            incoming.as_ref().map(|(cx, _)| cx),
+            incoming.as_ref().map(|(cx, _)| Parent {
+                trace_id: u128::from_be_bytes(cx.trace_id().to_bytes()),
+                span_id: u64::from_be_bytes(cx.span_id().to_bytes()),
+                trace_state: std::borrow::Cow::Owned(cx.trace_state().header()),
+            }),
             view.as_ref().and_then(message_id),
-            Peer::Client(peer.into()),
+            Peer::Client(peer.clone()),
             0,
             Some(incoming.as_ref().map_or("none", |(_, s)| source_name(*s))),
             matches!(incoming, Some((_, ContextSource::MessageAnnotations))),
@@ -385,27 +460,43 @@ impl MessageTrace {
     /// its `send` span (`None`: not traced upstream, so not here either).
     /// `hops` is the number of routers it visited before this one.
     pub fn from_neighbour(
-        address: &str,
+        address: &Arc<str>,
         context: Option<(&str, &str)>,
-        neighbour: &str,
+        neighbour: &Arc<str>,
         hops: usize,
         message: &bytes::Bytes,
     ) -> Option<Box<Self>> {
         let (tp, ts) = context?;
-        let cx = parse_traceparent(tp, ts)?;
-        if !cx.is_sampled() {
+        // The neighbour writes version 00; anything else is parsed in full.
+        let (trace_id, span_id, flags) = traceparent_ids(tp).or_else(|| {
+            let cx = parse_traceparent(tp, ts)?;
+            Some((
+                u128::from_be_bytes(cx.trace_id().to_bytes()),
+                u64::from_be_bytes(cx.span_id().to_bytes()),
+                cx.trace_flags().to_u8(),
+            ))
+        })?;
+        if flags & 1 == 0 {
             return None;
         }
         let view = MessageView::parse(message.clone()).ok();
-        let w3c_annotations = view
-            .as_ref()
-            .and_then(incoming_context)
-            .is_some_and(|(_, s)| s == ContextSource::MessageAnnotations);
+        // Egress writes the W3C keys too when the client sent them in
+        // message-annotations; a message without a `traceparent` key
+        // has none (no section lookup).
+        let w3c_annotations = CARRIER_KEYS[0].find(message).is_some()
+            && view
+                .as_ref()
+                .and_then(incoming_context)
+                .is_some_and(|(_, s)| s == ContextSource::MessageAnnotations);
         Some(Self::start(
             address,
-            Some(&cx),
+            Some(Parent {
+                trace_id,
+                span_id,
+                trace_state: tracestate_header(ts),
+            }),
             view.as_ref().and_then(message_id),
-            Peer::Neighbour(neighbour.into()),
+            Peer::Neighbour(neighbour.clone()),
             hops as i64,
             None,
             w3c_annotations,
@@ -423,7 +514,8 @@ impl MessageTrace {
         })
     }
 
-    fn start_send(&mut self, to: Peer, hops: usize) -> WireContext {
+    /// Starts the `send` span of the copy leaving to `to`; its id.
+    fn start_send(&mut self, to: Peer, hops: usize) -> u64 {
         let span_id = random_id::<u64>();
         // A copy sent again (resend released) ends the previous send span.
         self.send = Some(SendSpan {
@@ -434,10 +526,7 @@ impl MessageTrace {
             hops: hops as i64,
             settle: None,
         });
-        WireContext {
-            traceparent: traceparent(self.message.trace_id, span_id, self.message.trace_flags),
-            tracestate: self.message.trace_state.to_string(),
-        }
+        span_id
     }
 
     /// Egress to a client on connection `peer`: starts the `send` span and
@@ -447,11 +536,16 @@ impl MessageTrace {
     pub fn send_to_client(
         &mut self,
         _address: &str,
-        peer: &str,
+        peer: &Arc<str>,
         hops: usize,
-    ) -> Vec<(&'static str, Vec<u8>)> {
-        let wire = self.start_send(Peer::Client(peer.into()), hops);
-        annotation_entries(&wire, self.w3c_annotations)
+    ) -> EgressAnnotations {
+        let span_id = self.start_send(Peer::Client(peer.clone()), hops);
+        let tp = traceparent_bytes(self.message.trace_id, span_id, self.message.trace_flags);
+        EgressAnnotations::new(
+            std::str::from_utf8(&tp).expect("traceparent is ASCII"),
+            &self.message.trace_state,
+            self.w3c_annotations,
+        )
     }
 
     /// An inter-router hop to `neighbour`: starts the `send` span and
@@ -459,10 +553,14 @@ impl MessageTrace {
     pub fn send_to_neighbour(
         &mut self,
         _address: &str,
-        neighbour: &str,
+        neighbour: &Arc<str>,
         hops: usize,
     ) -> WireContext {
-        self.start_send(Peer::Neighbour(neighbour.into()), hops)
+        let span_id = self.start_send(Peer::Neighbour(neighbour.clone()), hops);
+        WireContext {
+            traceparent: traceparent(self.message.trace_id, span_id, self.message.trace_flags),
+            tracestate: self.message.trace_state.to_string(),
+        }
     }
 
     /// The delivery settled here with `state` (`None`: no outcome, e.g.
@@ -542,28 +640,81 @@ fn source_name(s: ContextSource) -> &'static str {
     }
 }
 
-/// The message-annotations entries that carry `wire` to a client.
-pub fn annotation_entries(wire: &WireContext, w3c: bool) -> Vec<(&'static str, Vec<u8>)> {
-    use bote_amqp::primitive;
-    let tp = primitive::to_vec(|o| primitive::string(o, &wire.traceparent));
-    let ts = primitive::to_vec(|o| primitive::string(o, &wire.tracestate));
-    let tp_key = primitive::to_vec(|k| primitive::string(k, TRACEPARENT));
-    let ts_key = primitive::to_vec(|k| primitive::string(k, TRACESTATE));
-    let map = primitive::to_vec(|o| {
-        primitive::map(
-            o,
-            &[
-                (tp_key.as_slice(), tp.as_slice()),
-                (ts_key.as_slice(), ts.as_slice()),
-            ],
-        )
-    });
-    let mut entries = vec![(QPID_TRACESTATE, map)];
-    if w3c {
-        entries.push((TRACEPARENT, tp));
-        entries.push((TRACESTATE, ts));
+/// The message-annotations entries that carry a context to a client:
+/// `x-opt-qpid-tracestate` (a map with string keys `traceparent`,
+/// `tracestate`) and, when asked, `traceparent` and `tracestate` too.
+///
+/// One buffer holds them all: the map, whose encoded values are also the
+/// W3C entries' values (the same AMQP strings), so making them costs one
+/// allocation.
+#[derive(Debug, Clone, Default)]
+pub struct EgressAnnotations {
+    /// The encoded map; empty when there is nothing to write.
+    buf: Vec<u8>,
+    /// Where the encoded `traceparent` / `tracestate` values are in `buf`.
+    traceparent: std::ops::Range<usize>,
+    tracestate: std::ops::Range<usize>,
+    w3c: bool,
+}
+
+impl EgressAnnotations {
+    /// The entries for `traceparent` / `tracestate`; `w3c` adds them as
+    /// message annotations of their own.
+    pub fn new(traceparent: &str, tracestate: &str, w3c: bool) -> Self {
+        use bote_amqp::primitive;
+        /// An AMQP string's encoded length (str8 up to 255 bytes).
+        fn string_len(s: &str) -> usize {
+            s.len() + if s.len() <= 255 { 2 } else { 5 }
+        }
+        let body = string_len(TRACEPARENT)
+            + string_len(traceparent)
+            + string_len(TRACESTATE)
+            + string_len(tracestate);
+        let mut buf = Vec::with_capacity(body + 9);
+        // The map header as `primitive::map` writes it: map8 (size, count
+        // one byte each) while the body fits, else map32.
+        if body < 255 {
+            buf.extend_from_slice(&[0xc1, (body + 1) as u8, 4]);
+        } else {
+            buf.push(0xd1);
+            buf.extend_from_slice(&((body + 4) as u32).to_be_bytes());
+            buf.extend_from_slice(&4u32.to_be_bytes());
+        }
+        primitive::string(&mut buf, TRACEPARENT);
+        let tp_at = buf.len();
+        primitive::string(&mut buf, traceparent);
+        let tp_end = buf.len();
+        primitive::string(&mut buf, TRACESTATE);
+        let ts_at = buf.len();
+        primitive::string(&mut buf, tracestate);
+        EgressAnnotations {
+            traceparent: tp_at..tp_end,
+            tracestate: ts_at..buf.len(),
+            buf,
+            w3c,
+        }
     }
-    entries
+
+    /// The entries (symbol key, encoded value) for the message-annotations
+    /// splice; none for [`Default`].
+    pub fn entries(&self) -> ([(&'static str, &[u8]); 3], usize) {
+        let entries = [
+            (QPID_TRACESTATE, &self.buf[..]),
+            (TRACEPARENT, &self.buf[self.traceparent.clone()]),
+            (TRACESTATE, &self.buf[self.tracestate.clone()]),
+        ];
+        let n = match (self.buf.is_empty(), self.w3c) {
+            (true, _) => 0,
+            (false, false) => 1,
+            (false, true) => 3,
+        };
+        (entries, n)
+    }
+}
+
+/// The message-annotations entries that carry `wire` to a client.
+pub fn annotation_entries(wire: &WireContext, w3c: bool) -> EgressAnnotations {
+    EgressAnnotations::new(&wire.traceparent, &wire.tracestate, w3c)
 }
 
 #[cfg(test)]
@@ -653,20 +804,57 @@ mod tests {
             traceparent: TP.to_owned(),
             tracestate: String::new(),
         };
-        let entries = annotation_entries(&wire, false);
-        assert_eq!(entries.len(), 1);
+        let one = annotation_entries(&wire, false);
+        let (entries, n) = one.entries();
+        assert_eq!(n, 1);
         assert_eq!(entries[0].0, QPID_TRACESTATE);
+        // The map is what `primitive::map` writes.
+        let string = |s: &str| primitive::to_vec(|o| primitive::string(o, s));
+        let (k1, v1, k2, v2) = (
+            string(TRACEPARENT),
+            string(TP),
+            string(TRACESTATE),
+            string(""),
+        );
+        let map = primitive::to_vec(|o| {
+            primitive::map(
+                o,
+                &[
+                    (k1.as_slice(), v1.as_slice()),
+                    (k2.as_slice(), v2.as_slice()),
+                ],
+            )
+        });
+        assert_eq!(entries[0].1, map.as_slice());
+        let long = "k=".to_owned() + &"v".repeat(300);
+        let big = EgressAnnotations::new(TP, &long, true);
+        let v2 = string(&long);
+        let map = primitive::to_vec(|o| {
+            primitive::map(
+                o,
+                &[
+                    (k1.as_slice(), v1.as_slice()),
+                    (k2.as_slice(), v2.as_slice()),
+                ],
+            )
+        });
+        let (entries, _) = big.entries();
+        assert_eq!(entries[0].1, map.as_slice());
+        assert_eq!(entries[1].1, v1.as_slice());
+        assert_eq!(entries[2].1, v2.as_slice());
         let both = annotation_entries(&wire, true);
-        let keys: Vec<&str> = both.iter().map(|(k, _)| *k).collect();
+        let (entries, n) = both.entries();
+        let keys: Vec<&str> = entries[..n].iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, [QPID_TRACESTATE, TRACEPARENT, TRACESTATE]);
+        assert_eq!(EgressAnnotations::default().entries().1, 0);
         // What a reader finds in the spliced message is the context written.
-        let refs: Vec<(&str, &[u8])> = both.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        let refs = &entries[..n];
         let message = MessageBuilder::new().data(b"x").build();
         let view = MessageView::parse(message).unwrap();
         let out = view
             .splice(
                 bote_amqp::DeliveryAnnotations::Keep,
-                &bote_amqp::MessageAnnotations::Merge(&refs),
+                &bote_amqp::MessageAnnotations::Merge(refs),
             )
             .unwrap();
         let (cx, source) = incoming_context(&MessageView::parse(out).unwrap()).unwrap();

@@ -507,7 +507,7 @@ impl PeerData {
         // transfer frame.
         let context = match (&mut d.trace, &self.neighbour) {
             (Some(t), Some(n)) => {
-                Some(t.send_to_neighbour(&d.address, n.as_str(), d.visited.len()))
+                Some(t.send_to_neighbour(&d.address, n.as_arc(), d.visited.len()))
             }
             _ => None,
         };
@@ -854,7 +854,7 @@ impl PeerData {
                 MessageTrace::from_neighbour(
                     &address,
                     Some((&cx.traceparent, &cx.tracestate)),
-                    n.as_str(),
+                    n.as_arc(),
                     trace.len(),
                     &message,
                 )

@@ -199,7 +199,8 @@ impl Transport {
 
 pub struct ConnectionActor {
     id: ConnId,
-    peer: String,
+    /// `host:port`; shared with the spans of traced deliveries.
+    peer: Arc<str>,
     engine: Connection,
     shared: Arc<Shared>,
     listener: Arc<ListenerConfig>,
@@ -328,7 +329,7 @@ impl ConnectionActor {
         }
         ConnectionActor {
             id,
-            peer,
+            peer: peer.into(),
             engine,
             shared,
             listener,
@@ -1249,18 +1250,16 @@ impl ConnectionActor {
             let complete = read.as_ref().is_none_or(|(_, r)| r.complete);
             // A traced delivery carries its egress span's context in
             // message-annotations (spliced; the bare message is untouched).
-            let trace_entries = match &mut d.trace {
+            let trace_annotations = match &mut d.trace {
                 Some(t) => t.send_to_client(&c.address, &self.peer, d.visited.len()),
-                None => Vec::new(),
+                None => Default::default(),
             };
-            let trace_entries: Vec<(&str, &[u8])> = trace_entries
-                .iter()
-                .map(|(k, v)| (*k, v.as_slice()))
-                .collect();
+            let (trace_entries, n) = trace_annotations.entries();
+            let trace_entries = &trace_entries[..n];
             let spliced = match &self.annotations {
                 None if trace_entries.is_empty() => Ok(d.message.clone()),
-                None => annotations::splice(&d.message, d.stream.is_none(), &trace_entries),
-                Some(a) => a.annotate(&d.message, d.stream.is_none(), &d.visited, &trace_entries),
+                None => annotations::splice(&d.message, d.stream.is_none(), trace_entries),
+                Some(a) => a.annotate(&d.message, d.stream.is_none(), &d.visited, trace_entries),
             };
             let payload = spliced.unwrap_or_else(|e| {
                 tracing::debug!(conn = %self.id, address = %c.address, "message sent without router annotations: {e}");
