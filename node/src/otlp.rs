@@ -197,23 +197,28 @@ impl Shared {
 }
 
 impl Sender {
-    /// Opens the gRPC connection with an empty export request (valid OTLP:
-    /// no resource spans); a receiver not up yet is retried at the first
-    /// export.
-    fn connect(&mut self) {
+    /// Sends one encoded `ExportTraceServiceRequest` and waits for the
+    /// receiver's answer (the count of spans it rejected).
+    fn export(&mut self, request: Bytes) -> Result<tonic::Response<i64>, tonic::Status> {
         let grpc = &mut self.grpc;
-        let result = self.runtime.block_on(async {
+        self.runtime.block_on(async {
             grpc.ready()
                 .await
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             grpc.unary(
-                tonic::Request::new(Bytes::new()),
+                tonic::Request::new(request),
                 tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH),
                 RawCodec,
             )
             .await
-        });
-        if let Err(status) = result {
+        })
+    }
+
+    /// Opens the gRPC connection with an empty export request (valid OTLP:
+    /// no resource spans); a receiver not up yet is retried at the first
+    /// export.
+    fn connect(&mut self) {
+        if let Err(status) = self.export(Bytes::new()) {
             tracing::warn!(
                 endpoint = self.endpoint.as_str(),
                 "connecting to the OTLP receiver: {status}"
@@ -227,19 +232,7 @@ impl Sender {
             &self.resource,
             &self.router_id,
         ));
-        let grpc = &mut self.grpc;
-        let result = self.runtime.block_on(async {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            grpc.unary(
-                tonic::Request::new(request),
-                tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH),
-                RawCodec,
-            )
-            .await
-        });
-        match result {
+        match self.export(request) {
             Ok(response) => {
                 let rejected = response.into_inner();
                 if rejected > 0 {
