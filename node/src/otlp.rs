@@ -437,27 +437,31 @@ fn len_field(out: &mut Vec<u8>, field: u32, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// `field`: a `KeyValue` with a string `AnyValue`.
-fn kv_str(out: &mut Vec<u8>, field: u32, key: &str, value: &str) {
-    let any = 1 + varint_len(value.len() as u64) + value.len();
+/// `field`: a `KeyValue` named `key` up to its `AnyValue`'s length
+/// (`any` bytes follow).
+fn kv_head(out: &mut Vec<u8>, field: u32, key: &str, any: usize) {
     let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
     tag(out, field, LEN);
     varint(out, kv as u64);
     len_field(out, 1, key.as_bytes());
     tag(out, 2, LEN);
     varint(out, any as u64);
+}
+
+/// `field`: a `KeyValue` with a string `AnyValue`.
+fn kv_str(out: &mut Vec<u8>, field: u32, key: &str, value: &str) {
+    kv_head(
+        out,
+        field,
+        key,
+        1 + varint_len(value.len() as u64) + value.len(),
+    );
     len_field(out, 1, value.as_bytes());
 }
 
 /// `field`: a `KeyValue` with an int `AnyValue`.
 fn kv_int(out: &mut Vec<u8>, field: u32, key: &str, value: i64) {
-    let any = 1 + varint_len(value as u64);
-    let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
-    tag(out, field, LEN);
-    varint(out, kv as u64);
-    len_field(out, 1, key.as_bytes());
-    tag(out, 2, LEN);
-    varint(out, any as u64);
+    kv_head(out, field, key, 1 + varint_len(value as u64));
     tag(out, 3, VARINT);
     varint(out, value as u64);
 }
