@@ -5,8 +5,13 @@
 //!
 //! ```text
 //! cargo build --release -p bote-node --bin boted
-//! cargo bench -p botectl --bench management -- [CONNECTIONS] [ROUNDS]
+//! cargo bench -p botectl --bench management -- [CONNECTIONS] [ROUNDS] [--control]
 //! ```
+//!
+//! `--control` runs only the paced mode, against the forwarding router and
+//! against a second router holding as many idle connections (the same
+//! client and listing work on a router that does not forward): what the
+//! listings cost the data plane beyond the CPU they take from the machine.
 //!
 //! Spawns one release `boted` (2 workers, idle timeout off so idle clients
 //! stay), opens CONNECTIONS (default 10,000) AMQP connections that only open
@@ -180,6 +185,34 @@ fn main() {
         "{connections} idle connections open in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // `--control`: a second router with as many idle connections, which
+    // the paced QUERYs go to in a control mode: the same client CPU and
+    // the same listing work, on a router that does not forward.
+    let control = std::env::args().any(|a| a == "--control");
+    let mut other = control.then(|| {
+        RouterSpec::new("Router.Q")
+            .workers(2)
+            .listener_option("idle-timeout-secs = 0")
+            .start(&boted, Duration::from_secs(30))
+            .expect("spawn the control boted")
+    });
+    let other_addr = other.as_ref().map(|r| r.addr());
+    let _other_idle: Vec<TcpStream> = match &other_addr {
+        None => Vec::new(),
+        Some(a) => rt.block_on(async {
+            let mut all = Vec::with_capacity(connections);
+            for chunk in (0..connections).collect::<Vec<_>>().chunks(500) {
+                let tasks: Vec<_> = chunk
+                    .iter()
+                    .map(|&i| tokio::spawn(open_idle(a.clone(), i)))
+                    .collect();
+                for t in tasks {
+                    all.push(t.await.unwrap());
+                }
+            }
+            all
+        }),
+    };
     let (one, paged) = rt.block_on(async {
         let mut client = Client::connect(&addr, None, Duration::from_secs(30))
             .await
@@ -259,11 +292,19 @@ fn main() {
     let direct = throughput(None);
     println!("direct client-to-client: {direct:.0} msgs/s");
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    for (label, pause) in [
-        ("back to back", None),
-        ("one every 300 ms", Some(Duration::from_millis(300))),
-        ("once a second", Some(Duration::from_secs(1))),
-    ] {
+    let paced = Some(Duration::from_millis(300));
+    let modes: Vec<(&str, Option<Duration>, String)> = match &other_addr {
+        None => vec![
+            ("back to back", None, addr.clone()),
+            ("one every 300 ms", paced, addr.clone()),
+            ("once a second", Some(Duration::from_secs(1)), addr.clone()),
+        ],
+        Some(o) => vec![
+            ("one every 300 ms", paced, addr.clone()),
+            ("one every 300 ms, to the control router", paced, o.clone()),
+        ],
+    };
+    for (label, pause, target) in modes {
         let stop = Arc::new(AtomicBool::new(false));
         let queries = Arc::new(AtomicU64::new(0));
         let mut quiet = Vec::new();
@@ -277,7 +318,7 @@ fn main() {
         for _ in 0..PAIRS {
             quiet.push(throughput(Some(&addr)));
             stop.store(false, Ordering::SeqCst);
-            let (stop2, queries2, addr2) = (stop.clone(), queries.clone(), addr.clone());
+            let (stop2, queries2, addr2) = (stop.clone(), queries.clone(), target.clone());
             let before = queries.load(Ordering::SeqCst);
             let querier = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -344,4 +385,7 @@ fn main() {
         );
     }
     let _ = router.stop(Duration::from_secs(10));
+    if let Some(o) = other.as_mut() {
+        let _ = o.stop(Duration::from_secs(10));
+    }
 }
