@@ -227,7 +227,7 @@ fn main() {
             } else {
                 let mut trace = MessageTrace::at_ingress(&address, &message, &client_in)
                     .expect("sampled at ratio 1");
-                let entries = trace.send_to_client(&address, &client_out, 0);
+                let entries = trace.send_to_client(&client_out, 0);
                 std::hint::black_box(&entries);
                 trace
             };

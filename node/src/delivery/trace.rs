@@ -533,12 +533,7 @@ impl MessageTrace {
     /// returns the message-annotations entries (symbol key, encoded value)
     /// carrying its context: `x-opt-qpid-tracestate`, plus `traceparent`
     /// and `tracestate` when the message came with those.
-    pub fn send_to_client(
-        &mut self,
-        _address: &str,
-        peer: &Arc<str>,
-        hops: usize,
-    ) -> EgressAnnotations {
+    pub fn send_to_client(&mut self, peer: &Arc<str>, hops: usize) -> EgressAnnotations {
         let span_id = self.start_send(Peer::Client(peer.clone()), hops);
         let tp = traceparent_bytes(self.message.trace_id, span_id, self.message.trace_flags);
         EgressAnnotations::new(

@@ -1251,7 +1251,7 @@ impl ConnectionActor {
             // A traced delivery carries its egress span's context in
             // message-annotations (spliced; the bare message is untouched).
             let trace_annotations = match &mut d.trace {
-                Some(t) => t.send_to_client(&c.address, &self.peer, d.visited.len()),
+                Some(t) => t.send_to_client(&self.peer, d.visited.len()),
                 None => Default::default(),
             };
             let (trace_entries, n) = trace_annotations.entries();
