@@ -30,7 +30,7 @@ use bote_amqp::{
     encode_frame,
 };
 use bote_node::mesh::data::HOP_WINDOW;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use fe2o3_amqp::link::CreditMode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -389,7 +389,7 @@ impl Raw {
         let t = Transfer {
             handle: 0,
             delivery_id: Some(id),
-            delivery_tag: Some(Bytes::copy_from_slice(&id.to_be_bytes())),
+            delivery_tag: Some(bote_amqp::DeliveryTag::from_slice(&id.to_be_bytes())),
             message_format: Some(0),
             settled: Some(false),
             ..Transfer::default()

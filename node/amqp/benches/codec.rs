@@ -6,6 +6,7 @@
 
 use std::hint::black_box;
 
+use bote_amqp::DeliveryTag;
 use bote_amqp::encode_frame;
 use bote_amqp::{
     DeliveryAnnotations, MessageAnnotations, MessageBuilder, MessageView, Performative, Transfer,
@@ -119,7 +120,7 @@ fn transfer_body_113() -> (Bytes, usize) {
     let t = Transfer {
         handle: 1,
         delivery_id: Some(123_456),
-        delivery_tag: Some(Bytes::from_static(&[0, 1, 0xe2, 0x40])),
+        delivery_tag: Some(DeliveryTag::from(&[0, 1, 0xe2, 0x40])),
         message_format: Some(0),
         settled: Some(false),
         ..Transfer::default()
@@ -159,7 +160,7 @@ fn hot_path(c: &mut Criterion) {
     let t = Transfer {
         handle: 1,
         delivery_id: Some(123_456),
-        delivery_tag: Some(Bytes::from_static(&[0, 1, 0xe2, 0x40])),
+        delivery_tag: Some(DeliveryTag::from(&[0, 1, 0xe2, 0x40])),
         message_format: Some(0),
         settled: Some(false),
         ..Transfer::default()

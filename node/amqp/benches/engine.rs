@@ -6,6 +6,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use bote_amqp::DeliveryTag;
 use bote_amqp::{Connection, ConnectionConfig, SendDelivery, Side};
 use bote_amqp::{Event, LinkConfig, LinkId};
 use bytes::{Bytes, BytesMut};
@@ -80,7 +81,7 @@ fn linked() -> (Pair, LinkId, LinkId) {
 
 fn delivery(i: u64, payload: &Bytes, settled: bool) -> SendDelivery {
     SendDelivery {
-        tag: Bytes::copy_from_slice(&i.to_be_bytes()),
+        tag: DeliveryTag::from_slice(&i.to_be_bytes()),
         payload: payload.clone(),
         settled,
         message_format: 0,

@@ -4,18 +4,19 @@
 
 use std::hint::black_box;
 
+use bote_amqp::DeliveryTag;
 use bote_amqp::{
     Performative, Transfer, decode_transfer, decode_transfer_via_value, encode_transfer,
 };
 use bote_amqp::{decode_frame, encode_frame};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn typical_transfer() -> Transfer {
     Transfer {
         handle: 1,
         delivery_id: Some(123_456),
-        delivery_tag: Some(Bytes::from_static(&[0, 1, 0xe2, 0x40])),
+        delivery_tag: Some(DeliveryTag::from(&[0, 1, 0xe2, 0x40])),
         message_format: Some(0),
         settled: Some(false),
         more: false,

@@ -22,7 +22,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::codec::Symbol;
 use super::definitions::{
-    AmqpError, DeliveryState, Fields, ReceiverSettleMode, Role, SenderSettleMode, condition,
+    AmqpError, DeliveryState, DeliveryTag, Fields, ReceiverSettleMode, Role, SenderSettleMode,
+    condition,
 };
 use super::delivery::OutgoingDelivery;
 use super::event::{ErrorScope, Event, LinkId, SessionId};
@@ -101,7 +102,7 @@ impl Default for ConnectionConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendDelivery {
     /// Unique among the link's unsettled deliveries, at most 32 bytes.
-    pub tag: Bytes,
+    pub tag: DeliveryTag,
     /// Encoded message bytes (or the first chunk when `complete` is false).
     pub payload: Bytes,
     /// Send presettled. Forced on by snd-settle-mode settled and off by

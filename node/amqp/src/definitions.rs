@@ -158,8 +158,113 @@ pub struct Target {
     pub capabilities: Option<Vec<Symbol>>,
 }
 
-/// A delivery tag: up to 32 opaque bytes.
-pub type DeliveryTag = Bytes;
+/// A delivery tag: up to 32 opaque bytes (§2.8.7), kept inline, so that
+/// taking one out of a received frame, cloning and dropping it touch no
+/// reference count shared with the frame's other slices (the read buffer's
+/// count is written by the thread that reads and by the threads that drop
+/// the messages cut from it). A longer tag, against the spec but sent by
+/// some stacks, is accepted and kept on the heap.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct DeliveryTag(TagRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum TagRepr {
+    Inline {
+        len: u8,
+        bytes: [u8; DeliveryTag::MAX_INLINE],
+    },
+    Heap(Bytes),
+}
+
+impl DeliveryTag {
+    /// The longest tag the spec allows, and the longest kept inline.
+    pub const MAX_INLINE: usize = 32;
+
+    pub fn from_slice(tag: &[u8]) -> Self {
+        if tag.len() <= Self::MAX_INLINE {
+            let mut bytes = [0u8; Self::MAX_INLINE];
+            bytes[..tag.len()].copy_from_slice(tag);
+            DeliveryTag(TagRepr::Inline {
+                len: tag.len() as u8,
+                bytes,
+            })
+        } else {
+            DeliveryTag(TagRepr::Heap(Bytes::copy_from_slice(tag)))
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            TagRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            TagRepr::Heap(b) => b,
+        }
+    }
+
+    /// The tag as `Bytes` (a copy), for APIs that take `Bytes`.
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.0 {
+            TagRepr::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
+            TagRepr::Heap(b) => b.clone(),
+        }
+    }
+}
+
+impl Default for DeliveryTag {
+    fn default() -> Self {
+        Self::from_slice(&[])
+    }
+}
+
+impl std::ops::Deref for DeliveryTag {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for DeliveryTag {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<&[u8]> for DeliveryTag {
+    fn from(tag: &[u8]) -> Self {
+        Self::from_slice(tag)
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for DeliveryTag {
+    fn from(tag: &[u8; N]) -> Self {
+        Self::from_slice(tag)
+    }
+}
+
+impl From<Bytes> for DeliveryTag {
+    fn from(tag: Bytes) -> Self {
+        if tag.len() <= Self::MAX_INLINE {
+            Self::from_slice(&tag)
+        } else {
+            DeliveryTag(TagRepr::Heap(tag))
+        }
+    }
+}
+
+impl From<Vec<u8>> for DeliveryTag {
+    fn from(tag: Vec<u8>) -> Self {
+        Self::from(Bytes::from(tag))
+    }
+}
+
+impl std::fmt::Debug for DeliveryTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeliveryTag(")?;
+        for b in self.as_slice() {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
 
 // ---- Encoding and decoding (as `Value`s; see `amqp::composite`) ----
 
@@ -533,5 +638,34 @@ impl Target {
             dynamic_node_properties: t.dynamic_node_properties,
             capabilities: r.symbols(6, "capabilities")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_tag_up_to_32_bytes_is_inline_and_a_longer_one_is_kept_whole() {
+        let short = DeliveryTag::from(b"abc");
+        assert!(matches!(short.0, TagRepr::Inline { len: 3, .. }));
+        assert_eq!(short.as_slice(), b"abc");
+        assert_eq!(short, DeliveryTag::from(Bytes::from_static(b"abc")));
+
+        let longest = DeliveryTag::from_slice(&[7; 32]);
+        assert!(matches!(longest.0, TagRepr::Inline { len: 32, .. }));
+        assert_eq!(longest.to_bytes(), Bytes::from_static(&[7; 32]));
+
+        let long = DeliveryTag::from(vec![9u8; 40]);
+        assert!(matches!(long.0, TagRepr::Heap(_)));
+        assert_eq!(long.len(), 40);
+        assert_eq!(long, DeliveryTag::from_slice(&[9; 40]));
+
+        assert!(DeliveryTag::default().is_empty());
+        assert_ne!(DeliveryTag::from(b""), DeliveryTag::from(b"\0"));
+        assert_eq!(
+            format!("{:?}", DeliveryTag::from(b"\x01\xab")),
+            "DeliveryTag(01ab)"
+        );
     }
 }

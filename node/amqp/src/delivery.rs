@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::definitions::{DeliveryState, Role};
+use super::definitions::{DeliveryState, DeliveryTag, Role};
 
 /// A delivery the application handed to a sending link, waiting to be (or
 /// being) written as transfer frames. `payload` is the part not yet written;
@@ -16,7 +16,7 @@ use super::definitions::{DeliveryState, Role};
 /// `Connection::send_more`.
 #[derive(Debug)]
 pub(crate) struct OutgoingDelivery {
-    pub tag: Bytes,
+    pub tag: DeliveryTag,
     pub context: u64,
     pub settled: bool,
     pub message_format: u32,
@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn outgoing_delivery_takes_across_chunks() {
         let mut d = OutgoingDelivery {
-            tag: Bytes::new(),
+            tag: DeliveryTag::default(),
             context: 0,
             settled: false,
             message_format: 0,

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::definitions::{AmqpError, DeliveryState, Role};
+use super::definitions::{AmqpError, DeliveryState, DeliveryTag, Role};
 use super::performatives::{Attach, Open};
 
 /// A session of one connection, named by its local (outgoing) channel number.
@@ -49,7 +49,7 @@ pub struct IncomingTransfer {
     /// The session-scoped delivery id, used to settle it
     /// ([`Connection::disposition`](super::connection::Connection::disposition)).
     pub delivery_id: u32,
-    pub delivery_tag: Bytes,
+    pub delivery_tag: DeliveryTag,
     pub message_format: u32,
     /// True on the first frame of the delivery.
     pub first: bool,

@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 
 use super::codec::Symbol;
-use super::definitions::{Fields, ReceiverSettleMode, Role, SenderSettleMode, Source, Target};
+use super::definitions::{
+    DeliveryTag, Fields, ReceiverSettleMode, Role, SenderSettleMode, Source, Target,
+};
 use super::delivery::OutgoingDelivery;
 
 /// What the application attaches (or answers an attach) with.
@@ -84,7 +86,7 @@ impl LinkConfig {
 #[derive(Debug)]
 pub(crate) struct IncomingPartial {
     pub delivery_id: u32,
-    pub tag: bytes::Bytes,
+    pub tag: DeliveryTag,
     pub message_format: u32,
     pub settled: bool,
     pub size: u64,

@@ -2,11 +2,10 @@
 //! descriptor codes. Field names and defaults follow the spec; an `Option`
 //! is a field the spec allows to be absent with no default.
 
-use bytes::Bytes;
-
 use super::codec::{Symbol, Value};
 use super::definitions::{
-    AmqpError, DeliveryState, Fields, ReceiverSettleMode, Role, SenderSettleMode, Source, Target,
+    AmqpError, DeliveryState, DeliveryTag, Fields, ReceiverSettleMode, Role, SenderSettleMode,
+    Source, Target,
 };
 
 /// Descriptor codes (`amqp:open:list` = 0x10 ... `amqp:close:list` = 0x18).
@@ -112,7 +111,7 @@ pub struct Flow {
 pub struct Transfer {
     pub handle: u32,
     pub delivery_id: Option<u32>,
-    pub delivery_tag: Option<Bytes>,
+    pub delivery_tag: Option<DeliveryTag>,
     pub message_format: Option<u32>,
     pub settled: Option<bool>,
     pub more: bool,
@@ -273,7 +272,7 @@ impl Performative {
             Performative::Transfer(t) => {
                 w.push(Value::Uint(t.handle));
                 w.opt(t.delivery_id, Value::Uint);
-                w.opt(t.delivery_tag.clone(), Value::Binary);
+                w.opt(t.delivery_tag.as_ref(), |t| Value::Binary(t.to_bytes()));
                 w.opt(t.message_format, Value::Uint);
                 w.opt(t.settled, Value::Bool);
                 w.defaulted(t.more, false, Value::Bool);
@@ -395,7 +394,7 @@ impl Performative {
                 Performative::Transfer(Transfer {
                     handle: r.req_uint(0, "handle")?,
                     delivery_id: r.uint(1, "delivery-id")?,
-                    delivery_tag: r.binary(2, "delivery-tag")?,
+                    delivery_tag: r.binary(2, "delivery-tag")?.map(DeliveryTag::from),
                     message_format: r.uint(3, "message-format")?,
                     settled: r.boolean(4, "settled")?,
                     more: r.bool_or(5, "more", false)?,

@@ -475,7 +475,7 @@ impl Session {
 
     pub(crate) fn on_transfer(
         &mut self,
-        transfer: Transfer,
+        mut transfer: Transfer,
         payload: Bytes,
         stream: bool,
         events: &mut VecDeque<Event>,
@@ -560,7 +560,7 @@ impl Session {
             let settled = transfer.settled.unwrap_or(false);
             link.incoming = Some(IncomingPartial {
                 delivery_id,
-                tag: transfer.delivery_tag.clone().unwrap_or_default(),
+                tag: transfer.delivery_tag.take().unwrap_or_default(),
                 message_format: transfer.message_format.unwrap_or(0),
                 settled,
                 size: 0,

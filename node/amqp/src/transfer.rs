@@ -7,7 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec;
-use super::definitions::{DeliveryState, ReceiverSettleMode};
+use super::definitions::{DeliveryState, DeliveryTag, ReceiverSettleMode};
 use super::error::FrameError;
 use super::error::decode_error;
 use super::performatives::{Transfer, code};
@@ -47,7 +47,7 @@ pub(crate) fn peek_descriptor_code(body: &[u8]) -> Option<(u64, usize)> {
 
 /// A cursor over one list's fields.
 struct Fields<'a> {
-    buf: &'a Bytes,
+    buf: &'a [u8],
     pos: usize,
     end: usize,
 }
@@ -114,7 +114,9 @@ impl Fields<'_> {
         }
     }
 
-    fn binary(&mut self, field: &str) -> Result<Option<Bytes>, FrameError> {
+    /// A binary field copied out as a [`DeliveryTag`]: no slice of the
+    /// frame, so no reference count touched.
+    fn tag(&mut self, field: &str) -> Result<Option<DeliveryTag>, FrameError> {
         let len = match self.byte(field)? {
             NULL => return Ok(None),
             VBIN8 => usize::from(self.byte(field)?),
@@ -124,9 +126,9 @@ impl Fields<'_> {
         if len > self.end - self.pos {
             return Err(truncated(field));
         }
-        let b = self.buf.slice(self.pos..self.pos + len);
+        let t = DeliveryTag::from_slice(&self.buf[self.pos..self.pos + len]);
         self.pos += len;
-        Ok(Some(b))
+        Ok(Some(t))
     }
 
     fn state(&mut self) -> Result<Option<DeliveryState>, FrameError> {
@@ -161,8 +163,8 @@ fn wrong(field: &str, expected: &str, code: u8) -> FrameError {
 /// Decodes a `transfer` performative at the start of `body` (a frame body,
 /// starting at its descriptor) straight from the bytes. Returns the transfer
 /// and the number of bytes it took; the message payload follows. The
-/// delivery tag is a zero-copy slice of `body`.
-pub fn decode_transfer(body: &Bytes) -> Result<(Transfer, usize), FrameError> {
+/// delivery tag is copied out ([`DeliveryTag`] keeps it inline).
+pub fn decode_transfer(body: &[u8]) -> Result<(Transfer, usize), FrameError> {
     let Some((c, dlen)) = peek_descriptor_code(body) else {
         return Err(decode_error("transfer: expected a numeric descriptor"));
     };
@@ -226,7 +228,7 @@ pub fn decode_transfer(body: &Bytes) -> Result<(Transfer, usize), FrameError> {
         t.delivery_id = f.uint("delivery-id")?;
     }
     if n > 2 {
-        t.delivery_tag = f.binary("delivery-tag")?;
+        t.delivery_tag = f.tag("delivery-tag")?;
     }
     if n > 3 {
         t.message_format = f.uint("message-format")?;

@@ -7,6 +7,7 @@
 //! `from_fe` functions below, written against fe2o3's types only) and
 //! compares with our value.
 
+use bote_amqp::DeliveryTag;
 use bote_amqp::codec::{Descriptor, Symbol, Value};
 use bote_amqp::{
     AmqpError, Attach, Begin, Close, DeliveryState, Detach, Disposition, End, Fields, Flow,
@@ -257,7 +258,7 @@ fn transfer(t: &fe::performatives::Transfer) -> Transfer {
     Transfer {
         handle: t.handle.0,
         delivery_id: t.delivery_id,
-        delivery_tag: t.delivery_tag.as_ref().map(|b| Bytes::copy_from_slice(b)),
+        delivery_tag: t.delivery_tag.as_ref().map(|b| DeliveryTag::from_slice(b)),
         message_format: t.message_format,
         settled: t.settled,
         more: t.more,

@@ -2,6 +2,7 @@
 //! `encode_frame`/`decode_frame` (all optional fields set, and none), and
 //! malformed input fails with the spec's error condition, never a panic.
 
+use bote_amqp::DeliveryTag;
 use bote_amqp::codec::{self, Descriptor, Symbol, Value};
 use bote_amqp::{
     AMQP_HEADER, AmqpError, Attach, Begin, Close, DeliveryState, Detach, Disposition, End, Flow,
@@ -196,7 +197,7 @@ fn full_performatives() -> Vec<Performative> {
         v.push(Performative::Transfer(Transfer {
             handle: 70_000,
             delivery_id: Some(123_456),
-            delivery_tag: Some(Bytes::from_static(b"\x00\x01\x02\x03")),
+            delivery_tag: Some(DeliveryTag::from(b"\x00\x01\x02\x03")),
             message_format: Some(0),
             settled: Some(false),
             more: true,
@@ -415,7 +416,7 @@ fn a_typical_transfer_is_encoded_compactly_and_its_payload_is_a_slice_of_the_inp
     let t = Transfer {
         handle: 0,
         delivery_id: Some(5),
-        delivery_tag: Some(Bytes::from_static(&[0, 0, 0, 5])),
+        delivery_tag: Some(DeliveryTag::from(&[0, 0, 0, 5])),
         message_format: Some(0),
         settled: Some(false),
         ..Transfer::default()
@@ -483,7 +484,7 @@ fn transfer_fields_in_non_canonical_forms_are_accepted() {
         FrameBody::Amqp(Performative::Transfer(Transfer {
             handle: 1,
             delivery_id: Some(256),
-            delivery_tag: Some(Bytes::from_static(&[0xab, 0xcd])),
+            delivery_tag: Some(DeliveryTag::from(&[0xab, 0xcd])),
             settled: Some(true),
             ..Transfer::default()
         }))
@@ -787,7 +788,7 @@ fn max_transfer_payload_fills_a_frame_exactly_to_max_frame_size() {
         let first = Transfer {
             handle: 300,
             delivery_id: Some(70_000),
-            delivery_tag: Some(Bytes::from_static(&[7; 32])),
+            delivery_tag: Some(DeliveryTag::from(&[7; 32])),
             message_format: Some(0),
             settled: Some(false),
             more: true,
@@ -868,7 +869,7 @@ mod transfer_properties {
                     Transfer {
                         handle,
                         delivery_id,
-                        delivery_tag: tag.map(Bytes::from),
+                        delivery_tag: tag.map(DeliveryTag::from),
                         message_format,
                         settled,
                         more,

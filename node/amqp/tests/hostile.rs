@@ -5,13 +5,14 @@
 
 use std::time::{Duration, Instant};
 
+use bote_amqp::DeliveryTag;
 use bote_amqp::{
     Attach, Begin, ErrorScope, Event, FrameBody, LinkConfig, Open, Performative, ProtocolHeader,
     ReceiverSettleMode, Role, SaslConfig, SenderSettleMode, Transfer, condition, decode_frame,
     encode_frame, encode_protocol_header,
 };
 use bote_amqp::{Connection, ConnectionConfig, Side};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 const DEADLINE: Duration = Duration::from_secs(2);
 
@@ -209,7 +210,7 @@ fn an_attach_and_a_session_error_in_one_read_answer_the_attach_before_the_end() 
     let transfer = Transfer {
         handle: 7,
         delivery_id: Some(0),
-        delivery_tag: Some(Bytes::from_static(b"t")),
+        delivery_tag: Some(DeliveryTag::from(b"t")),
         ..Transfer::default()
     };
     encode_frame(0, &Performative::Transfer(transfer), b"x", &mut input);

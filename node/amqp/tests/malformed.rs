@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use bote_amqp::DeliveryTag;
 use bote_amqp::{
     Attach, Begin, ErrorScope, Event, FrameBody, Open, Performative, ProtocolHeader,
     ReceiverSettleMode, Role, SenderSettleMode, Transfer, condition, decode_frame, encode_frame,
@@ -305,7 +306,7 @@ fn a_transfer_on_an_unattached_handle_ends_the_session() {
     let transfer = Transfer {
         handle: 7,
         delivery_id: Some(0),
-        delivery_tag: Some(Bytes::from_static(b"t")),
+        delivery_tag: Some(DeliveryTag::from(b"t")),
         ..Transfer::default()
     };
     let mut input = BytesMut::new();
@@ -385,7 +386,7 @@ fn a_transfer_without_credit_detaches_the_link_with_transfer_limit_exceeded() {
     let transfer = Transfer {
         handle: 0,
         delivery_id: Some(0),
-        delivery_tag: Some(Bytes::from_static(b"t")),
+        delivery_tag: Some(DeliveryTag::from(b"t")),
         ..Transfer::default()
     };
     let mut input = BytesMut::new();
@@ -415,7 +416,7 @@ fn transfers_beyond_credit_are_taken_up_to_the_margin_and_counted_then_the_link_
         let t = Transfer {
             handle: 0,
             delivery_id: Some(id),
-            delivery_tag: Some(Bytes::from(vec![id as u8])),
+            delivery_tag: Some(DeliveryTag::from(vec![id as u8])),
             settled: Some(true),
             ..Transfer::default()
         };
@@ -483,7 +484,7 @@ fn transfers_written_after_a_drain_reply_that_counted_them_are_taken_up_to_the_c
         let t = Transfer {
             handle: 0,
             delivery_id: Some(id),
-            delivery_tag: Some(Bytes::from(vec![id as u8])),
+            delivery_tag: Some(DeliveryTag::from(vec![id as u8])),
             settled: Some(true),
             ..Transfer::default()
         };
@@ -550,7 +551,7 @@ fn client_stream() -> (BytesMut, BytesMut) {
             let transfer = Transfer {
                 handle: 0,
                 delivery_id: (f == 0).then_some(id),
-                delivery_tag: (f == 0).then(|| Bytes::copy_from_slice(&id.to_be_bytes())),
+                delivery_tag: (f == 0).then(|| DeliveryTag::from_slice(&id.to_be_bytes())),
                 settled: (f == 0).then_some(true),
                 more: f + 1 < frames,
                 ..Transfer::default()
@@ -657,7 +658,7 @@ proptest! {
         let transfer = Transfer {
             handle: 0,
             delivery_id: Some(0),
-            delivery_tag: Some(Bytes::from_static(b"tag")),
+            delivery_tag: Some(DeliveryTag::from(b"tag")),
             ..Transfer::default()
         };
         encode_frame(0, &Performative::Transfer(transfer), b"payload bytes", &mut input);

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use bote_amqp::DeliveryTag;
 use bote_amqp::{
     AmqpError, DeliveryState, ErrorScope, Event, IncomingTransfer, LinkConfig, LinkId,
     Performative, Role, SenderSettleMode, SessionConfig, SessionId, condition,
@@ -124,7 +125,7 @@ fn sender_link(pair: &mut Pair) -> (LinkId, LinkId) {
 
 fn message(context: u64, body: &'static [u8], settled: bool) -> SendDelivery {
     SendDelivery {
-        tag: Bytes::copy_from_slice(&context.to_be_bytes()),
+        tag: DeliveryTag::from_slice(&context.to_be_bytes()),
         payload: Bytes::from_static(body),
         settled,
         message_format: 0,

@@ -11,7 +11,7 @@
 //! whose target is a transaction coordinator (qdrouterd's spelling).
 
 use actix::prelude::*;
-use bote_amqp::{AmqpError, Attach, DeliveryState};
+use bote_amqp::{AmqpError, Attach, DeliveryState, DeliveryTag};
 use bytes::Bytes;
 
 /// What a link route matches a transaction controller's link on.
@@ -58,7 +58,7 @@ pub enum Routed {
     /// A transfer frame, from the receiving end to the sending end.
     Transfer {
         delivery_id: u32,
-        tag: Bytes,
+        tag: DeliveryTag,
         message_format: u32,
         first: bool,
         more: bool,

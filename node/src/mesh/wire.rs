@@ -120,7 +120,7 @@ pub fn routed_to_frame(route_id: u64, reply: bool, op: RoutedOp) -> pb::Frame {
                 ))
             }),
             delivery_id,
-            tag,
+            tag: tag.to_bytes(),
             message_format,
             first,
             more,
@@ -197,7 +197,7 @@ pub fn routed_from_frame(r: pb::RoutedLink) -> Result<Option<(u64, bool, RoutedO
                 }
             },
             delivery_id: t.delivery_id,
-            tag: t.tag,
+            tag: t.tag.into(),
             message_format: t.message_format,
             first: t.first,
             more: t.more,
@@ -891,7 +891,7 @@ mod tests {
             RoutedOp::Frame(Routed::Drained),
             RoutedOp::Frame(Routed::Transfer {
                 delivery_id: 3,
-                tag: bytes::Bytes::from_static(b"t"),
+                tag: bote_amqp::DeliveryTag::from(b"t"),
                 message_format: 0,
                 first: true,
                 more: false,

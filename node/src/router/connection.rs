@@ -63,7 +63,7 @@ use crate::delivery::{
 };
 use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use bote_amqp::{
-    AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, ErrorScope, Event,
+    AmqpError, Attach, Connection, ConnectionConfig, DeliveryState, DeliveryTag, ErrorScope, Event,
     IncomingTransfer, LinkConfig, LinkDetached, LinkId, MessageView, Role, SaslConfig,
     SendDelivery, SenderSettleMode, SessionId, Side, Source, Target, condition,
 };
@@ -1266,7 +1266,7 @@ impl ConnectionActor {
                 d.message.clone()
             });
             let send = SendDelivery {
-                tag: Bytes::copy_from_slice(&context.to_be_bytes()),
+                tag: DeliveryTag::from_slice(&context.to_be_bytes()),
                 payload,
                 settled: d.presettled,
                 message_format: 0,

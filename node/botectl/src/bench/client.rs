@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -23,7 +23,7 @@ use bote_amqp::{
     AmqpError, DeliveryState, Event, LinkConfig, LinkId, MessageBuilder, MessageId, MessageView,
     Role as LinkRole, SenderSettleMode, SessionId,
 };
-use bote_amqp::{Connection, ConnectionConfig, SendDelivery, Side};
+use bote_amqp::{Connection, ConnectionConfig, DeliveryTag, SendDelivery, Side};
 
 use super::base_nanos;
 
@@ -172,7 +172,7 @@ fn send_stamped(
     presettled: bool,
 ) -> Result<(), String> {
     let payload = template.stamped(arena, stamp);
-    let tag = tag(arena, n);
+    let tag = tag(n);
     conn.send(
         link,
         SendDelivery {
@@ -187,12 +187,8 @@ fn send_stamped(
     .map_err(|e| format!("send: {e}"))
 }
 
-fn tag(arena: &mut BytesMut, n: u64) -> Bytes {
-    if arena.capacity() < 8 {
-        arena.reserve(64 * 1024);
-    }
-    arena.put_u64(n);
-    arena.split().freeze()
+fn tag(n: u64) -> DeliveryTag {
+    DeliveryTag::from_slice(&n.to_be_bytes())
 }
 
 pub(crate) fn connection_config(container_id: String) -> ConnectionConfig {
@@ -1153,7 +1149,7 @@ impl Role for Responder {
             while room > 0
                 && let Some(payload) = queue.pop_front()
             {
-                let tag = tag(&mut self.arena, self.replies);
+                let tag = tag(self.replies);
                 conn.send(
                     link,
                     SendDelivery {

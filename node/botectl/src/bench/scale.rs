@@ -685,7 +685,7 @@ async fn probe(
                 .send(
                     link,
                     SendDelivery {
-                        tag: bytes::Bytes::copy_from_slice(&tag.to_be_bytes()),
+                        tag: bote_amqp::DeliveryTag::from_slice(&tag.to_be_bytes()),
                         payload,
                         settled: false,
                         message_format: 0,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bote_amqp::codec::Value;
 use bote_amqp::management::{DecodedReply, encode_request};
 use bote_amqp::{
-    Connection, ConnectionConfig, Event, LinkConfig, LinkId, SaslConfig, SendDelivery, Side, Source,
+    Connection, ConnectionConfig, DeliveryTag, Event, LinkConfig, LinkId, SaslConfig, SendDelivery,
+    Side, Source,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
@@ -194,7 +195,7 @@ impl Client {
             .send(
                 self.sender,
                 SendDelivery {
-                    tag: Bytes::from(id.clone().into_bytes()),
+                    tag: DeliveryTag::from_slice(id.as_bytes()),
                     payload: message,
                     settled: false,
                     message_format: 0,
