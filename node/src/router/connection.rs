@@ -1014,8 +1014,9 @@ impl ConnectionActor {
             delivery.trace =
                 MessageTrace::at_ingress(&delivery.address, &delivery.message, &self.peer);
         }
-        let actor = actor.clone();
-        self.queue_ingress(&actor, delivery);
+        // Borrowed, not cloned: an `Addr` clone and drop per message are
+        // three atomics on a line the address actor's thread also writes.
+        queue_ingress(&self.shared, &mut self.forwards, actor, delivery);
         Some(key)
     }
 
@@ -1023,18 +1024,7 @@ impl ConnectionActor {
     /// for each subscription filter its address matches
     /// ([`super::filter`]).
     fn queue_ingress(&mut self, actor: &Addr<AddressActor>, delivery: RoutedDelivery) {
-        if !self.shared.addresses.has_filters() {
-            queue_forward(&mut self.forwards, actor, delivery);
-            return;
-        }
-        let mut parts = self.shared.addresses.split(delivery).into_iter();
-        if let Some(d) = parts.next() {
-            queue_forward(&mut self.forwards, actor, d);
-        }
-        for d in parts {
-            let filter = self.shared.addresses.get(&d.address);
-            queue_forward(&mut self.forwards, &filter, d);
-        }
+        queue_ingress(&self.shared, &mut self.forwards, actor, delivery);
     }
 
     fn origin(&self, key: u64) -> Origin {
@@ -1580,6 +1570,28 @@ pub(super) fn routed(
         trace: None,
         joined: None,
         outcome_sent: false,
+    }
+}
+
+/// Queues a delivery from a client for its address actor, with a copy for
+/// each subscription filter its address matches ([`super::filter`]).
+fn queue_ingress(
+    shared: &Shared,
+    forwards: &mut Vec<(Addr<AddressActor>, Vec<RoutedDelivery>)>,
+    actor: &Addr<AddressActor>,
+    delivery: RoutedDelivery,
+) {
+    if !shared.addresses.has_filters() {
+        queue_forward(forwards, actor, delivery);
+        return;
+    }
+    let mut parts = shared.addresses.split(delivery).into_iter();
+    if let Some(d) = parts.next() {
+        queue_forward(forwards, actor, d);
+    }
+    for d in parts {
+        let filter = shared.addresses.get(&d.address);
+        queue_forward(forwards, &filter, d);
     }
 }
 
