@@ -858,15 +858,23 @@ impl AddressActor {
         let mut batches: Vec<Vec<RoutedDelivery>> = Vec::new();
         batches.resize_with(self.consumers.len(), Vec::new);
         let mut remote_batches: Vec<RemoteBatch> = Vec::new();
-        for mut d in deliveries {
+        // Counted here and added once per batch: the counters are shared
+        // with the management thread.
+        let (mut ingress, mut from_mesh) = (0u64, 0u64);
+        let total = deliveries.len();
+        for (n, mut d) in deliveries.into_iter().enumerate() {
+            // A batch's first delivery for a consumer or neighbour sizes its
+            // vector for the rest: no regrowing (and moving) delivery by
+            // delivery.
+            let left = total - n;
             if let Some(p) = self.priority {
                 d.priority = p;
             }
             if d.fanout.is_none() && d.tried.is_empty() && d.released_by.is_empty() && !d.resend {
                 if d.visited.is_empty() {
-                    self.stats.ingress.fetch_add(1, Relaxed);
+                    ingress += 1;
                 } else {
-                    self.stats.from_mesh.fetch_add(1, Relaxed);
+                    from_mesh += 1;
                 }
             }
             if self.distribution == Distribution::Multicast
@@ -887,6 +895,9 @@ impl AddressActor {
                     // never gets it again, so two consumers that both
                     // release it cannot pass it between them for ever.
                     self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
+                    if batches[i].capacity() == 0 {
+                        batches[i].reserve_exact(left);
+                    }
                     batches[i].push(d);
                 }
                 Some(Choice::Remote(k)) => {
@@ -902,11 +913,21 @@ impl AddressActor {
                     }
                     match remote_batches.iter_mut().find(|(_, p, _)| *p == r.peer) {
                         Some((_, _, b)) => b.push(d),
-                        None => remote_batches.push((r.next_hop.clone(), r.peer.clone(), vec![d])),
+                        None => {
+                            let mut batch = Vec::with_capacity(left);
+                            batch.push(d);
+                            remote_batches.push((r.next_hop.clone(), r.peer.clone(), batch));
+                        }
                     }
                 }
                 None => self.no_consumer(d),
             }
+        }
+        if ingress > 0 {
+            self.stats.ingress.fetch_add(ingress, Relaxed);
+        }
+        if from_mesh > 0 {
+            self.stats.from_mesh.fetch_add(from_mesh, Relaxed);
         }
         for (next_hop, peer, batch) in remote_batches {
             self.stats.delivered.fetch_add(batch.len() as u64, Relaxed);

@@ -395,6 +395,17 @@ impl RouterData {
             }
             return;
         };
+        // Usually the whole batch is for one address: it goes on as it
+        // came, not moved delivery by delivery into a new vector.
+        if let Some(first) = deliveries.first()
+            && deliveries[1..]
+                .iter()
+                .all(|d| Arc::ptr_eq(&first.address, &d.address) || *first.address == *d.address)
+        {
+            let actor = shared.addresses.get(&first.address);
+            actor.do_send(message(deliveries));
+            return;
+        }
         let mut run: Vec<delivery::RoutedDelivery> = Vec::new();
         for d in deliveries {
             if let Some(first) = run.first()
