@@ -93,7 +93,7 @@ use super::wire::{
     Route, continuation, credit_acks, disposition, dispositions, outcome_from_wire, transfer_frame,
 };
 use crate::delivery::{
-    ConnId, Fanout, MessageTrace, Origin, OutcomeBatch, PriorityQueues, Reach, Returned,
+    ConnId, Detours, Fanout, MessageTrace, Origin, OutcomeBatch, PriorityQueues, Reach, Returned,
     RoutedDelivery, SeqMap, Stream, VisitedRouters,
 };
 use bote_amqp::DeliveryState;
@@ -736,7 +736,7 @@ impl PeerData {
                 // Resend released: nobody beyond the neighbour took it, so
                 // it is routed again here, never through that neighbour.
                 delivery.remote_outstanding = None;
-                delivery.released_by.push(neighbour.clone());
+                delivery.detours.add_released_by(neighbour.clone());
                 self.arrived.push(delivery);
                 return;
             }
@@ -872,15 +872,13 @@ impl PeerData {
                 key: id,
             },
             fanout: None,
-            tried: Vec::new(),
-            released_by: Vec::new(),
+            detours: Detours::default(),
             stream,
             visited: trace,
             hops_left,
             remote_outstanding: None,
             ingress_sequence,
             resend,
-            resent_from: None,
             credited: false,
             reach,
             trace: message_trace,
@@ -1018,15 +1016,13 @@ impl PeerData {
             priority: delivery.priority,
             origin: delivery.origin.clone(),
             fanout: Some(fanout.clone()),
-            tried: Vec::new(),
-            released_by: Vec::new(),
+            detours: Detours::default(),
             stream: delivery.stream.clone().inspect(|s| s.add_readers(1)),
             visited: delivery.visited.clone(),
             hops_left: delivery.hops_left,
             remote_outstanding: None,
             ingress_sequence: delivery.ingress_sequence,
             resend: delivery.resend,
-            resent_from: None,
             // A multicast part: its credit comes back with its outcome.
             credited: false,
             reach: Reach::Toward(Arc::from([self.own.clone()])),
@@ -1154,7 +1150,7 @@ impl PeerData {
             match peer {
                 Some(peer) if d.fanout.is_none() || multicast_copy(&d) => {
                     toward_behind(&mut d);
-                    d.resent_from = Some(peer.clone());
+                    d.detours.set_resent_from(peer.clone());
                     reroute.push(d);
                 }
                 _ => d.return_to_sender(Some(DeliveryState::Released)),
@@ -1197,7 +1193,7 @@ impl PeerData {
                     d.remote_outstanding = None;
                     toward_behind(&mut d);
                     d.resend = true;
-                    d.resent_from = Some(peer.clone());
+                    d.detours.set_resent_from(peer.clone());
                     reforward.push(d);
                 }
                 _ => {
@@ -1444,15 +1440,13 @@ mod tests {
                 key,
             },
             fanout: None,
-            tried: Vec::new(),
-            released_by: Vec::new(),
+            detours: Detours::default(),
             stream: None,
             visited: VisitedRouters::default(),
             hops_left: HOP_LIMIT,
             remote_outstanding: None,
             ingress_sequence: 0,
             resend: false,
-            resent_from: None,
             credited: false,
             reach: Reach::Tree,
             trace: None,
@@ -2171,7 +2165,7 @@ mod tests {
             assert_eq!(routed.len(), 1, "routed again once");
             let d = &routed[0];
             assert_eq!(d.origin.key, 0);
-            assert_eq!(d.released_by, vec![RouterId::from("Router.B")]);
+            assert_eq!(d.detours.released_by(), [RouterId::from("Router.B")]);
             assert_eq!(&d.message[..], b"message", "it kept its message");
             assert!(d.remote_outstanding.is_none() && !d.resend);
             assert_eq!(outstanding.load(std::sync::atomic::Ordering::Relaxed), 0);
@@ -2238,7 +2232,7 @@ mod tests {
             let d = &rerouted[0];
             assert_eq!(d.origin.key, 1);
             assert!(d.resend && d.remote_outstanding.is_none());
-            assert_eq!(d.resent_from, Some(RouterId::from("Router.B")));
+            assert_eq!(d.detours.resent_from(), Some(&RouterId::from("Router.B")));
             assert_eq!(d.ingress_sequence, sequences[0], "the same identity");
             assert_eq!(outstanding.load(std::sync::atomic::Ordering::Relaxed), 0);
             // A re-forwarded delivery that ends nowhere goes back modified,
@@ -2326,7 +2320,7 @@ mod tests {
             let d = &rerouted[0];
             assert_eq!(d.reach, Reach::Toward(routers(&["Router.D", "Router.E"])));
             assert!(d.resend && d.fanout.is_some());
-            assert_eq!(d.resent_from, Some(RouterId::from("Router.B")));
+            assert_eq!(d.detours.resent_from(), Some(&RouterId::from("Router.B")));
             assert_eq!((d.ingress_sequence, &d.message[..]), (77, &b"message"[..]));
             // The presettled copy is not sent twice: its sender's credit
             // comes back; the re-forwarded one still holds its outcome.

@@ -249,8 +249,8 @@ pub trait DataPlane: Send + Sync + 'static {
     /// back released by one: route them like local ones.
     fn route(&self, deliveries: Vec<crate::delivery::RoutedDelivery>);
     /// Deliveries that were in flight to a neighbour when it was lost
-    /// (each marked `resend`, with `resent_from` naming the neighbour):
-    /// route them again, on another path, once the routes no longer go
+    /// (each marked `resend`, its `detours` naming the neighbour): route
+    /// them again, on another path, once the routes no longer go
     /// through the lost neighbour; without a path they go back to their
     /// senders modified (delivery-failed).
     fn reroute(&self, deliveries: Vec<crate::delivery::RoutedDelivery>);

@@ -92,7 +92,7 @@ use super::store::{Change, QueuedMessage, SessionRecord, StoredSession};
 use super::{message, retain};
 use crate::config::{Config, Distribution, ListenerConfig, Protocol};
 use crate::delivery::{
-    ConnId, FastMap, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, StreamProgress,
+    ConnId, Detours, FastMap, Origin, OutcomeBatch, Reach, Returned, RoutedDelivery, StreamProgress,
 };
 use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use crate::router::address::{AddressActor, AttachConsumer, Deliver, DetachConsumer, Forward};
@@ -1550,15 +1550,13 @@ pub(super) fn delivery(
         priority: 4,
         origin,
         fanout: None,
-        tried: Vec::new(),
-        released_by: Vec::new(),
+        detours: Detours::default(),
         stream: None,
         visited: crate::delivery::VisitedRouters::default(),
         hops_left: crate::delivery::HOP_LIMIT,
         remote_outstanding: None,
         ingress_sequence: 0,
         resend: false,
-        resent_from: None,
         credited: false,
         reach: Reach::Tree,
         trace: None,
@@ -1802,7 +1800,7 @@ impl Handler<Deliver> for MqttConnection {
         if !self.links.contains_key(&msg.link) {
             // The subscription ended while these were on their way.
             for mut d in msg.deliveries {
-                d.tried.push((self.id, msg.link));
+                d.detours.add_tried((self.id, msg.link));
                 self.shared
                     .addresses
                     .get(&d.address)

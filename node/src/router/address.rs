@@ -51,7 +51,7 @@ use dashmap::DashMap;
 
 use super::link::LinkCounters;
 use crate::config::address::Distribution;
-use crate::delivery::{ConnId, Fanout, Reach, RoutedDelivery};
+use crate::delivery::{ConnId, Detours, Fanout, Reach, RoutedDelivery};
 use crate::mesh::data::PeerDeliver;
 use crate::mesh::{MeshHandle, MeshView};
 use bote_amqp::{DeliveryState, LinkId};
@@ -117,8 +117,8 @@ pub struct DetachProducer {
 #[rtype(result = "()")]
 pub struct Forward(pub Vec<RoutedDelivery>);
 
-/// Deliveries in flight to a neighbour that was lost (each with
-/// `resent_from` naming it), to route again on another path.
+/// Deliveries in flight to a neighbour that was lost (each with its
+/// `detours` naming it), to route again on another path.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Reroute(pub Vec<RoutedDelivery>);
@@ -184,9 +184,9 @@ impl Remote {
     fn excluded_for(&self, d: &RoutedDelivery) -> bool {
         d.visited.contains(&self.router)
             || d.visited.contains(&self.next_hop)
-            || d.released_by.contains(&self.next_hop)
-            || d.resent_from
-                .as_ref()
+            || d.detours.released_by().contains(&self.next_hop)
+            || d.detours
+                .resent_from()
                 .is_some_and(|lost| *lost == self.router || *lost == self.next_hop)
     }
 }
@@ -590,7 +590,7 @@ impl AddressActor {
         if let Reach::Toward(destinations) = &d.reach {
             let plan =
                 policy::multicast_toward(&view.routes, self.consumers.len(), destinations, |r| {
-                    d.visited.contains(r) || d.resent_from.as_ref() == Some(r)
+                    d.visited.contains(r) || d.detours.resent_from() == Some(r)
                 });
             let hops = if d.hops_left == 0 {
                 Vec::new()
@@ -746,15 +746,13 @@ impl AddressActor {
             priority: d.priority,
             origin: d.origin.clone(),
             fanout: Some(fanout.clone()),
-            tried: Vec::new(),
-            released_by: Vec::new(),
+            detours: Detours::default(),
             stream: d.stream.clone(),
             visited: d.visited.clone(),
             hops_left: d.hops_left,
             remote_outstanding: None,
             ingress_sequence: d.ingress_sequence,
             resend,
-            resent_from: None,
             // Multicast copies keep end-to-end credit: their sender's
             // credit comes back with the fan-out's one outcome
             // (`OutcomeBatch::credit` leaves them alone).
@@ -795,7 +793,7 @@ impl AddressActor {
                 // routes change: checked there as a resend.
                 None => {
                     let mut c = copy(&d, Reach::Toward(behind.clone()), true);
-                    c.resent_from = Some(hop.clone());
+                    c.detours.set_resent_from(hop.clone());
                     stalled.push(c);
                 }
             }
@@ -832,7 +830,7 @@ impl AddressActor {
                 undelivered: c.counters.undelivered.load(Relaxed),
                 unsettled: c.counters.unsettled.load(Relaxed),
                 capacity: c.capacity,
-                tried: d.tried.contains(&(c.conn, c.link)),
+                tried: d.detours.tried().contains(&(c.conn, c.link)),
             }));
         for (candidate, r) in self.remote_candidates.iter_mut().zip(&self.remote) {
             candidate.outstanding = r.outstanding.load(Relaxed);
@@ -870,7 +868,7 @@ impl AddressActor {
             if let Some(p) = self.priority {
                 d.priority = p;
             }
-            if d.fanout.is_none() && d.tried.is_empty() && d.released_by.is_empty() && !d.resend {
+            if d.fanout.is_none() && d.detours.none_gave_it_back() && !d.resend {
                 if d.visited.is_empty() {
                     ingress += 1;
                 } else {
@@ -903,7 +901,7 @@ impl AddressActor {
                 Some(Choice::Remote(k)) => {
                     let r = &self.remote[k];
                     if !r.peer.connected() {
-                        d.resent_from = Some(r.next_hop.clone());
+                        d.detours.set_resent_from(r.next_hop.clone());
                         stalled.push(d);
                         continue;
                     }
@@ -966,7 +964,7 @@ impl AddressActor {
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|(until, d)| {
-                may_reroute(self.view.as_deref(), d.resent_from.as_ref(), *until, now)
+                may_reroute(self.view.as_deref(), d.detours.resent_from(), *until, now)
                     && (*until <= now || !awaiting_uplink)
             });
         self.parked = waiting;
@@ -1093,7 +1091,7 @@ impl Handler<DetachConsumer> for AddressActor {
             .returned
             .into_iter()
             .map(|mut d| {
-                d.tried.push((msg.conn, msg.link));
+                d.detours.add_tried((msg.conn, msg.link));
                 d
             })
             .collect();

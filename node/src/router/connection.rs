@@ -58,8 +58,8 @@ use super::link::LinkCounters;
 use super::policy;
 use crate::config::{Distribution, ListenerConfig};
 use crate::delivery::{
-    ConnId, FastMap, FastSet, MessageTrace, Origin, OutcomeBatch, PriorityQueues, Reach, Returned,
-    RoutedDelivery, SeqMap, Stream, StreamProgress, trace,
+    ConnId, Detours, FastMap, FastSet, MessageTrace, Origin, OutcomeBatch, PriorityQueues, Reach,
+    Returned, RoutedDelivery, SeqMap, Stream, StreamProgress, trace,
 };
 use crate::model::{ConnectionInfo, LinkDir, LinkInfo};
 use bote_amqp::{
@@ -1556,15 +1556,13 @@ pub(super) fn routed(
         presettled,
         origin,
         fanout: None,
-        tried: Vec::new(),
-        released_by: Vec::new(),
+        detours: Detours::default(),
         stream,
         visited: crate::delivery::VisitedRouters::default(),
         hops_left: crate::delivery::HOP_LIMIT,
         remote_outstanding: None,
         ingress_sequence: 0,
         resend: false,
-        resent_from: None,
         credited: false,
         reach: Reach::Tree,
         trace: None,
@@ -1723,7 +1721,7 @@ impl Handler<Deliver> for ConnectionActor {
             None => {
                 // The link left while these were on their way: route again.
                 for mut d in msg.deliveries {
-                    d.tried.push((self.id, msg.link));
+                    d.detours.add_tried((self.id, msg.link));
                     let actor = self.shared.addresses.get(&d.address);
                     actor.do_send(Forward(vec![d]));
                 }
