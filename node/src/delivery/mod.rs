@@ -35,7 +35,7 @@ use bytes::Bytes;
 use bote_amqp::DeliveryState;
 use bote_amqp::LinkId;
 
-pub use ids::{ConnId, FastMap, FastSet, SeqHasher, SeqMap};
+pub use ids::{ConnId, FastMap, FastSet, SeqHasher, SeqMap, SeqRing};
 pub use outcome::{Fanout, OutcomeBatch, Returned};
 pub use priority::PriorityQueues;
 pub use stream::{Stream, StreamProgress, StreamRead};

@@ -94,7 +94,7 @@ use super::wire::{
 };
 use crate::delivery::{
     ConnId, Detours, Fanout, MessageTrace, Origin, OutcomeBatch, PriorityQueues, Reach, Returned,
-    RoutedDelivery, SeqMap, Stream, VisitedRouters,
+    RoutedDelivery, SeqMap, SeqRing, Stream, VisitedRouters,
 };
 use bote_amqp::DeliveryState;
 
@@ -294,7 +294,7 @@ pub struct PeerData {
     next_id: u64,
     /// Sent, waiting for the neighbour's disposition (unsettled ones, and
     /// presettled ones whose credit upstream waits for it).
-    sent: SeqMap<RoutedDelivery>,
+    sent: SeqRing<RoutedDelivery>,
     /// Deliveries credited upstream already (in their address's window),
     /// waiting for the neighbour's acknowledgement: id -> (address, message
     /// bytes). Unsettled ones are in `sent` too, for their outcome.
@@ -357,7 +357,7 @@ impl PeerData {
             conn: ConnId(u64::MAX - conn),
             returns_to: None,
             next_id: 0,
-            sent: SeqMap::default(),
+            sent: SeqRing::default(),
             credited: SeqMap::default(),
             windows: std::collections::HashMap::new(),
             credit_acks_out: false,
@@ -702,8 +702,7 @@ impl PeerData {
                 } else {
                     // A range wider than what is outstanding: visit only
                     // what is held (a huge range costs nothing).
-                    let mut ids: Vec<u64> = (self.sent.keys().chain(self.credited.keys()))
-                        .copied()
+                    let mut ids: Vec<u64> = (self.sent.ids().chain(self.credited.keys().copied()))
                         .filter(|id| (first..=last).contains(id))
                         .collect();
                     ids.sort_unstable();
