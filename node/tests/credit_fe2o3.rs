@@ -304,7 +304,7 @@ impl Raw {
             channel_max: 0,
             ..Open::default()
         };
-        encode_frame(0, &Performative::Open(open), &[], &mut out);
+        encode_frame(0, &Performative::Open(Box::new(open)), &[], &mut out);
         let begin = Begin {
             remote_channel: None,
             next_outgoing_id: 0,
@@ -375,7 +375,7 @@ impl Raw {
             desired_capabilities: None,
             properties: None,
         };
-        encode_frame(0, &Performative::Attach(attach), &[], out);
+        encode_frame(0, &Performative::Attach(Box::new(attach)), &[], out);
     }
 
     /// An unsettled transfer of message `id` (a ulong message-id and a
@@ -610,7 +610,7 @@ async fn receiver_settle_mode_second_gets_the_outcome_on_the_settling_dispositio
         desired_capabilities: None,
         properties: None,
     };
-    encode_frame(0, &Performative::Attach(attach), &[], &mut out);
+    encode_frame(0, &Performative::Attach(Box::new(attach)), &[], &mut out);
     let flow = Flow {
         next_incoming_id: Some(0),
         incoming_window: 1 << 20,

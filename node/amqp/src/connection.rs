@@ -509,7 +509,7 @@ impl Connection {
         l.attach_sent = true;
         let attach = refusal_attach(l);
         self.out
-            .frame(link.session.0, &Performative::Attach(attach));
+            .frame(link.session.0, &Performative::Attach(Box::new(attach)));
         self.detach(link, true, Some(error))
     }
 
@@ -547,7 +547,7 @@ impl Connection {
         self.out.buf.extend_from_slice(&flushed);
         if let Some(attach) = attach {
             self.out
-                .frame(link.session.0, &Performative::Attach(attach));
+                .frame(link.session.0, &Performative::Attach(Box::new(attach)));
         }
         let detach = Detach {
             handle: link.handle,
@@ -587,7 +587,12 @@ impl Connection {
             if let Some(l) = s.link_mut(handle) {
                 l.attach_sent = true;
                 let attach = refusal_attach(l);
-                encode_frame(session.0, &Performative::Attach(attach), &[], &mut flushed);
+                encode_frame(
+                    session.0,
+                    &Performative::Attach(Box::new(attach)),
+                    &[],
+                    &mut flushed,
+                );
             }
         }
         s.end_sent = true;
@@ -948,7 +953,12 @@ impl Connection {
             desired_capabilities: self.config.desired_capabilities.clone(),
             properties: self.config.properties.clone(),
         };
-        encode_frame(0, &Performative::Open(open), &[], &mut self.out.buf);
+        encode_frame(
+            0,
+            &Performative::Open(Box::new(open)),
+            &[],
+            &mut self.out.buf,
+        );
         self.out.open_written = true;
         let deferred = std::mem::take(&mut self.out.deferred);
         self.out.buf.extend_from_slice(&deferred);
@@ -1006,7 +1016,8 @@ impl Connection {
             desired_capabilities: config.desired_capabilities,
             properties: config.properties,
         };
-        self.out.frame(id.session.0, &Performative::Attach(attach));
+        self.out
+            .frame(id.session.0, &Performative::Attach(Box::new(attach)));
         Ok(())
     }
 
@@ -1310,10 +1321,8 @@ impl Connection {
                 .idle_time_out
                 .filter(|&t| t > 0)
                 .map(|t| Duration::from_millis(u64::from(t)));
-            self.remote_open = Some(open.clone());
-            self.events.push_back(Event::Opened {
-                remote: Box::new(open),
-            });
+            self.remote_open = Some((*open).clone());
+            self.events.push_back(Event::Opened { remote: open });
             return;
         }
         match performative {
@@ -1475,7 +1484,7 @@ impl Connection {
             return;
         }
         let result = match performative {
-            Performative::Attach(a) => session.on_attach(a, &mut self.events),
+            Performative::Attach(a) => session.on_attach(*a, &mut self.events),
             Performative::Flow(f) => session.on_flow(f, &mut self.events),
             Performative::Transfer(t) => session.on_transfer(t, payload, stream, &mut self.events),
             Performative::Disposition(d) => {
@@ -1485,7 +1494,8 @@ impl Connection {
             Performative::Detach(d) => match session.on_detach(d, &mut self.events) {
                 Ok(Some((attach, detach))) => {
                     if let Some(attach) = attach {
-                        self.out.frame(local, &Performative::Attach(attach));
+                        self.out
+                            .frame(local, &Performative::Attach(Box::new(attach)));
                     }
                     self.out.frame(local, &Performative::Detach(detach));
                     Ok(())

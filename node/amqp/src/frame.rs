@@ -53,6 +53,12 @@ pub struct Frame {
     pub payload: Bytes,
 }
 
+// Every frame is moved a few times between its decoding and its handling:
+// the rare large performatives are boxed to keep it small
+// ([`Performative`]).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Frame>() <= 184);
+
 // ---- Encoding and decoding ----
 
 use bytes::BufMut;

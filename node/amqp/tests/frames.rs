@@ -106,7 +106,7 @@ fn all_states() -> Vec<DeliveryState> {
 
 fn full_performatives() -> Vec<Performative> {
     let mut v = vec![
-        Performative::Open(Open {
+        Performative::Open(Box::new(Open {
             container_id: "router-a".into(),
             hostname: Some("example.org".into()),
             max_frame_size: 65536,
@@ -117,7 +117,7 @@ fn full_performatives() -> Vec<Performative> {
             offered_capabilities: syms(&["ANONYMOUS-RELAY"]),
             desired_capabilities: syms(&["qd.streaming-links"]),
             properties: props(),
-        }),
+        })),
         Performative::Begin(Begin {
             remote_channel: Some(3),
             next_outgoing_id: 1,
@@ -128,7 +128,7 @@ fn full_performatives() -> Vec<Performative> {
             desired_capabilities: syms(&["b"]),
             properties: props(),
         }),
-        Performative::Attach(Attach {
+        Performative::Attach(Box::new(Attach {
             name: "link-1".into(),
             handle: 7,
             role: Role::Receiver,
@@ -146,9 +146,9 @@ fn full_performatives() -> Vec<Performative> {
             offered_capabilities: syms(&["x"]),
             desired_capabilities: syms(&["y"]),
             properties: props(),
-        }),
+        })),
         // A transaction controller's link: the target is a coordinator.
-        Performative::Attach(Attach {
+        Performative::Attach(Box::new(Attach {
             name: "txn-ctrl".into(),
             handle: 8,
             role: Role::Sender,
@@ -167,7 +167,7 @@ fn full_performatives() -> Vec<Performative> {
             offered_capabilities: None,
             desired_capabilities: None,
             properties: None,
-        }),
+        })),
         Performative::Flow(Flow {
             next_incoming_id: Some(10),
             incoming_window: 100,
@@ -221,10 +221,10 @@ fn full_performatives() -> Vec<Performative> {
 
 fn minimal_performatives() -> Vec<Performative> {
     vec![
-        Performative::Open(Open {
+        Performative::Open(Box::new(Open {
             container_id: "c".into(),
             ..Open::default()
-        }),
+        })),
         Performative::Begin(Begin {
             remote_channel: None,
             next_outgoing_id: 0,
@@ -235,7 +235,7 @@ fn minimal_performatives() -> Vec<Performative> {
             desired_capabilities: None,
             properties: None,
         }),
-        Performative::Attach(Attach {
+        Performative::Attach(Box::new(Attach {
             name: String::new(),
             handle: 0,
             role: Role::Sender,
@@ -250,8 +250,8 @@ fn minimal_performatives() -> Vec<Performative> {
             offered_capabilities: None,
             desired_capabilities: None,
             properties: None,
-        }),
-        Performative::Attach(Attach {
+        })),
+        Performative::Attach(Box::new(Attach {
             name: "defaults".into(),
             handle: 1,
             role: Role::Sender,
@@ -266,7 +266,7 @@ fn minimal_performatives() -> Vec<Performative> {
             offered_capabilities: Some(vec![]),
             desired_capabilities: None,
             properties: Some(vec![]),
-        }),
+        })),
         Performative::Flow(Flow::default()),
         Performative::Transfer(Transfer::default()),
         Performative::Disposition(Disposition {

@@ -98,7 +98,7 @@ fn header_and_open() -> BytesMut {
         container_id: "client".into(),
         ..Open::default()
     };
-    encode_frame(0, &Performative::Open(open), &[], &mut input);
+    encode_frame(0, &Performative::Open(Box::new(open)), &[], &mut input);
     input
 }
 
@@ -205,7 +205,7 @@ fn an_attach_and_a_session_error_in_one_read_answer_the_attach_before_the_end() 
         desired_capabilities: None,
         properties: None,
     };
-    encode_frame(0, &Performative::Attach(attach), &[], &mut input);
+    encode_frame(0, &Performative::Attach(Box::new(attach)), &[], &mut input);
     // A transfer on handle 7, never attached: a session error.
     let transfer = Transfer {
         handle: 7,

@@ -57,7 +57,7 @@ impl Harness {
         let mut h = Harness::server_with_margin(margin);
         let mut input = BytesMut::new();
         encode_protocol_header(ProtocolHeader::Amqp, &mut input);
-        encode_frame(0, &Performative::Open(open()), &[], &mut input);
+        encode_frame(0, &Performative::Open(Box::new(open())), &[], &mut input);
         h.feed(&input);
         h
     }
@@ -289,7 +289,7 @@ fn an_unknown_descriptor_is_a_decode_error() {
 #[test]
 fn a_performative_on_an_unknown_channel_is_not_allowed() {
     let mut h = Harness::opened();
-    h.frame(5, Performative::Attach(attach(0)));
+    h.frame(5, Performative::Attach(Box::new(attach(0))));
     assert_eq!(h.close_condition(), condition::NOT_ALLOWED);
 }
 
@@ -348,10 +348,10 @@ fn a_flow_on_an_unattached_handle_ends_the_session() {
 #[test]
 fn attaching_a_handle_already_in_use_ends_the_session_with_handle_in_use() {
     let mut h = Harness::with_session();
-    h.frame(0, Performative::Attach(attach(1)));
+    h.frame(0, Performative::Attach(Box::new(attach(1))));
     let mut second = attach(1);
     second.name = "other".into();
-    h.frame(0, Performative::Attach(second));
+    h.frame(0, Performative::Attach(Box::new(second)));
     assert_eq!(h.end_condition().as_deref(), Some(condition::HANDLE_IN_USE));
 }
 
@@ -364,7 +364,7 @@ fn receiving_link() -> (Harness, bote_amqp::LinkId) {
 /// [`receiving_link`] taking up to `margin` transfers beyond its credit.
 fn receiving_link_with(margin: u32) -> (Harness, bote_amqp::LinkId) {
     let mut h = Harness::with_session_and_margin(margin);
-    h.frame(0, Performative::Attach(attach(0)));
+    h.frame(0, Performative::Attach(Box::new(attach(0))));
     let link = h
         .events()
         .into_iter()
@@ -521,7 +521,7 @@ fn transfers_written_after_a_drain_reply_that_counted_them_are_taken_up_to_the_c
 #[test]
 fn a_second_open_is_not_allowed() {
     let mut h = Harness::opened();
-    h.frame(0, Performative::Open(open()));
+    h.frame(0, Performative::Open(Box::new(open())));
     assert_eq!(h.close_condition(), condition::NOT_ALLOWED);
 }
 
@@ -541,9 +541,14 @@ fn input_after_the_close_is_ignored() {
 fn client_stream() -> (BytesMut, BytesMut) {
     let mut setup = BytesMut::new();
     encode_protocol_header(ProtocolHeader::Amqp, &mut setup);
-    encode_frame(0, &Performative::Open(open()), &[], &mut setup);
+    encode_frame(0, &Performative::Open(Box::new(open())), &[], &mut setup);
     encode_frame(0, &Performative::Begin(begin()), &[], &mut setup);
-    encode_frame(0, &Performative::Attach(attach(0)), &[], &mut setup);
+    encode_frame(
+        0,
+        &Performative::Attach(Box::new(attach(0))),
+        &[],
+        &mut setup,
+    );
     let mut input = BytesMut::new();
     for id in 0..3u32 {
         let frames = if id == 1 { 3 } else { 1 };
@@ -654,7 +659,7 @@ proptest! {
     #[test]
     fn corrupted_frames_never_panic(flips in proptest::collection::vec((0usize..200, any::<u8>()), 1..6)) {
         let mut input = BytesMut::new();
-        encode_frame(0, &Performative::Attach(attach(0)), &[], &mut input);
+        encode_frame(0, &Performative::Attach(Box::new(attach(0))), &[], &mut input);
         let transfer = Transfer {
             handle: 0,
             delivery_id: Some(0),

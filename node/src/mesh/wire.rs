@@ -86,11 +86,11 @@ pub fn routed_to_frame(route_id: u64, reply: bool, op: RoutedOp) -> pb::Frame {
             attach,
             destination,
         } => Op::Attach(pb::RoutedAttach {
-            attach: amqp_bytes(bote_amqp::Performative::Attach(*attach)),
+            attach: amqp_bytes(bote_amqp::Performative::Attach(attach)),
             destination,
         }),
         RoutedOp::Frame(Routed::Attached(a)) => {
-            Op::Attached(amqp_bytes(bote_amqp::Performative::Attach(*a)))
+            Op::Attached(amqp_bytes(bote_amqp::Performative::Attach(a)))
         }
         RoutedOp::Frame(Routed::Credit { total, drain }) => {
             Op::Credit(pb::RoutedCredit { total, drain })
@@ -173,13 +173,13 @@ pub fn routed_from_frame(r: pb::RoutedLink) -> Result<Option<(u64, bool, RoutedO
         None => return Ok(None),
         Some(Op::Attach(a)) => match amqp_performative("attach", a.attach)? {
             P::Attach(attach) => RoutedOp::Attach {
-                attach: Box::new(attach),
+                attach,
                 destination: a.destination,
             },
             _ => return Err(wrong("attach")),
         },
         Some(Op::Attached(a)) => match amqp_performative("attached", a)? {
-            P::Attach(attach) => RoutedOp::Frame(Routed::Attached(Box::new(attach))),
+            P::Attach(attach) => RoutedOp::Frame(Routed::Attached(attach)),
             _ => return Err(wrong("attached")),
         },
         Some(Op::Credit(c)) => RoutedOp::Frame(Routed::Credit {
