@@ -862,8 +862,9 @@ impl AddressActor {
         let total = deliveries.len();
         for (n, mut d) in deliveries.into_iter().enumerate() {
             // A batch's first delivery for a consumer or neighbour sizes its
-            // vector for the rest: no regrowing (and moving) delivery by
-            // delivery.
+            // vector for its share of the rest (all of it with one
+            // consumer): no regrowing (and moving) delivery by delivery, and
+            // no batch-sized vector per consumer among many.
             let left = total - n;
             if let Some(p) = self.priority {
                 d.priority = p;
@@ -894,7 +895,8 @@ impl AddressActor {
                     // release it cannot pass it between them for ever.
                     self.consumers[i].counters.undelivered.fetch_add(1, Relaxed);
                     if batches[i].capacity() == 0 {
-                        batches[i].reserve_exact(left);
+                        let share = left.div_ceil(batches.len());
+                        batches[i].reserve_exact(share);
                     }
                     batches[i].push(d);
                 }
@@ -912,7 +914,8 @@ impl AddressActor {
                     match remote_batches.iter_mut().find(|(_, p, _)| *p == r.peer) {
                         Some((_, _, b)) => b.push(d),
                         None => {
-                            let mut batch = Vec::with_capacity(left);
+                            let mut batch =
+                                Vec::with_capacity(left.div_ceil(self.remote.len().max(1)));
                             batch.push(d);
                             remote_batches.push((r.next_hop.clone(), r.peer.clone(), batch));
                         }
