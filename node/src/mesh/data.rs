@@ -15,7 +15,9 @@
 //! Failover: when the neighbour is lost, each delivery sent to it and not
 //! settled is re-forwarded on another path if it can be (unsettled, not
 //! still streaming out): marked `resend` and handed back to its address
-//! ([`super::DataPlane::reroute`]), which avoids the lost neighbour; a
+//! ([`super::DataPlane::reroute`]), which avoids the lost neighbour (a
+//! unicast one until it is back as the instance it was lost as: each
+//! names that instance, `Detours::resent_instance`); a
 //! multicast copy goes for the routers that were behind the neighbour
 //! ([`Reach::Toward`], `Transfer.destinations`), and an arriving one is
 //! checked only for the part this router delivers itself (see
