@@ -13,6 +13,7 @@ again."""
 import collections
 import contextlib
 import re
+import signal
 import time
 
 import pytest
@@ -176,3 +177,61 @@ def test_square_link_a_b_cut_under_load_each_message_reaches_the_consumer_once_a
         under_load(a, d, "queue.failover.cut", "batch", 0.5,
                    proxy.silence if silent else proxy.cut)
         assert re_forwarded(a, "Router.B"), a.log()
+
+
+LINE = ["Router.A", "Router.B", "Router.C"]
+# A - B - C: one path, no detour.
+LINE_LINKS = [(1, 0, 1), (2, 1, 1)]
+
+# Longer than the hello timeout (3 s by default): the paused router's
+# neighbours declare it lost and close its streams; it comes back as the
+# same instance (same process) a moment later.
+PAUSE = 3.3
+
+
+@pytest.mark.parametrize("paused", ["Router.A", "Router.B", "Router.C"])
+def test_line_a_router_paused_past_the_hello_timeout_delivers_no_message_twice(paused):
+    # Sender on A, receiver on C, nowhere around the paused router. The
+    # deliveries in flight through it are re-forwarded once its neighbour
+    # finds it lost; since it comes back as the same instance, which still
+    # has its record of what it had, the re-forwarded copies go back
+    # through it and are answered with the outcome the consumer gave
+    # instead of coming back `modified` to a sender that sends them again.
+    with mesh(LINE, LINE_LINKS) as (routers, _):
+        a, b, c = routers
+        victim = routers[LINE.index(paused)]
+        address = "queue.failover.pause"
+        rx = Receiver(c.url, address, settle="accept", credit=500, timeout=120).start()
+        assert rx.attached.wait(10)
+        wait_until(lambda: len(routes(a).get("addresses", {}).get(address, [])) == 1,
+                   10, "A to learn of the consumer")
+        tx = AtLeastOnceSender(a.url, address, N, timeout=120).start()
+        wait_until(lambda: rx.count >= N // 2, 60, "half received")
+        victim.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(PAUSE)
+        finally:
+            victim.proc.send_signal(signal.SIGCONT)
+        tx.join()
+        time.sleep(0.5)  # a duplicate would arrive by now
+        rx.stop_requested.set()
+        rx.join()
+        received = collections.Counter(m.id for m in rx.messages)
+        twice = {i: n for i, n in received.items() if n > 1}
+        missing = sorted(set(range(N)) - received.keys())
+        # What the sender heard first for each message, and how often it
+        # heard each outcome in all (a message sent again has several).
+        first = collections.Counter(o[0] for o in tx.outcomes.values())
+        every = collections.Counter(x for o in tx.outcomes.values() for x in o)
+        print(f"{paused} paused {PAUSE} s: first outcomes {dict(first)}, all outcomes "
+              f"{dict(every)}, sent {tx.sent}, received {sum(received.values())}, "
+              f"{len(twice)} twice")
+        assert tx.error is None and not tx.timed_out, (tx.error, len(tx.settled))
+        # Every delivery ended settled at the sender: each one sent has an
+        # outcome, and every message ends accepted.
+        assert sum(every.values()) == tx.sent, (tx.sent, dict(every))
+        assert len(tx.settled) == N and all(o[-1] == "accepted" for o in tx.outcomes.values())
+        assert not (twice or missing), (
+            f"{len(twice)} received more than once (e.g. {sorted(twice.items())[:5]}), "
+            f"{len(missing)} never received (e.g. {missing[:5]}); "
+            f"first outcomes at the sender: {dict(first)}")

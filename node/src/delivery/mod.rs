@@ -132,6 +132,21 @@ struct DetourLog {
     tried: Vec<(ConnId, LinkId)>,
     released_by: Vec<bote_topology::RouterId>,
     resent_from: Option<bote_topology::RouterId>,
+    /// The instance `resent_from` had when it was lost with the delivery,
+    /// and the stream it was lost on: `None` when it was not sent there
+    /// (its stream had closed before) or the neighbour never said.
+    resent_instance: Option<NeighbourInstance>,
+}
+
+/// A neighbour as one inter-router stream knew it: the instance its hello
+/// gave (a router's boot time, new at each restart) and the control
+/// plane's number for the stream. The same instance on another stream is
+/// the same router process back after a loss (paused past the hello
+/// timeout, or its link down for a while), with what it recorded before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighbourInstance {
+    pub instance: bote_topology::InstanceId,
+    pub stream: u64,
 }
 
 impl Detours {
@@ -161,14 +176,40 @@ impl Detours {
         self.log().released_by.push(neighbour);
     }
 
-    /// The neighbour this router lost it with: the address does not send it
-    /// that way again.
+    /// The neighbour this router lost it with (or found closed before
+    /// sending it): the address does not send it that way again, unless
+    /// the neighbour is back as the instance it was lost as
+    /// ([`Detours::resent_instance`]).
     pub fn resent_from(&self) -> Option<&bote_topology::RouterId> {
         self.0.as_deref().and_then(|l| l.resent_from.as_ref())
     }
 
+    /// The instance [`Detours::resent_from`] had when this router lost the
+    /// delivery with it, if the delivery had been sent there: back as that
+    /// same instance, the neighbour still has its record of the delivery
+    /// (`mesh::dedup`) and answers a copy with the outcome it has instead
+    /// of delivering it again.
+    pub fn resent_instance(&self) -> Option<NeighbourInstance> {
+        self.0.as_deref().and_then(|l| l.resent_instance)
+    }
+
+    /// Found `neighbour`'s stream closed before sending it there.
     pub fn set_resent_from(&mut self, neighbour: bote_topology::RouterId) {
-        self.log().resent_from = Some(neighbour);
+        let log = self.log();
+        log.resent_from = Some(neighbour);
+        log.resent_instance = None;
+    }
+
+    /// Lost it with `neighbour`, which had it unsettled and was `instance`
+    /// on the stream lost (if it said).
+    pub fn set_lost_with(
+        &mut self,
+        neighbour: bote_topology::RouterId,
+        instance: Option<NeighbourInstance>,
+    ) {
+        let log = self.log();
+        log.resent_from = Some(neighbour);
+        log.resent_instance = instance;
     }
 
     /// Neither given back by a consumer nor released by a neighbour.

@@ -415,6 +415,18 @@ impl ControlActor {
                 })
                 .collect(),
             attached: self.edges.keys().map(|id| (id.clone(), 1)).collect(),
+            instances: self
+                .peers
+                .iter()
+                .chain(&self.edges)
+                .map(|(id, p)| {
+                    let instance = crate::delivery::NeighbourInstance {
+                        instance: p.instance,
+                        stream: p.conn,
+                    };
+                    (id.clone(), instance)
+                })
+                .collect(),
         });
         match self.view.write() {
             Ok(mut v) => *v = view.clone(),

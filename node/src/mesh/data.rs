@@ -15,7 +15,9 @@
 //! Failover: when the neighbour is lost, each delivery sent to it and not
 //! settled is re-forwarded on another path if it can be (unsettled, not
 //! still streaming out): marked `resend` and handed back to its address
-//! ([`super::DataPlane::reroute`]), which avoids the lost neighbour; a
+//! ([`super::DataPlane::reroute`]), which avoids the lost neighbour (a
+//! unicast one until it is back as the instance it was lost as: each
+//! names that instance, `Detours::resent_instance`); a
 //! multicast copy goes for the routers that were behind the neighbour
 //! ([`Reach::Toward`], `Transfer.destinations`), and an arriving one is
 //! checked only for the part this router delivers itself (see
@@ -289,6 +291,11 @@ pub struct PeerData {
     own: RouterId,
     /// The neighbour, once its hello named it.
     neighbour: Option<RouterId>,
+    /// The neighbour's instance, as its first hello gave it: what it had
+    /// unsettled when lost goes back to its address naming it, so that the
+    /// address may send it through the neighbour again once it is back as
+    /// the same instance (see `router::address`).
+    neighbour_instance: Option<crate::delivery::NeighbourInstance>,
     conn: ConnId,
     returns_to: Option<Arc<Recipient<Returned>>>,
     next_id: u64,
@@ -353,6 +360,7 @@ impl PeerData {
             hook,
             own,
             neighbour: None,
+            neighbour_instance: None,
             // Keep peer streams apart from AMQP connections in outcome batches.
             conn: ConnId(u64::MAX - conn),
             returns_to: None,
@@ -403,9 +411,15 @@ impl PeerData {
         self.credit_acks_out = credit_acks;
     }
 
-    /// The neighbour's hello named it.
-    pub fn identified(&mut self, neighbour: RouterId) {
+    /// The neighbour's hello named it, booted as `instance` (on this
+    /// stream).
+    pub fn identified(
+        &mut self,
+        neighbour: RouterId,
+        instance: crate::delivery::NeighbourInstance,
+    ) {
         self.neighbour = Some(neighbour);
+        self.neighbour_instance = Some(instance);
     }
 
     /// The neighbour reads both compact data forms.
@@ -1192,7 +1206,8 @@ impl PeerData {
                     d.remote_outstanding = None;
                     toward_behind(&mut d);
                     d.resend = true;
-                    d.detours.set_resent_from(peer.clone());
+                    d.detours
+                        .set_lost_with(peer.clone(), self.neighbour_instance);
                     reforward.push(d);
                 }
                 _ => {
@@ -2129,7 +2144,11 @@ mod tests {
         actix::System::new().block_on(async {
             let (outcomes, sink, kept) = harness();
             let mut to_b = stream_of(&kept, &sink, "Router.A", 1, &Arc::default());
-            to_b.identified(RouterId::from("Router.B"));
+            let instance = crate::delivery::NeighbourInstance {
+                instance: 1,
+                stream: 1,
+            };
+            to_b.identified(RouterId::from("Router.B"), instance);
             let outstanding = Arc::new(std::sync::atomic::AtomicU32::new(3));
             let mut batch: Vec<RoutedDelivery> = (0..3)
                 .map(|k| {

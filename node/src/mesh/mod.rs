@@ -116,6 +116,12 @@ pub struct MeshView {
     /// an edge router its uplink's interior (see [`edge`]). Each is in
     /// `peers` too, and is its own next hop.
     pub attached: BTreeMap<RouterId, bote_topology::Cost>,
+    /// The instance of each neighbour whose stream is up (the same routers
+    /// as `peers`), as its hello gave it, with that stream: a neighbour
+    /// lost and back as the same instance (on a new stream) still has its
+    /// record of what it had (`dedup`), while a restarted one (a new
+    /// instance) has none.
+    pub instances: BTreeMap<RouterId, crate::delivery::NeighbourInstance>,
 }
 
 impl MeshView {
@@ -126,6 +132,7 @@ impl MeshView {
             peers: BTreeMap::new(),
             link_peers: BTreeMap::new(),
             attached: BTreeMap::new(),
+            instances: BTreeMap::new(),
         }
     }
 

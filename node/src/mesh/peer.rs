@@ -459,7 +459,11 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
                 let shared = self.stats.traffic(&hello.router);
                 shared.absorb(&self.traffic);
                 self.traffic = shared;
-                self.data.identified(hello.router.clone());
+                let instance = crate::delivery::NeighbourInstance {
+                    instance: hello.instance,
+                    stream: self.conn,
+                };
+                self.data.identified(hello.router.clone(), instance);
                 self.control.do_send(PeerIdentified {
                     conn: self.conn,
                     router: hello.router.clone(),

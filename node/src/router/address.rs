@@ -33,8 +33,12 @@
 //! reached through it, and they wait (at most [`REROUTE_WAIT`]) for a mesh
 //! view whose routes no longer pass the lost neighbour ([`routes_avoid`]),
 //! so they take the new shortest path rather than whatever the stale routes
-//! leave; then they are routed like any other delivery. With no path they
-//! go back modified (delivery-failed): they had been sent. Multicast copies
+//! leave; then they are routed like any other delivery. The exception: a
+//! neighbour back as the instance it was lost as ([`back_as_before`]: not
+//! restarted, so it still has its duplicate record of them) may have them
+//! again, and a unicast one with no other path waits for that within the
+//! same bound ([`awaits_lost_neighbour`]). With no path they go back
+//! modified (delivery-failed): they had been sent. Multicast copies
 //! lost with a neighbour come back for the routers that were behind it
 //! ([`Reach::Toward`]) and go toward those by this router's routes, sharing
 //! the fan-out of their message (ARCHITECTURE.md, multicast through a
@@ -51,7 +55,7 @@ use dashmap::DashMap;
 
 use super::link::LinkCounters;
 use crate::config::address::Distribution;
-use crate::delivery::{ConnId, Detours, Fanout, Reach, RoutedDelivery};
+use crate::delivery::{ConnId, Detours, Fanout, Reach, RoutedDelivery, VisitedRouters};
 use crate::mesh::data::PeerDeliver;
 use crate::mesh::{MeshHandle, MeshView};
 use bote_amqp::{DeliveryState, LinkId};
@@ -138,7 +142,7 @@ pub fn routes_avoid(view: Option<&MeshView>, lost: &RouterId) -> bool {
 /// A parked delivery lost with neighbour `lost` and waiting until `until`
 /// may be routed at `now`: the routes avoid that neighbour, or the wait is
 /// over (it is then routed on the routes there are, still never toward
-/// the lost neighbour).
+/// the lost neighbour unless it is back as before, [`back_as_before`]).
 pub fn may_reroute(
     view: Option<&MeshView>,
     lost: Option<&RouterId>,
@@ -146,6 +150,74 @@ pub fn may_reroute(
     now: Instant,
 ) -> bool {
     until <= now || lost.is_none_or(|lost| routes_avoid(view, lost))
+}
+
+/// The neighbour a re-forwarded delivery was lost with
+/// ([`Detours::resent_from`], which had it unsettled) is up again as the
+/// instance it was lost as ([`Detours::resent_instance`], the view's
+/// [`MeshView::instances`]) on a new stream: a router paused past the
+/// hello timeout, or whose link failed for a moment, and not restarted
+/// (the lost stream itself, in a view not updated yet, is not back). It
+/// still has its record of the delivery's mesh identity (`mesh::dedup`,
+/// kept `REMEMBERED` after the loss), so the delivery may go through it
+/// again: it answers the copy with the outcome the consumer gave (or
+/// waits for it) and never delivers it twice. A restarted neighbour (a
+/// new instance) has no such record and stays avoided.
+pub fn back_as_before(view: Option<&MeshView>, detours: &Detours) -> bool {
+    match (view, detours.resent_from(), detours.resent_instance()) {
+        (Some(v), Some(lost), Some(then)) => v
+            .instances
+            .get(lost)
+            .is_some_and(|now| now.instance == then.instance && now.stream != then.stream),
+        _ => false,
+    }
+}
+
+/// A re-forwarded unicast delivery (`unicast_resend`) with no path now
+/// (`has_path()`: no consumer it may go to, here or remote) keeps waiting
+/// for the neighbour it was lost with to come back as the same instance
+/// ([`back_as_before`]) rather than going back `modified` (which an
+/// at-least-once sender answers by sending it again: a duplicate if the
+/// lost path had delivered it). Not when the neighbour came back
+/// restarted, nor for a delivery never sent there (no instance recorded):
+/// those go on (or back) as soon as the routes avoid the neighbour. The
+/// wait is the parking's, at most [`REROUTE_WAIT`]. Multicast copies do
+/// not wait for it: they are re-forwarded toward the routers behind the
+/// lost neighbour by other paths as before, and with none given up.
+pub fn awaits_lost_neighbour(
+    view: Option<&MeshView>,
+    detours: &Detours,
+    unicast_resend: bool,
+    has_path: impl FnOnce() -> bool,
+) -> bool {
+    let (Some(lost), Some(then)) = (detours.resent_from(), detours.resent_instance()) else {
+        return false;
+    };
+    let restarted = view
+        .and_then(|v| v.instances.get(lost))
+        .is_some_and(|now| now.instance != then.instance);
+    unicast_resend && !restarted && !has_path()
+}
+
+/// A delivery that `visited` these routers and took these `detours` must
+/// not go to remote router `router` if it visited it or the next hop
+/// `next_hop`, nor through a neighbour that released it, nor to or
+/// through the neighbour it was lost with unless that one is `back` as
+/// before ([`back_as_before`]).
+pub fn excluded(
+    router: &RouterId,
+    next_hop: &RouterId,
+    visited: &VisitedRouters,
+    detours: &Detours,
+    back: bool,
+) -> bool {
+    visited.contains(router)
+        || visited.contains(next_hop)
+        || detours.released_by().contains(next_hop)
+        || (!back
+            && detours
+                .resent_from()
+                .is_some_and(|lost| lost == router || lost == next_hop))
 }
 
 /// The mesh changed in a way that may concern this address (its remote
@@ -178,16 +250,9 @@ struct Remote {
 }
 
 impl Remote {
-    /// A delivery must not go to a router it visited or through a next hop
-    /// it visited, nor through a neighbour that released it, nor to or
-    /// through the neighbour it was lost with.
-    fn excluded_for(&self, d: &RoutedDelivery) -> bool {
-        d.visited.contains(&self.router)
-            || d.visited.contains(&self.next_hop)
-            || d.detours.released_by().contains(&self.next_hop)
-            || d.detours
-                .resent_from()
-                .is_some_and(|lost| *lost == self.router || *lost == self.next_hop)
+    /// [`excluded`] for this remote router.
+    fn excluded_for(&self, d: &RoutedDelivery, back: bool) -> bool {
+        excluded(&self.router, &self.next_hop, &d.visited, &d.detours, back)
     }
 }
 
@@ -588,6 +653,10 @@ impl AddressActor {
             return (self.consumers.len(), Arc::default());
         };
         if let Reach::Toward(destinations) = &d.reach {
+            // The neighbour it was lost with stays avoided even once back
+            // as the same instance (unlike a unicast resend,
+            // [`back_as_before`]): the copy goes toward the routers behind
+            // it by other paths, or that branch is given up.
             let plan =
                 policy::multicast_toward(&view.routes, self.consumers.len(), destinations, |r| {
                     d.visited.contains(r) || d.detours.resent_from() == Some(r)
@@ -832,9 +901,11 @@ impl AddressActor {
                 capacity: c.capacity,
                 tried: d.detours.tried().contains(&(c.conn, c.link)),
             }));
+        let back = back_as_before(self.view.as_deref(), &d.detours);
         for (candidate, r) in self.remote_candidates.iter_mut().zip(&self.remote) {
             candidate.outstanding = r.outstanding.load(Relaxed);
-            candidate.excluded = r.excluded_for(d) || (r.uplink && !self.consumers.is_empty());
+            candidate.excluded =
+                r.excluded_for(d, back) || (r.uplink && !self.consumers.is_empty());
         }
         let (local, remote) = (&self.local_candidates, &self.remote_candidates);
         match self.distribution {
@@ -844,6 +915,21 @@ impl AddressActor {
             }
             _ => policy::closest(local, remote, &mut self.cursor),
         }
+    }
+
+    /// Some consumer may take `d`, here or remote: [`AddressActor::pick`]'s
+    /// candidates without picking one (the cursors stay).
+    fn has_path_for(&self, d: &RoutedDelivery) -> bool {
+        let back = back_as_before(self.view.as_deref(), &d.detours);
+        // (An edge's uplink is taken only while it has no local consumer.)
+        let local = !self.consumers.is_empty();
+        self.consumers
+            .iter()
+            .any(|c| !d.detours.tried().contains(&(c.conn, c.link)))
+            || self
+                .remote
+                .iter()
+                .any(|r| !(r.excluded_for(d, back) || (r.uplink && local)))
     }
 
     fn forward(&mut self, deliveries: Vec<RoutedDelivery>, ctx: &mut Context<Self>) {
@@ -903,7 +989,25 @@ impl AddressActor {
                 Some(Choice::Remote(k)) => {
                     let r = &self.remote[k];
                     if !r.peer.connected() {
-                        d.detours.set_resent_from(r.next_hop.clone());
+                        let current = self
+                            .view
+                            .as_ref()
+                            .and_then(|v| v.instances.get(&r.next_hop))
+                            .copied();
+                        match (d.detours.resent_instance(), current) {
+                            // Going back through the neighbour it was lost
+                            // with, whose new stream has just closed too:
+                            // never sent on that one, still the same
+                            // instance's to answer from its record.
+                            (Some(then), Some(now))
+                                if d.resend
+                                    && d.detours.resent_from() == Some(&r.next_hop)
+                                    && then.instance == now.instance =>
+                            {
+                                d.detours.set_lost_with(r.next_hop.clone(), Some(now));
+                            }
+                            _ => d.detours.set_resent_from(r.next_hop.clone()),
+                        }
                         stalled.push(d);
                         continue;
                     }
@@ -958,17 +1062,29 @@ impl AddressActor {
     }
 
     /// Parks re-forwarded deliveries until the routes avoid the neighbour
-    /// they were lost with (or their wait is over), and routes those that
-    /// are ready; re-arms the timer for the rest.
+    /// they were lost with, or it is back as the instance it was lost as
+    /// ([`back_as_before`]), or their wait is over, and routes those that
+    /// are ready; re-arms the timer for the rest. A unicast one with no
+    /// path but through that neighbour waits for it to come back
+    /// ([`awaits_lost_neighbour`]).
     fn reroute(&mut self, deliveries: Vec<RoutedDelivery>, now: Instant, ctx: &mut Context<Self>) {
         self.parked
             .extend(deliveries.into_iter().map(|d| (now + REROUTE_WAIT, d)));
         let awaiting_uplink = self.awaiting_uplink();
+        let view = self.view.as_deref();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|(until, d)| {
-                may_reroute(self.view.as_deref(), d.detours.resent_from(), *until, now)
-                    && (*until <= now || !awaiting_uplink)
+                if *until <= now {
+                    return true;
+                }
+                let unicast_resend = d.resend && d.fanout.is_none();
+                !awaiting_uplink
+                    && (may_reroute(view, d.detours.resent_from(), *until, now)
+                        || back_as_before(view, &d.detours))
+                    && !awaits_lost_neighbour(view, &d.detours, unicast_resend, || {
+                        self.has_path_for(d)
+                    })
             });
         self.parked = waiting;
         self.set_watching(!self.routers.is_empty() || !self.parked.is_empty());
@@ -1475,7 +1591,15 @@ mod tests {
             peers: std::collections::BTreeMap::new(),
             link_peers: std::collections::BTreeMap::new(),
             attached: std::collections::BTreeMap::new(),
+            instances: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// `view` with `neighbour` up as `instance` on `stream`.
+    fn with_neighbour(mut view: MeshView, neighbour: &str, instance: u64, stream: u64) -> MeshView {
+        let up = crate::delivery::NeighbourInstance { instance, stream };
+        view.instances.insert(neighbour.into(), up);
+        view
     }
 
     #[test]
@@ -1502,5 +1626,83 @@ mod tests {
             "waited long enough"
         );
         assert!(may_reroute(None, None, until, now), "not lost with anyone");
+    }
+
+    #[test]
+    fn a_lost_neighbour_is_avoided_until_it_is_back_as_the_same_instance() {
+        // The line A - B - C, seen from A, with a consumer on C. A lost B
+        // with a delivery B had unsettled; B was instance 7 on stream 1.
+        let (b, c) = (RouterId::from("B"), RouterId::from("C"));
+        let line = [("A", "B"), ("B", "C")];
+        let mut lost = Detours::default();
+        lost.set_lost_with(
+            b.clone(),
+            Some(crate::delivery::NeighbourInstance {
+                instance: 7,
+                stream: 1,
+            }),
+        );
+        let visited = VisitedRouters::default();
+        let through_b = |view: &MeshView, detours: &Detours| {
+            !excluded(
+                &c,
+                &b,
+                &visited,
+                detours,
+                back_as_before(Some(view), detours),
+            )
+        };
+        let no_path = || false;
+
+        // The view has not caught up with the loss: the stream it lists is
+        // the one lost, B is not back.
+        let stale = with_neighbour(view(&line), "B", 7, 1);
+        assert!(!back_as_before(Some(&stale), &lost));
+        assert!(!through_b(&stale, &lost));
+
+        // B gone: with no other path the delivery waits for it rather than
+        // going back modified; with another path it takes that one.
+        let gone = view(&[("B", "C")]);
+        assert!(!back_as_before(Some(&gone), &lost));
+        assert!(awaits_lost_neighbour(Some(&gone), &lost, true, no_path));
+        assert!(!awaits_lost_neighbour(Some(&gone), &lost, true, || true));
+        // Multicast copies do not wait for it.
+        assert!(!awaits_lost_neighbour(Some(&gone), &lost, false, no_path));
+
+        // B back as the same instance on a new stream: it still has its
+        // record of the delivery, which may go through it again.
+        let back = with_neighbour(view(&line), "B", 7, 2);
+        assert!(back_as_before(Some(&back), &lost));
+        assert!(through_b(&back, &lost));
+        assert!(!awaits_lost_neighbour(Some(&back), &lost, true, || true));
+
+        // B restarted (a new instance, no record): avoided as before, and
+        // nothing to wait for.
+        let restarted = with_neighbour(view(&line), "B", 8, 2);
+        assert!(!back_as_before(Some(&restarted), &lost));
+        assert!(!through_b(&restarted, &lost));
+        assert!(!awaits_lost_neighbour(
+            Some(&restarted),
+            &lost,
+            true,
+            no_path
+        ));
+
+        // A delivery never sent to B (its stream was found closed) names no
+        // instance: B stays avoided even back, and nothing waits for it.
+        let mut never_sent = Detours::default();
+        never_sent.set_resent_from(b.clone());
+        assert!(!back_as_before(Some(&back), &never_sent));
+        assert!(!through_b(&back, &never_sent));
+        assert!(!awaits_lost_neighbour(
+            Some(&gone),
+            &never_sent,
+            true,
+            no_path
+        ));
+
+        // A neighbour that released it stays avoided whatever its instance.
+        lost.add_released_by(b.clone());
+        assert!(!through_b(&back, &lost));
     }
 }
