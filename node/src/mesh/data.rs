@@ -61,7 +61,7 @@
 //! Resend released: a delivery the neighbour gives back `released` (no
 //! consumer beyond it took it) is routed again on this router like one
 //! that arrived, never through that neighbour again
-//! ([`RoutedDelivery::released_by`]); with nowhere else to go it goes back
+//! ([`Detours::released_by`]); with nowhere else to go it goes back
 //! released. Unsettled unicast deliveries only (they keep their message).
 //!
 //! The trace of visited routers and a hop limit travel with each transfer; a

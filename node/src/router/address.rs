@@ -5,9 +5,9 @@
 //! they may have credit (only while the address has a consumer).
 //!
 //! Resend released: a delivery a consumer released comes back and is
-//! offered to a consumer that has not had it ([`RoutedDelivery::tried`]),
+//! offered to a consumer that has not had it ([`Detours::tried`]),
 //! never through a neighbour that released it
-//! ([`RoutedDelivery::released_by`]); with none left it goes home released.
+//! ([`Detours::released_by`]); with none left it goes home released.
 //!
 //! Scale: an address actor hears of the mesh only what concerns it. A change
 //! of the remote routers of an address reaches that address's actor alone
