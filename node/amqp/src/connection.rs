@@ -447,8 +447,7 @@ impl Connection {
         let slot = match self.sessions.iter().position(Option::is_none) {
             Some(i) => i,
             None if self.sessions.len() <= usize::from(limit) => {
-                self.sessions.push(None);
-                self.sessions.len() - 1
+                super::session::push_slot(&mut self.sessions)
             }
             None => return Err(EngineError::Exhausted),
         };
@@ -1384,8 +1383,7 @@ impl Connection {
                 let slot = match self.sessions.iter().position(Option::is_none) {
                     Some(i) => i,
                     None if self.sessions.len() <= usize::from(limit) => {
-                        self.sessions.push(None);
-                        self.sessions.len() - 1
+                        super::session::push_slot(&mut self.sessions)
                     }
                     None => {
                         self.fail_connection(AmqpError::new(
