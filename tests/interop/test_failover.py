@@ -100,6 +100,14 @@ def re_forwarded(router, lost):
     return int(m.group(1)) if m else None
 
 
+def twice_and_missing(rx, n):
+    """The ids 0..n-1 `rx` received more than once (id -> count) and
+    those it never received (sorted)."""
+    received = collections.Counter(m.id for m in rx.messages)
+    twice = {i: c for i, c in received.items() if c > 1}
+    return twice, sorted(set(range(n)) - received.keys())
+
+
 def under_load(sender_router, consumer_router, address, settle, fault_at, fault):
     """Sends N at-least-once from `sender_router` to a consumer (credit 500)
     on `consumer_router`, calls `fault` once the consumer has `fault_at` of
@@ -125,9 +133,7 @@ def under_load(sender_router, consumer_router, address, settle, fault_at, fault)
     time.sleep(0.3)  # a duplicate would arrive by now
     rx.stop_requested.set()
     rx.join()
-    received = collections.Counter(m.id for m in rx.messages)
-    twice = {i: c for i, c in received.items() if c > 1}
-    missing = sorted(set(range(N)) - received.keys())
+    twice, missing = twice_and_missing(rx, N)
     heard = {i: o for i, o in tx.outcomes.items() if o != ["accepted"]}
     tally = collections.Counter(tuple(o) for o in heard.values())
     assert not (twice or missing or heard), (
@@ -216,15 +222,13 @@ def test_line_a_router_paused_past_the_hello_timeout_delivers_no_message_twice(p
         time.sleep(0.5)  # a duplicate would arrive by now
         rx.stop_requested.set()
         rx.join()
-        received = collections.Counter(m.id for m in rx.messages)
-        twice = {i: n for i, n in received.items() if n > 1}
-        missing = sorted(set(range(N)) - received.keys())
+        twice, missing = twice_and_missing(rx, N)
         # What the sender heard first for each message, and how often it
         # heard each outcome in all (a message sent again has several).
         first = collections.Counter(o[0] for o in tx.outcomes.values())
         every = collections.Counter(x for o in tx.outcomes.values() for x in o)
         print(f"{paused} paused {PAUSE} s: first outcomes {dict(first)}, all outcomes "
-              f"{dict(every)}, sent {tx.sent}, received {sum(received.values())}, "
+              f"{dict(every)}, sent {tx.sent}, received {len(rx.messages)}, "
               f"{len(twice)} twice")
         assert tx.error is None and not tx.timed_out, (tx.error, len(tx.settled))
         # Every delivery ended settled at the sender: each one sent has an

@@ -22,7 +22,7 @@ from proton import Message
 
 from clients import AtLeastOnceSender, Receiver
 from conftest import wait_until
-from test_failover import SQUARE, SQUARE_LINKS, mesh, re_forwarded
+from test_failover import SQUARE, SQUARE_LINKS, mesh, re_forwarded, twice_and_missing
 from test_mesh import kill, route, routes
 
 KILL_MESSAGES = int(os.environ.get("BOTE_FAULT_MESSAGES", "20000"))
@@ -32,9 +32,7 @@ CUTS = 20
 def account_for_every_id(n, rx, tx):
     """Each id 0..n-1 received exactly once; the sender heard only
     `accepted` for each."""
-    received = collections.Counter(m.id for m in rx.messages)
-    twice = {i: c for i, c in received.items() if c > 1}
-    missing = sorted(set(range(n)) - received.keys())
+    twice, missing = twice_and_missing(rx, n)
     heard = {i: o for i, o in tx.outcomes.items() if o != ["accepted"]}
     assert len(tx.settled) == n, f"{n - len(tx.settled)} never settled at the sender"
     assert not (twice or missing or heard), (
