@@ -1005,7 +1005,7 @@ impl ConnectionActor {
                     delivery.trace =
                         MessageTrace::at_ingress(&delivery.address, &delivery.message, &self.peer);
                 }
-                self.queue_ingress(&actor, delivery);
+                queue_ingress(&self.shared, &mut self.forwards, &actor, delivery);
                 return Some(key);
             }
         };
@@ -1018,13 +1018,6 @@ impl ConnectionActor {
         // three atomics on a line the address actor's thread also writes.
         queue_ingress(&self.shared, &mut self.forwards, actor, delivery);
         Some(key)
-    }
-
-    /// Queues a delivery from a client for its address actor, with a copy
-    /// for each subscription filter its address matches
-    /// ([`super::filter`]).
-    fn queue_ingress(&mut self, actor: &Addr<AddressActor>, delivery: RoutedDelivery) {
-        queue_ingress(&self.shared, &mut self.forwards, actor, delivery);
     }
 
     fn origin(&self, key: u64) -> Origin {
