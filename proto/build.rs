@@ -11,9 +11,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let include = protoc_bin_vendored::include_path()?;
     println!("cargo:rerun-if-changed=bote/v1/inter_router.proto");
-    tonic_prost_build::configure().bytes(".").compile_protos(
-        &[std::path::PathBuf::from("bote/v1/inter_router.proto")],
-        &[std::path::PathBuf::from("."), include],
-    )?;
+    // `Batch` is written by hand (src/batch.rs): same wire form, each frame
+    // sized once.
+    tonic_prost_build::configure()
+        .bytes(".")
+        .extern_path(".bote.v1.Batch", "crate::batch::Batch")
+        .compile_protos(
+            &[std::path::PathBuf::from("bote/v1/inter_router.proto")],
+            &[std::path::PathBuf::from("."), include],
+        )?;
     Ok(())
 }

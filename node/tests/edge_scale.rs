@@ -63,22 +63,20 @@ async fn edge(port: u16, id: String, address: String, got: Arc<AtomicUsize>) {
         .metadata_mut()
         .insert("bote-role", "edge".parse().expect("metadata"));
     let frame = |kind| pb::Frame { kind: Some(kind) };
-    out.send(pb::Batch {
-        frames: vec![
-            frame(pb::frame::Kind::Hello(pb::Hello {
-                router_id: id.clone(),
-                instance: 1,
-                ..pb::Hello::default()
-            })),
-            frame(pb::frame::Kind::AddressUpdate(pb::AddressUpdate {
-                origin: id.clone(),
-                instance: 1,
-                sequence: 1,
-                added: vec![address],
-                removed: Vec::new(),
-            })),
-        ],
-    })
+    out.send(pb::Batch::new(vec![
+        frame(pb::frame::Kind::Hello(pb::Hello {
+            router_id: id.clone(),
+            instance: 1,
+            ..pb::Hello::default()
+        })),
+        frame(pb::frame::Kind::AddressUpdate(pb::AddressUpdate {
+            origin: id.clone(),
+            instance: 1,
+            sequence: 1,
+            added: vec![address],
+            removed: Vec::new(),
+        })),
+    ]))
     .await
     .expect("first batch");
     let mut inbound = client
@@ -89,7 +87,7 @@ async fn edge(port: u16, id: String, address: String, got: Arc<AtomicUsize>) {
     tokio::spawn(async move {
         while let Ok(Some(batch)) = inbound.message().await {
             let mut answers = Vec::new();
-            for f in batch.frames {
+            for f in batch.into_frames() {
                 if let Some(pb::frame::Kind::Transfer(t)) = f.kind
                     && !t.more
                 {
@@ -106,7 +104,7 @@ async fn edge(port: u16, id: String, address: String, got: Arc<AtomicUsize>) {
                     }
                 }
             }
-            if !answers.is_empty() && out.send(pb::Batch { frames: answers }).await.is_err() {
+            if !answers.is_empty() && out.send(pb::Batch::new(answers)).await.is_err() {
                 break;
             }
         }

@@ -47,59 +47,57 @@ fn every_field_message_and_rpc_has_a_comment() {
 #[test]
 fn a_batch_of_control_and_data_frames_round_trips_with_message_bytes_intact() {
     let message = bytes::Bytes::from_static(b"\x00\x53\x70\xc0\x02\x01\x41\x00\x53\x75\xa0\x03abc");
-    let batch = Batch {
-        frames: vec![
-            Frame {
-                kind: Some(Kind::Hello(Hello {
-                    router_id: "Router.A".into(),
-                    instance: 7,
-                    neighbours_seen: vec!["Router.B".into()],
-                    link_cost: 10,
-                    accepts_same_route: true,
-                    accepts_disposition_ranges: true,
-                    accepts_credit_acks: true,
-                })),
-            },
-            Frame {
-                kind: Some(Kind::Transfer(Transfer {
-                    delivery_id: 42,
-                    address: "queue.a".into(),
-                    message: message.clone(),
-                    settled: false,
-                    priority: 4,
-                    ingress_router: "Router.A".into(),
-                    trace: vec!["Router.A".into()],
-                    trace_context: None,
-                    more: false,
-                    aborted: false,
-                    hops_left: 32,
-                    ingress_sequence: 7_000_001,
-                    resend: true,
-                    same_route: false,
-                    destinations: Vec::new(),
-                })),
-            },
-            Frame {
-                kind: Some(Kind::Disposition(Disposition {
-                    delivery_id: 40,
-                    outcome: None,
-                    settled: true,
-                    last_delivery_id: 41,
-                })),
-            },
-            Frame {
-                kind: Some(Kind::Credit(Credit {
-                    address: "queue.a".into(),
-                    credit: 250,
-                    drain: false,
-                })),
-            },
-        ],
-    };
+    let batch = Batch::new(vec![
+        Frame {
+            kind: Some(Kind::Hello(Hello {
+                router_id: "Router.A".into(),
+                instance: 7,
+                neighbours_seen: vec!["Router.B".into()],
+                link_cost: 10,
+                accepts_same_route: true,
+                accepts_disposition_ranges: true,
+                accepts_credit_acks: true,
+            })),
+        },
+        Frame {
+            kind: Some(Kind::Transfer(Transfer {
+                delivery_id: 42,
+                address: "queue.a".into(),
+                message: message.clone(),
+                settled: false,
+                priority: 4,
+                ingress_router: "Router.A".into(),
+                trace: vec!["Router.A".into()],
+                trace_context: None,
+                more: false,
+                aborted: false,
+                hops_left: 32,
+                ingress_sequence: 7_000_001,
+                resend: true,
+                same_route: false,
+                destinations: Vec::new(),
+            })),
+        },
+        Frame {
+            kind: Some(Kind::Disposition(Disposition {
+                delivery_id: 40,
+                outcome: None,
+                settled: true,
+                last_delivery_id: 41,
+            })),
+        },
+        Frame {
+            kind: Some(Kind::Credit(Credit {
+                address: "queue.a".into(),
+                credit: 250,
+                drain: false,
+            })),
+        },
+    ]);
     let wire = batch.encode_to_vec();
     let back = Batch::decode(bytes::Bytes::from(wire)).expect("decode Batch");
     assert_eq!(back, batch);
-    match &back.frames[1].kind {
+    match &back.frames()[1].kind {
         Some(Kind::Transfer(t)) => assert_eq!(t.message, message),
         other => panic!("frame 1 is not a transfer: {other:?}"),
     }

@@ -63,16 +63,14 @@ fn split_batches(frames: Vec<pb::Frame>) -> std::collections::VecDeque<pb::Batch
             _ => 64,
         };
         if bytes + size > BATCH_BYTES && !current.is_empty() {
-            batches.push_back(pb::Batch {
-                frames: mem::take(&mut current),
-            });
+            batches.push_back(pb::Batch::new(mem::take(&mut current)));
             bytes = 0;
         }
         bytes += size;
         current.push(frame);
     }
     if !current.is_empty() {
-        batches.push_back(pb::Batch { frames: current });
+        batches.push_back(pb::Batch::new(current));
     }
     batches
 }
@@ -230,7 +228,7 @@ impl PeerActor {
                 continue;
             }
             frames.extend(self.data.take_credit_acks());
-            let batch = std::collections::VecDeque::from([pb::Batch { frames }]);
+            let batch = std::collections::VecDeque::from([pb::Batch::new(frames)]);
             if !self.send_batches(&out, batch, ctx) {
                 return;
             }
@@ -266,10 +264,9 @@ impl PeerActor {
         ctx: &mut Context<Self>,
     ) -> bool {
         {
-            use prost::Message as _;
             use std::sync::atomic::Ordering::Relaxed;
-            let frames: usize = batches.iter().map(|b| b.frames.len()).sum();
-            let bytes: usize = batches.iter().map(|b| b.encoded_len()).sum();
+            let frames: usize = batches.iter().map(|b| b.frames().len()).sum();
+            let bytes: usize = batches.iter().map(|b| b.wire_len()).sum();
             self.traffic.frames_out.fetch_add(frames as u64, Relaxed);
             self.traffic.bytes_out.fetch_add(bytes as u64, Relaxed);
         }
@@ -397,17 +394,16 @@ impl StreamHandler<Result<pb::Batch, Status>> for PeerActor {
             }
         };
         {
-            use prost::Message as _;
             use std::sync::atomic::Ordering::Relaxed;
             self.traffic
                 .frames_in
-                .fetch_add(batch.frames.len() as u64, Relaxed);
+                .fetch_add(batch.frames().len() as u64, Relaxed);
             self.traffic
                 .bytes_in
-                .fetch_add(batch.encoded_len() as u64, Relaxed);
+                .fetch_add(batch.wire_len() as u64, Relaxed);
         }
-        let mut messages = Vec::with_capacity(batch.frames.len());
-        for frame in batch.frames {
+        let mut messages = Vec::with_capacity(batch.frames().len());
+        for frame in batch.into_frames() {
             if self.peer.is_none()
                 && let Some(pb::frame::Kind::Hello(h)) = &frame.kind
             {
