@@ -42,6 +42,15 @@ impl OutgoingDelivery {
         self.payload.is_empty() && self.rest.is_empty()
     }
 
+    /// The most the next [`OutgoingDelivery::take`] can return.
+    pub fn next_chunk_len(&self) -> usize {
+        if self.payload.is_empty() {
+            self.rest.front().map_or(0, Bytes::len)
+        } else {
+            self.payload.len()
+        }
+    }
+
     /// Takes up to `max` bytes off the front of the pending payload.
     pub fn take(&mut self, max: usize) -> Bytes {
         while self.payload.is_empty() {

@@ -279,3 +279,25 @@ pub fn transfer_frame_overhead(t: &Transfer) -> usize {
 pub fn max_transfer_payload(max_frame_size: u32, t: &Transfer) -> usize {
     (max_frame_size as usize).saturating_sub(transfer_frame_overhead(t))
 }
+
+/// The most a transfer performative without a delivery state encodes to,
+/// besides its delivery tag: descriptor 3, list32 header 9, handle,
+/// delivery-id and message-format 5 each, the tag's vbin32 header 5,
+/// settled 1, more 1, rcv-settle-mode 2, state (null) 1, resume, aborted
+/// and batchable 1 each.
+const TRANSFER_STATELESS_MAX: usize = 3 + 9 + 5 + 5 + 5 + 5 + 1 + 1 + 2 + 1 + 1 + 1 + 1;
+
+/// At most [`max_transfer_payload`], without laying the performative out:
+/// `None` when `t` carries a delivery state (whose size only encoding
+/// tells). A payload that fits within it fits the frame, so a sender asks
+/// for the exact room only for payloads larger than this.
+pub fn transfer_payload_lower_bound(max_frame_size: u32, t: &Transfer) -> Option<usize> {
+    if t.state.is_some() {
+        return None;
+    }
+    let tag = t
+        .delivery_tag
+        .as_ref()
+        .map_or(0, |tag| tag.as_slice().len());
+    Some((max_frame_size as usize).saturating_sub(FRAME_HEADER_SIZE + TRANSFER_STATELESS_MAX + tag))
+}

@@ -65,7 +65,7 @@ pub use frame::{
     AMQP_HEADER, FRAME_HEADER_SIZE, Frame, FrameBody, MIN_MAX_FRAME_SIZE, ProtocolHeader,
     SASL_HEADER, TLS_HEADER, decode_frame, decode_protocol_header, encode_empty_frame,
     encode_frame, encode_protocol_header, encode_sasl_frame, max_transfer_payload,
-    transfer_frame_overhead,
+    transfer_frame_overhead, transfer_payload_lower_bound,
 };
 pub use link::{Link, LinkConfig};
 pub use message::{

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use super::definitions::{AmqpError, Role, condition};
 use super::delivery::{DeliveryMap, DispositionQueue};
 use super::event::{Event, IncomingTransfer, LinkDetached, LinkId, SessionId};
-use super::frame::{encode_frame, max_transfer_payload};
+use super::frame::{encode_frame, max_transfer_payload, transfer_payload_lower_bound};
 use super::link::{IncomingPartial, Link};
 use super::performatives::{Attach, Detach, Disposition, Flow, Performative, Transfer};
 
@@ -830,7 +830,13 @@ impl Session {
                 encode_frame(channel, &Performative::Transfer(transfer), &[], out);
                 true
             } else {
-                let room = max_transfer_payload(remote_max_frame, &transfer).max(1);
+                // Lay the performative out to size it only when the next
+                // chunk may not fit under a cheap bound (large messages).
+                let room = match transfer_payload_lower_bound(remote_max_frame, &transfer) {
+                    Some(room) if d.next_chunk_len() <= room => room,
+                    _ => max_transfer_payload(remote_max_frame, &transfer),
+                }
+                .max(1);
                 let chunk = d.take(room);
                 let finished = d.complete && d.drained();
                 transfer.more = !finished;

@@ -12,6 +12,7 @@ use bote_amqp::{
     Transfer, condition, decode_frame, decode_protocol_header, decode_transfer,
     decode_transfer_via_value, encode_empty_frame, encode_frame, encode_protocol_header,
     encode_sasl_frame, encode_transfer, max_transfer_payload, transfer_frame_overhead,
+    transfer_payload_lower_bound,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -901,6 +902,23 @@ mod transfer_properties {
             let frame = decode_frame(&mut out, u32::MAX).unwrap().unwrap();
             prop_assert_eq!(frame.body, FrameBody::Amqp(Performative::Transfer(t)));
             prop_assert_eq!(&frame.payload[..], &payload[..]);
+        }
+
+        #[test]
+        fn the_cheap_payload_bound_never_exceeds_the_exact_room(
+            t in any_transfer(),
+            max in 0u32..70_000,
+        ) {
+            let exact = max_transfer_payload(max, &t);
+            match transfer_payload_lower_bound(max, &t) {
+                Some(bound) => {
+                    prop_assert!(t.state.is_none());
+                    prop_assert!(bound <= exact, "bound {} > exact {}", bound, exact);
+                    // Tight enough to take the fast path for small messages.
+                    prop_assert!(exact - bound <= 48, "bound {} far below {}", bound, exact);
+                }
+                None => prop_assert!(t.state.is_some()),
+            }
         }
 
         #[test]
