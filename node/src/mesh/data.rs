@@ -306,8 +306,10 @@ pub struct PeerData {
     /// waiting for the neighbour's acknowledgement: id -> (address, message
     /// bytes). Unsettled ones are in `sent` too, for their outcome.
     credited: SeqMap<(Arc<str>, usize)>,
-    /// The windows of the addresses with deliveries out on this stream.
-    windows: std::collections::HashMap<Arc<str>, AddressWindow>,
+    /// The windows of the addresses with deliveries out on this stream
+    /// (looked up for every delivery sent and acknowledged: foldhash, seeded
+    /// per process, not SipHash).
+    windows: std::collections::HashMap<Arc<str>, AddressWindow, foldhash::fast::RandomState>,
     /// The neighbour reads credit acknowledgements of unsettled deliveries
     /// (`Hello.accepts_credit_acks`); to one that does not, an unsettled
     /// delivery is acknowledged only by its outcome.
@@ -367,7 +369,7 @@ impl PeerData {
             next_id: 0,
             sent: SeqRing::default(),
             credited: SeqMap::default(),
-            windows: std::collections::HashMap::new(),
+            windows: Default::default(),
             credit_acks_out: false,
             credit_acks: Vec::new(),
             queued: PriorityQueues::default(),
