@@ -168,6 +168,10 @@ struct StreamOut {
     queued: bool,
 }
 
+/// At most this many transfer frames are reserved ahead when the outbound
+/// queue is taken.
+const TRANSFERS_RESERVED: usize = 1024;
+
 /// At most about this many bytes of one streaming message go out per turn
 /// in the outbound queue: a large message takes turns with the others.
 pub const STREAM_TURN_BYTES: usize = 256 * 1024;
@@ -468,7 +472,8 @@ impl PeerData {
         max_bytes: usize,
         progress: impl Fn(u64) -> Recipient<crate::delivery::StreamProgress>,
     ) -> Vec<pb::Frame> {
-        let mut frames = Vec::new();
+        // Room for a frame per queued delivery (more for streamed parts).
+        let mut frames = Vec::with_capacity(self.queued.len().min(TRANSFERS_RESERVED));
         let mut bytes = 0;
         while bytes < max_bytes {
             let Some((_, item, _)) = self.queued.pop() else {
@@ -768,7 +773,10 @@ impl PeerData {
         if self.arrived.is_empty() {
             return;
         }
-        let arrived = std::mem::take(&mut self.arrived);
+        // The next batch likely brings as many: room for them now, so the
+        // list is not grown (and its deliveries moved) step by step.
+        let room = self.arrived.len();
+        let arrived = std::mem::replace(&mut self.arrived, Vec::with_capacity(room));
         self.to_router(arrived, Routing::Forward, DeliveryState::Released);
     }
 
