@@ -622,7 +622,7 @@ mod tests {
         let mut total = 0;
         for b in &batches {
             let bytes: usize = b
-                .frames
+                .frames()
                 .iter()
                 .map(|f| match &f.kind {
                     Some(pb::frame::Kind::Transfer(t)) => t.message.len(),
@@ -630,7 +630,7 @@ mod tests {
                 })
                 .sum();
             assert!(bytes <= BATCH_BYTES, "batch of {bytes} bytes");
-            total += b.frames.len();
+            total += b.frames().len();
         }
         assert_eq!(total, 40);
         // A single frame larger than the limit still goes, alone.
