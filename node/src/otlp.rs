@@ -138,12 +138,19 @@ pub enum ExporterError {
     AlreadyRunning,
     #[error("starting the span export thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("starting the span export thread's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// The sending side: the gRPC client and the buffers it reuses.
 struct Sender {
     grpc: tonic::client::Grpc<tonic::transport::Channel>,
-    runtime: tokio::runtime::Handle,
+    /// The exporter's own runtime: the gRPC connection's tasks (writing a
+    /// request of up to ~1.5 MB through HTTP/2, its flow control, the
+    /// answer) run where an export blocks on it, on the export thread (or
+    /// the thread flushing), never on the router's data-plane thread.
+    /// `None` only while being dropped.
+    runtime: Option<tokio::runtime::Runtime>,
     endpoint: String,
     /// The encoded `Resource` message (body only).
     resource: Vec<u8>,
@@ -201,7 +208,10 @@ impl Sender {
     /// receiver's answer (the count of spans it rejected).
     fn export(&mut self, request: Bytes) -> Result<tonic::Response<i64>, tonic::Status> {
         let grpc = &mut self.grpc;
-        self.runtime.block_on(async {
+        let Some(runtime) = &self.runtime else {
+            return Err(tonic::Status::unavailable("the span exporter stopped"));
+        };
+        runtime.block_on(async {
             grpc.ready()
                 .await
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -252,6 +262,15 @@ impl Sender {
     }
 }
 
+impl Drop for Sender {
+    fn drop(&mut self) {
+        // Without blocking: the last owner may be a task of another runtime.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The running exporter: its thread, and the handle to flush and stop it.
 pub struct SpanExporter {
     shared: Arc<Shared>,
@@ -261,21 +280,29 @@ pub struct SpanExporter {
 impl SpanExporter {
     /// Starts exporting to `endpoint` (an `http://host:port` URL) with
     /// `service.name` = `service_name` and `bote.router.id` = `router_id`
-    /// as resource attributes. Must run inside a tokio runtime: the gRPC
-    /// connection is driven by it.
+    /// as resource attributes. The gRPC connection runs on a runtime of its
+    /// own, driven by the export thread (see `Sender::runtime`).
     pub fn start(
         endpoint: &str,
         service_name: &str,
         router_id: &str,
     ) -> Result<SpanExporter, ExporterError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ExporterError::Runtime)?;
         let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
             .map_err(|source| ExporterError::Endpoint {
                 endpoint: endpoint.to_owned(),
                 source,
             })?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+            .timeout(Duration::from_secs(10));
+        // The channel's tasks are spawned on the runtime entered here.
+        let channel = {
+            let _entered = runtime.enter();
+            channel.connect_lazy()
+        };
         let queue = Arc::new(Queue {
             spans: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
             wake: Condvar::new(),
@@ -298,7 +325,7 @@ impl SpanExporter {
             queue,
             sender: Mutex::new(Sender {
                 grpc: tonic::client::Grpc::new(channel),
-                runtime: tokio::runtime::Handle::current(),
+                runtime: Some(runtime),
                 endpoint: endpoint.to_owned(),
                 resource,
                 router_id: router_id.into(),
@@ -342,7 +369,7 @@ impl SpanExporter {
     }
 
     /// Exports every span queued so far and waits for the export. Not from
-    /// a task of the runtime the exporter was started in (it blocks on it).
+    /// a task of any tokio runtime (it blocks).
     pub fn flush(&self) {
         self.shared.export_pending();
     }
