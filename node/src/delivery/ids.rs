@@ -186,6 +186,19 @@ impl<T> SeqRing<T> {
         self.spill.keys().copied().chain(ring)
     }
 
+    /// The values held (the spilled ones in no particular order, then the
+    /// ring's in id order).
+    pub fn values(&self) -> impl Iterator<Item = &T> + '_ {
+        self.spill.values().chain(self.ring.iter().flatten())
+    }
+
+    /// Forgets everything held.
+    pub fn clear(&mut self) {
+        self.ring.clear();
+        self.spill.clear();
+        self.live = 0;
+    }
+
     /// Takes everything held, in id order.
     pub fn drain(&mut self) -> Vec<(u64, T)> {
         let mut out: Vec<(u64, T)> = self.spill.drain().collect();
@@ -232,6 +245,16 @@ mod tests {
         let mut ids: Vec<u64> = r.ids().collect();
         ids.sort_unstable();
         assert_eq!(ids, vec![5, 13, 14, 15, 16, 17, 18, 19, 25]);
+        let mut values: Vec<u64> = r.values().copied().collect();
+        values.sort_unstable();
+        assert_eq!(values, vec![26, 28, 30, 32, 34, 36, 38, 50, 250]);
+        let mut cleared = SeqRing::default();
+        cleared.insert(1, 1);
+        cleared.insert(0, 0);
+        cleared.clear();
+        assert!(cleared.is_empty() && cleared.values().next().is_none());
+        cleared.insert(7, 7);
+        assert_eq!(cleared.remove(&7), Some(7));
         let drained = r.drain();
         assert_eq!(
             drained.iter().map(|(id, _)| *id).collect::<Vec<_>>(),

@@ -309,7 +309,7 @@ pub struct PeerData {
     /// Deliveries credited upstream already (in their address's window),
     /// waiting for the neighbour's acknowledgement: id -> (address, message
     /// bytes). Unsettled ones are in `sent` too, for their outcome.
-    credited: SeqMap<(Arc<str>, usize)>,
+    credited: SeqRing<(Arc<str>, usize)>,
     /// The windows of the addresses with deliveries out on this stream
     /// (looked up for every delivery sent and acknowledged: foldhash, seeded
     /// per process, not SipHash).
@@ -372,7 +372,7 @@ impl PeerData {
             returns_to: None,
             next_id: 0,
             sent: SeqRing::default(),
-            credited: SeqMap::default(),
+            credited: SeqRing::default(),
             windows: Default::default(),
             credit_acks_out: false,
             credit_acks: Vec::new(),
@@ -614,12 +614,14 @@ impl PeerData {
     /// neighbour's (or, when `settled`, with its outcome, which the caller
     /// sends). Room goes to the oldest waiting ones.
     fn acknowledged(&mut self, id: u64, settled: bool) {
-        let address = if let Some((address, size)) = self.credited.remove(&id) {
-            if let Some(window) = self.windows.get_mut(&address) {
-                window.early = window.early.saturating_sub(1);
-                window.early_bytes = window.early_bytes.saturating_sub(size);
-            }
-            address
+        // One lookup of the address's window serves the whole of it.
+        let (address, window) = if let Some((address, size)) = self.credited.remove(&id) {
+            let Some(window) = self.windows.get_mut(&address) else {
+                return;
+            };
+            window.early = window.early.saturating_sub(1);
+            window.early_bytes = window.early_bytes.saturating_sub(size);
+            (address, window)
         } else if let Some(d) = self.sent.get_mut(&id) {
             let Some(window) = self.windows.get_mut(&d.address) else {
                 return;
@@ -633,11 +635,8 @@ impl PeerData {
             if !settled {
                 self.outcomes.credit(d);
             }
-            d.address.clone()
+            (d.address.clone(), window)
         } else {
-            return;
-        };
-        let Some(window) = self.windows.get_mut(&address) else {
             return;
         };
         while window.has_room()
@@ -723,7 +722,7 @@ impl PeerData {
                 } else {
                     // A range wider than what is outstanding: visit only
                     // what is held (a huge range costs nothing).
-                    let mut ids: Vec<u64> = (self.sent.ids().chain(self.credited.keys().copied()))
+                    let mut ids: Vec<u64> = (self.sent.ids().chain(self.credited.ids()))
                         .filter(|id| (first..=last).contains(id))
                         .collect();
                     ids.sort_unstable();

@@ -88,7 +88,7 @@ use std::time::{Duration, Instant};
 
 use bote_topology::RouterId;
 
-use crate::delivery::{FastMap, RoutedDelivery, SeqMap};
+use crate::delivery::{FastMap, RoutedDelivery, SeqRing};
 use bote_amqp::{AmqpError, DeliveryState};
 
 /// Settled deliveries remembered per stream, most recent first out last.
@@ -219,8 +219,10 @@ enum Slot {
 struct StreamRecord {
     /// The ingress routers of the stream's deliveries, by number.
     routers: Vec<RouterId>,
-    /// Arrived, outcome not gone back: the neighbour's delivery id -> key.
-    pending: SeqMap<Key>,
+    /// Arrived, outcome not gone back: the neighbour's delivery id -> key
+    /// (ids arrive in order and mostly settle in order: a ring, not a hash
+    /// table, as for the deliveries a stream sent).
+    pending: SeqRing<Key>,
     /// Recently settled, oldest first, at most `capacity`.
     settled: VecDeque<(Key, Recorded)>,
     /// Serial number of the oldest entry of `settled` (serials only grow).
@@ -234,7 +236,7 @@ impl StreamRecord {
     fn new(capacity: usize) -> StreamRecord {
         StreamRecord {
             routers: Vec::new(),
-            pending: SeqMap::default(),
+            pending: SeqRing::default(),
             settled: VecDeque::new(),
             first_serial: 0,
             capacity: capacity.max(1),
