@@ -40,8 +40,8 @@ pub struct Batch {
     len: usize,
 }
 
-/// The field number of a frame kind and its message, for what is done the
-/// same way to every kind.
+/// Does the same to the message of every frame kind, and gives its field
+/// number with the result.
 macro_rules! kind_message {
     ($kind:expr, $m:ident => $body:expr) => {
         match $kind {
@@ -60,21 +60,22 @@ macro_rules! kind_message {
     };
 }
 
-/// The size of the message inside `kind` and its field number.
-fn inner_len(kind: &Kind) -> (u32, usize) {
-    kind_message!(kind, m => m.encoded_len())
+/// The field number of a frame kind (`Frame.kind`'s oneof).
+fn kind_tag(kind: &Kind) -> u32 {
+    kind_message!(kind, _m => ()).0
+}
+
+/// The size of the message inside `kind`.
+fn inner_len(kind: &Kind) -> usize {
+    kind_message!(kind, m => m.encoded_len()).1
 }
 
 /// A frame's encoded size (without its own key and length prefix) from the
 /// size of the message inside it.
 fn frame_len(kind: Option<&Kind>, inner: usize) -> usize {
-    match kind {
-        None => 0,
-        Some(kind) => {
-            let (tag, ()) = kind_message!(kind, _m => ());
-            key_len(tag) + encoded_len_varint(inner as u64) + inner
-        }
-    }
+    kind.map_or(0, |kind| {
+        key_len(kind_tag(kind)) + encoded_len_varint(inner as u64) + inner
+    })
 }
 
 /// A frame's size with its key (`frames`, field 1) and length prefix.
@@ -88,7 +89,7 @@ impl Batch {
         let mut inner = Vec::with_capacity(frames.len());
         let mut len = 0;
         for frame in &frames {
-            let n = frame.kind.as_ref().map_or(0, |k| inner_len(k).1);
+            let n = frame.kind.as_ref().map_or(0, inner_len);
             inner.push(n as u32);
             len += framed(frame_len(frame.kind.as_ref(), n));
         }
@@ -134,25 +135,21 @@ impl PartialEq for Batch {
 
 impl Message for Batch {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        let sized = self.sized;
         for (i, frame) in self.frames.iter().enumerate() {
             encode_key(1, WireType::LengthDelimited, buf);
             let Some(kind) = &frame.kind else {
                 encode_varint(0, buf);
                 continue;
             };
-            let inner = if sized {
+            let inner = if self.sized {
                 self.inner[i] as usize
             } else {
-                inner_len(kind).1
+                inner_len(kind)
             };
             encode_varint(frame_len(Some(kind), inner) as u64, buf);
-            kind_message!(kind, m => {
-                let (tag, ()) = kind_message!(kind, _m => ());
-                encode_key(tag, WireType::LengthDelimited, buf);
-                encode_varint(inner as u64, buf);
-                m.encode_raw(buf);
-            });
+            encode_key(kind_tag(kind), WireType::LengthDelimited, buf);
+            encode_varint(inner as u64, buf);
+            kind_message!(kind, m => m.encode_raw(buf));
         }
     }
 
@@ -188,7 +185,7 @@ impl Message for Batch {
         self.frames
             .iter()
             .map(|f| {
-                let inner = f.kind.as_ref().map_or(0, |k| inner_len(k).1);
+                let inner = f.kind.as_ref().map_or(0, inner_len);
                 framed(frame_len(f.kind.as_ref(), inner))
             })
             .sum()
