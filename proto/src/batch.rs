@@ -30,11 +30,10 @@ use crate::v1::frame::Kind;
 pub struct Batch {
     frames: Vec<Frame>,
     /// Per frame of a batch made by [`Batch::new`]: the size of the message
-    /// its `kind` holds (the frame's own size follows from it). Empty for a
-    /// decoded batch, whose frames are sized again if it is re-encoded.
-    inner: Vec<u32>,
-    /// `inner` holds every frame's size and `len` is the encoded size.
-    sized: bool,
+    /// its `kind` holds (the frame's own size follows from it); `len` is
+    /// then the encoded size. `None` for a decoded batch, whose frames are
+    /// sized again if it is re-encoded.
+    inner: Option<Vec<u32>>,
     /// The size on the wire: encoded (a batch made by [`Batch::new`]) or
     /// read (a decoded batch).
     len: usize,
@@ -95,8 +94,7 @@ impl Batch {
         }
         Batch {
             frames,
-            inner,
-            sized: true,
+            inner: Some(inner),
             len,
         }
     }
@@ -141,10 +139,9 @@ impl Message for Batch {
                 encode_varint(0, buf);
                 continue;
             };
-            let inner = if self.sized {
-                self.inner[i] as usize
-            } else {
-                inner_len(kind)
+            let inner = match &self.inner {
+                Some(sizes) => sizes[i] as usize,
+                None => inner_len(kind),
             };
             encode_varint(frame_len(Some(kind), inner) as u64, buf);
             encode_key(kind_tag(kind), WireType::LengthDelimited, buf);
@@ -172,14 +169,13 @@ impl Message for Batch {
         let read = before - buf.remaining();
         self.frames.push(frame);
         // Sizes kept from `new` no longer describe the frames.
-        self.sized = false;
-        self.inner.clear();
+        self.inner = None;
         self.len += key_len(1) + read;
         Ok(())
     }
 
     fn encoded_len(&self) -> usize {
-        if self.sized {
+        if self.inner.is_some() {
             return self.len;
         }
         self.frames
@@ -193,8 +189,7 @@ impl Message for Batch {
 
     fn clear(&mut self) {
         self.frames.clear();
-        self.inner.clear();
-        self.sized = false;
+        self.inner = None;
         self.len = 0;
     }
 }
