@@ -271,7 +271,8 @@ async fn dial(
     let credentials = super::auth::credentials(config)?;
     let mut endpoint = Endpoint::from_shared(format!("http://{target}"))?
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .max_frame_size(super::H2_MAX_FRAME_SIZE);
     if edge {
         // No hellos on an uplink: HTTP/2 pings find a silent interior.
         endpoint = endpoint

@@ -68,7 +68,7 @@ pub async fn serve(
     })
     .max_decoding_message_size(super::MAX_BATCH_MESSAGE)
     .max_encoding_message_size(super::MAX_BATCH_MESSAGE);
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder().max_frame_size(super::H2_MAX_FRAME_SIZE);
     if edge {
         // No hellos on edge streams: HTTP/2 pings find a silent edge.
         server = server
