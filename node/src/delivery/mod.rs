@@ -132,10 +132,13 @@ struct DetourLog {
     tried: Vec<(ConnId, LinkId)>,
     released_by: Vec<bote_topology::RouterId>,
     resent_from: Option<bote_topology::RouterId>,
-    /// The instance `resent_from` had when it was lost with the delivery,
-    /// and the stream it was lost on: `None` when it was not sent there
-    /// (its stream had closed before) or the neighbour never said.
+    /// The instance `resent_from` had, and the stream the delivery was lost
+    /// on (or found closed): `None` when not known (the neighbour never
+    /// said, or the stream was not named).
     resent_instance: Option<NeighbourInstance>,
+    /// `resent_from` had been sent the delivery (it was lost with it), not
+    /// merely chosen as its next hop after its stream had closed.
+    sent_there: bool,
 }
 
 /// A neighbour as one inter-router stream knew it: the instance its hello
@@ -184,20 +187,35 @@ impl Detours {
         self.0.as_deref().and_then(|l| l.resent_from.as_ref())
     }
 
-    /// The instance [`Detours::resent_from`] had when this router lost the
-    /// delivery with it, if the delivery had been sent there: back as that
+    /// The instance [`Detours::resent_from`] had, and the stream, when this
+    /// router lost the delivery with it ([`Detours::sent_there`]) or found
+    /// that stream closed before sending it. Lost with it: back as that
     /// same instance, the neighbour still has its record of the delivery
     /// (`mesh::dedup`) and answers a copy with the outcome it has instead
-    /// of delivering it again.
+    /// of delivering it again. Never sent there: the neighbour may have it
+    /// on any later stream.
     pub fn resent_instance(&self) -> Option<NeighbourInstance> {
         self.0.as_deref().and_then(|l| l.resent_instance)
     }
 
-    /// Found `neighbour`'s stream closed before sending it there.
-    pub fn set_resent_from(&mut self, neighbour: bote_topology::RouterId) {
+    /// [`Detours::resent_from`] had been sent the delivery (and may have
+    /// passed it on) before it was lost; false when the delivery was only
+    /// routed to its stream after that stream had closed.
+    pub fn sent_there(&self) -> bool {
+        self.0.as_deref().is_some_and(|l| l.sent_there)
+    }
+
+    /// Found `neighbour`'s stream closed before sending it there; `closed`
+    /// names that stream (and the instance on it) when known.
+    pub fn set_not_sent_to(
+        &mut self,
+        neighbour: bote_topology::RouterId,
+        closed: Option<NeighbourInstance>,
+    ) {
         let log = self.log();
         log.resent_from = Some(neighbour);
-        log.resent_instance = None;
+        log.resent_instance = closed;
+        log.sent_there = false;
     }
 
     /// Lost it with `neighbour`, which had it unsettled and was `instance`
@@ -210,6 +228,7 @@ impl Detours {
         let log = self.log();
         log.resent_from = Some(neighbour);
         log.resent_instance = instance;
+        log.sent_there = true;
     }
 
     /// Neither given back by a consumer nor released by a neighbour.

@@ -22,7 +22,10 @@
 //! ([`Reach::Toward`], `Transfer.destinations`), and an arriving one is
 //! checked only for the part this router delivers itself (see
 //! `PeerData::check_own_part`). The rest go back to their senders `modified`
-//! (delivery-failed). A line at info sums it up: `lost Router.B: N
+//! (delivery-failed). Deliveries still queued for the neighbour were never
+//! sent: they go back to their address marked so ([`PeerData::refuse`]),
+//! and may go to that neighbour again on any new stream. A line at info
+//! sums it up: `lost Router.B: N
 //! in-flight deliveries re-forwarded, M returned modified`. Since the lost
 //! neighbour may have passed a delivery on before it went, each unsettled
 //! delivery carries its identity in the mesh (ingress router + the
@@ -1172,7 +1175,8 @@ impl PeerData {
             match peer {
                 Some(peer) if d.fanout.is_none() || multicast_copy(&d) => {
                     toward_behind(&mut d);
-                    d.detours.set_resent_from(peer.clone());
+                    d.detours
+                        .set_not_sent_to(peer.clone(), self.neighbour_instance);
                     reroute.push(d);
                 }
                 _ => d.return_to_sender(Some(DeliveryState::Released)),

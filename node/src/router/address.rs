@@ -45,7 +45,9 @@
 //! failure). A delivery whose
 //! chosen next hop's stream has just closed (the view not updated yet) waits
 //! the same way instead of being handed to a stopped peer actor; it had not
-//! been sent, so with no path it goes back released.
+//! been sent, so that neighbour may have it on any new stream
+//! ([`back_as_before`]), and with no path after the wait it goes back
+//! released.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,40 +165,47 @@ pub fn may_reroute(
 /// again: it answers the copy with the outcome the consumer gave (or
 /// waits for it) and never delivers it twice. A restarted neighbour (a
 /// new instance) has no such record and stays avoided.
+///
+/// A delivery never sent there (routed to its stream after the stream had
+/// closed, [`Detours::sent_there`]) has nothing to be answered from: the
+/// neighbour is back for it on any new stream, restarted or not, and it
+/// goes there rather than back `released` to its sender.
 pub fn back_as_before(view: Option<&MeshView>, detours: &Detours) -> bool {
     match (view, detours.resent_from(), detours.resent_instance()) {
-        (Some(v), Some(lost), Some(then)) => v
-            .instances
-            .get(lost)
-            .is_some_and(|now| now.instance == then.instance && now.stream != then.stream),
+        (Some(v), Some(lost), Some(then)) => v.instances.get(lost).is_some_and(|now| {
+            now.stream != then.stream && (now.instance == then.instance || !detours.sent_there())
+        }),
         _ => false,
     }
 }
 
-/// A re-forwarded unicast delivery (`unicast_resend`) with no path now
-/// (`has_path()`: no consumer it may go to, here or remote) keeps waiting
-/// for the neighbour it was lost with to come back as the same instance
-/// ([`back_as_before`]) rather than going back `modified` (which an
+/// A unicast delivery (`unicast`) parked for the neighbour it was lost
+/// with, or whose stream it found closed, with no path now (`has_path()`:
+/// no consumer it may go to, here or remote) keeps waiting for that
+/// neighbour to come back ([`back_as_before`]) rather than going back at
+/// once: `modified` for one that had been sent there (which an
 /// at-least-once sender answers by sending it again: a duplicate if the
-/// lost path had delivered it). Not when the neighbour came back
-/// restarted, nor for a delivery never sent there (no instance recorded):
-/// those go on (or back) as soon as the routes avoid the neighbour. The
-/// wait is the parking's, at most [`REROUTE_WAIT`]. Multicast copies do
-/// not wait for it: they are re-forwarded toward the routers behind the
-/// lost neighbour by other paths as before, and with none given up.
+/// lost path had delivered it), `released` for one that had not. Not when
+/// a neighbour it had been sent to came back restarted, nor when the
+/// stream is not known (no instance recorded): those go on (or back) as
+/// soon as the routes avoid the neighbour. The wait is the parking's, at
+/// most [`REROUTE_WAIT`]. Multicast copies do not wait for it: they are
+/// re-forwarded toward the routers behind the lost neighbour by other
+/// paths as before, and with none given up.
 pub fn awaits_lost_neighbour(
     view: Option<&MeshView>,
     detours: &Detours,
-    unicast_resend: bool,
+    unicast: bool,
     has_path: impl FnOnce() -> bool,
 ) -> bool {
     let (Some(lost), Some(then)) = (detours.resent_from(), detours.resent_instance()) else {
         return false;
     };
-    let restarted = view
-        .and_then(|v| v.instances.get(lost))
-        .is_some_and(|now| now.instance != then.instance);
-    unicast_resend && !restarted && !has_path()
+    let restarted = detours.sent_there()
+        && view
+            .and_then(|v| v.instances.get(lost))
+            .is_some_and(|now| now.instance != then.instance);
+    unicast && !restarted && !has_path()
 }
 
 /// A delivery that `visited` these routers and took these `detours` must
@@ -862,7 +871,7 @@ impl AddressActor {
                 // routes change: checked there as a resend.
                 None => {
                     let mut c = copy(&d, Reach::Toward(behind.clone()), true);
-                    c.detours.set_resent_from(hop.clone());
+                    c.detours.set_not_sent_to(hop.clone(), None);
                     stalled.push(c);
                 }
             }
@@ -1001,12 +1010,13 @@ impl AddressActor {
                             // instance's to answer from its record.
                             (Some(then), Some(now))
                                 if d.resend
+                                    && d.detours.sent_there()
                                     && d.detours.resent_from() == Some(&r.next_hop)
                                     && then.instance == now.instance =>
                             {
                                 d.detours.set_lost_with(r.next_hop.clone(), Some(now));
                             }
-                            _ => d.detours.set_resent_from(r.next_hop.clone()),
+                            _ => d.detours.set_not_sent_to(r.next_hop.clone(), current),
                         }
                         stalled.push(d);
                         continue;
@@ -1078,13 +1088,11 @@ impl AddressActor {
                 if *until <= now {
                     return true;
                 }
-                let unicast_resend = d.resend && d.fanout.is_none();
+                let unicast = d.fanout.is_none();
                 !awaiting_uplink
                     && (may_reroute(view, d.detours.resent_from(), *until, now)
                         || back_as_before(view, &d.detours))
-                    && !awaits_lost_neighbour(view, &d.detours, unicast_resend, || {
-                        self.has_path_for(d)
-                    })
+                    && !awaits_lost_neighbour(view, &d.detours, unicast, || self.has_path_for(d))
             });
         self.parked = waiting;
         self.set_watching(!self.routers.is_empty() || !self.parked.is_empty());
@@ -1688,18 +1696,51 @@ mod tests {
             no_path
         ));
 
-        // A delivery never sent to B (its stream was found closed) names no
-        // instance: B stays avoided even back, and nothing waits for it.
+        // A delivery never sent to B (routed to its stream 1 after it had
+        // closed): B is back for it on any new stream, even restarted,
+        // since B never had it; not on the closed stream itself.
         let mut never_sent = Detours::default();
-        never_sent.set_resent_from(b.clone());
-        assert!(!back_as_before(Some(&back), &never_sent));
-        assert!(!through_b(&back, &never_sent));
-        assert!(!awaits_lost_neighbour(
+        never_sent.set_not_sent_to(
+            b.clone(),
+            Some(crate::delivery::NeighbourInstance {
+                instance: 7,
+                stream: 1,
+            }),
+        );
+        assert!(!never_sent.sent_there() && lost.sent_there());
+        assert!(!back_as_before(Some(&stale), &never_sent));
+        assert!(!through_b(&stale, &never_sent));
+        assert!(back_as_before(Some(&back), &never_sent));
+        assert!(through_b(&back, &never_sent));
+        assert!(back_as_before(Some(&restarted), &never_sent));
+        assert!(through_b(&restarted, &never_sent));
+        // With B gone and no other path, a unicast one waits for B (at
+        // most the parking's wait) instead of going back released; with
+        // another path it takes that one, and multicast copies never wait.
+        assert!(awaits_lost_neighbour(
             Some(&gone),
             &never_sent,
             true,
             no_path
         ));
+        assert!(!awaits_lost_neighbour(
+            Some(&gone),
+            &never_sent,
+            true,
+            || true
+        ));
+        assert!(!awaits_lost_neighbour(
+            Some(&gone),
+            &never_sent,
+            false,
+            no_path
+        ));
+        // The closed stream not known: B stays avoided, nothing waits.
+        let mut unknown = Detours::default();
+        unknown.set_not_sent_to(b.clone(), None);
+        assert!(!back_as_before(Some(&back), &unknown));
+        assert!(!through_b(&back, &unknown));
+        assert!(!awaits_lost_neighbour(Some(&gone), &unknown, true, no_path));
 
         // A neighbour that released it stays avoided whatever its instance.
         lost.add_released_by(b.clone());
