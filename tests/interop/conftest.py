@@ -9,8 +9,10 @@ assertions on logged events and for failure messages.
 
 `BOTED` names the router binary (scripts/test builds it and sets it)."""
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -76,6 +78,9 @@ class Router:
         make the router an edge router (mode "edge")."""
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"bote-{name}-")
+        # Removed when the test run ends (a test may read the state file
+        # after stopping the router).
+        atexit.register(shutil.rmtree, self.dir, True)
         self.config = os.path.join(self.dir, "bote.toml")
         self.state_file = os.path.join(self.dir, "state.json")
         with open(self.config, "w") as f:
