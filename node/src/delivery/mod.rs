@@ -136,9 +136,6 @@ struct DetourLog {
     /// on (or found closed): `None` when not known (the neighbour never
     /// said, or the stream was not named).
     resent_instance: Option<NeighbourInstance>,
-    /// `resent_from` had been sent the delivery (it was lost with it), not
-    /// merely chosen as its next hop after its stream had closed.
-    sent_there: bool,
 }
 
 /// A neighbour as one inter-router stream knew it: the instance its hello
@@ -188,34 +185,27 @@ impl Detours {
     }
 
     /// The instance [`Detours::resent_from`] had, and the stream, when this
-    /// router lost the delivery with it ([`Detours::sent_there`]) or found
-    /// that stream closed before sending it. Lost with it: back as that
-    /// same instance, the neighbour still has its record of the delivery
-    /// (`mesh::dedup`) and answers a copy with the outcome it has instead
-    /// of delivering it again. Never sent there: the neighbour may have it
-    /// on any later stream.
+    /// router lost the delivery with it or found that stream closed before
+    /// sending it. Back as that same instance (on a new stream), the
+    /// neighbour still has its record of what it had been sent
+    /// (`mesh::dedup`) and answers a copy with the outcome it has instead of
+    /// delivering it again; what it had not been sent may go there too.
     pub fn resent_instance(&self) -> Option<NeighbourInstance> {
         self.0.as_deref().and_then(|l| l.resent_instance)
     }
 
-    /// [`Detours::resent_from`] had been sent the delivery (and may have
-    /// passed it on) before it was lost; false when the delivery was only
-    /// routed to its stream after that stream had closed.
-    pub fn sent_there(&self) -> bool {
-        self.0.as_deref().is_some_and(|l| l.sent_there)
-    }
-
     /// Found `neighbour`'s stream closed before sending it there; `closed`
-    /// names that stream (and the instance on it) when known.
+    /// names that stream (and the instance on it) when known. The
+    /// neighbour is avoided as one it was lost with, and back for it on the
+    /// same terms (the same instance on a new stream: paused, not
+    /// restarted); unlike a delivery lost with it, it goes home `released`
+    /// if nothing takes it (it is not marked `resend`).
     pub fn set_not_sent_to(
         &mut self,
         neighbour: bote_topology::RouterId,
         closed: Option<NeighbourInstance>,
     ) {
-        let log = self.log();
-        log.resent_from = Some(neighbour);
-        log.resent_instance = closed;
-        log.sent_there = false;
+        self.set_lost_with(neighbour, closed);
     }
 
     /// Lost it with `neighbour`, which had it unsettled and was `instance`
@@ -228,7 +218,6 @@ impl Detours {
         let log = self.log();
         log.resent_from = Some(neighbour);
         log.resent_instance = instance;
-        log.sent_there = true;
     }
 
     /// Neither given back by a consumer nor released by a neighbour.

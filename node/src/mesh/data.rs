@@ -24,7 +24,8 @@
 //! `PeerData::check_own_part`). The rest go back to their senders `modified`
 //! (delivery-failed). Deliveries still queued for the neighbour were never
 //! sent: they go back to their address marked so ([`PeerData::refuse`]),
-//! and may go to that neighbour again on any new stream. A line at info
+//! and may go to that neighbour again once it is back as the same
+//! instance (`router::address::back_as_before`). A line at info
 //! sums it up: `lost Router.B: N
 //! in-flight deliveries re-forwarded, M returned modified`. Since the lost
 //! neighbour may have passed a delivery on before it went, each unsettled

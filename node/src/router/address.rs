@@ -45,9 +45,9 @@
 //! failure). A delivery whose
 //! chosen next hop's stream has just closed (the view not updated yet) waits
 //! the same way instead of being handed to a stopped peer actor; it had not
-//! been sent, so that neighbour may have it on any new stream
-//! ([`back_as_before`]), and with no path after the wait it goes back
-//! released.
+//! been sent, so that neighbour may have it once back as the same
+//! instance ([`back_as_before`]), and with no path after the wait it goes
+//! back released.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,15 +166,19 @@ pub fn may_reroute(
 /// waits for it) and never delivers it twice. A restarted neighbour (a
 /// new instance) has no such record and stays avoided.
 ///
-/// A delivery never sent there (routed to its stream after the stream had
-/// closed, [`Detours::sent_there`]) has nothing to be answered from: the
-/// neighbour is back for it on any new stream, restarted or not, and it
-/// goes there rather than back `released` to its sender.
+/// A delivery routed to the neighbour's stream after that stream had closed
+/// (never sent, [`Detours::set_not_sent_to`]) is back for it on the same
+/// terms, and goes there rather than back `released` to its sender. A
+/// restarted neighbour is avoided for it too: it is a new process, and
+/// what was routed to the old one is not handed to it (letting it through
+/// broke the MQTT session hand-over across a restart,
+/// `test_mqtt.py::test_a_session_outlives_its_router_...`).
 pub fn back_as_before(view: Option<&MeshView>, detours: &Detours) -> bool {
     match (view, detours.resent_from(), detours.resent_instance()) {
-        (Some(v), Some(lost), Some(then)) => v.instances.get(lost).is_some_and(|now| {
-            now.stream != then.stream && (now.instance == then.instance || !detours.sent_there())
-        }),
+        (Some(v), Some(lost), Some(then)) => v
+            .instances
+            .get(lost)
+            .is_some_and(|now| now.instance == then.instance && now.stream != then.stream),
         _ => false,
     }
 }
@@ -182,11 +186,11 @@ pub fn back_as_before(view: Option<&MeshView>, detours: &Detours) -> bool {
 /// A unicast delivery (`unicast`) parked for the neighbour it was lost
 /// with, or whose stream it found closed, with no path now (`has_path()`:
 /// no consumer it may go to, here or remote) keeps waiting for that
-/// neighbour to come back ([`back_as_before`]) rather than going back at
-/// once: `modified` for one that had been sent there (which an
-/// at-least-once sender answers by sending it again: a duplicate if the
-/// lost path had delivered it), `released` for one that had not. Not when
-/// a neighbour it had been sent to came back restarted, nor when the
+/// neighbour to come back as the same instance ([`back_as_before`])
+/// rather than going back at once: `modified` for one that had been sent
+/// there (which an at-least-once sender answers by sending it again: a
+/// duplicate if the lost path had delivered it), `released` for one that
+/// had not. Not when the neighbour came back restarted, nor when the
 /// stream is not known (no instance recorded): those go on (or back) as
 /// soon as the routes avoid the neighbour. The wait is the parking's, at
 /// most [`REROUTE_WAIT`]. Multicast copies do not wait for it: they are
@@ -201,10 +205,9 @@ pub fn awaits_lost_neighbour(
     let (Some(lost), Some(then)) = (detours.resent_from(), detours.resent_instance()) else {
         return false;
     };
-    let restarted = detours.sent_there()
-        && view
-            .and_then(|v| v.instances.get(lost))
-            .is_some_and(|now| now.instance != then.instance);
+    let restarted = view
+        .and_then(|v| v.instances.get(lost))
+        .is_some_and(|now| now.instance != then.instance);
     unicast && !restarted && !has_path()
 }
 
@@ -1003,21 +1006,11 @@ impl AddressActor {
                             .as_ref()
                             .and_then(|v| v.instances.get(&r.next_hop))
                             .copied();
-                        match (d.detours.resent_instance(), current) {
-                            // Going back through the neighbour it was lost
-                            // with, whose new stream has just closed too:
-                            // never sent on that one, still the same
-                            // instance's to answer from its record.
-                            (Some(then), Some(now))
-                                if d.resend
-                                    && d.detours.sent_there()
-                                    && d.detours.resent_from() == Some(&r.next_hop)
-                                    && then.instance == now.instance =>
-                            {
-                                d.detours.set_lost_with(r.next_hop.clone(), Some(now));
-                            }
-                            _ => d.detours.set_not_sent_to(r.next_hop.clone(), current),
-                        }
+                        // Never sent on that stream; back through it once
+                        // the same instance is up on a new one (going back
+                        // through the neighbour it was lost with, that
+                        // instance still answers from its record).
+                        d.detours.set_not_sent_to(r.next_hop.clone(), current);
                         stalled.push(d);
                         continue;
                     }
@@ -1697,8 +1690,8 @@ mod tests {
         ));
 
         // A delivery never sent to B (routed to its stream 1 after it had
-        // closed): B is back for it on any new stream, even restarted,
-        // since B never had it; not on the closed stream itself.
+        // closed): B is back for it as the same instance on a new stream,
+        // not on the closed stream itself, nor restarted (a new process).
         let mut never_sent = Detours::default();
         never_sent.set_not_sent_to(
             b.clone(),
@@ -1707,13 +1700,18 @@ mod tests {
                 stream: 1,
             }),
         );
-        assert!(!never_sent.sent_there() && lost.sent_there());
         assert!(!back_as_before(Some(&stale), &never_sent));
         assert!(!through_b(&stale, &never_sent));
         assert!(back_as_before(Some(&back), &never_sent));
         assert!(through_b(&back, &never_sent));
-        assert!(back_as_before(Some(&restarted), &never_sent));
-        assert!(through_b(&restarted, &never_sent));
+        assert!(!back_as_before(Some(&restarted), &never_sent));
+        assert!(!through_b(&restarted, &never_sent));
+        assert!(!awaits_lost_neighbour(
+            Some(&restarted),
+            &never_sent,
+            true,
+            no_path
+        ));
         // With B gone and no other path, a unicast one waits for B (at
         // most the parking's wait) instead of going back released; with
         // another path it takes that one, and multicast copies never wait.
