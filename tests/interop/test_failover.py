@@ -239,8 +239,9 @@ def test_line_a_router_paused_past_the_hello_timeout_delivers_no_message_twice(p
             f"{len(twice)} received more than once (e.g. {sorted(twice.items())[:5]}), "
             f"{len(missing)} never received (e.g. {missing[:5]}); "
             f"first outcomes at the sender: {dict(first)}")
-        # Deliveries the paused router's neighbour had routed to it but not
-        # yet sent when it found the stream closed wait (at most
-        # REROUTE_WAIT, 2 s) for the router to be back on a new stream and
-        # go there: none comes back released to be sent again.
+        # Deliveries routed to a stream that had just closed (the paused
+        # router's, or the paused router's own to its neighbour), never
+        # sent, wait (at most REROUTE_WAIT, 2 s) for that neighbour to be
+        # back as the same process on a new stream and go there: none
+        # comes back released to be sent again.
         assert first.get("released", 0) == 0, dict(first)
