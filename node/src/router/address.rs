@@ -1635,14 +1635,12 @@ mod tests {
         // with a delivery B had unsettled; B was instance 7 on stream 1.
         let (b, c) = (RouterId::from("B"), RouterId::from("C"));
         let line = [("A", "B"), ("B", "C")];
+        let b_on_stream_1 = crate::delivery::NeighbourInstance {
+            instance: 7,
+            stream: 1,
+        };
         let mut lost = Detours::default();
-        lost.set_lost_with(
-            b.clone(),
-            Some(crate::delivery::NeighbourInstance {
-                instance: 7,
-                stream: 1,
-            }),
-        );
+        lost.set_lost_with(b.clone(), Some(b_on_stream_1));
         let visited = VisitedRouters::default();
         let through_b = |view: &MeshView, detours: &Detours| {
             !excluded(
@@ -1693,13 +1691,7 @@ mod tests {
         // closed): B is back for it as the same instance on a new stream,
         // not on the closed stream itself, nor restarted (a new process).
         let mut never_sent = Detours::default();
-        never_sent.set_not_sent_to(
-            b.clone(),
-            Some(crate::delivery::NeighbourInstance {
-                instance: 7,
-                stream: 1,
-            }),
-        );
+        never_sent.set_not_sent_to(b.clone(), Some(b_on_stream_1));
         assert!(!back_as_before(Some(&stale), &never_sent));
         assert!(!through_b(&stale, &never_sent));
         assert!(back_as_before(Some(&back), &never_sent));
