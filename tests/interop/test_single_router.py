@@ -350,3 +350,36 @@ def test_an_idle_proton_receiver_outlives_the_routers_idle_timeout():
             assert len(i.bodies) == 1
     finally:
         assert r.stop() == 0, r.log()
+
+
+def test_a_sigterm_or_sighup_while_the_router_starts_is_served_not_fatal():
+    """A supervisor may stop or reload a router the moment it starts. The
+    handlers are installed before anything binds, so a signal that comes
+    while the router is still starting waits for it instead of taking the
+    default action (which ends the process with -15 or -1)."""
+    import signal
+    import subprocess
+    from conftest import boted_path
+    r = Router("Router.Q")
+    assert r.stop() == 0, r.log()
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        # The same configuration, signalled as soon as its first listener
+        # is bound: before the HTTP API and the state file.
+        p = subprocess.Popen([boted_path(), "--config", r.config],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log = []
+        for line in p.stderr:
+            log.append(line)
+            if "listening on" in line:
+                p.send_signal(sig)
+                break
+        if sig == signal.SIGHUP:
+            # Reloaded (the file is unchanged), still serving; then stopped.
+            deadline = time.time() + 10
+            while not any("SIGHUP: reloading" in l for l in log) and time.time() < deadline:
+                log.append(p.stderr.readline())
+            p.send_signal(signal.SIGTERM)
+        _, rest = p.communicate(timeout=15)
+        log.append(rest)
+        assert p.returncode == 0, (sig, p.returncode, "".join(log))
+        assert "SIGTERM: shutting down" in "".join(log), "".join(log)

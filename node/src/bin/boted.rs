@@ -102,6 +102,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 ""
             }
         );
+        // Before anything binds: a SIGTERM that comes while the router
+        // starts (a supervisor's stop right after the launch) is served as
+        // a graceful stop once the router is up, never the default action
+        // that ends the process at once.
+        let signals = Signals::install()?;
         let result = async {
             let http = config.router.http_address();
             let metrics_max_series = config.router.metrics_max_series;
@@ -115,7 +120,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             if let Some(file) = state_file {
                 router.write_state_to(file);
             }
-            serve_signals(&mut router, args.config.as_deref(), args.id.as_deref()).await?;
+            signals
+                .serve(&mut router, args.config.as_deref(), args.id.as_deref())
+                .await;
             let mqtt_store = bote_node::mqtt::store_writer(&router.shared);
             router.shutdown().await;
             // The MQTT store's last changes are committed before the end.
@@ -160,27 +167,46 @@ fn raise_open_file_limit() -> (u64, bool) {
     (limit.rlim_cur, false)
 }
 
-/// Runs until SIGTERM or SIGINT, reloading the configuration on each SIGHUP.
-async fn serve_signals(
-    router: &mut Router,
-    config: Option<&Path>,
-    id_override: Option<&str>,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: shutting down");
-                return Ok(());
+/// The signals `boted` serves: SIGTERM and SIGINT stop it gracefully,
+/// SIGHUP reloads the configuration.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; from here on these signals are queued for
+    /// [`Signals::serve`] instead of taking their default action.
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT (one received since [`Signals::install`]
+    /// counts), reloading the configuration on each SIGHUP.
+    async fn serve(
+        mut self,
+        router: &mut Router,
+        config: Option<&Path>,
+        id_override: Option<&str>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => {
+                    tracing::info!("SIGTERM: shutting down");
+                    return;
+                }
+                _ = self.int.recv() => {
+                    tracing::info!("SIGINT: shutting down");
+                    return;
+                }
+                _ = self.hup.recv() => reload(router, config, id_override).await,
             }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: shutting down");
-                return Ok(());
-            }
-            _ = hup.recv() => reload(router, config, id_override).await,
         }
     }
 }
