@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from clients import Receiver, Sender
+from clients import EchoServer, Receiver, Requester, Sender
 from conftest import Router, wait_until
 
 # The window per address and inter-router hop, read from the router's
@@ -511,3 +511,44 @@ def test_a_large_streamed_message_is_annotated_on_its_first_part_and_arrives_int
         assert list(m.annotations[TRACE]) == A_B_C, m.annotations
         assert m.annotations[INGRESS] == "0/Router.A"
     assert by_id[0].annotations["x-opt-app"] == "kept"
+
+
+def test_amqp_connections_on_the_mesh_thread_cross_the_mesh_and_reply():
+    """`amqp-on-mesh-thread = true`: a router's AMQP connections run on its
+    mesh's thread, beside the address and peer actors. Proton clients still
+    send across the mesh (every delivery accepted), get replies through a
+    dynamic reply-to on the far router, and deliver locally."""
+    knob = "amqp-on-mesh-thread = true\n"
+    a = Router("Router.MA", extra_listener=knob, inter_router=True)
+    b = Router("Router.MB", extra_listener=knob, connectors=[("to-a", a.inter_router_port, 1)])
+    try:
+        wait_until(lambda: all(len(routes(r).get("routes", {})) == 1 for r in (a, b)), 20,
+                   "the two routers to converge")
+        for r in (a, b):
+            assert f"listening on 127.0.0.1:{r.port} (amqp, on the mesh's thread)" in r.log(), r.log()
+        rx = Receiver(b.url, "queue.meshthread", expect=200).start()
+        assert rx.attached.wait(10)
+        wait_until(lambda: routes(a).get("addresses", {}).get("queue.meshthread"), 10,
+                   "A to learn of the consumer on B")
+        tx = Sender(a.url, "queue.meshthread", 200).start().join()
+        rx.join()
+        assert rx.count == 200 and tx.counts() == {"accepted": 200}, tx.counts()
+
+        server = EchoServer(b.url, "service.meshthread").start()
+        assert server.attached.wait(10)
+        wait_until(lambda: routes(a).get("addresses", {}).get("service.meshthread"), 10,
+                   "A to learn of the echo server on B")
+        client = Requester(a.url, "service.meshthread", 50).start().join()
+        assert client.error is None, client.error
+        assert client.replies == {i: f"PING-{i}" for i in range(50)}
+        server.stop_requested.set()
+        server.join()
+
+        local = Receiver(a.url, "queue.meshthread.local", expect=20).start()
+        assert local.attached.wait(10)
+        tx = Sender(a.url, "queue.meshthread.local", 20).start().join()
+        local.join()
+        assert local.count == 20 and tx.counts() == {"accepted": 20}, tx.counts()
+    finally:
+        for r in (b, a):
+            assert r.stop() == 0, r.log()

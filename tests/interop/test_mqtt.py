@@ -168,6 +168,14 @@ def test_a_large_amqp_message_streams_to_mqtt_subscribers_whole(one):
 @pytest.mark.skipif(not MOSQ, reason="mosquitto-clients not installed")
 def test_mosquitto_clients_across_the_chain_and_paho_back(chain):
     a, b, c = chain
+    # By default a router in a mesh runs its plain MQTT connections on the
+    # mesh's thread, its AMQP ones on the workers.
+    for r in chain:
+        assert f"listening on 127.0.0.1:{r.mqtt_port} (mqtt, on the mesh's thread)" in r.log(), \
+            r.log()
+        assert f"listening on 127.0.0.1:{r.port} (amqp, " in r.log(), r.log()
+        assert f"listening on 127.0.0.1:{r.port} (amqp, on the mesh's thread)" not in r.log(), \
+            r.log()
     sub = subprocess.Popen(
         ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(c.mqtt_port), "-t", "mesh/#",
          "-q", "1", "-C", "3", "-v", "-V", "mqttv5"],
@@ -204,6 +212,10 @@ def test_mqtt_connections_on_the_workers_still_cross_the_mesh():
     try:
         wait_until(lambda: all(len(r.state().get("routes", {})) == 1 for r in (a, b)), 20,
                    "the two routers to converge")
+        for r in (a, b):
+            assert f"listening on 127.0.0.1:{r.mqtt_port} (mqtt, " in r.log(), r.log()
+            assert f"listening on 127.0.0.1:{r.mqtt_port} (mqtt, on the mesh's thread)" \
+                not in r.log(), r.log()
         sub = Client(b.mqtt_port)
         sub.subscribe("workers/+", 1)
         wait_for_address(a, "workers/+")

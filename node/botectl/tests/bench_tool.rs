@@ -237,3 +237,37 @@ fn tls_on_both_client_sides_moves_every_message_direct_and_through_an_amqps_bote
     .to_string();
     assert!(e.contains("--tls needs --spawn"), "{e}");
 }
+
+#[test]
+fn listener_options_reach_the_spawned_routers_and_a_bad_one_is_named() {
+    // A chain of two whose AMQP connections run on the mesh's thread
+    // (`amqp-on-mesh-thread`): every message through, all accepted, and
+    // request/reply round trips.
+    let on_mesh = || BenchOptions {
+        spawn: true,
+        boted: Some(boted()),
+        chain: Some(2),
+        listener_option: vec!["amqp-on-mesh-thread = true".into()],
+        ..options()
+    };
+    let report = bench::run(&on_mesh()).unwrap();
+    assert_sane(&report.runs[0], false);
+    let rr = bench::run(&BenchOptions {
+        mode: Mode::Rr,
+        messages: 200,
+        ..on_mesh()
+    })
+    .unwrap();
+    let run = &rr.runs[0];
+    assert!(run.is_complete(), "problems: {:?}", run.problems);
+    assert_eq!((run.sent, run.received, run.accepted), (200, 200, 200));
+
+    let e = bench::run(&BenchOptions {
+        listener_option: vec!["no-such-key = 1".into()],
+        chain: None,
+        ..on_mesh()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no-such-key"), "{e}");
+}

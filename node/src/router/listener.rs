@@ -219,7 +219,7 @@ impl StreamHandler<TcpStream> for ListenerActor {
         });
         let worker = connection_arbiter(
             &self.shared,
-            self.accept.is_some() && self.config.mqtt_on_mesh_thread,
+            wants_mesh_thread(&self.config),
             self.tls.is_some(),
         );
         let conn = self.shared.next_conn_id();
@@ -289,31 +289,46 @@ impl StreamHandler<TcpStream> for ListenerActor {
 }
 
 /// Where an accepted connection's actor runs: a worker, in turn, except a
-/// plain-TCP MQTT connection on a router in a mesh, which runs on the mesh's
-/// arbiter with the address and peer actors. An MQTT connection's work per
-/// message is small (a PUBLISH in, a PUBLISH or PUBACK out), and on a worker
-/// every delivery and every outcome crossed threads twice, each crossing an
-/// eventfd write and a wake-up: on the MQTT chain A-B-C at QoS 1 (20 in
-/// flight) that was about one wake-up per two messages each way on A and C
-/// (`strace -c -f`), and the round trip, which bounds QoS 1 throughput since
-/// the PUBACK waits for the outcome, paid for them (BENCHMARKS.md, MQTT
-/// chain round trip). What it costs: a router's MQTT clients share one
-/// thread with its mesh, so MQTT-heavy routers in a mesh use one core for
-/// MQTT. AMQP connections (their frames cost more to decode and encode)
-/// and TLS ones (the handshake and the record crypto) stay on the workers,
-/// as do a listener's MQTT connections with `mqtt-on-mesh-thread = false`.
-/// `mqtt`: an MQTT connection of a listener that wants the mesh's thread.
-fn connection_arbiter(shared: &super::Shared, mqtt: bool, tls: bool) -> actix::dev::ArbiterHandle {
+/// plain-TCP connection on a router in a mesh whose listener wants the
+/// mesh's thread (`wants_mesh`: `mqtt-on-mesh-thread`, true by default, for
+/// MQTT; `amqp-on-mesh-thread`, false by default, for AMQP), which runs on
+/// the mesh's arbiter with the address and peer actors. There a delivery
+/// and its outcome cross no thread; on a worker each crossed threads at the
+/// ingress and the egress router, each crossing an eventfd write and a
+/// wake-up. MQTT: on the MQTT chain A-B-C at QoS 1 (20 in flight) that was
+/// about one wake-up per two messages each way on A and C (`strace -c -f`),
+/// and the round trip, which bounds QoS 1 throughput since the PUBACK waits
+/// for the outcome, paid for them (BENCHMARKS.md, MQTT chain round trip).
+/// AMQP: request/reply through a chain of three, p50 −13 % and CPU per round
+/// trip −23 % (BENCHMARKS.md, AMQP connections on the mesh thread). What it
+/// costs: those clients share one thread with the mesh, so their protocol
+/// work uses one core; AMQP frames cost more to decode and encode than
+/// MQTT's, hence the defaults. TLS connections (the handshake and the
+/// record crypto) always stay on the workers.
+fn connection_arbiter(
+    shared: &super::Shared,
+    wants_mesh: bool,
+    tls: bool,
+) -> actix::dev::ArbiterHandle {
     match &shared.mesh {
-        Some(mesh) if on_mesh_arbiter(true, mqtt, tls) => mesh.arbiter.clone(),
+        Some(mesh) if on_mesh_arbiter(true, wants_mesh, tls) => mesh.arbiter.clone(),
         _ => shared.next_worker(),
+    }
+}
+
+/// Whether the listener's plain-TCP connections want the mesh's thread:
+/// `mqtt-on-mesh-thread` or `amqp-on-mesh-thread`, by its protocol.
+pub(super) fn wants_mesh_thread(config: &ListenerConfig) -> bool {
+    match config.protocol {
+        crate::config::Protocol::Mqtt => config.mqtt_on_mesh_thread,
+        crate::config::Protocol::Amqp => config.amqp_on_mesh_thread,
     }
 }
 
 /// The rule of [`connection_arbiter`]: whether a connection runs on the
 /// mesh's arbiter rather than a worker.
-fn on_mesh_arbiter(in_mesh: bool, mqtt: bool, tls: bool) -> bool {
-    in_mesh && mqtt && !tls
+pub(super) fn on_mesh_arbiter(in_mesh: bool, wants_mesh: bool, tls: bool) -> bool {
+    in_mesh && wants_mesh && !tls
 }
 
 /// Runs the server side of the TLS handshake on the worker (registering
@@ -373,11 +388,11 @@ mod tests {
     use super::on_mesh_arbiter;
 
     #[test]
-    fn only_plain_mqtt_connections_in_a_mesh_run_on_the_mesh_arbiter() {
+    fn only_plain_connections_whose_listener_wants_it_run_on_the_mesh_arbiter() {
         assert!(on_mesh_arbiter(true, true, false));
         // TLS: the handshake and the record crypto stay on the workers.
         assert!(!on_mesh_arbiter(true, true, true));
-        // AMQP connections stay on the workers.
+        // A listener that does not want it (AMQP by default).
         assert!(!on_mesh_arbiter(true, false, false));
         // No mesh: everything on the workers.
         assert!(!on_mesh_arbiter(false, true, false));

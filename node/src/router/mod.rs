@@ -582,14 +582,23 @@ impl Router {
                     anyhow::anyhow!("listener {addr}: this router was started without MQTT")
                 })?),
             };
+            let on_mesh_thread = listener::on_mesh_arbiter(
+                shared.mesh.is_some(),
+                listener::wants_mesh_thread(l),
+                tls.is_some(),
+            );
             tracing::info!(
                 router = %shared.router_id,
-                "listening on {local} ({}, {} workers)",
+                "listening on {local} ({}, {})",
                 match (l.protocol, tls.is_some()) {
                     (crate::config::Protocol::Amqp, true) => "amqps",
                     (protocol, _) => protocol.as_str(),
                 },
-                threads
+                if on_mesh_thread {
+                    "on the mesh's thread".to_owned()
+                } else {
+                    format!("{threads} workers")
+                }
             );
             bound.push(local);
             listeners.push(management::ListenerEntry {

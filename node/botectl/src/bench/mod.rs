@@ -169,6 +169,12 @@ pub struct BenchOptions {
     /// the router beside TLS client to client.
     #[arg(long)]
     pub tls: bool,
+    /// With `--spawn`: a line added to each spawned router's AMQP
+    /// listener, in the config file's form (e.g. `amqp-on-mesh-thread =
+    /// true`); repeat it for several. Applies to the routed runs, traced
+    /// or not.
+    #[arg(long, value_name = "KEY = VALUE", requires = "spawn")]
+    pub listener_option: Vec<String>,
 }
 
 impl BenchOptions {
@@ -531,7 +537,8 @@ fn spawned_path(
             .with_file_name("boted"),
     };
     let n = options.chain.unwrap_or(1);
-    let listener = tls.map(|t| t.listener_options()).unwrap_or_default();
+    let mut listener = tls.map(|t| t.listener_options()).unwrap_or_default();
+    listener.extend(options.listener_option.iter().cloned());
     let routers = spawn_routers_with(&boted, n, Duration::from_secs(30), extra, &listener)?;
     let note = if tls.is_some() {
         format!(", amqps{note}")
