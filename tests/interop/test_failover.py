@@ -12,6 +12,7 @@ again."""
 
 import collections
 import contextlib
+import datetime
 import re
 import signal
 import time
@@ -195,6 +196,25 @@ LINE_LINKS = [(1, 0, 1), (2, 1, 1)]
 PAUSE = 3.3
 
 
+def logs_since(routers, since, most=60):
+    """Each router's log lines stamped at `since` (a time.time()) or later,
+    at most `most` of them per router, for an assertion's message: what
+    the mesh did around a fault, when a test fails on its timing."""
+    out = []
+    for r in routers:
+        lines = []
+        for line in r.log().splitlines():
+            try:
+                stamp = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
+            except (ValueError, IndexError):
+                continue
+            if stamp.timestamp() >= since - 0.05:
+                lines.append(line)
+        out.append(f"--- {r.name} ({len(lines)} lines, the first {most}):")
+        out.extend(lines[:most])
+    return "\n".join(out)
+
+
 @pytest.mark.parametrize("paused", ["Router.A", "Router.B", "Router.C"])
 def test_line_a_router_paused_past_the_hello_timeout_delivers_no_message_twice(paused):
     # Sender on A, receiver on C, nowhere around the paused router. The
@@ -213,6 +233,7 @@ def test_line_a_router_paused_past_the_hello_timeout_delivers_no_message_twice(p
                    10, "A to learn of the consumer")
         tx = AtLeastOnceSender(a.url, address, N, timeout=120).start()
         wait_until(lambda: rx.count >= N // 2, 60, "half received")
+        paused_at = time.time()
         victim.proc.send_signal(signal.SIGSTOP)
         try:
             time.sleep(PAUSE)
@@ -238,7 +259,8 @@ def test_line_a_router_paused_past_the_hello_timeout_delivers_no_message_twice(p
         assert not (twice or missing), (
             f"{len(twice)} received more than once (e.g. {sorted(twice.items())[:5]}), "
             f"{len(missing)} never received (e.g. {missing[:5]}); "
-            f"first outcomes at the sender: {dict(first)}")
+            f"first outcomes at the sender: {dict(first)}; what the routers logged "
+            f"from the pause on:\n{logs_since(routers, paused_at)}")
         # Deliveries routed to a stream that had just closed (the paused
         # router's, or the paused router's own to its neighbour), never
         # sent, wait (at most REROUTE_WAIT, 2 s) for that neighbour to be

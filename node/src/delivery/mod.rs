@@ -136,6 +136,9 @@ struct DetourLog {
     /// on (or found closed): `None` when not known (the neighbour never
     /// said, or the stream was not named).
     resent_instance: Option<NeighbourInstance>,
+    /// Neighbours it was lost with (or found closed) before `resent_from`:
+    /// still avoided, whatever their instance now.
+    lost_before: Vec<bote_topology::RouterId>,
 }
 
 /// A neighbour as one inter-router stream knew it: the instance its hello
@@ -216,8 +219,27 @@ impl Detours {
         instance: Option<NeighbourInstance>,
     ) {
         let log = self.log();
+        // Lost with one neighbour, then with another (re-forwarded to a
+        // stream that closed in turn): the first stays avoided. It may
+        // have passed the delivery on before it was lost, and only the
+        // latest is followed for its return as the same instance.
+        if let Some(earlier) = log.resent_from.take()
+            && earlier != neighbour
+            && !log.lost_before.contains(&earlier)
+        {
+            log.lost_before.push(earlier);
+        }
         log.resent_from = Some(neighbour);
         log.resent_instance = instance;
+    }
+
+    /// Whether it was lost with `neighbour` (or found its stream closed)
+    /// before the latest such neighbour ([`Detours::resent_from`]): the
+    /// address avoids it for good, as a router reached through it.
+    pub fn lost_before(&self, neighbour: &bote_topology::RouterId) -> bool {
+        self.0
+            .as_deref()
+            .is_some_and(|l| l.lost_before.contains(neighbour))
     }
 
     /// Neither given back by a consumer nor released by a neighbour.

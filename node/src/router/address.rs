@@ -215,7 +215,8 @@ pub fn awaits_lost_neighbour(
 /// not go to remote router `router` if it visited it or the next hop
 /// `next_hop`, nor through a neighbour that released it, nor to or
 /// through the neighbour it was lost with unless that one is `back` as
-/// before ([`back_as_before`]).
+/// before ([`back_as_before`]), nor to or through one it was lost with
+/// before that ([`Detours::lost_before`]).
 pub fn excluded(
     router: &RouterId,
     next_hop: &RouterId,
@@ -226,6 +227,8 @@ pub fn excluded(
     visited.contains(router)
         || visited.contains(next_hop)
         || detours.released_by().contains(next_hop)
+        || detours.lost_before(router)
+        || detours.lost_before(next_hop)
         || (!back
             && detours
                 .resent_from()
@@ -671,7 +674,9 @@ impl AddressActor {
             // it by other paths, or that branch is given up.
             let plan =
                 policy::multicast_toward(&view.routes, self.consumers.len(), destinations, |r| {
-                    d.visited.contains(r) || d.detours.resent_from() == Some(r)
+                    d.visited.contains(r)
+                        || d.detours.resent_from() == Some(r)
+                        || d.detours.lost_before(r)
                 });
             let hops = if d.hops_left == 0 {
                 Vec::new()
@@ -1735,5 +1740,44 @@ mod tests {
         // A neighbour that released it stays avoided whatever its instance.
         lost.add_released_by(b.clone());
         assert!(!through_b(&back, &lost));
+    }
+
+    #[test]
+    fn a_neighbour_lost_before_another_stays_avoided_when_the_other_is_back() {
+        // The square A-B-D, A-C-D seen from A, a consumer on D. A lost B
+        // with the delivery unsettled (B may have passed it on), routed it
+        // to C, and found C's stream closed before it went out.
+        let (b, c, d) = (
+            RouterId::from("B"),
+            RouterId::from("C"),
+            RouterId::from("D"),
+        );
+        let square = [("A", "B"), ("B", "D"), ("A", "C"), ("C", "D")];
+        let on_stream_1 = |instance| crate::delivery::NeighbourInstance {
+            instance,
+            stream: 1,
+        };
+        let mut detours = Detours::default();
+        detours.set_lost_with(b.clone(), Some(on_stream_1(7)));
+        detours.set_not_sent_to(c.clone(), Some(on_stream_1(9)));
+        assert_eq!(detours.resent_from(), Some(&c), "the latest is followed");
+        assert!(detours.lost_before(&b) && !detours.lost_before(&c));
+        let visited = VisitedRouters::default();
+        // Both back as the instances they were lost as, on new streams.
+        let both_back = with_neighbour(with_neighbour(view(&square), "B", 7, 2), "C", 9, 2);
+        let back = back_as_before(Some(&both_back), &detours);
+        assert!(back, "C is back as before");
+        assert!(
+            !excluded(&d, &c, &visited, &detours, back),
+            "through C again"
+        );
+        assert!(
+            excluded(&d, &b, &visited, &detours, back),
+            "never through B"
+        );
+        assert!(excluded(&b, &b, &visited, &detours, back), "nor to B");
+        // Losing it again with the same neighbour keeps one record of it.
+        detours.set_not_sent_to(c.clone(), Some(on_stream_1(9)));
+        assert!(!detours.lost_before(&c) && detours.lost_before(&b));
     }
 }
