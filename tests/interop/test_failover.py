@@ -190,10 +190,18 @@ LINE = ["Router.A", "Router.B", "Router.C"]
 # A - B - C: one path, no detour.
 LINE_LINKS = [(1, 0, 1), (2, 1, 1)]
 
-# Longer than the hello timeout (3 s by default): the paused router's
-# neighbours declare it lost and close its streams; it comes back as the
-# same instance (same process) a moment later.
-PAUSE = 3.3
+# Hellos every 100 ms, a neighbour lost after 1 s without one. The pause
+# is longer than that timeout: the paused router's neighbours declare it
+# lost and close its streams, 0.9-1.0 s into the pause (the last hello came
+# up to one interval before it), and it comes back as the same instance
+# (same process) 0.3-0.4 s later. The deliveries lost with it wait at most
+# 2 s (REROUTE_WAIT) from the loss for it to be back on new streams, which
+# leaves it 1.6 s or more to reconnect. With the default hellos (every 1 s,
+# lost after 3 s) and a pause of 3.3 s the loss could come as early as 2.0
+# s into the pause, leaving 0.7 s, and the test failed now and then (the
+# deliveries went back modified and were received twice).
+PAUSED_HELLOS = "hello-interval-ms = 100\nhello-timeout-ms = 1000"
+PAUSE = 1.3
 
 
 def logs_since(routers, since, most=60):
@@ -223,7 +231,7 @@ def test_line_a_router_paused_past_the_hello_timeout_delivers_no_message_twice(p
     # has its record of what it had, the re-forwarded copies go back
     # through it and are answered with the outcome the consumer gave
     # instead of coming back `modified` to a sender that sends them again.
-    with mesh(LINE, LINE_LINKS) as (routers, _):
+    with mesh(LINE, LINE_LINKS, router_extra=PAUSED_HELLOS) as (routers, _):
         a, b, c = routers
         victim = routers[LINE.index(paused)]
         address = "queue.failover.pause"
@@ -243,6 +251,11 @@ def test_line_a_router_paused_past_the_hello_timeout_delivers_no_message_twice(p
         time.sleep(0.5)  # a duplicate would arrive by now
         rx.stop_requested.set()
         rx.join()
+        # The pause did cost the victim its streams: each neighbour saw it go.
+        at = LINE.index(paused)
+        for neighbour in routers[max(at - 1, 0):at + 2]:
+            if neighbour is not victim:
+                assert f"down: {paused} " in neighbour.log(), neighbour.log()
         twice, missing = twice_and_missing(rx, N)
         # What the sender heard first for each message, and how often it
         # heard each outcome in all (a message sent again has several).
@@ -266,4 +279,6 @@ def test_line_a_router_paused_past_the_hello_timeout_delivers_no_message_twice(p
         # sent, wait (at most REROUTE_WAIT, 2 s) for that neighbour to be
         # back as the same process on a new stream and go there: none
         # comes back released to be sent again.
-        assert first.get("released", 0) == 0, dict(first)
+        assert first.get("released", 0) == 0, (
+            f"first outcomes at the sender: {dict(first)}; what the routers logged from the "
+            f"pause on:\n{logs_since(routers, paused_at)}")
