@@ -586,7 +586,7 @@ pub struct ListenerConfig {
     /// connections on the mesh's thread, beside the address and peer
     /// actors, so a delivery entering or leaving the mesh here crosses no
     /// thread. Lower latency and less CPU per message (request/reply
-    /// through a chain of three: p50 −14 %, CPU per round trip −23 %;
+    /// through a chain of three: p50 −14 %, CPU per round trip −22 %;
     /// BENCHMARKS.md), on a single core: the mesh's thread then also
     /// decodes and encodes these clients' frames. For small hosts and
     /// latency-bound traffic; the default (false) spreads AMQP connections

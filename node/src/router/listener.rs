@@ -300,7 +300,7 @@ impl StreamHandler<TcpStream> for ListenerActor {
 /// and the round trip, which bounds QoS 1 throughput since the PUBACK waits
 /// for the outcome, paid for them (BENCHMARKS.md, MQTT chain round trip).
 /// AMQP: request/reply through a chain of three, p50 −14 % and CPU per round
-/// trip −23 % (BENCHMARKS.md, AMQP connections on the mesh's thread). What it
+/// trip −22 % (BENCHMARKS.md, AMQP connections on the mesh's thread). What it
 /// costs: those clients share one thread with the mesh, so their protocol
 /// work uses one core; AMQP frames cost more to decode and encode than
 /// MQTT's, hence the defaults. TLS connections (the handshake and the
