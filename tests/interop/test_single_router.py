@@ -2,7 +2,9 @@
 qdrouterd users rely on (closest, balanced, multicast, credit, outcomes,
 unavailable addresses, dynamic receivers, large messages, shutdown)."""
 
+import signal
 import socket
+import subprocess
 import threading
 import struct
 import time
@@ -11,7 +13,7 @@ import pytest
 from proton import Message
 
 from clients import EchoServer, Receiver, Requester, Sender, run_all
-from conftest import Router, wait_until
+from conftest import Router, boted_path, wait_until
 
 N = 10_000
 
@@ -357,9 +359,6 @@ def test_a_sigterm_or_sighup_while_the_router_starts_is_served_not_fatal():
     handlers are installed before anything binds, so a signal that comes
     while the router is still starting waits for it instead of taking the
     default action (which ends the process with -15 or -1)."""
-    import signal
-    import subprocess
-    from conftest import boted_path
     r = Router("Router.Q")
     assert r.stop() == 0, r.log()
     for sig in (signal.SIGHUP, signal.SIGTERM):

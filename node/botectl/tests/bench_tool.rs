@@ -45,6 +45,13 @@ fn assert_sane(run: &RunReport, presettled: bool) {
     assert!(latency.p999_us <= latency.max_us);
 }
 
+/// A request/reply run that finished: each of the `n` requests sent, its
+/// reply received and accepted.
+fn assert_round_trips(run: &RunReport, n: u64) {
+    assert!(run.is_complete(), "problems: {:?}", run.problems);
+    assert_eq!((run.sent, run.received, run.accepted), (n, n, n));
+}
+
 #[test]
 fn direct_unsettled_receives_and_accepts_every_message() {
     let report = bench::run(&BenchOptions {
@@ -98,9 +105,8 @@ fn direct_request_reply_measures_one_round_trip_per_request() {
     })
     .unwrap();
     let run = &report.runs[0];
-    assert!(run.is_complete(), "problems: {:?}", run.problems);
+    assert_round_trips(run, 200);
     assert_eq!(run.mode, "rr");
-    assert_eq!((run.sent, run.received, run.accepted), (200, 200, 200));
     assert_eq!(run.latency.unwrap().samples, 200);
 }
 
@@ -179,8 +185,7 @@ fn through_a_spawned_boted_request_reply_round_trips() {
     })
     .unwrap();
     let run = &report.runs[0];
-    assert!(run.is_complete(), "problems: {:?}", run.problems);
-    assert_eq!((run.sent, run.received, run.accepted), (200, 200, 200));
+    assert_round_trips(run, 200);
 }
 
 #[test]
@@ -225,8 +230,7 @@ fn tls_on_both_client_sides_moves_every_message_direct_and_through_an_amqps_bote
     })
     .unwrap();
     let run = &rr.runs[0];
-    assert!(run.is_complete(), "problems: {:?}", run.problems);
-    assert_eq!((run.sent, run.received, run.accepted), (200, 200, 200));
+    assert_round_trips(run, 200);
     // The certificates are the bench's own: a running router's are unknown.
     let e = bench::run(&BenchOptions {
         router: Some("127.0.0.1:5671".into()),
@@ -259,8 +263,7 @@ fn listener_options_reach_the_spawned_routers_and_a_bad_one_is_named() {
     })
     .unwrap();
     let run = &rr.runs[0];
-    assert!(run.is_complete(), "problems: {:?}", run.problems);
-    assert_eq!((run.sent, run.received, run.accepted), (200, 200, 200));
+    assert_round_trips(run, 200);
 
     let e = bench::run(&BenchOptions {
         listener_option: vec!["no-such-key = 1".into()],
